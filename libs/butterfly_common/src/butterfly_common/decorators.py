@@ -1,0 +1,84 @@
+"""``@api``, ``@raw`` and ``@download``: mark a function as a route without wrapping it.
+
+The decorator only attaches a :class:`HandlerSpec`; the function stays a plain function,
+so it can be called directly in tests and by ``butterfly call``. Undecorated functions are
+never routes, even when their first parameter is ``req``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar, overload
+
+F = TypeVar("F", bound=Callable)
+Kind = Literal["api", "raw", "download"]
+
+SPEC_ATTR = "__butterfly__"
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """How a handler speaks: its protocol and its access rules."""
+
+    kind: Kind
+    #: Needs ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``; never served as a queue topic.
+    admin: bool = False
+    #: Served as a queue topic when the service consumes (``@api`` handlers only).
+    topic: bool = True
+    #: For ``@api``: HTTP status to answer for a returned stat (default 200).
+    statuses: Mapping[str, int] = field(default_factory=dict)
+    #: For ``@download``: the directory files are served from; None means the data dir.
+    root: str | None = None
+
+
+def _mark(func: F, spec: HandlerSpec) -> F:
+    setattr(func, SPEC_ATTR, spec)
+    return func
+
+
+def spec_of(func: Callable) -> HandlerSpec | None:
+    """The spec a decorator attached to ``func``, or None for a plain function."""
+    return getattr(func, SPEC_ATTR, None)
+
+
+@overload
+def api(func: F) -> F: ...
+@overload
+def api(*, admin: bool = False, topic: bool = True,
+        statuses: Mapping[str, int] | None = None) -> Callable[[F], F]: ...
+
+
+def api(func=None, *, admin=False, topic=True, statuses=None):
+    """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``."""
+    spec = HandlerSpec("api", admin=admin, topic=topic and not admin,
+                       statuses=dict(statuses or {}))
+    return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
+
+
+@overload
+def raw(func: F) -> F: ...
+@overload
+def raw(*, admin: bool = False) -> Callable[[F], F]: ...
+
+
+def raw(func=None, *, admin=False):
+    """A handler that picks its own HTTP status: returns ``code`` or ``(code, body[, headers])``."""
+    spec = HandlerSpec("raw", admin=admin, topic=False)
+    return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
+
+
+@overload
+def download(func: F) -> F: ...
+@overload
+def download(*, root: str | None = None, admin: bool = False) -> Callable[[F], F]: ...
+
+
+def download(func=None, *, root=None, admin=False):
+    """A file handler: returns ``(stat, {"filename": relpath, "is_download": bool}[, headers])``.
+
+    ``filename`` is resolved inside ``root`` (default: the service's data dir); a path that
+    escapes it is refused before the file system is touched.
+    """
+    spec = HandlerSpec("download", admin=admin, topic=False, root=root)
+    return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))

@@ -1,0 +1,88 @@
+"""Redis clients that work unchanged against Redis, Twemproxy and Redis Cluster.
+
+Twemproxy closes the connection on any command it does not know, including the
+``HELLO`` and ``CLIENT SETINFO`` that redis-py sends by default, so every client here
+speaks RESP2 with no client-info handshake, never selects a DB and never names itself.
+``redis+cluster://`` URLs build a :class:`redis.cluster.RedisCluster`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+RedisLike = redis.Redis | RedisCluster
+
+
+def _handshake_kwargs(cls: type) -> dict[str, Any]:
+    """The kwargs that stop redis-py from sending HELLO / CLIENT SETINFO (7.x and 8.x)."""
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {"protocol": 2}
+    if "driver_info" in params:
+        kwargs["driver_info"] = None
+    if "lib_name" in params:
+        kwargs["lib_name"] = None
+        kwargs["lib_version"] = None
+    return kwargs
+
+
+def make_redis(url: str, *, socket_timeout: float = 5.0, retries: int = 2) -> RedisLike:
+    """Build a client for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``).
+
+    Retries are few and short: a proxy drops the connection on an unsupported command,
+    and redis-py's default policy would hide that for seconds.
+    """
+    parts = urlsplit(url)
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+        "decode_responses": True,
+    }
+    if parts.scheme.endswith("+cluster"):
+        plain = urlunsplit((parts.scheme.removesuffix("+cluster"), *parts[1:]))
+        return RedisCluster.from_url(plain, **common, **_handshake_kwargs(RedisCluster))
+    if parts.path not in ("", "/", "/0"):
+        # SELECT is not available through Twemproxy or Redis Cluster: refuse rather than
+        # silently write to another DB than the one configured.
+        raise ValueError(f"redis URL {url!r}: only database 0 is supported")
+    return redis.Redis.from_url(url, **common, **_handshake_kwargs(redis.Redis))
+
+
+class Script:
+    """A Lua script run by EVALSHA, falling back to EVAL on NOSCRIPT.
+
+    ``SCRIPT LOAD`` is rejected by Twemproxy, so redis-py's ``register_script`` cannot be
+    used; the first EVAL caches the script on whichever shard the keys hash to.
+    """
+
+    def __init__(self, source: str, name: str = "script") -> None:
+        self.source = source
+        self.name = name
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis' own id
+
+    @classmethod
+    def from_package(cls, package: str, filename: str) -> Script:
+        """Load ``filename`` shipped beside the Python modules of ``package``."""
+        source = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+        return cls(source, filename)
+
+    def __call__(self, client: Any, keys: list[str], args: list[Any] | tuple = ()) -> Any:
+        if not keys:
+            raise ValueError(f"{self.name}: Twemproxy needs at least one key to route EVAL")
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} {self.sha[:8]}>"

@@ -1,0 +1,173 @@
+"""Settings from the environment: one set of ``BUTTERFLY_*`` variables for every service.
+
+A service with no configuration starts on SQLite under the data dir and a local Redis.
+A bad value stops start-up with a message naming the variable, never a traceback deep
+inside a request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment. Build it with :func:`load_settings`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    db_url: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8585
+    data_dir: Path = Path("var/data")
+    log_dir: str = "var/log"
+    log_level: str = "INFO"
+    log_max_bytes: int = 64 * 1024 * 1024
+    log_backups: int = 10
+    consume: bool = False
+    admin_token: str = ""
+    trusted_proxies: tuple[Network, ...] = ()
+    legacy_status: bool = False
+    stat_adaptor: Mapping | None = None
+    max_body_bytes: int = 1024 * 1024
+    workers: int = 2
+    threads: int = 8
+    timeout: int = 60
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def log_to_stdout(self) -> bool:
+        """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
+        return self.log_dir == "-"
+
+    @property
+    def database_url(self) -> str:
+        """The DB URL, defaulting to a SQLite file in the data dir."""
+        return self.db_url or f"sqlite:///{self.data_dir / 'butterfly.db'}"
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise SettingsError(f"{name}={raw!r}: expected a number in {bound}")
+    return value
+
+
+def _networks(name: str, raw: str) -> tuple[Network, ...]:
+    nets = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or CIDR network") from None
+    return tuple(nets)
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme not in schemes:
+        raise SettingsError(f"{name}: expected a URL starting with one of {', '.join(schemes)}://")
+    return raw
+
+
+def _stat_adaptor(name: str, raw: str) -> Mapping:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not valid JSON ({exc})") from None
+    keys = {"status_name", "status_map", "message_name"}
+    if not isinstance(value, dict) or not keys <= value.keys():
+        raise SettingsError(f"{name}: expected a JSON object with keys {sorted(keys)}")
+    if not isinstance(value["status_map"], dict) or "default" not in value["status_map"]:
+        raise SettingsError(f"{name}: status_map must be an object with a 'default' key")
+    return value
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgres+pool",
+              "postgresql+pool")
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8585) -> Settings:
+    """Read settings from ``env`` (default: ``os.environ``), raising SettingsError on bad input."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    kwargs: dict = {}
+    if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
+        kwargs["redis_url"] = _url("BUTTERFLY_REDIS_URL", raw, REDIS_SCHEMES)
+    if (raw := get("BUTTERFLY_DB_URL")) is not None:
+        kwargs["db_url"] = _url("BUTTERFLY_DB_URL", raw, DB_SCHEMES)
+    if (raw := get("BUTTERFLY_HOST")) is not None:
+        kwargs["host"] = raw
+    kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
+    if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
+        kwargs["data_dir"] = Path(raw)
+    if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
+        kwargs["log_dir"] = raw
+    if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
+        level = raw.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"BUTTERFLY_LOG_LEVEL={raw!r}: expected DEBUG, INFO, WARNING, "
+                                "ERROR or CRITICAL")
+        kwargs["log_level"] = level
+    if (raw := get("BUTTERFLY_LOG_MAX_BYTES")) is not None:
+        kwargs["log_max_bytes"] = _int("BUTTERFLY_LOG_MAX_BYTES", raw, 1024)
+    if (raw := get("BUTTERFLY_LOG_BACKUPS")) is not None:
+        kwargs["log_backups"] = _int("BUTTERFLY_LOG_BACKUPS", raw, 1, 1000)
+    if (raw := get("BUTTERFLY_CONSUME")) is not None:
+        kwargs["consume"] = _bool("BUTTERFLY_CONSUME", raw)
+    if (raw := get("BUTTERFLY_ADMIN_TOKEN")) is not None:
+        if len(raw) < 16:
+            raise SettingsError("BUTTERFLY_ADMIN_TOKEN: use at least 16 characters")
+        kwargs["admin_token"] = raw
+    if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
+        kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
+    if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
+        kwargs["legacy_status"] = _bool("BUTTERFLY_LEGACY_STATUS", raw)
+    if (raw := get("BUTTERFLY_STAT_ADAPTOR")) is not None:
+        kwargs["stat_adaptor"] = _stat_adaptor("BUTTERFLY_STAT_ADAPTOR", raw)
+    if (raw := get("BUTTERFLY_MAX_BODY_BYTES")) is not None:
+        kwargs["max_body_bytes"] = _int("BUTTERFLY_MAX_BODY_BYTES", raw, 1)
+    if (raw := get("BUTTERFLY_WORKERS")) is not None:
+        kwargs["workers"] = _int("BUTTERFLY_WORKERS", raw, 1, 256)
+    if (raw := get("BUTTERFLY_THREADS")) is not None:
+        kwargs["threads"] = _int("BUTTERFLY_THREADS", raw, 1, 1024)
+    if (raw := get("BUTTERFLY_TIMEOUT")) is not None:
+        kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
+    kwargs["extra"] = {k: v for k, v in env.items() if not k.startswith("BUTTERFLY_")
+                       and k.split("_", 1)[0] in SERVICE_PREFIXES}
+    return Settings(**kwargs)
+
+
+# Service-specific variables (RUQI_SCRIPT_DIR, ...) are kept verbatim in Settings.extra.
+SERVICE_PREFIXES = ("CORE", "RUQI", "WUXING", "BAICHUAN", "CANGHAI", "XINGQIAO")
