@@ -1,0 +1,27 @@
+"""百川 baichuan's queue protocol over Redis, Twemproxy or Redis Cluster.
+
+Modules: ``keys`` (key layout), ``message`` (record + ids), ``errors``, ``scripts`` (Lua
+loading), ``broker`` (queue operations), ``registry`` (workers and topics).
+"""
+
+from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
+from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
+from .message import (
+    DELAYED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    STARTED,
+    STATUSES,
+    Message,
+    PublishResult,
+    new_id,
+)
+from .registry import HEARTBEAT_TTL, Registry
+
+__all__ = [
+    "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
+    "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker",
+    "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer", "PublishResult",
+    "Registry", "new_id",
+]

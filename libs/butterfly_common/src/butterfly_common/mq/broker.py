@@ -1,0 +1,335 @@
+"""The queue protocol: publish, claim, complete/fail, lease extension, reaping and admin.
+
+Every state change is ONE Lua script over keys of ONE topic's hash tag, timed by the
+server clock, so it is atomic on plain Redis, through Twemproxy and on Redis Cluster.
+
+Delivery is at-least-once. A claimed message is *leased*: its deadline in ``started`` is
+``now + min(timeout, lease)``; consumers :meth:`Broker.extend` it while working (never past
+``started_at + timeout``). :meth:`Broker.reap` puts messages whose lease ran out back at
+the front of the queue, and dead-letters them once ``attempts > max_retries +
+lost_grace`` so a message that kills its consumer cannot loop forever.
+
+Each claim increments the record's fencing ``token``; complete/fail/extend/release only
+act while the record is still ``started`` with the caller's token, so a consumer that lost
+its lease (reaped, released, deleted) cannot overwrite the newer attempt's outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from . import scripts
+from .errors import MessageIdConflict, MQError, NoConsumer
+from .keys import FIELDS, TOPICS, TopicKeys, check_id, id_key, to_ms
+from .message import STATUSES, Message, PublishResult, new_id
+from .registry import HEARTBEAT_TTL, Registry
+
+DEFAULT_TIMEOUT = 180.0
+DEFAULT_RESULT_TTL = 86400.0
+DEFAULT_FAILURE_TTL = 7 * 86400.0
+LEASE = 30.0
+MAX_CLAIM = 1000
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Broker:
+    """Queue operations over a client from :func:`butterfly_common.redis_client.make_redis`.
+
+    ``lease``: visibility window of a claimed message before reap may hand it to another
+    consumer. ``heartbeat_ttl``: how fresh a consumer heartbeat must be for publish to
+    accept a topic. ``min_backoff``/``max_backoff``: retry delay bounds (exponential with
+    jitter). ``lost_grace``: redeliveries after lost leases beyond ``max_retries``.
+    ``index_slack``: extra life of the id->topic index beyond the record's own TTL.
+    """
+
+    def __init__(self, client: Any, *, lease: float = LEASE,
+                 heartbeat_ttl: float = HEARTBEAT_TTL, min_backoff: float = 1.0,
+                 max_backoff: float = 300.0, lost_grace: int = 2,
+                 index_slack: float = 3600.0, batch: int = 500) -> None:
+        self.client = client
+        self.lease = lease
+        self.heartbeat_ttl = heartbeat_ttl
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.lost_grace = lost_grace
+        self.index_slack = index_slack
+        self.batch = batch
+        self.registry = Registry(client, heartbeat_ttl)
+        self._keys: dict[str, TopicKeys] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Broker:
+        """A broker on a fresh Twemproxy-safe client for ``url`` (see ``make_redis``)."""
+        from ..redis_client import make_redis
+
+        return cls(make_redis(url), **options)
+
+    def keys(self, topic: str) -> TopicKeys:
+        """Key names of ``topic`` (validated once, then cached)."""
+        k = self._keys.get(topic)
+        if k is None:
+            k = self._keys[topic] = TopicKeys.of(topic)
+        return k
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(self, topic: str, data: dict[str, Any], *, msg_id: str | None = None,
+                delay: float = 0.0, at_front: bool = False,
+                timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
+                result_ttl: float = DEFAULT_RESULT_TTL,
+                failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
+                force: bool = False) -> PublishResult:
+        """Queue ``data`` (the handler's kwargs) on ``topic``.
+
+        A caller-chosen ``msg_id`` makes publishing idempotent: a second publish of a live
+        id queues nothing and returns ``created=False`` with the current status. Raises
+        :class:`NoConsumer` when no consumer heartbeat of ``topic`` is fresh, unless
+        ``force``; :class:`MessageIdConflict` when ``msg_id`` belongs to another topic.
+
+        The id index ``bc:id:<id>`` (lookup without topic) is written with SET NX just
+        before the publish script, outside its atomic step since it lives on another
+        shard. A crash between the two leaves an index without a message: ``get`` returns
+        None, the same id may still be published on the same topic, and the stale index
+        blocks the id for other topics until it expires (``delay + max(result_ttl,
+        failure_ttl) + index_slack``; complete/fail refresh it for the record's life).
+        """
+        k = self.keys(topic)
+        if not isinstance(data, dict):
+            raise TypeError(f"message data must be a dict, not {type(data).__name__}")
+        if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
+            raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
+        idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
+        payload = _json(data)
+
+        def args(mid: str) -> list[Any]:
+            return [mid, topic, payload, to_ms(delay), int(at_front), to_ms(timeout),
+                    int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
+                    int(force), to_ms(self.heartbeat_ttl)]
+
+        pipe = self.client.pipeline(transaction=False)
+        if msg_id is None:
+            # generated ids are unique (48 random bits per ms), so index and script go
+            # out in one round trip without waiting for the SET NX verdict
+            msg_id, n = new_id(), 1
+            pipe.set(id_key(msg_id), topic, nx=True, px=idx_ttl)
+        else:
+            n = 0
+            self._reserve_id(check_id(msg_id), topic, idx_ttl)
+        call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
+                                                  k.msg(msg_id)], args(msg_id))
+        if force:
+            pipe.zadd(TOPICS, {topic: 0}, nx=True)
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {n: call})
+        code, status = int(results[n][0]), results[n][1]
+        if code < 0:
+            self.client.delete(id_key(msg_id))
+            raise NoConsumer(topic)
+        return PublishResult(msg_id, code == 1, status)
+
+    def _reserve_id(self, msg_id: str, topic: str, ttl_ms: int) -> None:
+        """Point the id index at ``topic``, or refuse an id owned by another topic."""
+        key = id_key(msg_id)
+        for _ in range(3):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, topic, nx=True, px=ttl_ms)
+            pipe.get(key)
+            created, owner = pipe.execute()
+            if created or owner == topic:
+                return
+            if owner is not None:
+                raise MessageIdConflict(msg_id, topic, owner)
+        raise MQError(f"could not reserve msg_id {msg_id!r}")
+
+    # -- consuming --------------------------------------------------------------------
+
+    def claim(self, topic: str, worker_id: str, count: int = 1) -> list[Message]:
+        """Take up to ``count`` messages (due delayed ones are promoted first), leased to
+        ``worker_id``. Each claim counts an attempt and issues a new fencing token."""
+        k = self.keys(topic)
+        count = max(1, min(int(count), MAX_CLAIM))
+        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started],
+                           [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM])
+        return Message.many(flat)
+
+    def _index_ttl(self, msg: Message, extra: float = 0.0) -> int:
+        return to_ms(max(msg.result_ttl, msg.failure_ttl) + extra + self.index_slack)
+
+    def complete(self, msg: Message, result: dict[str, Any] | None = None,
+                 cost: float = 0.0) -> bool:
+        """Store the result and mark finished (kept ``result_ttl``). False when fenced out:
+        the message was reaped, released or deleted since this consumer claimed it."""
+        k = self.keys(msg.topic)
+        pipe = self.client.pipeline(transaction=False)
+        call = scripts.queue_in(pipe, "complete", [k.started, k.finished, k.msg(msg.id)],
+                                [msg.id, msg.token, _json(result) if result is not None
+                                 else "", f"{cost:.6f}"])
+        pipe.set(id_key(msg.id), msg.topic, px=self._index_ttl(msg))
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call})
+        return bool(results[0])
+
+    def backoff(self, attempts: int) -> float:
+        """Retry delay after the ``attempts``-th try: doubling from ``min_backoff``, capped
+        at ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
+        base = min(self.max_backoff, self.min_backoff * 2 ** max(0, attempts - 1))
+        return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrets
+
+    def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
+             cost: float = 0.0, retry: bool = True) -> str:
+        """Record a failed attempt; returns ``"delayed"`` (a retry is scheduled),
+        ``"failed"`` (dead-lettered, kept ``failure_ttl``) or ``""`` (fenced out).
+
+        Retries while ``attempts <= max_retries``; ``retry=False`` dead-letters at once
+        (bad parameters will not get better by retrying)."""
+        k = self.keys(msg.topic)
+        backoff = self.backoff(msg.attempts) if retry and msg.attempts <= msg.max_retries \
+            else -1.0
+        pipe = self.client.pipeline(transaction=False)
+        call = scripts.queue_in(
+            pipe, "fail", [k.started, k.delayed, k.failed, k.msg(msg.id)],
+            [msg.id, msg.token, error, _json(result) if result is not None else "",
+             f"{cost:.6f}", to_ms(backoff) if backoff >= 0 else -1])
+        pipe.set(id_key(msg.id), msg.topic, px=self._index_ttl(msg, max(backoff, 0.0)))
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call})
+        return results[0] or ""
+
+    def extend(self, msg: Message, seconds: float | None = None) -> bool:
+        """Push the lease deadline to ``now + seconds`` (default: the broker lease), capped
+        at ``started_at + timeout``. False when fenced out or the timeout has passed."""
+        k = self.keys(msg.topic)
+        seconds = self.lease if seconds is None else seconds
+        return bool(scripts.run(self.client, "extend", [k.started, k.msg(msg.id)],
+                                [msg.id, msg.token, to_ms(seconds)]))
+
+    def release(self, msgs: Iterable[Message]) -> int:
+        """Hand claimed but unstarted messages back to the front of their queues, in their
+        original order, without counting the attempt (graceful shutdown)."""
+        by_topic: dict[str, list[Message]] = {}
+        for m in msgs:
+            by_topic.setdefault(m.topic, []).append(m)
+        n = 0
+        for topic, group in by_topic.items():
+            k = self.keys(topic)
+            args: list[Any] = [k.msg_prefix]
+            for m in group:
+                args += [m.id, m.token]
+            n += int(scripts.run(self.client, "release", [k.queue, k.started], args))
+        return n
+
+    def reap(self, topic: str) -> int:
+        """Return lease-expired messages to the front of the queue (or dead-letter them,
+        see the module doc) and trim expired finished/failed records. Atomic, so any
+        number of consumers may call it concurrently. Returns the expired count handled."""
+        k = self.keys(topic)
+        returned, _trimmed = scripts.run(
+            self.client, "reap", [k.queue, k.started, k.finished, k.failed],
+            [k.msg_prefix, self.batch, self.lost_grace])
+        return int(returned)
+
+    # -- administration ---------------------------------------------------------------
+
+    def requeue(self, topic: str, msg_id: str, at_front: bool = False) -> bool:
+        """Put one dead letter back in the queue with fresh attempts."""
+        k = self.keys(topic)
+        n, _ = scripts.run(self.client, "requeue", [k.queue, k.failed],
+                           [k.msg_prefix, int(at_front), 1, msg_id])
+        return bool(n)
+
+    def requeue_all(self, topic: str, at_front: bool = False) -> int:
+        """Requeue every dead letter of ``topic`` (in bounded batches); returns how many."""
+        k = self.keys(topic)
+        total = 0
+        while True:
+            n, scanned = scripts.run(self.client, "requeue", [k.queue, k.failed],
+                                     [k.msg_prefix, int(at_front), self.batch])
+            total += int(n)
+            if int(scanned) < self.batch:
+                return total
+
+    def delete(self, topic: str, msg_id: str) -> bool:
+        """Remove a message whatever its status; True if its record existed."""
+        k = self.keys(topic)
+        gone = int(scripts.run(self.client, "delete", [k.queue, k.delayed, k.started,
+                                                        k.finished, k.failed, k.msg(msg_id)],
+                               [msg_id]))
+        if gone:
+            self.client.delete(id_key(msg_id))
+        return bool(gone)
+
+    def purge(self, topic: str, status: str = "failed") -> int:
+        """Delete every message in ``status`` (``queued``, ``delayed``, ``started``,
+        ``finished``, ``failed`` or ``all``) in bounded batches; returns how many."""
+        k = self.keys(topic)
+        statuses = STATUSES if status == "all" else (status,)
+        total = 0
+        for st in statuses:
+            container = k.by_status(st)
+            kind = "list" if st == "queued" else "zset"
+            while True:
+                ids = scripts.run(self.client, "purge", [container],
+                                  [k.msg_prefix, kind, self.batch])
+                if ids:
+                    pipe = self.client.pipeline(transaction=False)
+                    for mid in ids:
+                        pipe.delete(id_key(mid))
+                    pipe.execute()
+                total += len(ids)
+                if len(ids) < self.batch:
+                    break
+        return total
+
+    def counts(self, topic: str) -> dict[str, int]:
+        """Sizes of the five containers of ``topic`` (one consistent snapshot)."""
+        k = self.keys(topic)
+        sizes = scripts.run(self.client, "counts",
+                            [k.queue, k.delayed, k.started, k.finished, k.failed], [])
+        return dict(zip(STATUSES, (int(n) for n in sizes), strict=True))
+
+    def get(self, msg_id: str, topic: str | None = None) -> Message | None:
+        """The message record, found through the id index when ``topic`` is unknown."""
+        if topic is None:
+            topic = self.client.get(id_key(msg_id))
+            if topic is None:
+                return None
+        values = self.client.hmget(self.keys(topic).msg(msg_id), list(FIELDS))
+        return Message.from_values(values) if values[0] else None
+
+    def list(self, topic: str, status: str, page_index: int = 1, page_size: int = 20,
+             newest_first: bool = True) -> tuple[int, list[Message]]:
+        """One page of messages in ``status`` and the status' total. Newest = last pushed
+        for ``queued``, otherwise highest score (due time, lease deadline, expiry)."""
+        k = self.keys(topic)
+        page_index, page_size = max(1, int(page_index)), max(1, min(int(page_size), 1000))
+        start = (page_index - 1) * page_size
+        reply = scripts.run(self.client, "list", [k.by_status(status)],
+                            [k.msg_prefix, "list" if status == "queued" else "zset", start,
+                             start + page_size - 1, int(newest_first)])
+        return int(reply[0]), Message.many(reply[1:])
+
+    # -- registry (delegated) ---------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, topics: Iterable[str], info: dict | None = None,
+                  ttl: float | None = None) -> float:
+        """See :meth:`Registry.heartbeat`."""
+        return self.registry.heartbeat(worker_id, topics, info, ttl)
+
+    def unregister(self, worker_id: str, topics: Iterable[str]) -> None:
+        """See :meth:`Registry.unregister`."""
+        self.registry.unregister(worker_id, topics)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """See :meth:`Registry.workers`."""
+        return self.registry.workers()
+
+    def topics(self) -> list[str]:
+        """See :meth:`Registry.topics`."""
+        return self.registry.topics()
+
+    def prune_workers(self, ttl: float | None = None) -> int:
+        """See :meth:`Registry.prune_workers`."""
+        return self.registry.prune_workers(ttl)

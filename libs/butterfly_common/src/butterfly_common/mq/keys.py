@@ -1,0 +1,108 @@
+"""Key names of the queue protocol.
+
+Every key of topic ``T`` carries the hash tag ``{T}``: Twemproxy (``hash_tag: "{}"``) and
+Redis Cluster then place all of them on one shard / slot, which is what lets one Lua script
+change a topic's state atomically. Keys of different tags never meet in one command.
+
+Per topic ``T``:
+
+===========================  ======  ==================================================
+``bc:{T}:queue``             LIST    ready ids, consumers pop from the head
+``bc:{T}:delayed``           ZSET    id -> due time (ms): delayed publish, retry backoff
+``bc:{T}:started``           ZSET    id -> lease deadline (ms)
+``bc:{T}:finished``          ZSET    id -> record expiry (ms)
+``bc:{T}:failed``            ZSET    id -> record expiry (ms), the dead letters
+``bc:{T}:workers``           ZSET    worker id -> last heartbeat (ms)
+``bc:{T}:msg:<id>``          HASH    the message record (fields: :data:`FIELDS`)
+===========================  ======  ==================================================
+
+Global, each touched by single-key commands only:
+
+=================  ======  ========================================================
+``bc:id:<id>``     STRING  topic of message ``<id>`` (lookup by id alone), with TTL
+``bc:topics``      ZSET    topic -> last time a worker served it (or a forced publish)
+``bc:workers``     HASH    worker id -> JSON record (topics, info, last_seen, ttl)
+=================  ======  ========================================================
+
+Timestamps in records are epoch milliseconds, durations (``timeout``, ``result_ttl``,
+``failure_ttl``) milliseconds: Lua does integer arithmetic on them without conversions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidTopic
+
+PREFIX = "bc"
+TOPICS = f"{PREFIX}:topics"
+WORKERS = f"{PREFIX}:workers"
+MAX_TOPIC_LEN = 200
+MAX_ID_LEN = 200
+
+#: Field order of the message hash as scripts return it (HMGET), see ``message.py``.
+FIELDS: tuple[str, ...] = (
+    "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
+    "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
+    "error", "cost", "reqid", "token",
+)
+
+
+def to_ms(seconds: float) -> int:
+    """Seconds (the Python API's unit) to the records' milliseconds."""
+    return round(seconds * 1000)
+
+
+def check_topic(topic: str) -> str:
+    """Refuse names that would break the hash tag (braces) or bloat every key."""
+    if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LEN:
+        raise InvalidTopic(f"topic must be a non-empty str of <= {MAX_TOPIC_LEN} chars: "
+                           f"{topic!r}")
+    if "{" in topic or "}" in topic or any(c.isspace() for c in topic):
+        raise InvalidTopic(f"topic may not contain braces or whitespace: {topic!r}")
+    return topic
+
+
+def check_id(msg_id: str) -> str:
+    """Caller-chosen ids end up inside key names: keep them short and printable."""
+    if (not isinstance(msg_id, str) or not msg_id or len(msg_id) > MAX_ID_LEN
+            or not msg_id.isprintable() or any(c.isspace() for c in msg_id)):
+        raise ValueError(f"msg_id must be 1..{MAX_ID_LEN} printable non-space chars: "
+                         f"{msg_id!r}")
+    return msg_id
+
+
+def id_key(msg_id: str) -> str:
+    """The per-id index key (its own tag: never in a script with topic keys)."""
+    return f"{PREFIX}:id:{msg_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicKeys:
+    """All key names of one topic; build once per topic and reuse."""
+
+    topic: str
+    queue: str
+    delayed: str
+    started: str
+    finished: str
+    failed: str
+    workers: str
+    msg_prefix: str
+
+    @classmethod
+    def of(cls, topic: str) -> TopicKeys:
+        base = f"{PREFIX}:{{{check_topic(topic)}}}:"
+        return cls(topic, base + "queue", base + "delayed", base + "started",
+                   base + "finished", base + "failed", base + "workers", base + "msg:")
+
+    def msg(self, msg_id: str) -> str:
+        return self.msg_prefix + msg_id
+
+    def by_status(self, status: str) -> str:
+        """The container key holding ids in ``status`` (``queued`` is the LIST)."""
+        try:
+            return {"queued": self.queue, "delayed": self.delayed, "started": self.started,
+                    "finished": self.finished, "failed": self.failed}[status]
+        except KeyError:
+            raise ValueError(f"unknown status {status!r}") from None

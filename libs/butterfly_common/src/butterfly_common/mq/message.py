@@ -1,0 +1,112 @@
+"""The message record as Python sees it, and message ids.
+
+Scripts return a record as a flat array of values in :data:`keys.FIELDS` order (no field
+names on the wire); :meth:`Message.from_values` turns that into a :class:`Message`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+from .keys import FIELDS
+
+QUEUED = "queued"
+DELAYED = "delayed"
+STARTED = "started"
+FINISHED = "finished"
+FAILED = "failed"
+STATUSES = (QUEUED, DELAYED, STARTED, FINISHED, FAILED)
+
+_NFIELDS = len(FIELDS)
+
+
+def new_id() -> str:
+    """A fresh message id: 24 upper-case hex digits, time-ordered.
+
+    12 digits of the publisher's clock in ms (good until year 10889) then 48 random bits,
+    so ids sort by publish time across publishers (to clock skew) and two publishers
+    colliding within one millisecond has odds of ~2**-48.
+    """
+    return f"{time.time_ns() // 1_000_000:012X}{secrets.randbits(48):012X}"
+
+
+class PublishResult(NamedTuple):
+    """What :meth:`Broker.publish` did: ``created`` is False for a repeated ``msg_id``."""
+
+    msg_id: str
+    created: bool
+    status: str
+
+
+def _ms_to_s(value: str | None) -> float | None:
+    return int(value) / 1000.0 if value not in (None, "") else None
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    return int(value) if value not in (None, "") else default
+
+
+@dataclass(slots=True)
+class Message:
+    """One message record. Times are epoch seconds, durations seconds (``None`` = unset)."""
+
+    id: str
+    topic: str
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = QUEUED
+    attempts: int = 0
+    max_retries: int = 0
+    timeout: float = 0.0
+    result_ttl: float = 0.0
+    failure_ttl: float = 0.0
+    created_at: float | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str = ""
+    result: dict[str, Any] | None = None
+    error: str = ""
+    cost: float = 0.0
+    reqid: str = ""
+    token: int = 0
+
+    @classmethod
+    def from_values(cls, values: list[Any]) -> Message:
+        """Build from an HMGET-ordered list (see :data:`keys.FIELDS`)."""
+        v = dict(zip(FIELDS, values, strict=True))
+        result = v["result"]
+        return cls(
+            id=v["id"], topic=v["topic"], data=json.loads(v["data"] or "{}"),
+            status=v["status"] or "", attempts=_int(v["attempts"]),
+            max_retries=_int(v["max_retries"]), timeout=_ms_to_s(v["timeout"]) or 0.0,
+            result_ttl=_ms_to_s(v["result_ttl"]) or 0.0,
+            failure_ttl=_ms_to_s(v["failure_ttl"]) or 0.0,
+            created_at=_ms_to_s(v["created_at"]), enqueued_at=_ms_to_s(v["enqueued_at"]),
+            started_at=_ms_to_s(v["started_at"]), ended_at=_ms_to_s(v["ended_at"]),
+            worker=v["worker"] or "", result=json.loads(result) if result else None,
+            error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
+            token=_int(v["token"]),
+        )
+
+    @classmethod
+    def many(cls, flat: list[Any]) -> list[Message]:
+        """Split a script's flat reply (records back to back) into messages.
+
+        A record whose hash vanished (expired, deleted) comes back as all-nil: skipped.
+        """
+        out = []
+        for i in range(0, len(flat), _NFIELDS):
+            values = flat[i:i + _NFIELDS]
+            if values[0]:
+                out.append(cls.from_values(values))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view for HTTP replies and dashboards (drops the fencing token)."""
+        out = asdict(self)
+        out.pop("token")
+        return out

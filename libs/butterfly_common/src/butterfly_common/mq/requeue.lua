@@ -1,0 +1,28 @@
+-- KEYS: queue, failed
+-- ARGV: msg_prefix, at_front, limit, [id]
+-- Move one dead letter (id given) or up to `limit` of them back to the queue with fresh
+-- attempts. Reply: {requeued, ids looked at}.
+local prefix = ARGV[1]
+local ids
+if ARGV[4] then
+  ids = {ARGV[4]}
+else
+  ids = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+end
+local n = 0
+for i = 1, #ids do
+  local id = ids[i]
+  local key = prefix .. id
+  if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', key) == 1 then
+    redis.call('PERSIST', key)
+    redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
+      'worker', '', 'started_at', '', 'ended_at', '')
+    if ARGV[2] == '1' then
+      redis.call('LPUSH', KEYS[1], id)
+    else
+      redis.call('RPUSH', KEYS[1], id)
+    end
+    n = n + 1
+  end
+end
+return {n, #ids}
