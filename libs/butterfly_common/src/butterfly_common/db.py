@@ -18,6 +18,7 @@ from playhouse.db_url import connect
 database = peewee.DatabaseProxy()
 
 _POOLED = {"mysql": "mysql+pool", "postgres": "postgres+pool", "postgresql": "postgresql+pool"}
+SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
 _POOL_DEFAULTS = {"max_connections": "32", "stale_timeout": "300", "timeout": "10"}
 
 
@@ -36,12 +37,11 @@ def _with_defaults(url: str) -> str:
 
 def open_database(url: str) -> peewee.Database:
     """Open (lazily) the database at ``url``; SQLite files get their directory created."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent.mkdir(
-            parents=True, exist_ok=True)
-        if "?" not in url:
-            # WAL lets readers and one writer work at once across gunicorn workers.
-            url += "?journal_mode=wal&busy_timeout=5000"
+    if url.startswith("sqlite:///") and "?" not in url and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers and one writer work at once across gunicorn workers.
+        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
     return connect(_with_defaults(url))
 
 

@@ -29,7 +29,7 @@ def _handshake_kwargs(cls: type) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"protocol": 2}
     if "driver_info" in params:
         kwargs["driver_info"] = None
-    if "lib_name" in params:
+    elif "lib_name" in params:
         kwargs["lib_name"] = None
         kwargs["lib_version"] = None
     return kwargs

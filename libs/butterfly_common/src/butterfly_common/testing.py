@@ -6,9 +6,11 @@ on conditions with a deadline instead of sleeping and hoping.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,16 +56,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class ManagedProcess:
     """A child process with a temp working dir, stopped (and reaped) on :meth:`stop`."""
 
-    def __init__(self, argv: list[str], port: int, workdir: Path | None = None) -> None:
+    def __init__(self, argv: list[str], port: int, workdir: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.port = port
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="bf-test-"))
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> ManagedProcess:
         # argv list from the test itself, never a shell string
         self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=subprocess.DEVNULL,  # noqa: S603
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, env=self.env)
         wait_until(lambda: self._alive_or_raise() and port_open(self.port), timeout,
                    what=f"{self.argv[0]} listening on {self.port}")
         return self
@@ -96,6 +100,34 @@ class ManagedProcess:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+class ButterflyService(ManagedProcess):
+    """``butterfly serve <service>`` (real gunicorn) on a free port, logs in its workdir."""
+
+    def __init__(self, service: str, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        port = port or free_port()
+        workdir = Path(tempfile.mkdtemp(prefix=f"bf-{service}-"))
+        full_env = {**os.environ, "BUTTERFLY_HOST": "127.0.0.1", "BUTTERFLY_PORT": str(port),
+                    "BUTTERFLY_LOG_DIR": str(workdir / "log"),
+                    "BUTTERFLY_DATA_DIR": str(workdir / "data"), **(env or {})}
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        super().__init__([sys.executable, "-m", "butterfly_common.cli", "serve", service],
+                         port, workdir, full_env)
+        self.service = service
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "log" / self.service
+
+    def start(self, timeout: float = 30.0) -> ButterflyService:
+        super().start(timeout)
+        return self
+
+
 class RedisServer(ManagedProcess):
     """A throw-away ``redis-server`` on a free loopback port, keeping nothing on disk."""
 
@@ -107,3 +139,85 @@ class RedisServer(ManagedProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Nutcracker(ManagedProcess):
+    """A throw-away Twemproxy (nutcracker) pool in front of ``shard_ports``.
+
+    Mirrors production: ``hash_tag: "{}"`` so a topic's keys share a shard, ketama over
+    fnv1a_64, no auto-ejection (a dead shard errors instead of remapping keys).
+    """
+
+    BINARY = "/usr/sbin/nutcracker"
+
+    def __init__(self, shard_ports: list[int], port: int | None = None) -> None:
+        port = port or free_port()
+        self.stats_port = free_port()
+        self.shard_ports = list(shard_ports)
+        super().__init__([], port)
+        conf = self.workdir / "nutcracker.yml"
+        servers = "".join(f"    - 127.0.0.1:{p}:1 s{i}\n"
+                          for i, p in enumerate(self.shard_ports))
+        conf.write_text(
+            "bc:\n"
+            f"  listen: 127.0.0.1:{port}\n"
+            "  redis: true\n"
+            "  hash: fnv1a_64\n"
+            "  distribution: ketama\n"
+            '  hash_tag: "{}"\n'
+            "  auto_eject_hosts: false\n"
+            "  server_retry_timeout: 2000\n"
+            "  timeout: 3000\n"
+            "  servers:\n" + servers, encoding="utf-8")
+        self.argv = [self.BINARY, "-c", str(conf), "-s", str(self.stats_port),
+                     "-a", "127.0.0.1", "-o", str(self.workdir / "nutcracker.log"),
+                     "-p", str(self.workdir / "nutcracker.pid")]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class RedisClusterServers:
+    """``n`` redis-server masters (no replicas) joined into one Redis Cluster."""
+
+    def __init__(self, n: int = 3) -> None:
+        self.nodes = [RedisServer(None, "--cluster-enabled", "yes",
+                                  "--cluster-config-file", "nodes.conf",
+                                  "--cluster-port", str(free_port()),
+                                  "--cluster-node-timeout", "5000")
+                      for _ in range(n)]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def _cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],  # noqa: S603, S607
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        addrs = [f"127.0.0.1:{p}" for p in self.ports]
+        self._cli(self.ports[0], "--cluster", "create", *addrs, "--cluster-replicas", "0",
+                  "--cluster-yes")
+        for port in self.ports:
+            wait_until(lambda p=port: "cluster_state:ok" in self._cli(p, "cluster", "info"),
+                       timeout, interval=0.1, what=f"cluster_state:ok on {port}")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+            shutil.rmtree(node.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

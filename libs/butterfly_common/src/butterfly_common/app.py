@@ -1,0 +1,213 @@
+"""The WSGI app of a service: Flask in front, the shared :class:`Gateway` behind.
+
+Paths are looked up in the route table (exact, case-sensitive, one trailing slash
+ignored), so routing stays the original's and costs one dict lookup. Known routes are
+served straight from WSGI without Flask's per-request context; anything else falls through
+to Flask, whose catch-all rule answers the 404 (and where a service may add its own Flask
+routes, e.g. static files).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Request as HttpRequest
+from werkzeug.wrappers import Response
+
+from . import __version__, metrics, retstat, runtime
+from .auth import check_admin, client_identity
+from .db import ping_db
+from .discovery import Route, discover
+from .gateway import Gateway
+from .logs import configure_logging, init_log
+from .openapi import build_spec
+from .params import ParamError, multidict_params
+from .protocol import JSON_TYPE, Outcome, ProtocolSettings, dumps
+from .reqid import is_valid_reqid, new_reqid
+from .request import Request
+from .service import Service, get_service
+from .settings import Settings
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+BODY_METHODS = ("POST", "PUT", "PATCH")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def header_safe(text: str) -> str:
+    """A value that cannot break or inject into HTTP headers."""
+    text = text.encode("ascii", "backslashreplace").decode()
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:512]
+
+
+def request_values(http: HttpRequest) -> dict[str, Any]:
+    """Query params, then a JSON object or form body over them (body wins)."""
+    args = http.args
+    values = multidict_params((k, args.getlist(k)) for k in args) if args else {}
+    if http.method not in BODY_METHODS:
+        return values
+    if http.mimetype in FORM_TYPES:
+        form = http.form
+        values.update(multidict_params((k, form.getlist(k)) for k in form))
+        return values
+    raw = http.get_data(cache=False)
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ParamError("body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ParamError("JSON body must be an object")
+        values.update(body)
+    return values
+
+
+class ServiceApp:
+    """Everything one service's HTTP front needs, built once per process."""
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.routes: dict[str, Route] = discover(service.handlers)
+        conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
+        self.conf = conf
+        self.gateway = Gateway(self.routes, conf, settings.data_dir)
+        self.ops: dict[str, Callable[[], Outcome]] = {
+            "/healthz": self.healthz, "/readyz": self.readyz,
+            "/metrics": self.metrics, "/openapi.json": self.openapi,
+        }
+        self._openapi = dumps(build_spec(service.name, self.routes))
+
+    # -- built-in endpoints -------------------------------------------------------------
+    def healthz(self) -> Outcome:
+        body = {"stat": retstat.OK, "service": self.service.name, "version": __version__}
+        return Outcome(200, retstat.OK, dumps(body), [JSON_TYPE], "", body)
+
+    def readyz(self) -> Outcome:
+        checks = {}
+        for name, probe in (("redis", lambda: runtime.get_redis().ping()), ("db", ping_db)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+        ready = all(v == "ok" for v in checks.values())
+        stat = retstat.OK if ready else retstat.ERR_UNAVAILABLE
+        body = {"stat": stat, **checks}
+        reason = "" if ready else "dependency down: " + ",".join(
+            k for k, v in checks.items() if v != "ok")
+        return Outcome(200 if ready else 503, stat, dumps(body), [JSON_TYPE], reason, body)
+
+    def metrics(self) -> Outcome:
+        text, content_type = metrics.render()
+        return Outcome(200, 200, text, [("Content-Type", content_type)])
+
+    def openapi(self) -> Outcome:
+        return Outcome(200, 200, self._openapi, [JSON_TYPE])
+
+    # -- the request pipeline -----------------------------------------------------------
+    def wsgi(self, environ: dict, start_response: Callable) -> Any:
+        """Fast path for handler and built-in routes; the rest goes to Flask."""
+        key = environ.get("PATH_INFO") or "/"
+        if len(key) > 1 and key.endswith("/"):
+            key = key[:-1]
+        if key not in self.routes and key not in self.ops:
+            return self.flask_wsgi(environ, start_response)
+        http = HttpRequest(environ)
+        http.max_content_length = self.settings.max_body_bytes
+        return self.dispatch_request(http, key)(environ, start_response)
+
+    def flask_view(self, path: str = "") -> Response:
+        """Flask's catch-all rule: unknown paths (routes are served by :meth:`wsgi`)."""
+        key = "/" + path
+        if len(key) > 1 and key.endswith("/"):
+            key = key[:-1]
+        return self.dispatch_request(request._get_current_object(), key)
+
+    def dispatch_request(self, http: HttpRequest, key: str) -> Response:
+        """Build the Request, serve ``key``, add the gateway headers, log the call."""
+        headers = http.headers
+        incoming = headers.get("x-reqid")
+        reqid = incoming.upper() if incoming and is_valid_reqid(incoming.upper()) else new_reqid()
+        ip, username = client_identity(http.remote_addr, headers, self.settings.trusted_proxies)
+        req = Request(reqid, ip=ip, username=username, method=http.method, funcname=key,
+                      headers=headers, wsgienv=http.environ)
+        route = self.routes.get(key)
+        if route is not None:
+            outcome, label = self._serve(http, route, req), route.path
+        elif key in self.ops:
+            outcome, label = self.ops[key](), key
+        else:
+            outcome, label = self.conf.not_found(), metrics.UNKNOWN_ROUTE
+        if outcome.reason and not req.error_str:
+            req.error_str = outcome.reason
+        gateway_headers = [("butterfly", __version__), ("x-reqid", reqid),
+                           ("x-cost", f"{req.cost:.6f}")]
+        if req.error_str:
+            gateway_headers.append(("x-reason", header_safe(req.error_str)))
+        response = self._response(http, outcome, gateway_headers)
+        self.gateway.finish(req, outcome, label)
+        return response
+
+    def _serve(self, http: HttpRequest, route: Route, req: Request) -> Outcome:
+        if route.spec.admin:
+            refused = check_admin(http.headers.get("Authorization"),
+                                  self.settings.admin_token)
+            if refused:
+                status, reason = refused
+                stat = retstat.ERR_FORBIDDEN if status == 403 else retstat.ERR_UNAUTHORIZED
+                return self.conf.error(status, stat, reason)
+        try:
+            values = request_values(http)
+        except RequestEntityTooLarge:
+            limit = self.settings.max_body_bytes
+            return self.conf.error(413, retstat.ERR_BODY_TOO_LARGE,
+                                   f"body larger than {limit} bytes")
+        except ParamError as exc:
+            return self.gateway.bad_params(req, str(exc), {})
+        return self.gateway.call(route, req, values)
+
+    @staticmethod
+    def _response(http: HttpRequest, outcome: Outcome,
+                  gateway_headers: list[tuple[str, str]]) -> Response:
+        """The handler's headers first, then the gateway's, as the original ordered them."""
+        if outcome.file is not None:
+            f = outcome.file
+            response = send_file(f.path, http.environ, mimetype=f.mimetype,
+                                 as_attachment=f.as_attachment, download_name=f.path.name,
+                                 conditional=True, max_age=0)
+            response.headers.extend([*outcome.headers, *gateway_headers,
+                                     ("X-Content-Type-Options", "nosniff")])
+            return response
+        return Response(outcome.body, status=outcome.status,
+                        headers=[*outcome.headers, *gateway_headers])
+
+
+def create_app(service: str | Service, settings: Settings | None = None) -> Flask:
+    """The Flask app serving ``service``'s handlers plus healthz/readyz/metrics/openapi."""
+    if isinstance(service, str):
+        service = get_service(service)
+    if settings is not None:
+        runtime.configure(settings)
+    settings = runtime.get_settings()
+    configure_logging(settings, service.name)
+    state = ServiceApp(service, settings)
+    app = Flask(f"butterfly_{service.name}")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)
+    app.add_url_rule("/<path:path>", "dispatch_path", state.flask_view, methods=METHODS)
+    app.extensions["butterfly"] = state
+    state.flask_wsgi = app.wsgi_app
+    app.wsgi_app = state.wsgi  # type: ignore[method-assign]
+    started = time.perf_counter()
+    for route in state.routes.values():
+        init_log.info("route %s kind=%s admin=%s topic=%s", route.path, route.spec.kind,
+                      route.spec.admin, route.is_topic)
+    init_log.info("service %s ready with %d routes in %.3fs", service.name, len(state.routes),
+                  time.perf_counter() - started)
+    return app

@@ -1,0 +1,50 @@
+"""Who is calling: client identity behind trusted proxies, and the admin token check."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping
+
+from .settings import Network
+
+
+def is_trusted(remote_addr: str | None, proxies: tuple[Network, ...]) -> bool:
+    """True when the direct peer is one of the configured proxies."""
+    if not remote_addr or not proxies:
+        return False
+    try:
+        addr = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return False
+    return any(addr in net for net in proxies)
+
+
+def client_identity(remote_addr: str | None, headers: Mapping[str, str],
+                    proxies: tuple[Network, ...]) -> tuple[str, str]:
+    """``(ip, username)``; ``X-Real-IP``/``X-Username`` count only from a trusted proxy.
+
+    Anyone can send those headers, so from any other peer they are ignored: the ip is the
+    peer's address and the user is ``-``.
+    """
+    ip = remote_addr or "0.0.0.0"
+    if not is_trusted(remote_addr, proxies):
+        return ip, "-"
+    forwarded = headers.get("X-Forwarded-For", "")
+    ip = (headers.get("X-Real-IP") or forwarded.split(",")[-1].strip() or ip)[:64]
+    return ip, (headers.get("X-Username") or "-")[:128]
+
+
+def check_admin(authorization: str | None, token: str) -> tuple[int, str] | None:
+    """None when the caller holds the admin token, else ``(http_status, reason)``.
+
+    With no token configured, admin actions are off for everyone.
+    """
+    if not token:
+        return 403, "admin actions are disabled: set BUTTERFLY_ADMIN_TOKEN"
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return 401, "admin token required: Authorization: Bearer <token>"
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return 401, "invalid admin token"
+    return None

@@ -1,0 +1,65 @@
+"""The Request a handler receives as ``req``, whether the call came over HTTP or the queue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+class Request:
+    """One call of a handler: who asked, with what, and what to write in the access log.
+
+    Field names follow the original butterfly so handlers port over unchanged.
+    """
+
+    __slots__ = ("_tm", "cookie_header", "error_detail", "error_str", "funcname", "headers",
+                 "init_tm", "ip", "log_params", "log_res", "log_ret_code", "log_talk",
+                 "method", "reqid", "username", "wsgienv")
+
+    def __init__(self, reqid: str, *, ip: str = "0.0.0.0", username: str = "-",
+                 method: str = "GET", funcname: str = "",
+                 headers: Mapping[str, str] | None = None,
+                 wsgienv: Mapping[str, Any] | None = None) -> None:
+        self.reqid = reqid
+        self.ip = ip
+        self.username = username
+        self.method = method
+        self.funcname = funcname
+        self.headers: Mapping[str, str] = headers or {}
+        self.wsgienv: Mapping[str, Any] = wsgienv or {}
+        self.cookie_header = self.headers.get("Cookie", "")
+        self.log_params: dict[str, Any] = {}
+        self.log_talk: dict[str, float] = {}
+        self.log_res: set[str] = set()
+        self.log_ret_code: Any = None
+        self.error_str = ""
+        self.error_detail = ""
+        self.init_tm = self._tm = time.perf_counter()
+
+    def start_timming(self) -> None:
+        """Reset the timing checkpoint (the original's name, kept for ported handlers)."""
+        self._tm = time.perf_counter()
+
+    def timming(self, name: str) -> None:
+        """Add the ms since the last checkpoint to ``talk:`` under ``name`` (repeats add up)."""
+        now = time.perf_counter()
+        self.log_talk[name] = self.log_talk.get(name, 0.0) + (now - self._tm) * 1000
+        self._tm = now
+
+    def cookies(self) -> dict[str, str]:
+        """Cookies of the request; malformed items are dropped."""
+        jar = {}
+        for item in self.cookie_header.split(";"):
+            parts = item.strip().split("=")
+            if len(parts) == 2:
+                jar[parts[0]] = parts[1]
+        return jar
+
+    @property
+    def cost(self) -> float:
+        """Seconds since the request started."""
+        return time.perf_counter() - self.init_tm
+
+    def __repr__(self) -> str:
+        return f"<Request {self.reqid} {self.method} {self.funcname}>"

@@ -1,0 +1,119 @@
+"""``butterfly serve <svc>``: the service under gunicorn, with background work per worker.
+
+The app is built in each worker after fork (no preload), so Redis and DB connections are
+never shared across processes. Background work (queue consumers, the scheduler engine)
+starts in ``post_worker_init`` and stops in ``worker_exit``, which gunicorn runs on a
+graceful SIGTERM: stop taking work, finish or hand back what is in flight, exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .service import Service
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def prepare_metrics_dir() -> None:
+    """Give all workers one Prometheus multiprocess dir (before prometheus_client loads)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="butterfly-metrics-")
+
+
+def start_background(service: Service, settings: Settings) -> list[Callable[[], None]]:
+    """Run the service's starters (and the queue consumer when consuming); return stoppers."""
+    stoppers = []
+    for starter in background_starters(service, settings):
+        stop = starter(settings)
+        if stop is not None:
+            stoppers.append(stop)
+    return stoppers
+
+
+def background_starters(service: Service, settings: Settings) -> list:
+    """The service's own starters, plus the queue consumer with ``BUTTERFLY_CONSUME=1``."""
+    starters = list(service.starters)
+    if settings.consume:
+        from .consumer import consumer_starter
+
+        starters.append(consumer_starter(service))
+    return starters
+
+
+def stop_background(stoppers: list[Callable[[], None]]) -> None:
+    for stop in reversed(stoppers):
+        try:
+            stop()
+        except Exception:
+            log.exception("stopping background work failed")
+
+
+class ButterflyServer(BaseApplication):
+    """A gunicorn application for one service, configured from Settings (no config file)."""
+
+    def __init__(self, service: Service, settings: Settings, **overrides: Any) -> None:
+        self.service = service
+        self.settings = settings
+        self.overrides = overrides
+        self._stoppers: list[Callable[[], None]] = []
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options = {
+            "bind": f"{s.host}:{s.port}",
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "timeout": s.timeout,
+            "graceful_timeout": 30,
+            "keepalive": 5,
+            "proc_name": f"butterfly-{self.service.name}",
+            "post_worker_init": self._post_worker_init,
+            "worker_exit": self._worker_exit,
+            "child_exit": self._child_exit,
+            **self.overrides,
+        }
+        if "control_socket_disable" in self.cfg.settings:
+            # one control socket per user would be shared by every service on the host
+            options.setdefault("control_socket_disable", True)
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from .app import create_app
+
+        return create_app(self.service, self.settings)
+
+    def _post_worker_init(self, worker: Any) -> None:
+        self._stoppers = start_background(self.service, self.settings)
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        stop_background(self._stoppers)
+
+    @staticmethod
+    def _child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def serve(service: Service, settings: Settings, **overrides: Any) -> None:
+    """Run ``service`` until SIGTERM/SIGINT."""
+    prepare_metrics_dir()
+    if service.setup is not None:
+        from . import db, runtime
+
+        runtime.configure(settings)
+        service.setup(settings)
+        if db.database.obj is not None and not db.database.is_closed():
+            db.database.close()
+    ButterflyServer(service, settings, **overrides).run()

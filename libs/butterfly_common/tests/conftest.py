@@ -1,0 +1,80 @@
+"""Fixtures shared by the tests of this package.
+
+mq: one protocol suite runs against three topologies, each started once per session:
+a plain redis-server, nutcracker in front of two redis-server shards, and a 3-master
+Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from butterfly_common.mq import Broker
+from butterfly_common.redis_client import make_redis
+from butterfly_common.testing import Nutcracker, RedisClusterServers, RedisServer
+
+MQ_BACKENDS = ["redis", "twemproxy", "cluster"]
+
+
+@dataclass
+class MQBackend:
+    """A running topology: the URL clients use and the redis-server ports behind it."""
+
+    name: str
+    url: str
+    shard_ports: list[int] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def mq_redis() -> Iterator[MQBackend]:
+    with RedisServer() as server:
+        yield MQBackend("redis", server.url, [server.port])
+
+
+@pytest.fixture(scope="session")
+def mq_twemproxy() -> Iterator[MQBackend]:
+    with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
+        yield MQBackend("twemproxy", proxy.url, [s1.port, s2.port])
+
+
+@pytest.fixture(scope="session")
+def mq_cluster() -> Iterator[MQBackend]:
+    with RedisClusterServers(3) as cluster:
+        yield MQBackend("cluster", cluster.url, cluster.ports)
+
+
+@pytest.fixture(scope="session", params=MQ_BACKENDS)
+def mq_backend(request: pytest.FixtureRequest) -> MQBackend:
+    """Each mq protocol test runs once per topology."""
+    return request.getfixturevalue(f"mq_{request.param}")
+
+
+@pytest.fixture(scope="session")
+def mq_client(mq_backend: MQBackend) -> Iterator[Any]:
+    redis_client = make_redis(mq_backend.url)
+    yield redis_client
+    redis_client.close()
+
+
+@pytest.fixture
+def broker(mq_client: Any) -> Broker:
+    """A broker with short timings, so lease expiry and backoff take ~0.1 s, not minutes."""
+    return Broker(mq_client, lease=0.3, heartbeat_ttl=5.0, min_backoff=0.05,
+                  max_backoff=0.2)
+
+
+@pytest.fixture
+def topic(broker: Broker) -> str:
+    """A fresh topic with one live consumer (``w-test``), so publish accepts it."""
+    name = f"/t{uuid.uuid4().hex[:10]}/handler"
+    broker.heartbeat("w-test", [name], {"pid": 0})
+    return name
+
+
+# Framework fixtures (sample service app) live in their own module.
+from fixtures_app import client, make_app, redis_server  # noqa: E402, F401

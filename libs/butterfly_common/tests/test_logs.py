@@ -1,0 +1,89 @@
+"""Access and error logs: the original's field order, masking, escaping, rotation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from butterfly_common.logs import configure_logging, error_log
+from butterfly_common.settings import load_settings
+
+ACCESS = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\t(?P<pid>\d+)\t(?P<where>[\w.]+:\d+)\t"
+    r"(?P<ip>[^\t]+)\t(?P<reqid>[0-9A-F]{16})\t(?P<method>[A-Z]+)\t(?P<path>[^\t]*)\t"
+    r"cost:(?P<cost>\d+\.\d{6})\tstat:(?P<stat>[^\t]*)\tuser:(?P<user>[^\t]*)\t"
+    r"talk:(?P<talk>[^\t]*)\tparams:(?P<params>[^\t]*)\terror_msg:(?P<error>[^\t]*)\t"
+    r"res:(?P<res>[^\t]*)$")
+
+
+def access_lines(app) -> list[re.Match]:
+    for handler in __import__("logging").getLogger("butterfly.access").handlers:
+        handler.flush()
+    text = (Path(app.config["LOG_DIR"]) / "acc.log").read_text()
+    lines = text.splitlines()
+    matches = [ACCESS.match(line) for line in lines]
+    assert all(matches), [line for line, m in zip(lines, matches, strict=True) if not m]
+    return matches
+
+
+def test_access_line_fields(make_app):
+    app = make_app()
+    client = app.test_client()
+    response = client.get("/kinds/timed")
+    client.get("/kinds/echo?a=hi&b=2")
+    client.get("/nope")
+    first, second, third = access_lines(app)
+    assert first["reqid"] == response.headers["x-reqid"]
+    assert (first["ip"], first["method"], first["path"], first["stat"], first["user"]) == (
+        "127.0.0.1", "GET", "/kinds/timed", "OK", "-")
+    assert re.fullmatch(r"step=\d+\.\d{3}", first["talk"])
+    assert first["res"] == "k=v"
+    assert second["params"] == "a=hi;b=2"
+    assert (third["stat"], third["error"]) == ("ERR_NOT_FOUND", "API Not Found")
+
+
+def test_secrets_masked_and_values_escaped(make_app):
+    app = make_app()
+    client = app.test_client()
+    client.post("/secure/login", json={"user": "bob\tx\nINJECTED", "password": "hunter2"})
+    (line,) = access_lines(app)
+    assert "hunter2" not in line.group(0)
+    assert set(line["params"].split(";")) == {"user=bob\\tx\\nINJECTED", "password=***"}
+
+
+def test_bad_params_logged_with_reason(make_app):
+    app = make_app()
+    app.test_client().get("/kinds/echo?b=x")
+    for handler in error_log.handlers:
+        handler.flush()
+    err = (Path(app.config["LOG_DIR"]) / "err.log").read_text()
+    assert "err_info=Param_check_failed" in err and "missing: a" in err
+
+
+def test_exception_traceback_goes_to_err_log(make_app):
+    app = make_app()
+    app.test_client().get("/kinds/boom")
+    for handler in error_log.handlers:
+        handler.flush()
+    err = (Path(app.config["LOG_DIR"]) / "err.log").read_text()
+    assert "RuntimeError: secret internal detail" in err and "Traceback" in err
+
+
+def test_rotation_keeps_every_line(tmp_path):
+    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path), "BUTTERFLY_LOG_MAX_BYTES": "2048",
+                              "BUTTERFLY_LOG_BACKUPS": "50"})
+    directory = configure_logging(settings, "rot")
+    log = __import__("logging").getLogger("butterfly.access")
+    for i in range(300):
+        log.info("line %05d %s", i, "x" * 40)
+    files = sorted(directory.glob("acc.log*"))
+    assert len(files) > 3
+    numbers = sorted(int(m) for f in files for m in re.findall(r"line (\d{5})", f.read_text()))
+    assert numbers == list(range(300))
+
+
+def test_stdout_mode(tmp_path, capsys):
+    settings = load_settings({"BUTTERFLY_LOG_DIR": "-"})
+    assert configure_logging(settings, "x") is None
+    __import__("logging").getLogger("butterfly.access").info("to stdout")
+    assert "to stdout" in capsys.readouterr().out
