@@ -46,6 +46,66 @@ def _routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .consumer import build_consumer
+    from .logs import configure_logging
+    from .service import get_service
+
+    service = get_service(args.service)
+    settings = load_settings(default_port=service.port)
+    configure_logging(settings, service.name)
+    consumer = build_consumer(service, settings).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"butterfly worker {service.name}: {consumer.worker_id} serving "
+          f"{len(consumer.topics)} topics", flush=True)
+    stop.wait()
+    consumer.stop()
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import json
+
+    from . import mq, runtime
+    from .mq import FINISHED, MQError
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        print(f"butterfly publish: data is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict):
+        print("butterfly publish: data must be a JSON object", file=sys.stderr)
+        return 2
+    from .reqid import new_reqid
+
+    runtime.configure(load_settings())
+    options = {"force": args.force, "delay": args.delay, "reqid": new_reqid()}
+    if args.msg_id:
+        options["msg_id"] = args.msg_id
+    try:
+        result = mq.publish(args.topic, data, **options)
+    except (MQError, ValueError) as exc:
+        print(f"butterfly publish: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"msg_id": result.msg_id, "created": result.created,
+                      "status": result.status, "reqid": options["reqid"]}))
+    if not args.wait:
+        return 0
+    message = mq.wait(result.msg_id, args.timeout)
+    if message is None:
+        print("butterfly publish: the message is gone (expired or deleted)", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in message.to_dict().items()
+                      if k in ("id", "status", "result", "error", "attempts", "cost")}))
+    return 0 if message.status == FINISHED else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butterfly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="/app/handler (omit to list every route)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="values in parameter order, or k=v")
     p.set_defaults(func=_call)
+    p = sub.add_parser("worker", help="run only the queue consumer of a service")
+    p.add_argument("service")
+    p.set_defaults(func=_worker)
+    p = sub.add_parser("publish", help="publish a message to a topic (/app/handler)")
+    p.add_argument("topic", help="/app/handler")
+    p.add_argument("data", nargs="?", default="{}", help="JSON object of the handler's params")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to --wait (30)")
+    p.add_argument("--force", action="store_true", help="publish even with no live consumer")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before it may run")
+    p.add_argument("--msg-id", help="idempotency key: the same id is never queued twice")
+    p.set_defaults(func=_publish)
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,9 @@ class Gateway:
             ret = route.func(req, **kwargs)
         except ParamError as exc:  # a handler's own validation of the client's input
             return self.bad_params(req, str(exc), {})
-        except Exception:
+        except Exception as exc:
             req.error_str = req.error_str or "API Processing Exception"
+            req.error_detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}"
             error_log.exception("%s client_ip=%s err_info=Server_exception path=%s",
                                 req.reqid, req.ip, route.path)
             if route.spec.kind == "api":

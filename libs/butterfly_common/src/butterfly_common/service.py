@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import entry_points
 
 from .settings import Settings
@@ -45,7 +46,17 @@ def installed_services() -> dict[str, Service]:
 
 
 def get_service(name: str) -> Service:
-    """The installed service called ``name``."""
+    """The installed service called ``name``, or ``package.module:attr`` for one that is not
+    installed (handy for tests, benchmarks and trying a service out before packaging it)."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            service = getattr(import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownService(f"cannot load service {name!r}: {exc}") from None
+        if not isinstance(service, Service):
+            raise UnknownService(f"{name!r} is not a butterfly Service")
+        return service
     services = installed_services()
     if name not in services:
         known = ", ".join(services) or "none installed"

@@ -38,6 +38,10 @@ class Settings:
     log_max_bytes: int = 64 * 1024 * 1024
     log_backups: int = 10
     consume: bool = False
+    consume_threads: int = 8
+    consume_topics: tuple[str, ...] = ()
+    consume_max_idle: float = 0.5
+    mq_lease: float = 30.0
     admin_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
     legacy_status: bool = False
@@ -76,6 +80,16 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> i
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise SettingsError(f"{name}={raw!r}: expected a number in {bound}")
+    return value
+
+
+def _float(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name}={raw!r}: expected a number in {minimum}..{maximum}")
     return value
 
 
@@ -146,6 +160,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["log_backups"] = _int("BUTTERFLY_LOG_BACKUPS", raw, 1, 1000)
     if (raw := get("BUTTERFLY_CONSUME")) is not None:
         kwargs["consume"] = _bool("BUTTERFLY_CONSUME", raw)
+    if (raw := get("BUTTERFLY_CONSUME_THREADS")) is not None:
+        kwargs["consume_threads"] = _int("BUTTERFLY_CONSUME_THREADS", raw, 1, 256)
+    if (raw := get("BUTTERFLY_CONSUME_TOPICS")) is not None:
+        kwargs["consume_topics"] = tuple(t.strip() for t in raw.split(",") if t.strip())
+    if (raw := get("BUTTERFLY_CONSUME_MAX_IDLE")) is not None:
+        kwargs["consume_max_idle"] = _float("BUTTERFLY_CONSUME_MAX_IDLE", raw, 0.01, 30.0)
+    if (raw := get("BUTTERFLY_MQ_LEASE")) is not None:
+        kwargs["mq_lease"] = _float("BUTTERFLY_MQ_LEASE", raw, 0.1, 3600.0)
     if (raw := get("BUTTERFLY_ADMIN_TOKEN")) is not None:
         if len(raw) < 16:
             raise SettingsError("BUTTERFLY_ADMIN_TOKEN: use at least 16 characters")

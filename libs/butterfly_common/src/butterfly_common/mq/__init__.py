@@ -1,10 +1,12 @@
 """百川 baichuan's queue protocol over Redis, Twemproxy or Redis Cluster.
 
 Modules: ``keys`` (key layout), ``message`` (record + ids), ``errors``, ``scripts`` (Lua
-loading), ``broker`` (queue operations), ``registry`` (workers and topics).
+loading), ``broker`` (queue operations), ``registry`` (workers and topics), ``client``
+(``publish`` / ``get`` / ``wait`` on the process's Redis).
 """
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
+from .client import get, publish, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
 from .message import (
     DELAYED,
@@ -23,5 +25,5 @@ __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker",
     "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer", "PublishResult",
-    "Registry", "new_id",
+    "Registry", "get", "new_id", "publish", "wait",
 ]

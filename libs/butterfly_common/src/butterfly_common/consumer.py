@@ -1,0 +1,317 @@
+"""The queue consumer: a service's JSON handlers served as topics.
+
+A message goes through the same :class:`~butterfly_common.gateway.Gateway` as an HTTP
+request (binding, checking, logging with method ``QUEUE``), so a handler cannot tell the
+two apart except by ``req.method``.
+
+Threads, all daemons:
+
+- the *fetcher* claims batches for every topic into a local ready list, up to twice the
+  runner count; busy, it claims again at once; idle, it backs off (jittered, doubling, at
+  most ``max_idle`` seconds), since Twemproxy offers no blocking pop to wait on;
+- *runners* (a bounded pool) take ready messages and call the handler;
+- the *keeper* heartbeats the worker registry, extends the leases of running messages,
+  interrupts handlers past their message's ``timeout`` and reaps expired leases.
+
+A consumer that dies stops extending: its leases lapse within the broker's lease (30 s)
+and any other consumer's keeper puts the messages back, well inside 60 s. On
+:meth:`Consumer.stop` prefetched messages go back to the front of their queues; running
+ones get ``grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from . import retstat
+from .discovery import Route, discover
+from .gateway import Gateway
+from .mq import Broker, Message
+from .protocol import Outcome, ProtocolSettings
+from .reqid import is_valid_reqid, new_reqid
+from .request import Request
+from .service import Service
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIN_IDLE = 0.002
+HEARTBEAT_EVERY = 10.0
+REAP_EVERY = 5.0
+GRACE = 25.0
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a handler's thread when its message's ``timeout`` passes.
+
+    A BaseException, so a handler's ``except Exception`` cannot swallow it. Like any
+    asynchronous exception it lands at the next Python instruction: a handler blocked in
+    C code (a socket read without timeout) is interrupted only when that call returns.
+    """
+
+
+def _interrupt(thread_id: int) -> None:
+    """Raise TimeLimitExceeded in another thread at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(TimeLimitExceeded))
+
+
+@dataclass
+class _Running:
+    msg: Message
+    thread_id: int
+    started: float = field(default_factory=time.monotonic)
+    extended: float = field(default_factory=time.monotonic)
+    interrupted: bool = False
+    done: bool = False
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.msg.timeout
+
+
+class Consumer:
+    """Consumes the topics of one service's routes with ``threads`` runners."""
+
+    def __init__(self, service: str, routes: Mapping[str, Route], gateway: Gateway,
+                 broker: Broker, *, threads: int = 8, max_idle: float = 0.5,
+                 topics: tuple[str, ...] = (), grace: float = GRACE) -> None:
+        self.service = service
+        self.routes = routes
+        self.gateway = gateway
+        self.broker = broker
+        self.threads = threads
+        self.max_idle = max_idle
+        self.grace = grace
+        wanted = set(topics)
+        self.topics = sorted(path for path, route in routes.items()
+                             if route.is_topic and (not wanted or path in wanted))
+        self.worker_id = (f"{service}:{socket.gethostname()}:{os.getpid()}:"
+                          f"{random.getrandbits(24):06x}")
+        self._cond = threading.Condition()
+        self._ready: deque[Message] = deque()
+        self._running: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.processed = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Consumer:
+        """Announce the topics, then start fetching and running."""
+        if not self.topics:
+            log.warning("consumer %s: no topics to serve", self.worker_id)
+            return self
+        self._heartbeat()
+        spawn = [("fetch", self._fetch_loop), ("keeper", self._keeper_loop)]
+        spawn += [(f"run-{i}", self._run_loop) for i in range(self.threads)]
+        for name, target in spawn:
+            thread = threading.Thread(target=target, name=f"bf-consumer-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("consumer %s serving %d topics with %d threads", self.worker_id,
+                 len(self.topics), self.threads)
+        return self
+
+    def stop(self) -> None:
+        """Stop claiming, hand prefetched messages back, let running ones finish."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with self._cond:
+            prefetched = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        if prefetched:
+            try:
+                self.broker.release(prefetched)
+            except RedisError:
+                log.exception("could not hand back %d messages; their leases will lapse",
+                              len(prefetched))
+        deadline = time.monotonic() + self.grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self.broker.unregister(self.worker_id, self.topics)
+        except RedisError:
+            log.warning("could not unregister %s; it will be pruned", self.worker_id)
+        log.info("consumer %s stopped (%d processed, %d handed back)", self.worker_id,
+                 self.processed, len(prefetched))
+
+    # -- fetching -----------------------------------------------------------------------
+    def _capacity(self) -> int:
+        return 2 * self.threads - len(self._ready) - len(self._running)
+
+    def _fetch_loop(self) -> None:
+        idle = MIN_IDLE
+        offset = 0
+        while not self._stopping.is_set():
+            with self._cond:
+                while self._capacity() <= 0 and not self._stopping.is_set():
+                    self._cond.wait(0.5)
+                capacity = self._capacity()
+            got = 0
+            offset = (offset + 1) % len(self.topics)
+            for topic in self.topics[offset:] + self.topics[:offset]:
+                try:
+                    msgs = self.broker.claim(topic, self.worker_id, capacity - got)
+                except RedisError as exc:
+                    log.warning("claim on %s failed: %s", topic, exc)
+                    break
+                if msgs:
+                    with self._cond:
+                        if self._stopping.is_set():  # stop() already drained the list
+                            self.broker.release(msgs)
+                            return
+                        self._ready.extend(msgs)
+                        self._cond.notify(len(msgs))
+                    got += len(msgs)
+                    if got >= capacity:
+                        break
+            if got:
+                idle = MIN_IDLE
+                continue
+            self._stopping.wait(idle * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            idle = min(self.max_idle, idle * 2)
+
+    # -- running ------------------------------------------------------------------------
+    def _next(self) -> _Running | None:
+        with self._cond:
+            while not self._ready and not self._stopping.is_set():
+                self._cond.wait()
+            if not self._ready:
+                return None
+            msg = self._ready.popleft()
+            job = self._running[msg.id] = _Running(msg, threading.get_ident())
+            return job
+
+    def _run_loop(self) -> None:
+        while True:
+            try:
+                job = self._next()
+                if job is None:
+                    return
+                try:
+                    self.process(job.msg)
+                finally:
+                    job.done = True
+                    with self._cond:
+                        self._running.pop(job.msg.id, None)
+                        self._cond.notify_all()
+            except TimeLimitExceeded:
+                # an interrupt that arrived just after its handler returned: harmless
+                continue
+
+    def process(self, msg: Message) -> None:
+        """Run one message through the gateway and record the outcome, fenced."""
+        route = self.routes[msg.topic]
+        reqid = msg.reqid if is_valid_reqid(msg.reqid) else new_reqid()
+        req = Request(reqid, ip="-", method="QUEUE", funcname=route.path)
+        req.log_res.add(f"msg_id={msg.id}")
+        req.log_res.add(f"attempt={msg.attempts}")
+        try:
+            outcome = self.gateway.call(route, req, msg.data)
+        except TimeLimitExceeded:
+            req.error_str = f"timeout after {msg.timeout:g}s"
+            outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
+        self._record(msg, req, outcome)
+        self.gateway.finish(req, outcome, route.path)
+        self.processed += 1
+
+    def _record(self, msg: Message, req: Request, outcome: Outcome) -> None:
+        cost = req.cost
+        reason = req.error_str or outcome.reason
+        for attempt in range(5):
+            try:
+                if outcome.stat == retstat.ERR_BAD_PARAMS:
+                    done = self.broker.fail(msg, reason, outcome.data, cost, retry=False)
+                elif outcome.stat == retstat.ERR_SERVER_EXCEPTION:
+                    done = self.broker.fail(msg, req.error_detail or reason, outcome.data,
+                                            cost, retry=True)
+                else:
+                    done = self.broker.complete(msg, outcome.data, cost)
+                if not done:
+                    req.log_res.add("fenced=1")  # reaped or deleted meanwhile: ignored
+                return
+            except RedisError as exc:
+                log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
+                time.sleep(0.2 * 2 ** attempt)
+        log.error("gave up recording %s; its lease will lapse and it will run again", msg.id)
+
+    # -- keeping ------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        info = {"service": self.service, "host": socket.gethostname(), "pid": os.getpid(),
+                "threads": self.threads}
+        self.broker.heartbeat(self.worker_id, self.topics, info)
+
+    def _keeper_loop(self) -> None:
+        next_beat = time.monotonic() + HEARTBEAT_EVERY
+        next_reap = time.monotonic() + random.uniform(0, REAP_EVERY)  # noqa: S311
+        while not self._stopping.wait(0.25):
+            now = time.monotonic()
+            with self._cond:
+                running = list(self._running.values())
+            for job in running:
+                self._keep(job, now)
+            try:
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + HEARTBEAT_EVERY
+                if now >= next_reap:
+                    for topic in self.topics:
+                        self.broker.reap(topic)
+                    every = min(REAP_EVERY, self.broker.lease / 2)
+                    next_reap = now + every * random.uniform(0.8, 1.2)  # noqa: S311
+            except RedisError as exc:
+                log.warning("consumer upkeep failed: %s", exc)
+
+    def _keep(self, job: _Running, now: float) -> None:
+        if now >= job.deadline:
+            if not job.interrupted and not job.done:
+                job.interrupted = True
+                log.warning("%s on %s passed its %gs timeout: interrupting", job.msg.id,
+                            job.msg.topic, job.msg.timeout)
+                _interrupt(job.thread_id)
+            return
+        lease = min(job.msg.timeout, self.broker.lease)
+        if now - job.extended >= lease / 3:
+            job.extended = now
+            try:
+                if not self.broker.extend(job.msg):
+                    log.warning("%s lost its lease (reaped or deleted)", job.msg.id)
+            except RedisError as exc:
+                log.warning("extending %s failed: %s", job.msg.id, exc)
+
+
+def build_consumer(service: Service, settings: Settings,
+                   broker: Broker | None = None) -> Consumer:
+    """A consumer for ``service``'s topics configured from ``settings``."""
+    from . import runtime
+
+    runtime.configure(settings)
+    routes = discover(service.handlers)
+    conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
+    gateway = Gateway(routes, conf, settings.data_dir)
+    broker = broker or Broker(runtime.get_redis(), lease=settings.mq_lease)
+    return Consumer(service.name, routes, gateway, broker,
+                    threads=settings.consume_threads, max_idle=settings.consume_max_idle,
+                    topics=settings.consume_topics)
+
+
+def consumer_starter(service: Service) -> Callable[[Settings], Callable[[], None]]:
+    """A background starter for ``butterfly serve`` with ``BUTTERFLY_CONSUME=1``."""
+
+    def start(settings: Settings) -> Callable[[], None]:
+        return build_consumer(service, settings).start().stop
+
+    return start

@@ -1,0 +1,43 @@
+"""Queue-facing handlers for the consumer tests."""
+
+import threading
+import time
+
+from butterfly_common import api, retstat, runtime
+
+STARTED = threading.Event()
+
+
+@api
+def add(req, a: int, b: int):
+    """Add two integers; logs the publisher's reqid as its own."""
+    return retstat.OK, {"sum": a + b, "reqid": req.reqid, "method": req.method}
+
+
+@api
+def flaky(req, key: str, failures: int):
+    """Raise until called ``failures`` times for ``key``, then succeed."""
+    calls = runtime.get_redis().incr(f"bf:test:flaky:{key}")
+    if calls <= failures:
+        raise RuntimeError(f"failure {calls}")
+    return retstat.OK, {"calls": calls}
+
+
+@api
+def slow(req, seconds: float):
+    """Sleep in short steps (interruptible), for timeouts and leases."""
+    STARTED.set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return retstat.OK, {"slept": seconds}
+
+
+@api(admin=True)
+def admin_only(req):
+    return retstat.OK
+
+
+@api(topic=False)
+def http_only(req):
+    return retstat.OK

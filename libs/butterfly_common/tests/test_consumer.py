@@ -1,0 +1,175 @@
+"""The consumer runtime against a real redis-server and through nutcracker."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fixtures_app import SAMPLE
+
+from butterfly_common import mq
+from butterfly_common.consumer import Consumer
+from butterfly_common.discovery import discover
+from butterfly_common.gateway import Gateway
+from butterfly_common.logs import access_log, configure_logging
+from butterfly_common.mq import FAILED, FINISHED, QUEUED, Broker
+from butterfly_common.protocol import ProtocolSettings
+from butterfly_common.redis_client import make_redis
+from butterfly_common.runtime import configure
+from butterfly_common.settings import load_settings
+from butterfly_common.testing import Nutcracker, RedisServer, wait_until
+
+
+@pytest.fixture(scope="module", params=["redis", "twemproxy"])
+def redis_url(request):
+    if request.param == "redis":
+        with RedisServer() as server:
+            yield server.url
+    else:
+        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
+            yield proxy.url
+
+
+@pytest.fixture
+def setup(redis_url, tmp_path):
+    settings = load_settings({"BUTTERFLY_REDIS_URL": redis_url,
+                              "BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
+                              "BUTTERFLY_DATA_DIR": str(tmp_path / "data")})
+    configure(settings)
+    configure_logging(settings, "sample")
+    routes = discover(SAMPLE.handlers)
+    gateway = Gateway(routes, ProtocolSettings(), settings.data_dir)
+    broker = Broker(make_redis(redis_url), lease=1.0, min_backoff=0.05, max_backoff=0.2)
+    consumers: list[Consumer] = []
+
+    def start(**options) -> Consumer:
+        options.setdefault("threads", 4)
+        options.setdefault("max_idle", 0.05)
+        consumer = Consumer("sample", routes, gateway, broker, **options).start()
+        consumers.append(consumer)
+        return consumer
+
+    yield broker, start, tmp_path / "log" / "sample"
+    for consumer in consumers:
+        consumer.stop()
+
+
+def finished(broker: Broker, msg_id: str):
+    message = broker.get(msg_id)
+    return message if message and message.status in (FINISHED, FAILED) else None
+
+
+def test_topics_exclude_admin_and_http_only(setup):
+    _, start, _ = setup
+    consumer = start()
+    assert "/jobs/add" in consumer.topics and "/kinds/echo" in consumer.topics
+    assert "/jobs/admin_only" not in consumer.topics
+    assert "/jobs/http_only" not in consumer.topics
+    assert "/kinds/raw_int" not in consumer.topics and "/kinds/fetch" not in consumer.topics
+
+
+def test_message_runs_through_the_gateway(setup):
+    broker, start, log_dir = setup
+    start()
+    result = broker.publish("/jobs/add", {"a": "2", "b": 3}, reqid="00000000CAFEF00D")
+    message = wait_until(lambda: finished(broker, result.msg_id), 10, what="finished")
+    assert message.status == FINISHED
+    assert message.result == {"stat": "OK", "sum": 5, "reqid": "00000000CAFEF00D",
+                              "method": "QUEUE"}
+    assert message.attempts == 1 and message.cost > 0
+    for handler in access_log.handlers:
+        handler.flush()
+    line = next(line for line in (log_dir / "acc.log").read_text().splitlines()
+                if result.msg_id in line)
+    fields = line.split("\t")
+    assert fields[3:7] == ["-", "00000000CAFEF00D", "QUEUE", "/jobs/add"]
+    assert "stat:OK" in fields and "params:a=2;b=3" in fields
+
+
+def test_bad_params_fail_at_once_without_retry(setup):
+    broker, start, _ = setup
+    start()
+    result = broker.publish("/jobs/add", {"a": 1, "c": 2}, max_retries=5)
+    message = wait_until(lambda: finished(broker, result.msg_id), 10)
+    assert message.status == FAILED and message.attempts == 1
+    assert message.result == {"stat": "ERR_BAD_PARAMS"}
+    assert "missing: b" in message.error and "unknown: c" in message.error
+
+
+def test_exceptions_retry_with_backoff_then_succeed_or_dead_letter(setup):
+    broker, start, _ = setup
+    start()
+    key = str(time.time_ns())
+    ok = broker.publish("/jobs/flaky", {"key": key, "failures": 2}, max_retries=3)
+    message = wait_until(lambda: finished(broker, ok.msg_id), 15)
+    assert message.status == FINISHED and message.attempts == 3
+    assert message.result == {"stat": "OK", "calls": 3}
+    dead = broker.publish("/jobs/flaky", {"key": key + "x", "failures": 9}, max_retries=1)
+    message = wait_until(lambda: finished(broker, dead.msg_id), 15)
+    assert message.status == FAILED and message.attempts == 2
+    assert "RuntimeError: failure 2" in message.error
+    assert message.result == {"stat": "ERR_SERVER_EXCEPTION"}
+
+
+def test_timeout_interrupts_the_handler(setup):
+    broker, start, _ = setup
+    start()
+    result = broker.publish("/jobs/slow", {"seconds": 30}, timeout=0.5)
+    started = time.monotonic()
+    message = wait_until(lambda: finished(broker, result.msg_id), 10)
+    assert time.monotonic() - started < 8
+    assert message.status == FAILED and "timeout after 0.5s" in message.error
+
+
+def test_long_handler_keeps_its_lease(setup):
+    broker, start, _ = setup
+    start()
+    # lease is 1 s: without extension, reaping would hand it out again mid-run
+    result = broker.publish("/jobs/slow", {"seconds": 2.5}, timeout=10)
+    message = wait_until(lambda: finished(broker, result.msg_id), 15)
+    assert message.status == FINISHED and message.attempts == 1
+
+
+def test_graceful_stop_hands_prefetched_back_to_the_front(setup):
+    broker, start, _ = setup
+    from sample_handlers.jobs import STARTED
+
+    STARTED.clear()
+    first = broker.publish("/jobs/slow", {"seconds": 0.6}, force=True)
+    queued = [broker.publish("/jobs/add", {"a": i, "b": 0}, force=True).msg_id
+              for i in range(6)]
+    consumer = start(threads=1, max_idle=0.01)
+    wait_until(STARTED.is_set, 10)
+    wait_until(lambda: broker.counts("/jobs/add")["started"] >= 1, 5, what="prefetch")
+    consumer.stop()
+    assert broker.get(first.msg_id).status == FINISHED  # in flight: allowed to finish
+    add_ids = [m.id for m in broker.list("/jobs/add", QUEUED, page_size=100,
+                                         newest_first=False)[1]]
+    assert broker.counts("/jobs/add")["started"] == 0
+    # what was prefetched went back in front of what was never claimed, in order
+    assert add_ids == [i for i in queued if i in add_ids]
+    assert all(broker.get(i).attempts == 0 for i in add_ids)
+
+
+def test_client_publish_get_wait(setup):
+    broker, start, _ = setup
+    start()
+    result = mq.publish("/jobs/add", {"a": 40, "b": 2})
+    message = mq.wait(result.msg_id, timeout=10)
+    assert message.status == FINISHED and message.result["sum"] == 42
+    assert mq.get(result.msg_id).id == result.msg_id
+    assert mq.get("0" * 24) is None
+
+
+def test_access_log_is_json_free_of_secrets(setup):
+    broker, start, log_dir = setup
+    start()
+    result = broker.publish("/kinds/echo", {"a": "x", "opts": {"token": "s3cret"}})
+    wait_until(lambda: finished(broker, result.msg_id), 10)
+    for handler in access_log.handlers:
+        handler.flush()
+    text = Path(log_dir / "acc.log").read_text()
+    assert result.msg_id in text
+    assert json.loads(json.dumps(broker.get(result.msg_id).result))["stat"] == "OK"
