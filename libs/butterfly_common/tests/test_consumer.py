@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_app import SAMPLE
 
 from butterfly_common import mq
 from butterfly_common.consumer import Consumer
@@ -20,6 +19,8 @@ from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import configure
 from butterfly_common.settings import load_settings
 from butterfly_common.testing import Nutcracker, RedisServer, wait_until
+
+from fixtures_app import SAMPLE
 
 
 @pytest.fixture(scope="module", params=["redis", "twemproxy"])
@@ -154,7 +155,7 @@ def test_graceful_stop_hands_prefetched_back_to_the_front(setup):
 
 
 def test_client_publish_get_wait(setup):
-    broker, start, _ = setup
+    _, start, _ = setup
     start()
     result = mq.publish("/jobs/add", {"a": 40, "b": 2})
     message = mq.wait(result.msg_id, timeout=10)
