@@ -35,13 +35,13 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_count_per_route_and_stat(client):
     before = _sample(client.get("/metrics").data.decode(), "butterfly_requests_total",
-                     route="/kinds/echo", stat="ERR_BAD_PARAMS")
+                     route="/kinds/echo", method="GET", stat="ERR_BAD_PARAMS")
     for _ in range(3):
         client.get("/kinds/echo")
     client.get("/kinds/echo?a=1")
     client.get("/random/scanner/path")
     text = client.get("/metrics").data.decode()
-    assert _sample(text, "butterfly_requests_total", route="/kinds/echo",
+    assert _sample(text, "butterfly_requests_total", route="/kinds/echo", method="GET",
                    stat="ERR_BAD_PARAMS") == before + 3
     assert _sample(text, "butterfly_requests_total", route="/kinds/echo", stat="OK") >= 1
     assert _sample(text, "butterfly_requests_total", route="<unknown>", stat="ERR_NOT_FOUND") >= 1

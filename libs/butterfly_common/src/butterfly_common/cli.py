@@ -9,9 +9,10 @@ from .settings import SettingsError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .serve import prepare_metrics_dir, serve
     from .service import get_service
 
+    prepare_metrics_dir()  # before any service module can import prometheus_client
     service = get_service(args.service)
     settings = load_settings(default_port=service.port)
     serve(service, settings)
@@ -106,6 +107,19 @@ def _publish(args: argparse.Namespace) -> int:
     return 0 if message.status == FINISHED else 1
 
 
+def _healthcheck(args: argparse.Namespace) -> int:
+    import os
+    import urllib.request
+
+    port = args.port or int(os.environ.get("BUTTERFLY_PORT") or 8585)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as reply:  # noqa: S310 - fixed local URL
+            return 0 if reply.status == 200 else 1
+    except OSError as exc:
+        print(f"butterfly healthcheck: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butterfly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, default=0.0, help="seconds before it may run")
     p.add_argument("--msg-id", help="idempotency key: the same id is never queued twice")
     p.set_defaults(func=_publish)
+    p = sub.add_parser("healthcheck", help="exit 0 when the local service answers /healthz")
+    p.add_argument("--port", type=int, help="default: BUTTERFLY_PORT or 8585")
+    p.set_defaults(func=_healthcheck)
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)

@@ -1,0 +1,1 @@
+"""Apps of the baichuan service: ``baichuan`` (the queue API)."""

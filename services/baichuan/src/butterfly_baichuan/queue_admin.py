@@ -1,0 +1,217 @@
+"""What the baichuan HTTP API does, over a :class:`Broker`: checks, then one broker call.
+
+Handlers stay one line each; everything a request can get wrong is decided here, as a
+:class:`~butterfly_baichuan.refusals.Refusal` with a specific stat (or a ``ParamError``,
+which the framework answers as ``ERR_BAD_PARAMS``). Replies are plain dicts in the wire
+shape, lists in the ``{"total": N, "list": [...]}`` shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from typing import Any
+
+from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
+from butterfly_common.mq.keys import check_id, check_topic
+from butterfly_common.paging import check_page
+from butterfly_common.params import ParamError
+
+from .refusals import (
+    ERR_BAD_STATUS,
+    ERR_BAD_TOPIC,
+    ERR_MSG_NOT_FAILED,
+    ERR_MSG_NOT_FOUND,
+    ERR_MSG_TOO_LARGE,
+    ERR_WAIT_TIMEOUT,
+    Refusal,
+)
+
+TERMINAL = (FINISHED, FAILED)
+#: ``order`` of ``msgs``: newest first (the default, what a dashboard shows) or oldest.
+ORDERS = {"newest": True, "oldest": False}
+#: Upper bound of every duration a publisher may ask for (10 years): keeps the records'
+#: millisecond arithmetic far inside what Lua's doubles hold exactly.
+MAX_SECONDS = 10 * 365 * 86400.0
+MAX_RETRIES = 1000
+WAIT_FIRST_PAUSE = 0.02
+WAIT_MAX_PAUSE = 0.2
+
+
+# -- checks ---------------------------------------------------------------------------
+
+def check_publish_topic(topic: str) -> str:
+    """A topic is a handler path ``/app/handler``: no braces (they would break the hash
+    tag), no whitespace, at most 200 chars, and a leading ``/`` so a typo such as
+    ``demo_api/hello`` is refused instead of creating a queue nobody serves."""
+    try:
+        check_topic(topic)
+    except ValueError as exc:
+        raise Refusal(ERR_BAD_TOPIC, str(exc)) from None
+    if not topic.startswith("/"):
+        raise Refusal(ERR_BAD_TOPIC, f"topic must be a handler path like /app/handler: "
+                                     f"{topic!r}")
+    return topic
+
+
+def check_seconds(name: str, value: float, *, positive: bool = False) -> float:
+    """A finite duration in range; NaN and infinity coerce from JSON/query strings."""
+    low_ok = value > 0 if positive else value >= 0
+    if not math.isfinite(value) or not low_ok or value > MAX_SECONDS:
+        bound = "> 0" if positive else ">= 0"
+        raise ParamError(f"invalid: {name} (must be {bound} and <= {MAX_SECONDS:g} seconds)")
+    return value
+
+
+def check_status(status: str, allowed: tuple[str, ...] = STATUSES) -> str:
+    if status not in allowed:
+        raise Refusal(ERR_BAD_STATUS, f"unknown status {status!r}; expected one of "
+                                      f"{', '.join(allowed)}")
+    return status
+
+
+def serialized_size(data: dict[str, Any]) -> int:
+    """Bytes of ``data`` as the broker stores it (compact UTF-8 JSON)."""
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# -- publishing and results -------------------------------------------------------------
+
+def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
+            msg_id: str | None = None, delay: float = 0.0, at_front: bool = False,
+            timeout: float, max_retries: int = 0, result_ttl: float, failure_ttl: float,
+            reqid: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``."""
+    check_publish_topic(topic)
+    check_seconds("delay", delay)
+    check_seconds("timeout", timeout, positive=True)
+    check_seconds("result_ttl", result_ttl)
+    check_seconds("failure_ttl", failure_ttl)
+    if not 0 <= max_retries <= MAX_RETRIES:
+        raise ParamError(f"invalid: max_retries (must be 0..{MAX_RETRIES})")
+    if msg_id is not None:
+        try:
+            check_id(msg_id)
+        except ValueError as exc:
+            raise ParamError(f"invalid: msg_id ({exc})") from None
+    size = serialized_size(data)
+    if size > max_bytes:
+        raise Refusal(ERR_MSG_TOO_LARGE, f"data is {size} bytes as JSON; the limit is "
+                                         f"{max_bytes} (BAICHUAN_MAX_MESSAGE_BYTES)")
+    done = broker.publish(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
+                          timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
+                          failure_ttl=failure_ttl, reqid=reqid, force=force)
+    return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
+
+
+def get_message(broker: Broker, msg_id: str, topic: str | None = None) -> Message:
+    """The message ``msg_id`` (looked up by id alone unless ``topic`` is given)."""
+    msg = broker.get(msg_id, topic)
+    if msg is None:
+        raise Refusal(ERR_MSG_NOT_FOUND, f"no message {msg_id!r}"
+                      + (f" on topic {topic!r}" if topic else "")
+                      + " (never published, deleted, or its result expired)")
+    return msg
+
+
+def wait(broker: Broker, msg_id: str, timeout: float, max_wait: float,
+         topic: str | None = None) -> dict[str, Any]:
+    """Long-poll until the message is finished or failed, for at most
+    ``min(timeout, max_wait)`` seconds.
+
+    Twemproxy has no blocking commands nor pub/sub, so this polls the record: first after
+    20 ms (a fast handler answers almost at once), backing off to 200 ms so a slow one
+    costs at most ~5 reads a second per waiting client.
+    """
+    if not math.isfinite(timeout) or timeout < 0:
+        raise ParamError("invalid: timeout (must be >= 0 seconds)")
+    limit = min(timeout, max_wait)
+    deadline = time.monotonic() + limit
+    msg = get_message(broker, msg_id, topic)
+    pause = WAIT_FIRST_PAUSE
+    while msg.status not in TERMINAL:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Refusal(ERR_WAIT_TIMEOUT, f"message {msg_id} still {msg.status} after "
+                                            f"{limit:g}s; wait again", msg.to_dict())
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, WAIT_MAX_PAUSE)
+        msg = get_message(broker, msg_id, msg.topic)
+    return msg.to_dict()
+
+
+# -- dead letters and clean-up -----------------------------------------------------------
+
+def requeue(broker: Broker, topic: str, msg_id: str | None = None,
+            requeue_all: bool = False) -> dict[str, Any]:
+    """Put one failed message (``msg_id``) or every failed message of ``topic`` back in
+    the queue with fresh attempts."""
+    check_topic_name(topic)
+    if requeue_all == (msg_id is not None):
+        raise ParamError("give either msg_id or all=true")
+    if requeue_all:
+        return {"requeued": broker.requeue_all(topic)}
+    assert msg_id is not None
+    if not broker.requeue(topic, msg_id):
+        msg = get_message(broker, msg_id, topic)
+        raise Refusal(ERR_MSG_NOT_FAILED, f"message {msg_id} is {msg.status}; only failed "
+                                          "messages can be requeued")
+    return {"requeued": 1, "msg_id": msg_id}
+
+
+def delete(broker: Broker, topic: str, msg_id: str) -> dict[str, Any]:
+    """Remove one message whatever its status."""
+    check_topic_name(topic)
+    if not broker.delete(topic, msg_id):
+        get_message(broker, msg_id, topic)  # raises the not-found refusal
+    return {"deleted": 1, "msg_id": msg_id}
+
+
+def purge(broker: Broker, topic: str, status: str) -> dict[str, Any]:
+    """Delete every message of ``topic`` in ``status`` (or ``all``)."""
+    check_topic_name(topic)
+    check_status(status, (*STATUSES, "all"))
+    return {"purged": broker.purge(topic, status)}
+
+
+def check_topic_name(topic: str) -> str:
+    """Admin actions accept any name the protocol accepts (even a forced odd one)."""
+    try:
+        return check_topic(topic)
+    except ValueError as exc:
+        raise Refusal(ERR_BAD_TOPIC, str(exc)) from None
+
+
+# -- listings ------------------------------------------------------------------------------
+
+def topics_page(broker: Broker, page_index: int, page_size: int) -> dict[str, Any]:
+    """Known topics with their depth per status and their live consumer count."""
+    offset, limit = check_page(page_index, page_size)
+    names = broker.topics()
+    consumers = Counter(t for w in broker.workers() if w.get("alive")
+                        for t in w.get("topics", ()))
+    rows = [{"topic": name, **broker.counts(name), "consumers": consumers[name]}
+            for name in names[offset:offset + limit]]
+    return {"total": len(names), "list": rows}
+
+
+def msgs_page(broker: Broker, topic: str, status: str, page_index: int, page_size: int,
+              order: str) -> dict[str, Any]:
+    """One page of ``topic``'s messages in ``status``, newest or oldest first."""
+    check_page(page_index, page_size)
+    check_topic_name(topic)
+    check_status(status)
+    if order not in ORDERS:
+        raise ParamError(f"invalid: order (expected {' or '.join(ORDERS)})")
+    total, msgs = broker.list(topic, status, page_index, page_size,
+                              newest_first=ORDERS[order])
+    return {"total": total, "list": [m.to_dict() for m in msgs]}
+
+
+def workers_page(broker: Broker, page_index: int, page_size: int) -> dict[str, Any]:
+    """Registered consumers (id, topics, info, ttl, last_seen, alive), by id."""
+    offset, limit = check_page(page_index, page_size)
+    rows = broker.workers()
+    return {"total": len(rows), "list": rows[offset:offset + limit]}

@@ -1,0 +1,106 @@
+"""Why baichuan says no: one stat per refusal, its HTTP code, and the handler guard.
+
+Domain code raises :class:`Refusal` (or lets a queue-protocol / Redis exception through);
+:func:`answers_refusals` turns each into ``(stat, data)`` and puts the human reason in
+``req.error_str``, which the gateway sends as ``x-reason``. So every refusal has a
+specific, stable stat for programs and a sentence for people, and a Redis outage is a
+503 ``ERR_MQ_UNAVAILABLE`` instead of a 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from butterfly_common import retstat
+from butterfly_common.mq import InvalidTopic, MessageIdConflict, MQError, NoConsumer
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ERR_BAD_TOPIC = "ERR_BAD_TOPIC"
+ERR_NO_CONSUMER = "ERR_NO_CONSUMER"
+ERR_MSG_NOT_FOUND = "ERR_MSG_NOT_FOUND"
+ERR_MSG_TOO_LARGE = "ERR_MSG_TOO_LARGE"
+ERR_MSG_ID_CONFLICT = "ERR_MSG_ID_CONFLICT"
+ERR_MSG_NOT_FAILED = "ERR_MSG_NOT_FAILED"
+ERR_BAD_STATUS = "ERR_BAD_STATUS"
+ERR_MQ_UNAVAILABLE = "ERR_MQ_UNAVAILABLE"
+ERR_WAIT_TIMEOUT = "ERR_WAIT_TIMEOUT"
+
+#: HTTP code of each stat (``@api(statuses=HTTP_CODES)``). Clients should branch on the
+#: stat; the code is for proxies, dashboards and ``curl --fail``. ``ERR_WAIT_TIMEOUT`` is
+#: 200 on purpose: the wait worked, the message just is not done yet (poll again).
+HTTP_CODES: dict[str, int] = {
+    ERR_BAD_TOPIC: retstat.HTTP_BAD_PARAM,
+    ERR_BAD_STATUS: retstat.HTTP_BAD_PARAM,
+    ERR_MSG_NOT_FOUND: retstat.HTTP_NOT_FOUND,
+    ERR_NO_CONSUMER: 409,
+    ERR_MSG_ID_CONFLICT: 409,
+    ERR_MSG_NOT_FAILED: 409,
+    ERR_MSG_TOO_LARGE: retstat.HTTP_TOO_LARGE,
+    ERR_MQ_UNAVAILABLE: retstat.HTTP_UNAVAILABLE,
+    ERR_WAIT_TIMEOUT: retstat.HTTP_OK,
+    retstat.ERR_UNAUTHORIZED: retstat.HTTP_UNAUTHORIZED,
+    retstat.ERR_FORBIDDEN: retstat.HTTP_FORBIDDEN,
+}
+
+
+class Refusal(Exception):
+    """A request baichuan will not carry out: ``stat`` for programs, ``reason`` for people.
+
+    ``data`` is answered beside the stat (e.g. the message's current state on a wait
+    timeout).
+    """
+
+    def __init__(self, stat: str, reason: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.stat = stat
+        self.reason = reason
+        self.data = data or {}
+
+
+def refusal_of(exc: Exception) -> Refusal | None:
+    """The refusal a queue-protocol or Redis exception stands for (None: a real bug)."""
+    if isinstance(exc, Refusal):
+        return exc
+    if isinstance(exc, InvalidTopic):
+        return Refusal(ERR_BAD_TOPIC, str(exc))
+    if isinstance(exc, NoConsumer):
+        return Refusal(ERR_NO_CONSUMER, f"{exc}; start a consumer or publish with force=true")
+    if isinstance(exc, MessageIdConflict):
+        return Refusal(ERR_MSG_ID_CONFLICT, str(exc))
+    if isinstance(exc, RedisError | MQError):
+        # Any Redis error here means the store (or the proxy in front of it) could not do
+        # the step: connection refused, timeout, a shard down behind Twemproxy, cluster
+        # down. The caller may retry; nothing half-done is acknowledged.
+        log.warning("queue store error: %s: %s", type(exc).__name__, exc)
+        return Refusal(ERR_MQ_UNAVAILABLE,
+                       f"queue store unavailable: {type(exc).__name__}: {exc}"[:300])
+    return None
+
+
+def answers_refusals(func: F) -> F:
+    """Wrap a handler so refusals answer ``(stat, data)`` with ``x-reason`` set.
+
+    Put it under ``@api``: ``functools.wraps`` keeps the signature, annotations, module and
+    docstring the framework binds parameters and builds OpenAPI from.
+    """
+
+    @functools.wraps(func)
+    def guarded(req: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(req, *args, **kwargs)
+        except (Refusal, MQError, RedisError) as exc:
+            refusal = refusal_of(exc)
+            if refusal is None:  # pragma: no cover - every caught type maps
+                raise
+            req.error_str = refusal.reason
+            return refusal.stat, refusal.data
+
+    return guarded  # type: ignore[return-value]
