@@ -60,3 +60,18 @@ def test_cli_reports_unknown_service():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "unknown service 'nosuch'" in result.stderr
+
+
+def test_service_variables_share_the_parsers():
+    from butterfly_common.settings import env_flag, env_number
+
+    assert env_number({}, "X_N", 5) == 5
+    assert env_number({"X_N": " 2.5 "}, "X_N", 5) == 2.5
+    with pytest.raises(SettingsError, match="X_N='nan': expected a number >= 0"):
+        env_number({"X_N": "nan"}, "X_N", 1)
+    with pytest.raises(SettingsError, match=r"expected a number in 1\.\.10"):
+        env_number({"X_N": "11"}, "X_N", 5, 1, 10)
+    assert env_flag({"X_F": "yes"}, "X_F", False) is True
+    assert env_flag({"X_F": ""}, "X_F", True) is True
+    with pytest.raises(SettingsError, match="X_F='maybe'"):
+        env_flag({"X_F": "maybe"}, "X_F", False)

@@ -113,7 +113,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
     port = args.port or int(os.environ.get("BUTTERFLY_PORT") or 8585)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as reply:  # noqa: S310 - fixed local URL
+        url = f"http://127.0.0.1:{port}/healthz"  # fixed scheme and host: the local service
+        with urllib.request.urlopen(url, timeout=3) as reply:
             return 0 if reply.status == 200 else 1
     except OSError as exc:
         print(f"butterfly healthcheck: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,14 +84,29 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> i
     return value
 
 
-def _float(name: str, raw: str, minimum: float, maximum: float) -> float:
+def _float(name: str, raw: str, minimum: float, maximum: float = math.inf) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{name}={raw!r}: expected a number in {minimum}..{maximum}")
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        bound = f">= {minimum:g}" if maximum == math.inf else f"in {minimum:g}..{maximum:g}"
+        raise SettingsError(f"{name}={raw!r}: expected a number {bound}")
     return value
+
+
+def env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
+               maximum: float = math.inf) -> float:
+    """A service's numeric variable (``BAICHUAN_MAX_WAIT``...): ``default`` when unset or
+    blank, SettingsError naming the variable when malformed or out of range."""
+    raw = (env.get(name) or "").strip()
+    return default if not raw else _float(name, raw, minimum, maximum)
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A service's on/off variable: ``default`` when unset or blank."""
+    raw = (env.get(name) or "").strip()
+    return default if not raw else _bool(name, raw)
 
 
 def _networks(name: str, raw: str) -> tuple[Network, ...]:

@@ -7,10 +7,9 @@ inside a request.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from butterfly_common.settings import Settings, SettingsError
+from butterfly_common.settings import Settings, env_number
 
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_WAIT = 60.0
@@ -35,19 +34,6 @@ class BaichuanConfig:
     prune_workers_after: float = PRUNE_WORKERS_AFTER
 
 
-def _number(extra: dict, name: str, default: float, minimum: float) -> float:
-    raw = (extra.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise SettingsError(f"{name}={raw!r}: expected a number >= {minimum:g}")
-    return value
-
-
 _cache: dict[int, tuple[Settings, BaichuanConfig]] = {}
 
 
@@ -58,12 +44,12 @@ def config_of(settings: Settings) -> BaichuanConfig:
         return hit[1]
     extra = dict(settings.extra)
     conf = BaichuanConfig(
-        max_message_bytes=int(_number(extra, "BAICHUAN_MAX_MESSAGE_BYTES",
+        max_message_bytes=int(env_number(extra, "BAICHUAN_MAX_MESSAGE_BYTES",
                                       MAX_MESSAGE_BYTES, 1)),
-        max_wait=_number(extra, "BAICHUAN_MAX_WAIT", MAX_WAIT, 0),
-        maintenance_interval=_number(extra, "BAICHUAN_MAINTENANCE_INTERVAL",
+        max_wait=env_number(extra, "BAICHUAN_MAX_WAIT", MAX_WAIT, 0),
+        maintenance_interval=env_number(extra, "BAICHUAN_MAINTENANCE_INTERVAL",
                                      MAINTENANCE_INTERVAL, 0.05),
-        prune_workers_after=_number(extra, "BAICHUAN_PRUNE_WORKERS_AFTER",
+        prune_workers_after=env_number(extra, "BAICHUAN_PRUNE_WORKERS_AFTER",
                                     PRUNE_WORKERS_AFTER, 1),
     )
     _cache.clear()  # one live settings object per process; keep the cache tiny
