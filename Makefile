@@ -4,11 +4,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PACKAGES := libs/butterfly_common services/core
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0"
+PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
+DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6"
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test lint compose compose-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,12 +30,21 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: system-deps install lint
+# deploy/compose.yml is generated from deploy/fleet.toml; CI fails on a stale or invalid one.
+compose: install
+	$(BIN)/python scripts/gen_compose.py
+
+compose-check: install
+	$(BIN)/python scripts/gen_compose.py --check
+	docker-compose -f deploy/compose.yml config -q
+
+test: system-deps install lint compose-check
 	$(BIN)/pytest -q
 
 bench: system-deps install
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/http_overhead.py
+	$(BIN)/python bench/mq_throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

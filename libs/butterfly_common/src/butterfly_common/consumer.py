@@ -99,7 +99,9 @@ class Consumer:
                              if route.is_topic and (not wanted or path in wanted))
         self.worker_id = (f"{service}:{socket.gethostname()}:{os.getpid()}:"
                           f"{random.getrandbits(24):06x}")
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._work = threading.Condition(lock)   # runners wait here for ready messages
+        self._space = threading.Condition(lock)  # the fetcher waits here for free slots
         self._ready: deque[Message] = deque()
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
@@ -128,10 +130,11 @@ class Consumer:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        with self._cond:
+        with self._work:
             prefetched = list(self._ready)
             self._ready.clear()
-            self._cond.notify_all()
+            self._work.notify_all()
+            self._space.notify_all()
         if prefetched:
             try:
                 self.broker.release(prefetched)
@@ -156,9 +159,9 @@ class Consumer:
         idle = MIN_IDLE
         offset = 0
         while not self._stopping.is_set():
-            with self._cond:
+            with self._space:
                 while self._capacity() <= 0 and not self._stopping.is_set():
-                    self._cond.wait(0.5)
+                    self._space.wait(0.5)
                 capacity = self._capacity()
             got = 0
             offset = (offset + 1) % len(self.topics)
@@ -169,12 +172,12 @@ class Consumer:
                     log.warning("claim on %s failed: %s", topic, exc)
                     break
                 if msgs:
-                    with self._cond:
+                    with self._work:
                         if self._stopping.is_set():  # stop() already drained the list
                             self.broker.release(msgs)
                             return
                         self._ready.extend(msgs)
-                        self._cond.notify(len(msgs))
+                        self._work.notify(len(msgs))
                     got += len(msgs)
                     if got >= capacity:
                         break
@@ -186,9 +189,9 @@ class Consumer:
 
     # -- running ------------------------------------------------------------------------
     def _next(self) -> _Running | None:
-        with self._cond:
+        with self._work:
             while not self._ready and not self._stopping.is_set():
-                self._cond.wait()
+                self._work.wait()
             if not self._ready:
                 return None
             msg = self._ready.popleft()
@@ -205,9 +208,9 @@ class Consumer:
                     self.process(job.msg)
                 finally:
                     job.done = True
-                    with self._cond:
+                    with self._space:
                         self._running.pop(job.msg.id, None)
-                        self._cond.notify_all()
+                        self._space.notify()
             except TimeLimitExceeded:
                 # an interrupt that arrived just after its handler returned: harmless
                 continue
@@ -259,7 +262,7 @@ class Consumer:
         next_reap = time.monotonic() + random.uniform(0, REAP_EVERY)  # noqa: S311
         while not self._stopping.wait(0.25):
             now = time.monotonic()
-            with self._cond:
+            with self._work:
                 running = list(self._running.values())
             for job in running:
                 self._keep(job, now)

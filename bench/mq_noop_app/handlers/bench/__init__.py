@@ -1,0 +1,9 @@
+"""bench: the empty handler whose queue throughput bench/mq_throughput.py measures."""
+
+from butterfly_common import api, retstat
+
+
+@api
+def noop(req):
+    """Do nothing: what remains is the cost of the queue, the gateway and the access log."""
+    return retstat.OK

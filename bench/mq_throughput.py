@@ -1,0 +1,326 @@
+"""Queue throughput: baichuan (direct and through Twemproxy) versus RQ and Dramatiq.
+
+Every system gets its own fresh redis-server(s), one after the other in the same run on the
+same machine, and the same no-op job (bench/mq_noop_app). For each system the benchmark
+
+1. publishes all messages one by one from this process, before any worker runs (publish
+   rate: one client, one message at a time, as an application would), then
+2. starts ONE worker process and times it from ``Popen`` until the last message is done
+   (processing rate: start-up included, nothing subtracted).
+
+Workers are configured as they would run in production: baichuan's ``butterfly worker`` with
+8 consumer threads and its access log written to files; ``rq worker --burst`` (SimpleWorker
+in-process, Worker forking a work horse per job) with its default per-job log lines
+(captured to a file); ``dramatiq --processes 1 --threads 8``, which logs nothing per job.
+No job counts itself: "done" is read from each system's own bookkeeping (baichuan
+``counts()["finished"]``, RQ's finished registry and burst exit, Dramatiq's message hash
+emptied by acks), so nobody pays for an extra Redis write.
+
+RQ is far slower per job, so it runs fewer messages (``--rq-messages``,
+``--rq-fork-messages``) to keep the whole run within a few minutes; rates are per second, so
+they compare. RQ cannot run through Twemproxy (enqueue needs MULTI and INFO, the worker
+CLIENT SETNAME, completion WATCH and streams: reference/twemproxy.md), so it runs direct
+only; Dramatiq runs direct too (its one Lua script composes key names inside the script,
+which a proxy cannot route). Targets (issue 3): baichuan direct >= 5x RQ SimpleWorker and
+>= 1.0x Dramatiq; baichuan via Twemproxy >= 0.7x direct.
+
+    make bench            # or: .venv/bin/python bench/mq_throughput.py --messages 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from butterfly_common.testing import Nutcracker, RedisServer
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TOPIC = "/bench/noop"
+SERVICE_SPEC = "mq_noop_app:service"
+POLL = 0.05  # seconds between "how many are done?" probes while a worker runs
+
+# the bench process itself imports the job modules (to publish), like the workers do
+sys.path.insert(0, str(HERE))
+
+
+@dataclass
+class Result:
+    """One system's numbers: publish and end-to-end processing, both in messages/s."""
+
+    system: str
+    messages: int
+    publish_rate: float
+    process_seconds: float
+    first_done: float  # seconds from worker start to the first completed message
+    note: str = ""
+
+    @property
+    def process_rate(self) -> float:
+        return self.messages / self.process_seconds
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker process: bench/ importable, nothing inherited that would
+    point a worker at another Redis or a shared metrics directory."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BUTTERFLY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def worker(argv: list[str], env: dict[str, str], logfile: Path) -> Iterator[subprocess.Popen]:
+    """Run ``argv`` with its output in ``logfile``; SIGTERM it (then SIGKILL) on the way out,
+    so no worker outlives the benchmark even when a measurement fails."""
+    with logfile.open("wb") as out:
+        # argv lists built here from fixed parts, never a shell string
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+
+
+def timed_publish(n: int, publish_one: Callable[[], object]) -> float:
+    """Publish ``n`` messages one by one; returns messages/s."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        publish_one()
+    return n / (time.perf_counter() - t0)
+
+
+def watch(proc: subprocess.Popen, n: int, done: Callable[[], int], timeout: float,
+          logfile: Path, until_exit: bool = False) -> tuple[float, float]:
+    """Poll ``done()`` every POLL s until it reaches ``n`` (or, with ``until_exit``, until
+    the burst worker exits having done ``n``). Returns (seconds to the end, seconds to the
+    first completion), both from ``proc``'s start as seen by the caller's clock."""
+    t0 = time.perf_counter()
+    first = float("nan")
+    deadline = t0 + timeout
+    while True:
+        count = done()
+        now = time.perf_counter()
+        if count and math.isnan(first):
+            first = now - t0
+        exited = proc.poll() is not None
+        if until_exit and exited:
+            count = done()
+            if count != n:
+                raise RuntimeError(f"worker exited after {count}/{n} messages; see {tail(logfile)}")
+            return now - t0, first
+        if not until_exit and count >= n:
+            return now - t0, first
+        if exited:
+            raise RuntimeError(f"worker died (rc {proc.returncode}) after {count}/{n}: "
+                               f"{tail(logfile)}")
+        if now > deadline:
+            raise TimeoutError(f"only {count}/{n} done after {timeout:g}s; {tail(logfile)}")
+        time.sleep(POLL)
+
+
+def tail(logfile: Path, lines: int = 15) -> str:
+    """The end of a worker's output, to say why it failed."""
+    try:
+        return "\n".join(logfile.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- the systems ---------------------------------------------------------------------------
+
+def bench_baichuan(system: str, url: str, n: int, threads: int, tmp: Path,
+                   timeout: float) -> Result:
+    """baichuan: Broker.publish with force (no consumer alive yet), then one
+    ``butterfly worker`` with ``threads`` consumer threads and file access logging."""
+    from butterfly_common.mq import Broker
+
+    broker = Broker.from_url(url)
+    publish_rate = timed_publish(n, lambda: broker.publish(TOPIC, {}, force=True))
+    queued = broker.counts(TOPIC)["queued"]
+    if queued != n:
+        raise RuntimeError(f"{system}: {queued} queued after publishing {n}")
+    workdir = tmp / system.replace(" ", "_")
+    env = worker_env(BUTTERFLY_REDIS_URL=url, BUTTERFLY_CONSUME_THREADS=str(threads),
+                     BUTTERFLY_LOG_DIR=str(workdir / "log"),
+                     BUTTERFLY_DATA_DIR=str(workdir / "data"))
+    workdir.mkdir(parents=True)
+    logfile = workdir / "worker.out"
+    argv = [str(BIN / "butterfly"), "worker", SERVICE_SPEC]
+    with worker(argv, env, logfile) as proc:
+        seconds, first = watch(proc, n, lambda: broker.counts(TOPIC)["finished"], timeout,
+                               logfile)
+    counts = broker.counts(TOPIC)
+    if counts["failed"] or counts["finished"] != n:
+        raise RuntimeError(f"{system}: ended with {counts}")
+    # the access log is part of the production cost: check every message wrote its line
+    lines = sum(text.count("\tQUEUE\t") for f in (workdir / "log").rglob("acc.log*")
+                for text in [f.read_text(errors="replace")])
+    note = f"{threads} threads, {lines} access-log lines"
+    return Result(system, n, publish_rate, seconds, first, note)
+
+
+def bench_rq(system: str, worker_class: str, url: str, n: int, tmp: Path,
+             timeout: float) -> Result:
+    """RQ: Queue.enqueue one by one, then ``rq worker --burst`` timed from start to exit."""
+    from mq_noop_app.rq_jobs import noop
+    from redis import Redis
+    from rq import Queue
+    from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+    conn = Redis.from_url(url)
+    queue = Queue("default", connection=conn)
+    publish_rate = timed_publish(n, lambda: queue.enqueue(noop))
+    finished = FinishedJobRegistry(queue=queue)
+    logfile = tmp / f"{system.replace(' ', '_')}.out"
+    argv = [str(BIN / "rq"), "worker", "--burst", "--url", url, "--worker-class", worker_class,
+            "default"]
+    with worker(argv, worker_env(), logfile) as proc:
+        seconds, first = watch(proc, n, lambda: finished.count, timeout, logfile,
+                               until_exit=True)
+    failed = FailedJobRegistry(queue=queue).count
+    if failed:
+        raise RuntimeError(f"{system}: {failed} jobs failed; {tail(logfile)}")
+    conn.close()
+    return Result(system, n, publish_rate, seconds, first, "1 process, burst")
+
+
+def bench_dramatiq(url: str, n: int, threads: int, tmp: Path, timeout: float) -> Result:
+    """Dramatiq: actor.send one by one, then ``dramatiq --processes 1 --threads N``, done
+    when acks have emptied the queue's message hash."""
+    os.environ["BENCH_REDIS_URL"] = url  # read when the actor module builds its broker
+    from mq_noop_app.dramatiq_actors import QUEUE, noop, use_broker
+    from redis import Redis
+
+    use_broker(url)  # a later round's import is cached: rebind to this round's server
+    conn = Redis.from_url(url)
+    publish_rate = timed_publish(n, noop.send)
+    msgs, dead = f"dramatiq:{QUEUE}.msgs", f"dramatiq:{QUEUE}.XQ.msgs"
+    if conn.hlen(msgs) != n:
+        raise RuntimeError(f"dramatiq: {conn.hlen(msgs)} stored after sending {n}")
+    logfile = tmp / "dramatiq.out"
+    argv = [str(BIN / "dramatiq"), "--processes", "1", "--threads", str(threads),
+            "mq_noop_app.dramatiq_actors"]
+    with worker(argv, worker_env(BENCH_REDIS_URL=url), logfile) as proc:
+        seconds, first = watch(proc, n, lambda: n - conn.hlen(msgs), timeout, logfile)
+    if conn.hlen(dead):
+        raise RuntimeError(f"dramatiq: {conn.hlen(dead)} dead-lettered; {tail(logfile)}")
+    conn.close()
+    return Result("Dramatiq", n, publish_rate, seconds, first, f"1 process x {threads} threads")
+
+
+# -- running and reporting -----------------------------------------------------------------
+
+SYSTEMS = ("direct", "twemproxy", "rq-simple", "rq-fork", "dramatiq")
+
+
+def run(name: str, args: argparse.Namespace, tmp: Path) -> Result:
+    """Run one system on its own fresh server(s), stopped and removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        if name == "twemproxy":
+            shards = [stack.enter_context(RedisServer()) for _ in range(2)]
+            url = stack.enter_context(Nutcracker([s.port for s in shards])).url
+        else:
+            url = stack.enter_context(RedisServer()).url
+        if name == "direct":
+            return bench_baichuan("baichuan direct", url, args.messages, args.threads, tmp,
+                                  args.timeout)
+        if name == "twemproxy":
+            return bench_baichuan("baichuan twemproxy", url, args.messages, args.threads, tmp,
+                                  args.timeout)
+        if name == "rq-simple":
+            return bench_rq("RQ SimpleWorker", "rq.SimpleWorker", url, args.rq_messages, tmp,
+                            args.timeout)
+        if name == "rq-fork":
+            return bench_rq("RQ Worker (fork)", "rq.Worker", url, args.rq_fork_messages, tmp,
+                            args.timeout)
+        return bench_dramatiq(url, args.messages, args.threads, tmp, args.timeout)
+
+
+def median(runs: list[Result]) -> Result:
+    """The median of each number over rounds (rounds interleave systems, so a burst of load
+    from elsewhere on the machine hits one round of every system rather than one system)."""
+    first = runs[0]
+    return Result(first.system, first.messages,
+                  statistics.median(r.publish_rate for r in runs),
+                  statistics.median(r.process_seconds for r in runs),
+                  statistics.median(r.first_done for r in runs), first.note)
+
+
+def report(results: dict[str, Result], args: argparse.Namespace) -> None:
+    """Print the table and the target ratios."""
+    print(f"\nno-op messages, one worker process per system, {args.threads} threads where the "
+          f"system has threads; publish = one client, one by one; {args.rounds} round(s), "
+          "median")
+    print(f"{'system':<20} {'messages':>8} {'publish/s':>10} {'process/s':>10} "
+          f"{'total s':>8} {'1st done s':>10}  notes")
+    for r in results.values():
+        print(f"{r.system:<20} {r.messages:>8} {r.publish_rate:>10.0f} {r.process_rate:>10.0f} "
+              f"{r.process_seconds:>8.2f} {r.first_done:>10.2f}  {r.note}")
+    print()
+    ratios = [("baichuan direct / RQ SimpleWorker", "direct", "rq-simple", 5.0),
+              ("baichuan direct / RQ Worker (fork)", "direct", "rq-fork", None),
+              ("baichuan direct / Dramatiq", "direct", "dramatiq", 1.0),
+              ("baichuan twemproxy / baichuan direct", "twemproxy", "direct", 0.7)]
+    for label, a, b, target in ratios:
+        if a not in results or b not in results:
+            continue
+        proc = results[a].process_rate / results[b].process_rate
+        pub = results[a].publish_rate / results[b].publish_rate
+        verdict = "" if target is None else \
+            f"(target >= {target:g}x: {'met' if proc >= target else 'MISSED'})"
+        print(f"{label:<38} process {proc:>6.2f}x {verdict:<24} publish {pub:>5.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000,
+                        help="messages for baichuan and Dramatiq (20000)")
+    parser.add_argument("--rq-messages", type=int, default=3_000,
+                        help="messages for RQ SimpleWorker (3000: it runs ~100-300/s)")
+    parser.add_argument("--rq-fork-messages", type=int, default=1_000,
+                        help="messages for the forking RQ Worker (1000: it runs ~50/s)")
+    parser.add_argument("--threads", type=int, default=8, help="consumer threads (8)")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="give up on one system after this many seconds (300)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every system this many times, interleaved; median kept (1)")
+    parser.add_argument("--only", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                        help="run only these systems")
+    args = parser.parse_args()
+    runs: dict[str, list[Result]] = {name: [] for name in SYSTEMS if name in args.only}
+    with tempfile.TemporaryDirectory(prefix="bf-mqbench-") as tmp:
+        for round_no in range(args.rounds):
+            round_dir = Path(tmp) / f"round{round_no}"
+            round_dir.mkdir()
+            for name, done in runs.items():
+                print(f"round {round_no + 1}: {name}...", end=" ", file=sys.stderr, flush=True)
+                r = run(name, args, round_dir)
+                done.append(r)
+                print(f"publish {r.publish_rate:.0f}/s, process {r.process_rate:.0f}/s",
+                      file=sys.stderr, flush=True)
+    results = {name: median(done) for name, done in runs.items()}
+    report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
