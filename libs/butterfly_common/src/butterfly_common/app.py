@@ -45,6 +45,11 @@ def header_safe(text: str) -> str:
     return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:512]
 
 
+def route_key(path: str) -> str:
+    """The route table key of a request path: one trailing slash is ignored."""
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
+
+
 def request_values(http: HttpRequest) -> dict[str, Any]:
     """Query params, then a JSON object or form body over them (body wins)."""
     args = http.args
@@ -113,9 +118,7 @@ class ServiceApp:
     # -- the request pipeline -----------------------------------------------------------
     def wsgi(self, environ: dict, start_response: Callable) -> Any:
         """Fast path for handler and built-in routes; the rest goes to Flask."""
-        key = environ.get("PATH_INFO") or "/"
-        if len(key) > 1 and key.endswith("/"):
-            key = key[:-1]
+        key = route_key(environ.get("PATH_INFO") or "/")
         if key not in self.routes and key not in self.ops:
             return self.flask_wsgi(environ, start_response)
         http = HttpRequest(environ)
@@ -124,10 +127,7 @@ class ServiceApp:
 
     def flask_view(self, path: str = "") -> Response:
         """Flask's catch-all rule: unknown paths (routes are served by :meth:`wsgi`)."""
-        key = "/" + path
-        if len(key) > 1 and key.endswith("/"):
-            key = key[:-1]
-        return self.dispatch_request(request._get_current_object(), key)
+        return self.dispatch_request(request._get_current_object(), route_key("/" + path))
 
     def dispatch_request(self, http: HttpRequest, key: str) -> Response:
         """Build the Request, serve ``key``, add the gateway headers, log the call."""
@@ -159,9 +159,7 @@ class ServiceApp:
             refused = check_admin(http.headers.get("Authorization"),
                                   self.settings.admin_token)
             if refused:
-                status, reason = refused
-                stat = retstat.ERR_FORBIDDEN if status == 403 else retstat.ERR_UNAUTHORIZED
-                return self.conf.error(status, stat, reason)
+                return self.conf.error(*refused)
         try:
             values = request_values(http)
         except RequestEntityTooLarge:

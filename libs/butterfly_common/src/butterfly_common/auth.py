@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Mapping
+from typing import NamedTuple
 
+from . import retstat
 from .settings import Network
 
 
@@ -35,16 +37,27 @@ def client_identity(remote_addr: str | None, headers: Mapping[str, str],
     return ip, (headers.get("X-Username") or "-")[:128]
 
 
-def check_admin(authorization: str | None, token: str) -> tuple[int, str] | None:
-    """None when the caller holds the admin token, else ``(http_status, reason)``.
+class AdminRefusal(NamedTuple):
+    """Why a caller may not run an admin action: HTTP status, stat and reason."""
 
-    With no token configured, admin actions are off for everyone.
+    status: int
+    stat: str
+    reason: str
+
+
+def check_admin(authorization: str | None, token: str) -> AdminRefusal | None:
+    """None when the caller holds the admin token, else the refusal to answer.
+
+    With no token configured, admin actions are off for everyone (403); a missing or
+    wrong token is 401.
     """
     if not token:
-        return 403, "admin actions are disabled: set BUTTERFLY_ADMIN_TOKEN"
+        return AdminRefusal(403, retstat.ERR_FORBIDDEN,
+                            "admin actions are disabled: set BUTTERFLY_ADMIN_TOKEN")
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        return 401, "admin token required: Authorization: Bearer <token>"
+        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
+                            "admin token required: Authorization: Bearer <token>")
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return 401, "invalid admin token"
+        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid admin token")
     return None

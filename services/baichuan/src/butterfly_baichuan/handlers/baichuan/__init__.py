@@ -39,9 +39,7 @@ def _require_admin(req: Request) -> None:
     """The framework's admin check, for a handler that is admin-only for some params."""
     refused = check_admin(req.headers.get("Authorization"), runtime.get_settings().admin_token)
     if refused:
-        status, reason = refused
-        stat = retstat.ERR_FORBIDDEN if status == 403 else retstat.ERR_UNAUTHORIZED
-        raise Refusal(stat, reason)
+        raise Refusal(refused.stat, refused.reason)
 
 
 @api(topic=False, statuses=HTTP_CODES)
