@@ -1,0 +1,236 @@
+"""What a fire does: an HTTP POST, a topic publish, or an allow-listed script.
+
+The cmd string keeps the original's shapes, chosen by prefix:
+
+* ``http(s)://host/path[#{json}]`` - POST the JSON object (``{}`` by default);
+* ``/app/handler[#{json}]``        - publish the object to that baichuan topic;
+* anything else                    - a script inside ``RUQI_SCRIPT_DIR`` (off when unset),
+  ``[python|python3|bash|sh] <file> [args...]`` or ``<executable file> [args...]``.
+
+The body is split at the first ``#{`` whose remainder parses as a JSON object, so a URL or
+JSON holding ``#`` no longer breaks the command (one of the original's flaws). Scripts run as
+an argv list - never through a shell - from inside the script directory.
+
+Each run carries the fire's reqid (``x-reqid`` header / publish reqid) so the callee's
+logs name the same id as ruqi's history row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from . import topics
+from .models import OUTPUT_MAX
+
+INTERPRETERS = ("python", "python3", "bash", "sh")
+
+
+class CommandError(ValueError):
+    """A cmd the scheduler refuses to store or run; ``stat`` is the API answer."""
+
+    def __init__(self, stat: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stat = stat
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed cmd: ``kind`` is http, topic or script."""
+
+    kind: str
+    target: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    cwd: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended; ``output`` is already cut to the history column's size."""
+
+    success: bool
+    output: str
+
+
+def split_body(cmd: str) -> tuple[str, dict[str, Any]]:
+    """Split ``target#{json}`` at the first ``#{`` that starts a valid JSON object."""
+    start = 0
+    while (pos := cmd.find("#{", start)) != -1:
+        try:
+            body = json.loads(cmd[pos + 1:])
+        except ValueError:
+            start = pos + 1
+            continue
+        if isinstance(body, dict):
+            return cmd[:pos], body
+        start = pos + 1
+    return cmd, {}
+
+
+def _script(cmd: str, script_dir: str | None) -> Command:
+    if not script_dir:
+        raise CommandError("ERR_SCRIPT_DISABLED",
+                           "script commands are off: set RUQI_SCRIPT_DIR to enable them")
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as exc:
+        raise CommandError("ERR_BAD_CMD", f"cmd does not split into arguments: {exc}") from None
+    if not argv:
+        raise CommandError("ERR_BAD_CMD", "empty cmd")
+    root = Path(script_dir).resolve()
+    interpreter = argv[0] if argv[0] in INTERPRETERS else None
+    rel = argv[1] if interpreter and len(argv) > 1 else (None if interpreter else argv[0])
+    if rel is None:
+        raise CommandError("ERR_SCRIPT_PATH", f"{interpreter} needs a script file")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} is outside RUQI_SCRIPT_DIR")
+    if not path.is_file():
+        raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} not found in RUQI_SCRIPT_DIR")
+    if interpreter:
+        exe = sys.executable if interpreter.startswith("python") else shutil.which(interpreter)
+        if not exe:
+            raise CommandError("ERR_SCRIPT_PATH", f"interpreter {interpreter!r} not installed")
+        full = (exe, str(path), *argv[2:])
+    else:
+        if not os.access(path, os.X_OK):
+            raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} is not executable")
+        full = (str(path), *argv[1:])
+    return Command("script", target=str(path), argv=full, cwd=str(root))
+
+
+def parse_command(cmd: str, script_dir: str | None, max_len: int = 4096) -> Command:
+    """Validate ``cmd`` once, at add/modify time, and again before every run."""
+    if len(cmd) > max_len:
+        raise CommandError("ERR_CMD_TOO_LONG", f"cmd has {len(cmd)} chars, limit {max_len}")
+    cmd = cmd.strip()
+    if cmd.startswith(("http://", "https://")):
+        url, body = split_body(cmd)
+        return Command("http", target=url, body=body)
+    if cmd.startswith("/"):
+        topic, body = split_body(cmd)
+        if not topics.valid_topic(topic):
+            raise CommandError("ERR_BAD_CMD", f"{topic!r} is not a topic name (/app/handler)")
+        return Command("topic", target=topic, body=body)
+    return _script(cmd, script_dir)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= OUTPUT_MAX else text[:OUTPUT_MAX - 3] + "..."
+
+
+_local = threading.local()
+
+
+@functools.lru_cache(maxsize=1024)
+def _proxies(scheme: str, netloc: str) -> dict[str, str]:
+    # requests re-reads every environment variable on every call to find proxies; that was
+    # a third of a fire's CPU. The environment does not change, so ask once per host.
+    return requests.utils.get_environ_proxies(f"{scheme}://{netloc}/") or {}
+
+
+def _session() -> requests.Session:
+    """One Session per executor thread: no per-call Session set-up, no env scanning."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+    return session
+
+
+def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outcome:
+    """POST; success is a 2xx and, for a butterfly envelope, ``stat == "OK"``.
+
+    ``Connection: close``: a fire every few seconds gains nothing from keep-alive, and a
+    pooled connection the callee has dropped in the meantime would fail a POST we must not
+    blindly retry.
+    """
+    parts = urlsplit(command.target)
+    try:
+        resp = _session().post(command.target, json=command.body,
+                               headers={**headers, "Connection": "close"}, timeout=timeout,
+                               proxies=_proxies(parts.scheme, parts.netloc))
+    except requests.RequestException as exc:
+        return Outcome(False, _cut(f"{type(exc).__name__}: {exc}"))
+    text = resp.text
+    ok = 200 <= resp.status_code < 300
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = None
+    if ok and isinstance(answer, dict) and "stat" in answer:
+        ok = answer["stat"] == "OK"
+    return Outcome(ok, _cut(f"HTTP {resp.status_code} {text}"))
+
+
+def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
+              wait: bool) -> Outcome:
+    """Publish (idempotent on ``msg_id``); optionally wait for the handler's result."""
+    try:
+        published = topics.publish(command.target, command.body, reqid=reqid, msg_id=msg_id,
+                                   timeout=timeout)
+    except Exception as exc:
+        return Outcome(False, _cut(f"publish failed: {type(exc).__name__}: {exc}"))
+    if not wait:
+        return Outcome(True, f"msg_id={published}")
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        state = topics.result(published)
+        if state is not None and state[0] in ("finished", "failed"):
+            status, result = state
+            stat = (result or {}).get("stat")
+            ok = status == "finished" and stat in (None, "OK")
+            return Outcome(ok, _cut(f"msg_id={published} status={status} "
+                                    f"result={json.dumps(result, default=str)}"))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+    return Outcome(False, f"msg_id={published} no result within {timeout}s")
+
+
+def run_script(command: Command, timeout: float, env_extra: dict[str, str]) -> Outcome:
+    """Run the argv (no shell) in the script dir; 124 and a note on timeout, as the original."""
+    env = {**os.environ, **env_extra}
+    try:
+        proc = subprocess.run(list(command.argv), cwd=command.cwd, env=env,  # noqa: S603
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode("utf-8", "replace")
+        return Outcome(False, _cut(f"retcode=124 timeout after {timeout}s\n{out}"))
+    except OSError as exc:
+        return Outcome(False, _cut(f"cannot start: {exc}"))
+    out = proc.stdout.decode("utf-8", "replace")
+    return Outcome(proc.returncode == 0, _cut(f"retcode={proc.returncode}\n{out}"))
+
+
+def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str, job_id: str,
+                scheduled: float, wait_result: bool = False) -> Outcome:
+    """Run one fire of ``cmd``; never raises (a failure is an Outcome)."""
+    try:
+        command = parse_command(cmd, script_dir, max_len=len(cmd))
+    except CommandError as exc:
+        return Outcome(False, f"{exc.stat}: {exc.reason}")
+    ms = round(scheduled * 1000)
+    if command.kind == "http":
+        headers = {"x-reqid": reqid, "x-ruqi-job": job_id, "x-ruqi-scheduled": str(ms)}
+        return run_http(command, timeout, headers)
+    if command.kind == "topic":
+        return run_topic(command, timeout, reqid, f"ruqi:{job_id}:{ms}", wait_result)
+    env = {"BUTTERFLY_REQID": reqid, "RUQI_JOB_ID": job_id, "RUQI_SCHEDULED_MS": str(ms)}
+    return run_script(command, timeout, env)

@@ -1,0 +1,462 @@
+"""The scheduler engine: every replica runs one; each (job, scheduled time) runs once.
+
+How it holds together (see also claims.py for the keys):
+
+* Fire times. APScheduler 3.x triggers, rebuilt from plain DB columns, compute the same
+  instants on every replica (interval jobs count from a stored start time). Each engine keeps
+  a heap of next fire times and sleeps precisely until the earliest one. APScheduler's own
+  job stores are not used: sharing one between processes is what its FAQ warns against.
+* Claiming. Every live engine sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` for every
+  fire (pipelined). Exactly one wins; it moves the key to ``r|<me>`` (compare-and-set) right
+  before starting the command, and to ``d|<me>|<status>`` only after the history row is
+  committed (history.py). To keep the race cheap, rendezvous hashing of the job id over the
+  live engines (``ruqi:nodes``) picks one preferred engine that claims on time; the others
+  claim ``BACKUP_DELAY`` (0.25 s) later, in batches, and normally find the fire taken. If
+  the preferred engine is dead or stalled, a backup wins - the fire is late, not lost.
+* Crash handling. Losers keep the fires they lost in a watch list until they see ``d``.
+  Every engine heartbeats ``ruqi:node:<me>`` (TTL ``node_ttl``). When a watched fire's owner
+  has no heartbeat:
+  - ``c|dead`` (claimed, never started): a peer takes it over by compare-and-set and runs
+    it, if still within the misfire grace - no miss, and no double since the owner's own
+    start is a compare-and-set too. This is where the engine is at-least-once-safe.
+  - ``r|dead`` (started, outcome unknown): the command may already have had its effect, so
+    it is NOT run again (at-most-once for side effects); a peer records it as ``lost``.
+    Topic commands publish with msg_id ``ruqi:<job>:<ms>``, so even a repeat would not
+    queue twice.
+  An engine stopped gracefully deletes its heartbeat after finishing its running fires,
+  so peers take over its unstarted claims at once.
+* Misfires and coalescing follow APScheduler: all run times between the cursor and now are
+  computed; with ``coalesce`` only the latest is kept; a run time later than
+  ``misfire_grace_time`` when it would start is not run - the engine that claims it records
+  it ``missed`` (after an outage longer than the grace, such run times are skipped in bulk
+  and only logged).
+* Propagation. The API bumps ``ruqi:version`` after every committed change; engines poll
+  it every ``poll_interval`` (0.2 s) and reload the jobs table when it moved (and every 30 s
+  regardless), so an edit on any replica is live everywhere within ~0.3 s. The DB column
+  ``next_run_time`` is the restart cursor: set by add/modify/resume, advanced (fenced by
+  the job's version, at most every 5 s per job) as fires are recorded. A lagging cursor
+  never re-runs a fire: engines only claim run times within the grace, and those still
+  have their done marker (kept grace + 30 s).
+* Where the guarantee stops: Redis losing its data (a restart without persistence) loses
+  the done markers, so a fire within the grace window could run again; an engine that
+  stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer
+  and then records its own outcome too (two rows, one execution).
+* Overlap. ``forbid`` takes ``ruqi:lock:<job>`` (SET NX PX, released by compare-and-delete,
+  stolen only from a dead owner) for the whole run; a fire finding it held is ``skipped``,
+  like Kubernetes' ``concurrencyPolicy: Forbid``. ``allow`` runs fires side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from butterfly_common import db
+from butterfly_common.reqid import new_reqid
+
+from . import rules
+from .claims import CLAIMED, DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
+from .commands import run_command
+from .config import RuqiConfig
+from .history import HistoryWriter, Record, prune
+from .models import Job
+from .recovery import Watcher
+from .schedule import Fire, JobSpec, Slot, due_fires, make_owner
+
+log = logging.getLogger("butterfly.ruqi.engine")
+
+FULL_RELOAD_EVERY = 30.0
+HEARTBEAT_EVERY = 0.5
+#: How long the non-preferred engines wait before competing for a fire.
+BACKUP_DELAY = 0.25
+
+
+class Engine:
+    """One replica's scheduler. ``start()`` it after fork; ``stop()`` is graceful."""
+
+    def __init__(self, redis: Any, config: RuqiConfig, owner: str | None = None) -> None:
+        self.config = config
+        self.owner = owner or make_owner()
+        self.claims = Claims(redis, self.owner)
+        self.writer = HistoryWriter(self.claims)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._beat_stop = threading.Event()
+        self._specs: dict[str, JobSpec] = {}
+        self._slots: dict[str, Slot] = {}
+        self._heap: list[tuple[float, str, int]] = []
+        self.watcher = Watcher(self.claims, self._submit, self._record_lost)
+        self._retry: list[Fire] = []
+        self._backup: list[tuple[float, int, Fire]] = []
+        self._seq = 0
+        self._nodes: list[str] = [self.owner]
+        self._running = 0
+        self._crashed = False
+        self._seen_version: str | None = "<never>"
+        self._last_full = 0.0
+        self._last_beat = 0.0
+        self._last_prune_try = 0.0
+        self._check_time = 0.0
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
+        self._threads: list[threading.Thread] = []
+        self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0}
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> Engine:
+        """Start the threads. Redis or the DB being down is not fatal: the threads retry."""
+        self.writer.start()
+        try:
+            self.claims.heartbeat(self.config.node_ttl)
+            self._last_beat = time.monotonic()
+            self._control_once()
+        except Exception:
+            log.exception("engine %s starts without Redis/DB; retrying in the background",
+                          self.owner)
+        for target, name in ((self._loop, "ruqi-loop"), (self._control, "ruqi-control"),
+                             (self._heartbeat, "ruqi-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("engine %s started", self.owner)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let running fires finish, store their history, then leave.
+
+        The heartbeat goes on until the very end: peers must not think a fire we are
+        still finishing belongs to a dead engine (they would record it lost, or steal its
+        overlap lock).
+        """
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads[:2]:
+            thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.writer.stop(timeout)
+        self._beat_stop.set()
+        for thread in self._threads[2:]:
+            thread.join(timeout)
+        try:
+            self.claims.leave()
+        except Exception:
+            log.exception("engine %s could not remove its heartbeat", self.owner)
+        log.info("engine %s stopped", self.owner)
+
+    def crash(self) -> None:
+        """Die like SIGKILL would, for tests of crash recovery in one process.
+
+        Nothing is cleaned up: the heartbeat just stops, unstarted claims stay ``c|me``,
+        running fires stay ``r|me`` and buffered history rows are dropped.
+        """
+        self._crashed = True
+        self.writer.abandon()
+        self._beat_stop.set()
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wakeup(self) -> None:
+        """Re-read the jobs now (also what a ``ruqi:version`` bump does on every replica)."""
+        self._seen_version = "<wakeup>"
+        self._wake.set()
+
+    # -- the fire loop -------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                first = self._heap[0][0] if self._heap else time.time() + 1.0
+                if self._backup:
+                    first = min(first, self._backup[0][0])
+            wait = first - time.time()
+            if wait > 0:
+                self._wake.wait(min(wait, 1.0))
+                self._wake.clear()
+                continue
+            try:
+                self._fire_due()
+            except Exception:
+                log.exception("fire loop error")
+                time.sleep(0.05)
+
+    def _fire_due(self) -> None:
+        now = time.time()
+        due: list[Fire] = []
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                ts, job_id, version = heapq.heappop(self._heap)
+                slot = self._slots.get(job_id)
+                if slot is None or slot.spec.version != version or slot.next_ts != ts:
+                    continue
+                found = due_fires(slot, now)
+                fires, nxt = found.fires, found.next_ts
+                self.stats["missed"] += found.missed
+                if nxt is None and not fires and slot.spec.trigger == "date":
+                    # a date job whose only run time is long gone: its row can go
+                    self.writer.put(Record(row=None, delete=(slot.spec.id, slot.spec.version)))
+                slot.next_ts = nxt
+                if nxt is not None:
+                    heapq.heappush(self._heap, (nxt, job_id, version))
+                else:
+                    del self._slots[job_id]
+                for fire in fires:
+                    if fire.manual or self._is_primary(job_id):
+                        due.append(fire)
+                    else:
+                        self._seq += 1
+                        heapq.heappush(self._backup, (max(now, fire.ts) + BACKUP_DELAY,
+                                                      self._seq, fire))
+            while self._backup and self._backup[0][0] <= now:
+                due.append(heapq.heappop(self._backup)[2])
+        if due:
+            self._claim(due)
+
+    def _is_primary(self, job_id: str) -> bool:
+        """Rendezvous hashing over live engines: one engine claims a job's fires on time,
+        the others only ``BACKUP_DELAY`` later (and find them claimed). The claim key is
+        still what decides; this only spares every engine from racing for every fire."""
+        nodes = self._nodes
+        if len(nodes) <= 1:
+            return True
+        # blake2b, not crc32: CRC is linear, so crc(a+x) vs crc(b+x) would not be an
+        # independent draw per job and one engine would get most of the jobs.
+        return max(nodes, key=lambda n: hashlib.blake2b(f"{n}|{job_id}".encode(),
+                                                        digest_size=8).digest()) == self.owner
+
+    def _claim(self, fires: list[Fire]) -> None:
+        try:
+            won = self.claims.claim([f.key for f in fires], [f.claim_ttl for f in fires])
+        except Exception:
+            log.exception("claiming %d fires failed; retrying within their grace", len(fires))
+            with self._lock:
+                self._retry.extend(fires)
+            return
+        now = time.time()
+        for fire, ok in zip(fires, won, strict=True):
+            if ok:
+                self.stats["claimed"] += 1
+                self._submit(fire)
+            else:
+                self.stats["lost_claims"] += 1
+                self.watcher.add(fire, now)
+
+    def _submit(self, fire: Fire) -> None:
+        with self._lock:
+            self._running += 1
+        try:
+            self._pool.submit(self._execute, fire)
+        except RuntimeError:  # pool shut down: leave the claim for a peer to take over
+            with self._lock:
+                self._running -= 1
+
+    # -- running one fire ----------------------------------------------------------------
+    def _execute(self, fire: Fire) -> None:
+        try:
+            self._execute_inner(fire)
+        except Exception:
+            log.exception("fire %s crashed", fire.key)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _execute_inner(self, fire: Fire) -> None:
+        if self._crashed:
+            return
+        spec = fire.spec
+        claimed = f"{CLAIMED}|{self.owner}"
+        late = time.time() - fire.ts
+        if not fire.manual and late > spec.misfire_grace_time:
+            self.stats["missed"] += 1
+            self._record(fire, "missed", claimed, None, None,
+                         f"started {late:.3f}s late, misfire_grace_time={spec.misfire_grace_time}s")
+            return
+        token = f"{self.owner}|{round(fire.ts * 1000)}"
+        if spec.overlap == "forbid" and not self.claims.lock(spec.id, token,
+                                                             spec.timeout + 30):
+            self._record(fire, "skipped", claimed, None, None,
+                         "previous run still active (overlap=forbid)")
+            return
+        try:
+            if self._crashed or not self.claims.start(fire.key, fire.claim_ttl):
+                log.warning("fire %s was taken over by a peer before it started", fire.key)
+                return
+            started = time.time()
+            outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
+                                  timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
+                                  scheduled=fire.ts, wait_result=spec.wait_result)
+            ended = time.time()
+        finally:
+            if spec.overlap == "forbid":
+                try:
+                    self.claims.unlock(spec.id, token)
+                except Exception:
+                    log.exception("releasing the run lock of %s failed", spec.id)
+        self._record(fire, "ok" if outcome.success else "failed", f"{RUNNING}|{self.owner}",
+                     started, ended, outcome.output)
+
+    def _record(self, fire: Fire, status: str, expected: str | None, started: float | None,
+                ended: float | None, output: str) -> None:
+        spec = fire.spec
+        row = {
+            "job_id": spec.id, "job_name": spec.name, "cmd": spec.cmd, "status": status,
+            "cmd_is_success": status == "ok", "cmd_output": output,
+            "cmd_cost": round(ended - started, 6) if started and ended else 0.0,
+            "scheduled_time": fire.ts, "start_time": started, "end_time": ended,
+            "scheduler_name": self.owner, "reqid": fire.reqid, "manual": fire.manual,
+        }
+        finish = ((fire.key, expected, f"{DONE}|{self.owner}|{status}", fire.done_ttl)
+                  if expected else None)
+        cursor = None if fire.manual or fire.cursor is None else \
+            (spec.id, spec.version, fire.cursor)
+        delete = (spec.id, spec.version) if fire.last and not fire.manual else None
+        self.writer.put(Record(row, finish=finish, cursor=cursor, delete=delete))
+
+    def _record_lost(self, fire: Fire, owner: str) -> None:
+        self._record(fire, "lost", None, None, None,
+                     f"engine {owner} died while running this fire; outcome unknown")
+
+    # -- the control thread: heartbeat, propagation, watch list, manual runs, retention --
+    def _control(self) -> None:
+        while not self._stopping.wait(self.config.poll_interval):
+            try:
+                self._control_once()
+            except Exception:
+                log.exception("engine control step failed")
+
+    def _heartbeat(self) -> None:
+        """Its own thread, so a slow DB reload never makes peers think we died."""
+        every = min(HEARTBEAT_EVERY, self.config.node_ttl / 3)
+        while not self._beat_stop.wait(every):
+            try:
+                self.claims.heartbeat(self.config.node_ttl)
+                self._last_beat = time.monotonic()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _control_once(self) -> None:
+        mono = time.monotonic()
+        version = self.claims.version()
+        if version != self._seen_version or mono - self._last_full >= FULL_RELOAD_EVERY:
+            self._seen_version = version
+            self._last_full = mono
+            self.reload()
+        self._check_time = time.time()
+        self._nodes = sorted({*self.claims.live_nodes(), self.owner})
+        self._retry_claims()
+        self._drain_manual()
+        self.watcher.check()
+        if mono - self._last_prune_try >= self.config.history_prune_interval / 10:
+            self._last_prune_try = mono
+            self._maybe_prune()
+
+    def reload(self) -> None:
+        """Re-read every job; rebuild the schedule of those whose definition changed."""
+        with db.database.connection_context():
+            rows = list(Job.select())
+        fresh = {row.id: JobSpec.from_row(row) for row in rows}
+        with self._lock:
+            for job_id in set(self._specs) - set(fresh):
+                self._specs.pop(job_id)
+                self._slots.pop(job_id, None)
+            for job_id, spec in fresh.items():
+                if self._specs.get(job_id) == spec:
+                    continue
+                self._specs[job_id] = spec
+                self._slots.pop(job_id, None)
+                if spec.paused or spec.next_run_time is None:
+                    continue
+                try:
+                    tz = rules.get_timezone(spec.timezone)
+                    trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time)
+                except rules.RuleError as exc:
+                    log.error("job %s cannot be scheduled: %s", job_id, exc.reason)
+                    continue
+                self._slots[job_id] = Slot(spec, trig, tz, spec.next_run_time)
+                heapq.heappush(self._heap, (spec.next_run_time, job_id, spec.version))
+            if len(self._heap) > 4 * len(self._slots) + 64:
+                self._heap = [(s.next_ts, i, s.spec.version) for i, s in self._slots.items()
+                              if s.next_ts is not None]
+                heapq.heapify(self._heap)
+        self._wake.set()
+
+    def _retry_claims(self) -> None:
+        with self._lock:
+            fires, self._retry = self._retry, []
+        now = time.time()
+        fires = [f for f in fires if f.manual or now - f.ts <= f.spec.misfire_grace_time]
+        if fires:
+            self._claim(fires)
+
+    def _drain_manual(self, limit: int = 50) -> None:
+        redis = self.claims.redis
+        fires = []
+        for _ in range(limit):
+            raw = redis.lpop(MANUAL_KEY)
+            if raw is None:
+                break
+            try:
+                req = json.loads(raw)
+                spec = self._specs.get(req["job_id"])
+                if spec is None:  # added a moment ago on another replica
+                    self.reload()
+                    spec = self._specs.get(req["job_id"])
+                ts = float(req["ts"])
+                reqid = str(req.get("reqid") or new_reqid())
+            except (ValueError, KeyError, TypeError):
+                log.error("bad run_job request %r", raw)
+                continue
+            if spec is None:
+                log.warning("run_job for unknown job %r dropped", req.get("job_id"))
+                continue
+            fires.append(Fire(spec, ts, fire_key(spec.id, round(ts * 1000), manual=True),
+                              reqid, manual=True))
+        if fires:
+            self._claim(fires)
+
+    def _maybe_prune(self) -> None:
+        cfg = self.config
+        if not self.claims.redis.set(PRUNE_KEY, self.owner, nx=True,
+                                     px=int(cfg.history_prune_interval * 1000)):
+            return
+
+        def work() -> None:
+            try:
+                removed = prune(cfg.history_max_age_days, cfg.history_max_per_job)
+                if removed:
+                    log.info("history retention removed %d rows", removed)
+                self.claims.forget_nodes(86400)
+            except Exception:
+                log.exception("history retention failed")
+
+        threading.Thread(target=work, name="ruqi-prune", daemon=True).start()
+
+    # -- introspection -------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``/ruqi/status`` shows: the original's fields plus the engine's counters."""
+        with self._lock:
+            nxt = self._heap[0][0] if self._heap else None
+            scheduled, running = len(self._slots), self._running
+        watching = len(self.watcher)
+        now = time.time()
+        return {
+            "instance": self.owner,
+            "live_engines": list(self._nodes),
+            "check_time": self._check_time,
+            "next_wakeup_time": nxt,
+            "wait_seconds": max(0.0, nxt - now) if nxt else None,
+            "jobs_scheduled": scheduled,
+            "fires_running": running,
+            "fires_watched": watching,
+            "history_pending": self.writer.pending(),
+            **self.stats,
+            "taken_over": self.watcher.taken_over,
+            "recorded_lost": self.watcher.recorded_lost,
+        }

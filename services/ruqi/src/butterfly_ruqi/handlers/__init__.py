@@ -1,0 +1,1 @@
+"""Ruqi's HTTP apps: ``ruqi`` (``/ruqi/<handler>``)."""

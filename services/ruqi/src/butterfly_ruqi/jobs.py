@@ -1,0 +1,284 @@
+"""Job operations behind the HTTP API: validate, write the DB, tell every engine.
+
+Every change is committed first and announced second (``INCR ruqi:version``), so an engine
+that sees the bump always reads the new row. Modify and resume recompute the next run from
+the new definition (the original kept the old next run time after a modify).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from butterfly_common import db
+from butterfly_common.paging import check_page
+from butterfly_common.runtime import get_redis, get_settings
+
+from . import rules
+from .claims import MANUAL_KEY, VERSION_KEY
+from .commands import CommandError, parse_command
+from .config import OVERLAPS, RuqiConfig
+from .models import History, Job, history_to_dict, job_to_dict
+
+log = logging.getLogger("butterfly.ruqi.jobs")
+
+ERR_JOB_EXIST = "ERR_JOB_EXIST"
+ERR_JOB_NOT_FOUND = "ERR_JOB_NOT_FOUND"
+ERR_BAD_JOB = "ERR_BAD_JOB"
+
+_config_cache: tuple[int, RuqiConfig] | None = None
+
+
+class JobError(Exception):
+    """A refused request: ``stat`` goes in the body, ``reason`` in ``x-reason``."""
+
+    def __init__(self, stat: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stat = stat
+        self.reason = reason
+
+
+def config() -> RuqiConfig:
+    """This process's ruqi settings (rebuilt if the process settings were replaced)."""
+    global _config_cache
+    settings = get_settings()
+    if _config_cache is None or _config_cache[0] != id(settings):
+        _config_cache = (id(settings), RuqiConfig.from_settings(settings))
+    return _config_cache[1]
+
+
+@dataclass
+class Options:
+    """The optional per-job settings; None means the default (add) or unchanged (modify)."""
+
+    timezone: str | None = None
+    misfire_grace_time: int | None = None
+    coalesce: bool | None = None
+    overlap: str | None = None
+    timeout: float | None = None
+    wait_result: bool | None = None
+
+
+def _check_text(name: str, value: str, limit: int) -> str:
+    value = value.strip()
+    if not value or len(value) > limit or not value.isprintable() or any(
+            c.isspace() for c in value if name == "job_id"):
+        raise JobError(ERR_BAD_JOB, f"{name} must be 1..{limit} printable characters"
+                       + (" without spaces" if name == "job_id" else ""))
+    return value
+
+
+def interval_start(trigger: str, rule: str, now: float) -> float:
+    """Interval jobs first fire one interval after they are saved (APScheduler's default)."""
+    return now + rules.interval_seconds(rule) if trigger == "interval" else now
+
+
+def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | None,
+            now: float) -> dict[str, Any]:
+    cfg = config()
+    tz_name = opts.timezone or (base.timezone if base else cfg.timezone)
+    try:
+        tz = rules.get_timezone(tz_name)
+        stored_rule = rules.normalize_rule(job_trigger, rule, tz, now)
+        parse_command(cmd, cfg.script_dir, cfg.cmd_max_len)
+    except (rules.RuleError, CommandError) as exc:
+        raise JobError(exc.stat, exc.reason) from None
+    if len(stored_rule) > 128:
+        raise JobError("ERR_BAD_RULE", "rule longer than 128 characters")
+
+    def pick(value: Any, attr: str, default: Any) -> Any:
+        if value is not None:
+            return value
+        return getattr(base, attr) if base is not None else default
+
+    grace = pick(opts.misfire_grace_time, "misfire_grace_time", cfg.misfire_grace_time)
+    overlap = pick(opts.overlap, "overlap", cfg.overlap)
+    timeout = pick(opts.timeout, "timeout", cfg.timeout)
+    if grace < 1:
+        raise JobError(ERR_BAD_JOB, "misfire_grace_time must be >= 1 second")
+    if overlap not in OVERLAPS:
+        raise JobError(ERR_BAD_JOB, f"overlap must be one of {list(OVERLAPS)}")
+    if not 0 < timeout <= 86400:
+        raise JobError(ERR_BAD_JOB, "timeout must be in (0, 86400] seconds")
+    start = interval_start(job_trigger, stored_rule, now)
+    trig = rules.build_trigger(job_trigger, stored_rule, tz, start)
+    first = rules.first_fire(trig, tz, now)
+    if first is None or (job_trigger == "date" and first < now - grace):
+        raise JobError("ERR_BAD_RULE", f"{job_trigger} rule {stored_rule!r} never fires "
+                       "(it is in the past)")
+    return {
+        "trigger": job_trigger, "rule": stored_rule, "cmd": cmd.strip(), "timezone": tz_name,
+        "start_time": start, "next_run_time": first,
+        "misfire_grace_time": grace, "coalesce": pick(opts.coalesce, "coalesce", cfg.coalesce),
+        "overlap": overlap, "timeout": float(timeout),
+        "wait_result": pick(opts.wait_result, "wait_result", False),
+    }
+
+
+def announce() -> None:
+    """Tell every engine to reload (they poll this counter every ~0.2 s)."""
+    try:
+        get_redis().incr(VERSION_KEY)
+    except Exception:
+        log.exception("could not announce a job change; engines pick it up within 30 s")
+
+
+def _get(job_id: str) -> Job:
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise JobError(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
+    return job
+
+
+def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+            opts: Options) -> dict[str, Any]:
+    job_id = _check_text("job_id", job_id, 64)
+    job_name = _check_text("job_name", job_name, 64)
+    now = time.time()
+    fields = _fields(job_trigger, rule, cmd, opts, None, now)
+    with db.database.connection_context():
+        if Job.get_or_none(Job.id == job_id) is not None:
+            raise JobError(ERR_JOB_EXIST, f"job {job_id!r} already exists")
+        try:
+            Job.create(id=job_id, name=job_name, version=1, **fields)
+        except peewee.IntegrityError:
+            raise JobError(ERR_JOB_EXIST, f"job {job_id!r} already exists") from None
+        job = _get(job_id)
+    announce()
+    return job_to_dict(job, job.next_run_time)
+
+
+def modify_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+               opts: Options) -> dict[str, Any]:
+    job_name = _check_text("job_name", job_name, 64)
+    now = time.time()
+    with db.database.connection_context():
+        job = _get(job_id)
+        fields = _fields(job_trigger, rule, cmd, opts, job, now)
+        if job.paused:
+            fields["next_run_time"] = None
+        (Job.update(name=job_name, version=Job.version + 1, u_time=dt.datetime.now(), **fields)
+         .where(Job.id == job_id).execute())
+        job = _get(job_id)
+    announce()
+    return job_to_dict(job, job.next_run_time)
+
+
+def remove_job(job_id: str) -> None:
+    with db.database.connection_context():
+        if not Job.delete().where(Job.id == job_id).execute():
+            raise JobError(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
+    announce()
+
+
+def pause_job(job_id: str) -> None:
+    with db.database.connection_context():
+        _get(job_id)
+        (Job.update(paused=True, next_run_time=None, version=Job.version + 1,
+                    u_time=dt.datetime.now()).where(Job.id == job_id).execute())
+    announce()
+
+
+def resume_job(job_id: str) -> dict[str, Any]:
+    """Recompute the next run from now; a job with no run left is removed (the original)."""
+    now = time.time()
+    with db.database.connection_context():
+        job = _get(job_id)
+        tz = rules.get_timezone(job.timezone)
+        start = interval_start(job.trigger, job.rule, now) if job.trigger == "interval" \
+            else job.start_time
+        trig = rules.build_trigger(job.trigger, job.rule, tz, start)
+        nxt = rules.first_fire(trig, tz, now)
+        if job.trigger == "date" and nxt is not None and nxt < now - job.misfire_grace_time:
+            nxt = None
+        if nxt is None:
+            Job.delete().where(Job.id == job_id).execute()
+            announce()
+            return {"removed": True}
+        (Job.update(paused=False, next_run_time=nxt, start_time=start,
+                    version=Job.version + 1, u_time=dt.datetime.now())
+         .where(Job.id == job_id).execute())
+        job = _get(job_id)
+    announce()
+    return job_to_dict(job, job.next_run_time)
+
+
+def display_next(job: Job, now: float | None = None) -> float | None:
+    """The next fire to show: the stored cursor, or the next one after now if it lags."""
+    if job.paused or job.next_run_time is None:
+        return None
+    now = time.time() if now is None else now
+    if job.next_run_time >= now - 1 or job.trigger == "date":
+        return job.next_run_time
+    try:
+        tz = rules.get_timezone(job.timezone)
+        trig = rules.build_trigger(job.trigger, job.rule, tz, job.start_time)
+        return rules.first_fire(trig, tz, now)
+    except rules.RuleError:
+        return job.next_run_time
+
+
+def get_job(job_id: str) -> dict[str, Any]:
+    with db.database.connection_context():
+        job = _get(job_id)
+    return job_to_dict(job, display_next(job))
+
+
+def _page(query: Any, page_index: int | None, page_size: int) -> tuple[int, list[Any]]:
+    """The original paginates only when ``page_index`` is given; bad values are
+    ERR_BAD_PARAMS through the framework's own check."""
+    total = query.count()
+    if page_index is not None:
+        offset, limit = check_page(page_index, page_size)
+        query = query.offset(offset).limit(limit)
+    return total, list(query)
+
+
+def list_jobs(job_id: str | None, job_name: str | None, page_index: int | None,
+              page_size: int) -> dict[str, Any]:
+    with db.database.connection_context():
+        query = Job.select().order_by(Job.c_time.desc(), Job.id)
+        if job_id:
+            query = query.where(Job.id == job_id)
+        if job_name:
+            query = query.where(Job.name == job_name)
+        total, rows = _page(query, page_index, page_size)
+    now = time.time()
+    return {"total": total, "list": [job_to_dict(j, display_next(j, now)) for j in rows]}
+
+
+def list_history(job_id: str | None, job_name: str | None, is_success: str | None,
+                 page_index: int | None, page_size: int) -> dict[str, Any]:
+    with db.database.connection_context():
+        query = History.select().order_by(History.id.desc())
+        if job_id:
+            query = query.where(History.job_id == job_id)
+        if job_name:
+            query = query.where(History.job_name == job_name)
+        if is_success in ("yes", "no"):
+            query = query.where(History.cmd_is_success == (is_success == "yes"))
+        total, rows = _page(query, page_index, page_size)
+    return {"total": total, "list": [history_to_dict(r) for r in rows]}
+
+
+def run_job(job_id: str, reqid: str) -> dict[str, Any]:
+    """Queue a fire-now for whichever engine polls first (any replica)."""
+    with db.database.connection_context():
+        _get(job_id)
+    ts = time.time()
+    get_redis().rpush(MANUAL_KEY, json.dumps({"job_id": job_id, "ts": ts, "reqid": reqid}))
+    return {"job_id": job_id, "scheduled_ms": round(ts * 1000), "reqid": reqid}
+
+
+def next_wakeup() -> float | None:
+    """The earliest stored next run (for ``status`` when no engine runs here)."""
+    with db.database.connection_context():
+        row = (Job.select(Job.next_run_time).where(Job.next_run_time.is_null(False))
+               .order_by(Job.next_run_time).first())
+    return row.next_run_time if row else None

@@ -1,0 +1,135 @@
+"""Ruqi's two tables: job definitions and their run history.
+
+Every scheduling input is a plain column (trigger, rule, timezone, start time) instead of the
+original's pickled APScheduler job, so any replica - or any language - can rebuild the same
+trigger and compute the same fire times. ``version`` changes on every edit: engines reload a
+job only when its version moved, and cursor writes are fenced by it so a slow replica cannot
+undo an edit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import peewee
+
+from butterfly_common import db
+
+OUTPUT_MAX = 4096
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().replace(microsecond=0)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db.database
+        legacy_table_names = False
+
+
+class Job(BaseModel):
+    """One scheduled job; ``next_run_time`` NULL means paused (as in the original)."""
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    name = peewee.CharField(max_length=64, index=True)
+    trigger = peewee.CharField(max_length=16)
+    rule = peewee.CharField(max_length=128)
+    cmd = peewee.TextField()
+    timezone = peewee.CharField(max_length=64)
+    #: Epoch seconds the interval count starts from (set on add/modify/resume).
+    start_time = peewee.DoubleField()
+    paused = peewee.BooleanField(default=False)
+    #: Epoch seconds of the next fire not yet recorded as run; the restart cursor.
+    next_run_time = peewee.DoubleField(null=True, index=True)
+    misfire_grace_time = peewee.IntegerField()
+    coalesce = peewee.BooleanField()
+    overlap = peewee.CharField(max_length=8)
+    timeout = peewee.DoubleField()
+    wait_result = peewee.BooleanField(default=False)
+    version = peewee.IntegerField(default=1)
+    c_time = peewee.DateTimeField(default=_now, index=True)
+    u_time = peewee.DateTimeField(default=_now)
+
+    class Meta:
+        table_name = "ruqi_job"
+
+
+class History(BaseModel):
+    """One row per (job, scheduled time) the cluster handled, whatever the outcome."""
+
+    id = peewee.BigAutoField()
+    job_id = peewee.CharField(max_length=64, index=True)
+    job_name = peewee.CharField(max_length=64, index=True)
+    cmd = peewee.TextField()
+    #: ok | failed | missed | skipped | lost
+    status = peewee.CharField(max_length=8)
+    cmd_is_success = peewee.BooleanField(index=True)
+    cmd_output = peewee.TextField()
+    cmd_cost = peewee.DoubleField()
+    scheduled_time = peewee.DoubleField()
+    start_time = peewee.DoubleField(null=True)
+    end_time = peewee.DoubleField(null=True)
+    scheduler_name = peewee.CharField(max_length=128)
+    reqid = peewee.CharField(max_length=16)
+    manual = peewee.BooleanField(default=False)
+    c_time = peewee.DateTimeField(default=_now, index=True)
+
+    class Meta:
+        table_name = "ruqi_job_history"
+        indexes = ((("job_id", "id"), False),)
+
+
+MODELS: list[type[peewee.Model]] = [Job, History]
+
+
+def format_ts(ts: float | None) -> str | None:
+    """Epoch seconds as local ``YYYY-MM-DD HH:MM:SS.mmm`` (the original showed local time)."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def job_to_dict(job: Job, next_run_time: float | None) -> dict[str, Any]:
+    """The API view of a job, with the original's field names first."""
+    return {
+        "job_id": job.id,
+        "job_name": job.name,
+        "job_trigger": job.trigger,
+        "cmd": job.cmd,
+        "rule": job.rule,
+        "next_run_time": format_ts(next_run_time),
+        "nexttime": format_ts(next_run_time),
+        "paused": job.paused,
+        "timezone": job.timezone,
+        "misfire_grace_time": job.misfire_grace_time,
+        "coalesce": job.coalesce,
+        "overlap": job.overlap,
+        "timeout": job.timeout,
+        "wait_result": job.wait_result,
+        "version": job.version,
+        "c_time": job.c_time,
+        "u_time": job.u_time,
+    }
+
+
+def history_to_dict(row: History) -> dict[str, Any]:
+    """The API view of a history row (the original's columns plus timing and reqid)."""
+    return {
+        "id": row.id,
+        "job_id": row.job_id,
+        "job_name": row.job_name,
+        "cmd": row.cmd,
+        "status": row.status,
+        "cmd_is_success": row.cmd_is_success,
+        "cmd_output": row.cmd_output,
+        "cmd_cost": row.cmd_cost,
+        "scheduled_time": format_ts(row.scheduled_time),
+        "start_time": format_ts(row.start_time),
+        "end_time": format_ts(row.end_time),
+        "scheduler_name": row.scheduler_name,
+        "reqid": row.reqid,
+        "manual": row.manual,
+        "c_time": row.c_time,
+    }

@@ -1,0 +1,76 @@
+"""The engine and the API's Redis calls through Twemproxy (2 shards behind nutcracker) and
+on a 3-node Redis Cluster.
+
+Twemproxy closes the connection on any command it does not know, so this is what proves
+ruqi only uses one-key commands, one-key scripts and plain pipelines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from butterfly_common import db, runtime
+from butterfly_common.testing import (
+    Nutcracker,
+    RedisClusterServers,
+    RedisServer,
+    wait_until,
+)
+from butterfly_ruqi import jobs
+from butterfly_ruqi.claims import fire_key
+from butterfly_ruqi.models import History, Job
+
+pytestmark = pytest.mark.skipif(not os.path.exists(Nutcracker.BINARY),
+                                reason="nutcracker not installed")
+# (redis-server with cluster support ships with every redis-server that the suite needs)
+
+
+@pytest.fixture(scope="module", params=["twemproxy", "cluster"])
+def proxy(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "twemproxy":
+        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as nc:
+            yield nc.url
+    else:
+        with RedisClusterServers(3) as cluster:
+            yield cluster.url
+
+
+@pytest.fixture
+def proxied(proxy: str, tmp_path: Path, configure_runtime):
+    settings = configure_runtime(proxy, f"sqlite:///{tmp_path / 'tw.db'}")
+    yield settings
+    db.database.close()
+
+
+def test_engines_through_twemproxy(proxied, engines, callee, add):
+    add("tw1", f"{callee.url}/a")
+    add("tw2", f"{callee.url}/b?sleep=1.5", overlap="forbid")
+    add("tw3", f"{callee.url}/c", rule="1h")
+    with db.database.connection_context():
+        ms = round(Job.get_by_id("tw1").next_run_time * 1000)
+    runtime.get_redis().set(fire_key("tw1", ms), "c|ghost", px=60_000)
+    group = engines.start(2)
+    jobs.run_job("tw3", "00000000000000CC")
+    wait_until(lambda: len(callee.of("tw1")) >= 3 and callee.of("tw3"), timeout=10)
+    jobs.pause_job("tw1")
+    wait_until(lambda: all(e.status()["jobs_scheduled"] == 2 for e in group), timeout=2)
+    engines.stop_all()
+
+    tw1 = sorted(c["ms"] for c in callee.of("tw1"))
+    assert ms in tw1, "the fire claimed by a dead engine was taken over"
+    assert max(Counter(tw1).values()) == 1
+    assert all(b - a == 1000 for a, b in itertools.pairwise(tw1))
+    assert [c["reqid"] for c in callee.of("tw3")] == ["00000000000000CC"]
+    starts = sorted(c["at"] for c in callee.of("tw2"))
+    assert all(b - a >= 1.5 for a, b in itertools.pairwise(starts)), (
+        "overlap=forbid broken", [(c["ms"], c["at"]) for c in callee.of("tw2")])
+    with db.database.connection_context():
+        statuses = Counter(r.status for r in History.select())
+    assert set(statuses) <= {"ok", "skipped"}
+    assert sum(e.watcher.taken_over for e in group) == 1
