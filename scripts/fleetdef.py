@@ -1,0 +1,38 @@
+"""The fleet definition (deploy/fleet.toml) as Python objects, shared by make run and compose."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLEET_FILE = ROOT / "deploy" / "fleet.toml"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One process of a service: ``butterfly serve <service>`` on ``port``."""
+
+    service: str
+    name: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def argv(self) -> list[str]:
+        return ["butterfly", "serve", self.service]
+
+
+def load_fleet(path: Path = FLEET_FILE) -> list[Instance]:
+    """Every instance of every service, replicas numbered ``<svc>-2``, ``<svc>-3``..."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    instances = []
+    for service, spec in data["service"].items():
+        replicas = int(spec.get("replicas", 1))
+        for k in range(1, replicas + 1):
+            name = service if replicas == 1 else f"{service}-{k}"
+            instances.append(Instance(service, name, int(spec["port"]) + k - 1,
+                                      dict(spec.get("env", {})), spec.get("description", "")))
+    return instances
