@@ -46,7 +46,8 @@ def test_metrics_count_per_route_and_stat(client):
     assert _sample(text, "butterfly_requests_total", route="/kinds/echo", stat="OK") >= 1
     assert _sample(text, "butterfly_requests_total", route="<unknown>", stat="ERR_NOT_FOUND") >= 1
     assert "/random/scanner/path" not in text
-    assert _sample(text, "butterfly_request_seconds_count", route="/kinds/echo") >= 4
+    assert _sample(text, "butterfly_request_seconds_count", route="/kinds/echo",
+                   method="GET") >= 4
 
 
 def test_openapi_from_signatures_and_docstrings(client):
