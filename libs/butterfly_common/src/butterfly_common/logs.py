@@ -79,9 +79,19 @@ def escape(value: Any) -> str:
     return text
 
 
+def masked(value: Any) -> Any:
+    """``value`` with every secret-looking key of nested dicts (and lists) masked."""
+    if isinstance(value, dict):
+        return {k: "***" if isinstance(k, str) and SECRET.search(k) else masked(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
 def format_params(params: dict[str, Any]) -> str:
-    """``k=v;k=v`` with secret-looking names masked as ``***``."""
-    return ";".join(f"{escape(k)}={'***' if SECRET.search(k) else escape(v)}"
+    """``k=v;k=v`` with secret-looking names masked as ``***``, at any depth."""
+    return ";".join(f"{escape(k)}={'***' if SECRET.search(k) else escape(masked(v))}"
                     for k, v in params.items())
 
 
