@@ -45,6 +45,7 @@ bench: system-deps install
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/http_overhead.py
 	$(BIN)/python bench/mq_throughput.py
+	$(BIN)/python bench/scheduler_accuracy.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -51,7 +51,9 @@ def lock_key(job_id: str) -> str:
 
 
 def parse_state(value: str | None) -> tuple[str, str, str]:
-    """``(phase, owner, status)`` of a fire key's value; ``("", "", "")`` when absent."""
+    """``(phase, owner, extra)`` of a fire key's value; ``("", "", "")`` when absent.
+
+    ``extra`` is the status of a done fire and the reqid of a claimed or running one."""
     if not value:
         return "", "", ""
     parts = value.split("|", 2)
@@ -70,17 +72,21 @@ class Claims:
         self.owner = owner
 
     # -- fires ---------------------------------------------------------------------------
-    def claim(self, keys: Sequence[str], ttls: Sequence[float]) -> list[bool]:
-        """SET NX every key in one round trip; True where this engine won the fire."""
+    def claim(self, keys: Sequence[str], ttls: Sequence[float],
+              reqids: Sequence[str]) -> list[bool]:
+        """SET NX every key in one round trip; True where this engine won the fire.
+
+        The value carries the fire's reqid, so a peer that takes the fire over or records
+        it ``lost`` uses the reqid the callee saw, not one of its own."""
         pipe = self.redis.pipeline(transaction=False)
-        for key, ttl in zip(keys, ttls, strict=True):
-            pipe.set(key, f"{CLAIMED}|{self.owner}", nx=True, px=_ms(ttl))
+        for key, ttl, reqid in zip(keys, ttls, reqids, strict=True):
+            pipe.set(key, f"{CLAIMED}|{self.owner}|{reqid}", nx=True, px=_ms(ttl))
         return [bool(ok) for ok in pipe.execute()]
 
-    def start(self, key: str, ttl: float) -> bool:
+    def start(self, key: str, ttl: float, reqid: str) -> bool:
         """claimed -> running, only if still ours (a peer may have taken it over)."""
-        return bool(_cas(self.redis, [key], [f"{CLAIMED}|{self.owner}",
-                                             f"{RUNNING}|{self.owner}", _ms(ttl)]))
+        return bool(_cas(self.redis, [key], [f"{CLAIMED}|{self.owner}|{reqid}",
+                                             f"{RUNNING}|{self.owner}|{reqid}", _ms(ttl)]))
 
     def transition(self, key: str, expected: str, new: str, ttl: float) -> bool:
         """Compare-and-set one fire key (take-overs and marking a fire done)."""

@@ -138,10 +138,15 @@ _local = threading.local()
 
 
 @functools.lru_cache(maxsize=1024)
-def _proxies(scheme: str, netloc: str) -> dict[str, str]:
+@functools.lru_cache(maxsize=1024)
+def _env_proxies(scheme: str, netloc: str) -> tuple[tuple[str, str], ...]:
     # requests re-reads every environment variable on every call to find proxies; that was
     # a third of a fire's CPU. The environment does not change, so ask once per host.
-    return requests.utils.get_environ_proxies(f"{scheme}://{netloc}/") or {}
+    return tuple((requests.utils.get_environ_proxies(f"{scheme}://{netloc}/") or {}).items())
+
+
+def _proxies(scheme: str, netloc: str) -> dict[str, str]:
+    return dict(_env_proxies(scheme, netloc))
 
 
 def _session() -> requests.Session:

@@ -233,7 +233,8 @@ class Engine:
 
     def _claim(self, fires: list[Fire]) -> None:
         try:
-            won = self.claims.claim([f.key for f in fires], [f.claim_ttl for f in fires])
+            won = self.claims.claim([f.key for f in fires], [f.claim_ttl for f in fires],
+                                    [f.reqid for f in fires])
         except Exception:
             log.exception("claiming %d fires failed; retrying within their grace", len(fires))
             with self._lock:
@@ -271,7 +272,7 @@ class Engine:
         if self._crashed:
             return
         spec = fire.spec
-        claimed = f"{CLAIMED}|{self.owner}"
+        claimed = f"{CLAIMED}|{self.owner}|{fire.reqid}"
         late = time.time() - fire.ts
         if not fire.manual and late > spec.misfire_grace_time:
             self.stats["missed"] += 1
@@ -285,7 +286,7 @@ class Engine:
                          "previous run still active (overlap=forbid)")
             return
         try:
-            if self._crashed or not self.claims.start(fire.key, fire.claim_ttl):
+            if self._crashed or not self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
                 log.warning("fire %s was taken over by a peer before it started", fire.key)
                 return
             started = time.time()
@@ -299,8 +300,8 @@ class Engine:
                     self.claims.unlock(spec.id, token)
                 except Exception:
                     log.exception("releasing the run lock of %s failed", spec.id)
-        self._record(fire, "ok" if outcome.success else "failed", f"{RUNNING}|{self.owner}",
-                     started, ended, outcome.output)
+        self._record(fire, "ok" if outcome.success else "failed",
+                     f"{RUNNING}|{self.owner}|{fire.reqid}", started, ended, outcome.output)
 
     def _record(self, fire: Fire, status: str, expected: str | None, started: float | None,
                 ended: float | None, output: str) -> None:

@@ -61,7 +61,7 @@ class Watcher:
         states = [parse_state(v) for v in values]
         alive = self.claims.alive(owner for phase, owner, _ in states
                                   if phase in (CLAIMED, RUNNING) and owner != self.owner)
-        for fire, value, (phase, owner, _) in zip(fires, values, states, strict=True):
+        for fire, value, (phase, owner, reqid) in zip(fires, values, states, strict=True):
             drop = True
             if phase in (CLAIMED, RUNNING) and owner != self.owner:
                 if alive.get(owner, True):
@@ -71,14 +71,15 @@ class Watcher:
                     drop = now > horizon
                     fire.check_at = now + RECHECK
                 else:
-                    self._take_over(fire, value, phase, owner)
+                    self._take_over(fire, value, phase, owner, reqid)
             if drop:
                 with self._lock:
                     self._fires.pop(fire.key, None)
 
-    def _take_over(self, fire: Fire, value: str, phase: str, owner: str) -> None:
+    def _take_over(self, fire: Fire, value: str, phase: str, owner: str, reqid: str) -> None:
+        fire.reqid = reqid or fire.reqid  # one reqid per fire across the cluster: the owner's
         if phase == CLAIMED:
-            if self.claims.transition(fire.key, value, f"{CLAIMED}|{self.owner}",
+            if self.claims.transition(fire.key, value, f"{CLAIMED}|{self.owner}|{fire.reqid}",
                                       fire.claim_ttl):
                 self.taken_over += 1
                 log.warning("took over fire %s from dead engine %s", fire.key, owner)
