@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import math
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -48,7 +47,14 @@ from typing import Any
 import requests
 
 from butterfly_common.db import open_database
-from butterfly_common.testing import ButterflyService, RedisServer, port_open, wait_until
+from butterfly_common.testing import (
+    ButterflyService,
+    RedisServer,
+    child_pids,
+    mariadb_database,
+    port_open,
+    wait_until,
+)
 
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 TARGET_P99_MS = 100.0
@@ -119,18 +125,8 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
         return
     if not port_open(MYSQL_PORT, MYSQL_HOST):
         raise SystemExit("MariaDB not reachable on 127.0.0.1:3306 (use --db sqlite)")
-    import pymysql
-
-    name = f"ruqi_bench_{secrets.token_hex(4)}"
-    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-        yield f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
+    with mariadb_database("ruqi_bench", MYSQL_HOST, MYSQL_PORT) as url:
+        yield url
 
 
 def query(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -154,19 +150,6 @@ def api(url: str, name: str, session: requests.Session | None = None,
 
 def engine(url: str) -> dict[str, Any]:
     return api(url, "status")["data"]["engines"][0]
-
-
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn workers of ``master`` (where the engine runs), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == master:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -243,7 +226,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         wait_until(lambda: all(engine(u)["jobs_scheduled"] == args.jobs for u in urls), 10,
                    interval=0.1, what="every replica schedules every job")
 
-        pids = [worker_pids(r.proc.pid)[0] for r in replicas]
+        pids = [child_pids(r.proc.pid)[0] for r in replicas]
         start = time.time() + args.warmup
         end = start + args.seconds
         time.sleep(max(0.0, start - time.time()))

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import itertools
 import random
-import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
-import pymysql
 import pytest
 import requests
 
-from butterfly_common.testing import ButterflyService, Nutcracker, RedisServer, wait_until
+from butterfly_common.testing import (
+    ButterflyService,
+    Nutcracker,
+    RedisServer,
+    mariadb_database,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -29,16 +33,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fleetdef import load_fleet  # noqa: E402
 
 TOPIC = "/demo_api/hello"
-
-
-def mariadb(sql: str) -> None:
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
-                           autocommit=True)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        conn.close()
 
 
 def get(service: ButterflyService, path: str, **params) -> dict:
@@ -51,32 +45,27 @@ def post(service: ButterflyService, path: str, **body) -> requests.Response:
 
 @pytest.fixture(scope="module")
 def fleet():
-    database = f"bf_fleet_{secrets.token_hex(4)}"
-    mariadb(f"CREATE DATABASE {database}")
-    try:
-        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
-            env = {"BUTTERFLY_REDIS_URL": proxy.url,
-                   "BUTTERFLY_DB_URL": f"mysql://root@127.0.0.1:3306/{database}",
-                   "BUTTERFLY_WORKERS": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
-                   "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1"}
-            services = {inst.name: ButterflyService(inst.service, {**env, **inst.env})
-                        for inst in load_fleet()}
-            try:
-                for service in services.values():
-                    service.start()
-                for service in services.values():
-                    wait_until(lambda s=service: requests.get(f"{s.url}/readyz",
-                                                              timeout=2).ok,
-                               40, what=f"{service.service} ready")
-                wait_until(lambda: post(services["baichuan"], "/baichuan/publish",
-                                        topic=TOPIC, data={"str_info": "warm"}).ok, 30,
-                           what="core consuming")
-                yield services
-            finally:
-                for service in services.values():
-                    service.stop()
-    finally:
-        mariadb(f"DROP DATABASE IF EXISTS {database}")
+    with (mariadb_database("bf_fleet") as db_url, RedisServer() as s1, RedisServer() as s2,
+          Nutcracker([s1.port, s2.port]) as proxy):
+        env = {"BUTTERFLY_REDIS_URL": proxy.url, "BUTTERFLY_DB_URL": db_url,
+               "BUTTERFLY_WORKERS": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
+               "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1"}
+        services = {inst.name: ButterflyService(inst.service, {**env, **inst.env})
+                    for inst in load_fleet()}
+        try:
+            for service in services.values():
+                service.start()
+            for service in services.values():
+                wait_until(lambda s=service: requests.get(f"{s.url}/readyz",
+                                                          timeout=2).ok,
+                           40, what=f"{service.service} ready")
+            wait_until(lambda: post(services["baichuan"], "/baichuan/publish",
+                                    topic=TOPIC, data={"str_info": "warm"}).ok, 30,
+                       what="core consuming")
+            yield services
+        finally:
+            for service in services.values():
+                service.stop()
 
 
 def test_fleet_matches_the_definition(fleet):

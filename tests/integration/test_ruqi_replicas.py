@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import secrets
 import shutil
 import signal
 import tempfile
@@ -43,7 +42,13 @@ import pytest
 import requests
 
 from butterfly_common.db import open_database
-from butterfly_common.testing import ButterflyService, RedisServer, port_open, wait_until
+from butterfly_common.testing import (
+    ButterflyService,
+    RedisServer,
+    child_pids,
+    mariadb_database,
+    wait_until,
+)
 
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 JOBS = 200
@@ -114,31 +119,12 @@ def workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextlib.contextmanager
-def mysql_database() -> Iterator[str]:
-    """A private MariaDB database ``ruqi_it_<random>``, dropped on the way out."""
-    import pymysql
-
-    name = f"ruqi_it_{secrets.token_hex(4)}"
-    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-        yield f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
-
-
 @pytest.fixture(params=["sqlite", "mysql"])
 def db_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{workdir / 'ruqi.db'}"
         return
-    if not port_open(MYSQL_PORT, MYSQL_HOST):
-        pytest.skip("MariaDB not reachable on 127.0.0.1:3306")
-    with mysql_database() as url:
+    with mariadb_database("ruqi_it", MYSQL_HOST, MYSQL_PORT) as url:  # fails if it is down
         yield url
 
 
@@ -163,24 +149,11 @@ def replica_env(redis_url: str, db_url: str, tmp: Path) -> dict[str, str]:
             "TMPDIR": str(tmp)}
 
 
-def children(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (the gunicorn workers of a master), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def crash(service: ButterflyService) -> float:
     """SIGKILL the gunicorn master first (so it cannot respawn), then its worker: the
     engine lives in the worker, and a worker outliving its master would stop gracefully."""
     assert service.proc is not None
-    workers = children(service.proc.pid)
+    workers = child_pids(service.proc.pid)
     assert workers, "no gunicorn worker found"
     service.proc.kill()
     for pid in workers:

@@ -8,7 +8,6 @@ not reachable.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 from butterfly_common import db, runtime
 from butterfly_common.redis_client import make_redis
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import RedisServer, port_open
+from butterfly_common.testing import RedisServer, mariadb_database
 from butterfly_ruqi import jobs
 from butterfly_ruqi.config import RuqiConfig
 from butterfly_ruqi.engine import Engine
@@ -37,29 +36,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def _mysql_db() -> Iterator[str]:
-    if not port_open(MYSQL_PORT, MYSQL_HOST):
-        pytest.skip("MariaDB not reachable on 127.0.0.1:3306")
-    import pymysql
-
-    name = f"ruqi_t_{secrets.token_hex(4)}"
-    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-        yield f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
-
-
 @pytest.fixture(params=["sqlite", "mysql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ruqi.db'}"
     else:
-        yield from _mysql_db()
+        with mariadb_database("ruqi_t", MYSQL_HOST, MYSQL_PORT) as url:
+            yield url
 
 
 @pytest.fixture

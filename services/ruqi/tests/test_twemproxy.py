@@ -8,7 +8,6 @@ ruqi only uses one-key commands, one-key scripts and plain pipelines.
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +25,7 @@ from butterfly_ruqi import jobs
 from butterfly_ruqi.claims import fire_key
 from butterfly_ruqi.models import History, Job
 
-pytestmark = pytest.mark.skipif(not os.path.exists(Nutcracker.BINARY),
-                                reason="nutcracker not installed")
-# (redis-server with cluster support ships with every redis-server that the suite needs)
+# nutcracker is installed by `make system-deps`: no skip, a missing binary fails the test.
 
 
 @pytest.fixture(scope="module", params=["twemproxy", "cluster"])

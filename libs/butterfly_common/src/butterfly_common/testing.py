@@ -6,14 +6,16 @@ on conditions with a deadline instead of sleeping and hoping.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,3 +223,41 @@ class RedisClusterServers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def mariadb_database(prefix: str = "bf_test", host: str = "127.0.0.1", port: int = 3306,
+                     user: str = "root", password: str = "") -> Iterator[str]:
+    """A private database ``<prefix>_<random>`` on a MariaDB/MySQL server, dropped on the
+    way out; yields its ``mysql://`` URL. Raises (never skips) when the server does not
+    answer: the tests that ask for it need a real one."""
+    import pymysql
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    try:
+        conn = pymysql.connect(host=host, port=port, user=user, password=password,
+                               autocommit=True)
+    except pymysql.MySQLError as exc:
+        raise RuntimeError(f"MariaDB not reachable on {host}:{port}: {exc}") from None
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        auth = f"{user}:{password}" if password else user
+        yield f"mysql://{auth}@{host}:{port}/{name}"
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (e.g. the gunicorn workers of a master), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
