@@ -7,7 +7,6 @@ dict, and in what they do with the :class:`Outcome`.
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
 from collections.abc import Mapping
@@ -22,15 +21,11 @@ from .params import ParamError
 from .protocol import Outcome, ProtocolSettings, render_api, render_download, render_raw
 from .request import Request
 
-log = logging.getLogger(__name__)
-
 
 class Gateway:
     """Calls handlers of one service and records each call."""
 
-    def __init__(self, routes: Mapping[str, Route], conf: ProtocolSettings,
-                 data_dir: Path) -> None:
-        self.routes = routes
+    def __init__(self, conf: ProtocolSettings, data_dir: Path) -> None:
         self.conf = conf
         self.data_dir = data_dir
 

@@ -44,11 +44,6 @@ class Outcome:
     data: dict | None = None  # the JSON body as a dict, kept for queue results
     file: FileBody | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status < 400 and self.stat not in (retstat.ERR_BAD_PARAMS,
-                                                       retstat.ERR_SERVER_EXCEPTION)
-
 
 def json_default(obj: Any) -> Any:
     """Datetimes the way the original wrote them; anything else is a handler bug."""
