@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,8 @@ TOTAL = 10_000
 KILL_AT = (1500, 4000, 6500)
 
 
-def start_worker(url: str, logdir: str) -> subprocess.Popen:
-    env = {**os.environ, "BUTTERFLY_REDIS_URL": url, "BUTTERFLY_MQ_LEASE": "2",
+def start_worker(url: str, logdir: str, lease: str = "2") -> subprocess.Popen:
+    env = {**os.environ, "BUTTERFLY_REDIS_URL": url, "BUTTERFLY_MQ_LEASE": lease,
            "BUTTERFLY_CONSUME_THREADS": "8", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
            "BUTTERFLY_LOG_DIR": logdir, "PYTHONPATH": str(HERE)}
     return subprocess.Popen([sys.executable, "-m", "butterfly_common.cli", "worker",
@@ -84,3 +85,44 @@ def test_sigkill_loses_nothing(proxy):
     assert all(n > 0 for n in in_flight)  # each kill really caught messages mid-flight
     assert 0 <= extra <= sum(in_flight)
     assert all(broker.get(mid).status == "finished" for mid in ids[::97])
+
+
+def test_frozen_consumer_messages_return_within_60s(proxy):
+    """SIGSTOP a consumer holding messages (default 30 s lease, 10 min timeout): another
+    consumer must finish them within 60 s; the frozen one's late completion is ignored."""
+    broker = Broker(make_redis(proxy.url))
+    with tempfile.TemporaryDirectory() as logdir:
+        frozen = start_worker(proxy.url, logdir, lease="30")
+        try:
+            wait_until(lambda: broker.workers(), 30, what="first consumer up")
+            ids = [broker.publish("/rel/slow", {"seconds": 3}, timeout=600).msg_id
+                   for _ in range(3)]
+            wait_until(lambda: broker.counts("/rel/slow")["started"] == 3, 30,
+                       what="the first consumer holds them")
+            frozen.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            rescuer = start_worker(proxy.url, logdir, lease="30")
+            try:
+                wait_until(lambda: all(broker.get(i).status == "finished" for i in ids),
+                           60, interval=0.5, what="messages back within 60 s")
+                took = time.monotonic() - frozen_at
+                results = [broker.get(i).result for i in ids]
+                assert {r["pid"] for r in results} == {rescuer.pid}
+                frozen.send_signal(signal.SIGCONT)  # wakes up and tries to complete them
+                log = Path(logdir) / "reltest" / "acc.log"
+
+                def fenced_lines() -> int:
+                    return sum(1 for line in log.read_text().splitlines()
+                               if line.split("\t")[1] == str(frozen.pid) and "fenced=1" in line)
+
+                wait_until(lambda: fenced_lines() == len(ids), 30, what="late completions")
+                assert all(broker.get(i).result["pid"] == rescuer.pid for i in ids)
+                print(f"\nfrozen consumer: {len(ids)} messages finished elsewhere "
+                      f"{took:.1f}s after the freeze")
+            finally:
+                rescuer.terminate()
+                rescuer.wait(30)
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+            frozen.kill()
+            frozen.wait(30)
