@@ -75,3 +75,13 @@ def test_service_variables_share_the_parsers():
     assert env_flag({"X_F": ""}, "X_F", True) is True
     with pytest.raises(SettingsError, match="X_F='maybe'"):
         env_flag({"X_F": "maybe"}, "X_F", False)
+
+
+def test_cli_reads_a_dotenv_file_but_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("BUTTERFLY_PORT=dotenv-port\nBUTTERFLY_CONSUME=maybe\n")
+    result = subprocess.run([sys.executable, "-m", "butterfly_common.cli", "serve", "core"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "", "BUTTERFLY_PORT": "8599"})
+    assert result.returncode == 2
+    assert "BUTTERFLY_CONSUME='maybe'" in result.stderr  # read from .env
+    assert "dotenv-port" not in result.stderr  # BUTTERFLY_PORT came from the environment

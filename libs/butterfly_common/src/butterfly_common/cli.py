@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 from .settings import SettingsError, load_settings
 
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A .env in the working directory supplies settings; the real environment wins.
+    load_dotenv(Path.cwd() / ".env", override=False)
     try:
         return args.func(args)
     except SettingsError as exc:
