@@ -87,6 +87,12 @@ class ServiceApp:
             "/metrics": self.metrics, "/openapi.json": self.openapi,
         }
         self._openapi = dumps(build_spec(service.name, self.routes))
+        #: Flask's own WSGI app, for paths that are not routes (set by create_app).
+        self.flask_wsgi: Callable[[dict, Callable], Any] = self._unset_flask
+
+    @staticmethod
+    def _unset_flask(environ: dict, start_response: Callable) -> Any:
+        raise RuntimeError("ServiceApp used outside create_app()")
 
     # -- built-in endpoints -------------------------------------------------------------
     def healthz(self) -> Outcome:
