@@ -13,6 +13,7 @@ OK_ECHO = {"a": "x", "b": 0, "flag": False, "tags": None, "opts": None, "ratio":
 CASES = [
     ("GET", "/kinds/echo?a=x", {}, 200, {"stat": "OK", **OK_ECHO}, None),
     ("GET", "/kinds/echo/?a=x", {}, 200, {"stat": "OK", **OK_ECHO}, None),
+    ("GET", "/kinds/echo_again?a=x", {}, 200, {"stat": "OK", **OK_ECHO}, None),
     ("GET", "/kinds/echo//?a=x", {}, 404, {"stat": "ERR_NOT_FOUND"}, "API Not Found"),
     ("GET", "/kinds/Echo?a=x", {}, 404, {"stat": "ERR_NOT_FOUND"}, "API Not Found"),
     ("GET", "/kinds/plain?x=1", {}, 404, {"stat": "ERR_NOT_FOUND"}, "API Not Found"),

@@ -117,3 +117,6 @@ def raw_bad(req):
 @download
 def fetch(req, filename: str, inline: bool = False):
     return retstat.OK, {"filename": filename, "is_download": not inline}
+
+
+echo_again = echo  # an alias: the same handler under a second path

@@ -149,61 +149,14 @@ def wakeup(req):
 
 
 # -- the names the original admin UI calls --------------------------------------------------
+# Discovery registers a route per module attribute, so an alias is simply another name for
+# the same handler: same parameters, same answers, its own path.
 
-@api
-def job_list(req, job_id: str | None = None, job_name: str | None = None,
-             page_index: int | None = None, page_size: int = 15):
-    """Alias of ``get_jobs``."""
-    return get_jobs(req, job_id, job_name, page_index, page_size)
-
-
-@api
-def job_show(req, job_id: str):
-    """Alias of ``get_job``."""
-    return get_job(req, job_id)
-
-
-@api
-def job_add(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-            timezone: str | None = None, misfire_grace_time: int | None = None,
-            coalesce: bool | None = None, overlap: str | None = None,
-            timeout: float | None = None, wait_result: bool | None = None):
-    """Alias of ``add_job``."""
-    return add_job(req, job_trigger, job_id, job_name, cmd, rule, timezone,
-                   misfire_grace_time, coalesce, overlap, timeout, wait_result)
-
-
-@api
-def job_modify(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-               timezone: str | None = None, misfire_grace_time: int | None = None,
-               coalesce: bool | None = None, overlap: str | None = None,
-               timeout: float | None = None, wait_result: bool | None = None):
-    """Alias of ``modify_job``."""
-    return modify_job(req, job_trigger, job_id, job_name, cmd, rule, timezone,
-                      misfire_grace_time, coalesce, overlap, timeout, wait_result)
-
-
-@api
-def job_remove(req, job_id: str):
-    """Alias of ``remove_job``."""
-    return remove_job(req, job_id)
-
-
-@api
-def job_pause(req, job_id: str):
-    """Alias of ``pause_job``."""
-    return pause_job(req, job_id)
-
-
-@api
-def job_resume(req, job_id: str):
-    """Alias of ``resume_job``."""
-    return resume_job(req, job_id)
-
-
-@api
-def job_history_list(req, job_id: str | None = None, job_name: str | None = None,
-                     is_success: str | None = None, page_index: int | None = None,
-                     page_size: int = 15):
-    """Alias of ``get_history``."""
-    return get_history(req, job_id, job_name, is_success, page_index, page_size)
+job_list = get_jobs
+job_show = get_job
+job_add = add_job
+job_modify = modify_job
+job_remove = remove_job
+job_pause = pause_job
+job_resume = resume_job
+job_history_list = get_history
