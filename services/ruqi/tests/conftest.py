@@ -65,22 +65,22 @@ def configure_runtime() -> Any:
     return configure
 
 
+def _fresh(redis_server: RedisServer, url: str) -> Iterator[Any]:
+    make_redis(redis_server.url).flushall()
+    yield configure(redis_server.url, url)
+    db.database.close()
+
+
 @pytest.fixture
 def env(redis_server: RedisServer, db_url: str) -> Iterator[Any]:
     """Runtime configured on a flushed Redis and an empty DB (SQLite and MariaDB)."""
-    make_redis(redis_server.url).flushall()
-    settings = configure(redis_server.url, db_url)
-    yield settings
-    db.database.close()
+    yield from _fresh(redis_server, db_url)
 
 
 @pytest.fixture
 def sqlite_env(redis_server: RedisServer, sqlite_url: str) -> Iterator[Any]:
     """As ``env`` on SQLite only, for tests about logic rather than the database."""
-    make_redis(redis_server.url).flushall()
-    settings = configure(redis_server.url, sqlite_url)
-    yield settings
-    db.database.close()
+    yield from _fresh(redis_server, sqlite_url)
 
 
 class Engines:

@@ -1,7 +1,7 @@
 """ruqi: the scheduler's API, with the original's names and parameters.
 
-The names the original admin UI calls (``job_list``, ``job_add``, ...) are thin decorated
-wrappers over the same implementations, so both name sets are real routes with identical
+The names the original admin UI calls (``job_list``, ``job_add``, ...) are aliases of the
+same handlers (see the end of this module), so both name sets are real routes with identical
 parameters and answers.
 """
 
@@ -16,6 +16,17 @@ from butterfly_ruqi.models import format_ts
 def _refuse(req, exc: JobError):
     req.error_str = exc.reason
     return exc.stat, {}
+
+
+def _save(req, save, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+          options: Options):
+    """add_job / modify_job: run ``save``, answer the job or the refusal."""
+    try:
+        data = save(job_trigger, job_id, job_name, cmd, rule, options)
+    except JobError as exc:
+        return _refuse(req, exc)
+    req.log_res.add(f"job_id={job_id}")
+    return retstat.OK, {"data": data}
 
 
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result) -> Options:
@@ -46,14 +57,8 @@ def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: s
             coalesce: bool | None = None, overlap: str | None = None,
             timeout: float | None = None, wait_result: bool | None = None):
     """Add a cron / interval / date job; every replica schedules it within a second."""
-    try:
-        data = jobs.add_job(job_trigger, job_id, job_name, cmd, rule,
-                            _options(timezone, misfire_grace_time, coalesce, overlap,
-                                     timeout, wait_result))
-    except JobError as exc:
-        return _refuse(req, exc)
-    req.log_res.add(f"job_id={job_id}")
-    return retstat.OK, {"data": data}
+    return _save(req, jobs.add_job, job_trigger, job_id, job_name, cmd, rule,
+                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
 
 
 @api
@@ -62,14 +67,8 @@ def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule
                coalesce: bool | None = None, overlap: str | None = None,
                timeout: float | None = None, wait_result: bool | None = None):
     """Replace a job's definition; its next run is recomputed from the new rule."""
-    try:
-        data = jobs.modify_job(job_trigger, job_id, job_name, cmd, rule,
-                               _options(timezone, misfire_grace_time, coalesce, overlap,
-                                        timeout, wait_result))
-    except JobError as exc:
-        return _refuse(req, exc)
-    req.log_res.add(f"job_id={job_id}")
-    return retstat.OK, {"data": data}
+    return _save(req, jobs.modify_job, job_trigger, job_id, job_name, cmd, rule,
+                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
 
 
 @api
