@@ -88,7 +88,7 @@ class ServiceApp:
             "/healthz": self.healthz, "/readyz": self.readyz,
             "/metrics": self.metrics, "/openapi.json": self.openapi,
         }
-        self._openapi = dumps(build_spec(service.name, self.routes))
+        self._openapi = dumps(build_spec(service.name, self.routes, service.description))
         #: Flask's own WSGI app, for paths that are not routes (set by create_app).
         self.flask_wsgi: Callable[[dict, Callable], Any] = self._unset_flask
 

@@ -40,6 +40,7 @@ class Service:
     name: str
     port: int
     handlers: str
+    #: One line on what the service is for; the ``info.description`` of its OpenAPI.
     description: str = ""
     #: Background work started after fork in every server process (scheduler engines...).
     starters: list[Starter] = field(default_factory=list)
