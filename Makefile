@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
 DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6"
 STAMP  := $(VENV)/.installed
+FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test lint compose compose-check bench clean
@@ -31,9 +32,11 @@ install: $(STAMP) ## create .venv with every package installed editable
 system-deps: ## apt-install what the tests need (redis-server, nutcracker, wrk, ...)
 	scripts/ensure-system-deps
 
-# fleet.py installs redis-server itself (scripts/ensure-system-deps run) when it must start one
+# fleet.py installs redis-server itself (scripts/ensure-system-deps run) when it must start one.
+# Its exit code 3 means "refused before starting anything": its one line says why, and make
+# adds no "*** Error" line under it.
 run: $(STAMP) ## start the fleet locally (and a redis-server, .env with an admin token)
-	@$(BIN)/python scripts/fleet.py
+	@$(BIN)/python scripts/fleet.py $(FLEET_ARGS) || [ $$? -eq 3 ]
 
 lint: $(STAMP) ## ruff over the whole repo
 	$(BIN)/ruff check .

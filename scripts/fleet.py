@@ -37,6 +37,7 @@ from butterfly_common.testing import free_port
 
 BIN = Path(sys.executable).parent
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+REFUSED = 3  # exit code: refused before starting anything, one line on stderr says why
 
 
 class Refused(Exception):
@@ -169,13 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         instances, children, notes = prepare(workdir, args.port_offset)
     except Refused as exc:
         print(f"make run: {exc}", file=sys.stderr)
-        return 1
+        return REFUSED
     sup = Supervisor(children, str(workdir))
     sup.install_signal_handlers()
     for note in notes:
         sup.say("make run", note)
     sup.start()
-    ready = sup.wait(lambda: all(healthy(i.port) for i in instances), args.ready_timeout)
+    pending = {i.port for i in instances}
+
+    def all_healthy() -> bool:
+        pending.difference_update({port for port in pending if healthy(port)})
+        return not pending
+
+    ready = sup.wait(all_healthy, args.ready_timeout)
     if ready:
         sup.say("make run", "the fleet is up (Ctrl-C stops it):")
         for inst in instances:

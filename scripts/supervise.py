@@ -114,7 +114,7 @@ class Supervisor:
                     return True
                 if time.monotonic() > deadline:
                     return False
-            self.stopping.wait(0.2)
+            self.stopping.wait(0.5)
         return False
 
     def stop(self) -> int:

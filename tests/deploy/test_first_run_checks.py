@@ -93,7 +93,7 @@ def test_development_token_created_once_and_private(tmp_path):
 
 def test_make_run_refuses_a_non_zero_redis_database(tmp_path):
     result = run_fleet(tmp_path, clean_env(BUTTERFLY_REDIS_URL="redis://127.0.0.1:6399/3"))
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 3 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "make run: configuration error: BUTTERFLY_REDIS_URL: database '3' is not supported, "
         "only 0 (Twemproxy and Redis Cluster have no SELECT); use a separate Redis to keep "
@@ -104,7 +104,7 @@ def test_make_run_refuses_a_non_zero_redis_database(tmp_path):
 def test_make_run_refuses_an_environment_redis_that_does_not_answer(tmp_path):
     port = free_port()
     result = run_fleet(tmp_path, clean_env(BUTTERFLY_REDIS_URL=f"redis://:pw@127.0.0.1:{port}/0"))
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.splitlines() == [
         f"make run: no Redis answers at 127.0.0.1:{port} (BUTTERFLY_REDIS_URL in your "
         "environment): start it, or unset the variable and make run starts one"]

@@ -156,7 +156,7 @@ def test_a_second_run_stops_with_one_line(run, workdir):
     second = subprocess.run([sys.executable, str(ROOT / "scripts" / "fleet.py"),
                              "--port-offset", str(run.offset)], cwd=workdir, env=clean_env(),
                             capture_output=True, text=True, timeout=60)
-    assert second.returncode == 1 and second.stdout == ""
+    assert second.returncode == 3 and second.stdout == ""
     lines = second.stderr.splitlines()
     assert len(lines) == 1, second.stderr
     core = port_of(run, "core")
@@ -164,6 +164,11 @@ def test_a_second_run_stops_with_one_line(run, workdir):
                   if p.cmdline()[-2:] == ["serve", "core"])
     assert lines[0].startswith(f"make run: port {core} (core) is in use by pid {master.pid} (")
     assert "serve core" in lines[0] and "another `make run`" in lines[0]
+    # through make: the same one line, no "make: *** ... Error" under it
+    made = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "run",
+                           f"FLEET_ARGS=--port-offset {run.offset}"], env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert made.stdout == "" and made.stderr.splitlines() == lines, made.stderr
 
 
 def test_ctrl_c_stops_quietly_and_the_next_run_keeps_env(run, workdir):
