@@ -17,12 +17,15 @@ environment, then ``.env``. It
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -158,6 +161,36 @@ def prepare(workdir: Path, offset: int) -> tuple[list[Instance], list[Child], li
     return instances, children, notes
 
 
+def take_the_terminal() -> Callable[[], None]:
+    """Make this process the terminal's foreground group, so Ctrl-C reaches it alone and
+    not `make` above it: make then sees a clean exit 0, prints nothing and exits 0 too.
+    Returns what gives the terminal back. No terminal (tests, CI): nothing to do."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        return lambda: None
+    try:
+        before = os.tcgetpgrp(tty)
+        if before != os.getpgrp():  # not in the foreground: leave the terminal alone
+            raise OSError("background")
+        os.setpgid(0, 0)
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.tcsetpgrp(tty, os.getpgrp())
+        signal.signal(signal.SIGTTOU, old)
+    except OSError:
+        os.close(tty)
+        return lambda: None
+
+    def give_back() -> None:
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(tty, before)
+        signal.signal(signal.SIGTTOU, old)
+        os.close(tty)
+
+    return give_back
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the fleet of deploy/fleet.toml locally.")
     parser.add_argument("--port-offset", type=int, default=0,
@@ -171,7 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     except Refused as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return REFUSED
-    sup = Supervisor(children, str(workdir))
+    give_back = take_the_terminal()
+    try:
+        return run(Supervisor(children, str(workdir)), instances, notes, args)
+    finally:
+        give_back()
+
+
+def run(sup: Supervisor, instances: list[Instance], notes: list[str],
+        args: argparse.Namespace) -> int:
+    """Start the fleet, report when it is up, stop it on Ctrl-C or when a process dies."""
     sup.install_signal_handlers()
     for note in notes:
         sup.say("make run", note)
@@ -194,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         sup.say("make run", f"not every /healthz answered within {args.ready_timeout:g}s")
         rc = 1
     return rc
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,18 +4,23 @@ directory (its ports shifted, so it runs beside anything else), real processes.
 - its own Redis is found by `./butterfly` in "another terminal" through the .env it wrote;
 - the development admin token it created (printed once) works in the README's admin call;
 - a second run stops with one line naming the port and the process holding it;
-- Ctrl-C stops everything and exits 0 quietly; the next run keeps .env as it was;
+- Ctrl-C stops everything and exits 0 quietly; the next `make run`, in a terminal, keeps
+  .env as it was, and Ctrl-C there ends make with 0 and no "make: ***" line;
 - loglevel_set reaches every gunicorn worker (real `butterfly serve`, 2 workers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,11 +47,12 @@ def clean_env() -> dict[str, str]:
 
 
 def free_offset() -> int:
-    """A shift of every fleet port onto ports nothing listens on."""
+    """A shift of every fleet port onto ports nothing listens on, below 32768: the
+    ephemeral range above it is where free_port() and outgoing connections take theirs."""
     ports = [inst.port for inst in load_fleet()]
     for _ in range(200):
-        offset = int.from_bytes(os.urandom(2), "big") % 20000 + 20000
-        if all(p + offset < 65000 and not port_open(p + offset) for p in ports):
+        offset = int.from_bytes(os.urandom(2), "big") % 20000 + 10000
+        if all(p + offset < 32768 and not port_open(p + offset) for p in ports):
             return offset
     raise RuntimeError("no free port range")
 
@@ -69,13 +75,9 @@ class FleetRun:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def wait_up(self) -> None:
-        wait_until(lambda: self._running() and UP in self.output, 180, interval=0.2,
-                   what="the fleet up")
-
-    def _running(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"fleet.py exited {self.proc.returncode}:\n{self.output}")
-        return True
+        wait_until(lambda: UP in self.output or self.proc.poll() is not None, 180,
+                   interval=0.2, what="the fleet up")
+        assert self.proc.poll() is None, f"fleet.py exited:\n{self.output[-3000:]}"
 
     def ctrl_c(self) -> int:
         """What Ctrl-C in its terminal does: SIGINT to its process group."""
@@ -171,8 +173,7 @@ def test_a_second_run_stops_with_one_line(run, workdir):
     assert made.stdout == "" and made.stderr.splitlines() == lines, made.stderr
 
 
-def test_ctrl_c_stops_quietly_and_the_next_run_keeps_env(run, workdir):
-    before = dotenv(workdir)
+def test_ctrl_c_stops_quietly(run, workdir):
     children = psutil.Process(run.proc.pid).children(recursive=True)
     mark = len(run.output)
     assert run.ctrl_c() == 0
@@ -182,14 +183,77 @@ def test_ctrl_c_stops_quietly_and_the_next_run_keeps_env(run, workdir):
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
     assert not any(port_open(i.port + run.offset) for i in load_fleet())
 
-    again = FleetRun(workdir, run.offset)
+
+
+class MakeRunInTerminal:
+    """`make run` in ``workdir`` on a pseudo-terminal of its own, as a user types it."""
+
+    def __init__(self, workdir: Path, offset: int) -> None:
+        master, slave = os.openpty()
+        self.master = master
+        self.buffer = bytearray()
+        self.proc = subprocess.Popen(
+            ["make", "--no-print-directory", "run", f"FLEET_ARGS=--port-offset {offset}"],
+            cwd=workdir, env=clean_env(), stdin=slave, stdout=slave, stderr=slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # its terminal
+        os.close(slave)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every process closed the terminal
+                return
+            if not chunk:
+                return
+            self.buffer += chunk
+
+    @property
+    def output(self) -> str:
+        return self.buffer.decode("utf-8", "replace").replace("\r", "")
+
+    def ctrl_c(self) -> int:
+        os.write(self.master, b"\x03")  # the terminal sends SIGINT to its foreground group
+        return self.proc.wait(90)
+
+    def kill(self) -> None:
+        """After a failure: make and everything under it (fleet.py has a group of its own)."""
+        if self.proc.poll() is None:
+            under = psutil.Process(self.proc.pid).children(recursive=True)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            for child in under:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            self.proc.wait(30)
+        os.close(self.master)
+
+
+def test_make_run_in_a_terminal_keeps_env_and_ctrl_c_exits_0(run, workdir):
+    """The next `make run`, typed in a terminal: .env as it was (same token, not printed
+    again; same Redis port); Ctrl-C there ends make itself with 0 and no "make: ***"."""
+    before = dotenv(workdir)
+    for name in ("Makefile", "scripts", "libs", "services"):  # the rest of a clone
+        (workdir / name).symlink_to(ROOT / name)
+    term = MakeRunInTerminal(workdir, run.offset)
     try:
-        again.wait_up()
-        assert dotenv(workdir) == before  # same token, same Redis port
-        assert "admin token" not in again.output  # not created, not printed again
-        assert again.ctrl_c() == 0
+        wait_until(lambda: UP in term.output or term.proc.poll() is not None, 180,
+                   interval=0.2, what="make run up")
+        assert UP in term.output, term.output
+        assert dotenv(workdir) == before
+        assert "admin token" not in term.output
+        fleet_pids = [p.pid for p in psutil.Process(term.proc.pid).children(recursive=True)]
+        mark = len(term.output)
+        assert term.ctrl_c() == 0
+        wait_until(lambda: not any(psutil.pid_exists(pid) and
+                                   psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                                   for pid in fleet_pids), 30, what="every process gone")
+        tail = term.output[mark:]
+        for noise in ("make: ***", "Error", "rc=", "Traceback", "Interrupt"):
+            assert noise not in tail, tail
     finally:
-        again.kill()
+        term.kill()
 
 
 @pytest.fixture(scope="module")
