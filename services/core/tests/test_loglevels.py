@@ -63,9 +63,8 @@ def test_a_level_set_elsewhere_reaches_this_worker(client):
     before = json.loads(client.get("/demo_log/loglevel_get?logger=butterfly.stack").data)
     assert before["level"] == "NOTSET"
     # another worker's loglevel_set, as it reaches Redis: the hash field and the version
-    redis = runtime.get_redis()
-    redis.hset(loglevels.KEY, "butterfly.stack", "ERROR")
-    redis.hincrby(loglevels.KEY, loglevels.VERSION_FIELD, 1)
+    runtime.get_redis().hset(loglevels.KEY, "butterfly.stack", "ERROR")
+    loglevels.version().bump()
     got = json.loads(client.get("/demo_log/loglevel_get?logger=butterfly.stack").data)
     assert got == {"stat": "OK", "logger": "butterfly.stack", "level": "ERROR"}
     assert stack.level == logging.ERROR

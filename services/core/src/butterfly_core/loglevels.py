@@ -1,11 +1,12 @@
 """Log levels changed at run time, for every worker of core at once.
 
 A gunicorn worker is a process of its own: a level set in the one that took the request
-would leave the others as they were. So a change is written to one Redis hash (one key:
-fine through Twemproxy and on Redis Cluster) together with a version counter; every
-worker polls the counter (one HGET a second) and applies the levels when it moves, and a
-read syncs first, so every worker answers the same. Levels stay in Redis until set again,
-so workers started later (and after a restart) get them too.
+would leave the others as they were. So a change is written to one Redis hash, then the
+framework's :class:`~butterfly_common.coordination.Version` counter beside it is bumped
+(single-key commands under one hash tag: fine through Twemproxy and on Redis Cluster);
+every worker polls the counter (one GET every half second) and applies the levels when it
+moves, and a read syncs first, so every worker answers the same. Levels stay in Redis
+until set again, so workers started later (and after a restart) get them too.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import threading
 from collections.abc import Callable
 
 from butterfly_common import runtime
+from butterfly_common.coordination import Version
 from butterfly_common.settings import Settings
 
 KEY = "bf:loglevels:{core}"
-VERSION_FIELD = "_version"
+VERSION_KEY = "bf:loglevels:{core}:version"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.5
 
 log = logging.getLogger("butterfly.core.loglevels")
 _lock = threading.Lock()
@@ -43,36 +45,39 @@ def level_of(name: str) -> str:
     return logging.getLevelName(logging.getLogger(name or None).level)
 
 
+def version() -> Version:
+    """The change counter of the shared levels."""
+    return Version(runtime.get_redis(), VERSION_KEY)
+
+
 def _apply(levels: dict[str, str]) -> None:
     for name, level in levels.items():
-        if name != VERSION_FIELD and level in LEVELS and exists(name):
+        if level in LEVELS and exists(name):
             logging.getLogger(None if name == "root" else name).setLevel(level)
 
 
 def sync() -> int:
     """Apply the shared levels when their version moved since this process last did."""
     global _applied
-    redis = runtime.get_redis()
-    version = int(redis.hget(KEY, VERSION_FIELD) or 0)
+    current = version().get()
     with _lock:
-        if version == _applied:
-            return version
-        _apply(redis.hgetall(KEY))
-        _applied = version
-        return version
+        if current == _applied:
+            return current
+        _apply(runtime.get_redis().hgetall(KEY))
+        _applied = current
+        return current
 
 
 def publish(name: str, level: str) -> int:
     """Set ``name`` to ``level`` for every worker; applied here at once. The new version."""
     global _applied
-    redis = runtime.get_redis()
-    redis.hset(KEY, field_of(name), level)
-    version = int(redis.hincrby(KEY, VERSION_FIELD, 1))
+    runtime.get_redis().hset(KEY, field_of(name), level)
+    new = version().bump()
     with _lock:
         logging.getLogger(name or None).setLevel(level)
-        if version == _applied + 1:
-            _applied = version  # nothing else changed in between
-    return version
+        if new == _applied + 1:
+            _applied = new  # nothing else changed in between
+    return new
 
 
 def start_sync(settings: Settings) -> Callable[[], None]:
