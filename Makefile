@@ -17,6 +17,7 @@ help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || PYTHON=$(PYTHON) scripts/ensure-system-deps run
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 

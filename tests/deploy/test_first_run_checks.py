@@ -113,11 +113,11 @@ def test_make_run_refuses_an_environment_redis_that_does_not_answer(tmp_path):
 
 @pytest.fixture
 def no_redis_server_on_path(tmp_path, monkeypatch):
-    """A PATH with bash and id but no redis-server, and an apt-get that records its calls
+    """A PATH with bash, id and python3 but no redis-server, and an apt-get that records its calls
     and "installs" redis-server by linking the real one in (this machine keeps its own)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "id"):
+    for tool in ("bash", "id", "python3"):
         (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True,
                                                    text=True, check=True).stdout.strip())
     real = subprocess.run(["which", "redis-server"], capture_output=True, text=True,
