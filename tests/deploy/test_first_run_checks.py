@@ -117,9 +117,10 @@ def no_redis_server_on_path(tmp_path, monkeypatch):
     and "installs" redis-server by linking the real one in (this machine keeps its own)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "id", "python3"):
+    for tool in ("bash", "id"):
         (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True,
                                                    text=True, check=True).stdout.strip())
+    (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))  # has ensurepip
     real = subprocess.run(["which", "redis-server"], capture_output=True, text=True,
                           check=True).stdout.strip()
     calls = tmp_path / "apt-calls"
