@@ -157,7 +157,7 @@ def prepare(workdir: Path, offset: int) -> tuple[list[Instance], list[Child], li
     env.setdefault("BUTTERFLY_DATA_DIR", str(workdir / "var" / "data"))
     children = service_children(instances, env, offset)
     if redis_child is not None:
-        children.insert(0, dataclasses.replace(redis_child, env=dict(os.environ)))
+        children.insert(0, redis_child)  # with an empty environment: it needs none of it
     return instances, children, notes
 
 
