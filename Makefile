@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6"
+DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
+             "mypy>=1.10" "types-requests" "types-PyMySQL"
 STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
@@ -22,8 +23,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when a package's metadata changes (new dependency, new entry point) or the
-# tool list above does.
-$(STAMP): $(BIN)/python $(foreach p,$(PACKAGES),$(p)/pyproject.toml) Makefile
+# dev tools do (this Makefile).
+$(STAMP): $(BIN)/python Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
@@ -39,8 +40,14 @@ system-deps: ## apt-install what the tests need (redis-server, nutcracker, wrk, 
 run: $(STAMP) ## start the fleet locally (and a redis-server, .env with an admin token)
 	@$(BIN)/python scripts/fleet.py $(FLEET_ARGS) || [ $$? -eq 3 ]
 
-lint: $(STAMP) ## ruff over the whole repo
+# mypy (mypy.ini): strict on the framework, checked on every service's package.
+SRC_PATH := $(subst $(eval) ,:,$(foreach p,$(PACKAGES),$(p)/src))
+SERVICE_PKGS := $(filter-out %.egg-info,$(wildcard services/*/src/butterfly_*))
+
+lint: $(STAMP) ## ruff and mypy (strict on the framework, checked on the services)
 	$(BIN)/ruff check .
+	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --strict libs/butterfly_common/src/butterfly_common
+	MYPYPATH=$(SRC_PATH) $(BIN)/mypy $(SERVICE_PKGS)
 
 # deploy/compose.yml is generated from deploy/fleet.toml; CI fails on a stale or invalid one.
 compose: $(STAMP) ## regenerate deploy/compose.yml from deploy/fleet.toml
@@ -60,4 +67,4 @@ bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
 	$(BIN)/python bench/scheduler_accuracy.py
 
 clean: ## remove .venv, var/ and caches (keeps .env)
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
