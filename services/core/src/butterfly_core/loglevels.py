@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from butterfly_common import runtime
 from butterfly_common.coordination import Version
@@ -50,9 +51,9 @@ def version() -> Version:
     return Version(runtime.get_redis(), VERSION_KEY)
 
 
-def _apply(levels: dict[str, str]) -> None:
+def _apply(levels: Mapping[Any, Any]) -> None:
     for name, level in levels.items():
-        if level in LEVELS and exists(name):
+        if isinstance(name, str) and level in LEVELS and exists(name):
             logging.getLogger(None if name == "root" else name).setLevel(level)
 
 

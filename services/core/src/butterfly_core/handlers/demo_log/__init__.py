@@ -17,7 +17,7 @@ def _known(logger: str) -> None:
 def loglevel_get(req: Request, logger: str = "") -> tuple[str, dict]:
     """The level set on ``logger`` (the root logger when empty); the same in every worker."""
     _known(logger)
-    data = {"logger": loglevels.field_of(logger)}
+    data: dict[str, object] = {"logger": loglevels.field_of(logger)}
     try:
         loglevels.sync()
     except RedisError:
