@@ -15,7 +15,7 @@ from butterfly_common.settings import Settings
 
 from .config import RuqiConfig
 from .engine import Engine
-from .models import MODELS
+from .models import MODELS, migrate
 from .schedule import make_owner
 
 log = logging.getLogger("butterfly.ruqi")
@@ -31,6 +31,7 @@ def setup(settings: Settings) -> None:
     """
     RuqiConfig.from_settings(settings)  # fail fast on a bad RUQI_* value
     db.create_tables(MODELS)
+    migrate()
 
 
 def start_engine(settings: Settings) -> Callable[[], None] | None:

@@ -3,30 +3,19 @@
 The names the original admin UI calls (``job_list``, ``job_add``, ...) are aliases of the
 same handlers (see the end of this module), so both name sets are real routes with identical
 parameters and answers.
+
+Job control (add, modify, remove, pause, resume, run, wakeup) is a write action
+(``@api(write=True)``): it needs the operator or admin token, or a user authenticated by a
+trusted proxy, and it is never a queue topic. Refusals are ``Refusal``s: 400, 404 for an
+unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 """
 
 import time
 
 from butterfly_common import api, retstat
 from butterfly_ruqi import jobs, runner
-from butterfly_ruqi.jobs import JobError, Options
+from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
-
-
-def _refuse(req, exc: JobError):
-    req.error_str = exc.reason
-    return exc.stat, {}
-
-
-def _save(req, save, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-          options: Options):
-    """add_job / modify_job: run ``save``, answer the job or the refusal."""
-    try:
-        data = save(job_trigger, job_id, job_name, cmd, rule, options)
-    except JobError as exc:
-        return _refuse(req, exc)
-    req.log_res.add(f"job_id={job_id}")
-    return retstat.OK, {"data": data}
 
 
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result) -> Options:
@@ -37,85 +26,80 @@ def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_resu
 
 @api
 def get_jobs(req, job_id: str | None = None, job_name: str | None = None,
-             page_index: int | None = None, page_size: int = 15):
-    """List jobs, newest first; paginated when ``page_index`` is given."""
-    return retstat.OK, {"data": jobs.list_jobs(job_id, job_name, page_index, page_size)}
+             page_index: int = 1, page_size: int = 15, orderBy: str | None = None,
+             orderDir: str | None = None):
+    """List jobs, newest first, one page (``page_index`` from 1); ``orderBy`` a column name,
+    ``orderDir`` asc|desc (what the original admin UI sends when a header is clicked)."""
+    return retstat.OK, {"data": jobs.list_jobs(job_id, job_name, page_index, page_size,
+                                               orderBy, orderDir)}
 
 
 @api
 def get_job(req, job_id: str):
     """One job, with its next run time (null when paused)."""
-    try:
-        return retstat.OK, {"data": jobs.get_job(job_id)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
-@api
+@api(write=True)
 def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
             timeout: float | None = None, wait_result: bool | None = None):
     """Add a cron / interval / date job; every replica schedules it within a second."""
-    return _save(req, jobs.add_job, job_trigger, job_id, job_name, cmd, rule,
-                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
+    data = jobs.add_job(job_trigger, job_id, job_name, cmd, rule,
+                        _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
+                                 wait_result))
+    req.log_res.add(f"job_id={job_id}")
+    return retstat.OK, {"data": data}
 
 
-@api
+@api(write=True)
 def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
                timeout: float | None = None, wait_result: bool | None = None):
     """Replace a job's definition; its next run is recomputed from the new rule."""
-    return _save(req, jobs.modify_job, job_trigger, job_id, job_name, cmd, rule,
-                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
+    data = jobs.modify_job(job_trigger, job_id, job_name, cmd, rule,
+                           _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
+                                    wait_result))
+    req.log_res.add(f"job_id={job_id}")
+    return retstat.OK, {"data": data}
 
 
-@api
+@api(write=True)
 def remove_job(req, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
-    try:
-        jobs.remove_job(job_id)
-    except JobError as exc:
-        return _refuse(req, exc)
+    jobs.remove_job(job_id)
     return retstat.OK
 
 
-@api
+@api(write=True)
 def pause_job(req, job_id: str):
     """Stop firing a job on every replica until it is resumed."""
-    try:
-        jobs.pause_job(job_id)
-    except JobError as exc:
-        return _refuse(req, exc)
+    jobs.pause_job(job_id)
     return retstat.OK
 
 
-@api
+@api(write=True)
 def resume_job(req, job_id: str):
     """Resume a paused job from now; a job with no run left is removed, as the original."""
-    try:
-        return retstat.OK, {"data": jobs.resume_job(job_id)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.resume_job(job_id)}
 
 
-@api
+@api(write=True)
 def run_job(req, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
-    try:
-        return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
 
 
 @api
 def get_history(req, job_id: str | None = None, job_name: str | None = None,
-                is_success: str | None = None, page_index: int | None = None,
-                page_size: int = 15):
-    """Run history, newest first; ``is_success=yes|no`` filters by outcome."""
+                is_success: str | None = None, page_index: int = 1, page_size: int = 15,
+                orderBy: str | None = None, orderDir: str | None = None):
+    """Run history, newest first, one page; ``is_success=yes|no`` filters by outcome;
+    ``orderBy`` / ``orderDir`` sort by an allow-listed column."""
     return retstat.OK, {"data": jobs.list_history(job_id, job_name, is_success, page_index,
-                                                  page_size)}
+                                                  page_size, orderBy, orderDir)}
 
 
 @api
@@ -138,7 +122,7 @@ def status(req):
     return retstat.OK, {"data": data}
 
 
-@api
+@api(write=True)
 def wakeup(req):
     """Make every replica re-read the jobs now."""
     jobs.announce()
