@@ -31,7 +31,7 @@ def spawn(settings, tmp_path: Path, n: int) -> list[subprocess.Popen]:
     env = {**os.environ, "BUTTERFLY_REDIS_URL": settings.redis_url,
            "BUTTERFLY_DB_URL": settings.db_url, "BUTTERFLY_LOG_LEVEL": "WARNING",
            "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1", "RUQI_WORKERS": "16",
-           "RUQI_POLL_INTERVAL": "0.1"}
+           "RUQI_POLL_INTERVAL": "0.1", "RUQI_HTTP_ALLOW": "127.0.0.1"}
     procs = []
     for i in range(n):
         log = (tmp_path / f"replica{i}.log").open("wb")
