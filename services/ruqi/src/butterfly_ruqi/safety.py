@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from butterfly_common.logs import SECRET
 from butterfly_common.runtime import get_settings
-from butterfly_common.settings import SettingsError, env_number
+from butterfly_common.settings import Settings, SettingsError, env_number
 
 from .allowlist import AllowList, AllowListError
 
@@ -66,15 +66,18 @@ class Safety:
         return {**env, **job_vars}
 
 
-_cache: tuple[int, Safety] | None = None
+_cache: tuple[Settings, Safety] | None = None
 
 
 def current() -> Safety:
-    """This process's settings (the process env, with the service settings over it)."""
+    """This process's settings (the process env, with the service settings over it).
+
+    Rebuilt when the process settings were replaced (tests); the cache holds the settings
+    object itself, so a new one can never be mistaken for it."""
     global _cache
     settings = get_settings()
-    if _cache is None or _cache[0] != id(settings):
-        _cache = (id(settings), Safety.from_env({**os.environ, **settings.extra}))
+    if _cache is None or _cache[0] is not settings:
+        _cache = (settings, Safety.from_env({**os.environ, **settings.extra}))
     return _cache[1]
 
 
