@@ -30,6 +30,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _INTERVAL = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
 #: The longest interval (ten years): beyond it datetime arithmetic overflows.
 MAX_INTERVAL = 10 * 366 * 86400
+MAX_YEAR = 9000
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
@@ -111,9 +112,12 @@ def parse_date(rule: str, tz: ZoneInfo) -> dt.datetime:
     text = rule.strip()
     for fmt in _DATE_FORMATS:
         try:
-            return dt.datetime.strptime(text, fmt).replace(tzinfo=tz)
+            moment = dt.datetime.strptime(text, fmt).replace(tzinfo=tz)
         except (ValueError, OverflowError):
             continue
+        if moment.year >= MAX_YEAR:  # near year 9999 a timezone shift overflows datetime
+            raise Refusal("ERR_BAD_RULE", f"date rule {rule!r}: must be before {MAX_YEAR}")
+        return moment
     raise Refusal("ERR_BAD_RULE", f"date rule {rule!r}: expected YYYY-MM-DD HH:MM:SS or now")
 
 
