@@ -58,6 +58,8 @@ EDIT_AT = 6.0
 #: Fires may be this late (s); also how long we wait for stragglers after the window.
 GRACE = 10
 PROPAGATION_LIMIT = 1.0
+#: Job control is a write action (issue 12): the replicas get an operator token.
+OPERATOR = "replica-test-operator-token"
 
 
 # -- the callee: a real HTTP server recording every fire (the ruqi conftest's pattern) ------
@@ -146,6 +148,7 @@ def replica_env(redis_url: str, db_url: str, tmp: Path) -> dict[str, str]:
             "BUTTERFLY_WORKERS": "1", "BUTTERFLY_LOG_LEVEL": "WARNING",
             "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1", "RUQI_POLL_INTERVAL": "0.1",
             "RUQI_WORKERS": "16", "RUQI_MISFIRE_GRACE_TIME": str(GRACE),
+            "BUTTERFLY_OPERATOR_TOKEN": OPERATOR, "RUQI_HTTP_ALLOW": "127.0.0.1",
             "TMPDIR": str(tmp)}
 
 
@@ -168,7 +171,8 @@ def crash(service: ButterflyService) -> float:
 
 def call(service: ButterflyService, name: str, **params: Any) -> dict[str, Any]:
     """POST a JSON body to ``/ruqi/<name>`` and insist on ``stat: OK``."""
-    resp = requests.post(f"{service.url}/ruqi/{name}", json=params, timeout=10)
+    resp = requests.post(f"{service.url}/ruqi/{name}", json=params, timeout=10,
+                         headers={"Authorization": f"Bearer {OPERATOR}"})
     body = resp.json()
     assert body.get("stat") == "OK", (name, params, resp.status_code, body,
                                       resp.headers.get("x-reason"))

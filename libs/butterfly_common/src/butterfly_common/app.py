@@ -81,7 +81,7 @@ class ServiceApp:
         self.routes: dict[str, Route] = discover(service.handlers)
         conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
         self.conf = conf
-        self.gateway = Gateway(conf, settings.data_dir)
+        self.gateway = Gateway(conf, settings.download_root)
         self.ops: dict[str, Callable[[], Outcome]] = {
             "/healthz": self.healthz, "/readyz": self.readyz,
             "/metrics": self.metrics, "/openapi.json": self.openapi,

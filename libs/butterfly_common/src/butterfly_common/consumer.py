@@ -304,7 +304,7 @@ def build_consumer(service: Service, settings: Settings,
     runtime.configure(settings)
     routes = discover(service.handlers)
     conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
-    gateway = Gateway(conf, settings.data_dir)
+    gateway = Gateway(conf, settings.download_root)
     broker = broker or Broker(runtime.get_redis(), lease=settings.mq_lease)
     return Consumer(service.name, routes, gateway, broker,
                     threads=settings.consume_threads, max_idle=settings.consume_max_idle,

@@ -26,9 +26,10 @@ from .request import Request
 class Gateway:
     """Calls handlers of one service and records each call."""
 
-    def __init__(self, conf: ProtocolSettings, data_dir: Path) -> None:
+    def __init__(self, conf: ProtocolSettings, download_root: Path) -> None:
         self.conf = conf
-        self.data_dir = data_dir
+        #: ``Settings.download_root``: never the data dir, which holds the database.
+        self.download_root = download_root
 
     def call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
         """Bind ``values`` to the handler, run it and render what it returned."""
@@ -65,7 +66,7 @@ class Gateway:
         elif route.spec.kind == "raw":
             outcome = render_raw(ret, self.conf)
         else:
-            root = self.data_dir / (route.spec.root or "")
+            root = self.download_root / (route.spec.root or "")
             outcome = render_download(ret, root, self.conf)
         if outcome.reason:
             error_log.error("%s client_ip=%s err_info=%s path=%s", req.reqid, req.ip,

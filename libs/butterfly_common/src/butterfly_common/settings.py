@@ -34,6 +34,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8585
     data_dir: Path = Path("var/data")
+    #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
+    download_dir: Path | None = None
     log_dir: str = "var/log"
     log_level: str = "INFO"
     log_max_bytes: int = 64 * 1024 * 1024
@@ -59,6 +61,11 @@ class Settings:
     def log_to_stdout(self) -> bool:
         """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
         return self.log_dir == "-"
+
+    @property
+    def download_root(self) -> Path:
+        """The folder downloads come from: never the data dir itself, which holds SQLite."""
+        return self.download_dir or self.data_dir / "download"
 
     @property
     def database_url(self) -> str:
@@ -164,6 +171,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
     kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
     if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
         kwargs["data_dir"] = Path(raw)
+    if (raw := get("BUTTERFLY_DOWNLOAD_DIR")) is not None:
+        kwargs["download_dir"] = Path(raw)
     if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
         kwargs["log_dir"] = raw
     if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
@@ -210,7 +219,23 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
     kwargs["extra"] = {k: v for k, v in env.items() if not k.startswith("BUTTERFLY_")
                        and k.split("_", 1)[0] in SERVICE_PREFIXES}
-    return Settings(**kwargs)
+    settings = Settings(**kwargs)
+    _check_download_root(settings)
+    return settings
+
+
+def _check_download_root(settings: Settings) -> None:
+    """Refuse a download root that holds the SQLite database or the logs."""
+    root = settings.download_root.resolve()
+    held = []
+    if settings.database_url.startswith("sqlite:///"):
+        held.append(("the database", Path(settings.database_url.removeprefix("sqlite:///"))))
+    if not settings.log_to_stdout:
+        held.append(("the log dir", Path(settings.log_dir)))
+    for what, path in held:
+        if path.resolve().is_relative_to(root):
+            raise SettingsError(f"BUTTERFLY_DOWNLOAD_DIR={str(root)!r} holds {what}: "
+                                "downloads need a folder of their own")
 
 
 # Service-specific variables (RUQI_SCRIPT_DIR, ...) are kept verbatim in Settings.extra.
