@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import peewee
+
 from butterfly_common import db, runtime
 from butterfly_common.testing import wait_until
 from butterfly_ruqi.claims import RUNNING, node_key, parse_state
@@ -76,3 +78,19 @@ def test_defect_14_a_stalled_owner_and_the_peer_that_gave_up_on_it_leave_one_row
     by_key = {(r.job_id, round(r.scheduled_time * 1000)): r for r in stored()}
     finished = [k for k in called if k in by_key and by_key[k].end_time is not None]
     assert finished and all(by_key[k].status == "ok" for k in finished)
+
+
+def test_defect_14_a_table_from_an_older_release_is_migrated(env):
+    from butterfly_ruqi.models import migrate
+
+    table = History._meta.table_name
+    mysql = isinstance(db.database.obj, peewee.MySQLDatabase)
+    with db.database.connection_context():
+        db.database.execute_sql(f"DROP INDEX {table}_fire_key" + (f" ON {table}" if mysql
+                                                                    else ""))
+        db.database.execute_sql(f"ALTER TABLE {table} DROP COLUMN fire_key")
+    migrate()
+    migrate()  # a second replica starting finds it done
+    _store([Record(row("lost"))], {})
+    _store([Record(row("ok"))], {})
+    assert [r.status for r in stored()] == ["ok"]
