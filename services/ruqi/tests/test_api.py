@@ -101,6 +101,7 @@ def test_duplicate_and_unknown_jobs(client):
     post(client, "add_job", **JOB)
     resp, body = post(client, "add_job", **JOB)
     assert body["stat"] == "ERR_JOB_EXIST" and "already exists" in resp.headers["x-reason"]
+    assert resp.status_code == 409
     for path in ("modify_job", "job_modify"):
         resp, body = post(client, path, **{**JOB, "job_id": "nope"})
         assert body["stat"] == "ERR_JOB_NOT_FOUND"
@@ -108,6 +109,7 @@ def test_duplicate_and_unknown_jobs(client):
         resp, body = post(client, path, job_id="nope")
         assert body["stat"] == "ERR_JOB_NOT_FOUND", path
         assert resp.headers["x-reason"]
+        assert resp.status_code == 404, path
 
 
 def test_bad_paging_is_bad_params(client):

@@ -129,7 +129,7 @@ def announce() -> None:
 def _get(job_id: str) -> Job:
     job = Job.get_or_none(Job.id == job_id)
     if job is None:
-        raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found", http=404)
+        raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
     return job
 
 
@@ -141,11 +141,11 @@ def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
     fields = _fields(job_trigger, rule, cmd, opts, None, now)
     with db.database.connection_context():
         if Job.get_or_none(Job.id == job_id) is not None:
-            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists", http=409)
+            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists")
         try:
             Job.create(id=job_id, name=job_name, version=1, **fields)
         except peewee.IntegrityError:
-            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists", http=409) from None
+            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists") from None
         job = _get(job_id)
     announce()
     return job_to_dict(job, job.next_run_time)
@@ -170,7 +170,7 @@ def modify_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str
 def remove_job(job_id: str) -> None:
     with db.database.connection_context():
         if not Job.delete().where(Job.id == job_id).execute():
-            raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found", http=404)
+            raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
     announce()
 
 

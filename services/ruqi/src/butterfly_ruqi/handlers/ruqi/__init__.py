@@ -17,6 +17,10 @@ from butterfly_ruqi import jobs, runner
 from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
 
+#: HTTP statuses of the refusals that are not a plain 400 (also listed in /openapi.json).
+FOUND = {jobs.ERR_JOB_NOT_FOUND: 404}
+SAVE = {jobs.ERR_JOB_NOT_FOUND: 404, jobs.ERR_JOB_EXIST: 409}
+
 
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result) -> Options:
     return Options(timezone=timezone, misfire_grace_time=misfire_grace_time,
@@ -34,13 +38,13 @@ def get_jobs(req, job_id: str | None = None, job_name: str | None = None,
                                                orderBy, orderDir)}
 
 
-@api
+@api(statuses=FOUND)
 def get_job(req, job_id: str):
     """One job, with its next run time (null when paused)."""
     return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
-@api(write=True)
+@api(write=True, statuses=SAVE)
 def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
@@ -53,7 +57,7 @@ def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: s
     return retstat.OK, {"data": data}
 
 
-@api(write=True)
+@api(write=True, statuses=SAVE)
 def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
@@ -66,27 +70,27 @@ def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule
     return retstat.OK, {"data": data}
 
 
-@api(write=True)
+@api(write=True, statuses=FOUND)
 def remove_job(req, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
     jobs.remove_job(job_id)
     return retstat.OK
 
 
-@api(write=True)
+@api(write=True, statuses=FOUND)
 def pause_job(req, job_id: str):
     """Stop firing a job on every replica until it is resumed."""
     jobs.pause_job(job_id)
     return retstat.OK
 
 
-@api(write=True)
+@api(write=True, statuses=FOUND)
 def resume_job(req, job_id: str):
     """Resume a paused job from now; a job with no run left is removed, as the original."""
     return retstat.OK, {"data": jobs.resume_job(job_id)}
 
 
-@api(write=True)
+@api(write=True, statuses=FOUND)
 def run_job(req, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
     return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
