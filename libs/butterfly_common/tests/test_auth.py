@@ -102,3 +102,13 @@ def test_refusal_answers_stat_data_reason_and_status(make_app):
     assert client.post("/secure/refuse", json={"code": 409}).status_code == 409
     legacy = make_app(BUTTERFLY_LEGACY_STATUS="1").test_client()
     assert legacy.post("/secure/refuse", json={"code": 409}).status_code == 200
+
+
+def test_operator_token_needs_16_characters():
+    import pytest
+
+    from butterfly_common.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="BUTTERFLY_OPERATOR_TOKEN"):
+        load_settings({"BUTTERFLY_OPERATOR_TOKEN": "short"})
+    assert load_settings({"BUTTERFLY_OPERATOR_TOKEN": OPERATOR}).operator_token == OPERATOR

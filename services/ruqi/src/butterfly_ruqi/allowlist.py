@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import logging
 import os
 import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
 from butterfly_common import Refusal
@@ -34,6 +36,8 @@ from butterfly_common import Refusal
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
+
+log = logging.getLogger("butterfly.ruqi")
 
 ERR_HTTP_NOT_ALLOWED = "ERR_HTTP_NOT_ALLOWED"
 _NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")
@@ -92,10 +96,8 @@ def parse_entry(entry: str, fleet: bool = False) -> Entry:
 
 def fleet_entries(env: Mapping[str, str]) -> list[Entry]:
     """The fleet's own services: each ``BUTTERFLY_<SVC>_URL``, else its local port."""
-    from butterfly_common.service import installed_services
-
     found: list[Entry] = []
-    for name, service in installed_services().items():
+    for name, port in _fleet_ports().items():
         url = (env.get(f"BUTTERFLY_{name.upper()}_URL") or "").strip()
         if url:
             parts = urlsplit(url)
@@ -105,9 +107,21 @@ def fleet_entries(env: Mapping[str, str]) -> list[Entry]:
                                          if ":" in parts.hostname else
                                          f"{parts.hostname}:{parts.port or default}", True))
             continue
-        found += [parse_entry(f"127.0.0.1:{service.port}", True),
-                  parse_entry(f"localhost:{service.port}", True)]
+        found += [parse_entry(f"127.0.0.1:{port}", True),
+                  parse_entry(f"localhost:{port}", True)]
     return found
+
+
+def _fleet_ports() -> dict[str, int]:
+    """name -> port of every installed service; one that fails to load is left out."""
+    ports = {}
+    for ep in entry_points(group="butterfly.services"):
+        try:
+            service = ep.load()
+            ports[service.name] = int(service.port)
+        except Exception:
+            log.exception("service entry point %s does not load; not in the fleet", ep.name)
+    return ports
 
 
 def parse_allow(raw: str | None, env: Mapping[str, str]) -> tuple[Entry, ...]:
