@@ -18,7 +18,7 @@ import peewee
 
 from butterfly_common import Refusal, db
 from butterfly_common.paging import check_page
-from butterfly_common.runtime import get_redis, get_settings
+from butterfly_common.runtime import get_config, get_redis
 
 from . import rules
 from .claims import MANUAL_KEY, VERSION_KEY
@@ -37,16 +37,10 @@ MAX_TIMEOUT = 86400
 #: The deepest page a list serves (an offset beyond 64 bits overflows SQLite and MySQL).
 MAX_PAGE_INDEX = 1_000_000
 
-_config_cache: tuple[int, RuqiConfig] | None = None
-
 
 def config() -> RuqiConfig:
-    """This process's ruqi settings (rebuilt if the process settings were replaced)."""
-    global _config_cache
-    settings = get_settings()
-    if _config_cache is None or _config_cache[0] != id(settings):
-        _config_cache = (id(settings), RuqiConfig.from_settings(settings))
-    return _config_cache[1]
+    """This process's ruqi settings, read and validated once by the framework."""
+    return get_config(RuqiConfig)
 
 
 @dataclass

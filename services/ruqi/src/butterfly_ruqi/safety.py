@@ -70,14 +70,15 @@ _cache: tuple[Settings, Safety] | None = None
 
 
 def current() -> Safety:
-    """This process's settings (the process env, with the service settings over it).
+    """This process's settings, read from the environment the settings were loaded from
+    (``RUQI_*`` and the ``BUTTERFLY_<SVC>_URL`` of the fleet); checked at start by setup.
 
     Rebuilt when the process settings were replaced (tests); the cache holds the settings
     object itself, so a new one can never be mistaken for it."""
     global _cache
     settings = get_settings()
     if _cache is None or _cache[0] is not settings:
-        _cache = (settings, Safety.from_env({**os.environ, **settings.extra}))
+        _cache = (settings, Safety.from_env(settings.env))
     return _cache[1]
 
 
