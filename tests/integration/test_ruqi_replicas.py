@@ -52,8 +52,11 @@ JOBS = 200
 RUN_SECONDS = 30.0
 KILL_AT = 15.0
 EDIT_AT = 6.0
-#: Fires may be this late (s); also how long we wait for stragglers after the window.
-GRACE = 10
+#: Fires may be this late (s); also the deadline for stragglers after the window.
+#: ruqi's default misfire grace. A fire later than this is recorded ``missed`` (correct,
+#: but not what this test is about): with 10 s, a machine loaded far beyond its cores
+#: (load average 30 on 2 cores, measured) recorded ~800 fires missed, one row each.
+GRACE = 30
 PROPAGATION_LIMIT = 1.0
 #: Job control is a write action (issue 12): the replicas get an operator token.
 OPERATOR = "replica-test-operator-token"
