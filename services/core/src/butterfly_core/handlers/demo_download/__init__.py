@@ -5,16 +5,16 @@
 disk is touched.
 """
 
-from butterfly_common import download, retstat
+from butterfly_common import Request, download, retstat
 
 
 @download
-def download_file(req, filename: str):
+def download_file(req: Request, filename: str):
     """Download ``filename`` from the download folder as an attachment."""
     return retstat.OK, {"filename": filename, "is_download": True}
 
 
 @download
-def show(req, filename: str):
+def show(req: Request, filename: str):
     """Show ``filename`` from the download folder inline."""
     return retstat.OK, {"filename": filename, "is_download": False}
