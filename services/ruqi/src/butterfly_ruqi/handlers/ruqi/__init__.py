@@ -12,7 +12,7 @@ unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 
 import time
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 from butterfly_ruqi import jobs, runner
 from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
@@ -29,7 +29,7 @@ def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_resu
 
 
 @api
-def get_jobs(req, job_id: str | None = None, job_name: str | None = None,
+def get_jobs(req: Request, job_id: str | None = None, job_name: str | None = None,
              page_index: int = 1, page_size: int = 15, orderBy: str | None = None,
              orderDir: str | None = None):
     """List jobs, newest first, one page (``page_index`` from 1); ``orderBy`` a column name,
@@ -39,13 +39,13 @@ def get_jobs(req, job_id: str | None = None, job_name: str | None = None,
 
 
 @api(statuses=FOUND)
-def get_job(req, job_id: str):
+def get_job(req: Request, job_id: str):
     """One job, with its next run time (null when paused)."""
     return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
 @api(write=True, statuses=SAVE)
-def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
             timeout: float | None = None, wait_result: bool | None = None):
@@ -58,7 +58,7 @@ def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: s
 
 
 @api(write=True, statuses=SAVE)
-def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
                timeout: float | None = None, wait_result: bool | None = None):
@@ -71,33 +71,33 @@ def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule
 
 
 @api(write=True, statuses=FOUND)
-def remove_job(req, job_id: str):
+def remove_job(req: Request, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
     jobs.remove_job(job_id)
     return retstat.OK
 
 
 @api(write=True, statuses=FOUND)
-def pause_job(req, job_id: str):
+def pause_job(req: Request, job_id: str):
     """Stop firing a job on every replica until it is resumed."""
     jobs.pause_job(job_id)
     return retstat.OK
 
 
 @api(write=True, statuses=FOUND)
-def resume_job(req, job_id: str):
+def resume_job(req: Request, job_id: str):
     """Resume a paused job from now; a job with no run left is removed, as the original."""
     return retstat.OK, {"data": jobs.resume_job(job_id)}
 
 
 @api(write=True, statuses=FOUND)
-def run_job(req, job_id: str):
+def run_job(req: Request, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
     return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
 
 
 @api
-def get_history(req, job_id: str | None = None, job_name: str | None = None,
+def get_history(req: Request, job_id: str | None = None, job_name: str | None = None,
                 is_success: str | None = None, page_index: int = 1, page_size: int = 15,
                 orderBy: str | None = None, orderDir: str | None = None):
     """Run history, newest first, one page; ``is_success=yes|no`` filters by outcome;
@@ -107,7 +107,7 @@ def get_history(req, job_id: str | None = None, job_name: str | None = None,
 
 
 @api
-def status(req):
+def status(req: Request):
     """The original's ``wait_seconds`` / ``check_time`` / ``next_wakeup_time`` plus engines."""
     engines = [engine.status() for engine in runner.ENGINES]
     now = time.time()
@@ -127,7 +127,7 @@ def status(req):
 
 
 @api(write=True)
-def wakeup(req):
+def wakeup(req: Request):
     """Make every replica re-read the jobs now."""
     jobs.announce()
     for engine in runner.ENGINES:
