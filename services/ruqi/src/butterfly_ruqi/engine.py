@@ -38,9 +38,10 @@ How it holds together (see also claims.py for the keys):
   never re-runs a fire: engines only claim run times within the grace, and those still
   have their done marker (kept grace + 30 s).
 * Where the guarantee stops: Redis losing its data (a restart without persistence) loses
-  the done markers, so a fire within the grace window could run again; an engine that
-  stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer
-  and then records its own outcome too (two rows, one execution).
+  the done markers, so a fire within the grace window could run again. An engine that
+  stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer;
+  its own outcome, stored later, replaces that row (history rows are keyed by the fire,
+  see history.py), so the history still has one row per fire.
 * Overlap. ``forbid`` takes ``ruqi:lock:<job>`` (SET NX PX, released by compare-and-delete,
   stolen only from a dead owner) for the whole run; a fire finding it held is ``skipped``,
   like Kubernetes' ``concurrencyPolicy: Forbid``. ``allow`` runs fires side by side.

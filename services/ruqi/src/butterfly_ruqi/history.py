@@ -5,7 +5,8 @@ Writing one row per fire from the executing thread would cost one DB commit per 
 updates that go with them) into one transaction every ``interval``, and only THEN marks the
 fires done in Redis. So a fire is "done" only once its row is durable: an engine killed in
 between leaves its fires "running" under a dead owner, and a peer records them as ``lost``
-instead of the history silently missing them.
+instead of the history silently missing them. Rows are keyed by the fire (``fire_key``,
+unique), so no interleaving of owner, peers and retries stores a fire twice.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ class HistoryWriter:
             if deleted:
                 self.claims.bump()
         except Exception:
-            # Rows are stored; the fire keys stay "running" and peers will record a
-            # duplicate "lost" row only if this engine also stops heartbeating.
+            # Rows are stored; the fire keys stay "running", and a peer that later finds
+            # this engine silent records "lost", which the stored outcome keeps out
+            # (one row per fire: insert_sql).
             log.exception("marking %d fires done failed", len(records))
         return True
 
