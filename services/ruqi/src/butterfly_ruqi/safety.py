@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from butterfly_common.logs import SECRET
-from butterfly_common.runtime import get_settings
-from butterfly_common.settings import Settings, SettingsError, env_number
+from butterfly_common.runtime import get_config
+from butterfly_common.settings import SettingsError, env_number
 
 from .allowlist import AllowList, AllowListError
 
@@ -66,20 +66,11 @@ class Safety:
         return {**env, **job_vars}
 
 
-_cache: tuple[Settings, Safety] | None = None
-
-
 def current() -> Safety:
-    """This process's settings, read from the environment the settings were loaded from
-    (``RUQI_*`` and the ``BUTTERFLY_<SVC>_URL`` of the fleet); checked at start by setup.
-
-    Rebuilt when the process settings were replaced (tests); the cache holds the settings
-    object itself, so a new one can never be mistaken for it."""
-    global _cache
-    settings = get_settings()
-    if _cache is None or _cache[0] is not settings:
-        _cache = (settings, Safety.from_env(settings.env))
-    return _cache[1]
+    """This process's settings: the framework's one config cache (``runtime.get_config``),
+    read from the environment the settings came from (``RUQI_*`` and the fleet's
+    ``BUTTERFLY_<SVC>_URL``); checked at start by ``runner.setup``."""
+    return get_config(Safety)
 
 
 def cut(text: str, max_bytes: int) -> str:
