@@ -22,8 +22,8 @@ def redis_url():
 @pytest.fixture
 def data_dir(tmp_path):
     data = tmp_path / "data"
-    data.mkdir()
-    (data / "hello.txt").write_text("hello from the data dir\n")
+    (data / "download").mkdir(parents=True)
+    (data / "download" / "hello.txt").write_text("hello from the data dir\n")
     (tmp_path / "outside.txt").write_text("not yours")
     return data
 

@@ -36,6 +36,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8585
     data_dir: Path = Path("var/data")
+    #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
+    download_dir: Path | None = None
     log_dir: str = "var/log"
     log_level: str = "INFO"
     log_max_bytes: int = 64 * 1024 * 1024
@@ -46,6 +48,8 @@ class Settings:
     consume_max_idle: float = 0.5
     mq_lease: float = 30.0
     admin_token: str = ""
+    #: Write actions (``@api(write=True)``) accept this token besides the admin token.
+    operator_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
     legacy_status: bool = False
     stat_adaptor: Mapping[str, Any] | None = None
@@ -74,6 +78,11 @@ class Settings:
     def log_to_stdout(self) -> bool:
         """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
         return self.log_dir == "-"
+
+    @property
+    def download_root(self) -> Path:
+        """The folder downloads come from: never the data dir itself, which holds SQLite."""
+        return self.download_dir or self.data_dir / "download"
 
     @property
     def database_url(self) -> str:
@@ -195,6 +204,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
     kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
     if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
         kwargs["data_dir"] = Path(raw)
+    if (raw := get("BUTTERFLY_DOWNLOAD_DIR")) is not None:
+        kwargs["download_dir"] = Path(raw)
     if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
         kwargs["log_dir"] = raw
     if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
@@ -221,6 +232,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         if len(raw) < 16:
             raise SettingsError("BUTTERFLY_ADMIN_TOKEN: use at least 16 characters")
         kwargs["admin_token"] = raw
+    if (raw := get("BUTTERFLY_OPERATOR_TOKEN")) is not None:
+        if len(raw) < 16:
+            raise SettingsError("BUTTERFLY_OPERATOR_TOKEN: use at least 16 characters")
+        kwargs["operator_token"] = raw
     if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
@@ -237,7 +252,23 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
     kwargs["service_urls"] = _service_urls(env)
     kwargs["env"] = dict(env)
-    return Settings(**kwargs)
+    settings = Settings(**kwargs)
+    _check_download_root(settings)
+    return settings
+
+
+def _check_download_root(settings: Settings) -> None:
+    """Refuse a download root that holds the SQLite database or the logs."""
+    root = settings.download_root.resolve()
+    held = []
+    if settings.database_url.startswith("sqlite:///"):
+        held.append(("the database", Path(settings.database_url.removeprefix("sqlite:///"))))
+    if not settings.log_to_stdout:
+        held.append(("the log dir", Path(settings.log_dir)))
+    for what, path in held:
+        if path.resolve().is_relative_to(root):
+            raise SettingsError(f"BUTTERFLY_DOWNLOAD_DIR={str(root)!r} holds {what}: "
+                                "downloads need a folder of their own")
 
 
 #: ``BUTTERFLY_*_URL`` variables that are not a service's base URL.
