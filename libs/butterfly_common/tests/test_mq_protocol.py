@@ -13,7 +13,6 @@ from butterfly_common.mq import (
     Broker,
     InvalidTopic,
     Message,
-    MessageIdConflict,
     NoConsumer,
 )
 from butterfly_common.testing import wait_until
@@ -79,10 +78,15 @@ def test_idempotent_msg_id(broker: Broker, topic: str) -> None:
     (msg,) = broker.claim(topic, "w1", 10)
     assert msg.data == {"v": 1}
     assert broker.publish(topic, {"v": 3}, msg_id="job-42").status == "started"
-    other = fresh_topic(broker)
-    with pytest.raises(MessageIdConflict):
-        broker.publish(other, {}, msg_id="job-42")
     assert broker.get("job-42").topic == topic
+    # ids are unique per topic (issue 12, defect 7): the same id elsewhere is another
+    # message; lookup by id alone names the latest, ``topic=`` reaches each one
+    other = fresh_topic(broker)
+    assert broker.publish(other, {"v": 4}, msg_id="job-42").created is True
+    assert broker.get("job-42").topic == other
+    assert broker.get("job-42", topic).data == {"v": 1}
+    assert [m.data for m in broker.get_many([("job-42", topic), ("job-42", other)])] \
+        == [{"v": 1}, {"v": 4}]
 
 
 def test_delay(broker: Broker, topic: str) -> None:

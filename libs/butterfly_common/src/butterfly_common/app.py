@@ -9,18 +9,17 @@ routes, e.g. static files).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from . import __version__, metrics, retstat, runtime
+from . import __version__, metrics, nesting, retstat, runtime
 from .auth import check_admin, client_identity
 from .db import ping_db
 from .discovery import Route, discover
@@ -63,7 +62,9 @@ def request_values(http: HttpRequest) -> dict[str, Any]:
     raw = http.get_data(cache=False)
     if raw.strip():
         try:
-            body = json.loads(raw)
+            body = nesting.loads(raw)
+        except nesting.NestingError as exc:
+            raise ParamError(str(exc)) from None
         except ValueError:
             raise ParamError("body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -205,6 +206,9 @@ def create_app(service: str | Service, settings: Settings | None = None) -> Flas
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)
     app.add_url_rule("/<path:path>", "dispatch_path", state.flask_view, methods=METHODS)
+    # paths the catch-all rule cannot match (a newline in the path) get the same JSON
+    # 404 with x-reason and an access-log line, never Flask's HTML page
+    app.register_error_handler(NotFound, lambda exc: state.flask_view(request.path[1:]))
     app.extensions["butterfly"] = state
     state.flask_wsgi = app.wsgi_app
     app.wsgi_app = state.wsgi  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from . import db
+from . import db, nesting
 from .redis_client import RedisLike, make_redis
 from .settings import Settings, load_settings
 
@@ -23,6 +23,7 @@ def configure(settings: Settings) -> None:
     with _lock:
         _settings = settings
         _redis = None
+        nesting.configure(settings.max_json_depth)
         db.init_db(settings.database_url)
 
 
