@@ -19,12 +19,13 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from . import __version__, metrics, nesting, retstat, runtime
+from . import __version__, health, metrics, nesting, retstat, runtime
 from .auth import check_admin, client_identity
 from .db import ping_db
 from .discovery import Route, discover
 from .gateway import Gateway
 from .logs import configure_logging, init_log
+from .mq.probe import describe, unreachable
 from .openapi import build_spec
 from .params import ParamError, multidict_params
 from .protocol import JSON_TYPE, Outcome, ProtocolSettings, dumps
@@ -101,13 +102,24 @@ class ServiceApp:
         return Outcome(200, retstat.OK, dumps(body), [JSON_TYPE], "", body)
 
     def readyz(self) -> Outcome:
-        checks = {}
+        """Redis, the DB, every queue shard behind a proxy (:mod:`.mq.probe`) and the
+        parts that report their own health (a consumer with dead threads): 503 naming
+        what is down, else 200."""
+        checks: dict[str, str] = {}
         for name, probe in (("redis", lambda: runtime.get_redis().ping()), ("db", ping_db)):
             try:
                 probe()
                 checks[name] = "ok"
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+        if checks["redis"] == "ok":
+            try:
+                down = unreachable(runtime.get_redis())
+                checks["queue"] = describe(down) if down else "ok"
+            except Exception as exc:
+                checks["queue"] = f"error: {type(exc).__name__}: {exc}"[:300]
+        for name, problem in health.problems().items():
+            checks[name] = f"error: {problem}"
         ready = all(v == "ok" for v in checks.values())
         stat = retstat.OK if ready else retstat.ERR_UNAVAILABLE
         body = {"stat": stat, **checks}

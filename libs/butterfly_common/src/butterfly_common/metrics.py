@@ -25,6 +25,15 @@ LATENCY = Histogram("butterfly_request_seconds", "Handler call latency in second
                     ["route", "method"],
                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 UNKNOWN_ROUTE = "<unknown>"
+CONSUMER_RESTARTS = Counter("butterfly_consumer_thread_restarts_total",
+                            "Queue-consumer threads that died and were replaced, by role",
+                            ["role"])
+CONSUMER_ERRORS = Counter("butterfly_consumer_errors_total",
+                          "Exceptions a queue consumer contained (the thread lived on), "
+                          "by stage", ["stage"])
+#: The roles and stages above: fixed sets, so the series count is bounded.
+CONSUMER_ROLES = ("fetch", "keeper", "run", "supervisor")
+CONSUMER_STAGES = ("call", "record", "log", "run", "fetch", "keep")
 
 
 _children: dict[tuple[str, str, str], tuple] = {}
@@ -38,6 +47,16 @@ def observe(route: str, method: str, stat: object, seconds: float) -> None:
         child = _children[key] = (REQUESTS.labels(*key), LATENCY.labels(route, method))
     child[0].inc()
     child[1].observe(seconds)
+
+
+def consumer_restart(role: str) -> None:
+    """Count one replaced consumer thread."""
+    CONSUMER_RESTARTS.labels(role if role in CONSUMER_ROLES else "other").inc()
+
+
+def consumer_error(stage: str) -> None:
+    """Count one exception a consumer contained at ``stage``."""
+    CONSUMER_ERRORS.labels(stage if stage in CONSUMER_STAGES else "other").inc()
 
 
 def render() -> tuple[bytes, str]:

@@ -333,9 +333,9 @@ class Broker:
     # -- registry (delegated) ---------------------------------------------------------
 
     def heartbeat(self, worker_id: str, topics: Iterable[str], info: dict | None = None,
-                  ttl: float | None = None) -> float:
+                  ttl: float | None = None, serving: bool = True) -> float:
         """See :meth:`Registry.heartbeat`."""
-        return self.registry.heartbeat(worker_id, topics, info, ttl)
+        return self.registry.heartbeat(worker_id, topics, info, ttl, serving)
 
     def unregister(self, worker_id: str, topics: Iterable[str]) -> None:
         """See :meth:`Registry.unregister`."""
