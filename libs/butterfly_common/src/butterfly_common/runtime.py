@@ -42,5 +42,6 @@ def get_redis() -> RedisLike:
         settings = get_settings()
         with _lock:
             if _redis is None:
-                _redis = make_redis(settings.redis_url)
+                _redis = make_redis(settings.redis_url, socket_timeout=settings.redis_timeout,
+                                    retries=settings.redis_retries)
     return _redis
