@@ -95,3 +95,31 @@ def test_defect_12_access_log_escapes_every_control_character(make_app):
                        or ch in "\u2028\u2029" for ch in line), repr(line)
     assert "\\x00\\x01" in lines[0] and "\\u2028\\u2029end" in lines[0]
     assert escape("a\\b") == "a\\\\b"  # the escape character itself is escaped
+
+
+def series(client, name: str = "butterfly_requests_total") -> int:
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(1 for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_defect_08_unknown_methods_are_405_before_routing_with_bounded_metrics(make_app):
+    client = make_app().test_client()
+    for path in ("/kinds/echo", "/healthz", "/no/such/route"):
+        response = client.open(path, method="BREW")
+        assert response.status_code == 405, path
+        assert response.headers["Allow"] == "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+        assert response.get_json() == {"stat": "ERR_METHOD_NOT_ALLOWED"}
+        assert "method not allowed" in response.headers["x-reason"]
+    before = series(client)
+    for i in range(200):
+        client.open(f"/kinds/echo?a={i}", method=f"M{i:03d}")
+        client.open(f"/random/{i}", method=f"X{i:03d}")
+    assert series(client) - before <= 2  # one OTHER series per route label, not 400
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "M199" not in text and "X007" not in text
+    assert 'method="OTHER"' in text
+
+
+def test_defect_08_legacy_mode_keeps_405(make_app):
+    client = make_app(BUTTERFLY_LEGACY_STATUS="1").test_client()
+    assert client.open("/kinds/echo", method="PROPFIND").status_code == 405

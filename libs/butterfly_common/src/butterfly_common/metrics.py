@@ -37,11 +37,29 @@ CONSUMER_STAGES = ("call", "record", "log", "run", "fetch", "keep")
 
 
 _children: dict[tuple[str, str, str], tuple] = {}
+#: Label values come from fixed sets, so no client can grow the series count: methods
+#: outside this set (405 anyway) count as OTHER, unknown paths share UNKNOWN_ROUTE, and
+#: each route keeps at most MAX_STATS distinct stats (its code's own; the rest OTHER).
+METHOD_LABELS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+                           "QUEUE"))
+MAX_STATS = 32
+OTHER = "OTHER"
+_stats: dict[str, set[str]] = {}
 
 
 def observe(route: str, method: str, stat: object, seconds: float) -> None:
-    """Count one call; unknown paths share one label so scanners cannot explode cardinality."""
-    key = (route, method, str(stat))
+    """Count one call under bounded labels (see :data:`METHOD_LABELS`)."""
+    if method not in METHOD_LABELS:
+        method = OTHER
+    text = str(stat)
+    key = (route, method, text)
+    if key not in _children:
+        seen = _stats.setdefault(route, set())
+        if text not in seen:
+            if len(seen) >= MAX_STATS:
+                key = (route, method, OTHER)
+            else:
+                seen.add(text)
     child = _children.get(key)
     if child is None:  # labels() validates and locks: do it once per label set
         child = _children[key] = (REQUESTS.labels(*key), LATENCY.labels(route, method))

@@ -116,8 +116,8 @@ def render_api(ret: Any, spec: HandlerSpec, conf: ProtocolSettings) -> Outcome:
         body.update((k, v) for k, v in (data or {}).items() if k != "stat")
         payload = dumps(conf.adapt(body))
         extra = _headers(headers)
-    except (ValueError, TypeError) as exc:
-        reason = "Dump json exception" if isinstance(exc, TypeError) else str(exc)
+    except (ValueError, TypeError, RecursionError) as exc:  # too deep: a handler bug
+        reason = str(exc) if type(exc) is ValueError else "Dump json exception"
         return conf.error(500, retstat.ERR_SERVER_EXCEPTION, reason)
     status = spec.statuses.get(stat, retstat.HTTP_OK) if isinstance(stat, str) else 200
     return Outcome(status, stat, payload, [*extra, JSON_TYPE], "", body)
@@ -139,7 +139,7 @@ def render_raw(ret: Any, conf: ProtocolSettings) -> Outcome:
         try:
             data = conf.adapt(dict(body))
             return Outcome(code, code, dumps(data), [*extra, JSON_TYPE], "", data)
-        except TypeError:
+        except (TypeError, ValueError, RecursionError):
             return Outcome(500, 500, b"", [], "Dump json exception")
     if isinstance(body, str):
         body = body.encode()
