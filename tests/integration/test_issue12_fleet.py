@@ -71,7 +71,8 @@ def test_defect_01_poison_message_acceptance(fleet):
                               headers={"Content-Type": "application/json"})
         assert reply.status_code == 400 and reply.json()["stat"] == "ERR_BAD_PARAMS"
     # and as an old publisher (before the limit) could have stored them
-    legacy = Broker(make_redis(proxy.url), max_depth=100_000)
+    legacy = Broker(make_redis(proxy.url))
+    legacy.max_depth = 100_000
     for _ in range(20):
         legacy.publish(TOPIC, {"str_info": deep(600)})
     ids = [publish(baichuan, {"str_info": f"m{i}"}).json()["msg_id"] for i in range(10)]

@@ -7,7 +7,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from butterfly_common import consumer as consumer_mod
-from butterfly_common import health
 from butterfly_common.consumer import Consumer
 from butterfly_common.discovery import discover
 from butterfly_common.gateway import Gateway
@@ -47,7 +46,8 @@ def setup(redis_server, tmp_path):
     gateway = Gateway(ProtocolSettings(), settings.data_dir)
     broker = Broker(client, lease=1.0, min_backoff=0.05, max_backoff=0.2)
     # what an old publisher (before the nesting limit) could store
-    legacy = Broker(client, max_depth=100_000)
+    legacy = Broker(client)
+    legacy.max_depth = 100_000
     consumers: list[Consumer] = []
 
     def start(**options) -> Consumer:
@@ -134,6 +134,7 @@ def test_defect_01_dead_thread_is_replaced_and_counted(setup, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_defect_01_missing_threads_show_in_readyz_and_workers(setup, monkeypatch, make_app):
+    from butterfly_common import health
     broker, _, start = setup
     monkeypatch.setattr(consumer_mod, "SUPERVISE_EVERY", 3600.0)  # nobody replaces
     consumer = start(threads=2)

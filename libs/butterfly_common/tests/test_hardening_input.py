@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from butterfly_common import nesting
 from butterfly_common.logs import access_log, escape, format_params, masked
 
 
@@ -58,6 +57,8 @@ def test_defect_02_nesting_limit_is_a_setting(make_app):
 
 
 def test_defect_02_masking_and_clipping_never_recurse():
+    from butterfly_common import nesting
+
     value = {"x": deep(50_000), "password": "p"}
     shown = masked(value)
     assert shown["password"] == "***"

@@ -39,7 +39,8 @@ def test_defect_02_msg_and_msgs_never_500_on_a_deep_stored_record(client, served
     """A record stored before the limit existed (here: by a broker without the check)
     is shown with its too-deep part clipped, never as a 500."""
     served()
-    legacy = Broker(redis, max_depth=100_000)
+    legacy = Broker(redis)
+    legacy.max_depth = 100_000
     msg_id = legacy.publish(TOPIC, deep(900)).msg_id
     shown = client.get("/baichuan/msg", query_string={"msg_id": msg_id})
     assert shown.status_code == 200, shown.data[:200]
