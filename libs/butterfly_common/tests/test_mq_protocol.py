@@ -395,3 +395,12 @@ def test_validation(broker: Broker, topic: str) -> None:
         broker.publish(topic, {}, timeout=0)
     with pytest.raises(ValueError):
         broker.publish(topic, {}, msg_id="has space")
+
+
+def test_get_many_by_ids_and_pairs_in_order(broker: Broker, topic: str) -> None:
+    """Issue 12, defect 7: ``get_many`` reads many records in one pipelined trip; bare ids
+    go through the best-effort index, pairs straight to their topic's shard."""
+    ids = [broker.publish(topic, {"i": i}).msg_id for i in range(5)]
+    got = broker.get_many([ids[3], (ids[0], topic), "0" * 24, (ids[4], topic), ids[1]])
+    assert [m.data["i"] if m else None for m in got] == [3, 0, None, 4, 1]
+    assert broker.get_many([]) == []

@@ -157,6 +157,8 @@ class _Watchdog:
         self._breakers.add(breaker)
 
     def wake(self) -> None:
+        if self._wake.is_set():  # already watching: the common case costs one check
+            return
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
@@ -168,16 +170,21 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            busy = False
-            now = time.monotonic()
-            for breaker in list(self._breakers):
-                try:
-                    busy = breaker.check_stall(now) or busy
-                except Exception:  # never let the watchdog die
-                    log.exception("redis watchdog step failed")
-            if not busy:
+            if not self._step():
                 self._wake.clear()
+                if self._step():  # a read began between the step and the clear
+                    self._wake.set()
             time.sleep(WATCH_EVERY)
+
+    def _step(self) -> bool:
+        busy = False
+        now = time.monotonic()
+        for breaker in list(self._breakers):
+            try:
+                busy = breaker.check_stall(now) or busy
+            except Exception:  # never let the watchdog die
+                log.exception("redis watchdog step failed")
+        return busy
 
 
 _watchdog = _Watchdog()
