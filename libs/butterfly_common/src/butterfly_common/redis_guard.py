@@ -7,7 +7,8 @@ Redis, waits in line for a free thread. So each server address gets a small brea
 
 - **stall**: while some command has waited longer than ``stall_after`` seconds and no
   reply at all came back from that server in that time, the server is taken as frozen.
-  A watchdog thread then *opens* the breaker and shuts the sockets of the commands still
+  A watchdog thread then (unless a reply is already waiting in a socket: then only our
+  process is slow) *opens* the breaker and shuts the sockets of the commands still
   waiting, so their threads get a ``ConnectionError`` at once instead of after the full
   read timeout. Redis is single-threaded: a busy server still answers *something* every
   few milliseconds, and behind Twemproxy a frozen shard does not trip it while the other
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -124,15 +126,34 @@ class Breaker:
             if not self._waiting:
                 return False
             oldest = min(since for _, since in self._waiting.values())
-            stalled = (now - oldest > self.stall_after
-                       and now - self._last_reply > self.stall_after)
-            victims = [conn for conn, _ in self._waiting.values()] if stalled else []
-            if stalled:
-                self._waiting.clear()
-        if stalled:
-            self.trip(f"no reply for {now - max(oldest, self._last_reply):.2f}s")
-            for conn in victims:
-                _abort(conn)
+            quiet = now - max(oldest, self._last_reply)
+            waiting = [conn for conn, _ in self._waiting.values()]
+        if quiet <= self.stall_after:
+            return True
+        if _any_readable(waiting):
+            # the reply is there, our own process is just slow to read it (CPU or GIL
+            # starved): the server is alive, do not trip
+            with self._lock:
+                self._last_reply = now
+            return True
+        with self._lock:
+            victims = [conn for conn, _ in self._waiting.values()]
+            self._waiting.clear()
+        self.trip(f"no reply for {quiet:.2f}s")
+        for conn in victims:
+            _abort(conn)
+        return True
+
+
+def _any_readable(conns: list[Any]) -> bool:
+    poller = select.poll()  # no FD_SETSIZE limit, unlike select()
+    try:
+        for conn in conns:
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # a socket closed meanwhile: that read is over anyway
         return True
 
 
