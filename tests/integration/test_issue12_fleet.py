@@ -80,6 +80,8 @@ def test_defect_01_poison_message_acceptance(fleet):
         done = requests.get(f"{baichuan.url}/baichuan/wait", timeout=40,
                             params={"msg_id": msg_id, "timeout": 30}).json()
         assert done["status"] == "finished", done
+    text = requests.get(f"{core.url}/metrics", timeout=10).text
+    assert 'butterfly_consumer_thread_restarts_total{role="run"} 0.0' in text
     assert metric(core, "butterfly_consumer_thread_restarts_total") == 0
     assert requests.get(f"{core.url}/readyz", timeout=10).status_code == 200
     workers = requests.get(f"{baichuan.url}/baichuan/workers", timeout=10).json()

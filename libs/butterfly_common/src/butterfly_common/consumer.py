@@ -128,6 +128,7 @@ class Consumer:
         if not self.topics:
             log.warning("consumer %s: no topics to serve", self.worker_id)
             return self
+        metrics.consumer_series()
         self._roles = {"fetch": self._fetch_loop, "keeper": self._keeper_loop}
         self._roles.update((f"run-{i}", self._run_loop) for i in range(self.threads))
         for name in self._roles:

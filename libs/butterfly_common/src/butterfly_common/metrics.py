@@ -67,6 +67,14 @@ def observe(route: str, method: str, stat: object, seconds: float) -> None:
     child[1].observe(seconds)
 
 
+def consumer_series() -> None:
+    """Create the consumer series at 0, so dashboards see "no restarts" as a value."""
+    for role in CONSUMER_ROLES:
+        CONSUMER_RESTARTS.labels(role)
+    for stage in CONSUMER_STAGES:
+        CONSUMER_ERRORS.labels(stage)
+
+
 def consumer_restart(role: str) -> None:
     """Count one replaced consumer thread."""
     CONSUMER_RESTARTS.labels(role if role in CONSUMER_ROLES else "other").inc()
