@@ -27,7 +27,7 @@ class DemoConfig:
 
 
 DEMO = Service(name="democfg", port=18002, handlers="sample_handlers", env_prefix="DEMO",
-               config=DemoConfig)
+               config=DemoConfig, description="a service with its own config")
 
 
 def settings_for(tmp_path, **env):
@@ -39,7 +39,9 @@ def settings_for(tmp_path, **env):
 def test_config_is_read_once_and_shared(tmp_path):
     READS.clear()
     settings = settings_for(tmp_path, DEMO_LIMIT="42")
-    create_app(DEMO, settings)
+    app = create_app(DEMO, settings)
+    spec = app.test_client().get("/openapi.json").get_json()
+    assert spec["info"]["description"] == "a service with its own config"
     rt = runtime.current_runtime()
     assert rt is not None and rt.config == DemoConfig(42)
     for _ in range(3):

@@ -8,6 +8,7 @@ then reports the sum over all of them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,7 +37,7 @@ CONSUMER_ROLES = ("fetch", "keeper", "run", "supervisor")
 CONSUMER_STAGES = ("call", "record", "log", "run", "fetch", "keep")
 
 
-_children: dict[tuple[str, str, str], tuple] = {}
+_children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 #: Label values come from fixed sets, so no client can grow the series count: methods
 #: outside this set (405 anyway) count as OTHER, unknown paths share UNKNOWN_ROUTE, and
 #: each route keeps at most MAX_STATS distinct stats (its code's own; the rest OTHER).
@@ -89,6 +90,6 @@ def render() -> tuple[bytes, str]:
     """The exposition text of every process of this service."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -146,15 +146,18 @@ def _ops_paths() -> dict[str, Any]:
     }
 
 
-def build_spec(service: str, routes: Mapping[str, Route]) -> dict[str, Any]:
-    """The OpenAPI document of one service's routes (and its built-in endpoints)."""
+def build_spec(service: str, routes: Mapping[str, Route],
+               description: str = "") -> dict[str, Any]:
+    """The OpenAPI document of one service's routes and built-in endpoints
+    (``description``: the Service's)."""
     paths = {path: {"get": _operation(r, "get"), "post": _operation(r, "post")}
              for path, r in sorted(routes.items())}
     for path, item in _ops_paths().items():
         paths.setdefault(path, item)
     return {
         "openapi": "3.0.3",
-        "info": {"title": f"butterfly {service}", "version": __version__},
+        "info": {"title": f"butterfly {service}", "version": __version__,
+                 **({"description": description} if description else {})},
         "paths": paths,
         "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
     }

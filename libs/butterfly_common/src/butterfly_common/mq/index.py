@@ -62,7 +62,8 @@ def forget(client: Any, msg_ids: list[str], topic: str) -> None:
 
 def lookup(client: Any, msg_id: str) -> str | None:
     """The topic ``msg_id`` was last published on, or None. Raises RedisError."""
-    return client.get(id_key(msg_id))
+    topic = client.get(id_key(msg_id))
+    return None if topic is None else str(topic)
 
 
 def lookup_many(client: Any, msg_ids: list[str]) -> list[str | None]:

@@ -43,7 +43,7 @@ def run(client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
     return load(name)(client, keys, args)
 
 
-def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple:
+def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """Add an EVALSHA to a non-transactional pipeline; keep the call for :func:`settle`."""
     script = load(name)
     # execute_command: redis-py's ClusterPipeline blocks the ``evalsha`` method, though it
@@ -52,7 +52,7 @@ def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple:
     return (script, keys, args)
 
 
-def settle(client: Any, results: list[Any], calls: dict[int, tuple],
+def settle(client: Any, results: list[Any], calls: dict[int, tuple[Any, ...]],
            best_effort: Collection[int] = ()) -> list[Any]:
     """Replace NOSCRIPT replies of a pipeline by re-running those scripts with EVAL.
 
