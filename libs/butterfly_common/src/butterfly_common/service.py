@@ -25,8 +25,8 @@ class ServiceConfig(Protocol):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Any:
-        """Build from the service's ``<ENV_PREFIX>_*`` variables; SettingsError naming a
-        malformed one."""
+        """Build from the environment (read the service's ``<ENV_PREFIX>_*`` variables);
+        SettingsError naming a malformed one."""
 
 
 #: Background work: started once per server process after fork, given the settings; it
@@ -58,7 +58,7 @@ class Service:
     #: Prefix of the service's own variables (``RUQI`` -> ``RUQI_*``); default: the name.
     env_prefix: str = ""
     #: A frozen dataclass with ``from_env(env) -> Self`` (raising SettingsError naming the
-    #: variable), read from the ``<env_prefix>_*`` variables once, with the settings, and
+    #: variable), read once with the settings from the environment they came from, and
     #: returned by ``runtime.get_config(cls)`` / ``runtime.service_config()``.
     config: type[ServiceConfig] | None = None
     #: Gateway hooks, see :data:`BeforeCall` / :data:`AfterCall` / :data:`RefusalOf`.
@@ -76,7 +76,7 @@ class Service:
         """The service's config from ``settings`` (SettingsError on a bad value), or None."""
         if self.config is None:
             return None
-        return self.config.from_env(settings.service_env(self.env_prefix))
+        return self.config.from_env(settings.env)
 
 
 class UnknownService(LookupError):

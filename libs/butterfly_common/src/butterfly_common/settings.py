@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -163,6 +164,22 @@ def _stat_adaptor(name: str, raw: str) -> Mapping[str, Any]:
     return value
 
 
+def _redis_url(name: str, raw: str) -> str:
+    """A Redis URL on database 0: Twemproxy and Redis Cluster have no SELECT, so any other
+    database would work against a plain Redis and break the day a proxy is put in front."""
+    url = _url(name, raw, REDIS_SCHEMES)
+    parts = urlsplit(url)
+    path = "" if parts.scheme == "unix" else parts.path.strip("/")
+    given = [path] if path else []
+    given += parse_qs(parts.query).get("db", [])
+    for db in given:
+        if db != "0":
+            raise SettingsError(f"{name}: database {db!r} is not supported, only 0 "
+                                "(Twemproxy and Redis Cluster have no SELECT); "
+                                "use a separate Redis to keep data apart")
+    return url
+
+
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgres+pool",
               "postgresql+pool")
@@ -178,7 +195,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
 
     kwargs: dict[str, Any] = {}
     if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
-        kwargs["redis_url"] = _url("BUTTERFLY_REDIS_URL", raw, REDIS_SCHEMES)
+        kwargs["redis_url"] = _redis_url("BUTTERFLY_REDIS_URL", raw)
     if (raw := get("BUTTERFLY_DB_URL")) is not None:
         kwargs["db_url"] = _url("BUTTERFLY_DB_URL", raw, DB_SCHEMES)
     if (raw := get("BUTTERFLY_HOST")) is not None:
