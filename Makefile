@@ -7,7 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
 DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
-             "mypy>=1.10" "types-requests" "types-PyMySQL"
+             "mypy>=1.10" "types-requests" "types-PyMySQL" \
+             "schemathesis>=4.0" "openapi-spec-validator>=0.7"
 STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 

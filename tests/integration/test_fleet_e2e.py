@@ -76,7 +76,8 @@ def test_fleet_matches_the_definition(fleet):
     assert set(fleet) == {inst.name for inst in load_fleet()}
     for service in fleet.values():
         assert get(service, "/healthz")["stat"] == "OK"
-        assert get(service, "/readyz") == {"stat": "OK", "redis": "ok", "db": "ok"}
+        assert get(service, "/readyz") == {"stat": "OK", "redis": "ok", "db": "ok",
+                                            "queue": "ok"}
 
 
 def test_publish_over_http_and_get_the_result(fleet):

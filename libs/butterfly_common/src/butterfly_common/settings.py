@@ -54,6 +54,14 @@ class Settings:
     legacy_status: bool = False
     stat_adaptor: Mapping[str, Any] | None = None
     max_body_bytes: int = 1024 * 1024
+    #: ``BUTTERFLY_MAX_JSON_DEPTH``: deepest nesting of a client's JSON (body, dict
+    #: params, published data); deeper is ERR_BAD_PARAMS before anything is stored.
+    max_json_depth: int = 64
+    #: ``BUTTERFLY_REDIS_TIMEOUT``: seconds to connect to Redis and to wait for a reply.
+    redis_timeout: float = 1.0
+    #: ``BUTTERFLY_REDIS_RETRIES``: retries after a refused/dropped connection (never
+    #: after a reply timed out: the command may have run).
+    redis_retries: int = 1
     workers: int = 2
     threads: int = 8
     timeout: int = 60
@@ -244,6 +252,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["stat_adaptor"] = _stat_adaptor("BUTTERFLY_STAT_ADAPTOR", raw)
     if (raw := get("BUTTERFLY_MAX_BODY_BYTES")) is not None:
         kwargs["max_body_bytes"] = _int("BUTTERFLY_MAX_BODY_BYTES", raw, 1)
+    if (raw := get("BUTTERFLY_MAX_JSON_DEPTH")) is not None:
+        kwargs["max_json_depth"] = _int("BUTTERFLY_MAX_JSON_DEPTH", raw, 2, 512)
+    if (raw := get("BUTTERFLY_REDIS_TIMEOUT")) is not None:
+        kwargs["redis_timeout"] = _float("BUTTERFLY_REDIS_TIMEOUT", raw, 0.05, 60.0)
+    if (raw := get("BUTTERFLY_REDIS_RETRIES")) is not None:
+        kwargs["redis_retries"] = _int("BUTTERFLY_REDIS_RETRIES", raw, 0, 10)
     if (raw := get("BUTTERFLY_WORKERS")) is not None:
         kwargs["workers"] = _int("BUTTERFLY_WORKERS", raw, 1, 256)
     if (raw := get("BUTTERFLY_THREADS")) is not None:
