@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6"
+DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6" "playwright>=1.45"
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint compose compose-check bench clean
+.PHONY: install frontend system-deps run test lint compose compose-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,18 @@ $(STAMP): $(BIN)/python $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) frontend
+
+# canghai's front-end packages (htmx, uPlot) come from npm, pinned by package-lock.json, and
+# are copied into the package's static/vendor dir: the console loads nothing from a CDN.
+CANGHAI_FE := services/canghai/frontend
+CANGHAI_VENDOR := services/canghai/src/butterfly_canghai/static/vendor/.built
+$(CANGHAI_VENDOR): $(CANGHAI_FE)/package-lock.json $(CANGHAI_FE)/build.mjs
+	@command -v npm >/dev/null || { echo "npm is needed to build canghai's front end: run make system-deps"; exit 1; }
+	cd $(CANGHAI_FE) && npm ci --ignore-scripts --no-audit --no-fund && node build.mjs
+	touch $@
+
+frontend: $(CANGHAI_VENDOR)
 
 system-deps:
 	scripts/ensure-system-deps

@@ -206,6 +206,8 @@ def create_app(service: str | Service, settings: Settings | None = None) -> Flas
     app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)
     app.add_url_rule("/<path:path>", "dispatch_path", state.flask_view, methods=METHODS)
     app.extensions["butterfly"] = state
+    if service.web is not None:
+        service.web(app)
     state.flask_wsgi = app.wsgi_app
     app.wsgi_app = state.wsgi  # type: ignore[method-assign]
     started = time.perf_counter()

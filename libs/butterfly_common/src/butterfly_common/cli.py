@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)
+    # Services add their own subcommands (``butterfly user`` ...): each entry point of the
+    # ``butterfly.commands`` group is a callable ``register(subparsers)``.
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="butterfly.commands"):
+        ep.load()(sub)
     return parser
 
 

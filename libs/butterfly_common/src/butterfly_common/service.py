@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import Any
 
 from .settings import Settings
 
@@ -30,6 +31,9 @@ class Service:
     starters: list[Starter] = field(default_factory=list)
     #: Runs once per process before serving, e.g. to create tables.
     setup: Callable[[Settings], None] | None = None
+    #: Adds the service's own Flask routes (pages, static files) to its app; handler
+    #: routes still come first, Flask sees only the other paths.
+    web: Callable[[Any], None] | None = None
 
 
 class UnknownService(LookupError):
