@@ -11,7 +11,7 @@ from butterfly_common import retstat
 from . import audit
 from .access import Identity, csrf_ok, from_headers
 
-STATUSES = {retstat.ERR_UNAUTHORIZED: 401, retstat.ERR_FORBIDDEN: 403,
+STATUSES = {retstat.ERR_BAD_PARAMS: 400, retstat.ERR_UNAUTHORIZED: 401, retstat.ERR_FORBIDDEN: 403,
             "ERR_MSG_NOT_EXIST": 404, "ERR_WORKER_NOT_EXIST": 404,
             "ERR_METHOD_NOT_ALLOWED": 405}
 
@@ -34,6 +34,7 @@ def identity_of(req, role: str = "viewer", write: bool = False) -> Identity:
         raise Denied(retstat.ERR_FORBIDDEN, f"needs role {role} (you are {who.role})")
     if write and not csrf_ok(who, req.headers.get("X-CSRF-Token")):
         raise Denied(retstat.ERR_FORBIDDEN, "CSRF token missing or wrong (X-CSRF-Token)")
+    req.username = who.username  # the access log names the caller
     return who
 
 
