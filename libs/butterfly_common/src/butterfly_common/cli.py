@@ -124,7 +124,10 @@ def _healthcheck(args: argparse.Namespace) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes")
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butterfly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run a service under gunicorn on its port")
@@ -153,16 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)
     # Services add their own subcommands (``butterfly user`` ...): each entry point of the
-    # ``butterfly.commands`` group is a callable ``register(subparsers)``.
-    from importlib.metadata import entry_points
+    # ``butterfly.commands`` group is a callable ``register(subparsers)``. Not loaded for
+    # the built-in commands: ``serve`` must set up Prometheus before anything imports it.
+    if plugins:
+        from importlib.metadata import entry_points
 
-    for ep in entry_points(group="butterfly.commands"):
-        ep.load()(sub)
+        for ep in entry_points(group="butterfly.commands"):
+            ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(plugins=not argv or argv[0] not in BUILTIN).parse_args(argv)
     # A .env in the working directory supplies settings; the real environment wins.
     load_dotenv(Path.cwd() / ".env", override=False)
     try:

@@ -63,8 +63,9 @@ def login() -> Any:
     target = safe_next(request.form.get("next"))
     user, why = check_password(username, password)
     if user is None:
+        # the form again with the reason (200: a browser logs any 4xx document as an error)
         return page("login.html", next=target, error=why, username=username), \
-            429 if why == "locked" else 401
+            429 if why == "locked" else 200
     session.clear()
     session.permanent = True
     session.update(u=user.username, ep=user.epoch, at=time.time(),

@@ -61,6 +61,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "created": ("创建时间", "Created"),
     "ended": ("结束时间", "Ended"),
     "error": ("错误", "Error"),
+    "last_error": ("上一次尝试的错误", "Error of an earlier attempt"),
+    "order": ("顺序", "Order"),
     "attempts": ("尝试次数", "Attempts"),
     "worker": ("处理者", "Worker"),
     "cost": ("耗时(秒)", "Cost (s)"),
