@@ -58,6 +58,9 @@ def main() -> int:
            if v is not None}
     env.setdefault("BUTTERFLY_LOG_DIR", "-")
     env.setdefault("BUTTERFLY_DATA_DIR", str(ROOT / "var" / "data"))
+    # a local fleet is development: canghai then signs with a generated key kept in the
+    # data dir when BUTTERFLY_SECRET_KEY is unset (production refuses to start without it)
+    env.setdefault("BUTTERFLY_ENV", "development")
     lines = procfile_lines(env)
     procfile = ROOT / "var" / "Procfile"
     procfile.parent.mkdir(parents=True, exist_ok=True)
