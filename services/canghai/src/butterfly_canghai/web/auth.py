@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, g, jsonify, make_response, redirect, request, session
 
@@ -120,7 +121,7 @@ def ssologin() -> Any:
     identity = g.get("user")
     target = safe_next(request.args.get("next"), "/")
     if identity is None:
-        back = safe_next(request.full_path, "/auth/ssologin")
+        back = quote(safe_next(request.full_path, "/auth/ssologin"), safe="/")
         return redirect(f"/console/login?next={back}")
     user = users.get_user(identity.username)
     if user is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import abort, g, redirect, render_template, request
 
@@ -23,7 +23,8 @@ def needs(role: str) -> Callable:
             user = g.get("user")
             if user is None:
                 if request.method == "GET":
-                    return redirect(f"/console/login?next={safe_next(request.full_path)}")
+                    back = quote(safe_next(request.full_path), safe="/")
+                    return redirect(f"/console/login?next={back}")
                 abort(401)
             if not user.can(role):
                 audit.record(user.username, user.role, "forbidden", request.path, ok=False,

@@ -55,6 +55,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "oldest": ("最早在前", "Oldest first"),
     "search_id": ("按消息 ID 查找", "Find by message id"),
     "find": ("查找", "Find"),
+    "filter_topics": ("筛选主题", "Filter topics"),
     "not_found": ("没有找到", "Not found"),
     "id": ("ID", "ID"),
     "data": ("数据", "Data"),

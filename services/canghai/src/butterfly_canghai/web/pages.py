@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, abort, jsonify, redirect, request
 
@@ -64,9 +65,26 @@ def series() -> Any:
 
 # -- queues ---------------------------------------------------------------------------------
 
+SORTS = ("topic", *STATUSES, "consumers")
+
+
 def _queue_rows() -> dict[str, Any]:
+    """Counts of every topic, filtered by ``q`` (substring) and sorted by ``sort``
+    (a column; ``desc=1`` for largest first). The polling URL keeps both."""
     rows = queues.topic_counts()
-    return {"rows": rows, "statuses": STATUSES, "totals": queues.totals(rows)}
+    q = (request.args.get("q") or "").strip()
+    sort = request.args.get("sort") if request.args.get("sort") in SORTS else "topic"
+    desc = request.args.get("desc") == "1"
+    shown = [r for r in rows if q.lower() in r.topic.lower()] if q else rows
+    if sort == "topic":
+        shown = sorted(shown, key=lambda r: r.topic, reverse=desc)
+    elif sort == "consumers":
+        shown = sorted(shown, key=lambda r: (r.consumers, r.topic), reverse=desc)
+    else:
+        shown = sorted(shown, key=lambda r: (r.counts[sort], r.topic), reverse=desc)
+    query = urlencode({"q": q, "sort": sort, "desc": "1" if desc else "0"})
+    return {"rows": shown, "statuses": STATUSES, "totals": queues.totals(rows), "q": q,
+            "sort": sort, "desc": desc, "query": query, "sorts": SORTS}
 
 
 @bp.get("/queues")
