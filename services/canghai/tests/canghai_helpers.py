@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
 
-from butterfly_common import db, runtime
+from butterfly_common import db
 from butterfly_common.app import create_app
+from butterfly_common.serve import prepare
 from butterfly_common.settings import load_settings
 
 SECRET = "test-secret-key-of-the-fleet-0123456789abcdef"
@@ -26,16 +26,9 @@ def make_app(tmp_path: Path, redis_url: str, **env: str) -> Any:
     fleet.write_text("", encoding="utf-8")
     full = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
             "BUTTERFLY_LOG_DIR": str(tmp_path / "log"), "BUTTERFLY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "CANGHAI_FLEET_FILE": str(fleet), **env}
-    for name in ("BUTTERFLY_SECRET_KEY", "BUTTERFLY_ENV"):
-        if name in full:
-            os.environ[name] = full[name]
-        else:
-            os.environ.pop(name, None)
-    os.environ.setdefault("BUTTERFLY_SECRET_KEY", SECRET)
+            "BUTTERFLY_SECRET_KEY": SECRET, "CANGHAI_FLEET_FILE": str(fleet), **env}
     settings = load_settings(full)
-    runtime.configure(settings)
-    service.setup(settings)
+    prepare(service, settings)  # what `butterfly serve` does once: config check, setup
     return create_app(service, settings)
 
 

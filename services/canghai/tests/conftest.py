@@ -1,8 +1,8 @@
-"""Fixtures: a private redis-server, a fresh console app per test, users of each role."""
+"""Fixtures: a fresh console app per test on the plugin's private redis-server (emptied
+per test), with users of each role."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,6 @@ from flask.testing import FlaskClient
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -37,14 +31,8 @@ def broker(redis: Any) -> Broker:
 
 @pytest.fixture
 def app_for(tmp_path: Path, redis_server: RedisServer, redis: Any) -> Iterator[Callable]:
-    saved = {k: os.environ.get(k) for k in ("BUTTERFLY_SECRET_KEY", "BUTTERFLY_ENV")}
     yield lambda **env: make_app(tmp_path, redis_server.url, **env)
     close_db()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ names for the original admin pages; users, sessions, CSRF, an audit log and JWTs
 
 from butterfly_common.service import Service
 
+from .config import CanghaiConfig
 from .runner import setup
 from .sampler import start_sampler
 from .web import install
@@ -20,6 +21,8 @@ service = Service(
     starters=[start_sampler],
     setup=setup,
     web=install,
+    env_prefix="CANGHAI",
+    config=CanghaiConfig,
 )
 
 __all__ = ["service"]

@@ -17,7 +17,7 @@ from werkzeug.http import parse_cookie
 from butterfly_common.runtime import get_settings
 
 from . import sessions, tokens, users
-from .config import current
+from .config import current_secret
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def from_headers(headers: Any, proxy_username: str = "-") -> Identity | None:
         admin = settings.admin_token
         if admin and hmac.compare_digest(token.encode(), admin.encode()):
             return Identity("admin-token", "admin", "token")
-        claims = tokens.verify(current().jwt_key(settings.data_dir), token)
+        claims = tokens.verify(current_secret().secret, token)
         if claims is not None:
             return _user_identity(claims["username"], "jwt", claims.get("ep"))
         return None

@@ -1,8 +1,10 @@
-"""canghai's own settings: ``CANGHAI_*`` variables plus the fleet-wide sign-in key.
+"""canghai's own settings (``CANGHAI_*``) and the fleet-wide signing key.
 
-Read once per process (``setup`` fails fast, naming the variable), so a bad value stops
-``butterfly serve canghai`` at start-up instead of failing inside a request. See the README's
-canghai section for every variable.
+``CanghaiConfig`` is the config the Service declares: the framework reads and validates
+it once at start (``runtime.get_config(CanghaiConfig)``), naming a bad variable.
+``BUTTERFLY_SECRET_KEY`` belongs to the whole fleet, not to canghai, so :func:`fleet_secret`
+reads it from the settings' environment. See the README's canghai section for every
+variable.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ MIN_SECRET = 32
 class CanghaiConfig:
     """Sign-in, session, lockout, sampling and fleet settings of the console."""
 
-    #: ``BUTTERFLY_SECRET_KEY``: signs JWTs (HS256) and, derived, the session cookie.
-    secret_key: str
-    #: ``BUTTERFLY_ENV=development`` lets a missing secret key fall back to a local file.
-    development: bool = False
     #: ``CANGHAI_ADMIN_USER`` / ``CANGHAI_ADMIN_PASSWORD``: the first admin, created at the
     #: first start when the user table is empty.
     admin_user: str = "admin"
@@ -61,15 +59,7 @@ class CanghaiConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CanghaiConfig:
-        """Validate ``env`` (raises SettingsError naming the variable)."""
-        development = (env.get("BUTTERFLY_ENV") or "").strip().lower() in ("dev", "development")
-        secret = (env.get("BUTTERFLY_SECRET_KEY") or "").strip()
-        if secret and len(secret) < MIN_SECRET:
-            raise SettingsError(f"BUTTERFLY_SECRET_KEY: use at least {MIN_SECRET} characters")
-        if not secret and not development:
-            raise SettingsError("BUTTERFLY_SECRET_KEY is not set: canghai signs sessions and "
-                                "tokens with it (one key for the whole fleet); set "
-                                "BUTTERFLY_ENV=development to use a generated local key")
+        """Validate the ``CANGHAI_*`` variables (SettingsError naming the variable)."""
         lang = (env.get("CANGHAI_DEFAULT_LANG") or "zh").strip().lower()
         if lang not in LANGS:
             raise SettingsError(f"CANGHAI_DEFAULT_LANG={lang!r}: expected zh or en")
@@ -81,8 +71,6 @@ class CanghaiConfig:
         if password and len(password) < 8:
             raise SettingsError("CANGHAI_ADMIN_PASSWORD: use at least 8 characters")
         return cls(
-            secret_key=secret,
-            development=development,
             admin_user=admin_user,
             admin_password=password,
             cookie_secure=env_flag(env, "CANGHAI_COOKIE_SECURE", False),
@@ -98,18 +86,6 @@ class CanghaiConfig:
             probe_timeout=env_number(env, "CANGHAI_PROBE_TIMEOUT", 1.5, 0.05, 30.0),
             default_lang=lang,
         )
-
-    def signing_key(self, data_dir: Path, purpose: str) -> bytes:
-        """A key for ``purpose`` derived from the secret, so JWTs and cookies never share
-        one. In development without a secret, a random key kept in the data dir (0600)
-        survives restarts and is shared by every worker process."""
-        secret = self.secret_key or _dev_secret(data_dir)
-        return hmac.new(secret.encode(), f"butterfly-canghai:{purpose}".encode(),
-                        hashlib.sha256).digest()
-
-    def jwt_key(self, data_dir: Path) -> str:
-        """The HS256 key other services verify tokens with: the fleet's secret itself."""
-        return self.secret_key or _dev_secret(data_dir)
 
 
 def valid_username(name: str) -> bool:
@@ -135,29 +111,57 @@ def _dev_secret(data_dir: Path) -> str:
     return secret
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    """The variables canghai reads: ``CANGHAI_*`` (kept in Settings.extra) and the two
-    fleet-wide ``BUTTERFLY_*`` ones."""
-    env = dict(settings.extra)
-    for name in ("BUTTERFLY_SECRET_KEY", "BUTTERFLY_ENV"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env
+@dataclass(frozen=True)
+class FleetSecret:
+    """``BUTTERFLY_SECRET_KEY`` (or, in development only, a generated local key)."""
+
+    secret: str
+    development: bool
+
+    def key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` derived from the secret, so cookies and tokens never
+        share one."""
+        return hmac.new(self.secret.encode(), f"butterfly-canghai:{purpose}".encode(),
+                        hashlib.sha256).digest()
 
 
-_cache: tuple[Settings, CanghaiConfig] | None = None
+_secret: tuple[Settings, FleetSecret] | None = None
 
 
-def config_of(settings: Settings) -> CanghaiConfig:
-    """The config of ``settings``, parsed once per settings object."""
-    global _cache
-    if _cache is None or _cache[0] is not settings:
-        _cache = (settings, CanghaiConfig.from_env(env_of(settings)))
-    return _cache[1]
+def fleet_secret(settings: Settings) -> FleetSecret:
+    """The fleet's signing secret; SettingsError when unset outside development.
+
+    ``BUTTERFLY_ENV=development`` without a key uses a random one kept in the data dir
+    (0600), so it survives restarts and every worker process shares it.
+    """
+    env = settings.env or os.environ
+    development = (env.get("BUTTERFLY_ENV") or "").strip().lower() in ("dev", "development")
+    secret = (env.get("BUTTERFLY_SECRET_KEY") or "").strip()
+    if secret and len(secret) < MIN_SECRET:
+        raise SettingsError(f"BUTTERFLY_SECRET_KEY: use at least {MIN_SECRET} characters")
+    if not secret:
+        if not development:
+            raise SettingsError("BUTTERFLY_SECRET_KEY is not set: canghai signs sessions and "
+                                "tokens with it (one key for the whole fleet); set "
+                                "BUTTERFLY_ENV=development to use a generated local key")
+        secret = _dev_secret(settings.data_dir)
+    return FleetSecret(secret, development)
+
+
+def current_secret() -> FleetSecret:
+    """The fleet secret of this process's settings (read once per settings object)."""
+    global _secret
+    from butterfly_common.runtime import get_settings
+
+    settings = get_settings()
+    if _secret is None or _secret[0] is not settings:
+        _secret = (settings, fleet_secret(settings))
+    return _secret[1]
 
 
 def current() -> CanghaiConfig:
-    """The config of the process's settings."""
-    from butterfly_common.runtime import get_settings
+    """The validated config of this process (read once by the framework)."""
+    from butterfly_common.runtime import get_config
 
-    return config_of(get_settings())
+    return get_config(CanghaiConfig)
+

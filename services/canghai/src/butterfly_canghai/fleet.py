@@ -3,7 +3,6 @@ their ``/healthz`` + ``/readyz`` state, probed in parallel with short timeouts."
 
 from __future__ import annotations
 
-import os
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,9 @@ class Instance:
 
 
 def _url(cfg: CanghaiConfig, service: str, name: str, port: int, replica: int) -> str:
-    override = os.environ.get(f"BUTTERFLY_{service.upper()}_URL", "").strip()
+    from butterfly_common.runtime import get_settings
+
+    override = get_settings().service_urls.get(service, "").strip()
     if override and replica == 1:
         return override.rstrip("/")
     host = cfg.fleet_host.replace("{name}", name)

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from butterfly_common import mq
 from butterfly_common.mq import STATUSES, Broker, Message
-from butterfly_common.mq import client as mq_client
 from butterfly_common.mq import scripts as mq_scripts
 
 
@@ -29,8 +29,8 @@ class TopicCounts:
 
 
 def broker() -> Broker:
-    """The process-wide Broker (``mq.client.broker``: one per Redis client)."""
-    return mq_client.broker()
+    """The process-wide Broker (``mq.broker()``)."""
+    return mq.broker()
 
 
 def topic_counts(b: Broker | None = None) -> list[TopicCounts]:

@@ -150,9 +150,9 @@ def start_sampler(settings: Any) -> Callable[[], None] | None:
     """The sampler thread of this server process (a starter of the canghai Service)."""
     from butterfly_common.runtime import get_redis
 
-    from .config import config_of
+    from .config import current
 
-    cfg = config_of(settings)
+    cfg = current()
     sampler = Sampler(get_redis(), cfg)
     stop = threading.Event()
 

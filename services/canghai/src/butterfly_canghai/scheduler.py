@@ -1,22 +1,22 @@
-"""ruqi over its HTTP API (canghai never imports another service).
+"""ruqi over its HTTP API with the framework's envelope client (canghai never imports it).
 
 Calls carry canghai's service credential (``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``
 when set), the console user as ``X-Username`` (honoured when canghai is one of ruqi's
 ``BUTTERFLY_TRUSTED_PROXIES``) and the page's ``x-reqid``, so ruqi's log names the same
-request as canghai's audit log.
+request as canghai's audit log. ruqi's address: ``BUTTERFLY_RUQI_URL``, else its port.
 """
 
 from __future__ import annotations
 
-import os
+import contextvars
 from typing import Any
 
-import requests
-
+from butterfly_common.httpclient import CallError, ServiceClient
 from butterfly_common.runtime import get_settings
 
 DEFAULT_URL = "http://127.0.0.1:4100"
 TIMEOUT = 5.0
+_user: contextvars.ContextVar[str] = contextvars.ContextVar("canghai_user", default="-")
 
 
 class RuqiError(Exception):
@@ -27,31 +27,37 @@ class RuqiError(Exception):
         self.stat, self.reason = stat, reason
 
 
-def base_url() -> str:
-    return (os.environ.get("BUTTERFLY_RUQI_URL") or DEFAULT_URL).rstrip("/")
+class _Ruqi(ServiceClient):
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "X-Username": _user.get()}
 
 
-def call(path: str, username: str = "-", reqid: str | None = None, **params: Any) -> Any:
-    """POST ``/ruqi/<path>`` with JSON params; the ``data`` of an OK answer."""
-    headers = {"X-Username": username}
-    token = get_settings().admin_token
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if reqid:
-        headers["x-reqid"] = reqid
-    body = {k: v for k, v in params.items() if v is not None}
+_client: tuple[Any, _Ruqi] | None = None
+
+
+def client() -> _Ruqi:
+    """One pooled client per settings object."""
+    global _client
+    settings = get_settings()
+    if _client is None or _client[0] is not settings:
+        try:
+            c = _Ruqi("ruqi", token=settings.admin_token or None, timeout=TIMEOUT)
+        except LookupError:  # ruqi not installed beside canghai and no BUTTERFLY_RUQI_URL
+            c = _Ruqi(DEFAULT_URL, token=settings.admin_token or None, timeout=TIMEOUT)
+        _client = (settings, c)
+    return _client[1]
+
+
+def call(path: str, username: str = "-", **params: Any) -> Any:
+    """``/ruqi/<path>`` with ``params``; the ``data`` of an OK answer, else RuqiError."""
+    token = _user.set(username)
     try:
-        reply = requests.post(f"{base_url()}/ruqi/{path}", json=body, headers=headers,
-                              timeout=TIMEOUT)
-    except requests.RequestException as exc:
-        raise RuqiError("ERR_UNAVAILABLE", f"ruqi unreachable: {type(exc).__name__}") from None
-    try:
-        answer = reply.json()
-    except ValueError:
-        raise RuqiError("ERR_UNAVAILABLE", f"ruqi answered HTTP {reply.status_code}") from None
-    stat = answer.get("stat") if isinstance(answer, dict) else None
-    if stat != "OK":
-        raise RuqiError(str(stat or reply.status_code), reply.headers.get("x-reason", ""))
+        answer = client().call(f"/ruqi/{path}", **{k: v for k, v in params.items()
+                                                    if v is not None})
+    except CallError as exc:
+        raise RuqiError(exc.stat, exc.reason) from None
+    finally:
+        _user.reset(token)
     return answer.get("data")
 
 

@@ -1,7 +1,7 @@
 """The console's session cookie: Flask's signed cookie session, readable outside Flask too.
 
 The cookie holds the username, the user's epoch, a CSRF token and the sign-in time; it is
-signed with a key derived from ``BUTTERFLY_SECRET_KEY`` (see ``config.signing_key``) and
+signed with a key derived from ``BUTTERFLY_SECRET_KEY`` (``config.FleetSecret.key``) and
 expires after ``CANGHAI_SESSION_HOURS`` even if a browser keeps it.
 """
 

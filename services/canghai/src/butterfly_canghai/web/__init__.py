@@ -21,12 +21,13 @@ from flask import Flask, abort, g, redirect, request, session
 
 from butterfly_common import __version__
 from butterfly_common.auth import client_identity
+from butterfly_common.logs import current_reqid
 from butterfly_common.reqid import is_valid_reqid, new_reqid
 from butterfly_common.runtime import get_settings
 
 from .. import audit, sessions
 from ..access import Identity, from_session_data
-from ..config import current
+from ..config import current, current_secret
 from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
@@ -42,8 +43,7 @@ def install(app: Flask) -> None:
     from . import actions, auth, pages, schedule_pages
 
     cfg = current()
-    settings = get_settings()
-    app.secret_key = cfg.signing_key(settings.data_dir, "session")
+    app.secret_key = current_secret().key("session")
     app.config.update(
         SESSION_COOKIE_NAME=sessions.COOKIE, SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=cfg.cookie_secure,
@@ -96,6 +96,7 @@ def csrf_token() -> str:
 def _before() -> None:
     incoming = (request.headers.get("x-reqid") or "").upper()
     g.reqid = incoming if is_valid_reqid(incoming) else new_reqid()
+    current_reqid.set(g.reqid)  # logs and calls to other services carry the page's reqid
     cfg = current()
     g.lang = pick_lang(request.cookies.get("canghai_lang"),
                        request.headers.get("Accept-Language", ""), cfg.default_lang)

@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from flask import Blueprint, g, jsonify, make_response, redirect, request, session
 
-from butterfly_common.runtime import get_redis, get_settings
+from butterfly_common.runtime import get_redis
 
 from .. import audit, tokens, users
 from ..access import Identity
-from ..config import current
+from ..config import current, current_secret
 from ..lockout import Lockout
 from . import client_ip
 from .common import page, safe_next
@@ -91,8 +91,8 @@ def logout() -> Any:
 
 def _token_for(user: users.User) -> str:
     cfg = current()
-    return tokens.issue(cfg.jwt_key(get_settings().data_dir), user.username, user.role,
-                        user.epoch, cfg.session_hours * 3600)
+    return tokens.issue(current_secret().secret, user.username, user.role, user.epoch,
+                        cfg.session_hours * 3600)
 
 
 def _with_token_cookie(response: Any, token: str) -> Any:
@@ -135,7 +135,7 @@ def ssologin() -> Any:
 def verification() -> Any:
     """For nginx ``auth_request``: 200 + ``Username`` / ``X-Role`` headers, or 401."""
     token = tokens.bearer_of(request.headers)
-    claims = tokens.verify(current().jwt_key(get_settings().data_dir), token) if token else None
+    claims = tokens.verify(current_secret().secret, token) if token else None
     user = users.get_user(claims["username"]) if claims else None
     if user is None or (claims or {}).get("ep") not in (None, user.epoch):
         response = make_response(jsonify(success=False,

@@ -31,8 +31,7 @@ def _user() -> str:
 def jobs() -> Any:
     error, data = "", {"total": 0, "list": []}
     try:
-        data = scheduler.jobs(int_arg("page", 1, 1, 10**6), 50, username=_user(),
-                              reqid=g.reqid)
+        data = scheduler.jobs(int_arg("page", 1, 1, 10**6), 50, username=_user())
     except RuqiError as exc:
         error = exc.reason or exc.stat
     return page("scheduler.html", active="scheduler", jobs=data["list"], total=data["total"],
@@ -44,7 +43,7 @@ def jobs() -> Any:
 def job() -> Any:
     job_id = request.args.get("id") or ""
     try:
-        found = scheduler.job(job_id, username=_user(), reqid=g.reqid)
+        found = scheduler.job(job_id, username=_user())
     except RuqiError as exc:
         if exc.stat == "ERR_JOB_NOT_FOUND":
             abort(404)
@@ -71,7 +70,7 @@ def save() -> Any:
         abort(400, "unknown trigger")
     try:
         scheduler.call("add_job" if new_job else "modify_job", username=_user(),
-                       reqid=g.reqid, **form)
+                       **form)
     except RuqiError as exc:
         log("job_add" if new_job else "job_modify", form["job_id"], exc.reason, ok=False)
         return page("job.html", active="scheduler", job=None if new_job else form, form=form,
@@ -93,7 +92,7 @@ def action() -> Any:
         log("forbidden", f"job {name}", job_id, ok=False)
         abort(403, f"needs role {role}")
     try:
-        scheduler.call(path, username=_user(), reqid=g.reqid, job_id=job_id)
+        scheduler.call(path, username=_user(), job_id=job_id)
     except RuqiError as exc:
         log(f"job_{name}", job_id, exc.reason, ok=False)
         abort(400, exc.reason or exc.stat)
@@ -108,7 +107,7 @@ def action() -> Any:
 def history() -> Any:
     job_id = request.args.get("id") or None
     try:
-        data = scheduler.history(job_id, 1, 30, username=_user(), reqid=g.reqid)
+        data = scheduler.history(job_id, 1, 30, username=_user())
     except RuqiError as exc:
         return page("_history_rows.html", rows=[], total=0, error=exc.reason)
     return page("_history_rows.html", rows=data["list"], total=data["total"], error="")

@@ -8,121 +8,99 @@ read them as errors). Reads need a viewer, ``msg_delete`` / ``queue_empty`` an a
 """
 
 from butterfly_canghai import legacy, queues
-from butterfly_canghai.guard import STATUSES as HTTP
-from butterfly_canghai.guard import Denied, identity_of, log_action, refuse
-from butterfly_common import __version__, api, retstat
+from butterfly_canghai.guard import identity_of, log_action
+from butterfly_common import Refusal, __version__, api, retstat
 from butterfly_common.mq import STATUSES
 from butterfly_common.paging import check_page
 
 REGISTRIES = STATUSES  # queued, delayed, started, finished, failed
 
 
-def _bad(req, reason: str):
-    req.error_str = reason
-    return retstat.ERR_BAD_PARAMS, {}
+def _bad(reason: str) -> Refusal:
+    return Refusal(retstat.ERR_BAD_PARAMS, reason, http=400)
 
 
-@api(topic=False, statuses=HTTP)
+def _no_message(msg_id: str) -> Refusal:
+    return Refusal("ERR_MSG_NOT_EXIST", f"no message {msg_id!r}", http=404)
+
+
+@api(topic=False)
 def queue_list(req):
     """Every topic with its queued / started / finished / failed counts, sorted by name."""
-    try:
-        identity_of(req)
-    except Denied as exc:
-        return refuse(req, exc)
+    identity_of(req)
     rows = queues.topic_counts()
     return retstat.OK, {"data": {"queues": [legacy.queue_row(r) for r in rows]}}
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def worker_list(req):
     """Every registered consumer, live ones first."""
-    try:
-        identity_of(req)
-    except Denied as exc:
-        return refuse(req, exc)
+    identity_of(req)
     rows = [legacy.worker_row(w, __version__) for w in queues.workers()]
     rows.sort(key=lambda r: (r["state"] != "started", -r["queues_count"], r["name"]))
     return retstat.OK, {"data": {"workers": rows}}
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def worker_show(req, name: str):
     """One consumer's record with the topics it serves."""
-    try:
-        identity_of(req)
-    except Denied as exc:
-        return refuse(req, exc)
+    identity_of(req)
     for worker in queues.workers():
         if worker["id"] == name:
             return retstat.OK, {"data": legacy.worker_detail(worker, __version__)}
-    req.error_str = f"no worker {name!r}"
-    return "ERR_WORKER_NOT_EXIST", {}
+    raise Refusal("ERR_WORKER_NOT_EXIST", f"no worker {name!r}", http=404)
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def msg_list(req, queue_name: str, registry_name: str = "queued", page_size: int = 20,
              page_index: int = 1, newest_first: bool = False):
     """One page of a topic's messages in a status (queued in list order, others by
     expiry), as ``data.list`` / ``data.total``."""
-    try:
-        identity_of(req)
-    except Denied as exc:
-        return refuse(req, exc)
+    identity_of(req)
     if registry_name not in REGISTRIES:
-        return _bad(req, f"registry_name must be one of {', '.join(REGISTRIES)}")
+        raise _bad(f"registry_name must be one of {', '.join(REGISTRIES)}")
     check_page(page_index, page_size)
     try:
         total, msgs = queues.list_messages(queue_name, registry_name, page_index, page_size,
                                            newest_first)
     except ValueError as exc:
-        return _bad(req, str(exc))
+        raise _bad(str(exc)) from None
     return retstat.OK, {"data": {"list": [legacy.msg_row(m) for m in msgs], "total": total,
                                  "name": queue_name, "registry_name": registry_name}}
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def msg_show(req, msg_id: str):
     """One message: data, status, times, worker, result, error, cost."""
-    try:
-        identity_of(req)
-    except Denied as exc:
-        return refuse(req, exc)
+    identity_of(req)
     m = queues.get_message(msg_id)
     if m is None:
-        req.error_str = f"no message {msg_id!r}"
-        return "ERR_MSG_NOT_EXIST", {}
+        raise _no_message(msg_id)
     return retstat.OK, {"data": legacy.msg_detail(m)}
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def msg_delete(req, msg_id: str):
     """Delete one message whatever its status (admin)."""
-    try:
-        who = identity_of(req, "admin", write=True)
-    except Denied as exc:
-        return refuse(req, exc)
+    who = identity_of(req, "admin", write=True)
     m = queues.get_message(msg_id)
     if m is None:
-        req.error_str = f"no message {msg_id!r}"
-        return "ERR_MSG_NOT_EXIST", {}
+        raise _no_message(msg_id)
     queues.broker().delete(m.topic, m.id)
     log_action(req, who, "msg_delete", f"{m.topic} {m.id}")
     return retstat.OK, {"data": {"id": m.id}}
 
 
-@api(topic=False, statuses=HTTP)
+@api(topic=False)
 def queue_empty(req, queue_name: str, registry_name: str = "queued"):
     """Delete every message of a topic in a status, orphans included (admin)."""
-    try:
-        who = identity_of(req, "admin", write=True)
-    except Denied as exc:
-        return refuse(req, exc)
+    who = identity_of(req, "admin", write=True)
     if registry_name not in (*REGISTRIES, "all"):
-        return _bad(req, f"registry_name must be one of {', '.join(REGISTRIES)} or all")
+        raise _bad(f"registry_name must be one of {', '.join(REGISTRIES)} or all")
     try:
         n = queues.broker().purge(queue_name, registry_name)
     except ValueError as exc:
-        return _bad(req, str(exc))
+        raise _bad(str(exc)) from None
     log_action(req, who, "queue_empty", f"{queue_name} {registry_name}", f"deleted={n}")
     return retstat.OK, {"data": {"deleted_count": n}}
 
