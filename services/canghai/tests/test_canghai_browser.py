@@ -202,6 +202,11 @@ def test_counts_change_without_reload(fleet: dict, admin: Watched) -> None:
     expect(cell).to_have_text(str(before + 5))
     assert page.evaluate("window.__sameDocument === true")  # no reload happened
     shot(page, "queues")
+    page.goto(f"/console/messages?topic={PARKED}&status=queued")
+    strip = page.locator('#message-counts [data-count="queued"]')
+    expect(strip).to_contain_text(str(before + 5))
+    broker.publish(PARKED, {"n": "one more"}, force=True)
+    expect(strip).to_contain_text(str(before + 6))
 
 
 def test_failed_message_requeued_finishes(fleet: dict, admin: Watched) -> None:

@@ -48,6 +48,14 @@ def test_login_keeps_the_whole_next_url(client) -> None:
                                      "%26status%3Dfailed")
 
 
+def test_message_counts_strip(client, broker) -> None:
+    _topics(broker)
+    sign_in(client, "vera")
+    html = client.get("/console/messages/counts?topic=/b/two&status=queued").text
+    assert 'data-count="queued">Queued 2<' in html or 'data-count="queued">排队 2<' in html
+    assert client.get("/console/messages/counts?topic=bad%20one").status_code == 400
+
+
 def test_purge_confirm_shows_the_count(client, broker) -> None:
     _topics(broker)
     sign_in(client, "ada")

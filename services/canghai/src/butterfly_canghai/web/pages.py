@@ -143,6 +143,19 @@ def message_rows() -> Any:
     return page("_message_rows.html", **_messages_context())
 
 
+@bp.get("/messages/counts")
+@needs("viewer")
+def message_counts() -> Any:
+    """The status counts strip of the messages page (polled)."""
+    topic = request.args.get("topic") or ""
+    try:
+        counts = queues.broker().counts(topic)
+    except ValueError:
+        abort(400, "bad topic")
+    return page("_message_counts.html", topic=topic, counts=counts, statuses=STATUSES,
+                status=request.args.get("status") or "")
+
+
 @bp.get("/message")
 @needs("viewer")
 def message() -> Any:
