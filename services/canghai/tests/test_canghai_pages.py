@@ -90,3 +90,23 @@ def test_queue_counters_from_metrics_text() -> None:
             'butterfly_requests_total{method="QUEUE",route="/a",stat="ERR_X"} 2.0\n'
             'butterfly_requests_total{method="GET",route="/a",stat="OK"} 100.0\n')
     assert queue_counters(text) == (9.0, 2.0)
+
+
+def test_topic_counts_through_twemproxy_with_cold_shards(nutcracker) -> None:
+    """Twemproxy spreads the topics over two shards that never saw the script: every
+    count still comes back right, in a few pipelines rather than one call per topic."""
+    from butterfly_canghai import queues
+    from butterfly_common.redis_client import make_redis
+
+    client = make_redis(nutcracker.url)
+    broker = Broker(client)
+    topics = [f"/spread/t{i:02d}" for i in range(40)]
+    for n, topic in enumerate(topics):
+        for _ in range(n % 4 + 1):
+            broker.publish(topic, {}, force=True)
+    broker.heartbeat("w1", topics[:3])
+    for port in nutcracker.shard_ports:
+        make_redis(f"redis://127.0.0.1:{port}/0").script_flush()
+    rows = {r.topic: r for r in queues.topic_counts(broker)}
+    assert [rows[t].counts["queued"] for t in topics] == [n % 4 + 1 for n in range(40)]
+    assert [rows[t].consumers for t in topics[:4]] == [1, 1, 1, 0]
