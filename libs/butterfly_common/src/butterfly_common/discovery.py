@@ -12,6 +12,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from .decorators import HandlerSpec, spec_of
 from .params import Binder
@@ -24,7 +25,7 @@ class Route:
     path: str
     app: str
     name: str
-    func: Callable
+    func: Callable[..., Any]
     spec: HandlerSpec
     binder: Binder
 
@@ -34,8 +35,9 @@ class Route:
 
     @property
     def is_topic(self) -> bool:
-        """Served from the queue: JSON handlers that are not admin-only."""
-        return self.spec.kind == "api" and self.spec.topic and not self.spec.admin
+        """Served from the queue: JSON handlers that are neither admin nor write actions."""
+        return (self.spec.kind == "api" and self.spec.topic and not self.spec.admin
+                and not self.spec.write)
 
 
 class DiscoveryError(RuntimeError):

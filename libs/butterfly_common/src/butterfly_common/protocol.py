@@ -41,7 +41,7 @@ class Outcome:
     body: bytes = b""
     headers: Headers = field(default_factory=list)
     reason: str = ""
-    data: dict | None = None  # the JSON body as a dict, kept for queue results
+    data: dict[str, Any] | None = None  # the JSON body as a dict, kept for queue results
     file: FileBody | None = None
 
 
@@ -56,7 +56,7 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def dumps(body: Mapping) -> bytes:
+def dumps(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, default=json_default).encode()
 
 
@@ -66,11 +66,12 @@ JSON_TYPE = ("Content-Type", "application/json")
 class ProtocolSettings:
     """The knobs of the wire format (from Settings), resolved once per app."""
 
-    def __init__(self, legacy_status: bool = False, stat_adaptor: Mapping | None = None) -> None:
+    def __init__(self, legacy_status: bool = False,
+                 stat_adaptor: Mapping[str, Any] | None = None) -> None:
         self.legacy_status = legacy_status
         self.stat_adaptor = stat_adaptor
 
-    def adapt(self, body: dict) -> dict:
+    def adapt(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add the STAT_ADAPTOR ``success``/``message``-style keys for amis front ends."""
         adaptor = self.stat_adaptor
         if adaptor and "stat" in body:
@@ -164,13 +165,21 @@ def render_download(ret: Any, root: Path, conf: ProtocolSettings) -> Outcome:
         extra = _headers(headers)
     except ValueError as exc:
         return Outcome(500, 500, b"", [], str(exc))
-    joined = safe_join(str(root), data["filename"])
-    if joined is None or not data["filename"]:
+    name = data["filename"]
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 1024:
+        return conf.error(400, retstat.ERR_BAD_PARAMS,
+                          "filename holds a control character or is too long")
+    joined = safe_join(str(root), name)
+    if joined is None or not name:
         return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
-    path = Path(joined).resolve()
-    if not path.is_relative_to(root.resolve()):  # a symlink pointing out of the root
-        return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
-    if not path.is_file():
+    try:
+        path = Path(joined).resolve()
+        if not path.is_relative_to(root.resolve()):  # a symlink pointing out of the root
+            return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, ...
+        found = False
+    if not found:
         return conf.error(404, retstat.ERR_NOT_FOUND, "File does not exist")
     is_download = bool(data.get("is_download", True))
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

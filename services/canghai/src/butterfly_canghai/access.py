@@ -71,5 +71,6 @@ def csrf_ok(identity: Identity, given: str | None) -> bool:
     foreign page could ride on, so they need none."""
     if identity.via != "session":
         return True
-    return bool(given) and bool(identity.csrf) and hmac.compare_digest(given.encode(),
-                                                                       identity.csrf.encode())
+    if not given or not identity.csrf:
+        return False
+    return hmac.compare_digest(given.encode(), identity.csrf.encode())

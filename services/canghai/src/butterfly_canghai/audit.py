@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from butterfly_common import db
 
@@ -34,5 +34,6 @@ def recent(page_index: int = 1, page_size: int = 50, username: str | None = None
         if action:
             query = query.where(Audit.action == action)
         total = query.count()
-        rows = list(query.offset((page_index - 1) * page_size).limit(page_size).dicts())
+        page = query.offset((page_index - 1) * page_size).limit(page_size).dicts()
+        rows = cast(list[dict[str, Any]], list(page))
     return total, rows

@@ -18,6 +18,7 @@ class User(BaseModel):
     """A console user. ``epoch`` grows on every password or role change: sessions and
     tokens carry it, so a change signs the user out everywhere."""
 
+    id = peewee.AutoField()
     username = peewee.CharField(max_length=64, unique=True)
     password_hash = peewee.CharField(max_length=255)
     role = peewee.CharField(max_length=16)
@@ -32,6 +33,7 @@ class User(BaseModel):
 class Audit(BaseModel):
     """Who did what, when, from where, under which request id, and whether it worked."""
 
+    id = peewee.AutoField()
     at = peewee.FloatField(default=time.time, index=True)
     username = peewee.CharField(max_length=64, index=True)
     role = peewee.CharField(max_length=16, default="")

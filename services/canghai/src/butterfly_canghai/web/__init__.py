@@ -15,9 +15,11 @@ import hmac
 import json
 import secrets
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from flask import Flask, abort, g, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from butterfly_common import __version__
 from butterfly_common.auth import client_identity
@@ -50,8 +52,9 @@ def install(app: Flask) -> None:
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=cfg.session_hours),
         SESSION_REFRESH_EACH_REQUEST=False,
     )
-    sessions.install(app.session_interface.get_signing_serializer(app),
-                     cfg.session_hours * 3600)
+    interface = app.session_interface
+    assert isinstance(interface, SecureCookieSessionInterface)  # Flask's default
+    sessions.install(interface.get_signing_serializer(app), cfg.session_hours * 3600)
     app.register_blueprint(pages.bp)
     app.register_blueprint(actions.bp)
     app.register_blueprint(schedule_pages.bp)
@@ -82,8 +85,8 @@ def fmt_json(value: Any) -> str:
 
 
 def client_ip() -> str:
-    return client_identity(request.remote_addr, request.headers,
-                           get_settings().trusted_proxies)[0]
+    headers = cast(Mapping[str, str], request.headers)
+    return client_identity(request.remote_addr, headers, get_settings().trusted_proxies)[0]
 
 
 def csrf_token() -> str:

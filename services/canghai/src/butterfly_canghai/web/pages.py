@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, jsonify, redirect, request
 
-from butterfly_common.mq import STATUSES
+from butterfly_common.mq import STATUSES, Message
 from butterfly_common.runtime import get_redis
 
 from .. import audit, fleet, queues, sampler, users
@@ -73,7 +73,8 @@ def _queue_rows() -> dict[str, Any]:
     (a column; ``desc=1`` for largest first). The polling URL keeps both."""
     rows = queues.topic_counts()
     q = (request.args.get("q") or "").strip()
-    sort = request.args.get("sort") if request.args.get("sort") in SORTS else "topic"
+    asked = request.args.get("sort") or "topic"
+    sort = asked if asked in SORTS else "topic"
     desc = request.args.get("desc") == "1"
     shown = [r for r in rows if q.lower() in r.topic.lower()] if q else rows
     if sort == "topic":
@@ -110,7 +111,8 @@ def _messages_context() -> dict[str, Any]:
     order = "oldest" if request.args.get("order") == "oldest" else "newest"
     page_index = int_arg("page", 1, 1, 10**9)
     page_size = int_arg("size", 20, 1, 200)
-    total, msgs, counts = 0, [], {}
+    total, counts = 0, {}
+    msgs: list[Message] = []
     if topic:
         try:
             total, msgs = queues.list_messages(topic, status, page_index, page_size,
