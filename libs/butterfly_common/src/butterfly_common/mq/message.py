@@ -73,6 +73,8 @@ class Message:
     cost: float = 0.0
     reqid: str = ""
     token: int = 0
+    #: Topic told ``{msg_id, topic, status, stat, cost}`` when the message ends ("" = none).
+    notify: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -89,7 +91,7 @@ class Message:
             started_at=_ms_to_s(v["started_at"]), ended_at=_ms_to_s(v["ended_at"]),
             worker=v["worker"] or "", result=json.loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
-            token=_int(v["token"]),
+            token=_int(v["token"]), notify=v["notify"] or "",
         )
 
     @classmethod
