@@ -1,0 +1,71 @@
+"""Compare-and-set moves of task and flow rows: the only code that writes a status.
+
+Every move is one statement, ``UPDATE ... SET status=<target>, ... WHERE id=? AND
+status=<source> [AND task_reqid=<msg id>]``, so it is its own transaction on SQLite and
+MySQL alike, and its rowcount says whether this caller made the move. Whoever gets 0
+lost a race (a duplicated notice, a second replica, a sweep) and does nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import peewee
+
+from butterfly_common import db
+
+from .lifecycle import FLOW_MOVES, TASK_MOVES, target
+from .models import Job, Task, now_dt
+
+
+def tx() -> Any:
+    """A write transaction; on SQLite taken IMMEDIATE, so two writers queue on the lock
+    (busy_timeout) instead of one failing with 'database is locked' on upgrade."""
+    database = db.database.obj
+    if isinstance(database, peewee.SqliteDatabase):
+        return database.atomic("IMMEDIATE")
+    return db.database.atomic()
+
+
+def move_task(task: Task, event: str, *, msg_id: str | None = None,
+              job_started: bool = False, **fields: Any) -> bool:
+    """Apply ``event`` to ``task`` if its row is still in the state ``task`` was read in
+    (and, with ``msg_id``, still on that attempt; with ``job_started``, only while its flow
+    runs). On success the in-memory ``task`` is updated too."""
+    source = task.task_status
+    new = target(TASK_MOVES, event, source)
+    now = time.time()
+    values = {Task.task_status: new, Task.u_time: now_dt(), Task.u_ts: now}
+    values.update({getattr(Task, name): value for name, value in fields.items()})
+    query = Task.update(values).where((Task.task_id == task.task_id)
+                                      & (Task.task_status == source))
+    if msg_id is not None:
+        query = query.where(Task.task_reqid == msg_id)
+    if job_started:
+        running = Job.select(Job.job_id).where((Job.job_id == task.job_id)
+                                               & (Job.job_status == "started"))
+        query = query.where(Task.job_id.in_(running))
+    if query.execute() != 1:
+        return False
+    task.task_status = new
+    task.u_ts = now
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return True
+
+
+def move_job(job: Job, event: str, **fields: Any) -> bool:
+    """Apply ``event`` to ``job`` if its row is still in the state ``job`` was read in."""
+    source = job.job_status
+    new = target(FLOW_MOVES, event, source)
+    values = {Job.job_status: new}
+    values.update({getattr(Job, name): value for name, value in fields.items()})
+    moved = Job.update(values).where((Job.job_id == job.job_id)
+                                     & (Job.job_status == source)).execute()
+    if moved != 1:
+        return False
+    job.job_status = new
+    for name, value in fields.items():
+        setattr(job, name, value)
+    return True
