@@ -34,6 +34,8 @@ class XingqiaoConfig:
     result_ttl: float = 86400.0
     #: Seconds ``dot`` may take to render one graph.
     graph_timeout: float = 10.0
+    #: Test hook: the fraction of notices to ignore, as if lost (proves the sweep).
+    drop_notices: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XingqiaoConfig:
@@ -49,6 +51,7 @@ class XingqiaoConfig:
             max_retry_delay=env_number(env, "XINGQIAO_MAX_RETRY_DELAY", 3600.0, 0.0),
             result_ttl=env_number(env, "XINGQIAO_RESULT_TTL", 86400.0, 60.0),
             graph_timeout=env_number(env, "XINGQIAO_GRAPH_TIMEOUT", 10.0, 0.5),
+            drop_notices=env_number(env, "XINGQIAO_DROP_NOTICES", 0.0, 0.0, 1.0),
         )
         if cfg.max_retry_delay < cfg.retry_delay:
             raise SettingsError("XINGQIAO_MAX_RETRY_DELAY must be >= XINGQIAO_RETRY_DELAY")

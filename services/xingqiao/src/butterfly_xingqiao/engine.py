@@ -14,6 +14,7 @@ its publish is simply published again by the sweep, never run twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -34,9 +35,6 @@ ERR_TASK_PROVIDES = "ERR_TASK_PROVIDES_MISSING"
 ERR_TASK_TIMEOUT = "ERR_TASK_TIMEOUT"
 ERR_JOB_EXE_FAILED = "ERR_JOB_EXE_FAILED"
 ERR_JOB_EXE_TIMEOUT = "ERR_JOB_EXE_TIMEOUT"
-
-#: Test hook: drop this many notices on the floor (as if lost), counted down per notice.
-DROP_NOTICES = {"left": 0}
 
 
 def msg_id_of(job: Job, task: Task, run: int) -> str:
@@ -205,8 +203,8 @@ def apply_outcome(task: Task, msg: Message) -> bool:
 def on_notice(msg_id: str, topic: str) -> str:
     """A completion notice: re-read the message (the notice is only a hint, so a forged
     or repeated one changes nothing) and advance its flow."""
-    if DROP_NOTICES["left"] > 0:
-        DROP_NOTICES["left"] -= 1
+    drop = get_config().drop_notices
+    if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
     task = Task.get_or_none(Task.task_reqid == msg_id)
     if task is None or task.task_cmd != topic:
