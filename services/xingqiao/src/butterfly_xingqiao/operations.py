@@ -42,6 +42,11 @@ HTTP_CODES = {
 }
 
 
+def refuse(stat: str, reason: str, data: dict[str, Any] | None = None) -> Refusal:
+    """A Refusal carrying its HTTP code, so raw routes (graphs) answer it the same."""
+    return Refusal(stat, reason, data, http=HTTP_CODES.get(stat))
+
+
 def parse_extra(job_extra: Any) -> dict[str, Any]:
     """job_extra as the original took it: a JSON object, or a string holding one."""
     if job_extra is None or job_extra == "":
@@ -50,9 +55,9 @@ def parse_extra(job_extra: Any) -> dict[str, Any]:
         try:
             job_extra = json.loads(job_extra)
         except ValueError as exc:
-            raise Refusal(ERR_JOB_EXTRA_INVALID, f"job_extra is not JSON: {exc}") from None
+            raise refuse(ERR_JOB_EXTRA_INVALID, f"job_extra is not JSON: {exc}") from None
     if not isinstance(job_extra, dict):
-        raise Refusal(ERR_JOB_EXTRA_INVALID, "job_extra must be a JSON object")
+        raise refuse(ERR_JOB_EXTRA_INVALID, "job_extra must be a JSON object")
     return job_extra
 
 
@@ -64,19 +69,19 @@ def build_tasks(job_type: str, extra: dict[str, Any]) -> tuple[list[TaskSpec], i
         try:
             return runner.build(), 0
         except DefinitionError as exc:
-            raise Refusal(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: {exc}",
+            raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: {exc}",
                           {"errors": exc.errors}) from None
         except Exception as exc:  # params_check refused, or the plugin is broken
-            raise Refusal(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: "
+            raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: "
                                                  f"{type(exc).__name__}: {exc}") from None
     row = flowtypes.latest_json_type(job_type)
     if row is None:
-        raise Refusal(ERR_JOB_TYPE_NOT_EXISTS, f"no flow type {job_type!r} (plugins: "
+        raise refuse(ERR_JOB_TYPE_NOT_EXISTS, f"no flow type {job_type!r} (plugins: "
                       f"{', '.join(sorted(flowtypes.plugins().types))}; or flow_type_create)")
     specs, required = flowtypes.json_type_specs(row)
     missing = [name for name in required if name not in extra]
     if missing:
-        raise Refusal(ERR_JOB_EXTRA_INVALID, f"flow type {job_type} needs job_extra keys: "
+        raise refuse(ERR_JOB_EXTRA_INVALID, f"flow type {job_type} needs job_extra keys: "
                                              f"{', '.join(missing)}")
     return validate(specs), row.version
 
@@ -98,7 +103,7 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
                 Task.create(**_task_row(job.job_id, spec))
             Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
     except peewee.IntegrityError:
-        raise Refusal(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
+        raise refuse(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
     engine.advance(job.job_id)
     return int(job.job_id)
 
@@ -120,14 +125,14 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
 def get_job(job_id: int) -> Job:
     job = Job.get_or_none((Job.job_id == job_id) & (Job.is_valid == True))  # noqa: E712
     if job is None:
-        raise Refusal(ERR_JOB_NOT_EXIST, f"no flow with job_id {job_id}")
+        raise refuse(ERR_JOB_NOT_EXIST, f"no flow with job_id {job_id}")
     return job
 
 
 def get_task(task_id: int) -> Task:
     task = Task.get_or_none(Task.task_id == task_id)
     if task is None:
-        raise Refusal(ERR_TASK_NOT_EXIST, f"no task with task_id {task_id}")
+        raise refuse(ERR_TASK_NOT_EXIST, f"no task with task_id {task_id}")
     return task
 
 
@@ -157,7 +162,7 @@ def _restart(job: Job, tasks: list[Task], labels: set[str],
         if job.job_status in FLOW_DONE and not store.move_job(
                 job, "restart", exe_id=job.exe_id + 1, s_ts=now, s_time=now_dt(),
                 e_time=None, ret_stat="OK", job_cost=0.0):
-            raise Refusal(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
+            raise refuse(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
                                                      "again")
         ids = [t.task_id for t in tasks if t.task_label in labels]
         values = {getattr(Task, k): v for k, v in _RESET.items()}
@@ -174,7 +179,7 @@ def retry_job(job_id: int) -> dict[str, Any]:
     finished tasks keep their results, so the flow reruns from where it failed."""
     job = get_job(job_id)
     if job.job_status not in ("failed", "timed_out", "canceled"):
-        raise Refusal(ERR_JOB_STATUS_NOT_FAILED, f"flow {job_id} is {job.job_status}; only "
+        raise refuse(ERR_JOB_STATUS_NOT_FAILED, f"flow {job_id} is {job.job_status}; only "
                       "failed, timed_out or canceled flows are retried")
     tasks = engine.tasks_of(job_id)
     bad = {t.task_label for t in tasks if t.task_status != "finished"}
@@ -194,7 +199,7 @@ def rerun_task(task_id: int, params: dict[str, Any] | None) -> dict[str, Any]:
     busy = sorted(t.task_label for t in tasks if t.task_label in labels
                   and t.task_status in TASK_ACTIVE)
     if busy:
-        raise Refusal(ERR_TASK_RUNNING, f"tasks still running: {', '.join(busy)}; wait or "
+        raise refuse(ERR_TASK_RUNNING, f"tasks still running: {', '.join(busy)}; wait or "
                                         "cancel_job first")
     _restart(job, tasks, labels, params, task.task_label)
     engine.advance(job.job_id)
@@ -208,7 +213,7 @@ def cancel_job(job_id: int) -> dict[str, Any]:
     if job.job_status != "started" or not store.move_job(
             job, "cancel", ret_stat="ERR_JOB_CANCELED", e_time=now_dt(),
             job_cost=round(time.time() - job.s_ts, 6)):
-        raise Refusal(ERR_JOB_NOT_RUNNING, f"flow {job_id} is {job.job_status}, not started")
+        raise refuse(ERR_JOB_NOT_RUNNING, f"flow {job_id} is {job.job_status}, not started")
     canceled = []
     for task in engine.tasks_of(job_id):
         if task.task_status in TASK_DONE:
@@ -226,7 +231,7 @@ def delete_job(job_id: int) -> dict[str, Any]:
     """Delete a flow and its tasks; refused while it runs (cancel it first)."""
     job = get_job(job_id)
     if job.job_status == "started":
-        raise Refusal(ERR_JOB_RUNNING, f"flow {job_id} is running; cancel_job first")
+        raise refuse(ERR_JOB_RUNNING, f"flow {job_id} is running; cancel_job first")
     with store.tx():
         tasks = Task.delete().where(Task.job_id == job_id).execute()
         Job.delete().where(Job.job_id == job_id).execute()
