@@ -3,6 +3,7 @@ backoff, task and flow timeouts, rerun from failure, cancel fencing."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -131,7 +132,7 @@ def test_retries_with_fixed_and_exponential_backoff(xq: XQ):
 
     def gaps(name: str) -> list[float]:
         times = [float(t) for t in xq.redis.lrange(f"xqt:times:{name}", 0, -1)]
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
     fixed, expo = gaps(k + "f"), gaps(k + "e")
     assert len(fixed) == 2 and all(g >= 0.3 for g in fixed), fixed
