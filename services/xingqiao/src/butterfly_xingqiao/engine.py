@@ -92,10 +92,11 @@ def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
     return True
 
 
-def advance(job_id: int) -> str:
+def advance(job_id: int, job: Job | None = None) -> str:
     """Dispatch every ready task, skip the unreachable ones, end the flow when nothing
-    can move any more. Safe to call any number of times from anywhere (CAS)."""
-    job = Job.get_or_none(Job.job_id == job_id)
+    can move any more. Safe to call any number of times from anywhere (CAS): ``job`` may
+    be stale, every dispatch re-checks that the flow still runs."""
+    job = job or Job.get_or_none(Job.job_id == job_id)
     if job is None or job.job_status != "started" or not job.is_valid:
         return job.job_status if job else "missing"
     tasks = tasks_of(job_id)
@@ -196,7 +197,7 @@ def apply_outcome(task: Task, msg: Message) -> bool:
         moved = _failed_attempt(job, task, msg.id, stat, f"task {task.task_label}: {reason}",
                                 result, msg.cost)
     if moved and task.task_status in TASK_DONE:
-        advance(task.job_id)
+        advance(task.job_id, job)
     return moved
 
 
