@@ -233,3 +233,26 @@ def test_cancel_fences_the_running_task_and_stops_dispatch(xq: XQ):
     # a canceled flow may be retried: both tasks run again
     xq.ok(xq.post("retry_job", job_id=job_id))
     assert xq.wait(job_id)["job_status"] == "finished" and xq.runs(k + "n") == 1
+
+
+def test_python_client_create_wait_retry(xq: XQ):
+    from xq_helpers import TOKEN
+
+    from butterfly_xingqiao.client import FlowClient, FlowError
+
+    flows = FlowClient(xq.url, token=TOKEN)
+    job = flows.wait(flows.create("hello", {"str_info": "py"}), timeout=20)
+    assert job["job_status"] == "finished" and job["ret_data"]["merged"]["str_info"] == "py"
+    try:
+        flows.retry(job["job_id"])
+    except FlowError as exc:
+        assert exc.stat == "ERR_JOB_STATUS_NOT_FAILED" and exc.status == 409
+    else:
+        raise AssertionError("retry of a finished flow must be refused")
+    k = key()
+    xq.flow_type(f"pyretry-{k}", [{"label": "a", "cmd": "/xqt/flaky",
+                                   "params": {"key": k, "failures": 1}}])
+    job_id = flows.create(f"pyretry-{k}")
+    assert flows.wait(job_id, 20)["job_status"] == "failed"
+    assert flows.retry(job_id)["reset"] == ["a"]
+    assert flows.wait(job_id, 20)["job_status"] == "finished"
