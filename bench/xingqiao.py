@@ -33,7 +33,7 @@ from butterfly_common.testing import ButterflyService, RedisServer, wait_until
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-TOKEN = "bench-admin-token-0123456789"
+TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a throw-away fleet
 MAX_IDLE = "0.05"  # consumers' idle poll ceiling (BUTTERFLY_CONSUME_MAX_IDLE)
 
 
@@ -114,7 +114,7 @@ def bench_dramatiq(redis_url: str, flows: int) -> dict[str, float]:
 
     worker_env = {**os.environ, "PYTHONPATH": str(HERE / "mq_noop_app")}
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "dq.log", "wb") as log:
-        proc = subprocess.Popen([str(BIN / "dramatiq"), "dramatiq_pipeline", "--processes",  # noqa: S603
+        proc = subprocess.Popen([str(BIN / "dramatiq"), "dramatiq_pipeline", "--processes",
                                  "1", "--threads", "8"], env=worker_env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:

@@ -119,7 +119,8 @@ def render_api(ret: Any, spec: HandlerSpec, conf: ProtocolSettings) -> Outcome:
     except (ValueError, TypeError) as exc:
         reason = "Dump json exception" if isinstance(exc, TypeError) else str(exc)
         return conf.error(500, retstat.ERR_SERVER_EXCEPTION, reason)
-    status = spec.statuses.get(stat, retstat.HTTP_OK) if isinstance(stat, str) else 200
+    status = (spec.statuses.get(stat, retstat.HTTP_OK)
+              if isinstance(stat, str) and not conf.legacy_status else retstat.HTTP_OK)
     return Outcome(status, stat, payload, [*extra, JSON_TYPE], "", body)
 
 

@@ -53,7 +53,22 @@ class Settings:
     workers: int = 2
     threads: int = 8
     timeout: int = 60
-    extra: Mapping[str, str] = field(default_factory=dict)
+    #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
+    #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
+    service_urls: Mapping[str, str] = field(default_factory=dict)
+    #: The environment these settings were read from; a service's own variables
+    #: (``RUQI_*``...) are read from it by the ``config`` the Service declares.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def service_env(self, prefix: str) -> dict[str, str]:
+        """The variables of one service's ``env_prefix`` (``RUQI`` -> ``RUQI_*``), verbatim."""
+        head = prefix.upper().rstrip("_") + "_"
+        return {k: v for k, v in self.env.items() if k.startswith(head)}
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """Every variable that is not ``BUTTERFLY_*``; prefer :meth:`service_env`."""
+        return {k: v for k, v in self.env.items() if not k.startswith("BUTTERFLY_")}
 
     @property
     def log_to_stdout(self) -> bool:
@@ -208,10 +223,24 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["threads"] = _int("BUTTERFLY_THREADS", raw, 1, 1024)
     if (raw := get("BUTTERFLY_TIMEOUT")) is not None:
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
-    kwargs["extra"] = {k: v for k, v in env.items() if not k.startswith("BUTTERFLY_")
-                       and k.split("_", 1)[0] in SERVICE_PREFIXES}
+    kwargs["service_urls"] = _service_urls(env)
+    kwargs["env"] = dict(env)
     return Settings(**kwargs)
 
 
-# Service-specific variables (RUQI_SCRIPT_DIR, ...) are kept verbatim in Settings.extra.
-SERVICE_PREFIXES = ("CORE", "RUQI", "WUXING", "BAICHUAN", "CANGHAI", "XINGQIAO")
+#: ``BUTTERFLY_*_URL`` variables that are not a service's base URL.
+_NOT_SERVICE_URLS = ("BUTTERFLY_REDIS_URL", "BUTTERFLY_DB_URL")
+
+
+def _service_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """``{"ruqi": "http://host:4100", ...}`` from ``BUTTERFLY_RUQI_URL``-style variables."""
+    urls = {}
+    for name, raw in env.items():
+        if (not name.startswith("BUTTERFLY_") or not name.endswith("_URL")
+                or name in _NOT_SERVICE_URLS or not raw.strip()):
+            continue
+        service = name[len("BUTTERFLY_"):-len("_URL")].lower()
+        if not service:
+            continue
+        urls[service] = _url(name, raw.strip(), ("http", "https")).rstrip("/")
+    return urls

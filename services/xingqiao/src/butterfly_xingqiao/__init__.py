@@ -3,6 +3,7 @@ timeouts, trigger rules and rerun from failure, on any number of replicas."""
 
 from butterfly_common.service import Service
 
+from .config import XingqiaoConfig
 from .runner import setup, start_sweeper
 
 service = Service(
@@ -12,6 +13,8 @@ service = Service(
     description="星桥 flow orchestration: DAGs of handler calls over the queue",
     starters=[start_sweeper],
     setup=setup,
+    env_prefix="XINGQIAO",
+    config=XingqiaoConfig,
 )
 
 __all__ = ["service"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from butterfly_common.settings import Settings, SettingsError, env_flag, env_number
@@ -39,7 +40,11 @@ class XingqiaoConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> XingqiaoConfig:
-        env = settings.extra
+        return cls.from_env(settings.service_env("XINGQIAO"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> XingqiaoConfig:
+        """Read and check every XINGQIAO_* variable (SettingsError names the bad one)."""
         cfg = cls(
             plugin_dir=env.get("XINGQIAO_PLUGIN_DIR", "").strip() or None,
             sweep_interval=env_number(env, "XINGQIAO_SWEEP_INTERVAL", 2.0, 0.05),
@@ -58,16 +63,9 @@ class XingqiaoConfig:
         return cfg
 
 
-_config: XingqiaoConfig | None = None
-_source: Settings | None = None
-
 
 def get_config() -> XingqiaoConfig:
-    """The config of the process's settings, read once (again only if settings change)."""
-    global _config, _source
+    """The config read once at start with the framework settings."""
     from butterfly_common import runtime
 
-    settings = runtime.get_settings()
-    if _config is None or _source is not settings:
-        _config, _source = XingqiaoConfig.from_settings(settings), settings
-    return _config
+    return runtime.get_config(XingqiaoConfig)

@@ -20,10 +20,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from butterfly_common import retstat
+from butterfly_common import mq, retstat
 from butterfly_common.mq import FAILED, FINISHED, Message
 
-from . import dataflow, queue, store
+from . import dataflow, store
 from .config import NOTICE_TOPIC, get_config
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
 from .models import Job, Task, dumps, loads, now_dt, split_list
@@ -58,7 +58,7 @@ def _params_for(job: Job, task: Task, by_label: dict[str, Task]) -> tuple[dict, 
 def _publish(job: Job, task: Task, params: dict[str, Any], delay: float = 0.0) -> None:
     """Queue the current attempt of ``task`` (idempotent: its id is the attempt's)."""
     cfg = get_config()
-    queue.broker().publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
+    mq.broker().publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
                         timeout=task.task_timeout or cfg.task_timeout, max_retries=0,
                         result_ttl=cfg.result_ttl, failure_ttl=cfg.result_ttl,
                         reqid=job.job_reqid or None, force=True, notify=NOTICE_TOPIC)
@@ -88,7 +88,7 @@ def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
     if not store.move_task(task, "sent", msg_id=msg_id):
         fresh = Task.get_or_none(Task.task_id == task.task_id)
         if fresh is not None and fresh.task_status == "canceled":
-            queue.broker().delete(task.task_cmd, msg_id)  # canceled meanwhile: fence it
+            mq.broker().delete(task.task_cmd, msg_id)  # canceled meanwhile: fence it
     return True
 
 
@@ -210,7 +210,7 @@ def on_notice(msg_id: str, topic: str) -> str:
     task = Task.get_or_none(Task.task_reqid == msg_id)
     if task is None or task.task_cmd != topic:
         return "unknown"
-    msg = queue.broker().get(msg_id, topic)
+    msg = mq.broker().get(msg_id, topic)
     if msg is None:
         return "missing"
     return "applied" if apply_outcome(task, msg) else "ignored"
@@ -221,7 +221,7 @@ def timed_out(task: Task, msg: Message | None) -> bool:
     job = Job.get_or_none(Job.job_id == task.job_id)
     if job is None or job.job_status != "started":
         return False
-    queue.broker().delete(task.task_cmd, task.task_reqid)
+    mq.broker().delete(task.task_cmd, task.task_reqid)
     moved = _failed_attempt(job, task, task.task_reqid, ERR_TASK_TIMEOUT,
                             f"task {task.task_label}: no result within "
                             f"{task.task_timeout:g}s", msg.result if msg else None,

@@ -15,9 +15,9 @@ from typing import Any
 import peewee
 from redis.exceptions import RedisError
 
-from butterfly_common import Refusal
+from butterfly_common import Refusal, mq
 
-from . import engine, flowtypes, queue, store
+from . import engine, flowtypes, store
 from .config import get_config
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
@@ -221,7 +221,7 @@ def cancel_job(job_id: int) -> dict[str, Any]:
         if task.task_status in TASK_ACTIVE and task.task_reqid:
             # on a Redis error, a late result's notice finds the task canceled: ignored
             with contextlib.suppress(RedisError):
-                queue.broker().delete(task.task_cmd, task.task_reqid)
+                mq.broker().delete(task.task_cmd, task.task_reqid)
         if store.move_task(task, "cancel", task_reason="flow canceled"):
             canceled.append(task.task_label)
     return {"job_id": job_id, "canceled": canceled}

@@ -10,18 +10,17 @@ from butterfly_common.runtime import get_redis
 from butterfly_common.settings import Settings
 
 from . import flowtypes
-from .config import XingqiaoConfig
+from .config import get_config
 from .models import MODELS
 from .sweep import Sweeper
 
 
 def setup(settings: Settings) -> None:
-    """Fail fast on a bad XINGQIAO_* value, create the tables, load the plugins."""
-    XingqiaoConfig.from_settings(settings)
+    """Create the tables and load the plugins (the framework validated XINGQIAO_*)."""
     db.create_tables(MODELS)
     flowtypes.reload_local()
 
 
 def start_sweeper(settings: Settings) -> Callable[[], None]:
     """This process's sweep loop; returns its graceful stop."""
-    return Sweeper(get_redis(), XingqiaoConfig.from_settings(settings)).start().stop
+    return Sweeper(get_redis(), get_config()).start().stop

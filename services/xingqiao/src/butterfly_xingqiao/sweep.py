@@ -26,13 +26,13 @@ import time
 
 from redis.exceptions import RedisError
 
-from butterfly_common import db
+from butterfly_common import db, mq
+from butterfly_common.coordination import Lease
 from butterfly_common.mq.keys import FIELDS
 from butterfly_common.mq.message import FAILED, FINISHED, Message
 
-from . import engine, flowtypes, queue, store
+from . import engine, flowtypes, store
 from .config import XingqiaoConfig
-from .lease import Lease
 from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, now_dt
 
@@ -42,7 +42,7 @@ LEASE_KEY = "xq:sweep"
 
 def _messages(tasks: list[Task]) -> list[Message | None]:
     """The current message of each task, one pipelined round trip."""
-    broker = queue.broker()
+    broker = mq.broker()
     pipe = broker.client.pipeline(transaction=False)
     for t in tasks:
         pipe.hmget(broker.keys(t.task_cmd).msg(t.task_reqid), list(FIELDS))
@@ -61,7 +61,7 @@ def expire_flows(now: float) -> int:
         for task in engine.tasks_of(job.job_id):
             if task.task_status in TASK_ACTIVE:
                 with contextlib.suppress(RedisError):
-                    queue.broker().delete(task.task_cmd, task.task_reqid)
+                    mq.broker().delete(task.task_cmd, task.task_reqid)
                 store.move_task(task, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
                                 task_reason="the flow timed out")
             elif task.task_status == "waiting":
@@ -118,7 +118,7 @@ class Sweeper:
         self.client = client
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.lease = Lease(client, LEASE_KEY, max(3 * config.sweep_interval, 5.0))
-        self._token: str | None = None
+        self._token: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="xq-sweep", daemon=True)
 
@@ -129,12 +129,12 @@ class Sweeper:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-        if self._token:
+        if self._token is not None:
             with contextlib.suppress(RedisError):
                 self.lease.release(self.holder, self._token)
 
     def _owns(self) -> bool:
-        if self._token and self.lease.renew(self.holder, self._token):
+        if self._token is not None and self.lease.renew(self.holder, self._token):
             return True
         self._token = self.lease.acquire(self.holder)
         return self._token is not None

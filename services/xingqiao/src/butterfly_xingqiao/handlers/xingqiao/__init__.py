@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from butterfly_common import Refusal, api, raw, retstat
+from butterfly_common import Refusal, api, mq, raw, retstat
 from butterfly_common.params import ParamError
 from butterfly_common.request import Request
-from butterfly_xingqiao import engine, flowtypes, graph, operations, queries, queue
+from butterfly_xingqiao import engine, flowtypes, graph, operations, queries
 from butterfly_xingqiao.config import get_config
 from butterfly_xingqiao.definitions import DefinitionError, unserved_warnings
 from butterfly_xingqiao.models import FlowType, loads
@@ -173,7 +173,7 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
         raise Refusal("ERR_FLOW_TYPE_INVALID", str(exc), {"errors": exc.errors}) from None
     row = flowtypes.save_json_type(name, specs, description[:255], req.username,
                                    list(extra_required or []))
-    warnings = unserved_warnings(specs, set(queue.broker().topics()))
+    warnings = unserved_warnings(specs, set(mq.broker().topics()))
     return OK, {"data": {"name": name, "version": row.version, "warnings": warnings}}
 
 
@@ -211,7 +211,7 @@ def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
 def reload_plugins(req: Request) -> Any:
     """Import XINGQIAO_PLUGIN_DIR again, here now and in every other process within one
     sweep interval. Answers the loaded ``types`` and the files that failed (``errors``)."""
-    loaded = flowtypes.reload_everywhere(queue.broker().client)
+    loaded = flowtypes.reload_everywhere(mq.broker().client)
     return OK, {"data": {"types": sorted(loaded.types), "errors": loaded.errors,
                          "version": loaded.version}}
 
