@@ -43,6 +43,13 @@ def sigkill(service: ButterflyService) -> None:
     service.kill()
 
 
+def claimed_by(broker: Broker, pids: list[int]) -> set[str]:
+    """Ids of task messages claimed right now by consumer processes ``pids``."""
+    marks = {f":{pid}:" for pid in pids}
+    return {m.id for t in TOPICS for m in broker.list(t, "started", page_size=1000)[1]
+            if any(mark in m.worker for mark in marks)}
+
+
 def in_flight(broker: Broker) -> int:
     return sum(broker.counts(t)["started"] for t in TOPICS) \
         + broker.counts("/xingqiao/task_notice")["started"]
@@ -61,16 +68,20 @@ def test_crash_two_replicas_two_consumers():
             clients = [XQ(r.url, url) for r in replicas]
             clients[0].flow_type("diamond", DIAMOND)
             started = time.monotonic()
-            with ThreadPoolExecutor(8) as pool:
-                job_ids = list(pool.map(lambda i: clients[i % 2].create("diamond"),
-                                        range(FLOWS)))
+            pool = ThreadPoolExecutor(8)
+            # creates go to the replica that survives; both replicas handle notices + sweep
+            futures = [pool.submit(clients[1].create, "diamond") for _ in range(FLOWS)]
 
             def finished_count() -> int:
                 return clients[1].ok(clients[1].get("list_jobs", job_status="finished",
                                                     page_size=1))["total"]
 
-            wait_until(lambda: finished_count() >= FLOWS // 5, 120, interval=0.05,
-                       what="a fifth of the flows finished")
+            # kill mid-run, at a moment the doomed consumer holds claimed messages
+            wait_until(lambda: sum(f.done() for f in futures) >= FLOWS // 4, 120,
+                       interval=0.02, what="a quarter of the flows created")
+            victims = child_pids(consumers[0].proc.pid)
+            doomed = wait_until(lambda: claimed_by(broker, victims), 60, interval=0.001,
+                                what="the consumer holding messages")
             flight = in_flight(broker)
             done_at_kill = finished_count()
             sigkill(replicas[0])
@@ -79,12 +90,14 @@ def test_crash_two_replicas_two_consumers():
             time.sleep(1.0)
             replicas[0] = ButterflyService("xingqiao", xq_env, port=replicas[0].port).start()
             consumers[0] = ButterflyService("core", core_env, port=consumers[0].port).start()
+            job_ids = [f.result() for f in futures]
+            pool.shutdown()
             wait_until(lambda: finished_count() == FLOWS, 180, interval=0.2,
                        what="all flows finished")
             took = time.monotonic() - started
             recovered = time.monotonic() - killed_at
             client = XQ(replicas[0].url, url)
-            runs, extra, tasks_total = 0, 0, 0
+            runs, extra, tasks_total, redelivered = 0, 0, 0, 0
             for job_id in job_ids:
                 job = client.job(job_id)
                 assert job["job_status"] == "finished", job
@@ -94,12 +107,14 @@ def test_crash_two_replicas_two_consumers():
                     assert msg is not None and msg.attempts >= 1
                     attempts = msg.attempts + (t["task_run"] - 1)
                     runs += attempts
+                    redelivered += t["task_reqid"] in doomed and msg.attempts > 1
                     extra += attempts - 1
                     tasks_total += 1
             print(f"\ncrash test: {FLOWS} flows x 5 tasks = {tasks_total} tasks, all "
                   f"finished in {took:.1f}s ({recovered:.1f}s after the kills); "
                   f"{done_at_kill} flows were done at the kills, {flight} messages in "
-                  f"flight; handler runs {runs}, extra runs {extra}")
+                  f"flight ({len(doomed)} claimed by the killed consumer, {redelivered} of "
+                  f"them redelivered); handler runs {runs}, extra runs {extra}")
             assert tasks_total == FLOWS * 5
             assert extra <= flight
         finally:
