@@ -35,6 +35,8 @@ ERR_TASK_PROVIDES = "ERR_TASK_PROVIDES_MISSING"
 ERR_TASK_TIMEOUT = "ERR_TASK_TIMEOUT"
 ERR_JOB_EXE_FAILED = "ERR_JOB_EXE_FAILED"
 ERR_JOB_EXE_TIMEOUT = "ERR_JOB_EXE_TIMEOUT"
+#: How the consumer words the error of a handler it interrupted at the message's timeout.
+CONSUMER_TIMEOUT = "timeout after "
 
 
 def msg_id_of(job: Job, task: Task, run: int) -> str:
@@ -192,6 +194,13 @@ def apply_outcome(task: Task, msg: Message) -> bool:
             moved = _failed_attempt(job, task, msg.id, ERR_TASK_PROVIDES,
                                     f"task {task.task_label}: result lacks provides: "
                                     f"{', '.join(missing)}", result, msg.cost)
+    elif msg.status == FAILED and msg.error.startswith(CONSUMER_TIMEOUT):
+        # the consumer interrupted the handler at the message's timeout: the same verdict
+        # as the sweep's deadline, whichever of the two sees it first
+        moved = _failed_attempt(job, task, msg.id, ERR_TASK_TIMEOUT,
+                                f"task {task.task_label}: no result within "
+                                f"{task.task_timeout or msg.timeout:g}s", result, msg.cost,
+                                final_event="time_out")
     else:
         reason = (msg.error or f"handler answered {stat}").splitlines()[0][:500]
         moved = _failed_attempt(job, task, msg.id, stat, f"task {task.task_label}: {reason}",
