@@ -256,3 +256,18 @@ def test_python_client_create_wait_retry(xq: XQ):
     assert flows.wait(job_id, 20)["job_status"] == "failed"
     assert flows.retry(job_id)["reset"] == ["a"]
     assert flows.wait(job_id, 20)["job_status"] == "finished"
+
+
+def test_consumer_interrupt_at_the_timeout_is_a_timeout_too():
+    """Without the sweep's deadline (XINGQIAO_SWEEP=0) the consumer interrupting the
+    handler at the message's timeout gives the same verdict: timed_out."""
+    from xq_helpers import fleet
+
+    with fleet(XINGQIAO_SWEEP="0") as alone:
+        k = key()
+        alone.flow_type(f"interrupt-{k}", [{"label": "slow", "cmd": "/xqt/sleep",
+                                            "params": {"seconds": 30}, "timeout": 1}])
+        job = alone.wait(alone.create(f"interrupt-{k}"), 20)
+        slow = alone.tasks(job["job_id"])["slow"]
+        assert slow["task_status"] == "timed_out" and slow["ret_stat"] == "ERR_TASK_TIMEOUT"
+        assert job["job_status"] == "failed"
