@@ -4,6 +4,7 @@ timeouts, trigger rules and rerun from failure, on any number of replicas."""
 from butterfly_common.service import Service
 
 from .config import XingqiaoConfig
+from .operations import refusal_of
 from .runner import setup, start_sweeper
 
 service = Service(
@@ -15,6 +16,7 @@ service = Service(
     setup=setup,
     env_prefix="XINGQIAO",
     config=XingqiaoConfig,
+    refusal_of=refusal_of,
 )
 
 __all__ = ["service"]

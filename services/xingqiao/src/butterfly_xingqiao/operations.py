@@ -92,16 +92,19 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
     extra = parse_extra(job_extra)
     specs, version = build_tasks(job_type, extra)
     timeout = job_timeout or get_config().job_timeout
-    try:
+    def insert() -> Job:
         with store.tx():
             job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
                              job_name=job_name or reqid, job_type=job_type,
                              job_type_version=version, job_extra=dumps(extra),
                              job_timeout=timeout, job_token=secrets.token_hex(3),
                              operator=operator, job_client=client[:64], s_ts=time.time())
-            for spec in specs:
-                Task.create(**_task_row(job.job_id, spec))
+            Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
             Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
+        return job
+
+    try:
+        job = store.busy_retry(insert)
     except peewee.IntegrityError:
         raise refuse(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
     engine.advance(job.job_id)
@@ -120,6 +123,16 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
         "u_ts": time.time(),
     }
+
+
+def refusal_of(exc: Exception) -> Refusal | None:
+    """What a store outage a handler let through means to the caller: 503, not a 500."""
+    if isinstance(exc, peewee.OperationalError | peewee.InterfaceError):
+        return Refusal("ERR_DB_UNAVAILABLE", f"database busy or unreachable: {exc}"[:300],
+                       http=503)
+    if isinstance(exc, RedisError):
+        return Refusal("ERR_MQ_UNAVAILABLE", f"queue store unreachable: {exc}"[:300], http=503)
+    return None
 
 
 def get_job(job_id: int) -> Job:
@@ -157,6 +170,11 @@ _RESET = {"task_status": "waiting", "task_retrycount": 0, "ret_stat": None, "ret
 def _restart(job: Job, tasks: list[Task], labels: set[str],
              params: dict[str, Any] | None = None, rerun: str | None = None) -> None:
     """One transaction: the flow back to started (if it ended), the tasks back to waiting."""
+    store.busy_retry(lambda: _restart_tx(job, tasks, labels, params, rerun))
+
+
+def _restart_tx(job: Job, tasks: list[Task], labels: set[str],
+                params: dict[str, Any] | None, rerun: str | None) -> None:
     now = time.time()
     with store.tx():
         if job.job_status in FLOW_DONE and not store.move_job(
@@ -232,10 +250,13 @@ def delete_job(job_id: int) -> dict[str, Any]:
     job = get_job(job_id)
     if job.job_status == "started":
         raise refuse(ERR_JOB_RUNNING, f"flow {job_id} is running; cancel_job first")
-    with store.tx():
-        tasks = Task.delete().where(Task.job_id == job_id).execute()
-        Job.delete().where(Job.job_id == job_id).execute()
-    return {"job_id": job_id, "deleted_tasks": tasks}
+    def remove() -> int:
+        with store.tx():
+            n = Task.delete().where(Task.job_id == job_id).execute()
+            Job.delete().where(Job.job_id == job_id).execute()
+        return int(n)
+
+    return {"job_id": job_id, "deleted_tasks": store.busy_retry(remove)}
 
 
 def job_extra_of(job: Job) -> dict[str, Any]:

@@ -8,8 +8,10 @@ lost a race (a duplicated notice, a second replica, a sweep) and does nothing mo
 
 from __future__ import annotations
 
+import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import peewee
 
@@ -17,6 +19,28 @@ from butterfly_common import db
 
 from .lifecycle import FLOW_MOVES, TASK_MOVES, target
 from .models import Job, Task, now_dt
+
+T = TypeVar("T")
+BUSY_TRIES = 12
+
+
+def is_busy(exc: Exception) -> bool:
+    """SQLite's "database is locked": another writer held the lock past busy_timeout."""
+    return isinstance(exc, peewee.OperationalError) and "locked" in str(exc)
+
+
+def busy_retry(step: Callable[[], T]) -> T:
+    """Run ``step`` (one statement or one whole transaction) again while SQLite says the
+    database is locked: many writer threads in several processes share one file, and
+    under load one may wait past busy_timeout. Jittered, about 10 s in all."""
+    for attempt in range(BUSY_TRIES):
+        try:
+            return step()
+        except peewee.OperationalError as exc:
+            if not is_busy(exc) or attempt == BUSY_TRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311
+    raise AssertionError("unreachable")
 
 
 def tx() -> Any:
@@ -46,7 +70,7 @@ def move_task(task: Task, event: str, *, msg_id: str | None = None,
         running = Job.select(Job.job_id).where((Job.job_id == task.job_id)
                                                & (Job.job_status == "started"))
         query = query.where(Task.job_id.in_(running))
-    if query.execute() != 1:
+    if busy_retry(query.execute) != 1:
         return False
     task.task_status = new
     task.u_ts = now
@@ -61,8 +85,8 @@ def move_job(job: Job, event: str, **fields: Any) -> bool:
     new = target(FLOW_MOVES, event, source)
     values = {Job.job_status: new}
     values.update({getattr(Job, name): value for name, value in fields.items()})
-    moved = Job.update(values).where((Job.job_id == job.job_id)
-                                     & (Job.job_status == source)).execute()
+    moved = busy_retry(Job.update(values).where((Job.job_id == job.job_id)
+                                                & (Job.job_status == source)).execute)
     if moved != 1:
         return False
     job.job_status = new

@@ -51,7 +51,9 @@ def _messages(tasks: list[Task]) -> list[Message | None]:
 
 def expire_flows(now: float) -> int:
     n = 0
-    for job in Job.select().where(Job.job_status == "started"):
+    # materialized first: writing while a SELECT cursor is still open on this connection
+    # would keep an old read snapshot, and SQLite refuses that upgrade (busy) for good
+    for job in list(Job.select().where(Job.job_status == "started")):
         if now <= job.s_ts + job.job_timeout:
             continue
         if not store.move_job(job, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
@@ -93,8 +95,8 @@ def advance_idle_flows() -> int:
     active = {t.job_id for t in Task.select(Task.job_id).where(
         Task.task_status.in_(TASK_ACTIVE))}
     n = 0
-    for job in Job.select(Job.job_id).where((Job.job_status == "started")
-                                            & (Job.is_valid == True)):  # noqa: E712
+    for job in list(Job.select(Job.job_id).where((Job.job_status == "started")
+                                                 & (Job.is_valid == True))):  # noqa: E712
         if job.job_id not in active:
             engine.advance(job.job_id)
             n += 1
