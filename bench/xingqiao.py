@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from butterfly_common.testing import ButterflyService, RedisServer, wait_until
+from butterfly_common.testing import ButterflyService, RedisServer, child_pids, wait_until
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -55,10 +55,13 @@ class Client:
         reply.raise_for_status()
         return reply.json()["data"]
 
-    def status(self, job_id: int) -> str:
+    def detail(self, job_id: int) -> dict:
         reply = self.http.get(f"{self.url}/xingqiao/get_job_detail",
                               params={"job_id": job_id}, timeout=60)
-        return reply.json()["data"]["job_status"]
+        return reply.json()["data"]
+
+    def status(self, job_id: int) -> str:
+        return self.detail(job_id)["job_status"]
 
     def finished(self) -> int:
         reply = self.http.get(f"{self.url}/xingqiao/list_jobs",
@@ -76,8 +79,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_seconds(service: ButterflyService) -> float:
+    """User + system CPU of a service's master and workers so far (from /proc)."""
+    assert service.proc is not None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in [service.proc.pid, *child_pids(service.proc.pid)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def bench_xingqiao(redis_url: str, flows: int, throughput: int) -> dict[str, float]:
-    with ButterflyService("mq_noop_app:service", env(redis_url)), \
+    with ButterflyService("mq_noop_app:service", env(redis_url)) as consumer, \
             ButterflyService("xingqiao", env(redis_url)) as xq:
         client = Client(xq.url)
         client.post("flow_type_create", name="linear10", tasks=linear(10))
@@ -86,13 +103,16 @@ def bench_xingqiao(redis_url: str, flows: int, throughput: int) -> dict[str, flo
             job_id = client.post("create_job", job_namespace="bench",
                                  job_type="linear10")["job_id"]
             wait_until(lambda j=job_id: client.status(j) == "finished", 60, interval=0.02)
-        times = []
+        times, costs = [], []
+        cpu0 = cpu_seconds(xq), cpu_seconds(consumer)
         for _ in range(flows):
             t0 = time.perf_counter()
             job_id = client.post("create_job", job_namespace="bench",
                                  job_type="linear10")["job_id"]
             wait_until(lambda j=job_id: client.status(j) == "finished", 60, interval=0.02)
             times.append(time.perf_counter() - t0)
+            costs.append(client.detail(job_id)["job_cost"])
+        cpu = (cpu_seconds(xq) - cpu0[0], cpu_seconds(consumer) - cpu0[1])
         base = client.finished()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
@@ -103,7 +123,9 @@ def bench_xingqiao(redis_url: str, flows: int, throughput: int) -> dict[str, flo
                    what="throughput flows finished")
         total = time.perf_counter() - t0
     return {"p50": statistics.median(times), "p90": pct(times, 0.9), "create_s": created,
-            "total_s": total}
+            "total_s": total, "cost_p50": statistics.median(costs),
+            "cpu_xq_ms": 1000 * cpu[0] / (10 * flows),
+            "cpu_consumer_ms": 1000 * cpu[1] / (10 * flows)}
 
 
 def bench_dramatiq(redis_url: str, flows: int) -> dict[str, float]:
@@ -151,6 +173,9 @@ def main() -> int:
     print("|---|---|---|---|")
     print(f"| xingqiao linear flow, 10 no-op tasks | {xq['p50']:.3f} s | {xq['p90']:.3f} s "
           f"| < 1 s |")
+    print(f"| ... the flow's own job_cost (insert -> verdict) | {xq['cost_p50']:.3f} s | | |")
+    print(f"| ... CPU per task: xingqiao {xq['cpu_xq_ms']:.1f} ms, consumer "
+          f"{xq['cpu_consumer_ms']:.1f} ms (client polling included) | | | |")
     print(f"| Dramatiq pipeline, 10 no-op actors | {dq['p50']:.3f} s | {dq['p90']:.3f} s | |")
     print(f"| ratio xingqiao / Dramatiq (p50) | {ratio:.2f}x | | <= 3x |")
     print(f"| throughput: {args.throughput} 3-task flows | {flows_s:.1f} flows/s | "
