@@ -173,13 +173,13 @@ def _failed_attempt(job: Job, task: Task, msg_id: str, stat: str, reason: str,
     return store.move_task(task, final_event, msg_id=msg_id, **common)
 
 
-def apply_outcome(task: Task, msg: Message) -> bool:
+def apply_outcome(task: Task, msg: Message, job: Job | None = None) -> bool:
     """Move ``task`` by the recorded outcome of its current message; False when there is
     nothing to do (not ended yet, a stale attempt, or someone else already moved it)."""
     if task.task_status not in TASK_ACTIVE or msg.id != task.task_reqid \
             or msg.status not in (FINISHED, FAILED):
         return False
-    job = Job.get_or_none(Job.job_id == task.job_id)
+    job = job or Job.get_or_none(Job.job_id == task.job_id)
     if job is None or job.job_status != "started":
         return False
     result = msg.result if isinstance(msg.result, dict) else {}
@@ -216,13 +216,14 @@ def on_notice(msg_id: str, topic: str) -> str:
     drop = get_config().drop_notices
     if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
-    task = Task.get_or_none(Task.task_reqid == msg_id)
-    if task is None or task.task_cmd != topic:
+    row = (Task.select(Task, Job).join(Job, on=(Task.job_id == Job.job_id), attr="flow")
+           .where(Task.task_reqid == msg_id).first())  # task and flow in one query
+    if row is None or row.task_cmd != topic:
         return "unknown"
     msg = mq.broker().get(msg_id, topic)
     if msg is None:
         return "missing"
-    return "applied" if apply_outcome(task, msg) else "ignored"
+    return "applied" if apply_outcome(row, msg, row.flow) else "ignored"
 
 
 def timed_out(task: Task, msg: Message | None) -> bool:
