@@ -80,13 +80,15 @@ def move_task(task: Task, event: str, *, msg_id: str | None = None,
 
 
 def move_job(job: Job, event: str, **fields: Any) -> bool:
-    """Apply ``event`` to ``job`` if its row is still in the state ``job`` was read in."""
+    """Apply ``event`` to ``job`` if its row is still in the state (and run: ``exe_id``)
+    ``job`` was read in, so a verdict computed before a retry cannot end the new run."""
     source = job.job_status
     new = target(FLOW_MOVES, event, source)
     values = {Job.job_status: new}
     values.update({getattr(Job, name): value for name, value in fields.items()})
     moved = busy_retry(Job.update(values).where((Job.job_id == job.job_id)
-                                                & (Job.job_status == source)).execute)
+                                                & (Job.job_status == source)
+                                                & (Job.exe_id == job.exe_id)).execute)
     if moved != 1:
         return False
     job.job_status = new
