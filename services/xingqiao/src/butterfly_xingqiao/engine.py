@@ -74,7 +74,7 @@ def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
     """waiting -> pending (CAS, only while the flow runs) -> publish -> started."""
     params, missing = _params_for(job, task, by_label)
     if missing:
-        return store.move_task(task, "fail", ret_stat=ERR_TASK_PARAMS,
+        return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
                                task_reason=f"task {task.task_label}: required names not "
                                            f"found: {', '.join(missing)}")
     run = task.task_run + 1
@@ -115,8 +115,9 @@ def advance(job_id: int, job: Job | None = None) -> str:
             if verdict == dataflow.READY:
                 moved |= dispatch(job, task, by_label) and task.task_status in TASK_DONE
             elif verdict == dataflow.SKIP:
-                moved |= store.move_task(task, "skip", task_reason="trigger rule "
-                                         f"{task.task_trigger_rule} cannot be met")
+                moved |= store.move_task(task, "skip", job_started=True,
+                                         task_reason=f"trigger rule {task.task_trigger_rule} "
+                                                     "cannot be met")
     return _verdict(job, tasks)
 
 
