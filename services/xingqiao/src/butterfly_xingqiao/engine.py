@@ -154,8 +154,9 @@ def _retry_delay(task: Task) -> float:
 def _failed_attempt(job: Job, task: Task, msg_id: str, stat: str, reason: str,
                     result: dict | None, cost: float, final_event: str = "fail") -> bool:
     """Retry when the policy allows, else end the task (``fail`` or ``time_out``)."""
-    common = {"ret_stat": stat, "ret_data": dumps(result) if result is not None else None,
-              "task_cost": cost, "task_reason": reason}
+    common: dict[str, Any] = {
+        "ret_stat": stat, "ret_data": dumps(result) if result is not None else None,
+        "task_cost": cost, "task_reason": reason}
     if task.task_retrycount < task.task_retrymax:
         delay = _retry_delay(task)
         run = task.task_run + 1

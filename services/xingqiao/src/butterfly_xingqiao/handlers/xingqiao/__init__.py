@@ -26,11 +26,9 @@ OK = retstat.OK
 CODES = {**operations.HTTP_CODES, "ERR_FLOW_TYPE_INVALID": 400,
          "ERR_FLOW_TYPE_IS_PLUGIN": 409, "ERR_FLOW_TYPE_NOT_EXIST": 404,
          "ERR_GRAPH_FAILED": 503, "ERR_NOT_FROM_QUEUE": 403}
-READ = {"topic": False, "statuses": CODES}
-WRITE = {"write": True, "statuses": CODES}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | None = None,
                job_extra: Any = None, job_timeout: int | None = None) -> Any:
     """Start a flow of ``job_type`` (a plugin or a JSON flow type). ``job_extra``: a JSON
@@ -49,7 +47,7 @@ def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | 
     return OK, {"data": {"job_id": job_id}}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None = None,
               job_reqid: str | None = None, job_name: str | None = None,
               job_status: str | None = None, job_type: str | None = None,
@@ -65,7 +63,7 @@ def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None
     return OK, {"data": queries.list_jobs(filters, orderBy, orderDir, page_index, page_size)}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def get_job_detail(req: Request, job_id: int) -> Any:
     """Every column of one flow (``ret_data`` and ``job_extra`` parsed) and its
     ``task_status`` counts. ERR_JOB_NOT_EXIST."""
@@ -75,13 +73,13 @@ def get_job_detail(req: Request, job_id: int) -> Any:
     return OK, {"data": data}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def get_tasklist_by_jobid(req: Request, job_id: int) -> Any:
     """All tasks of a flow (every column) as ``data: {total, list}``. ERR_JOB_NOT_EXIST."""
     return OK, {"data": queries.list_tasks(job_id)}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def list_tasks(req: Request, job_id: int, orderBy: str | None = None,
                orderDir: str | None = None, page_index: int = 1,
                page_size: int = 100) -> Any:
@@ -90,13 +88,13 @@ def list_tasks(req: Request, job_id: int, orderBy: str | None = None,
                                            page_size)}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def get_task(req: Request, task_id: int) -> Any:
     """One task, every column. ERR_TASK_NOT_EXIST."""
     return OK, {"data": queries.task_row(operations.get_task(task_id))}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def retry_job(req: Request, job_id: int) -> Any:
     """Rerun a failed / timed-out / canceled flow from where it failed: those tasks and
     their downstream go back to waiting, finished tasks keep their results.
@@ -104,21 +102,21 @@ def retry_job(req: Request, job_id: int) -> Any:
     return OK, {"data": operations.retry_job(job_id)}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def rerun_task(req: Request, task_id: int, params: dict | None = None) -> Any:
     """Run one task and its downstream again (``params``: new fixed params for it); the
     flow restarts if it had ended. ERR_TASK_RUNNING, ERR_TASK_NOT_EXIST."""
     return OK, {"data": operations.rerun_task(task_id, params)}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def cancel_job(req: Request, job_id: int) -> Any:
     """Stop a running flow: no more dispatch, queued messages deleted, running ones
     fenced (their results are ignored). ERR_JOB_NOT_RUNNING."""
     return OK, {"data": operations.cancel_job(job_id)}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def delete_job(req: Request, job_id: int) -> Any:
     """Delete a flow and its tasks; refused while it runs (ERR_JOB_RUNNING: cancel it
     first)."""
@@ -150,7 +148,7 @@ def get_dot(req: Request, job_id: int) -> Any:
     return 200, _graph_of(job_id), [("Content-Type", "text/vnd.graphviz; charset=utf-8")]
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
                      extra_required: list[str] | None = None) -> Any:
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
@@ -177,7 +175,7 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
     return OK, {"data": {"name": name, "version": row.version, "warnings": warnings}}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def flow_type_list(req: Request) -> Any:
     """Every flow type: plugins (``kind: plugin``) and the newest version of each JSON
     type, as ``data: {total, list}``; ``errors`` lists plugin files that failed to load."""
@@ -192,7 +190,7 @@ def flow_type_list(req: Request) -> Any:
     return OK, {"data": {"total": len(items), "list": items, "errors": loaded.errors}}
 
 
-@api(**READ)
+@api(topic=False, statuses=CODES)
 def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
     """One JSON flow type's definition (newest version unless ``version``)."""
     query = FlowType.select().where(FlowType.name == name)
@@ -207,7 +205,7 @@ def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
                          "c_time": row.c_time, **loads(row.definition, {})}}
 
 
-@api(**WRITE)
+@api(write=True, statuses=CODES)
 def reload_plugins(req: Request) -> Any:
     """Import XINGQIAO_PLUGIN_DIR again, here now and in every other process within one
     sweep interval. Answers the loaded ``types`` and the files that failed (``errors``)."""
