@@ -89,8 +89,8 @@ def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
         return True
     if not store.move_task(task, "sent", msg_id=msg_id):
         fresh = Task.get_or_none(Task.task_id == task.task_id)
-        if fresh is not None and fresh.task_status == "canceled":
-            mq.broker().delete(task.task_cmd, msg_id)  # canceled meanwhile: fence it
+        if fresh is not None and fresh.task_status in ("canceled", "timed_out"):
+            mq.broker().delete(task.task_cmd, msg_id)  # the flow stopped meanwhile: fence
     return True
 
 

@@ -240,7 +240,7 @@ def cancel_job(job_id: int) -> dict[str, Any]:
             # on a Redis error, a late result's notice finds the task canceled: ignored
             with contextlib.suppress(RedisError):
                 mq.broker().delete(task.task_cmd, task.task_reqid)
-        if store.move_task(task, "cancel", task_reason="flow canceled"):
+        if store.end_task(task, "cancel", task_reason="flow canceled"):
             canceled.append(task.task_label)
     return {"job_id": job_id, "canceled": canceled}
 

@@ -79,6 +79,22 @@ def move_task(task: Task, event: str, *, msg_id: str | None = None,
     return True
 
 
+def end_task(task: Task, event: str, **fields: Any) -> bool:
+    """Apply ``event`` (cancel / time_out of a stopped flow) whatever active state the task
+    is in by now: re-read and try again when a racing step (a dispatch marking it sent)
+    moved it between our read and our write. False once it ended by itself."""
+    for _ in range(10):
+        if task.task_status not in TASK_MOVES[event]:
+            return False
+        if move_task(task, event, **fields):
+            return True
+        fresh = Task.get_or_none(Task.task_id == task.task_id)
+        if fresh is None:
+            return False
+        task = fresh
+    return False
+
+
 def move_job(job: Job, event: str, **fields: Any) -> bool:
     """Apply ``event`` to ``job`` if its row is still in the state (and run: ``exe_id``)
     ``job`` was read in, so a verdict computed before a retry cannot end the new run."""

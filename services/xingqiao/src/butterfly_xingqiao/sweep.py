@@ -64,10 +64,10 @@ def expire_flows(now: float) -> int:
             if task.task_status in TASK_ACTIVE:
                 with contextlib.suppress(RedisError):
                     mq.broker().delete(task.task_cmd, task.task_reqid)
-                store.move_task(task, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
-                                task_reason="the flow timed out")
+                store.end_task(task, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
+                               task_reason="the flow timed out")
             elif task.task_status == "waiting":
-                store.move_task(task, "cancel", task_reason="the flow timed out")
+                store.end_task(task, "cancel", task_reason="the flow timed out")
     return n
 
 
