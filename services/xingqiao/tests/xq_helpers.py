@@ -19,7 +19,8 @@ DONE = ("finished", "failed", "canceled", "timed_out")
 
 #: Fast timings: sweep often, reap lost leases within seconds.
 FAST = {"XINGQIAO_SWEEP_INTERVAL": "0.3", "XINGQIAO_NOTICE_GRACE": "0.3",
-        "XINGQIAO_RETRY_DELAY": "0.2", "BUTTERFLY_MQ_LEASE": "2"}
+        "XINGQIAO_RETRY_DELAY": "0.2", "BUTTERFLY_MQ_LEASE": "2",
+        "BUTTERFLY_CONSUME_MAX_IDLE": "0.05"}  # as deploy/fleet.toml
 
 
 class XQ:
