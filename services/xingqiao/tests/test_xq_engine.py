@@ -23,8 +23,8 @@ def test_hello_demo_finishes_fast_with_its_saved_result(xq: XQ):
     elapsed = time.monotonic() - started
     assert job["job_status"] == "finished" and job["ret_stat"] == "OK"
     assert job["ret_data"]["merged"]["str_info"] == "hi" and job["ret_data"]["count"] == 2
-    # well under a second on a quiet machine (bench/xingqiao.py measures it); this bound
-    # only catches a flow that waited for the sweep instead of its notices
+    # well under a second on a quiet machine (bench/xingqiao.py measures it); the bound
+    # here is generous because the test machine is shared and often heavily loaded
     assert elapsed < 20, elapsed
     tasks = xq.tasks(job_id)
     assert {t["task_status"] for t in tasks.values()} == {"finished"}
