@@ -31,11 +31,12 @@ from .service import AfterCall, BeforeCall, RefusalOf
 class Gateway:
     """Calls handlers of one service and records each call."""
 
-    def __init__(self, conf: ProtocolSettings, data_dir: Path, *,
+    def __init__(self, conf: ProtocolSettings, download_root: Path, *,
                  before_call: BeforeCall | None = None, after_call: AfterCall | None = None,
                  refusal_of: RefusalOf | None = None) -> None:
         self.conf = conf
-        self.data_dir = data_dir
+        #: ``Settings.download_root``: never the data dir, which holds the database.
+        self.download_root = download_root
         self.before_call = before_call
         self.after_call = after_call
         self.refusal_of = refusal_of
@@ -87,7 +88,7 @@ class Gateway:
         elif route.spec.kind == "raw":
             outcome = render_raw(ret, self.conf)
         else:
-            root = self.data_dir / (route.spec.root or "")
+            root = self.download_root / (route.spec.root or "")
             outcome = render_download(ret, root, self.conf)
         if outcome.reason:
             error_log.error("%s client_ip=%s err_info=%s path=%s", req.reqid, req.ip,

@@ -156,7 +156,7 @@ def build_runtime(service: Service, settings: Settings | None = None) -> Service
             return _runtime
         config = load_config(service)
         conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
-        gateway = Gateway(conf, settings.data_dir, before_call=service.before_call,
+        gateway = Gateway(conf, settings.download_root, before_call=service.before_call,
                           after_call=service.after_call, refusal_of=service.refusal_of)
         _runtime = ServiceRuntime(service, settings, config, discover(service.handlers),
                                   gateway)

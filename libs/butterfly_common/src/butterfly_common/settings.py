@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -35,6 +36,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8585
     data_dir: Path = Path("var/data")
+    #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
+    download_dir: Path | None = None
     log_dir: str = "var/log"
     log_level: str = "INFO"
     log_max_bytes: int = 64 * 1024 * 1024
@@ -75,6 +78,11 @@ class Settings:
     def log_to_stdout(self) -> bool:
         """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
         return self.log_dir == "-"
+
+    @property
+    def download_root(self) -> Path:
+        """The folder downloads come from: never the data dir itself, which holds SQLite."""
+        return self.download_dir or self.data_dir / "download"
 
     @property
     def database_url(self) -> str:
@@ -157,6 +165,22 @@ def _stat_adaptor(name: str, raw: str) -> Mapping[str, Any]:
     return value
 
 
+def _redis_url(name: str, raw: str) -> str:
+    """A Redis URL on database 0: Twemproxy and Redis Cluster have no SELECT, so any other
+    database would work against a plain Redis and break the day a proxy is put in front."""
+    url = _url(name, raw, REDIS_SCHEMES)
+    parts = urlsplit(url)
+    path = "" if parts.scheme == "unix" else parts.path.strip("/")
+    given = [path] if path else []
+    given += parse_qs(parts.query).get("db", [])
+    for db in given:
+        if db != "0":
+            raise SettingsError(f"{name}: database {db!r} is not supported, only 0 "
+                                "(Twemproxy and Redis Cluster have no SELECT); "
+                                "use a separate Redis to keep data apart")
+    return url
+
+
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgres+pool",
               "postgresql+pool")
@@ -172,7 +196,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
 
     kwargs: dict[str, Any] = {}
     if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
-        kwargs["redis_url"] = _url("BUTTERFLY_REDIS_URL", raw, REDIS_SCHEMES)
+        kwargs["redis_url"] = _redis_url("BUTTERFLY_REDIS_URL", raw)
     if (raw := get("BUTTERFLY_DB_URL")) is not None:
         kwargs["db_url"] = _url("BUTTERFLY_DB_URL", raw, DB_SCHEMES)
     if (raw := get("BUTTERFLY_HOST")) is not None:
@@ -180,6 +204,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
     kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
     if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
         kwargs["data_dir"] = Path(raw)
+    if (raw := get("BUTTERFLY_DOWNLOAD_DIR")) is not None:
+        kwargs["download_dir"] = Path(raw)
     if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
         kwargs["log_dir"] = raw
     if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
@@ -226,7 +252,23 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
     kwargs["service_urls"] = _service_urls(env)
     kwargs["env"] = dict(env)
-    return Settings(**kwargs)
+    settings = Settings(**kwargs)
+    _check_download_root(settings)
+    return settings
+
+
+def _check_download_root(settings: Settings) -> None:
+    """Refuse a download root that holds the SQLite database or the logs."""
+    root = settings.download_root.resolve()
+    held = []
+    if settings.database_url.startswith("sqlite:///"):
+        held.append(("the database", Path(settings.database_url.removeprefix("sqlite:///"))))
+    if not settings.log_to_stdout:
+        held.append(("the log dir", Path(settings.log_dir)))
+    for what, path in held:
+        if path.resolve().is_relative_to(root):
+            raise SettingsError(f"BUTTERFLY_DOWNLOAD_DIR={str(root)!r} holds {what}: "
+                                "downloads need a folder of their own")
 
 
 #: ``BUTTERFLY_*_URL`` variables that are not a service's base URL.
