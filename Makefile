@@ -79,6 +79,7 @@ bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
 	$(BIN)/python bench/mq_throughput.py
 	$(BIN)/python bench/scheduler_accuracy.py
 	$(BIN)/python bench/canghai.py
+	$(BIN)/python bench/xingqiao.py
 
 clean: ## remove .venv, var/ and caches (keeps .env)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
