@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fuzzfleet import services
+from fuzzfleet import SECRET_KEY, services
 
 from butterfly_common.app import create_app
 from butterfly_common.settings import load_settings
@@ -22,7 +22,8 @@ SERVICES = [inst.service for inst in services()]
 
 def document(service: str, tmp_path: Path) -> dict:
     settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
-                              "BUTTERFLY_DATA_DIR": str(tmp_path / "data")})
+                              "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
+                              "BUTTERFLY_SECRET_KEY": SECRET_KEY})
     return create_app(service, settings).test_client().get("/openapi.json").get_json()
 
 

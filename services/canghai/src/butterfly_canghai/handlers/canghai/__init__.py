@@ -15,6 +15,11 @@ from butterfly_common.paging import check_page
 
 REGISTRIES = STATUSES  # queued, delayed, started, finished, failed
 
+#: The refusals each route can answer, so /openapi.json documents them.
+READ = {retstat.ERR_UNAUTHORIZED: 401, retstat.ERR_FORBIDDEN: 403, "ERR_MSG_NOT_EXIST": 404,
+        "ERR_WORKER_NOT_EXIST": 404}
+WRITE = {**READ, "ERR_METHOD_NOT_ALLOWED": 405}
+
 
 def _bad(reason: str) -> Refusal:
     return Refusal(retstat.ERR_BAD_PARAMS, reason, http=400)
@@ -24,7 +29,7 @@ def _no_message(msg_id: str) -> Refusal:
     return Refusal("ERR_MSG_NOT_EXIST", f"no message {msg_id!r}", http=404)
 
 
-@api(topic=False)
+@api(topic=False, statuses=READ)
 def queue_list(req):
     """Every topic with its queued / started / finished / failed counts, sorted by name."""
     identity_of(req)
@@ -32,7 +37,7 @@ def queue_list(req):
     return retstat.OK, {"data": {"queues": [legacy.queue_row(r) for r in rows]}}
 
 
-@api(topic=False)
+@api(topic=False, statuses=READ)
 def worker_list(req):
     """Every registered consumer, live ones first."""
     identity_of(req)
@@ -41,7 +46,7 @@ def worker_list(req):
     return retstat.OK, {"data": {"workers": rows}}
 
 
-@api(topic=False)
+@api(topic=False, statuses=READ)
 def worker_show(req, name: str):
     """One consumer's record with the topics it serves."""
     identity_of(req)
@@ -51,7 +56,7 @@ def worker_show(req, name: str):
     raise Refusal("ERR_WORKER_NOT_EXIST", f"no worker {name!r}", http=404)
 
 
-@api(topic=False)
+@api(topic=False, statuses=READ)
 def msg_list(req, queue_name: str, registry_name: str = "queued", page_size: int = 20,
              page_index: int = 1, newest_first: bool = False):
     """One page of a topic's messages in a status (queued in list order, others by
@@ -69,7 +74,7 @@ def msg_list(req, queue_name: str, registry_name: str = "queued", page_size: int
                                  "name": queue_name, "registry_name": registry_name}}
 
 
-@api(topic=False)
+@api(topic=False, statuses=READ)
 def msg_show(req, msg_id: str):
     """One message: data, status, times, worker, result, error, cost."""
     identity_of(req)
@@ -79,7 +84,7 @@ def msg_show(req, msg_id: str):
     return retstat.OK, {"data": legacy.msg_detail(m)}
 
 
-@api(topic=False)
+@api(topic=False, statuses=WRITE)
 def msg_delete(req, msg_id: str):
     """Delete one message whatever its status (admin)."""
     who = identity_of(req, "admin", write=True)
@@ -91,7 +96,7 @@ def msg_delete(req, msg_id: str):
     return retstat.OK, {"data": {"id": m.id}}
 
 
-@api(topic=False)
+@api(topic=False, statuses=WRITE)
 def queue_empty(req, queue_name: str, registry_name: str = "queued"):
     """Delete every message of a topic in a status, orphans included (admin)."""
     who = identity_of(req, "admin", write=True)
