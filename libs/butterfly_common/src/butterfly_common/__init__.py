@@ -13,5 +13,6 @@ __version__ = "2.0.0"
 
 from . import retstat
 from .decorators import api, download, raw
+from .refusal import Refusal
 
-__all__ = ["__version__", "api", "download", "raw", "retstat"]
+__all__ = ["Refusal", "__version__", "api", "download", "raw", "retstat"]

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
 from . import __version__, metrics, retstat, runtime
-from .auth import check_admin, client_identity
+from .auth import check_admin, check_write, client_identity
 from .db import ping_db
 from .discovery import Route, discover
 from .gateway import Gateway
@@ -164,6 +164,12 @@ class ServiceApp:
         if route.spec.admin:
             refused = check_admin(http.headers.get("Authorization"),
                                   self.settings.admin_token)
+            if refused:
+                return self.conf.error(*refused)
+        elif route.spec.write:
+            refused = check_write(http.headers.get("Authorization"), req.username,
+                                  self.settings.admin_token, self.settings.operator_token,
+                                  self.settings.trusted_proxies)
             if refused:
                 return self.conf.error(*refused)
         try:

@@ -1,4 +1,14 @@
-"""Who is calling: client identity behind trusted proxies, and the admin token check."""
+"""Who is calling: client identity behind trusted proxies, and the admin / write checks.
+
+Two levels guard actions (see the README's "Write authorization"):
+
+* admin (``@api(admin=True)``: log level, stack dumps, destructive queue actions) needs
+  ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``;
+* write (``@api(write=True)``: ruqi's job control, ...) accepts the admin token, the
+  operator token (``BUTTERFLY_OPERATOR_TOKEN``) or a user a trusted proxy authenticated
+  (``X-Username`` from a ``BUTTERFLY_TRUSTED_PROXIES`` peer, e.g. nginx with huoyan's
+  ``auth_request``), because the original admin pages behind such a proxy send no token.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +53,38 @@ class AdminRefusal(NamedTuple):
     status: int
     stat: str
     reason: str
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, given = (authorization or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else ""
+
+
+def _same(given: str, token: str) -> bool:
+    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def check_write(authorization: str | None, username: str, admin_token: str,
+                operator_token: str, proxies: tuple[Network, ...]) -> AdminRefusal | None:
+    """None when the caller may run a write action, else the refusal to answer.
+
+    ``username`` is what :func:`client_identity` found: ``-`` unless a trusted proxy sent
+    ``X-Username``. With no token and no trusted proxy configured, writes are off (403).
+    """
+    given = _bearer(authorization)
+    if given and (_same(given, admin_token) or _same(given, operator_token)):
+        return None
+    if username and username != "-":
+        return None  # only set when the peer is a trusted proxy
+    if not (admin_token or operator_token or proxies):
+        return AdminRefusal(403, retstat.ERR_FORBIDDEN,
+                            "write actions are disabled: set BUTTERFLY_OPERATOR_TOKEN, "
+                            "BUTTERFLY_ADMIN_TOKEN or BUTTERFLY_TRUSTED_PROXIES")
+    if given:
+        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid token")
+    return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
+                        "authorization required: Authorization: Bearer <operator or admin "
+                        "token>, or X-Username from a trusted proxy")
 
 
 def check_admin(authorization: str | None, token: str) -> AdminRefusal | None:

@@ -24,6 +24,9 @@ class HandlerSpec:
     kind: Kind
     #: Needs ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``; never served as a queue topic.
     admin: bool = False
+    #: Changes state (ruqi's job control...): needs the admin or operator token, or a user
+    #: authenticated by a trusted proxy (auth.check_write); never served as a queue topic.
+    write: bool = False
     #: Served as a queue topic when the service consumes (``@api`` handlers only).
     topic: bool = True
     #: For ``@api``: HTTP status to answer for a returned stat (default 200).
@@ -45,13 +48,18 @@ def spec_of(func: Callable) -> HandlerSpec | None:
 @overload
 def api(func: F) -> F: ...
 @overload
-def api(*, admin: bool = False, topic: bool = True,
+def api(*, admin: bool = False, write: bool = False, topic: bool = True,
         statuses: Mapping[str, int] | None = None) -> Callable[[F], F]: ...
 
 
-def api(func=None, *, admin=False, topic=True, statuses=None):
-    """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``."""
-    spec = HandlerSpec("api", admin=admin, topic=topic and not admin,
+def api(func=None, *, admin=False, write=False, topic=True, statuses=None):
+    """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``.
+
+    ``write=True`` marks a state-changing action (see :mod:`butterfly_common.auth`); like
+    ``admin=True`` it is never a queue topic, since a queue message carries no credentials.
+    """
+    spec = HandlerSpec("api", admin=admin, write=write,
+                       topic=topic and not admin and not write,
                        statuses=dict(statuses or {}))
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
 

@@ -34,8 +34,9 @@ class Route:
 
     @property
     def is_topic(self) -> bool:
-        """Served from the queue: JSON handlers that are not admin-only."""
-        return self.spec.kind == "api" and self.spec.topic and not self.spec.admin
+        """Served from the queue: JSON handlers that are neither admin nor write actions."""
+        return (self.spec.kind == "api" and self.spec.topic and not self.spec.admin
+                and not self.spec.write)
 
 
 class DiscoveryError(RuntimeError):

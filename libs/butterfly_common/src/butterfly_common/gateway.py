@@ -18,7 +18,8 @@ from .db import database
 from .discovery import Route
 from .logs import current_reqid, error_log, write_access
 from .params import ParamError
-from .protocol import Outcome, ProtocolSettings, render_api, render_download, render_raw
+from .protocol import Outcome, ProtocolSettings, dumps, render_api, render_download, render_raw
+from .refusal import Refusal
 from .request import Request
 
 
@@ -49,6 +50,8 @@ class Gateway:
             ret = route.func(req, **kwargs)
         except ParamError as exc:  # a handler's own validation of the client's input
             return self.bad_params(req, str(exc), {})
+        except Refusal as exc:
+            return self.refused(req, route, exc)
         except Exception as exc:
             req.error_str = req.error_str or "API Processing Exception"
             req.error_detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}"
@@ -68,6 +71,17 @@ class Gateway:
             error_log.error("%s client_ip=%s err_info=%s path=%s", req.reqid, req.ip,
                             outcome.reason, route.path)
         return outcome
+
+    def refused(self, req: Request, route: Route, exc: Refusal) -> Outcome:
+        """A handler's Refusal: its stat and data, ``x-reason``, the status it asks for."""
+        req.error_str = exc.reason
+        body = self.conf.adapt({"stat": exc.stat, **{k: v for k, v in exc.data.items()
+                                                      if k != "stat"}})
+        status = exc.http or route.spec.statuses.get(exc.stat, retstat.HTTP_BAD_PARAM)
+        if self.conf.legacy_status:
+            status = retstat.HTTP_OK
+        return Outcome(status, exc.stat, dumps(body), [("Content-Type", "application/json")],
+                       exc.reason, body)
 
     def bad_params(self, req: Request, reason: str, values: Mapping[str, Any]) -> Outcome:
         """ERR_BAD_PARAMS with the reason in ``x-reason``; the raw params go to the log."""

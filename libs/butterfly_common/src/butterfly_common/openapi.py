@@ -44,6 +44,12 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     if route.spec.admin:
         op["security"] = [{"adminToken": []}]
         op["responses"]["401"] = {"description": "admin token missing or wrong"}
+        op["responses"]["403"] = {"description": "admin actions disabled (no token set)"}
+    elif route.spec.write:
+        # or X-Username from a trusted proxy, which OpenAPI cannot express as a scheme
+        op["security"] = [{"operatorToken": []}, {"adminToken": []}]
+        op["responses"]["401"] = {"description": "no or wrong credentials (write action)"}
+        op["responses"]["403"] = {"description": "write actions disabled (nothing set)"}
     if method == "get":
         op["parameters"] = [{"name": p.name, "in": "query", "required": p.required,
                              "schema": schema_of(p.annotation)} for p in params]
@@ -65,5 +71,10 @@ def build_spec(service: str, routes: Mapping[str, Route]) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": f"butterfly {service}", "version": __version__},
         "paths": paths,
-        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {
+            "adminToken": {"type": "http", "scheme": "bearer"},
+            "operatorToken": {"type": "http", "scheme": "bearer",
+                              "description": "BUTTERFLY_OPERATOR_TOKEN; write actions also "
+                              "accept X-Username from a BUTTERFLY_TRUSTED_PROXIES peer"},
+        }},
     }

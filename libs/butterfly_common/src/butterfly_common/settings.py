@@ -44,6 +44,8 @@ class Settings:
     consume_max_idle: float = 0.5
     mq_lease: float = 30.0
     admin_token: str = ""
+    #: Write actions (``@api(write=True)``) accept this token besides the admin token.
+    operator_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
     legacy_status: bool = False
     stat_adaptor: Mapping | None = None
@@ -188,6 +190,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         if len(raw) < 16:
             raise SettingsError("BUTTERFLY_ADMIN_TOKEN: use at least 16 characters")
         kwargs["admin_token"] = raw
+    if (raw := get("BUTTERFLY_OPERATOR_TOKEN")) is not None:
+        if len(raw) < 16:
+            raise SettingsError("BUTTERFLY_OPERATOR_TOKEN: use at least 16 characters")
+        kwargs["operator_token"] = raw
     if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
