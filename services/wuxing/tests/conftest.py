@@ -1,0 +1,54 @@
+"""Fixtures: a private redis-server, SQLite or a private MariaDB database, and an HTTP
+client for the wuxing app (Flask's test client over the real Gateway).
+
+MariaDB tests create their own database (``wuxing_t_<random>``) on 127.0.0.1:3306 and drop it
+afterwards; they fail (never skip) when MariaDB is not reachable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from wuxing_testlib import TOKEN, Api
+
+from butterfly_common import db, runtime
+from butterfly_common.redis_client import make_redis
+from butterfly_common.settings import load_settings
+from butterfly_common.testing import RedisServer
+from butterfly_wuxing import migrations
+
+
+def configure(redis_url: str, db_url: str, **extra: str) -> Any:
+    env = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
+           "BUTTERFLY_ADMIN_TOKEN": TOKEN, "BUTTERFLY_LOG_DIR": "-", **extra}
+    settings = load_settings(env, default_port=4200)
+    runtime.configure(settings)
+    migrations.migrate()
+    return settings
+
+
+def _fresh(redis_server: RedisServer, url: str, **extra: str) -> Iterator[Api]:
+    make_redis(redis_server.url).flushall()
+    settings = configure(redis_server.url, url, **extra)
+    yield Api(settings)
+    if db.database.obj is not None and not db.database.is_closed():
+        db.database.close()
+
+
+@pytest.fixture
+def api(redis_server: RedisServer, db_url: str) -> Iterator[Api]:
+    """The wuxing app on a flushed Redis and an empty DB (SQLite and MariaDB)."""
+    yield from _fresh(redis_server, db_url)
+
+
+@pytest.fixture
+def sqlite_api(redis_server: RedisServer, sqlite_url: str) -> Iterator[Api]:
+    yield from _fresh(redis_server, sqlite_url)
+
+
+@pytest.fixture
+def fresh() -> Any:
+    """``fresh(redis_server, db_url, **WUXING_vars)`` for tests needing other settings."""
+    return _fresh
