@@ -8,6 +8,7 @@ afterwards; they fail (never skip) when MariaDB is not reachable.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,28 @@ from wuxing_testlib import TOKEN, Api
 from butterfly_common import db, runtime
 from butterfly_common.redis_client import make_redis
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import RedisServer
+from butterfly_common.testing import RedisServer, mariadb_database
 from butterfly_wuxing import migrations
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'wuxing.db'}"
+    else:
+        with mariadb_database("wuxing_t") as url:
+            yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'wuxing.db'}"
 
 
 def configure(redis_url: str, db_url: str, **extra: str) -> Any:
@@ -29,9 +50,9 @@ def configure(redis_url: str, db_url: str, **extra: str) -> Any:
     return settings
 
 
-def _fresh(redis_server: RedisServer, url: str, **extra: str) -> Iterator[Api]:
-    make_redis(redis_server.url).flushall()
-    settings = configure(redis_server.url, url, **extra)
+def _fresh(redis_url: str, url: str, **extra: str) -> Iterator[Api]:
+    make_redis(redis_url).flushall()
+    settings = configure(redis_url, url, **extra)
     yield Api(settings)
     if db.database.obj is not None and not db.database.is_closed():
         db.database.close()
@@ -40,15 +61,16 @@ def _fresh(redis_server: RedisServer, url: str, **extra: str) -> Iterator[Api]:
 @pytest.fixture
 def api(redis_server: RedisServer, db_url: str) -> Iterator[Api]:
     """The wuxing app on a flushed Redis and an empty DB (SQLite and MariaDB)."""
-    yield from _fresh(redis_server, db_url)
+    yield from _fresh(redis_server.url, db_url)
 
 
 @pytest.fixture
 def sqlite_api(redis_server: RedisServer, sqlite_url: str) -> Iterator[Api]:
-    yield from _fresh(redis_server, sqlite_url)
+    """As ``api`` on SQLite only, for logic that does not depend on the database."""
+    yield from _fresh(redis_server.url, sqlite_url)
 
 
 @pytest.fixture
 def fresh() -> Any:
-    """``fresh(redis_server, db_url, **WUXING_vars)`` for tests needing other settings."""
+    """``with contextlib.contextmanager(fresh)(redis_url, db_url, **env) as api``."""
     return _fresh
