@@ -29,6 +29,9 @@ T = TypeVar("T")
 #: MySQL deadlock / lock wait timeout, SQLite "database is locked": safe to run again.
 _RETRYABLE_MYSQL = (1205, 1213)
 RETRIES = 5
+_BLANK: dict[str, Any] = {"section_name": "", "section_version": "", "instance_name": "",
+                          "item_id": None, "item_name": "", "item_type": "",
+                          "value_old": None, "value_new": None}
 
 
 @dataclass
@@ -45,7 +48,8 @@ class Write:
         for key in ("value_old", "value_new"):
             if key in fields:
                 fields[key] = None if fields[key] is None else json.dumps(fields[key])
-        self.rows.append({"namespace": self.namespace, "revision": self.revision,
+        # insert_many takes its columns from the first row: every row carries them all
+        self.rows.append({**_BLANK, "namespace": self.namespace, "revision": self.revision,
                           "kind": kind, "cmd": cmd, "user": self.user, "c_time": now(),
                           **fields})
 
