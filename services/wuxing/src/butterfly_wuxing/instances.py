@@ -38,9 +38,13 @@ def find(namespace: str, instance_name: str) -> Instance:
     return row
 
 
-def items_of(namespace: str, instance_name: str) -> dict[str, Item]:
+def items_of(namespace: str, instance_name: str,
+             names: list[str] | None = None) -> dict[str, Item]:
+    """The instance's item rows by name (only ``names`` when given)."""
     query = Item.select().where((Item.namespace == namespace)
                                 & (Item.instance_name == instance_name))
+    if names is not None:
+        query = query.where(Item.item_name.in_(names))
     return {item.item_name: item for item in query}
 
 
@@ -126,10 +130,27 @@ def cas_check(item: Item, template: Mapping[str, Any] | None, *, revision: int |
             raise _cas_failed(item, f"{item.item_name}: the value is no longer item_value_old")
 
 
+_templates: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+
 def _template_for(instance: Instance) -> dict[str, Any]:
-    section = sections.find(instance.namespace, instance.section_name,
-                            instance.section_version)
-    return sections.template_of(section)
+    """The template of the instance's section version.
+
+    A section used by an instance cannot change (items are edited only while disabled, and
+    disabling is refused while instances use it), so templates are kept per process, keyed
+    by the md5 the instance recorded.
+    """
+    key = (instance.namespace, instance.section_name, instance.section_version,
+           instance.section_md5)
+    found = _templates.get(key)
+    if found is None:
+        section = sections.find(*key[:3])
+        found = sections.template_of(section)
+        if section.section_md5 == instance.section_md5:
+            if len(_templates) > 4096:
+                _templates.clear()
+            _templates[key] = found
+    return found
 
 
 def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any], user: str,
@@ -144,6 +165,8 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     values.check_namespace(namespace)
     if not changes:
         raise WuxingError(E.ERR_PARAM_IS_INVALID, "no items to update")
+    if revision is not None or olds or item_revisions:
+        _precheck(namespace, instance_name, revision, olds, item_revisions)
 
     def change(write: Write) -> dict[str, Any]:
         instance = find(namespace, instance_name)
@@ -154,7 +177,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                               f"instance revision is {instance.revision}, not {revision}",
                               {"data": {"revision": instance.revision}})
         template = _template_for(instance)
-        rows = items_of(namespace, instance_name)
+        rows = items_of(namespace, instance_name, sorted(changes))
         unknown = [name for name in changes if name not in rows or name not in template]
         if unknown:
             raise _unknown(unknown)
@@ -172,6 +195,32 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
 
     result, rev = run_write(namespace, user, change)
     return {"revision": rev, "items": result}
+
+
+def _precheck(namespace: str, instance_name: str, revision: int | None,
+              olds: Mapping[str, Any] | None, item_revisions: Mapping[str, int] | None) -> None:
+    """Refuse a CAS that has already lost without taking the namespace's write lock.
+
+    Revisions only grow, so a condition false now can never become true for this call;
+    under contention most losers stop here, with one plain read, instead of queueing for
+    the lock. Winners are checked again under the lock (the check that counts).
+    """
+    if revision is not None:
+        current = Instance.select(Instance.revision).where(
+            (Instance.namespace == namespace)
+            & (Instance.instance_name == instance_name)).scalar()
+        if current is not None and current != revision:
+            raise WuxingError(E.ERR_ITEM_UPDATE_FAILED,
+                              f"instance revision is {current}, not {revision}",
+                              {"data": {"revision": current}})
+    names = set(olds or {}) | set(item_revisions or {})
+    if not names:
+        return
+    for item in Item.select().where((Item.namespace == namespace)
+                                    & (Item.instance_name == instance_name)
+                                    & Item.item_name.in_(sorted(names))):
+        cas_check(item, None, revision=(item_revisions or {}).get(item.item_name),
+                  item_value_old=(olds or {}).get(item.item_name))
 
 
 def update_section(namespace: str, instance_name: str, section_version: str,

@@ -71,14 +71,29 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _bump(namespace: str) -> int:
-    """Lock the namespace row and take the next revision (creating the row on first use)."""
-    query = Namespace.update(revision=Namespace.revision + 1).where(
-        Namespace.namespace == namespace)
-    if not query.execute():
+    """Lock the namespace row and take the next revision (creating the row on first use).
+
+    One round trip: ``UPDATE ... RETURNING`` on SQLite, ``LAST_INSERT_ID(expr)`` on MySQL
+    (whose value comes back with the UPDATE's result).
+    """
+    table = Namespace._meta.table_name
+    sqlite = isinstance(db.database.obj, peewee.SqliteDatabase)
+    for _ in range(2):
+        if sqlite:
+            cursor = db.database.execute_sql(
+                f"UPDATE {table} SET revision = revision + 1 WHERE namespace = ? "  # noqa: S608
+                "RETURNING revision", (namespace,))
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
+        else:
+            cursor = db.database.execute_sql(
+                f"UPDATE {table} SET revision = LAST_INSERT_ID(revision + 1) "  # noqa: S608
+                "WHERE namespace = %s", (namespace,))
+            if cursor.rowcount:
+                return int(cursor.lastrowid)
         Namespace.insert(namespace=namespace, revision=0).on_conflict_ignore().execute()
-        query.execute()
-    return Namespace.select(Namespace.revision).where(
-        Namespace.namespace == namespace).scalar()
+    raise RuntimeError(f"namespace {namespace!r}: could not take a revision")
 
 
 def run_write(namespace: str, user: str, change: Callable[[Write], T]) -> tuple[T, int]:
