@@ -3,7 +3,7 @@
 Each replica is a real gunicorn process (one worker, so one engine each) on its own port,
 all sharing one private redis-server and one database - a SQLite file and a private MariaDB
 database. 200 interval jobs at 1 s are added through replica A's HTTP API; every fire POSTs
-to an HTTP callee run by this module, which records (job, scheduled ms, x-reqid, arrival).
+to the plugin's HTTP ``callee``, which records (job, scheduled ms, x-reqid, arrival).
 After ~15 s replica C is SIGKILLed (master and worker: a crash, not a graceful stop).
 
 What must hold, read from the callee and the history table rather than from engine stats:
@@ -28,15 +28,12 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -60,56 +57,6 @@ GRACE = 10
 PROPAGATION_LIMIT = 1.0
 
 
-# -- the callee: a real HTTP server recording every fire (the ruqi conftest's pattern) ------
-
-class Callee:
-    """A local HTTP server that records every call ruqi makes to it, answering ``OK``."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        callee = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                at = time.time()
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with callee._lock:
-                    callee.calls.append({
-                        "path": urlsplit(self.path).path, "job": self.headers.get("x-ruqi-job"),
-                        "ms": int(self.headers.get("x-ruqi-scheduled") or 0),
-                        "reqid": self.headers.get("x-reqid"), "at": at})
-                payload = b'{"stat": "OK"}'
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the caller was SIGKILLed mid-request
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 512  # a second's worth of fires may arrive at once
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.calls)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # -- fixtures ----------------------------------------------------------------------------
 
 @pytest.fixture
@@ -126,13 +73,6 @@ def db_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
         return
     with mariadb_database("ruqi_it", MYSQL_HOST, MYSQL_PORT) as url:  # fails if it is down
         yield url
-
-
-@pytest.fixture
-def callee() -> Iterator[Callee]:
-    server = Callee()
-    yield server
-    server.close()
 
 
 # -- helpers -----------------------------------------------------------------------------

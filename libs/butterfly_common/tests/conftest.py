@@ -32,14 +32,15 @@ class MQBackend:
 
 @pytest.fixture(scope="session")
 def mq_redis() -> Iterator[MQBackend]:
+    # its own server, not the plugin's redis_server: the protocol suite counts workers
+    # and topics, which the app tests on redis_server register too
     with RedisServer() as server:
         yield MQBackend("redis", server.url, [server.port])
 
 
 @pytest.fixture(scope="session")
-def mq_twemproxy() -> Iterator[MQBackend]:
-    with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
-        yield MQBackend("twemproxy", proxy.url, [s1.port, s2.port])
+def mq_twemproxy(nutcracker: Nutcracker) -> MQBackend:
+    return MQBackend("twemproxy", nutcracker.url, list(nutcracker.shard_ports))
 
 
 @pytest.fixture(scope="session")
@@ -76,5 +77,6 @@ def topic(broker: Broker) -> str:
     return name
 
 
-# Framework fixtures (sample service app) live in their own module.
-from fixtures_app import client, make_app, redis_server  # noqa: E402, F401
+# Framework fixtures (sample service app) live in their own module; redis_server,
+# nutcracker, callee... come from the butterfly pytest plugin (butterfly_common.testing).
+from fixtures_app import client, make_app  # noqa: E402, F401

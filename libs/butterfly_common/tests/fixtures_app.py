@@ -1,4 +1,5 @@
-"""Fixtures for the framework tests: the sample service's app on real settings."""
+"""Fixtures for the framework tests: the sample service's app on real settings (on the
+plugin's ``redis_server``)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ from flask import Flask
 from butterfly_common.app import create_app
 from butterfly_common.service import Service
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import RedisServer
 
 SAMPLE = Service(name="sample", port=18000, handlers="sample_handlers")
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    """One throw-away redis-server for the session."""
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def setup(redis_url, tmp_path):
     configure(settings)
     configure_logging(settings, "sample")
     routes = discover(SAMPLE.handlers)
-    gateway = Gateway(ProtocolSettings(), settings.data_dir)
+    gateway = Gateway(ProtocolSettings(), settings.download_root)
     broker = Broker(make_redis(redis_url), lease=1.0, min_backoff=0.05, max_backoff=0.2)
     consumers: list[Consumer] = []
 

@@ -25,7 +25,7 @@ def test_values_parse():
                        "BUTTERFLY_REDIS_URL": "redis+cluster://127.0.0.1:7000/0",
                        "RUQI_SCRIPT_DIR": "/srv/scripts", "HOME": "/root"})
     assert (s.port, s.consume, len(s.trusted_proxies)) == (9000, True, 2)
-    assert s.extra == {"RUQI_SCRIPT_DIR": "/srv/scripts"}
+    assert s.service_env("RUQI") == {"RUQI_SCRIPT_DIR": "/srv/scripts"}
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [

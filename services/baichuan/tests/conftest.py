@@ -1,4 +1,5 @@
-"""Fixtures: a private redis-server, a baichuan app on it, a broker to play consumer.
+"""Fixtures: a baichuan app on the plugin's private ``redis_server``, a broker to play
+consumer.
 
 Each test starts from an empty Redis (FLUSHALL on the private server), so tests never see
 each other's topics. "A live consumer" is a heartbeat written through the broker, and
@@ -7,7 +8,7 @@ each other's topics. "A live consumer" is a heartbeat written through the broker
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,6 @@ from flask.testing import FlaskClient
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

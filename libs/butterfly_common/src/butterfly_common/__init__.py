@@ -2,10 +2,12 @@
 
 Handlers import what they need from here::
 
-    from butterfly_common import api, retstat
+    from butterfly_common import Refusal, Request, api, retstat
 
     @api
-    def hello(req, name: str):
+    def hello(req: Request, name: str):
+        if not name.isprintable():
+            raise Refusal("ERR_BAD_NAME", "name must be printable")
         return retstat.OK, {"name": name}
 """
 
@@ -14,5 +16,6 @@ __version__ = "2.0.0"
 from . import retstat
 from .decorators import api, download, raw
 from .refusal import Refusal
+from .request import Request
 
-__all__ = ["Refusal", "__version__", "api", "download", "raw", "retstat"]
+__all__ = ["Refusal", "Request", "__version__", "api", "download", "raw", "retstat"]

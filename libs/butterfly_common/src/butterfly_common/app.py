@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from . import __version__, metrics, retstat, runtime
 from .auth import check_admin, check_write, client_identity
 from .db import ping_db
-from .discovery import Route, discover
+from .discovery import Route
 from .gateway import Gateway
 from .logs import configure_logging, init_log
 from .openapi import build_spec
@@ -75,13 +75,15 @@ def request_values(http: HttpRequest) -> dict[str, Any]:
 class ServiceApp:
     """Everything one service's HTTP front needs, built once per process."""
 
-    def __init__(self, service: Service, settings: Settings) -> None:
+    def __init__(self, service: Service, settings: Settings,
+                 rt: runtime.ServiceRuntime | None = None) -> None:
         self.service = service
         self.settings = settings
-        self.routes: dict[str, Route] = discover(service.handlers)
-        conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
-        self.conf = conf
-        self.gateway = Gateway(conf, settings.data_dir)
+        #: Shared with the queue consumer of this process (routes, gateway, config).
+        self.runtime = rt or runtime.build_runtime(service, settings)
+        self.routes: dict[str, Route] = self.runtime.routes
+        self.gateway: Gateway = self.runtime.gateway
+        self.conf: ProtocolSettings = self.gateway.conf
         self.ops: dict[str, Callable[[], Outcome]] = {
             "/healthz": self.healthz, "/readyz": self.readyz,
             "/metrics": self.metrics, "/openapi.json": self.openapi,
@@ -202,11 +204,10 @@ def create_app(service: str | Service, settings: Settings | None = None) -> Flas
     """The Flask app serving ``service``'s handlers plus healthz/readyz/metrics/openapi."""
     if isinstance(service, str):
         service = get_service(service)
-    if settings is not None:
-        runtime.configure(settings)
-    settings = runtime.get_settings()
+    rt = runtime.build_runtime(service, settings)  # validates the service's config
+    settings = rt.settings
     configure_logging(settings, service.name)
-    state = ServiceApp(service, settings)
+    state = ServiceApp(service, settings, rt)
     app = Flask(f"butterfly_{service.name}")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from . import retstat
-from .discovery import Route, discover
+from .discovery import Route
 from .gateway import Gateway
 from .mq import Broker, Message
-from .protocol import Outcome, ProtocolSettings
+from .protocol import Outcome
 from .reqid import is_valid_reqid, new_reqid
 from .request import Request
 from .service import Service
@@ -298,15 +298,17 @@ class Consumer:
 
 def build_consumer(service: Service, settings: Settings,
                    broker: Broker | None = None) -> Consumer:
-    """A consumer for ``service``'s topics configured from ``settings``."""
-    from . import runtime
+    """A consumer for ``service``'s topics configured from ``settings``.
 
-    runtime.configure(settings)
-    routes = discover(service.handlers)
-    conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
-    gateway = Gateway(conf, settings.data_dir)
-    broker = broker or Broker(runtime.get_redis(), lease=settings.mq_lease)
-    return Consumer(service.name, routes, gateway, broker,
+    It shares the process's :class:`~butterfly_common.runtime.ServiceRuntime` (routes,
+    gateway and its hooks, config) with the HTTP app, and the process-wide broker.
+    """
+    from . import runtime
+    from .mq import client
+
+    rt = runtime.build_runtime(service, settings)
+    broker = broker or client.broker()
+    return Consumer(service.name, rt.routes, rt.gateway, broker,
                     threads=settings.consume_threads, max_idle=settings.consume_max_idle,
                     topics=settings.consume_topics)
 

@@ -3,6 +3,10 @@
 bind params -> call the handler -> render its return -> access log + metrics. The HTTP
 app and the queue consumer only differ in how they build the Request and the parameter
 dict, and in what they do with the :class:`Outcome`.
+
+A handler says no by raising :class:`~butterfly_common.Refusal`; the service's
+``refusal_of`` hook may turn other exceptions into one (a store outage -> 503), and its
+``before_call`` / ``after_call`` hooks see every call (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,23 +22,37 @@ from .db import database
 from .discovery import Route
 from .logs import current_reqid, error_log, write_access
 from .params import ParamError
-from .protocol import Outcome, ProtocolSettings, dumps, render_api, render_download, render_raw
-from .refusal import Refusal
+from .protocol import Outcome, ProtocolSettings, render_api, render_download, render_raw
+from .refusal import DEFAULT_HTTP, Refusal
 from .request import Request
+from .service import AfterCall, BeforeCall, RefusalOf
 
 
 class Gateway:
     """Calls handlers of one service and records each call."""
 
-    def __init__(self, conf: ProtocolSettings, data_dir: Path) -> None:
+    def __init__(self, conf: ProtocolSettings, download_root: Path, *,
+                 before_call: BeforeCall | None = None, after_call: AfterCall | None = None,
+                 refusal_of: RefusalOf | None = None) -> None:
         self.conf = conf
-        self.data_dir = data_dir
+        #: ``Settings.download_root``: never the data dir, which holds the database.
+        self.download_root = download_root
+        self.before_call = before_call
+        self.after_call = after_call
+        self.refusal_of = refusal_of
 
     def call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
         """Bind ``values`` to the handler, run it and render what it returned."""
         token = current_reqid.set(req.reqid)
         try:
-            return self._call(route, req, values)
+            outcome = self._call(route, req, values)
+            if self.after_call is not None:
+                try:
+                    self.after_call(req, route, outcome)
+                except Exception:
+                    error_log.exception("%s after_call hook of %s failed", req.reqid,
+                                        route.path)
+            return outcome
         finally:
             current_reqid.reset(token)
             if database.obj is not None and not database.is_closed():
@@ -47,12 +65,17 @@ class Gateway:
             return self.bad_params(req, str(exc), values)
         req.log_params.update(kwargs)
         try:
+            if self.before_call is not None:
+                self.before_call(req, route, kwargs)
             ret = route.func(req, **kwargs)
-        except ParamError as exc:  # a handler's own validation of the client's input
-            return self.bad_params(req, str(exc), {})
         except Refusal as exc:
             return self.refused(req, route, exc)
+        except ParamError as exc:  # a handler's own validation of the client's input
+            return self.bad_params(req, str(exc), {})
         except Exception as exc:
+            refusal = self.refusal_of(exc) if self.refusal_of is not None else None
+            if refusal is not None:
+                return self.refused(req, route, refusal)
             req.error_str = req.error_str or "API Processing Exception"
             req.error_detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}"
             error_log.exception("%s client_ip=%s err_info=Server_exception path=%s",
@@ -65,23 +88,27 @@ class Gateway:
         elif route.spec.kind == "raw":
             outcome = render_raw(ret, self.conf)
         else:
-            root = self.data_dir / (route.spec.root or "")
+            root = self.download_root / (route.spec.root or "")
             outcome = render_download(ret, root, self.conf)
         if outcome.reason:
             error_log.error("%s client_ip=%s err_info=%s path=%s", req.reqid, req.ip,
                             outcome.reason, route.path)
         return outcome
 
-    def refused(self, req: Request, route: Route, exc: Refusal) -> Outcome:
-        """A handler's Refusal: its stat and data, ``x-reason``, the status it asks for."""
-        req.error_str = exc.reason
-        body = self.conf.adapt({"stat": exc.stat, **{k: v for k, v in exc.data.items()
-                                                      if k != "stat"}})
-        status = exc.http or route.spec.statuses.get(exc.stat, retstat.HTTP_BAD_PARAM)
+    def refused(self, req: Request, route: Route, refusal: Refusal) -> Outcome:
+        """``{"stat": stat, **data}``, ``x-reason`` = the reason, the policy's HTTP code:
+        the refusal's own, else the route's ``statuses``, else 400 (200 in legacy mode)."""
+        req.error_str = refusal.reason
+        outcome = render_api((refusal.stat, refusal.data), route.spec, self.conf)
+        if outcome.stat != refusal.stat:  # data not JSON-serialisable: a handler bug
+            return outcome
         if self.conf.legacy_status:
-            status = retstat.HTTP_OK
-        return Outcome(status, exc.stat, dumps(body), [("Content-Type", "application/json")],
-                       exc.reason, body)
+            outcome.status = retstat.HTTP_OK
+        else:
+            outcome.status = refusal.http or route.spec.statuses.get(refusal.stat,
+                                                                      DEFAULT_HTTP)
+        outcome.reason = refusal.reason
+        return outcome
 
     def bad_params(self, req: Request, reason: str, values: Mapping[str, Any]) -> Outcome:
         """ERR_BAD_PARAMS with the reason in ``x-reason``; the raw params go to the log."""

@@ -119,7 +119,8 @@ def render_api(ret: Any, spec: HandlerSpec, conf: ProtocolSettings) -> Outcome:
     except (ValueError, TypeError) as exc:
         reason = "Dump json exception" if isinstance(exc, TypeError) else str(exc)
         return conf.error(500, retstat.ERR_SERVER_EXCEPTION, reason)
-    status = spec.statuses.get(stat, retstat.HTTP_OK) if isinstance(stat, str) else 200
+    status = (spec.statuses.get(stat, retstat.HTTP_OK)
+              if isinstance(stat, str) and not conf.legacy_status else retstat.HTTP_OK)
     return Outcome(status, stat, payload, [*extra, JSON_TYPE], "", body)
 
 
@@ -163,13 +164,21 @@ def render_download(ret: Any, root: Path, conf: ProtocolSettings) -> Outcome:
         extra = _headers(headers)
     except ValueError as exc:
         return Outcome(500, 500, b"", [], str(exc))
-    joined = safe_join(str(root), data["filename"])
-    if joined is None or not data["filename"]:
+    name = data["filename"]
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 1024:
+        return conf.error(400, retstat.ERR_BAD_PARAMS,
+                          "filename holds a control character or is too long")
+    joined = safe_join(str(root), name)
+    if joined is None or not name:
         return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
-    path = Path(joined).resolve()
-    if not path.is_relative_to(root.resolve()):  # a symlink pointing out of the root
-        return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
-    if not path.is_file():
+    try:
+        path = Path(joined).resolve()
+        if not path.is_relative_to(root.resolve()):  # a symlink pointing out of the root
+            return conf.error(403, retstat.ERR_FORBIDDEN, "Path escapes the download directory")
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, ...
+        found = False
+    if not found:
         return conf.error(404, retstat.ERR_NOT_FOUND, "File does not exist")
     is_download = bool(data.get("is_download", True))
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

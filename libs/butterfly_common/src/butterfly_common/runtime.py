@@ -1,26 +1,48 @@
-"""Process-wide resources built once from the settings: settings, Redis client, database.
+"""Process-wide resources built once from the settings: settings, Redis, database, config.
 
-Handlers call :func:`get_settings` / :func:`get_redis` rather than building clients, so a
-process holds one connection pool per resource whatever number of handlers use it.
+Handlers call :func:`get_settings` / :func:`get_redis` / :func:`get_config` rather than
+building clients or parsing variables, so a process holds one connection pool per resource
+and one validated config per service, whatever number of handlers use them.
+
+:class:`ServiceRuntime` is what one service needs to answer calls (its routes, the
+Gateway with its hooks, its config); :func:`build_runtime` makes it once per process and
+``create_app``, the queue consumer and engine-only processes (``python -m butterfly_ruqi``)
+all share it.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import db
 from .redis_client import RedisLike, make_redis
-from .settings import Settings, load_settings
+from .settings import Settings, SettingsError, load_settings
 
-_lock = threading.Lock()
+if TYPE_CHECKING:
+    from .discovery import Route
+    from .gateway import Gateway
+    from .mq import Broker
+    from .service import Service
+
+C = TypeVar("C")
+
+_lock = threading.RLock()
 _settings: Settings | None = None
 _redis: RedisLike | None = None
+#: The config cache: one validated instance per config class, dropped by configure().
+_configs: dict[type, Any] = {}
+_runtime: ServiceRuntime | None = None
 
 
 def configure(settings: Settings) -> None:
     """Install ``settings`` for this process and point the DB proxy at its database."""
-    global _settings, _redis
+    global _settings, _redis, _runtime
     with _lock:
+        if settings is not _settings:
+            _configs.clear()
+            _runtime = None
         _settings = settings
         _redis = None
         db.init_db(settings.database_url)
@@ -43,3 +65,102 @@ def get_redis() -> RedisLike:
             if _redis is None:
                 _redis = make_redis(settings.redis_url)
     return _redis
+
+
+def load_config(service: Service) -> Any:
+    """Read and validate ``service``'s declared config from the current settings, once.
+
+    Raises SettingsError naming the variable; a service without ``config`` gives None.
+    """
+    if service.config is None:
+        return None
+    settings = get_settings()
+    with _lock:
+        if service.config not in _configs:
+            _configs[service.config] = service.read_config(settings)
+        return _configs[service.config]
+
+
+def get_config(cls: type[C]) -> C:
+    """The validated instance of config class ``cls`` for this process's settings.
+
+    Normally read at start (``create_app`` / the consumer / ``butterfly serve``); read on
+    first use otherwise (a script), from the installed service that declares ``cls``.
+    """
+    hit = _configs.get(cls)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    from .service import installed_services
+
+    candidates = [_runtime.service] if _runtime is not None else []
+    candidates += list(installed_services().values())
+    for service in candidates:
+        if service.config is cls:
+            return load_config(service)  # type: ignore[no-any-return]
+    raise SettingsError(f"no installed service declares config {cls.__name__}")
+
+
+def service_config() -> Any:
+    """The config of the service this process runs (None when it declares none)."""
+    if _runtime is None:
+        raise RuntimeError("service_config() before build_runtime(): no service is running")
+    return load_config(_runtime.service)
+
+
+@dataclass
+class ServiceRuntime:
+    """One service's call machinery in this process: routes, Gateway, config, resources."""
+
+    service: Service
+    settings: Settings
+    config: Any
+    routes: dict[str, Route]
+    gateway: Gateway
+
+    @property
+    def broker(self) -> Broker:
+        """The process-wide queue Broker (``mq.broker()``)."""
+        from .mq import client
+
+        return client.broker()
+
+    @property
+    def redis(self) -> RedisLike:
+        return get_redis()
+
+    @property
+    def database(self) -> Any:
+        """The peewee database proxy every model binds to."""
+        return db.database
+
+
+def build_runtime(service: Service, settings: Settings | None = None) -> ServiceRuntime:
+    """Configure the process for ``service`` and build its runtime (once per settings).
+
+    Validates the service's config (SettingsError naming the variable) before anything
+    is served; a second call with the same settings returns the same runtime.
+    """
+    global _runtime
+    from .discovery import discover
+    from .gateway import Gateway
+    from .protocol import ProtocolSettings
+
+    if settings is not None:
+        configure(settings)  # fresh clients, e.g. in a worker after fork
+    settings = get_settings()
+    with _lock:
+        if (_runtime is not None and _runtime.service is service
+                and _runtime.settings is settings):
+            return _runtime
+        config = load_config(service)
+        conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
+        gateway = Gateway(conf, settings.download_root, before_call=service.before_call,
+                          after_call=service.after_call, refusal_of=service.refusal_of)
+        _runtime = ServiceRuntime(service, settings, config, discover(service.handlers),
+                                  gateway)
+        return _runtime
+
+
+def current_runtime() -> ServiceRuntime | None:
+    """The runtime :func:`build_runtime` made last in this process, if any."""
+    return _runtime

@@ -106,14 +106,21 @@ class ButterflyServer(BaseApplication):
         multiprocess.mark_process_dead(worker.pid)
 
 
-def serve(service: Service, settings: Settings, **overrides: Any) -> None:
-    """Run ``service`` until SIGTERM/SIGINT."""
-    prepare_metrics_dir()
-    if service.setup is not None:
-        from . import db, runtime
+def prepare(service: Service, settings: Settings) -> None:
+    """Once per deployment start, before any worker: install the settings, validate the
+    service's config (SettingsError naming the variable) and run its ``setup``."""
+    from . import db, runtime
 
-        runtime.configure(settings)
+    runtime.configure(settings)
+    runtime.load_config(service)
+    if service.setup is not None:
         service.setup(settings)
         if db.database.obj is not None and not db.database.is_closed():
             db.database.close()
+
+
+def serve(service: Service, settings: Settings, **overrides: Any) -> None:
+    """Run ``service`` until SIGTERM/SIGINT."""
+    prepare_metrics_dir()
+    prepare(service, settings)
     ButterflyServer(service, settings, **overrides).run()

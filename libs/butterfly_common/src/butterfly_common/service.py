@@ -6,16 +6,31 @@ point group, so the framework finds services without ever importing one by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .discovery import Route
+    from .protocol import Outcome
+    from .refusal import Refusal
+    from .request import Request
 
 #: Background work: started once per server process after fork, given the settings; it
 #: returns a callable that stops it gracefully (or None when there is nothing to stop).
 Starter = Callable[[Settings], Callable[[], None] | None]
+#: Runs before every handler call (HTTP and queue) with the bound parameters; raise
+#: :class:`~butterfly_common.Refusal` to refuse the call (auth, quotas...).
+BeforeCall = Callable[["Request", "Route", Mapping[str, Any]], None]
+#: Runs after every handler call with its outcome (audit, tracing); must not raise.
+AfterCall = Callable[["Request", "Route", "Outcome"], None]
+#: Maps an exception a handler let through to the Refusal it stands for (a store outage
+#: -> 503), or None for a real bug (500 with the traceback in err.log).
+RefusalOf = Callable[[Exception], "Refusal | None"]
 
 
 @dataclass
@@ -30,6 +45,28 @@ class Service:
     starters: list[Starter] = field(default_factory=list)
     #: Runs once per process before serving, e.g. to create tables.
     setup: Callable[[Settings], None] | None = None
+    #: Prefix of the service's own variables (``RUQI`` -> ``RUQI_*``); default: the name.
+    env_prefix: str = ""
+    #: A frozen dataclass with ``from_env(env) -> Self`` (raising SettingsError naming the
+    #: variable), read from the ``<env_prefix>_*`` variables once, with the settings, and
+    #: returned by ``runtime.get_config(cls)`` / ``runtime.service_config()``.
+    config: type | None = None
+    #: Gateway hooks, see :data:`BeforeCall` / :data:`AfterCall` / :data:`RefusalOf`.
+    before_call: BeforeCall | None = None
+    after_call: AfterCall | None = None
+    refusal_of: RefusalOf | None = None
+
+    def __post_init__(self) -> None:
+        self.env_prefix = (self.env_prefix or self.name).upper().rstrip("_")
+        if self.config is not None and not callable(getattr(self.config, "from_env", None)):
+            raise TypeError(f"service {self.name}: config {self.config!r} needs a "
+                            "from_env(env) classmethod")
+
+    def read_config(self, settings: Settings) -> Any:
+        """The service's config from ``settings`` (SettingsError on a bad value), or None."""
+        if self.config is None:
+            return None
+        return self.config.from_env(settings.service_env(self.env_prefix))
 
 
 class UnknownService(LookupError):

@@ -34,6 +34,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8585
     data_dir: Path = Path("var/data")
+    #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
+    download_dir: Path | None = None
     log_dir: str = "var/log"
     log_level: str = "INFO"
     log_max_bytes: int = 64 * 1024 * 1024
@@ -53,12 +55,32 @@ class Settings:
     workers: int = 2
     threads: int = 8
     timeout: int = 60
-    extra: Mapping[str, str] = field(default_factory=dict)
+    #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
+    #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
+    service_urls: Mapping[str, str] = field(default_factory=dict)
+    #: The environment these settings were read from; a service's own variables
+    #: (``RUQI_*``...) are read from it by the ``config`` the Service declares.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def service_env(self, prefix: str) -> dict[str, str]:
+        """The variables of one service's ``env_prefix`` (``RUQI`` -> ``RUQI_*``), verbatim."""
+        head = prefix.upper().rstrip("_") + "_"
+        return {k: v for k, v in self.env.items() if k.startswith(head)}
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """Every variable that is not ``BUTTERFLY_*``; prefer :meth:`service_env`."""
+        return {k: v for k, v in self.env.items() if not k.startswith("BUTTERFLY_")}
 
     @property
     def log_to_stdout(self) -> bool:
         """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
         return self.log_dir == "-"
+
+    @property
+    def download_root(self) -> Path:
+        """The folder downloads come from: never the data dir itself, which holds SQLite."""
+        return self.download_dir or self.data_dir / "download"
 
     @property
     def database_url(self) -> str:
@@ -164,6 +186,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
     kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
     if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
         kwargs["data_dir"] = Path(raw)
+    if (raw := get("BUTTERFLY_DOWNLOAD_DIR")) is not None:
+        kwargs["download_dir"] = Path(raw)
     if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
         kwargs["log_dir"] = raw
     if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
@@ -208,10 +232,40 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["threads"] = _int("BUTTERFLY_THREADS", raw, 1, 1024)
     if (raw := get("BUTTERFLY_TIMEOUT")) is not None:
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
-    kwargs["extra"] = {k: v for k, v in env.items() if not k.startswith("BUTTERFLY_")
-                       and k.split("_", 1)[0] in SERVICE_PREFIXES}
-    return Settings(**kwargs)
+    kwargs["service_urls"] = _service_urls(env)
+    kwargs["env"] = dict(env)
+    settings = Settings(**kwargs)
+    _check_download_root(settings)
+    return settings
 
 
-# Service-specific variables (RUQI_SCRIPT_DIR, ...) are kept verbatim in Settings.extra.
-SERVICE_PREFIXES = ("CORE", "RUQI", "WUXING", "BAICHUAN", "CANGHAI", "XINGQIAO")
+def _check_download_root(settings: Settings) -> None:
+    """Refuse a download root that holds the SQLite database or the logs."""
+    root = settings.download_root.resolve()
+    held = []
+    if settings.database_url.startswith("sqlite:///"):
+        held.append(("the database", Path(settings.database_url.removeprefix("sqlite:///"))))
+    if not settings.log_to_stdout:
+        held.append(("the log dir", Path(settings.log_dir)))
+    for what, path in held:
+        if path.resolve().is_relative_to(root):
+            raise SettingsError(f"BUTTERFLY_DOWNLOAD_DIR={str(root)!r} holds {what}: "
+                                "downloads need a folder of their own")
+
+
+#: ``BUTTERFLY_*_URL`` variables that are not a service's base URL.
+_NOT_SERVICE_URLS = ("BUTTERFLY_REDIS_URL", "BUTTERFLY_DB_URL")
+
+
+def _service_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """``{"ruqi": "http://host:4100", ...}`` from ``BUTTERFLY_RUQI_URL``-style variables."""
+    urls = {}
+    for name, raw in env.items():
+        if (not name.startswith("BUTTERFLY_") or not name.endswith("_URL")
+                or name in _NOT_SERVICE_URLS or not raw.strip()):
+            continue
+        service = name[len("BUTTERFLY_"):-len("_URL")].lower()
+        if not service:
+            continue
+        urls[service] = _url(name, raw.strip(), ("http", "https")).rstrip("/")
+    return urls

@@ -1,12 +1,13 @@
-"""baichuan's own knobs, read from ``BAICHUAN_*`` variables (kept in ``Settings.extra``).
+"""baichuan's own knobs: ``BAICHUAN_*`` variables, declared as the service's ``config``.
 
-Parsed once per settings object and checked by the service's ``setup`` hook, so a bad
-value stops ``butterfly serve`` at start-up with the variable's name instead of failing
-inside a request.
+The framework reads and validates them once, with the settings, so a bad value stops
+``butterfly serve`` at start-up with the variable's name instead of failing inside a
+request; handlers ask ``runtime.get_config(BaichuanConfig)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from butterfly_common.settings import Settings, env_number
@@ -34,29 +35,27 @@ class BaichuanConfig:
     prune_workers_after: float = PRUNE_WORKERS_AFTER
 
 
-_cache: dict[int, tuple[Settings, BaichuanConfig]] = {}
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BaichuanConfig:
+        """Parse BAICHUAN_* variables; SettingsError names the malformed one."""
+        return cls(
+            max_message_bytes=int(env_number(env, "BAICHUAN_MAX_MESSAGE_BYTES",
+                                          MAX_MESSAGE_BYTES, 1)),
+            max_wait=env_number(env, "BAICHUAN_MAX_WAIT", MAX_WAIT, 0),
+            maintenance_interval=env_number(env, "BAICHUAN_MAINTENANCE_INTERVAL",
+                                         MAINTENANCE_INTERVAL, 0.05),
+            prune_workers_after=env_number(env, "BAICHUAN_PRUNE_WORKERS_AFTER",
+                                        PRUNE_WORKERS_AFTER, 1),
+        )
 
 
 def config_of(settings: Settings) -> BaichuanConfig:
-    """The baichuan config of ``settings`` (raises SettingsError on a malformed value)."""
-    hit = _cache.get(id(settings))
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    extra = dict(settings.extra)
-    conf = BaichuanConfig(
-        max_message_bytes=int(env_number(extra, "BAICHUAN_MAX_MESSAGE_BYTES",
-                                      MAX_MESSAGE_BYTES, 1)),
-        max_wait=env_number(extra, "BAICHUAN_MAX_WAIT", MAX_WAIT, 0),
-        maintenance_interval=env_number(extra, "BAICHUAN_MAINTENANCE_INTERVAL",
-                                     MAINTENANCE_INTERVAL, 0.05),
-        prune_workers_after=env_number(extra, "BAICHUAN_PRUNE_WORKERS_AFTER",
-                                    PRUNE_WORKERS_AFTER, 1),
-    )
-    _cache.clear()  # one live settings object per process; keep the cache tiny
-    _cache[id(settings)] = (settings, conf)
-    return conf
+    """The baichuan config of ``settings``, parsed afresh (handlers ask the runtime:
+    ``runtime.get_config(BaichuanConfig)``, read once at start)."""
+    return BaichuanConfig.from_env(settings.service_env("BAICHUAN"))
 
 
 def check_config(settings: Settings) -> None:
-    """Service ``setup`` hook: refuse to start on a malformed ``BAICHUAN_*`` value."""
+    """Service ``setup`` hook: refuse to start on a malformed ``BAICHUAN_*`` value (the
+    framework validates the declared config too; this keeps ``setup`` explicit)."""
     config_of(settings)

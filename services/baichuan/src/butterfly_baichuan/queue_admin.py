@@ -1,7 +1,7 @@
 """What the baichuan HTTP API does, over a :class:`Broker`: checks, then one broker call.
 
 Handlers stay one line each; everything a request can get wrong is decided here, as a
-:class:`~butterfly_baichuan.refusals.Refusal` with a specific stat (or a ``ParamError``,
+:class:`~butterfly_common.Refusal` with a specific stat (or a ``ParamError``,
 which the framework answers as ``ERR_BAD_PARAMS``). Replies are plain dicts in the wire
 shape, lists in the ``{"total": N, "list": [...]}`` shape.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 from typing import Any
 
+from butterfly_common import Refusal, mq
 from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
 from butterfly_common.mq.keys import check_id, check_topic
 from butterfly_common.paging import check_page
@@ -26,7 +26,6 @@ from .refusals import (
     ERR_MSG_NOT_FOUND,
     ERR_MSG_TOO_LARGE,
     ERR_WAIT_TIMEOUT,
-    Refusal,
 )
 
 TERMINAL = (FINISHED, FAILED)
@@ -36,23 +35,18 @@ ORDERS = {"newest": True, "oldest": False}
 #: millisecond arithmetic far inside what Lua's doubles hold exactly.
 MAX_SECONDS = 10 * 365 * 86400.0
 MAX_RETRIES = 1000
-WAIT_FIRST_PAUSE = 0.02
-WAIT_MAX_PAUSE = 0.2
 
 
 # -- checks ---------------------------------------------------------------------------
 
 def check_publish_topic(topic: str) -> str:
-    """A topic is a handler path ``/app/handler``: no braces (they would break the hash
-    tag), no whitespace, at most 200 chars, and a leading ``/`` so a typo such as
-    ``demo_api/hello`` is refused instead of creating a queue nobody serves."""
-    try:
-        check_topic(topic)
-    except ValueError as exc:
-        raise Refusal(ERR_BAD_TOPIC, str(exc)) from None
-    if not topic.startswith("/"):
-        raise Refusal(ERR_BAD_TOPIC, f"topic must be a handler path like /app/handler: "
-                                     f"{topic!r}")
+    """A topic is a handler path ``/app/handler`` (``mq.topic_problem``): no braces (they
+    would break the hash tag), no whitespace, at most 200 chars, and the route's shape, so
+    a typo such as ``demo_api/hello`` is refused instead of creating a queue nobody
+    serves."""
+    problem = mq.topic_problem(topic)
+    if problem is not None:
+        raise Refusal(ERR_BAD_TOPIC, problem)
     return topic
 
 
@@ -106,39 +100,34 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
     return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
 
 
+def not_found(msg_id: str, topic: str | None = None) -> Refusal:
+    return Refusal(ERR_MSG_NOT_FOUND, f"no message {msg_id!r}"
+                   + (f" on topic {topic!r}" if topic else "")
+                   + " (never published, deleted, or its result expired)")
+
+
 def get_message(broker: Broker, msg_id: str, topic: str | None = None) -> Message:
     """The message ``msg_id`` (looked up by id alone unless ``topic`` is given)."""
     msg = broker.get(msg_id, topic)
     if msg is None:
-        raise Refusal(ERR_MSG_NOT_FOUND, f"no message {msg_id!r}"
-                      + (f" on topic {topic!r}" if topic else "")
-                      + " (never published, deleted, or its result expired)")
+        raise not_found(msg_id, topic)
     return msg
 
 
 def wait(broker: Broker, msg_id: str, timeout: float, max_wait: float,
          topic: str | None = None) -> dict[str, Any]:
-    """Long-poll until the message is finished or failed, for at most
-    ``min(timeout, max_wait)`` seconds.
-
-    Twemproxy has no blocking commands nor pub/sub, so this polls the record: first after
-    20 ms (a fast handler answers almost at once), backing off to 200 ms so a slow one
-    costs at most ~5 reads a second per waiting client.
-    """
+    """Long-poll (``mq.wait``) until the message is finished or failed, for at most
+    ``min(timeout, max_wait)`` seconds; ERR_WAIT_TIMEOUT with the current record when the
+    time runs out."""
     if not math.isfinite(timeout) or timeout < 0:
         raise ParamError("invalid: timeout (must be >= 0 seconds)")
     limit = min(timeout, max_wait)
-    deadline = time.monotonic() + limit
-    msg = get_message(broker, msg_id, topic)
-    pause = WAIT_FIRST_PAUSE
-    while msg.status not in TERMINAL:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Refusal(ERR_WAIT_TIMEOUT, f"message {msg_id} still {msg.status} after "
-                                            f"{limit:g}s; wait again", msg.to_dict())
-        time.sleep(min(pause, left))
-        pause = min(pause * 1.5, WAIT_MAX_PAUSE)
-        msg = get_message(broker, msg_id, msg.topic)
+    msg = mq.wait(msg_id, limit, topic=topic, via=broker)
+    if msg is None:
+        raise not_found(msg_id, topic)
+    if msg.status not in TERMINAL:
+        raise Refusal(ERR_WAIT_TIMEOUT, f"message {msg_id} still {msg.status} after "
+                                        f"{limit:g}s; wait again", msg.to_dict())
     return msg.to_dict()
 
 

@@ -1,27 +1,24 @@
-"""Why baichuan says no: one stat per refusal, its HTTP code, and the handler guard.
+"""Why baichuan says no: one stat per refusal and its HTTP code.
 
-Domain code raises :class:`Refusal` (or lets a queue-protocol / Redis exception through);
-:func:`answers_refusals` turns each into ``(stat, data)`` and puts the human reason in
-``req.error_str``, which the gateway sends as ``x-reason``. So every refusal has a
-specific, stable stat for programs and a sentence for people, and a Redis outage is a
-503 ``ERR_MQ_UNAVAILABLE`` instead of a 500 with a traceback.
+Domain code raises the framework's :class:`~butterfly_common.Refusal` (or lets a
+queue-protocol / Redis exception through); the service's ``refusal_of`` hook
+(:func:`refusal_of`) names the refusal such an exception stands for, and the Gateway
+answers ``{"stat": ...}`` with the reason in ``x-reason`` and the code of
+:data:`HTTP_CODES`. So every refusal has a specific, stable stat for programs and a
+sentence for people, and a Redis outage is a 503 ``ERR_MQ_UNAVAILABLE`` instead of a 500
+with a traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from butterfly_common import retstat
+from butterfly_common import Refusal, retstat
 from butterfly_common.mq import InvalidTopic, MessageIdConflict, MQError, NoConsumer
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 ERR_BAD_TOPIC = "ERR_BAD_TOPIC"
 ERR_NO_CONSUMER = "ERR_NO_CONSUMER"
@@ -51,20 +48,6 @@ HTTP_CODES: dict[str, int] = {
 }
 
 
-class Refusal(Exception):
-    """A request baichuan will not carry out: ``stat`` for programs, ``reason`` for people.
-
-    ``data`` is answered beside the stat (e.g. the message's current state on a wait
-    timeout).
-    """
-
-    def __init__(self, stat: str, reason: str, data: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.stat = stat
-        self.reason = reason
-        self.data = data or {}
-
-
 def refusal_of(exc: Exception) -> Refusal | None:
     """The refusal a queue-protocol or Redis exception stands for (None: a real bug)."""
     if isinstance(exc, Refusal):
@@ -83,24 +66,3 @@ def refusal_of(exc: Exception) -> Refusal | None:
         return Refusal(ERR_MQ_UNAVAILABLE,
                        f"queue store unavailable: {type(exc).__name__}: {exc}"[:300])
     return None
-
-
-def answers_refusals(func: F) -> F:
-    """Wrap a handler so refusals answer ``(stat, data)`` with ``x-reason`` set.
-
-    Put it under ``@api``: ``functools.wraps`` keeps the signature, annotations, module and
-    docstring the framework binds parameters and builds OpenAPI from.
-    """
-
-    @functools.wraps(func)
-    def guarded(req: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(req, *args, **kwargs)
-        except (Refusal, MQError, RedisError) as exc:
-            refusal = refusal_of(exc)
-            if refusal is None:  # pragma: no cover - every caught type maps
-                raise
-            req.error_str = refusal.reason
-            return refusal.stat, refusal.data
-
-    return guarded  # type: ignore[return-value]

@@ -6,6 +6,7 @@ replicas agree on who runs each fire through one-key Redis commands (see ``engin
 
 from butterfly_common.service import Service
 
+from .config import RuqiConfig
 from .runner import setup, start_engine
 
 service = Service(
@@ -15,6 +16,8 @@ service = Service(
     description="如期 HA scheduler: cron / interval / date jobs, each fire run once",
     starters=[start_engine],
     setup=setup,
+    env_prefix="RUQI",
+    config=RuqiConfig,
 )
 
 __all__ = ["service"]

@@ -2,7 +2,8 @@
 
 Useful beside API-only replicas (``RUQI_ENGINE=0``) and for process-level tests: it runs
 until SIGTERM/SIGINT, then stops gracefully (finishes running fires, stores their history,
-hands unstarted claims to peers).
+hands unstarted claims to peers). It builds the same ServiceRuntime as ``butterfly serve``
+and runs the same background work (with ``BUTTERFLY_CONSUME=1``, the queue consumer too).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import threading
 
 from butterfly_common import runtime
+from butterfly_common.serve import prepare, start_background, stop_background
 from butterfly_common.settings import load_settings
 
 from . import service
@@ -21,16 +23,14 @@ def main() -> None:
     settings = load_settings(default_port=service.port)
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    runtime.configure(settings)
-    assert service.setup is not None
-    service.setup(settings)
+    prepare(service, settings)
+    runtime.build_runtime(service, settings)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    stops = [stop for starter in service.starters if (stop := starter(settings))]
+    stops = start_background(service, settings)
     done.wait()
-    for stop in stops:
-        stop()
+    stop_background(stops)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,18 +192,13 @@ def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
         return Outcome(False, _cut(f"publish failed: {type(exc).__name__}: {exc}"))
     if not wait:
         return Outcome(True, f"msg_id={published}")
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while time.monotonic() < deadline:
-        state = topics.result(published)
-        if state is not None and state[0] in ("finished", "failed"):
-            status, result = state
-            stat = (result or {}).get("stat")
-            ok = status == "finished" and stat in (None, "OK")
-            return Outcome(ok, _cut(f"msg_id={published} status={status} "
-                                    f"result={json.dumps(result, default=str)}"))
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
+    state = topics.wait(published, timeout)
+    if state is not None and state[0] in ("finished", "failed"):
+        status, result = state
+        stat = (result or {}).get("stat")
+        ok = status == "finished" and stat in (None, "OK")
+        return Outcome(ok, _cut(f"msg_id={published} status={status} "
+                                f"result={json.dumps(result, default=str)}"))
     return Outcome(False, f"msg_id={published} no result within {timeout}s")
 
 

@@ -1,4 +1,7 @@
-"""Ruqi's own settings: ``RUQI_*`` variables, read from ``Settings.extra``.
+"""Ruqi's own settings: ``RUQI_*`` variables, declared as the service's ``config``.
+
+The framework reads them once, with the settings, and a bad value stops start-up naming
+the variable; code asks ``runtime.get_config(RuqiConfig)``.
 
 Job defaults follow the original ruqi (30 s misfire grace, no coalescing) rather than
 APScheduler's (1 s, coalesce on): a 1 s grace is shorter than the time it takes to notice a
@@ -7,6 +10,7 @@ dead replica, so fires it claimed could never be recovered.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from butterfly_common.settings import Settings, SettingsError, env_flag, env_number
@@ -44,7 +48,12 @@ class RuqiConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuqiConfig:
-        env = settings.extra
+        """Parse ``settings``' RUQI_* variables afresh (prefer ``runtime.get_config``)."""
+        return cls.from_env(settings.service_env("RUQI"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RuqiConfig:
+        """Parse RUQI_* variables; SettingsError names the malformed one."""
         overlap = env.get("RUQI_OVERLAP", "").strip() or "allow"
         if overlap not in OVERLAPS:
             raise SettingsError(f"RUQI_OVERLAP={overlap!r}: expected allow or forbid")

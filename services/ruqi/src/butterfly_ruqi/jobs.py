@@ -18,7 +18,7 @@ import peewee
 
 from butterfly_common import db
 from butterfly_common.paging import check_page
-from butterfly_common.runtime import get_redis, get_settings
+from butterfly_common.runtime import get_config, get_redis
 
 from . import rules
 from .claims import MANUAL_KEY, VERSION_KEY
@@ -32,8 +32,6 @@ ERR_JOB_EXIST = "ERR_JOB_EXIST"
 ERR_JOB_NOT_FOUND = "ERR_JOB_NOT_FOUND"
 ERR_BAD_JOB = "ERR_BAD_JOB"
 
-_config_cache: tuple[int, RuqiConfig] | None = None
-
 
 class JobError(Exception):
     """A refused request: ``stat`` goes in the body, ``reason`` in ``x-reason``."""
@@ -45,12 +43,8 @@ class JobError(Exception):
 
 
 def config() -> RuqiConfig:
-    """This process's ruqi settings (rebuilt if the process settings were replaced)."""
-    global _config_cache
-    settings = get_settings()
-    if _config_cache is None or _config_cache[0] != id(settings):
-        _config_cache = (id(settings), RuqiConfig.from_settings(settings))
-    return _config_cache[1]
+    """This process's ruqi settings, read and validated once by the framework."""
+    return get_config(RuqiConfig)
 
 
 @dataclass

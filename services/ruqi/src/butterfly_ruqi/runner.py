@@ -1,7 +1,8 @@
 """Process hooks for ``butterfly serve ruqi``: create tables, start and stop the engine.
 
 Each server process (every gunicorn worker) runs its own engine after fork; the claim
-protocol makes N workers on M hosts behave like one scheduler.
+protocol makes N workers on M hosts behave like one scheduler. The config is the
+service's declared :class:`~butterfly_ruqi.config.RuqiConfig`, read once by the runtime.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from butterfly_common import db
-from butterfly_common.runtime import get_redis
+from butterfly_common.runtime import get_config, get_redis
 from butterfly_common.settings import Settings
 
 from .config import RuqiConfig
@@ -27,15 +28,15 @@ ENGINES: list[Engine] = []
 def setup(settings: Settings) -> None:
     """Create ruqi's tables if they are missing (safe from many processes at once).
 
-    The caller has configured the runtime (``butterfly serve`` / ``python -m butterfly_ruqi``).
+    The caller has built the runtime (``butterfly serve`` / ``python -m butterfly_ruqi``),
+    which validated the RUQI_* variables.
     """
-    RuqiConfig.from_settings(settings)  # fail fast on a bad RUQI_* value
     db.create_tables(MODELS)
 
 
 def start_engine(settings: Settings) -> Callable[[], None] | None:
     """Start this process's engine unless ``RUQI_ENGINE=0``; return its graceful stop."""
-    config = RuqiConfig.from_settings(settings)
+    config = get_config(RuqiConfig)
     if not config.engine:
         log.info("RUQI_ENGINE is off: this process serves the API only")
         return None

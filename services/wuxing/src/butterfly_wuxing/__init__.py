@@ -8,6 +8,7 @@ See docs/architecture.md ("wuxing") for how the pieces fit.
 
 from butterfly_common.service import Service
 
+from .config import WuxingConfig
 from .runner import setup, start_pruner
 
 service = Service(
@@ -17,6 +18,8 @@ service = Service(
     description="五行 typed configuration / inspection data: revisions, CAS, history, watch",
     starters=[start_pruner],
     setup=setup,
+    env_prefix="WUXING",
+    config=WuxingConfig,
 )
 
 __all__ = ["service"]

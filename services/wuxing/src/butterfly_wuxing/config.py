@@ -38,7 +38,7 @@ class WuxingConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WuxingConfig:
-        """Build from ``env`` (``os.environ`` or ``Settings.extra``); raises SettingsError."""
+        """Build from the ``WUXING_*`` variables; raises SettingsError naming a bad one."""
         token = (env.get("WUXING_READ_TOKEN") or "").strip()
         if token and len(token) < 16:
             raise SettingsError("WUXING_READ_TOKEN: use at least 16 characters")

@@ -2,12 +2,14 @@
 
 Modules: ``keys`` (key layout), ``message`` (record + ids), ``errors``, ``scripts`` (Lua
 loading), ``broker`` (queue operations), ``registry`` (workers and topics), ``client``
-(``publish`` / ``get`` / ``wait`` on the process's Redis).
+(``broker`` / ``publish`` / ``get`` / ``wait`` / ``valid_topic`` on the process's
+Redis).
 """
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
-from .client import get, publish, wait
+from .client import broker, get, get_many, publish, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
+from .keys import topic_problem, valid_topic
 from .message import (
     DELAYED,
     FAILED,
@@ -25,5 +27,6 @@ __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker",
     "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer", "PublishResult",
-    "Registry", "get", "new_id", "publish", "wait",
+    "Registry", "broker", "get", "get_many", "new_id", "publish", "topic_problem",
+    "valid_topic", "wait",
 ]

@@ -1,4 +1,4 @@
-"""The Python client: publish to a topic, look a message up, wait for its result.
+"""The Python client: the process's one Broker, publish, look up, wait, check a topic.
 
 Uses the process's Redis client (``BUTTERFLY_REDIS_URL``), so it works the same from a
 handler, a script or the ``butterfly publish`` command::
@@ -8,28 +8,52 @@ handler, a script or the ``butterfly publish`` command::
     msg_id = mq.publish("/demo_api/hello", {"str_info": "hi"}).msg_id
     message = mq.wait(msg_id, timeout=10)
     message.status, message.result   # "finished", {"stat": "OK", "str_info": "hi"}
+
+Every service gets its broker from :func:`broker` and waits with :func:`wait`: there is
+one connection pool and one poll loop per process, whoever asks.
 """
 
 from __future__ import annotations
 
-import time
+import threading
+from collections.abc import Sequence
 from typing import Any
 
+from ..polling import poll_until
 from .broker import Broker
+from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
 
+__all__ = ["broker", "get", "get_many", "publish", "valid_topic", "wait"]
+
+_lock = threading.Lock()
 _broker: Broker | None = None
+
+#: :func:`wait` polls after 10 ms first (a fast handler is done by then), then backs off
+#: by half again each time up to 200 ms: a slow message costs ~5 reads a second per waiter
+#: (Twemproxy offers neither blocking pops nor pub/sub to wait on).
+WAIT_FIRST_PAUSE = 0.01
+WAIT_MAX_PAUSE = 0.2
+WAIT_GROWTH = 1.5
 
 
 def broker() -> Broker:
-    """The process-wide Broker over ``runtime.get_redis()`` (rebuilt if that changes)."""
+    """The process-wide Broker over ``runtime.get_redis()``, with ``BUTTERFLY_MQ_LEASE``.
+
+    Rebuilt when the runtime's client changes (tests configure new settings), so callers
+    never hold a broker of an old Redis.
+    """
     global _broker
     from .. import runtime
 
     client = runtime.get_redis()
-    if _broker is None or _broker.client is not client:
-        _broker = Broker(client)
-    return _broker
+    current = _broker
+    if current is None or current.client is not client:
+        with _lock:
+            if _broker is None or _broker.client is not client:
+                _broker = Broker(client, lease=runtime.get_settings().mq_lease)
+            current = _broker
+    return current
 
 
 def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
@@ -46,24 +70,38 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     return broker().publish(topic, data, **options)
 
 
-def get(msg_id: str) -> Message | None:
-    """The message with ``msg_id`` (any topic), or None when unknown or expired."""
-    return broker().get(msg_id)
+def get(msg_id: str, topic: str | None = None) -> Message | None:
+    """The message with ``msg_id`` (by id alone unless ``topic`` is given), or None when
+    unknown or expired."""
+    return broker().get(msg_id, topic)
 
 
-def wait(msg_id: str, timeout: float = 10.0) -> Message | None:
+def get_many(msg_ids: Sequence[str]) -> list[Message | None]:
+    """The messages of ``msg_ids`` in order (None where unknown), in as few round trips as
+    the broker offers (one per shard when it has ``get_many``)."""
+    current = broker()
+    many = getattr(current, "get_many", None)
+    if many is not None:
+        return list(many(list(msg_ids)))
+    return [current.get(msg_id) for msg_id in msg_ids]
+
+
+def wait(msg_id: str, timeout: float = 10.0, *, topic: str | None = None,
+         via: Broker | None = None) -> Message | None:
     """Poll until the message is finished or failed, or ``timeout`` seconds pass.
 
-    Returns the message as last seen (check ``status``), or None when it is unknown.
-    Polls every 10 ms at first, backing off to 200 ms.
+    Returns the message as last seen (check ``status``: not terminal means the time ran
+    out), or None when it is unknown (never published, deleted, expired) - also when it
+    disappears mid-wait. ``via``: the broker to read (default: :func:`broker`).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        message = get(msg_id)
-        if message is None or message.status in (FINISHED, FAILED):
-            return message
-        if time.monotonic() >= deadline:
-            return message
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(0.2, delay * 2)
+    source = via or broker()
+    where = [topic]
+
+    def read() -> Message | None:
+        message = source.get(msg_id, where[0])
+        if message is not None:
+            where[0] = message.topic  # later reads skip the id index
+        return message
+
+    return poll_until(read, lambda m: m is None or m.status in (FINISHED, FAILED), timeout,
+                      first=WAIT_FIRST_PAUSE, growth=WAIT_GROWTH, cap=WAIT_MAX_PAUSE)

@@ -63,6 +63,30 @@ def check_topic(topic: str) -> str:
     return topic
 
 
+def topic_problem(topic: object) -> str | None:
+    """Why ``topic`` cannot be published to, or None for a handler path ``/app/handler``.
+
+    The protocol's own limits (:func:`check_topic`) plus the shape of a route: a leading
+    ``/``, an app and a handler name (Python identifiers), at most one trailing ``/``
+    (ignored, as in HTTP routing), so a typo such as ``demo_api/hello`` is refused
+    instead of creating a queue nobody serves.
+    """
+    try:
+        check_topic(topic)  # type: ignore[arg-type]
+    except InvalidTopic as exc:
+        return str(exc)
+    assert isinstance(topic, str)
+    parts = topic[1:].removesuffix("/").split("/") if topic.startswith("/") else []
+    if len(parts) != 2 or not all(p.isidentifier() and p.isascii() for p in parts):
+        return f"topic must be a handler path like /app/handler: {topic!r}"
+    return None
+
+
+def valid_topic(topic: object) -> bool:
+    """True for a topic a consumer can serve: ``/app/handler`` (see :func:`topic_problem`)."""
+    return topic_problem(topic) is None
+
+
 def check_id(msg_id: str) -> str:
     """Caller-chosen ids end up inside key names: keep them short and printable."""
     if (not isinstance(msg_id, str) or not msg_id or len(msg_id) > MAX_ID_LEN

@@ -1,6 +1,6 @@
 """Admin-only handlers."""
 
-from butterfly_common import api, retstat
+from butterfly_common import Refusal, api, retstat
 
 
 @api(admin=True)
@@ -16,3 +16,15 @@ def whoami(req):
 @api
 def login(req, user: str, password: str):
     return retstat.OK
+
+
+@api(write=True)
+def change(req, value: str = "x"):
+    """A write action: operator/admin token or a trusted proxy's user."""
+    return retstat.OK, {"changed": value, "user": req.username}
+
+
+@api
+def refuse(req, code: int | None = None):
+    """Refuses with the framework Refusal (HTTP status ``code`` when given)."""
+    raise Refusal("ERR_NOPE", "no, because", {"hint": 1}, http=code)

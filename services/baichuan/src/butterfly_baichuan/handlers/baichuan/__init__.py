@@ -1,7 +1,9 @@
 """``/baichuan/*``: publish to the queue, fetch and await results, inspect and clean topics.
 
-Every reply is ``{"stat": ..., **data}``. Refusals answer a specific stat, the reason in
-``x-reason`` and an HTTP code from :data:`~butterfly_baichuan.refusals.HTTP_CODES`
+Every reply is ``{"stat": ..., **data}``. Refusals (the framework's ``Refusal``, raised by
+``queue_admin`` or mapped from queue / Redis errors by the service's ``refusal_of`` hook)
+answer a specific stat, the reason in ``x-reason`` and an HTTP code from
+:data:`~butterfly_baichuan.refusals.HTTP_CODES`
 (400 bad topic/status, 404 not found, 409 conflict / no consumer / not failed, 413 too
 large, 503 Redis unreachable; ``ERR_WAIT_TIMEOUT`` stays 200). Bad or missing parameters
 are the framework's ``ERR_BAD_PARAMS`` (400).
@@ -24,13 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 from butterfly_baichuan import queue_admin
-from butterfly_baichuan.config import config_of
-from butterfly_baichuan.connection import get_broker
-from butterfly_baichuan.refusals import HTTP_CODES, Refusal, answers_refusals
-from butterfly_common import api, retstat, runtime
+from butterfly_baichuan.config import BaichuanConfig
+from butterfly_baichuan.refusals import HTTP_CODES
+from butterfly_common import Refusal, Request, api, mq, retstat, runtime
 from butterfly_common.auth import check_admin
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
-from butterfly_common.request import Request
 
 OK = retstat.OK
 
@@ -39,11 +39,10 @@ def _require_admin(req: Request) -> None:
     """The framework's admin check, for a handler that is admin-only for some params."""
     refused = check_admin(req.headers.get("Authorization"), runtime.get_settings().admin_token)
     if refused:
-        raise Refusal(refused.stat, refused.reason)
+        raise Refusal(refused.stat, refused.reason, http=refused.status)
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             delay: float = 0.0, at_front: bool = False, timeout: float = DEFAULT_TIMEOUT,
             max_retries: int = 0, result_ttl: float = DEFAULT_RESULT_TTL,
@@ -57,80 +56,72 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     another topic), ERR_MQ_UNAVAILABLE. The caller's request id is stored with the message,
     so the consumer's access log carries the same ``x-reqid``.
     """
-    max_bytes = config_of(runtime.get_settings()).max_message_bytes
+    max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
-        get_broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
+        mq.broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
         failure_ttl=failure_ttl, reqid=req.reqid, force=force)
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     """A message's record: topic, data, status, attempts, result, error, worker, cost and
     times (epoch seconds). ERR_MSG_NOT_FOUND once deleted or expired."""
-    return OK, queue_admin.get_message(get_broker(), msg_id, topic).to_dict()
+    return OK, queue_admin.get_message(mq.broker(), msg_id, topic).to_dict()
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = None) -> Any:
     """Wait up to ``timeout`` seconds (capped by BAICHUAN_MAX_WAIT, default 60) for the
     message to finish or fail, then answer its record as ``msg`` does. When time runs out
     the stat is ERR_WAIT_TIMEOUT with HTTP 200 and the current record: not an error, ask
     again."""
-    max_wait = config_of(runtime.get_settings()).max_wait
-    return OK, queue_admin.wait(get_broker(), msg_id, timeout, max_wait, topic)
+    max_wait = runtime.get_config(BaichuanConfig).max_wait
+    return OK, queue_admin.wait(mq.broker(), msg_id, timeout, max_wait, topic)
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def requeue(req: Request, topic: str, msg_id: str | None = None, all: bool = False) -> Any:
     """Put a failed message (``msg_id``) back in the queue with fresh attempts; ``all=true``
     requeues every failed message of the topic and needs the admin token (a bulk re-run).
     ERR_MSG_NOT_FAILED when the message is not a dead letter."""
     if all:
         _require_admin(req)
-    return OK, queue_admin.requeue(get_broker(), topic, msg_id, all)
+    return OK, queue_admin.requeue(mq.broker(), topic, msg_id, all)
 
 
 @api(admin=True, statuses=HTTP_CODES)
-@answers_refusals
 def delete(req: Request, topic: str, msg_id: str) -> Any:
     """Admin: remove one message of ``topic`` whatever its status (a consumer still
     running it is fenced out: its late result is ignored)."""
-    return OK, queue_admin.delete(get_broker(), topic, msg_id)
+    return OK, queue_admin.delete(mq.broker(), topic, msg_id)
 
 
 @api(admin=True, statuses=HTTP_CODES)
-@answers_refusals
 def purge(req: Request, topic: str, status: str = "failed") -> Any:
     """Admin: delete every message of ``topic`` in ``status`` (queued, delayed, started,
     finished, failed, or all); answers ``purged``."""
-    return OK, queue_admin.purge(get_broker(), topic, status)
+    return OK, queue_admin.purge(mq.broker(), topic, status)
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def topics(req: Request, page_index: int = 1, page_size: int = 100) -> Any:
     """Known topics, each with queued/delayed/started/finished/failed counts and its live
     ``consumers``, as ``data: {total, list}``."""
-    return OK, {"data": queue_admin.topics_page(get_broker(), page_index, page_size)}
+    return OK, {"data": queue_admin.topics_page(mq.broker(), page_index, page_size)}
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def msgs(req: Request, topic: str, status: str = "queued", page_index: int = 1,
          page_size: int = 20, order: str = "newest") -> Any:
     """One page of ``topic``'s messages in ``status``, ``order`` newest (default) or
     oldest first, as ``data: {total, list}``."""
-    return OK, {"data": queue_admin.msgs_page(get_broker(), topic, status, page_index,
+    return OK, {"data": queue_admin.msgs_page(mq.broker(), topic, status, page_index,
                                               page_size, order)}
 
 
 @api(topic=False, statuses=HTTP_CODES)
-@answers_refusals
 def workers(req: Request, page_index: int = 1, page_size: int = 100) -> Any:
     """Registered consumers: id, topics, info, ttl, last_seen (epoch s) and ``alive``, as
     ``data: {total, list}``."""
-    return OK, {"data": queue_admin.workers_page(get_broker(), page_index, page_size)}
+    return OK, {"data": queue_admin.workers_page(mq.broker(), page_index, page_size)}

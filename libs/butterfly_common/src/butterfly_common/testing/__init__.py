@@ -1,5 +1,9 @@
 """Real servers for tests: redis-server (and friends) on free ports, plus waiting helpers.
 
+The pytest fixtures built on them live in :mod:`butterfly_common.testing.plugin` (loaded
+automatically through the ``pytest11`` entry point); the recording HTTP server in
+:mod:`butterfly_common.testing.callee`.
+
 Tests start their own servers instead of sharing the machine's Redis on 6379, and wait
 on conditions with a deadline instead of sleeping and hoping.
 """

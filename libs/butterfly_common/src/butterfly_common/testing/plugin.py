@@ -1,0 +1,98 @@
+"""The Butterfly pytest plugin (entry point ``pytest11``), active wherever
+butterfly-common is installed. Fixtures:
+
+- ``redis_server`` (session): a private redis-server on a free port;
+- ``nutcracker`` (session): Twemproxy in front of two private redis-server shards;
+- ``mariadb_database``: the URL of a private MariaDB database, dropped afterwards
+  (``BUTTERFLY_TEST_MYSQL_HOST`` / ``_PORT``, default 127.0.0.1:3306; fails, never
+  skips, when the server is down);
+- ``service_client(name, **env)``: a Flask test client of service ``name`` on the
+  private Redis and a temp data/log dir; ``env`` adds ``BUTTERFLY_*`` / service
+  variables (a value of None removes one);
+- ``serve_process(name, **env)``: ``butterfly serve name`` (real gunicorn) on a free
+  port, stopped at the end of the test;
+- ``callee``: a :class:`~butterfly_common.testing.callee.Callee` recording HTTP server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import ButterflyService, Nutcracker, RedisServer
+from . import mariadb_database as private_database
+from .callee import Callee
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One throw-away redis-server for the session."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nutcracker() -> Iterator[Nutcracker]:
+    """Twemproxy (``hash_tag: "{}"``) over two throw-away shards; ``.url`` to connect,
+    ``.shard_ports`` to look behind it."""
+    with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def mariadb_database() -> Iterator[str]:
+    """A private MariaDB database's ``mysql://`` URL."""
+    host = os.environ.get("BUTTERFLY_TEST_MYSQL_HOST", "127.0.0.1")
+    port = int(os.environ.get("BUTTERFLY_TEST_MYSQL_PORT", "3306"))
+    with private_database("bf_t", host, port) as url:
+        yield url
+
+
+def _env(request: pytest.FixtureRequest, base: dict[str, str], env: dict[str, Any]
+         ) -> dict[str, str]:
+    values = {**base, **env}
+    if "BUTTERFLY_REDIS_URL" not in values:
+        values["BUTTERFLY_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+@pytest.fixture
+def service_client(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Any]:
+    """``service_client("baichuan", BAICHUAN_MAX_WAIT="1")`` -> a Flask test client."""
+
+    def build(name: str, **env: Any) -> Any:
+        from ..app import create_app
+        from ..settings import load_settings
+
+        base = {"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
+                "BUTTERFLY_DATA_DIR": str(tmp_path / "data")}
+        return create_app(name, load_settings(_env(request, base, env))).test_client()
+
+    return build
+
+
+@pytest.fixture
+def serve_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., ButterflyService]]:
+    """``serve_process("core", BUTTERFLY_WORKERS="1")`` -> a started ButterflyService
+    (``.url``, ``.log_dir``, ``.kill()``); all are stopped when the test ends."""
+    started: list[ButterflyService] = []
+
+    def start(name: str, **env: Any) -> ButterflyService:
+        service = ButterflyService(name, _env(request, {}, env))
+        started.append(service)
+        return service.__enter__()
+
+    yield start
+    for service in reversed(started):
+        service.__exit__(None, None, None)
+
+
+@pytest.fixture
+def callee() -> Iterator[Callee]:
+    """A local HTTP server recording every call (see :class:`Callee`)."""
+    with Callee() as server:
+        yield server
