@@ -68,7 +68,8 @@ def values_as_of(item_ids: list[int], revision: int) -> dict[int, History]:
                                     & (History.revision <= revision))
              .order_by(History.revision, History.id))
     for row in query:
-        found[row.item_id] = row
+        if row.item_id is not None:
+            found[row.item_id] = row
     return found
 
 
@@ -135,7 +136,8 @@ def prune(days: float, now: dt.datetime | None = None) -> int:
     """
     cutoff = (now or dt.datetime.now()) - dt.timedelta(days=days)
     deleted = 0
-    for (namespace,) in Namespace.select(Namespace.namespace).tuples():
+    names = [str(ns) for ns in Namespace.select(Namespace.namespace).scalars()]
+    for namespace in names:
         top = (History.select(peewee.fn.MAX(History.revision))
                .where((History.namespace == namespace) & (History.c_time < cutoff)).scalar())
         if top is None:

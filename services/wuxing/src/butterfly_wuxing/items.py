@@ -47,7 +47,7 @@ def namespace_of(item_id: int) -> str:
     except Exception:
         found = None
     if found:
-        return found
+        return str(found)
     namespace = Item.select(Item.namespace).where(Item.id == item_id).scalar()
     if namespace is None:
         raise _not_found(item_id)

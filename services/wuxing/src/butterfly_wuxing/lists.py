@@ -53,6 +53,7 @@ def instance_list(namespace: str, section_name: str, instance_name: str | None,
     spec = _sort_spec(sort)
     if spec is not None:
         name, desc = spec
+        field: Any
         if name in INSTANCE_ORDER:
             field = INSTANCE_ORDER[name]
         else:  # sort by an item's value: documented by the original, built here
@@ -111,10 +112,10 @@ def item_list(namespace: str | None, section_name: str | None, instance_name: st
               page_index: int, page_size: int, order_by: str | None,
               order_dir: str | None) -> dict[str, Any]:
     query = Item.select()
-    for field, given in ((Item.namespace, namespace), (Item.section_name, section_name),
-                         (Item.instance_name, instance_name), (Item.item_name, item_name)):
+    for column_, given in ((Item.namespace, namespace), (Item.section_name, section_name),
+                           (Item.instance_name, instance_name), (Item.item_name, item_name)):
         if given:
-            query = query.where(field == given)
+            query = query.where(column_ == given)
     kind = values.item_type(item_name) if item_name else None
     if item_value_operator is not None or item_value is not None:
         if item_value_operator not in OPERATORS or kind is None or item_value is None:
@@ -123,7 +124,7 @@ def item_list(namespace: str | None, section_name: str | None, instance_name: st
                               "item_name and item_value")
         column = getattr(Item, values.COLUMNS[kind])
         query = query.where(OPERATORS[item_value_operator](
-            column, values.convert(kind, item_value, item_name)))
+            column, values.convert(kind, item_value, item_name or "item_value")))
     start, end = _time(start_time, "start_time"), _time(end_time, "end_time")
     if start:
         query = query.where(Item.u_time >= start)
@@ -133,6 +134,7 @@ def item_list(namespace: str | None, section_name: str | None, instance_name: st
     spec = _sort_spec(sort)
     if spec is not None:
         name, desc = spec
+        field: Any
         if name == "item_value":
             if kind is None:
                 raise WuxingError(E.ERR_PARAM_IS_INVALID, "sort=item_value needs item_name")

@@ -86,12 +86,12 @@ def convert(kind: str, value: Any, item: str = "value") -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            number = float(value)
+            real = float(value)
         except (TypeError, ValueError):
             raise _invalid(item, f"{value!r} is not a number") from None
-        if not math.isfinite(number):
+        if not math.isfinite(real):
             raise _invalid(item, "NaN and infinities are not stored")
-        return number
+        return real
     if kind == "b":
         return _to_bool(value, item)
     text = value if isinstance(value, str) else str(value).lower() \
