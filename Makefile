@@ -46,6 +46,7 @@ bench: system-deps install
 	$(BIN)/python bench/http_overhead.py
 	$(BIN)/python bench/mq_throughput.py
 	$(BIN)/python bench/scheduler_accuracy.py
+	$(BIN)/python bench/wuxing.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -58,7 +58,7 @@ def test_no_read_after_a_write_answer_sees_an_older_value(api):
 
     def writer(item):
         client = api.app.test_client()
-        for n in range(1, 61):
+        for n in range(1, 41):
             reply = client.post("/wuxing/instance_update_item", headers=_auth(),
                                 json={**WEB1, "item_name": item, "item_value": n})
             assert reply.get_json()["stat"] == "OK"
@@ -84,8 +84,8 @@ def test_no_read_after_a_write_answer_sees_an_older_value(api):
     for t in readers:
         t.join()
     assert not problems, problems[:5]
-    assert reads[0] > 50
-    assert api.ok("instance_get", **WEB1)["data"] == {"i|a": 60, "i|b": 60}
+    assert reads[0] > 20
+    assert api.ok("instance_get", **WEB1)["data"] == {"i|a": 40, "i|b": 40}
 
 
 def _auth():
