@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6"
+DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6" \
+             "mypy>=1.10" "types-requests" "types-PyMySQL"
 STAMP  := $(VENV)/.installed
 
 .PHONY: install system-deps run test lint compose compose-check bench clean
@@ -14,8 +15,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Re-install when a package's metadata changes (new dependency, new entry point).
-$(STAMP): $(BIN)/python $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+# Re-install when a package's metadata changes (new dependency, new entry point) or the
+# dev tools do (this Makefile).
+$(STAMP): $(BIN)/python Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
@@ -27,8 +29,14 @@ system-deps:
 run: install
 	$(BIN)/python scripts/fleet.py
 
+# mypy (mypy.ini): strict on the framework, checked on every service's package.
+SRC_PATH := $(subst $(eval) ,:,$(foreach p,$(PACKAGES),$(p)/src))
+SERVICE_PKGS := $(filter-out %.egg-info,$(wildcard services/*/src/butterfly_*))
+
 lint: install
 	$(BIN)/ruff check .
+	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --strict libs/butterfly_common/src/butterfly_common
+	MYPYPATH=$(SRC_PATH) $(BIN)/mypy $(SERVICE_PKGS)
 
 # deploy/compose.yml is generated from deploy/fleet.toml; CI fails on a stale or invalid one.
 compose: install
@@ -49,4 +57,4 @@ bench: system-deps install
 	$(BIN)/python bench/wuxing.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

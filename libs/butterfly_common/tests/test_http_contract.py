@@ -1,4 +1,5 @@
-"""DESIGN §2, rule by rule, through Flask's test client (real app, real routing)."""
+"""The handler contract (README "Writing handlers", docs/architecture.md "The request
+path"), rule by rule, through Flask's test client (real app, real routing)."""
 
 from __future__ import annotations
 

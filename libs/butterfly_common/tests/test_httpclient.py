@@ -54,6 +54,10 @@ def test_not_an_envelope_and_unreachable(served):
 def test_timeout(callee):
     with pytest.raises(CallError, match="Timeout"):
         ServiceClient(callee.url, timeout=0.2).call("/slow/one?sleep=2")
+    with pytest.raises(CallError, match="Timeout"):
+        ServiceClient(callee.url).request("/slow/two?sleep=2", {"a": 1}, timeout=0.2)
+    ServiceClient(callee.url, timeout=5).call("/svc/wait", timeout=30)  # a parameter
+    assert callee.snapshot()[-1]["body"] == '{"timeout": 30}'
 
 
 def test_reqid_and_token_travel(callee):

@@ -22,12 +22,11 @@ class DemoConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DemoConfig:
         READS.append(1)
-        assert all(k.startswith("DEMO_") for k in env), env  # only its own prefix
         return cls(limit=int(env_number(env, "DEMO_LIMIT", 10, 1, 100)))
 
 
 DEMO = Service(name="democfg", port=18002, handlers="sample_handlers", env_prefix="DEMO",
-               config=DemoConfig)
+               config=DemoConfig, description="a service with its own config")
 
 
 def settings_for(tmp_path, **env):
@@ -39,7 +38,9 @@ def settings_for(tmp_path, **env):
 def test_config_is_read_once_and_shared(tmp_path):
     READS.clear()
     settings = settings_for(tmp_path, DEMO_LIMIT="42")
-    create_app(DEMO, settings)
+    app = create_app(DEMO, settings)
+    spec = app.test_client().get("/openapi.json").get_json()
+    assert spec["info"]["description"] == "a service with its own config"
     rt = runtime.current_runtime()
     assert rt is not None and rt.config == DemoConfig(42)
     for _ in range(3):
@@ -67,12 +68,21 @@ def test_env_prefix_defaults_to_the_name_and_config_needs_from_env():
         Service(name="x", port=1, handlers="x", config=dict)
 
 
-def test_undeclared_config_is_an_error():
+def test_any_from_env_class_is_read_once_per_settings(tmp_path):
     @dataclass(frozen=True)
-    class Nobody:
+    class Part:  # part of a service's settings kept in its own module
+        url: str
+
         @classmethod
         def from_env(cls, env):
-            return cls()
+            READS.append(1)
+            return cls(env.get("BUTTERFLY_RUQI_URL", ""))
 
-    with pytest.raises(SettingsError, match="Nobody"):
-        runtime.get_config(Nobody)
+    READS.clear()
+    runtime.configure(settings_for(tmp_path, BUTTERFLY_RUQI_URL="http://r:1"))
+    assert runtime.get_config(Part) is runtime.get_config(Part)
+    assert runtime.get_config(Part).url == "http://r:1" and len(READS) == 1
+    runtime.configure(settings_for(tmp_path))
+    assert runtime.get_config(Part).url == "" and len(READS) == 2
+    with pytest.raises(TypeError, match="from_env"):
+        runtime.get_config(dict)

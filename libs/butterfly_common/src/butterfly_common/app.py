@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -36,6 +36,7 @@ from .settings import Settings
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 BODY_METHODS = ("POST", "PUT", "PATCH")
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -88,12 +89,12 @@ class ServiceApp:
             "/healthz": self.healthz, "/readyz": self.readyz,
             "/metrics": self.metrics, "/openapi.json": self.openapi,
         }
-        self._openapi = dumps(build_spec(service.name, self.routes))
+        self._openapi = dumps(build_spec(service.name, self.routes, service.description))
         #: Flask's own WSGI app, for paths that are not routes (set by create_app).
-        self.flask_wsgi: Callable[[dict, Callable], Any] = self._unset_flask
+        self.flask_wsgi: WSGIApp = self._unset_flask
 
     @staticmethod
-    def _unset_flask(environ: dict, start_response: Callable) -> Any:
+    def _unset_flask(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         raise RuntimeError("ServiceApp used outside create_app()")
 
     # -- built-in endpoints -------------------------------------------------------------
@@ -124,7 +125,7 @@ class ServiceApp:
         return Outcome(200, 200, self._openapi, [JSON_TYPE])
 
     # -- the request pipeline -----------------------------------------------------------
-    def wsgi(self, environ: dict, start_response: Callable) -> Any:
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         """Fast path for handler and built-in routes; the rest goes to Flask."""
         key = route_key(environ.get("PATH_INFO") or "/")
         if key not in self.routes and key not in self.ops:
@@ -135,11 +136,13 @@ class ServiceApp:
 
     def flask_view(self, path: str = "") -> Response:
         """Flask's catch-all rule: unknown paths (routes are served by :meth:`wsgi`)."""
-        return self.dispatch_request(request._get_current_object(), route_key("/" + path))
+        http: HttpRequest = request._get_current_object()  # type: ignore[attr-defined]
+        return self.dispatch_request(http, route_key("/" + path))
 
     def dispatch_request(self, http: HttpRequest, key: str) -> Response:
         """Build the Request, serve ``key``, add the gateway headers, log the call."""
-        headers = http.headers
+        # werkzeug's Headers answers .get() like the Mapping the rest of the code reads
+        headers = cast(Mapping[str, str], http.headers)
         incoming = headers.get("x-reqid")
         reqid = incoming.upper() if incoming and is_valid_reqid(incoming.upper()) else new_reqid()
         ip, username = client_identity(http.remote_addr, headers, self.settings.trusted_proxies)

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     # A .env in the working directory supplies settings; the real environment wins.
     load_dotenv(Path.cwd() / ".env", override=False)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except SettingsError as exc:
         print(f"butterfly: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -236,6 +236,7 @@ class Consumer:
         reason = req.error_str or outcome.reason
         for attempt in range(5):
             try:
+                done: str | bool
                 if outcome.stat == retstat.ERR_BAD_PARAMS:
                     done = self.broker.fail(msg, reason, outcome.data, cost, retry=False)
                 elif outcome.stat == retstat.ERR_SERVER_EXCEPTION:

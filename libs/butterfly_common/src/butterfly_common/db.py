@@ -42,7 +42,8 @@ def open_database(url: str) -> peewee.Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         # WAL lets readers and one writer work at once across gunicorn workers.
         return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
-    return connect(_with_defaults(url))
+    database_: peewee.Database = connect(_with_defaults(url))
+    return database_
 
 
 def init_db(url: str) -> peewee.Database:

@@ -32,7 +32,7 @@ def all_routes() -> dict[str, Route]:
     return routes
 
 
-def _invoke(func: Callable, req: Request, kwargs: dict[str, Any]) -> Any:
+def _invoke(func: Callable[..., Any], req: Request, kwargs: dict[str, Any]) -> Any:
     return func(req, **kwargs)
 
 

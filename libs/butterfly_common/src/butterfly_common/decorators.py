@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
-F = TypeVar("F", bound=Callable)
+F = TypeVar("F", bound=Callable[..., Any])
 Kind = Literal["api", "raw", "download"]
 
 SPEC_ATTR = "__butterfly__"
@@ -40,7 +40,7 @@ def _mark(func: F, spec: HandlerSpec) -> F:
     return func
 
 
-def spec_of(func: Callable) -> HandlerSpec | None:
+def spec_of(func: Callable[..., Any]) -> HandlerSpec | None:
     """The spec a decorator attached to ``func``, or None for a plain function."""
     return getattr(func, SPEC_ATTR, None)
 
@@ -52,7 +52,9 @@ def api(*, admin: bool = False, write: bool = False, topic: bool = True,
         statuses: Mapping[str, int] | None = None) -> Callable[[F], F]: ...
 
 
-def api(func=None, *, admin=False, write=False, topic=True, statuses=None):
+def api(func: F | None = None, *, admin: bool = False, write: bool = False,
+        topic: bool = True,
+        statuses: Mapping[str, int] | None = None) -> F | Callable[[F], F]:
     """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``.
 
     ``write=True`` marks a state-changing action (see :mod:`butterfly_common.auth`); like
@@ -70,7 +72,7 @@ def raw(func: F) -> F: ...
 def raw(*, admin: bool = False) -> Callable[[F], F]: ...
 
 
-def raw(func=None, *, admin=False):
+def raw(func: F | None = None, *, admin: bool = False) -> F | Callable[[F], F]:
     """A handler that picks its own HTTP status: returns ``code`` or ``(code, body[, headers])``."""
     spec = HandlerSpec("raw", admin=admin, topic=False)
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
@@ -82,7 +84,8 @@ def download(func: F) -> F: ...
 def download(*, root: str | None = None, admin: bool = False) -> Callable[[F], F]: ...
 
 
-def download(func=None, *, root=None, admin=False):
+def download(func: F | None = None, *, root: str | None = None,
+             admin: bool = False) -> F | Callable[[F], F]:
     """A file handler: returns ``(stat, {"filename": relpath, "is_download": bool}[, headers])``.
 
     ``filename`` is resolved inside ``root`` (default: the service's data dir); a path that

@@ -12,6 +12,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from .decorators import HandlerSpec, spec_of
 from .params import Binder
@@ -24,7 +25,7 @@ class Route:
     path: str
     app: str
     name: str
-    func: Callable
+    func: Callable[..., Any]
     spec: HandlerSpec
     binder: Binder
 

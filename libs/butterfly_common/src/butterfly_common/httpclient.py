@@ -88,18 +88,24 @@ class ServiceClient:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def call(self, path: str, timeout: float | None = None, **params: Any) -> dict[str, Any]:
+    def call(self, path: str, **params: Any) -> dict[str, Any]:
         """POST ``params`` as JSON to ``path``; the envelope when its stat is ``OK``.
 
         Raises :class:`CallError` for any other stat (``stat``, ``x-reason``, status), for
         a non-envelope answer and for a connection failure or timeout
-        (``ERR_CALL_FAILED``, status 0).
+        (``ERR_CALL_FAILED``, status 0). Every keyword is a handler parameter (even
+        ``timeout``); see :meth:`request` for a per-call time limit.
         """
+        return self.request(path, params)
+
+    def request(self, path: str, params: dict[str, Any] | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+        """As :meth:`call`, with the parameters as a dict and an optional time limit (s)."""
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/': {path!r}")
         url = self.base_url + path
         try:
-            response = self.session().post(url, json=params, headers=self.headers(),
+            response = self.session().post(url, json=params or {}, headers=self.headers(),
                                            timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             raise CallError(ERR_CALL_FAILED, f"{url}: {type(exc).__name__}: {exc}"[:300]) \

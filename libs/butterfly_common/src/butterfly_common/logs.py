@@ -110,7 +110,7 @@ def write_access(req: Request, stat: Any) -> None:
     """Write one access line; the record is built directly (no stack walk per request)."""
     if access_log.isEnabledFor(logging.INFO):
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, _ACCESS_FILE, 0,
-                                                access_line(req, stat), None, None, "access"))
+                                                access_line(req, stat), (), None, "access"))
 
 
 _ACCESS_FILE = "access.py"

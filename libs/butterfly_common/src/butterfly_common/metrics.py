@@ -8,6 +8,7 @@ then reports the sum over all of them.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,7 +28,7 @@ LATENCY = Histogram("butterfly_request_seconds", "Handler call latency in second
 UNKNOWN_ROUTE = "<unknown>"
 
 
-_children: dict[tuple[str, str, str], tuple] = {}
+_children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
 
 
 def observe(route: str, method: str, stat: object, seconds: float) -> None:
@@ -44,6 +45,6 @@ def render() -> tuple[bytes, str]:
     """The exposition text of every process of this service."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

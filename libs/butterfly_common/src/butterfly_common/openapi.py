@@ -63,13 +63,15 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     return op
 
 
-def build_spec(service: str, routes: Mapping[str, Route]) -> dict[str, Any]:
-    """The OpenAPI document of one service's routes."""
+def build_spec(service: str, routes: Mapping[str, Route],
+               description: str = "") -> dict[str, Any]:
+    """The OpenAPI document of one service's routes (``description``: the Service's)."""
     paths = {path: {"get": _operation(r, "get"), "post": _operation(r, "post")}
              for path, r in sorted(routes.items())}
     return {
         "openapi": "3.0.3",
-        "info": {"title": f"butterfly {service}", "version": __version__},
+        "info": {"title": f"butterfly {service}", "version": __version__,
+                 **({"description": description} if description else {})},
         "paths": paths,
         "components": {"securitySchemes": {
             "adminToken": {"type": "http", "scheme": "bearer"},

@@ -75,7 +75,7 @@ def _to_bool(value: Any) -> bool:
     raise ValueError("expected a boolean (true/false, 1/0, yes/no, on/off)")
 
 
-def _to_dict(value: Any) -> dict:
+def _to_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)
     if not isinstance(value, dict):
@@ -102,7 +102,7 @@ def coercer_for(annotation: Any) -> Coercer | None:
     if annotation is list or origin is list:
         item = coercer_for(args[0]) if args else None
 
-        def to_list(value: Any) -> list:
+        def to_list(value: Any) -> list[Any]:
             values = value if isinstance(value, list) else [value]
             return [item(v) for v in values] if item else list(values)
 
@@ -124,7 +124,7 @@ class Param:
 class Binder:
     """The compiled signature of one handler: which names it takes and how to coerce them."""
 
-    def __init__(self, func: Callable) -> None:
+    def __init__(self, func: Callable[..., Any]) -> None:
         sig = inspect.signature(func)
         try:
             hints = typing.get_type_hints(func)

@@ -41,7 +41,7 @@ class Outcome:
     body: bytes = b""
     headers: Headers = field(default_factory=list)
     reason: str = ""
-    data: dict | None = None  # the JSON body as a dict, kept for queue results
+    data: dict[str, Any] | None = None  # the JSON body as a dict, kept for queue results
     file: FileBody | None = None
 
 
@@ -56,7 +56,7 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def dumps(body: Mapping) -> bytes:
+def dumps(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, default=json_default).encode()
 
 
@@ -66,11 +66,12 @@ JSON_TYPE = ("Content-Type", "application/json")
 class ProtocolSettings:
     """The knobs of the wire format (from Settings), resolved once per app."""
 
-    def __init__(self, legacy_status: bool = False, stat_adaptor: Mapping | None = None) -> None:
+    def __init__(self, legacy_status: bool = False,
+                 stat_adaptor: Mapping[str, Any] | None = None) -> None:
         self.legacy_status = legacy_status
         self.stat_adaptor = stat_adaptor
 
-    def adapt(self, body: dict) -> dict:
+    def adapt(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add the STAT_ADAPTOR ``success``/``message``-style keys for amis front ends."""
         adaptor = self.stat_adaptor
         if adaptor and "stat" in body:

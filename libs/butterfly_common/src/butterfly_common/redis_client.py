@@ -25,7 +25,7 @@ RedisLike = redis.Redis | RedisCluster
 
 def _handshake_kwargs(cls: type) -> dict[str, Any]:
     """The kwargs that stop redis-py from sending HELLO / CLIENT SETINFO (7.x and 8.x)."""
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {"protocol": 2}
     if "driver_info" in params:
         kwargs["driver_info"] = None
@@ -76,7 +76,8 @@ class Script:
         source = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
         return cls(source, filename)
 
-    def __call__(self, client: Any, keys: list[str], args: list[Any] | tuple = ()) -> Any:
+    def __call__(self, client: Any, keys: list[str],
+                 args: list[Any] | tuple[Any, ...] = ()) -> Any:
         if not keys:
             raise ValueError(f"{self.name}: Twemproxy needs at least one key to route EVAL")
         try:

@@ -68,7 +68,7 @@ os.register_at_fork(after_in_child=new_reqid._reset)
 
 def is_valid_reqid(value: str | None) -> bool:
     """True for a caller's id we may keep: exactly 16 upper-case hex digits."""
-    return bool(value) and _VALID.match(value) is not None
+    return value is not None and _VALID.match(value) is not None
 
 
 def reqid_time(reqid: str) -> float:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import db
 from .redis_client import RedisLike, make_redis
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .discovery import Route
@@ -82,22 +82,24 @@ def load_config(service: Service) -> Any:
 
 
 def get_config(cls: type[C]) -> C:
-    """The validated instance of config class ``cls`` for this process's settings.
+    """The validated instance of ``cls`` (any class with ``from_env(env)``) for this
+    process's settings, built from the environment they were read from.
 
-    Normally read at start (``create_app`` / the consumer / ``butterfly serve``); read on
-    first use otherwise (a script), from the installed service that declares ``cls``.
+    A service's declared config is read at start (``create_app`` / the consumer /
+    ``butterfly serve``); any other such class (a part of a service's settings kept in its
+    own module) on first use. Either way once per settings: the one config cache.
     """
     hit = _configs.get(cls)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    from .service import installed_services
-
-    candidates = [_runtime.service] if _runtime is not None else []
-    candidates += list(installed_services().values())
-    for service in candidates:
-        if service.config is cls:
-            return load_config(service)  # type: ignore[no-any-return]
-    raise SettingsError(f"no installed service declares config {cls.__name__}")
+    from_env = getattr(cls, "from_env", None)
+    if not callable(from_env):
+        raise TypeError(f"{cls.__name__} has no from_env(env) classmethod")
+    settings = get_settings()
+    with _lock:
+        if cls not in _configs:
+            _configs[cls] = from_env(settings.env)
+        return _configs[cls]  # type: ignore[no-any-return]
 
 
 def service_config() -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .service import Service
+from .service import Service, Starter
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def start_background(service: Service, settings: Settings) -> list[Callable[[], 
     return stoppers
 
 
-def background_starters(service: Service, settings: Settings) -> list:
+def background_starters(service: Service, settings: Settings) -> list[Starter]:
     """The service's own starters, plus the queue consumer with ``BUTTERFLY_CONSUME=1``."""
     starters = list(service.starters)
     if settings.consume:
@@ -103,7 +103,7 @@ class ButterflyServer(BaseApplication):
     def _child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def prepare(service: Service, settings: Settings) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .settings import Settings
 
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from .protocol import Outcome
     from .refusal import Refusal
     from .request import Request
+
+class ServiceConfig(Protocol):
+    """What ``Service(config=...)`` takes: a (frozen dataclass) class with ``from_env``."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Any:
+        """Build from the environment (read the service's ``<ENV_PREFIX>_*`` variables);
+        SettingsError naming a malformed one."""
+
 
 #: Background work: started once per server process after fork, given the settings; it
 #: returns a callable that stops it gracefully (or None when there is nothing to stop).
@@ -40,6 +49,7 @@ class Service:
     name: str
     port: int
     handlers: str
+    #: One line on what the service is for; the ``info.description`` of its OpenAPI.
     description: str = ""
     #: Background work started after fork in every server process (scheduler engines...).
     starters: list[Starter] = field(default_factory=list)
@@ -48,9 +58,9 @@ class Service:
     #: Prefix of the service's own variables (``RUQI`` -> ``RUQI_*``); default: the name.
     env_prefix: str = ""
     #: A frozen dataclass with ``from_env(env) -> Self`` (raising SettingsError naming the
-    #: variable), read from the ``<env_prefix>_*`` variables once, with the settings, and
+    #: variable), read once with the settings from the environment they came from, and
     #: returned by ``runtime.get_config(cls)`` / ``runtime.service_config()``.
-    config: type | None = None
+    config: type[ServiceConfig] | None = None
     #: Gateway hooks, see :data:`BeforeCall` / :data:`AfterCall` / :data:`RefusalOf`.
     before_call: BeforeCall | None = None
     after_call: AfterCall | None = None
@@ -66,7 +76,7 @@ class Service:
         """The service's config from ``settings`` (SettingsError on a bad value), or None."""
         if self.config is None:
             return None
-        return self.config.from_env(settings.service_env(self.env_prefix))
+        return self.config.from_env(settings.env)
 
 
 class UnknownService(LookupError):

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -50,7 +51,7 @@ class Settings:
     operator_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
     legacy_status: bool = False
-    stat_adaptor: Mapping | None = None
+    stat_adaptor: Mapping[str, Any] | None = None
     max_body_bytes: int = 1024 * 1024
     workers: int = 2
     threads: int = 8
@@ -150,7 +151,7 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
-def _stat_adaptor(name: str, raw: str) -> Mapping:
+def _stat_adaptor(name: str, raw: str) -> Mapping[str, Any]:
     try:
         value = json.loads(raw)
     except ValueError as exc:
@@ -176,7 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         value = env.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
         kwargs["redis_url"] = _url("BUTTERFLY_REDIS_URL", raw, REDIS_SCHEMES)
     if (raw := get("BUTTERFLY_DB_URL")) is not None:

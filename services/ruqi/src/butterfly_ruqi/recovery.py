@@ -70,7 +70,7 @@ class Watcher:
                         horizon += fire.spec.timeout
                     drop = now > horizon
                     fire.check_at = now + RECHECK
-                else:
+                elif value is not None:  # a phase was parsed, so the key had a value
                     self._take_over(fire, value, phase, owner, reqid)
             if drop:
                 with self._lock:

@@ -16,6 +16,7 @@ its lease (reaped, released, deleted) cannot overwrite the newer attempt's outco
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 from collections.abc import Iterable
@@ -177,7 +178,7 @@ class Broker:
         """Retry delay after the ``attempts``-th try: doubling from ``min_backoff``, capped
         at ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
         base = min(self.max_backoff, self.min_backoff * 2 ** max(0, attempts - 1))
-        return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrets
+        return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
              cost: float = 0.0, retry: bool = True) -> str:
@@ -313,7 +314,8 @@ class Broker:
 
     # -- registry (delegated) ---------------------------------------------------------
 
-    def heartbeat(self, worker_id: str, topics: Iterable[str], info: dict | None = None,
+    def heartbeat(self, worker_id: str, topics: Iterable[str],
+                  info: dict[str, Any] | None = None,
                   ttl: float | None = None) -> float:
         """See :meth:`Registry.heartbeat`."""
         return self.registry.heartbeat(worker_id, topics, info, ttl)
@@ -322,11 +324,11 @@ class Broker:
         """See :meth:`Registry.unregister`."""
         self.registry.unregister(worker_id, topics)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> builtins.list[dict[str, Any]]:  # builtins: Broker.list shadows it
         """See :meth:`Registry.workers`."""
         return self.registry.workers()
 
-    def topics(self) -> list[str]:
+    def topics(self) -> builtins.list[str]:
         """See :meth:`Registry.topics`."""
         return self.registry.topics()
 

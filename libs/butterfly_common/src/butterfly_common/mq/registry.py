@@ -25,7 +25,8 @@ class Registry:
         self.client = client
         self.heartbeat_ttl = heartbeat_ttl
 
-    def heartbeat(self, worker_id: str, topics: Iterable[str], info: dict | None = None,
+    def heartbeat(self, worker_id: str, topics: Iterable[str],
+                  info: dict[str, Any] | None = None,
                   ttl: float | None = None) -> float:
         """Record ``worker_id`` as alive and serving ``topics``; returns server time (s).
 

@@ -42,7 +42,7 @@ def run(client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
     return load(name)(client, keys, args)
 
 
-def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple:
+def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
     """Add an EVALSHA to a non-transactional pipeline; keep the call for :func:`settle`."""
     script = load(name)
     # execute_command: redis-py's ClusterPipeline blocks the ``evalsha`` method, though it
@@ -51,7 +51,7 @@ def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple:
     return (script, keys, args)
 
 
-def settle(client: Any, results: list[Any], calls: dict[int, tuple]) -> list[Any]:
+def settle(client: Any, results: list[Any], calls: dict[int, tuple[Any, ...]]) -> list[Any]:
     """Replace NOSCRIPT replies of a pipeline by re-running those scripts with EVAL.
 
     ``calls`` maps a result index to what :func:`queue_in` returned. Any other error

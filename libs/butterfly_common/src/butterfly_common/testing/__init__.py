@@ -30,7 +30,8 @@ def free_port() -> int:
     """A TCP port nobody listens on right now (the kernel's pick)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
@@ -68,7 +69,7 @@ class ManagedProcess:
         self.port = port
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="bf-test-"))
         self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> ManagedProcess:
         # argv list from the test itself, never a shell string
@@ -213,8 +214,10 @@ class RedisClusterServers:
         self._cli(self.ports[0], "--cluster", "create", *addrs, "--cluster-replicas", "0",
                   "--cluster-yes")
         for port in self.ports:
-            wait_until(lambda p=port: "cluster_state:ok" in self._cli(p, "cluster", "info"),
-                       timeout, interval=0.1, what=f"cluster_state:ok on {port}")
+            def ready(p: int = port) -> bool:
+                return "cluster_state:ok" in self._cli(p, "cluster", "info")
+
+            wait_until(ready, timeout, interval=0.1, what=f"cluster_state:ok on {port}")
         return self
 
     def stop(self) -> None:

@@ -84,7 +84,7 @@ def serve_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., Butt
     def start(name: str, **env: Any) -> ButterflyService:
         service = ButterflyService(name, _env(request, {}, env))
         started.append(service)
-        return service.__enter__()
+        return service.start()
 
     yield start
     for service in reversed(started):

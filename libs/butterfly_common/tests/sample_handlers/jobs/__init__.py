@@ -3,19 +3,19 @@
 import threading
 import time
 
-from butterfly_common import api, retstat, runtime
+from butterfly_common import Request, api, retstat, runtime
 
 STARTED = threading.Event()
 
 
 @api
-def add(req, a: int, b: int):
+def add(req: Request, a: int, b: int):
     """Add two integers; logs the publisher's reqid as its own."""
     return retstat.OK, {"sum": a + b, "reqid": req.reqid, "method": req.method}
 
 
 @api
-def flaky(req, key: str, failures: int):
+def flaky(req: Request, key: str, failures: int):
     """Raise until called ``failures`` times for ``key``, then succeed."""
     calls = runtime.get_redis().incr(f"bf:test:flaky:{key}")
     if calls <= failures:
@@ -24,7 +24,7 @@ def flaky(req, key: str, failures: int):
 
 
 @api
-def slow(req, seconds: float):
+def slow(req: Request, seconds: float):
     """Sleep in short steps (interruptible), for timeouts and leases."""
     STARTED.set()
     deadline = time.monotonic() + seconds
@@ -34,10 +34,10 @@ def slow(req, seconds: float):
 
 
 @api(admin=True)
-def admin_only(req):
+def admin_only(req: Request):
     return retstat.OK
 
 
 @api(topic=False)
-def http_only(req):
+def http_only(req: Request):
     return retstat.OK

@@ -1,7 +1,7 @@
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 
 
 @api
-def imported_helper(req):
+def imported_helper(req: Request):
     """Decorated, but in a module the app imports: only its own module path counts."""
     return retstat.OK

@@ -2,7 +2,7 @@
 
 import peewee
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 from butterfly_common.db import database
 from butterfly_common.paging import page_query
 
@@ -16,13 +16,13 @@ class Note(peewee.Model):
 
 
 @api
-def add(req, text: str):
+def add(req: Request, text: str):
     note = Note.create(text=text)
     return retstat.OK, {"id": note.id}
 
 
 @api
-def notes(req, page_index: int = 1, page_size: int = 20):
+def notes(req: Request, page_index: int = 1, page_size: int = 20):
     query = Note.select().order_by(Note.id)
     return retstat.OK, {"data": page_query(query, page_index, page_size,
                                            lambda n: {"id": n.id, "text": n.text})}

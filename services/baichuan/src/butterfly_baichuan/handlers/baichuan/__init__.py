@@ -11,7 +11,8 @@ are the framework's ``ERR_BAD_PARAMS`` (400).
 None of these routes is a queue topic (``topic=False``): they *are* the queue's front
 door, and a ``wait`` served from the queue would pin a consumer thread for a minute.
 
-Who may do what (DESIGN §2: destructive queue actions need the admin token):
+Who may do what (destructive queue actions need the admin token, as every admin route;
+README "Admin handlers"):
 
 - anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``, and
   ``requeue`` of ONE failed message - it re-runs one call its publisher could simply

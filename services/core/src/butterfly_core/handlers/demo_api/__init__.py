@@ -2,17 +2,17 @@
 
 import secrets
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 
 
 @api
-def ping(req):
+def ping(req: Request):
     """Answer OK with a random string: the handler path is alive."""
     req.log_params["x"] = 1
     return retstat.OK, {"randstr": secrets.token_hex(8)}
 
 
 @api
-def hello(req, str_info: str):
+def hello(req: Request, str_info: str):
     """Echo ``str_info`` back, with a response header of the app's own."""
     return retstat.OK, {"str_info": str_info}, [("demo", "1.0.1")]

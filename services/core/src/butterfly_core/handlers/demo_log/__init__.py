@@ -2,20 +2,20 @@
 
 import logging
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @api
-def loglevel_get(req, logger: str = ""):
+def loglevel_get(req: Request, logger: str = ""):
     """The level of ``logger`` (the root logger when empty)."""
     return retstat.OK, {"logger": logger or "root",
                         "level": logging.getLevelName(logging.getLogger(logger or None).level)}
 
 
 @api(admin=True)
-def loglevel_set(req, level: str, logger: str = ""):
+def loglevel_set(req: Request, level: str, logger: str = ""):
     """Set ``logger``'s level in this worker process (admin token required)."""
     level = level.upper()
     if level not in LEVELS:

@@ -5,13 +5,13 @@ import sys
 import threading
 import traceback
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 
 log = logging.getLogger("butterfly.stack")
 
 
 @api(admin=True)
-def stackdump(req):
+def stackdump(req: Request):
     """Log the stack of every thread of this worker and say how many there were."""
     names = {t.ident: t.name for t in threading.enumerate()}
     frames = sys._current_frames()
