@@ -50,8 +50,9 @@ def configure(redis_url: str, db_url: str, **extra: str) -> Any:
     return settings
 
 
-def _fresh(redis_url: str, url: str, **extra: str) -> Iterator[Api]:
-    make_redis(redis_url).flushall()
+def _fresh(redis_url: str, url: str, flush: bool = True, **extra: str) -> Iterator[Api]:
+    if flush:  # (not through Twemproxy, which refuses FLUSHALL: its shards start empty)
+        make_redis(redis_url).flushall()
     settings = configure(redis_url, url, **extra)
     yield Api(settings)
     if db.database.obj is not None and not db.database.is_closed():
