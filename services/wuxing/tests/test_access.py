@@ -49,3 +49,10 @@ def test_bad_settings_stop_start_up():
         with pytest.raises(SettingsError, match=next(iter(env))):
             WuxingConfig.from_env(env)
     assert WuxingConfig.from_env({}).history_days == 90
+
+
+def test_legacy_status_answers_every_refusal_with_200(fresh, redis_server, sqlite_url):
+    with contextlib.contextmanager(fresh)(redis_server.url, sqlite_url,
+                                          BUTTERFLY_LEGACY_STATUS="1") as api:
+        status, body, reason = api.call("section_get", **KEY)
+        assert (status, body["stat"]) == (200, "ERR_SECTION_IS_NOT_EXIST") and reason
