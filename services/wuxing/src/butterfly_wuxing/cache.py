@@ -62,7 +62,8 @@ class Cache:
         self._local: dict[str, tuple[str, Any]] = {}
 
     # -- health ---------------------------------------------------------------------------
-    def _usable(self) -> bool:
+    def usable(self) -> bool:
+        """False while the breaker is open or a failed version advance cannot be replayed."""
         if time.monotonic() < self._broken_until:
             return False
         if self._pending:
@@ -110,7 +111,7 @@ class Cache:
     def get(self, namespace: str, key: str) -> tuple[Any, str | None]:
         """``(value, None)`` on a hit, ``(None, tag)`` on a miss (tag: version to store
         under; None means "do not store")."""
-        if not self.enabled or not self._usable():
+        if not self.enabled or not self.usable():
             return None, None
         local = self._local.get(key)
         if local is not None:

@@ -96,15 +96,13 @@ def create(namespace: str, instance_name: str, section_name: str, section_versio
         initial = {name: checked(template, name, items_data[name]
                                  if items_data.get(name) is not None else spec["item_default"])
                    for name, spec in template.items()}
-        instance = Instance.create(namespace=namespace, instance_name=instance_name,
-                                   section_name=section_name, section_version=section_version,
-                                   section_md5=section.section_md5, user=user,
-                                   revision=write.revision)
+        Instance.create(namespace=namespace, instance_name=instance_name,
+                        section_name=section_name, section_version=section_version,
+                        section_md5=section.section_md5, user=user, revision=write.revision)
         write.record("instance", "create", section_name=section_name,
                      section_version=section_version, instance_name=instance_name)
         for name, value in initial.items():
             create_item(write, namespace, section_name, instance_name, name, value)
-        del instance
 
     return run_write(namespace, user, change)[1]
 

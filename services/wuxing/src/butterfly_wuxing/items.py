@@ -42,17 +42,18 @@ def namespace_of(item_id: int) -> str:
     """Items never change namespace, so this mapping is cached without a version."""
     key = f"wx:itemns:{item_id}"
     client = cache.get_cache()
+    usable = client.enabled and client.usable()
     try:
-        found = client.client.get(key) if client.enabled else None
+        found = client.client.get(key) if usable else None
     except Exception:
-        found = None
+        found, usable = None, False
     if found:
         return str(found)
     namespace = Item.select(Item.namespace).where(Item.id == item_id).scalar()
     if namespace is None:
         raise _not_found(item_id)
     try:
-        if client.enabled:
+        if usable:
             client.client.set(key, namespace, px=client.ttl_ms)
     except Exception:  # noqa: S110 - the cache is optional
         pass
