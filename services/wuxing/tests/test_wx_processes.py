@@ -28,8 +28,10 @@ HERE = Path(__file__).parent
 
 
 def _service(redis_url: str, db_url: str, port: int | None = None, **env: str):
+    # A long worker timeout: on a loaded machine gunicorn would otherwise kill a starved
+    # worker mid-request, which these tests would take for a wuxing failure.
     return ButterflyService("wuxing", {"BUTTERFLY_REDIS_URL": redis_url,
-                                       "BUTTERFLY_DB_URL": db_url,
+                                       "BUTTERFLY_DB_URL": db_url, "BUTTERFLY_TIMEOUT": "600",
                                        "BUTTERFLY_ADMIN_TOKEN": TOKEN, **env}, port=port)
 
 
