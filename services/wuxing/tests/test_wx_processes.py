@@ -61,8 +61,8 @@ def _use_db(db_url: str, redis_url: str) -> None:
 
 def test_cas_under_contention_loses_no_update(redis_server, db_url):
     """16 clients (8 threads in each of 2 processes) x 200 revision-CAS increments."""
-    with _service(redis_server.url, db_url, BUTTERFLY_WORKERS="2",
-                  BUTTERFLY_THREADS="8") as svc:
+    with _service(redis_server.url, db_url, BUTTERFLY_WORKERS="2", BUTTERFLY_THREADS="8",
+                  BUTTERFLY_TRUSTED_PROXIES="127.0.0.1") as svc:
         _ok(svc.url, "section_create", namespace="demo", section_name="c", section_version="1")
         _ok(svc.url, "section_item_add", namespace="demo", section_name="c",
             section_version="1", item_name="i|count", item_default=0)
@@ -72,7 +72,7 @@ def test_cas_under_contention_loses_no_update(redis_server, db_url):
         clients = [subprocess.Popen([sys.executable, str(HERE / "cas_client.py"), svc.url,
                                      TOKEN, "8", "200"], stdout=subprocess.PIPE, text=True)
                    for _ in range(2)]
-        results = [json.loads(c.communicate(timeout=600)[0]) for c in clients]
+        results = [json.loads(c.communicate(timeout=1800)[0]) for c in clients]
         assert all(c.returncode == 0 for c in clients)
         value = _ok(svc.url, "instance_get", namespace="demo",
                     instance_name="counter")["data"]["i|count"]
