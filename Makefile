@@ -1,17 +1,25 @@
 # Butterfly: one venv for the whole repo, every package installed editable.
 # `make run` starts the local fleet, `make test` is the one test command (CI calls it).
+# `make` alone lists the targets: each is documented by its `## ...` comment.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "honcho>=2.0" "pyyaml>=6" \
-             "mypy>=1.10" "types-requests" "types-PyMySQL"
+DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
+             "mypy>=1.10" "types-requests" "types-PyMySQL" \
+             "schemathesis>=4.0" "openapi-spec-validator>=0.7"
 STAMP  := $(VENV)/.installed
+FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
-.PHONY: install system-deps run test lint compose compose-check bench clean
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps run test lint compose compose-check bench clean
+
+help: ## list the targets (this text)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || PYTHON=$(PYTHON) scripts/ensure-system-deps run
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
@@ -21,40 +29,45 @@ $(STAMP): $(BIN)/python Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## create .venv with every package installed editable
+	@echo "installed: use ./butterfly (or: source $(VENV)/bin/activate)"
 
-system-deps:
+system-deps: ## apt-install what the tests need (redis-server, nutcracker, wrk, ...)
 	scripts/ensure-system-deps
 
-run: install
-	$(BIN)/python scripts/fleet.py
+# fleet.py installs redis-server itself (scripts/ensure-system-deps run) when it must start one.
+# Its exit code 3 means "refused before starting anything": its one line says why, and make
+# adds no "*** Error" line under it.
+run: $(STAMP) ## start the fleet locally (and a redis-server, .env with an admin token)
+	@$(BIN)/python scripts/fleet.py $(FLEET_ARGS) || [ $$? -eq 3 ]
 
-# mypy (mypy.ini): strict on the framework, checked on every service's package.
+# mypy (mypy.ini): strict on the framework, checked on every service's package (the
+# framework's ignores for strict-only errors are not "unused" there).
 SRC_PATH := $(subst $(eval) ,:,$(foreach p,$(PACKAGES),$(p)/src))
 SERVICE_PKGS := $(filter-out %.egg-info,$(wildcard services/*/src/butterfly_*))
 
-lint: install
+lint: $(STAMP) ## ruff and mypy (strict on the framework, checked on the services)
 	$(BIN)/ruff check .
 	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --strict libs/butterfly_common/src/butterfly_common
-	MYPYPATH=$(SRC_PATH) $(BIN)/mypy $(SERVICE_PKGS)
+	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --no-warn-unused-ignores $(SERVICE_PKGS)
 
 # deploy/compose.yml is generated from deploy/fleet.toml; CI fails on a stale or invalid one.
-compose: install
+compose: $(STAMP) ## regenerate deploy/compose.yml from deploy/fleet.toml
 	$(BIN)/python scripts/gen_compose.py
 
-compose-check: install
+compose-check: $(STAMP) ## fail when deploy/compose.yml is stale or invalid
 	$(BIN)/python scripts/gen_compose.py --check
 	docker-compose -f deploy/compose.yml config -q
 
-test: system-deps install lint compose-check
+test: system-deps $(STAMP) lint compose-check ## install everything, lint, check compose, run pytest
 	$(BIN)/pytest -q
 
-bench: system-deps install
+bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/http_overhead.py
 	$(BIN)/python bench/mq_throughput.py
 	$(BIN)/python bench/scheduler_accuracy.py
 	$(BIN)/python bench/wuxing.py
 
-clean:
+clean: ## remove .venv, var/ and caches (keeps .env)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -138,10 +138,14 @@ def query(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
         getattr(db, "close_all", db.close)()
 
 
+#: Job control is a write action; the callee is local (RUQI_HTTP_ALLOW=127.0.0.1).
+OPERATOR = "bench-operator-token-0123"
+
 def api(url: str, name: str, session: requests.Session | None = None,
         **params: Any) -> dict[str, Any]:
     """POST ``/ruqi/<name>`` with a JSON body; anything but ``stat: OK`` is fatal."""
-    resp = (session or requests).post(f"{url}/ruqi/{name}", json=params, timeout=30)
+    resp = (session or requests).post(f"{url}/ruqi/{name}", json=params, timeout=30,
+                                      headers={"Authorization": f"Bearer {OPERATOR}"})
     body = resp.json()
     if body.get("stat") != "OK":
         raise RuntimeError(f"{name} {params}: {body} {resp.headers.get('x-reason')}")
@@ -208,7 +212,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         redis_url = stack.enter_context(RedisServer()).url
         db_url = stack.enter_context(database(args.db, tmp))
         env = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
-               "BUTTERFLY_WORKERS": "1", "RUQI_TIMEZONE": "UTC", "TMPDIR": str(tmp)}
+               "BUTTERFLY_WORKERS": "1", "RUQI_TIMEZONE": "UTC", "TMPDIR": str(tmp),
+               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR, "RUQI_HTTP_ALLOW": "127.0.0.1"}
         replicas = [ButterflyService("ruqi", env) for _ in range(args.replicas)]
         for replica in replicas:
             stack.callback(shutil.rmtree, replica.workdir, ignore_errors=True)

@@ -29,23 +29,25 @@ def test_compose_is_generated_from_the_fleet():
     assert committed == gen_compose.render(), "run `make compose`"
 
 
-def test_compose_and_local_fleet_agree():
+def test_compose_and_local_fleet_agree(tmp_path):
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text(encoding="utf-8"))
     with RedisServer() as redis_server:
-        lines = fleet.procfile_lines({"BUTTERFLY_REDIS_URL": redis_server.url})
-    procs = dict(line.split(": ", 1) for line in lines)
+        env = {"BUTTERFLY_REDIS_URL": redis_server.url}
+        url, redis_child = fleet.choose_redis(env, env, tmp_path)
+    assert (url, redis_child) == (redis_server.url, None)  # a Redis answered: none started
+    local = {child.name: child for child in fleet.service_children(load_fleet(), env)}
     for inst in load_fleet():
         service = compose["services"][inst.name]
         assert service["command"] == inst.argv == ["butterfly", "serve", inst.service]
         assert service["ports"] == [f"{inst.port}:{inst.port}"]
         assert service["environment"]["BUTTERFLY_PORT"] == str(inst.port)
         assert service["healthcheck"]["test"][-1] == str(inst.port)
-        local = procs[inst.name.replace("-", "")]
-        assert f"BUTTERFLY_PORT={inst.port}" in local
-        assert local.endswith(f"/butterfly serve {inst.service}")
+        child = local[inst.name]
+        assert child.env["BUTTERFLY_PORT"] == str(inst.port)
+        assert child.argv[1:] == ["serve", inst.service]
+        assert child.argv[0].endswith("/butterfly")
         for key, value in inst.env.items():
-            assert service["environment"][key] == value and f"{key}={value}" in local
-    assert "redis" not in procs  # a Redis answered, so none is started
+            assert service["environment"][key] == value == child.env[key]
 
 
 def test_compose_validates_with_docker_compose():

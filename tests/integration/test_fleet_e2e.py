@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fleetdef import load_fleet  # noqa: E402
 
 TOPIC = "/demo_api/hello"
+#: ruqi's job control is a write action (issue 12): the fleet gets an operator token.
+OPERATOR = "fleet-test-operator-token"
 
 
 def get(service: ButterflyService, path: str, **params) -> dict:
@@ -40,7 +42,8 @@ def get(service: ButterflyService, path: str, **params) -> dict:
 
 
 def post(service: ButterflyService, path: str, **body) -> requests.Response:
-    return requests.post(f"{service.url}{path}", json=body, timeout=30)
+    return requests.post(f"{service.url}{path}", json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {OPERATOR}"})
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,8 @@ def fleet():
           Nutcracker([s1.port, s2.port]) as proxy):
         env = {"BUTTERFLY_REDIS_URL": proxy.url, "BUTTERFLY_DB_URL": db_url,
                "BUTTERFLY_WORKERS": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
-               "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1"}
+               "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1",
+               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR}
         services = {inst.name: ButterflyService(inst.service, {**env, **inst.env})
                     for inst in load_fleet()}
         try:
@@ -72,7 +76,8 @@ def test_fleet_matches_the_definition(fleet):
     assert set(fleet) == {inst.name for inst in load_fleet()}
     for service in fleet.values():
         assert get(service, "/healthz")["stat"] == "OK"
-        assert get(service, "/readyz") == {"stat": "OK", "redis": "ok", "db": "ok"}
+        assert get(service, "/readyz") == {"stat": "OK", "redis": "ok", "db": "ok",
+                                            "queue": "ok"}
 
 
 def test_publish_over_http_and_get_the_result(fleet):

@@ -52,9 +52,14 @@ JOBS = 200
 RUN_SECONDS = 30.0
 KILL_AT = 15.0
 EDIT_AT = 6.0
-#: Fires may be this late (s); also how long we wait for stragglers after the window.
-GRACE = 10
+#: Fires may be this late (s); also the deadline for stragglers after the window.
+#: ruqi's default misfire grace. A fire later than this is recorded ``missed`` (correct,
+#: but not what this test is about): with 10 s, a machine loaded far beyond its cores
+#: (load average 30 on 2 cores, measured) recorded ~800 fires missed, one row each.
+GRACE = 30
 PROPAGATION_LIMIT = 1.0
+#: Job control is a write action (issue 12): the replicas get an operator token.
+OPERATOR = "replica-test-operator-token"
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -86,6 +91,7 @@ def replica_env(redis_url: str, db_url: str, tmp: Path) -> dict[str, str]:
             "BUTTERFLY_WORKERS": "1", "BUTTERFLY_LOG_LEVEL": "WARNING",
             "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1", "RUQI_POLL_INTERVAL": "0.1",
             "RUQI_WORKERS": "16", "RUQI_MISFIRE_GRACE_TIME": str(GRACE),
+            "BUTTERFLY_OPERATOR_TOKEN": OPERATOR, "RUQI_HTTP_ALLOW": "127.0.0.1",
             "TMPDIR": str(tmp)}
 
 
@@ -108,7 +114,8 @@ def crash(service: ButterflyService) -> float:
 
 def call(service: ButterflyService, name: str, **params: Any) -> dict[str, Any]:
     """POST a JSON body to ``/ruqi/<name>`` and insist on ``stat: OK``."""
-    resp = requests.post(f"{service.url}/ruqi/{name}", json=params, timeout=10)
+    resp = requests.post(f"{service.url}/ruqi/{name}", json=params, timeout=10,
+                         headers={"Authorization": f"Bearer {OPERATOR}"})
     body = resp.json()
     assert body.get("stat") == "OK", (name, params, resp.status_code, body,
                                       resp.headers.get("x-reason"))
@@ -204,7 +211,9 @@ def test_three_served_replicas_one_killed(db_url, callee, workdir, capsys):
         modified_at = time.time()
         wait_until(lambda: any(c_["job"] == modified and c_["path"] == "/modified"
                                for c_ in callee.snapshot()),
-                   2 + PROPAGATION_LIMIT + 1, what="the modified job's new command runs")
+                   # a deadline, not the propagation check (old_after_modify below is):
+                   # under load a fire may start up to GRACE late and still be on time
+                   2 + PROPAGATION_LIMIT + GRACE, what="the modified job's new command runs")
 
         # -- the crash ------------------------------------------------------------------
         wait_until(lambda: time.time() >= t0 + KILL_AT, KILL_AT, interval=0.05)

@@ -13,7 +13,6 @@ from butterfly_common.mq import (
     Broker,
     InvalidTopic,
     Message,
-    MessageIdConflict,
     NoConsumer,
 )
 from butterfly_common.testing import wait_until
@@ -79,10 +78,15 @@ def test_idempotent_msg_id(broker: Broker, topic: str) -> None:
     (msg,) = broker.claim(topic, "w1", 10)
     assert msg.data == {"v": 1}
     assert broker.publish(topic, {"v": 3}, msg_id="job-42").status == "started"
-    other = fresh_topic(broker)
-    with pytest.raises(MessageIdConflict):
-        broker.publish(other, {}, msg_id="job-42")
     assert broker.get("job-42").topic == topic
+    # ids are unique per topic (issue 12, defect 7): the same id elsewhere is another
+    # message; lookup by id alone names the latest, ``topic=`` reaches each one
+    other = fresh_topic(broker)
+    assert broker.publish(other, {"v": 4}, msg_id="job-42").created is True
+    assert broker.get("job-42").topic == other
+    assert broker.get("job-42", topic).data == {"v": 1}
+    assert [m.data for m in broker.get_many([("job-42", topic), ("job-42", other)])] \
+        == [{"v": 1}, {"v": 4}]
 
 
 def test_delay(broker: Broker, topic: str) -> None:
@@ -391,3 +395,12 @@ def test_validation(broker: Broker, topic: str) -> None:
         broker.publish(topic, {}, timeout=0)
     with pytest.raises(ValueError):
         broker.publish(topic, {}, msg_id="has space")
+
+
+def test_get_many_by_ids_and_pairs_in_order(broker: Broker, topic: str) -> None:
+    """Issue 12, defect 7: ``get_many`` reads many records in one pipelined trip; bare ids
+    go through the best-effort index, pairs straight to their topic's shard."""
+    ids = [broker.publish(topic, {"i": i}).msg_id for i in range(5)]
+    got = broker.get_many([ids[3], (ids[0], topic), "0" * 24, (ids[4], topic), ids[1]])
+    assert [m.data["i"] if m else None for m in got] == [3, 0, None, 4, 1]
+    assert broker.get_many([]) == []

@@ -16,7 +16,7 @@ def test_healthz(client):
 def test_readyz_checks_redis_and_db(make_app):
     ready = make_app().test_client().get("/readyz")
     assert ready.status_code == 200
-    assert json.loads(ready.data) == {"stat": "OK", "redis": "ok", "db": "ok"}
+    assert json.loads(ready.data) == {"stat": "OK", "redis": "ok", "db": "ok", "queue": "ok"}
     down = make_app(BUTTERFLY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
     response = down.get("/readyz")
     assert response.status_code == 503

@@ -71,12 +71,17 @@ def test_same_msg_id_is_idempotent(client, served, broker):
     assert broker.counts(TOPIC)["queued"] == 1
 
 
-def test_msg_id_of_another_topic_is_a_conflict(client, served):
+def test_msg_id_is_unique_per_topic(client, served):
+    """Issue 12, defect 7: the id belongs to its topic (no global reservation that a
+    down shard could block); lookup by id alone names the latest, ``topic`` each one."""
     served(TOPIC, "/demo_api/ping")
-    client.post("/baichuan/publish", json={"topic": TOPIC, "data": {}, "msg_id": "dup"})
-    response = client.post("/baichuan/publish", json={"topic": "/demo_api/ping", "data": {},
-                                                      "msg_id": "dup"})
-    refused(response, 409, "ERR_MSG_ID_CONFLICT", "dup", TOPIC)
+    client.post("/baichuan/publish", json={"topic": TOPIC, "data": {"n": 1}, "msg_id": "dup"})
+    response = client.post("/baichuan/publish", json={"topic": "/demo_api/ping",
+                                                      "data": {"n": 2}, "msg_id": "dup"})
+    assert response.status_code == 200 and response.get_json()["created"] is True
+    assert client.get("/baichuan/msg?msg_id=dup").get_json()["topic"] == "/demo_api/ping"
+    mine = client.get("/baichuan/msg", query_string={"msg_id": "dup", "topic": TOPIC})
+    assert mine.get_json()["data"] == {"n": 1}
 
 
 def test_no_live_consumer_is_refused_unless_forced(client, broker):

@@ -22,8 +22,8 @@ def redis_url():
 @pytest.fixture
 def data_dir(tmp_path):
     data = tmp_path / "data"
-    data.mkdir()
-    (data / "hello.txt").write_text("hello from the data dir\n")
+    (data / "download").mkdir(parents=True)
+    (data / "download" / "hello.txt").write_text("hello from the data dir\n")
     (tmp_path / "outside.txt").write_text("not yours")
     return data
 
@@ -83,10 +83,12 @@ def test_log_level_get_and_admin_set(client):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     bad = client.post("/demo_log/loglevel_set", json={"level": "LOUD"}, headers=auth)
     assert json.loads(bad.data) == {"stat": "ERR_BAD_PARAMS"}
-    ok = client.post("/demo_log/loglevel_set", json={"level": "warning", "logger": "demo"},
-                     headers=auth)
-    assert json.loads(ok.data) == {"stat": "OK", "logger": "demo", "level": "WARNING"}
-    got = json.loads(client.get("/demo_log/loglevel_get?logger=demo").data)
+    ok = client.post("/demo_log/loglevel_set",
+                     json={"level": "warning", "logger": "butterfly.stack"}, headers=auth)
+    assert json.loads(ok.data) == {"stat": "OK", "logger": "butterfly.stack", "level": "WARNING",
+                                   "applies_to": "every worker of core",
+                                   "version": json.loads(ok.data)["version"]}
+    got = json.loads(client.get("/demo_log/loglevel_get?logger=butterfly.stack").data)
     assert got["level"] == "WARNING"
 
 

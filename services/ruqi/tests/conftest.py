@@ -39,7 +39,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def configure(redis_url: str, db_url: str, **extra: str) -> Any:
     env = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
-           "RUQI_TIMEZONE": "UTC", **extra}
+           "RUQI_TIMEZONE": "UTC", "RUQI_HTTP_ALLOW": "127.0.0.1", **extra}
     settings = load_settings(env)
     runtime.configure(settings)
     db.create_tables(MODELS)

@@ -17,9 +17,15 @@ JOB = {"job_trigger": "interval", "job_id": "api1", "job_name": "demo",
        "cmd": "http://127.0.0.1:9/x", "rule": "10s"}
 
 
+OPERATOR = "operator-token-0123456789"
+AUTH = {"Authorization": f"Bearer {OPERATOR}"}
+
+
 def make_client(redis_url: str, db_url: str, **extra: str):
     settings = load_settings({"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
-                              "RUQI_TIMEZONE": "UTC", "BUTTERFLY_LOG_DIR": "-", **extra})
+                              "RUQI_TIMEZONE": "UTC", "BUTTERFLY_LOG_DIR": "-",
+                              "BUTTERFLY_OPERATOR_TOKEN": OPERATOR,
+                              "RUQI_HTTP_ALLOW": "127.0.0.1", **extra})
     app = create_app("ruqi", settings)
     service.setup(settings)
     return app.test_client()
@@ -33,7 +39,7 @@ def client(redis_server, tmp_path: Path):
 
 
 def post(client, path: str, **data):
-    resp = client.post(f"/ruqi/{path}", json=data)
+    resp = client.post(f"/ruqi/{path}", json=data, headers=AUTH)
     return resp, resp.get_json()
 
 
@@ -95,6 +101,7 @@ def test_duplicate_and_unknown_jobs(client):
     post(client, "add_job", **JOB)
     resp, body = post(client, "add_job", **JOB)
     assert body["stat"] == "ERR_JOB_EXIST" and "already exists" in resp.headers["x-reason"]
+    assert resp.status_code == 409
     for path in ("modify_job", "job_modify"):
         resp, body = post(client, path, **{**JOB, "job_id": "nope"})
         assert body["stat"] == "ERR_JOB_NOT_FOUND"
@@ -102,6 +109,7 @@ def test_duplicate_and_unknown_jobs(client):
         resp, body = post(client, path, job_id="nope")
         assert body["stat"] == "ERR_JOB_NOT_FOUND", path
         assert resp.headers["x-reason"]
+        assert resp.status_code == 404, path
 
 
 def test_bad_paging_is_bad_params(client):
@@ -152,4 +160,4 @@ def test_history_status_and_wakeup(client, engines, callee):
     body = client.get("/ruqi/status").get_json()
     assert body["stat"] == "OK"
     assert {"wait_seconds", "check_time", "next_wakeup_time"} <= set(body["data"])
-    assert client.get("/ruqi/wakeup").get_json()["stat"] == "OK"
+    assert client.get("/ruqi/wakeup", headers=AUTH).get_json()["stat"] == "OK"

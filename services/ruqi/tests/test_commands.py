@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_ruqi.commands import CommandError, parse_command, run_command, split_body
+from butterfly_common import Refusal, runtime
+from butterfly_common.settings import load_settings
+from butterfly_ruqi.commands import parse_command, run_command, split_body
+
+
+@pytest.fixture(autouse=True)
+def settings(tmp_path: Path):
+    """HTTP jobs may call the local test server (RUQI_HTTP_ALLOW=127.0.0.1)."""
+    runtime.configure(load_settings({"RUQI_HTTP_ALLOW": "127.0.0.1",
+                                     "BUTTERFLY_DATA_DIR": str(tmp_path / "data")}))
 
 
 def run(cmd: str, script_dir: str | None = None, timeout: float = 5.0):
@@ -52,7 +61,7 @@ def test_http_timeout_and_refused(callee):
 
 
 def test_scripts_are_off_without_script_dir():
-    with pytest.raises(CommandError) as err:
+    with pytest.raises(Refusal) as err:
         parse_command("bash job.sh", None)
     assert err.value.stat == "ERR_SCRIPT_DISABLED"
     out = run("bash job.sh")
@@ -79,14 +88,14 @@ def script_dir(tmp_path: Path) -> Path:
                                  "python ../../../usr/bin/env", "../outside.sh",
                                  "bash missing.sh", "python"])
 def test_script_path_must_stay_inside_the_dir(script_dir, cmd):
-    with pytest.raises(CommandError) as err:
+    with pytest.raises(Refusal) as err:
         parse_command(cmd, str(script_dir))
     assert err.value.stat == "ERR_SCRIPT_PATH"
 
 
 def test_script_symlink_out_of_the_dir_is_refused(script_dir):
     (script_dir / "link.sh").symlink_to(script_dir.parent / "outside.sh")
-    with pytest.raises(CommandError):
+    with pytest.raises(Refusal):
         parse_command("bash link.sh", str(script_dir))
 
 
@@ -112,11 +121,11 @@ def test_script_timeout_is_killed(script_dir):
 
 
 def test_cmd_length_limit_and_topic_names():
-    with pytest.raises(CommandError) as err:
+    with pytest.raises(Refusal) as err:
         parse_command("http://x/" + "a" * 5000, None)
     assert err.value.stat == "ERR_CMD_TOO_LONG"
     assert parse_command('/demo_api/hello#{"str_info": "x"}', None).kind == "topic"
-    with pytest.raises(CommandError):
+    with pytest.raises(Refusal):
         parse_command("/not a topic", None)
 
 
@@ -129,5 +138,5 @@ def test_output_is_truncated(script_dir):
 def test_not_executable_script_refused(script_dir):
     (script_dir / "plain").write_text("echo hi\n")
     os.chmod(script_dir / "plain", 0o644)
-    with pytest.raises(CommandError):
+    with pytest.raises(Refusal):
         parse_command("plain", str(script_dir))

@@ -11,6 +11,8 @@ import itertools
 import time
 from collections import Counter
 
+from ruqi_crash import crash
+
 from butterfly_common import db, runtime
 from butterfly_common.testing import wait_until
 from butterfly_ruqi import jobs
@@ -68,7 +70,7 @@ def test_a_crashed_engine_loses_no_fire_and_doubles_none(sqlite_env, engines, ca
     # crash mid-fire: wait until the victim has a fire in flight
     victim = group[0]
     wait_until(lambda: victim.status()["fires_running"] > 0, timeout=5)
-    victim.crash()
+    crash(victim)
     crashed_at = time.time()
     wait_until(lambda: all(any(c["ms"] / 1000 > crashed_at + 3 for c in callee.of(n))
                            for n in names), timeout=15, what="fires after the crash")

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from butterfly_common import Refusal
 from butterfly_ruqi import rules
 
 UTC = rules.get_timezone("UTC")
@@ -106,13 +107,13 @@ def test_date_rule_in_job_timezone():
     ("weekly", "1s", "ERR_BAD_TRIGGER"),
 ])
 def test_bad_rules(trigger, rule, stat):
-    with pytest.raises(rules.RuleError) as err:
+    with pytest.raises(Refusal) as err:
         rules.normalize_rule(trigger, rule, UTC, START.timestamp())
     assert err.value.stat == stat
     assert err.value.reason
 
 
 def test_bad_timezone():
-    with pytest.raises(rules.RuleError) as err:
+    with pytest.raises(Refusal) as err:
         rules.get_timezone("Mars/Olympus")
     assert err.value.stat == "ERR_BAD_TIMEZONE"

@@ -9,23 +9,24 @@ routes, e.g. static files).
 
 from __future__ import annotations
 
-import json
+import io
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from flask import Flask, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from . import __version__, metrics, retstat, runtime
+from . import __version__, health, metrics, nesting, retstat, runtime
 from .auth import check_admin, check_write, client_identity
 from .db import ping_db
 from .discovery import Route
 from .gateway import Gateway
 from .logs import configure_logging, init_log
+from .mq.probe import describe, unreachable
 from .openapi import build_spec
 from .params import ParamError, multidict_params
 from .protocol import JSON_TYPE, Outcome, ProtocolSettings, dumps
@@ -35,8 +36,12 @@ from .service import Service, get_service
 from .settings import Settings
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+KNOWN_METHODS = frozenset(METHODS)
+ALLOW = ", ".join(METHODS)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
+#: environ flag: a chunked body went past BUTTERFLY_MAX_BODY_BYTES (see ``_bound_chunked``)
+TOO_LARGE = "butterfly.body_too_large"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -64,13 +69,45 @@ def request_values(http: HttpRequest) -> dict[str, Any]:
     raw = http.get_data(cache=False)
     if raw.strip():
         try:
-            body = json.loads(raw)
+            body = nesting.loads(raw)
+        except nesting.NestingError as exc:
+            raise ParamError(str(exc)) from None
         except ValueError:
             raise ParamError("body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ParamError("JSON body must be an object")
         values.update(body)
     return values
+
+
+def _bound_chunked(environ: dict[str, Any], limit: int) -> None:
+    """Give a chunked body the same limit as a Content-Length one.
+
+    Werkzeug only *truncates* a body without Content-Length at ``max_content_length``
+    (the handler then sees a cut body and answers 200). So read it here, at most
+    ``limit + 1`` bytes: past the limit the request is flagged for a 413, otherwise the
+    WSGI input is replaced by the bytes read, with their Content-Length.
+    """
+    if environ.get("CONTENT_LENGTH") or environ.get("REQUEST_METHOD") not in BODY_METHODS:
+        return
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    stream = environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        environ[TOO_LARGE] = True
+        return
+    body = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("wsgi.input_terminated", None)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores the length otherwise
 
 
 class ServiceApp:
@@ -103,13 +140,24 @@ class ServiceApp:
         return Outcome(200, retstat.OK, dumps(body), [JSON_TYPE], "", body)
 
     def readyz(self) -> Outcome:
-        checks = {}
+        """Redis, the DB, every queue shard behind a proxy (:mod:`.mq.probe`) and the
+        parts that report their own health (a consumer with dead threads): 503 naming
+        what is down, else 200."""
+        checks: dict[str, str] = {}
         for name, probe in (("redis", lambda: runtime.get_redis().ping()), ("db", ping_db)):
             try:
                 probe()
                 checks[name] = "ok"
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+        if checks["redis"] == "ok":
+            try:
+                down = unreachable(runtime.get_redis())
+                checks["queue"] = describe(down) if down else "ok"
+            except Exception as exc:
+                checks["queue"] = f"error: {type(exc).__name__}: {exc}"[:300]
+        for name, problem in health.problems().items():
+            checks[name] = f"error: {problem}"
         ready = all(v == "ok" for v in checks.values())
         stat = retstat.OK if ready else retstat.ERR_UNAVAILABLE
         body = {"stat": stat, **checks}
@@ -126,10 +174,19 @@ class ServiceApp:
 
     # -- the request pipeline -----------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        """Fast path for handler and built-in routes; the rest goes to Flask."""
+        """Fast path for handler and built-in routes; the rest goes to Flask.
+
+        A method outside :data:`METHODS` is answered 405 here, before any routing, so a
+        made-up method reaches neither a handler nor a metrics label of its own.
+        """
         key = route_key(environ.get("PATH_INFO") or "/")
-        if key not in self.routes and key not in self.ops:
+        known = key in self.routes or key in self.ops
+        if environ.get("REQUEST_METHOD") not in KNOWN_METHODS:
+            known = True  # dispatch_request answers the 405
+        elif not known:
             return self.flask_wsgi(environ, start_response)
+        else:
+            _bound_chunked(environ, self.settings.max_body_bytes)
         http = HttpRequest(environ)
         http.max_content_length = self.settings.max_body_bytes
         return self.dispatch_request(http, key)(environ, start_response)
@@ -149,7 +206,14 @@ class ServiceApp:
         req = Request(reqid, ip=ip, username=username, method=http.method, funcname=key,
                       headers=headers, wsgienv=http.environ)
         route = self.routes.get(key)
-        if route is not None:
+        extra: list[tuple[str, str]] = []
+        if http.method not in KNOWN_METHODS:
+            outcome = self.conf.error(405, retstat.ERR_METHOD_NOT_ALLOWED,
+                                      f"method not allowed; use one of {ALLOW}")
+            outcome.status = retstat.HTTP_METHOD_NOT_ALLOWED  # in legacy mode too
+            label = route.path if route is not None else metrics.UNKNOWN_ROUTE
+            extra.append(("Allow", ALLOW))
+        elif route is not None:
             outcome, label = self._serve(http, route, req), route.path
         elif key in self.ops:
             outcome, label = self.ops[key](), key
@@ -157,7 +221,7 @@ class ServiceApp:
             outcome, label = self.conf.not_found(), metrics.UNKNOWN_ROUTE
         if outcome.reason and not req.error_str:
             req.error_str = outcome.reason
-        gateway_headers = [("butterfly", __version__), ("x-reqid", reqid),
+        gateway_headers = [*extra, ("butterfly", __version__), ("x-reqid", reqid),
                            ("x-cost", f"{req.cost:.6f}")]
         if req.error_str:
             gateway_headers.append(("x-reason", header_safe(req.error_str)))
@@ -178,6 +242,8 @@ class ServiceApp:
             if refused:
                 return self.conf.error(*refused)
         try:
+            if http.environ.get(TOO_LARGE):
+                raise RequestEntityTooLarge()
             values = request_values(http)
         except RequestEntityTooLarge:
             limit = self.settings.max_body_bytes
@@ -215,6 +281,9 @@ def create_app(service: str | Service, settings: Settings | None = None) -> Flas
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)
     app.add_url_rule("/<path:path>", "dispatch_path", state.flask_view, methods=METHODS)
+    # paths the catch-all rule cannot match (a newline in the path) get the same JSON
+    # 404 with x-reason and an access-log line, never Flask's HTML page
+    app.register_error_handler(NotFound, lambda exc: state.flask_view(request.path[1:]))
     app.extensions["butterfly"] = state
     state.flask_wsgi = app.wsgi_app
     app.wsgi_app = state.wsgi  # type: ignore[method-assign]

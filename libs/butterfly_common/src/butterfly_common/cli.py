@@ -125,7 +125,9 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="butterfly", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="butterfly", description="The butterfly command: serve a service, call a handler, "
+                                      "publish a message, list routes.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run a service under gunicorn on its port")
     p.add_argument("service", help="core, baichuan, ruqi, ...")
@@ -137,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run only the queue consumer of a service")
     p.add_argument("service")
     p.set_defaults(func=_worker)
-    p = sub.add_parser("publish", help="publish a message to a topic (/app/handler)")
+    p = sub.add_parser("publish", help="publish a message to a topic (/app/handler)",
+                       usage="butterfly publish /app/handler ['{\"k\": \"v\"}'] [--wait] "
+                             "[--timeout 30] [--delay S] [--msg-id ID] [--force]")
     p.add_argument("topic", help="/app/handler")
     p.add_argument("data", nargs="?", default="{}", help="JSON object of the handler's params")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it")
@@ -159,11 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for ep in entry_points(group="butterfly.commands"):
         ep.load()(sub)
+    sub.add_parser("help", help="this text; `butterfly help <command>`: that command's")
     return parser
 
 
+def _help_argv(argv: list[str]) -> list[str]:
+    """``butterfly help [cmd]`` is ``butterfly [cmd] --help``; no command at all, the same."""
+    if not argv:
+        return ["--help"]
+    if argv[0] == "help":
+        return [*argv[1:2], "--help"]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_help_argv(sys.argv[1:] if argv is None else list(argv)))
     # A .env in the working directory supplies settings; the real environment wins.
     load_dotenv(Path.cwd() / ".env", override=False)
     try:

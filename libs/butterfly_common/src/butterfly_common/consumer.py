@@ -11,7 +11,16 @@ Threads, all daemons:
   most ``max_idle`` seconds), since Twemproxy offers no blocking pop to wait on;
 - *runners* (a bounded pool) take ready messages and call the handler;
 - the *keeper* heartbeats the worker registry, extends the leases of running messages,
-  interrupts handlers past their message's ``timeout`` and reaps expired leases.
+  interrupts handlers past their message's ``timeout`` and reaps expired leases;
+- the *supervisor* replaces any of those threads that died and counts it
+  (``butterfly_consumer_thread_restarts_total{role}``).
+
+No message can kill a thread: whatever a handler, the access log, the metrics or the
+result recording raises is contained (logged, counted in
+``butterfly_consumer_errors_total{stage}``, the message failed), and a thread that dies
+anyway is replaced within a second. :meth:`Consumer.health` says whether every thread is
+alive; it is part of ``/readyz`` and of the worker's heartbeat, so baichuan's ``workers``
+shows a consumer with missing threads as not ``alive``.
 
 A consumer that dies stops extending: its leases lapse within the broker's lease (30 s)
 and any other consumer's keeper puts the messages back, well inside 60 s. On
@@ -31,10 +40,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import retstat
+from . import health, metrics, retstat
 from .discovery import Route
 from .gateway import Gateway
 from .mq import Broker, Message
@@ -50,6 +60,7 @@ MIN_IDLE = 0.002
 HEARTBEAT_EVERY = 10.0
 REAP_EVERY = 5.0
 GRACE = 25.0
+SUPERVISE_EVERY = 0.5
 
 
 class TimeLimitExceeded(BaseException):
@@ -105,31 +116,75 @@ class Consumer:
         self._ready: deque[Message] = deque()
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
+        self._roles: dict[str, Callable[[], None]] = {}
         self.processed = 0
+        self.restarts = 0
+        self._reported_healthy = True
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Consumer:
-        """Announce the topics, then start fetching and running."""
+        """Announce the topics, then start fetching, running and supervising."""
         if not self.topics:
             log.warning("consumer %s: no topics to serve", self.worker_id)
             return self
-        self._heartbeat()
-        spawn = [("fetch", self._fetch_loop), ("keeper", self._keeper_loop)]
-        spawn += [(f"run-{i}", self._run_loop) for i in range(self.threads)]
-        for name, target in spawn:
-            thread = threading.Thread(target=target, name=f"bf-consumer-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        metrics.consumer_series()
+        self._roles = {"fetch": self._fetch_loop, "keeper": self._keeper_loop}
+        self._roles.update((f"run-{i}", self._run_loop) for i in range(self.threads))
+        for name in self._roles:
+            self._spawn(name)
+        self._threads["supervisor"] = self._thread("supervisor", self._supervise_loop)
+        self._safe_heartbeat()
+        health.register(f"consumer {self.worker_id}", self._health_problem)
         log.info("consumer %s serving %d topics with %d threads", self.worker_id,
                  len(self.topics), self.threads)
         return self
+
+    def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"bf-consumer-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _spawn(self, name: str) -> None:
+        self._threads[name] = self._thread(name, self._roles[name])
+
+    def _supervise_loop(self) -> None:
+        """Replace dead threads. Nothing here runs handler code, so it has nothing to
+        die of; were it to die anyway, :meth:`health` reports it."""
+        while not self._stopping.wait(SUPERVISE_EVERY):
+            for name in list(self._roles):
+                thread = self._threads.get(name)
+                if thread is not None and not thread.is_alive() and \
+                        not self._stopping.is_set():
+                    role = name.split("-", 1)[0]
+                    log.error("consumer %s: thread %s died; replacing it", self.worker_id,
+                              name)
+                    self.restarts += 1
+                    metrics.consumer_restart(role)
+                    self._spawn(name)
+
+    def health(self) -> dict[str, Any]:
+        """``healthy`` (every thread alive), ``threads_alive`` of ``threads_expected``,
+        and ``thread_restarts`` so far."""
+        expected = len(self._roles) + 1 if self._roles else 0
+        alive = sum(1 for t in self._threads.values() if t.is_alive())
+        return {"healthy": alive == expected and not self._stopping.is_set(),
+                "threads_alive": alive, "threads_expected": expected,
+                "thread_restarts": self.restarts}
+
+    def _health_problem(self) -> str | None:
+        state = self.health()
+        if state["healthy"]:
+            return None
+        return (f"{state['threads_alive']}/{state['threads_expected']} threads alive"
+                f" ({state['thread_restarts']} replaced)")
 
     def stop(self) -> None:
         """Stop claiming, hand prefetched messages back, let running ones finish."""
         if self._stopping.is_set():
             return
         self._stopping.set()
+        health.unregister(f"consumer {self.worker_id}")
         with self._work:
             prefetched = list(self._ready)
             self._ready.clear()
@@ -138,15 +193,15 @@ class Consumer:
         if prefetched:
             try:
                 self.broker.release(prefetched)
-            except RedisError:
+            except Exception:
                 log.exception("could not hand back %d messages; their leases will lapse",
                               len(prefetched))
         deadline = time.monotonic() + self.grace
-        for thread in self._threads:
+        for thread in list(self._threads.values()):
             thread.join(max(0.0, deadline - time.monotonic()))
         try:
             self.broker.unregister(self.worker_id, self.topics)
-        except RedisError:
+        except Exception:
             log.warning("could not unregister %s; it will be pruned", self.worker_id)
         log.info("consumer %s stopped (%d processed, %d handed back)", self.worker_id,
                  self.processed, len(prefetched))
@@ -159,33 +214,45 @@ class Consumer:
         idle = MIN_IDLE
         offset = 0
         while not self._stopping.is_set():
-            with self._space:
-                while self._capacity() <= 0 and not self._stopping.is_set():
-                    self._space.wait(0.5)
-                capacity = self._capacity()
-            got = 0
-            offset = (offset + 1) % len(self.topics)
-            for topic in self.topics[offset:] + self.topics[:offset]:
-                try:
-                    msgs = self.broker.claim(topic, self.worker_id, capacity - got)
-                except RedisError as exc:
-                    log.warning("claim on %s failed: %s", topic, exc)
-                    break
-                if msgs:
-                    with self._work:
-                        if self._stopping.is_set():  # stop() already drained the list
-                            self.broker.release(msgs)
-                            return
-                        self._ready.extend(msgs)
-                        self._work.notify(len(msgs))
-                    got += len(msgs)
-                    if got >= capacity:
-                        break
+            try:
+                got, offset = self._fetch_once(offset)
+            except Exception:  # never let a bad reply end fetching
+                log.exception("consumer %s: fetching failed", self.worker_id)
+                metrics.consumer_error("fetch")
+                got = 0
+            if got < 0:
+                return
             if got:
                 idle = MIN_IDLE
                 continue
             self._stopping.wait(idle * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             idle = min(self.max_idle, idle * 2)
+
+    def _fetch_once(self, offset: int) -> tuple[int, int]:
+        """Claim up to the free capacity over all topics; -1 when stopping mid-claim."""
+        with self._space:
+            while self._capacity() <= 0 and not self._stopping.is_set():
+                self._space.wait(0.5)
+            capacity = self._capacity()
+        got = 0
+        offset = (offset + 1) % len(self.topics)
+        for topic in self.topics[offset:] + self.topics[:offset]:
+            try:
+                msgs = self.broker.claim(topic, self.worker_id, capacity - got)
+            except RedisError as exc:
+                log.warning("claim on %s failed: %s", topic, exc)
+                break
+            if msgs:
+                with self._work:
+                    if self._stopping.is_set():  # stop() already drained the list
+                        self.broker.release(msgs)
+                        return -1, offset
+                    self._ready.extend(msgs)
+                    self._work.notify(len(msgs))
+                got += len(msgs)
+                if got >= capacity:
+                    break
+        return got, offset
 
     # -- running ------------------------------------------------------------------------
     def _next(self) -> _Running | None:
@@ -214,9 +281,17 @@ class Consumer:
             except TimeLimitExceeded:
                 # an interrupt that arrived just after its handler returned: harmless
                 continue
+            except Exception:  # process() contains its own; this is the last net
+                log.exception("consumer %s: runner error", self.worker_id)
+                metrics.consumer_error("run")
 
     def process(self, msg: Message) -> None:
-        """Run one message through the gateway and record the outcome, fenced."""
+        """Run one message through the gateway and record the outcome, fenced.
+
+        Each step is contained: an exception in the call (binding, rendering), in
+        recording the result or in the access log / metrics fails this message at most,
+        never the runner thread.
+        """
         route = self.routes[msg.topic]
         reqid = msg.reqid if is_valid_reqid(msg.reqid) else new_reqid()
         req = Request(reqid, ip="-", method="QUEUE", funcname=route.path)
@@ -227,11 +302,34 @@ class Consumer:
         except TimeLimitExceeded:
             req.error_str = f"timeout after {msg.timeout:g}s"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
+        except Exception as exc:  # the gateway's own step failed (e.g. rendering)
+            log.exception("%s on %s: the call failed outside the handler", msg.id, msg.topic)
+            metrics.consumer_error("call")
+            req.error_str = f"{type(exc).__name__} outside the handler"
+            req.error_detail = f"{type(exc).__name__}: {str(exc)[:500]}"
+            outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
         self._record(msg, req, outcome)
-        self.gateway.finish(req, outcome, route.path)
+        try:
+            self.gateway.finish(req, outcome, route.path)
+        except Exception:
+            log.exception("%s: writing the access log / metrics failed", msg.id)
+            metrics.consumer_error("log")
         self.processed += 1
 
     def _record(self, msg: Message, req: Request, outcome: Outcome) -> None:
+        try:
+            self._store(msg, req, outcome)
+        except Exception as exc:  # an outcome that cannot be stored (not JSON-able ...)
+            log.exception("%s: recording the outcome failed; failing the message", msg.id)
+            metrics.consumer_error("record")
+            try:
+                self.broker.fail(msg, f"the outcome could not be stored: "
+                                      f"{type(exc).__name__}: {str(exc)[:300]}",
+                                 None, req.cost, retry=False)
+            except Exception:
+                log.exception("%s: could not fail it either; its lease will lapse", msg.id)
+
+    def _store(self, msg: Message, req: Request, outcome: Outcome) -> None:
         cost = req.cost
         reason = req.error_str or outcome.reason
         for attempt in range(5):
@@ -249,35 +347,55 @@ class Consumer:
                 return
             except RedisError as exc:
                 log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
-                time.sleep(0.2 * 2 ** attempt)
+                if self._stopping.wait(0.2 * 2 ** attempt):
+                    break
         log.error("gave up recording %s; its lease will lapse and it will run again", msg.id)
 
     # -- keeping ------------------------------------------------------------------------
     def _heartbeat(self) -> None:
+        state = self.health()
         info = {"service": self.service, "host": socket.gethostname(), "pid": os.getpid(),
-                "threads": self.threads}
-        self.broker.heartbeat(self.worker_id, self.topics, info)
+                "threads": self.threads, **state}
+        # an unhealthy consumer stays listed (with healthy=false) but stops vouching for
+        # its topics, so publishers are not told someone serves them
+        self.broker.heartbeat(self.worker_id, self.topics, info, serving=state["healthy"])
+        self._reported_healthy = state["healthy"]
+
+    def _safe_heartbeat(self) -> None:
+        try:
+            self._heartbeat()
+        except Exception as exc:
+            log.warning("consumer %s: heartbeat failed: %s", self.worker_id, exc)
 
     def _keeper_loop(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT_EVERY
         next_reap = time.monotonic() + random.uniform(0, REAP_EVERY)  # noqa: S311
         while not self._stopping.wait(0.25):
-            now = time.monotonic()
-            with self._work:
-                running = list(self._running.values())
-            for job in running:
-                self._keep(job, now)
             try:
-                if now >= next_beat:
-                    self._heartbeat()
-                    next_beat = now + HEARTBEAT_EVERY
-                if now >= next_reap:
-                    for topic in self.topics:
-                        self.broker.reap(topic)
-                    every = min(REAP_EVERY, self.broker.lease / 2)
-                    next_reap = now + every * random.uniform(0.8, 1.2)  # noqa: S311
-            except RedisError as exc:
-                log.warning("consumer upkeep failed: %s", exc)
+                next_beat, next_reap = self._keep_once(next_beat, next_reap)
+            except Exception:
+                log.exception("consumer %s: upkeep failed", self.worker_id)
+                metrics.consumer_error("keep")
+
+    def _keep_once(self, next_beat: float, next_reap: float) -> tuple[float, float]:
+        now = time.monotonic()
+        with self._work:
+            running = list(self._running.values())
+        for job in running:
+            self._keep(job, now)
+        try:
+            if now >= next_beat or self.health()["healthy"] != self._reported_healthy:
+                self._heartbeat()
+                next_beat = now + HEARTBEAT_EVERY
+            if now >= next_reap:
+                for topic in self.topics:
+                    self.broker.reap(topic)
+                every = min(REAP_EVERY, self.broker.lease / 2)
+                next_reap = now + every * random.uniform(0.8, 1.2)  # noqa: S311
+        except RedisError as exc:
+            log.warning("consumer upkeep failed: %s", exc)
+            next_beat = max(next_beat, now + 1.0)
+        return next_beat, next_reap
 
     def _keep(self, job: _Running, now: float) -> None:
         if now >= job.deadline:

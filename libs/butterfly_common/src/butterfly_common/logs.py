@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import nesting
 from .request import Request
 from .settings import Settings
 
@@ -32,7 +33,10 @@ COMMON_FORMAT = ("%(levelname)s %(name)s %(asctime)s: %(module)s:%(lineno)d %(th
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 SECRET = re.compile(r"pass|pwd|secret|token|key|auth|credential|cookie|session", re.I)
 MAX_VALUE = 256
-_ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"})
+#: Control characters (C0, DEL, C1), line/paragraph separators, lone surrogates and the
+#: backslash itself (so an escaped line can be told from a raw one).
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -72,21 +76,38 @@ class _ReqIdFilter(logging.Filter):
 
 
 def escape(value: Any) -> str:
-    """One log field: no tabs or newlines, at most MAX_VALUE characters."""
-    text = str(value).translate(_ESCAPES)
+    """One log field: every control character escaped (so one request is one line), no
+    unencodable surrogates, at most MAX_VALUE characters."""
+    text = value if isinstance(value, str) else str(value)
     if len(text) > MAX_VALUE:
         text = f"{text[:MAX_VALUE]}...({len(text)} chars)"
+    if not (text.isascii() and text.isprintable()) or "\\" in text:
+        text = _UNSAFE.sub(_escape_char, text)
     return text
 
 
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def masked(value: Any) -> Any:
-    """``value`` with every secret-looking key of nested dicts (and lists) masked."""
-    if isinstance(value, dict):
-        return {k: "***" if isinstance(k, str) and SECRET.search(k) else masked(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    return value
+    """``value`` with every secret-looking key of nested dicts (and lists) masked.
+
+    Iterative and bounded: containers deeper than the nesting limit become a marker, so
+    no message can make the access log recurse (see :mod:`butterfly_common.nesting`).
+    """
+    if not isinstance(value, dict | list | tuple):
+        return value
+    return nesting.rebuild(value, nesting.limit(), _mask_leaf)
+
+
+def _mask_leaf(key: Any, value: Any) -> Any:
+    return "***" if isinstance(key, str) and SECRET.search(key) else value
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -99,7 +120,7 @@ def access_line(req: Request, stat: Any) -> str:
     """The access log message (after the date, pid and location columns)."""
     talk = ";".join(f"{k}={v:.3f}" for k, v in req.log_talk.items())
     return "\t".join((
-        req.ip, req.reqid, req.method, escape(req.funcname),
+        escape(req.ip), escape(req.reqid), escape(req.method), escape(req.funcname),
         f"cost:{req.cost:.6f}", f"stat:{escape(stat)}", f"user:{escape(req.username)}",
         f"talk:{talk}", f"params:{format_params(req.log_params)}",
         f"error_msg:{escape(req.error_str)}", f"res:{';'.join(escape(r) for r in req.log_res)}",

@@ -8,12 +8,13 @@ offending names in ``x-reason`` - never a 500.
 from __future__ import annotations
 
 import inspect
-import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from . import nesting
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -77,7 +78,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        value = json.loads(value)
+        value = nesting.loads(value, "value")
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value

@@ -117,8 +117,8 @@ def render_api(ret: Any, spec: HandlerSpec, conf: ProtocolSettings) -> Outcome:
         body.update((k, v) for k, v in (data or {}).items() if k != "stat")
         payload = dumps(conf.adapt(body))
         extra = _headers(headers)
-    except (ValueError, TypeError) as exc:
-        reason = "Dump json exception" if isinstance(exc, TypeError) else str(exc)
+    except (ValueError, TypeError, RecursionError) as exc:  # too deep: a handler bug
+        reason = str(exc) if type(exc) is ValueError else "Dump json exception"
         return conf.error(500, retstat.ERR_SERVER_EXCEPTION, reason)
     status = (spec.statuses.get(stat, retstat.HTTP_OK)
               if isinstance(stat, str) and not conf.legacy_status else retstat.HTTP_OK)
@@ -141,7 +141,7 @@ def render_raw(ret: Any, conf: ProtocolSettings) -> Outcome:
         try:
             data = conf.adapt(dict(body))
             return Outcome(code, code, dumps(data), [*extra, JSON_TYPE], "", data)
-        except TypeError:
+        except (TypeError, ValueError, RecursionError):
             return Outcome(500, 500, b"", [], "Dump json exception")
     if isinstance(body, str):
         body = body.encode()

@@ -17,8 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
+
+from . import redis_guard
 
 RedisLike = redis.Redis | RedisCluster
 
@@ -35,17 +38,26 @@ def _handshake_kwargs(cls: type) -> dict[str, Any]:
     return kwargs
 
 
-def make_redis(url: str, *, socket_timeout: float = 5.0, retries: int = 2) -> RedisLike:
+def make_redis(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> RedisLike:
     """Build a client for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``).
 
-    Retries are few and short: a proxy drops the connection on an unsupported command,
-    and redis-py's default policy would hide that for seconds.
+    ``socket_timeout`` bounds the connect and every reply (``BUTTERFLY_REDIS_TIMEOUT``,
+    default 1 s: Redis answers in microseconds, so a second means it is not answering).
+    ``retries`` (``BUTTERFLY_REDIS_RETRIES``, default 1) applies only to a refused or
+    dropped connection, never to a reply that timed out: the command may have run, and
+    re-sending a claim or publish would repeat it. A proxy also drops the connection on an
+    unsupported command, which redis-py's default policy would hide for seconds.
+
+    Plain Redis and Twemproxy clients fail fast while the server is silent
+    (:mod:`butterfly_common.redis_guard`: stall after ``socket_timeout / 2`` without any
+    reply, cool down ``socket_timeout``), so a frozen Redis cannot pin every thread.
     """
     parts = urlsplit(url)
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(socket_timeout, 2.0),
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries,
+                       supported_errors=(RedisConnectionError,)),
         "decode_responses": True,
     }
     if parts.scheme.endswith("+cluster"):
@@ -55,6 +67,10 @@ def make_redis(url: str, *, socket_timeout: float = 5.0, retries: int = 2) -> Re
         # SELECT is not available through Twemproxy or Redis Cluster: refuse rather than
         # silently write to another DB than the one configured.
         raise ValueError(f"redis URL {url!r}: only database 0 is supported")
+    base = redis_guard.BASES.get(parts.scheme)
+    if base is not None:
+        common["connection_class"] = redis_guard.guarded_class(base, socket_timeout / 2,
+                                                               socket_timeout)
     return redis.Redis.from_url(url, **common, **_handshake_kwargs(redis.Redis))
 
 

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import db
+from . import db, nesting
 from .redis_client import RedisLike, make_redis
 from .settings import Settings, load_settings
 
@@ -45,6 +45,7 @@ def configure(settings: Settings) -> None:
             _runtime = None
         _settings = settings
         _redis = None
+        nesting.configure(settings.max_json_depth)
         db.init_db(settings.database_url)
 
 
@@ -63,7 +64,8 @@ def get_redis() -> RedisLike:
         settings = get_settings()
         with _lock:
             if _redis is None:
-                _redis = make_redis(settings.redis_url)
+                _redis = make_redis(settings.redis_url, socket_timeout=settings.redis_timeout,
+                                    retries=settings.redis_retries)
     return _redis
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -53,6 +54,14 @@ class Settings:
     legacy_status: bool = False
     stat_adaptor: Mapping[str, Any] | None = None
     max_body_bytes: int = 1024 * 1024
+    #: ``BUTTERFLY_MAX_JSON_DEPTH``: deepest nesting of a client's JSON (body, dict
+    #: params, published data); deeper is ERR_BAD_PARAMS before anything is stored.
+    max_json_depth: int = 64
+    #: ``BUTTERFLY_REDIS_TIMEOUT``: seconds to connect to Redis and to wait for a reply.
+    redis_timeout: float = 1.0
+    #: ``BUTTERFLY_REDIS_RETRIES``: retries after a refused/dropped connection (never
+    #: after a reply timed out: the command may have run).
+    redis_retries: int = 1
     workers: int = 2
     threads: int = 8
     timeout: int = 60
@@ -164,6 +173,22 @@ def _stat_adaptor(name: str, raw: str) -> Mapping[str, Any]:
     return value
 
 
+def _redis_url(name: str, raw: str) -> str:
+    """A Redis URL on database 0: Twemproxy and Redis Cluster have no SELECT, so any other
+    database would work against a plain Redis and break the day a proxy is put in front."""
+    url = _url(name, raw, REDIS_SCHEMES)
+    parts = urlsplit(url)
+    path = "" if parts.scheme == "unix" else parts.path.strip("/")
+    given = [path] if path else []
+    given += parse_qs(parts.query).get("db", [])
+    for db in given:
+        if db != "0":
+            raise SettingsError(f"{name}: database {db!r} is not supported, only 0 "
+                                "(Twemproxy and Redis Cluster have no SELECT); "
+                                "use a separate Redis to keep data apart")
+    return url
+
+
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgres+pool",
               "postgresql+pool")
@@ -179,7 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
 
     kwargs: dict[str, Any] = {}
     if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
-        kwargs["redis_url"] = _url("BUTTERFLY_REDIS_URL", raw, REDIS_SCHEMES)
+        kwargs["redis_url"] = _redis_url("BUTTERFLY_REDIS_URL", raw)
     if (raw := get("BUTTERFLY_DB_URL")) is not None:
         kwargs["db_url"] = _url("BUTTERFLY_DB_URL", raw, DB_SCHEMES)
     if (raw := get("BUTTERFLY_HOST")) is not None:
@@ -227,6 +252,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["stat_adaptor"] = _stat_adaptor("BUTTERFLY_STAT_ADAPTOR", raw)
     if (raw := get("BUTTERFLY_MAX_BODY_BYTES")) is not None:
         kwargs["max_body_bytes"] = _int("BUTTERFLY_MAX_BODY_BYTES", raw, 1)
+    if (raw := get("BUTTERFLY_MAX_JSON_DEPTH")) is not None:
+        kwargs["max_json_depth"] = _int("BUTTERFLY_MAX_JSON_DEPTH", raw, 2, 512)
+    if (raw := get("BUTTERFLY_REDIS_TIMEOUT")) is not None:
+        kwargs["redis_timeout"] = _float("BUTTERFLY_REDIS_TIMEOUT", raw, 0.05, 60.0)
+    if (raw := get("BUTTERFLY_REDIS_RETRIES")) is not None:
+        kwargs["redis_retries"] = _int("BUTTERFLY_REDIS_RETRIES", raw, 0, 10)
     if (raw := get("BUTTERFLY_WORKERS")) is not None:
         kwargs["workers"] = _int("BUTTERFLY_WORKERS", raw, 1, 256)
     if (raw := get("BUTTERFLY_THREADS")) is not None:

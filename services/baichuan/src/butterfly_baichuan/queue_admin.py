@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from butterfly_common import Refusal, mq
+from butterfly_common import Refusal, mq, nesting
 from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
 from butterfly_common.mq.keys import check_id, check_topic
 from butterfly_common.paging import check_page
@@ -90,6 +90,10 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             check_id(msg_id)
         except ValueError as exc:
             raise ParamError(f"invalid: msg_id ({exc})") from None
+    try:
+        nesting.check(data, what="data")
+    except nesting.NestingError as exc:
+        raise ParamError(f"invalid: data ({exc})") from None
     size = serialized_size(data)
     if size > max_bytes:
         raise Refusal(ERR_MSG_TOO_LARGE, f"data is {size} bytes as JSON; the limit is "

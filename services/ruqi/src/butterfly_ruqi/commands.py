@@ -2,14 +2,16 @@
 
 The cmd string keeps the original's shapes, chosen by prefix:
 
-* ``http(s)://host/path[#{json}]`` - POST the JSON object (``{}`` by default);
+* ``http(s)://host/path[#{json}]`` - POST the JSON object (``{}`` by default) to a target
+  ``RUQI_HTTP_ALLOW`` allows (allowlist.py); redirects are not followed;
 * ``/app/handler[#{json}]``        - publish the object to that baichuan topic;
 * anything else                    - a script inside ``RUQI_SCRIPT_DIR`` (off when unset),
   ``[python|python3|bash|sh] <file> [args...]`` or ``<executable file> [args...]``.
 
 The body is split at the first ``#{`` whose remainder parses as a JSON object, so a URL or
 JSON holding ``#`` no longer breaks the command (one of the original's flaws). Scripts run as
-an argv list - never through a shell - from inside the script directory.
+an argv list - never through a shell - from inside the script directory, with a minimal
+environment (safety.py): a script never sees the service's secrets.
 
 Each run carries the fire's reqid (``x-reqid`` header / publish reqid) so the callee's
 logs name the same id as ruqi's history row.
@@ -24,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,20 +34,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import topics
-from .models import OUTPUT_MAX
+from butterfly_common import Refusal
+
+from . import safety, topics
+from .allowlist import AllowList
 
 INTERPRETERS = ("python", "python3", "bash", "sh")
-
-
-class CommandError(ValueError):
-    """A cmd the scheduler refuses to store or run; ``stat`` is the API answer."""
-
-    def __init__(self, stat: str, reason: str) -> None:
-        super().__init__(reason)
-        self.stat = stat
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -83,60 +82,65 @@ def split_body(cmd: str) -> tuple[str, dict[str, Any]]:
 
 def _script(cmd: str, script_dir: str | None) -> Command:
     if not script_dir:
-        raise CommandError("ERR_SCRIPT_DISABLED",
+        raise Refusal("ERR_SCRIPT_DISABLED",
                            "script commands are off: set RUQI_SCRIPT_DIR to enable them")
     try:
         argv = shlex.split(cmd)
     except ValueError as exc:
-        raise CommandError("ERR_BAD_CMD", f"cmd does not split into arguments: {exc}") from None
+        raise Refusal("ERR_BAD_CMD", f"cmd does not split into arguments: {exc}") from None
     if not argv:
-        raise CommandError("ERR_BAD_CMD", "empty cmd")
+        raise Refusal("ERR_BAD_CMD", "empty cmd")
     root = Path(script_dir).resolve()
     interpreter = argv[0] if argv[0] in INTERPRETERS else None
     rel = argv[1] if interpreter and len(argv) > 1 else (None if interpreter else argv[0])
     if rel is None:
-        raise CommandError("ERR_SCRIPT_PATH", f"{interpreter} needs a script file")
+        raise Refusal("ERR_SCRIPT_PATH", f"{interpreter} needs a script file")
     path = (root / rel).resolve()
     if not path.is_relative_to(root):
-        raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} is outside RUQI_SCRIPT_DIR")
+        raise Refusal("ERR_SCRIPT_PATH", f"script {rel!r} is outside RUQI_SCRIPT_DIR")
     if not path.is_file():
-        raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} not found in RUQI_SCRIPT_DIR")
+        raise Refusal("ERR_SCRIPT_PATH", f"script {rel!r} not found in RUQI_SCRIPT_DIR")
     if interpreter:
         exe = sys.executable if interpreter.startswith("python") else shutil.which(interpreter)
         if not exe:
-            raise CommandError("ERR_SCRIPT_PATH", f"interpreter {interpreter!r} not installed")
+            raise Refusal("ERR_SCRIPT_PATH", f"interpreter {interpreter!r} not installed")
         full = (exe, str(path), *argv[2:])
     else:
         if not os.access(path, os.X_OK):
-            raise CommandError("ERR_SCRIPT_PATH", f"script {rel!r} is not executable")
+            raise Refusal("ERR_SCRIPT_PATH", f"script {rel!r} is not executable")
         full = (str(path), *argv[1:])
     return Command("script", target=str(path), argv=full, cwd=str(root))
 
 
-def parse_command(cmd: str, script_dir: str | None, max_len: int = 4096) -> Command:
-    """Validate ``cmd`` once, at add/modify time, and again before every run."""
+def parse_command(cmd: str, script_dir: str | None, max_len: int = 4096,
+                  allow: AllowList | None = None) -> Command:
+    """Validate ``cmd`` once, at add/modify time, and again before every run.
+
+    ``allow`` (default: the process's ``RUQI_HTTP_ALLOW``) decides HTTP targets."""
     if len(cmd) > max_len:
-        raise CommandError("ERR_CMD_TOO_LONG", f"cmd has {len(cmd)} chars, limit {max_len}")
+        raise Refusal("ERR_CMD_TOO_LONG", f"cmd has {len(cmd)} chars, limit {max_len}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in cmd):
+        raise Refusal("ERR_BAD_CMD", "cmd holds a control character (NUL, newline, ...)")
     cmd = cmd.strip()
     if cmd.startswith(("http://", "https://")):
         url, body = split_body(cmd)
+        (allow or safety.current().allow).check_url(url)
         return Command("http", target=url, body=body)
     if cmd.startswith("/"):
         topic, body = split_body(cmd)
         if not topics.valid_topic(topic):
-            raise CommandError("ERR_BAD_CMD", f"{topic!r} is not a topic name (/app/handler)")
+            raise Refusal("ERR_BAD_CMD", f"{topic!r} is not a topic name (/app/handler)")
         return Command("topic", target=topic, body=body)
     return _script(cmd, script_dir)
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= OUTPUT_MAX else text[:OUTPUT_MAX - 3] + "..."
+    return safety.cut(text, safety.current().output_max_bytes)
 
 
 _local = threading.local()
 
 
-@functools.lru_cache(maxsize=1024)
 @functools.lru_cache(maxsize=1024)
 def _env_proxies(scheme: str, netloc: str) -> tuple[tuple[str, str], ...]:
     # requests re-reads every environment variable on every call to find proxies; that was
@@ -148,12 +152,54 @@ def _proxies(scheme: str, netloc: str) -> dict[str, str]:
     return dict(_env_proxies(scheme, netloc))
 
 
+class PeerRefused(OSError):
+    """The connected address is not allowed (a DNS answer changed after the check)."""
+
+
+def _check_peer(conn: HTTPConnection, sock: Any) -> None:
+    try:
+        safety.current().allow.check_peer(conn.host.strip("[]").lower(), conn.port,
+                                          sock.getpeername()[0])
+    except Refusal as exc:
+        sock.close()
+        raise PeerRefused(exc.reason) from None
+
+
+class _CheckedHTTP(HTTPConnection):
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()
+        _check_peer(self, sock)
+        return sock
+
+
+class _CheckedHTTPS(HTTPSConnection):
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()
+        _check_peer(self, sock)
+        return sock
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTP
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPS
+
+
 def _session() -> requests.Session:
-    """One Session per executor thread: no per-call Session set-up, no env scanning."""
+    """One Session per executor thread: no per-call Session set-up, no env scanning.
+
+    Its direct connections check the peer address against ``RUQI_HTTP_ALLOW`` once
+    connected, so a name cannot pass the check and then resolve to 127.0.0.1."""
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = requests.Session()
         session.trust_env = False
+        adapter = HTTPAdapter(max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
     return session
 
 
@@ -162,24 +208,33 @@ def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outco
 
     ``Connection: close``: a fire every few seconds gains nothing from keep-alive, and a
     pooled connection the callee has dropped in the meantime would fail a POST we must not
-    blindly retry.
+    blindly retry. Redirects are not followed (a 3xx is recorded as the answer, failed):
+    following one would leave the allow-list. Only ``RUQI_OUTPUT_MAX_BYTES`` of the body
+    are read.
     """
     parts = urlsplit(command.target)
+    limit = safety.current().output_max_bytes
     try:
-        resp = _session().post(command.target, json=command.body,
-                               headers={**headers, "Connection": "close"}, timeout=timeout,
-                               proxies=_proxies(parts.scheme, parts.netloc))
+        with _session().post(command.target, json=command.body,
+                             headers={**headers, "Connection": "close"}, timeout=timeout,
+                             proxies=_proxies(parts.scheme, parts.netloc),
+                             allow_redirects=False, stream=True) as resp:
+            raw = resp.raw.read(limit + 1, decode_content=True)
+            status, location = resp.status_code, resp.headers.get("Location")
+            encoding = resp.encoding or "utf-8"
     except requests.RequestException as exc:
         return Outcome(False, _cut(f"{type(exc).__name__}: {exc}"))
-    text = resp.text
-    ok = 200 <= resp.status_code < 300
+    text = raw.decode(encoding, "replace")
+    ok = 200 <= status < 300
     try:
-        answer = resp.json()
+        answer = json.loads(text) if len(raw) <= limit else None
     except ValueError:
         answer = None
     if ok and isinstance(answer, dict) and "stat" in answer:
         ok = answer["stat"] == "OK"
-    return Outcome(ok, _cut(f"HTTP {resp.status_code} {text}"))
+    if 300 <= status < 400:
+        text = f"redirect to {location!r} not followed\n{text}"
+    return Outcome(ok, _cut(f"HTTP {status} {text}"))
 
 
 def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
@@ -202,20 +257,29 @@ def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
     return Outcome(False, f"msg_id={published} no result within {timeout}s")
 
 
-def run_script(command: Command, timeout: float, env_extra: dict[str, str]) -> Outcome:
-    """Run the argv (no shell) in the script dir; 124 and a note on timeout, as the original."""
-    env = {**os.environ, **env_extra}
-    try:
-        proc = subprocess.run(list(command.argv), cwd=command.cwd, env=env,  # noqa: S603
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode("utf-8", "replace")
-        return Outcome(False, _cut(f"retcode=124 timeout after {timeout}s\n{out}"))
-    except OSError as exc:
-        return Outcome(False, _cut(f"cannot start: {exc}"))
-    out = proc.stdout.decode("utf-8", "replace")
-    return Outcome(proc.returncode == 0, _cut(f"retcode={proc.returncode}\n{out}"))
+def run_script(command: Command, timeout: float, job_vars: dict[str, str]) -> Outcome:
+    """Run the argv (no shell) in the script dir; 124 and a note on timeout, as the original.
+
+    The environment is minimal (PATH, LANG, HOME, TZ, ``RUQI_SCRIPT_ENV_PASS``, the job's
+    variables): the service's own (admin token, DB URL...) would end up in public history.
+    Output goes to a temp file, so a chatty script cannot fill the memory; only the first
+    ``RUQI_OUTPUT_MAX_BYTES`` are read back.
+    """
+    conf = safety.current()
+    with tempfile.TemporaryFile() as out_file:
+        try:
+            proc = subprocess.run(list(command.argv), cwd=command.cwd,  # noqa: S603
+                                  env=conf.script_env(job_vars), stdout=out_file,
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            head = f"retcode={proc.returncode}"
+            ok = proc.returncode == 0
+        except subprocess.TimeoutExpired:
+            head, ok = f"retcode=124 timeout after {timeout}s", False
+        except OSError as exc:
+            return Outcome(False, _cut(f"cannot start: {exc}"))
+        out_file.seek(0)
+        out = out_file.read(conf.output_max_bytes + 1).decode("utf-8", "replace")
+    return Outcome(ok, _cut(f"{head}\n{out}"))
 
 
 def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str, job_id: str,
@@ -223,7 +287,7 @@ def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str,
     """Run one fire of ``cmd``; never raises (a failure is an Outcome)."""
     try:
         command = parse_command(cmd, script_dir, max_len=len(cmd))
-    except CommandError as exc:
+    except Refusal as exc:
         return Outcome(False, f"{exc.stat}: {exc.reason}")
     ms = round(scheduled * 1000)
     if command.kind == "http":

@@ -38,9 +38,10 @@ How it holds together (see also claims.py for the keys):
   never re-runs a fire: engines only claim run times within the grace, and those still
   have their done marker (kept grace + 30 s).
 * Where the guarantee stops: Redis losing its data (a restart without persistence) loses
-  the done markers, so a fire within the grace window could run again; an engine that
-  stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer
-  and then records its own outcome too (two rows, one execution).
+  the done markers, so a fire within the grace window could run again. An engine that
+  stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer;
+  its own outcome, stored later, replaces that row (history rows are keyed by the fire,
+  see history.py), so the history still has one row per fire.
 * Overlap. ``forbid`` takes ``ruqi:lock:<job>`` (SET NX PX, released by compare-and-delete,
   stolen only from a dead owner) for the whole run; a fire finding it held is ``skipped``,
   like Kubernetes' ``concurrencyPolicy: Forbid``. ``allow`` runs fires side by side.
@@ -57,11 +58,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from butterfly_common import db
+from butterfly_common import Refusal, db
 from butterfly_common.reqid import new_reqid
 
 from . import rules
-from .claims import CLAIMED, DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
+from .claims import DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
 from .commands import run_command
 from .config import RuqiConfig
 from .history import HistoryWriter, Record, prune
@@ -98,10 +99,8 @@ class Engine:
         self._seq = 0
         self._nodes: list[str] = [self.owner]
         self._running = 0
-        self._crashed = False
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
-        self._last_beat = 0.0
         self._last_prune_try = 0.0
         self._check_time = 0.0
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
@@ -114,7 +113,6 @@ class Engine:
         self.writer.start()
         try:
             self.claims.heartbeat(self.config.node_ttl)
-            self._last_beat = time.monotonic()
             self._control_once()
         except Exception:
             log.exception("engine %s starts without Redis/DB; retrying in the background",
@@ -148,21 +146,6 @@ class Engine:
         except Exception:
             log.exception("engine %s could not remove its heartbeat", self.owner)
         log.info("engine %s stopped", self.owner)
-
-    def crash(self) -> None:
-        """Die like SIGKILL would, for tests of crash recovery in one process.
-
-        Nothing is cleaned up: the heartbeat just stops, unstarted claims stay ``c|me``,
-        running fires stay ``r|me`` and buffered history rows are dropped.
-        """
-        self._crashed = True
-        self.writer.abandon()
-        self._beat_stop.set()
-        self._stopping.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def wakeup(self) -> None:
         """Re-read the jobs now (also what a ``ruqi:version`` bump does on every replica)."""
@@ -269,25 +252,26 @@ class Engine:
                 self._running -= 1
 
     def _execute_inner(self, fire: Fire) -> None:
-        if self._crashed:
-            return
         spec = fire.spec
-        claimed = f"{CLAIMED}|{self.owner}|{fire.reqid}"
+        running = f"{RUNNING}|{self.owner}|{fire.reqid}"
         late = time.time() - fire.ts
         if not fire.manual and late > spec.misfire_grace_time:
-            self.stats["missed"] += 1
-            self._record(fire, "missed", claimed, None, None,
-                         f"started {late:.3f}s late, misfire_grace_time={spec.misfire_grace_time}s")
+            # Marked running first, like a real start: a peer that took the claim over
+            # meanwhile runs it, and this engine must then record nothing (one row a fire).
+            if self._start(fire):
+                self.stats["missed"] += 1
+                self._record(fire, "missed", running, None, None, f"started {late:.3f}s "
+                             f"late, misfire_grace_time={spec.misfire_grace_time}s")
             return
         token = f"{self.owner}|{round(fire.ts * 1000)}"
         if spec.overlap == "forbid" and not self.claims.lock(spec.id, token,
                                                              spec.timeout + 30):
-            self._record(fire, "skipped", claimed, None, None,
-                         "previous run still active (overlap=forbid)")
+            if self._start(fire):
+                self._record(fire, "skipped", running, None, None,
+                             "previous run still active (overlap=forbid)")
             return
         try:
-            if self._crashed or not self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
-                log.warning("fire %s was taken over by a peer before it started", fire.key)
+            if not self._start(fire):
                 return
             started = time.time()
             outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
@@ -300,8 +284,15 @@ class Engine:
                     self.claims.unlock(spec.id, token)
                 except Exception:
                     log.exception("releasing the run lock of %s failed", spec.id)
-        self._record(fire, "ok" if outcome.success else "failed",
-                     f"{RUNNING}|{self.owner}|{fire.reqid}", started, ended, outcome.output)
+        self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
+                     outcome.output)
+
+    def _start(self, fire: Fire) -> bool:
+        """claimed -> running (compare-and-set); False when a peer took the fire over."""
+        if self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
+            return True
+        log.warning("fire %s was taken over by a peer before it started", fire.key)
+        return False
 
     def _record(self, fire: Fire, status: str, expected: str | None, started: float | None,
                 ended: float | None, output: str) -> None:
@@ -312,6 +303,7 @@ class Engine:
             "cmd_cost": round(ended - started, 6) if started and ended else 0.0,
             "scheduled_time": fire.ts, "start_time": started, "end_time": ended,
             "scheduler_name": self.owner, "reqid": fire.reqid, "manual": fire.manual,
+            "fire_key": fire.key,
         }
         finish = ((fire.key, expected, f"{DONE}|{self.owner}|{status}", fire.done_ttl)
                   if expected else None)
@@ -338,7 +330,6 @@ class Engine:
         while not self._beat_stop.wait(every):
             try:
                 self.claims.heartbeat(self.config.node_ttl)
-                self._last_beat = time.monotonic()
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -377,7 +368,7 @@ class Engine:
                 try:
                     tz = rules.get_timezone(spec.timezone)
                     trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time)
-                except rules.RuleError as exc:
+                except Refusal as exc:
                     log.error("job %s cannot be scheduled: %s", job_id, exc.reason)
                     continue
                 self._slots[job_id] = Slot(spec, trig, tz, spec.next_run_time)

@@ -5,7 +5,8 @@ Writing one row per fire from the executing thread would cost one DB commit per 
 updates that go with them) into one transaction every ``interval``, and only THEN marks the
 fires done in Redis. So a fire is "done" only once its row is durable: an engine killed in
 between leaves its fires "running" under a dead owner, and a peer records them as ``lost``
-instead of the history silently missing them.
+instead of the history silently missing them. Rows are keyed by the fire (``fire_key``,
+unique), so no interleaving of owner, peers and retries stores a fire twice.
 """
 
 from __future__ import annotations
@@ -55,14 +56,11 @@ class HistoryWriter:
         self._buf: deque[Record] = deque()
         self._cond = threading.Condition()
         self._stop = False
-        self._abandoned = False
         self._cursor_at: dict[str, float] = {}
         self._thread: threading.Thread | None = None
 
     def put(self, record: Record) -> None:
         with self._cond:
-            if self._abandoned:
-                return
             if len(self._buf) >= MAX_BUFFER:
                 dropped = self._buf.popleft()
                 log.error("history buffer full, dropped %r", dropped.row)
@@ -85,16 +83,8 @@ class HistoryWriter:
         if self._thread:
             self._thread.join(timeout)
 
-    def abandon(self) -> None:
-        """Stop at once and drop the buffer (only to simulate a crash in tests)."""
-        with self._cond:
-            self._abandoned = True
-            self._stop = True
-            self._buf.clear()
-            self._cond.notify()
-
     def _run(self) -> None:
-        while not self._abandoned:
+        while True:
             with self._cond:
                 if not self._stop and len(self._buf) < self.batch:
                     self._cond.wait(self.interval)
@@ -150,15 +140,40 @@ class HistoryWriter:
             if deleted:
                 self.claims.bump()
         except Exception:
-            # Rows are stored; the fire keys stay "running" and peers will record a
-            # duplicate "lost" row only if this engine also stops heartbeating.
+            # Rows are stored; the fire keys stay "running", and a peer that later finds
+            # this engine silent records "lost", which the stored outcome keeps out
+            # (one row per fire: insert_sql).
             log.exception("marking %d fires done failed", len(records))
         return True
 
 
 HISTORY_COLUMNS = ("job_id", "job_name", "cmd", "status", "cmd_is_success", "cmd_output",
                    "cmd_cost", "scheduled_time", "start_time", "end_time", "scheduler_name",
-                   "reqid", "manual")
+                   "reqid", "manual", "fire_key")
+#: Columns a real outcome overwrites on a ``lost`` row of the same fire.
+_OUTCOME = tuple(c for c in HISTORY_COLUMNS if c not in ("job_id", "fire_key"))
+
+
+def insert_sql(table: str, mysql: bool, param: str) -> str:
+    """One row per fire, whatever the interleaving: INSERT keyed on ``fire_key``.
+
+    A second row of the same fire is never added. When it carries the real outcome and the
+    stored row says ``lost`` (a peer gave up on an owner that was only stalled), the
+    outcome replaces it; anything else (a retried batch, a late ``lost``) changes nothing.
+    """
+    cols = (*HISTORY_COLUMNS, "c_time")
+    head = (f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608
+            f"VALUES ({', '.join([param] * len(cols))})")
+    if mysql:
+        # MySQL evaluates the assignments left to right: ``status`` goes last, so every
+        # test still sees the stored value.
+        cond = "status = 'lost' AND VALUES(status) <> 'lost'"
+        sets = ", ".join(f"{c} = IF({cond}, VALUES({c}), {c})"
+                         for c in (*(c for c in _OUTCOME if c != "status"), "status"))
+        return f"{head} ON DUPLICATE KEY UPDATE {sets}"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME)
+    return (f"{head} ON CONFLICT (fire_key) DO UPDATE SET {sets} "
+            f"WHERE {table}.status = 'lost' AND excluded.status <> 'lost'")
 
 
 def _db_value(value: Any) -> Any:
@@ -177,9 +192,8 @@ def _store(records: list[Record], cursors: dict[tuple[str, int], float]) -> int:
         cursor = db.database.cursor()
         if rows:
             c_time = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-            marks = ", ".join([p] * (len(HISTORY_COLUMNS) + 1))
-            sql = (f"INSERT INTO {History._meta.table_name} "  # noqa: S608
-                   f"({', '.join(HISTORY_COLUMNS)}, c_time) VALUES ({marks})")
+            mysql = isinstance(db.database.obj, peewee.MySQLDatabase)
+            sql = insert_sql(History._meta.table_name, mysql, p)
             cursor.executemany(sql, [(*(_db_value(row[c]) for c in HISTORY_COLUMNS), c_time)
                                      for row in rows])
         if cursors:

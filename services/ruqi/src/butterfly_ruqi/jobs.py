@@ -16,13 +16,13 @@ from typing import Any
 
 import peewee
 
-from butterfly_common import db
+from butterfly_common import Refusal, db
 from butterfly_common.paging import check_page
 from butterfly_common.runtime import get_config, get_redis
 
 from . import rules
 from .claims import MANUAL_KEY, VERSION_KEY
-from .commands import CommandError, parse_command
+from .commands import parse_command
 from .config import OVERLAPS, RuqiConfig
 from .models import History, Job, history_to_dict, job_to_dict
 
@@ -31,15 +31,11 @@ log = logging.getLogger("butterfly.ruqi.jobs")
 ERR_JOB_EXIST = "ERR_JOB_EXIST"
 ERR_JOB_NOT_FOUND = "ERR_JOB_NOT_FOUND"
 ERR_BAD_JOB = "ERR_BAD_JOB"
-
-
-class JobError(Exception):
-    """A refused request: ``stat`` goes in the body, ``reason`` in ``x-reason``."""
-
-    def __init__(self, stat: str, reason: str) -> None:
-        super().__init__(reason)
-        self.stat = stat
-        self.reason = reason
+#: misfire_grace_time and timeout are bounded so TTLs and DB columns never overflow.
+MAX_GRACE = 86400
+MAX_TIMEOUT = 86400
+#: The deepest page a list serves (an offset beyond 64 bits overflows SQLite and MySQL).
+MAX_PAGE_INDEX = 1_000_000
 
 
 def config() -> RuqiConfig:
@@ -63,7 +59,7 @@ def _check_text(name: str, value: str, limit: int) -> str:
     value = value.strip()
     if not value or len(value) > limit or not value.isprintable() or any(
             c.isspace() for c in value if name == "job_id"):
-        raise JobError(ERR_BAD_JOB, f"{name} must be 1..{limit} printable characters"
+        raise Refusal(ERR_BAD_JOB, f"{name} must be 1..{limit} printable characters"
                        + (" without spaces" if name == "job_id" else ""))
     return value
 
@@ -77,14 +73,15 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
             now: float) -> dict[str, Any]:
     cfg = config()
     tz_name = opts.timezone or (base.timezone if base else cfg.timezone)
-    try:
-        tz = rules.get_timezone(tz_name)
-        stored_rule = rules.normalize_rule(job_trigger, rule, tz, now)
-        parse_command(cmd, cfg.script_dir, cfg.cmd_max_len)
-    except (rules.RuleError, CommandError) as exc:
-        raise JobError(exc.stat, exc.reason) from None
+    if len(rule) > 128:
+        raise Refusal("ERR_BAD_RULE", "rule longer than 128 characters")
+    if len(tz_name) > 64:
+        raise Refusal("ERR_BAD_TIMEZONE", "timezone longer than 64 characters")
+    tz = rules.get_timezone(tz_name)
+    stored_rule = rules.normalize_rule(job_trigger, rule, tz, now)
+    parse_command(cmd, cfg.script_dir, cfg.cmd_max_len)
     if len(stored_rule) > 128:
-        raise JobError("ERR_BAD_RULE", "rule longer than 128 characters")
+        raise Refusal("ERR_BAD_RULE", "rule longer than 128 characters")
 
     def pick(value: Any, attr: str, default: Any) -> Any:
         if value is not None:
@@ -94,17 +91,17 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
     grace = pick(opts.misfire_grace_time, "misfire_grace_time", cfg.misfire_grace_time)
     overlap = pick(opts.overlap, "overlap", cfg.overlap)
     timeout = pick(opts.timeout, "timeout", cfg.timeout)
-    if grace < 1:
-        raise JobError(ERR_BAD_JOB, "misfire_grace_time must be >= 1 second")
+    if not 1 <= grace <= MAX_GRACE:
+        raise Refusal(ERR_BAD_JOB, f"misfire_grace_time must be 1..{MAX_GRACE} seconds")
     if overlap not in OVERLAPS:
-        raise JobError(ERR_BAD_JOB, f"overlap must be one of {list(OVERLAPS)}")
-    if not 0 < timeout <= 86400:
-        raise JobError(ERR_BAD_JOB, "timeout must be in (0, 86400] seconds")
+        raise Refusal(ERR_BAD_JOB, f"overlap must be one of {list(OVERLAPS)}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise Refusal(ERR_BAD_JOB, f"timeout must be in (0, {MAX_TIMEOUT}] seconds")
     start = interval_start(job_trigger, stored_rule, now)
     trig = rules.build_trigger(job_trigger, stored_rule, tz, start)
     first = rules.first_fire(trig, tz, now)
     if first is None or (job_trigger == "date" and first < now - grace):
-        raise JobError("ERR_BAD_RULE", f"{job_trigger} rule {stored_rule!r} never fires "
+        raise Refusal("ERR_BAD_RULE", f"{job_trigger} rule {stored_rule!r} never fires "
                        "(it is in the past)")
     return {
         "trigger": job_trigger, "rule": stored_rule, "cmd": cmd.strip(), "timezone": tz_name,
@@ -126,7 +123,7 @@ def announce() -> None:
 def _get(job_id: str) -> Job:
     job = Job.get_or_none(Job.id == job_id)
     if job is None:
-        raise JobError(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
+        raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
     return job
 
 
@@ -138,11 +135,11 @@ def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
     fields = _fields(job_trigger, rule, cmd, opts, None, now)
     with db.database.connection_context():
         if Job.get_or_none(Job.id == job_id) is not None:
-            raise JobError(ERR_JOB_EXIST, f"job {job_id!r} already exists")
+            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists")
         try:
             Job.create(id=job_id, name=job_name, version=1, **fields)
         except peewee.IntegrityError:
-            raise JobError(ERR_JOB_EXIST, f"job {job_id!r} already exists") from None
+            raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists") from None
         job = _get(job_id)
     announce()
     return job_to_dict(job, job.next_run_time)
@@ -167,7 +164,7 @@ def modify_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str
 def remove_job(job_id: str) -> None:
     with db.database.connection_context():
         if not Job.delete().where(Job.id == job_id).execute():
-            raise JobError(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
+            raise Refusal(ERR_JOB_NOT_FOUND, f"job {job_id!r} not found")
     announce()
 
 
@@ -214,7 +211,7 @@ def display_next(job: Job, now: float | None = None) -> float | None:
         tz = rules.get_timezone(job.timezone)
         trig = rules.build_trigger(job.trigger, job.rule, tz, job.start_time)
         return rules.first_fire(trig, tz, now)
-    except rules.RuleError:
+    except Refusal:
         return job.next_run_time
 
 
@@ -224,20 +221,45 @@ def get_job(job_id: str) -> dict[str, Any]:
     return job_to_dict(job, display_next(job))
 
 
-def _page(query: Any, page_index: int | None, page_size: int) -> tuple[int, list[Any]]:
-    """The original paginates only when ``page_index`` is given; bad values are
+#: The columns a list may be sorted by (``orderBy``, as the original admin UI sends it):
+#: API field name -> model field. Never an arbitrary attribute.
+JOB_ORDER = {"job_id": Job.id, "job_name": Job.name, "job_trigger": Job.trigger,
+             "next_run_time": Job.next_run_time, "nexttime": Job.next_run_time,
+             "paused": Job.paused, "c_time": Job.c_time, "u_time": Job.u_time}
+HISTORY_ORDER = {"id": History.id, "job_id": History.job_id, "job_name": History.job_name,
+                 "status": History.status, "cmd_is_success": History.cmd_is_success,
+                 "cmd_cost": History.cmd_cost, "scheduled_time": History.scheduled_time,
+                 "start_time": History.start_time, "end_time": History.end_time,
+                 "c_time": History.c_time}
+
+
+def order(columns: dict[str, Any], order_by: str | None, order_dir: str | None,
+          default: list[Any], tie: Any) -> list[Any]:
+    """The ORDER BY of a list: an allow-listed column and asc|desc, else ``default``."""
+    if order_dir not in (None, "", "asc", "desc"):
+        raise Refusal("ERR_BAD_PARAMS", "orderDir must be asc or desc")
+    if not order_by:
+        return default
+    field = columns.get(order_by)
+    if field is None:
+        raise Refusal("ERR_BAD_PARAMS", f"orderBy must be one of {sorted(columns)}")
+    return [field.desc() if order_dir == "desc" else field.asc(), tie]
+
+
+def _page(query: Any, page_index: int, page_size: int) -> tuple[int, list[Any]]:
+    """One page (the first by default: a list is never unbounded); bad values are
     ERR_BAD_PARAMS through the framework's own check."""
-    total = query.count()
-    if page_index is not None:
-        offset, limit = check_page(page_index, page_size)
-        query = query.offset(offset).limit(limit)
-    return total, list(query)
+    if page_index > MAX_PAGE_INDEX:
+        raise Refusal("ERR_BAD_PARAMS", f"page_index must be <= {MAX_PAGE_INDEX}")
+    offset, limit = check_page(page_index, page_size)
+    return query.count(), list(query.offset(offset).limit(limit))
 
 
-def list_jobs(job_id: str | None, job_name: str | None, page_index: int | None,
-              page_size: int) -> dict[str, Any]:
+def list_jobs(job_id: str | None, job_name: str | None, page_index: int, page_size: int,
+              order_by: str | None = None, order_dir: str | None = None) -> dict[str, Any]:
+    sort = order(JOB_ORDER, order_by, order_dir, [Job.c_time.desc(), Job.id], Job.id)
     with db.database.connection_context():
-        query = Job.select().order_by(Job.c_time.desc(), Job.id)
+        query = Job.select().order_by(*sort)
         if job_id:
             query = query.where(Job.id == job_id)
         if job_name:
@@ -248,9 +270,11 @@ def list_jobs(job_id: str | None, job_name: str | None, page_index: int | None,
 
 
 def list_history(job_id: str | None, job_name: str | None, is_success: str | None,
-                 page_index: int | None, page_size: int) -> dict[str, Any]:
+                 page_index: int, page_size: int, order_by: str | None = None,
+                 order_dir: str | None = None) -> dict[str, Any]:
+    sort = order(HISTORY_ORDER, order_by, order_dir, [History.id.desc()], History.id.desc())
     with db.database.connection_context():
-        query = History.select().order_by(History.id.desc())
+        query = History.select().order_by(*sort)
         if job_id:
             query = query.where(History.job_id == job_id)
         if job_name:

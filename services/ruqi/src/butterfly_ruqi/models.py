@@ -16,8 +16,6 @@ import peewee
 
 from butterfly_common import db
 
-OUTPUT_MAX = 4096
-
 
 def _now() -> dt.datetime:
     return dt.datetime.now().replace(microsecond=0)
@@ -57,7 +55,12 @@ class Job(BaseModel):
 
 
 class History(BaseModel):
-    """One row per (job, scheduled time) the cluster handled, whatever the outcome."""
+    """One row per (job, scheduled time) the cluster handled, whatever the outcome.
+
+    ``fire_key`` (the fire's claim key) is unique: however replicas interleave - a peer
+    recording ``lost`` for a stalled owner that then reports, a batch retried after its
+    commit's reply was lost - the table holds one row per fire (history.py).
+    """
 
     id = peewee.BigAutoField()
     job_id = peewee.CharField(max_length=64, index=True)
@@ -74,6 +77,8 @@ class History(BaseModel):
     scheduler_name = peewee.CharField(max_length=128)
     reqid = peewee.CharField(max_length=16)
     manual = peewee.BooleanField(default=False)
+    #: NULL only on rows written before it existed (NULLs never collide in a unique index).
+    fire_key = peewee.CharField(max_length=100, null=True, unique=True)
     c_time = peewee.DateTimeField(default=_now, index=True)
 
     class Meta:
@@ -82,6 +87,26 @@ class History(BaseModel):
 
 
 MODELS: list[type[peewee.Model]] = [Job, History]
+
+
+def migrate() -> None:
+    """Bring a history table created by an older release up to date (adds ``fire_key``).
+
+    Safe from many processes at once: a loser of the race finds the column there."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run
+
+    table = History._meta.table_name
+    with db.database.connection_context():
+        if "fire_key" in {c.name for c in db.database.get_columns(table)}:
+            return
+        migrator = SchemaMigrator.from_database(db.database.obj)
+        try:
+            run(migrator.add_column(table, "fire_key", History.fire_key),
+                migrator.add_index(table, ("fire_key",), True))
+        except peewee.DatabaseError:
+            if "fire_key" not in {c.name for c in db.database.get_columns(table)}:
+                raise
 
 
 def format_ts(ts: float | None) -> str | None:

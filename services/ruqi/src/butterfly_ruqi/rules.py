@@ -23,36 +23,36 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from butterfly_common import Refusal
+
 TRIGGERS = ("cron", "interval", "date")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_INTERVAL = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
+#: The longest interval (ten years): beyond it datetime arithmetic overflows.
+MAX_INTERVAL = 10 * 366 * 86400
+MAX_YEAR = 9000
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
-class RuleError(ValueError):
-    """A trigger, rule or timezone the scheduler cannot use; ``stat`` is the API answer."""
-
-    def __init__(self, stat: str, reason: str) -> None:
-        super().__init__(reason)
-        self.stat = stat
-        self.reason = reason
-
-
 def get_timezone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``, or RuleError(ERR_BAD_TIMEZONE)."""
+    """The IANA zone ``name``, or Refusal(ERR_BAD_TIMEZONE)."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise RuleError("ERR_BAD_TIMEZONE", f"unknown timezone {name!r}") from None
+        raise Refusal("ERR_BAD_TIMEZONE", f"unknown timezone {name!r}") from None
 
 
 def interval_seconds(rule: str) -> int:
-    """Seconds of an interval rule ``<n>s|m|h|d`` (n >= 1)."""
+    """Seconds of an interval rule ``<n>s|m|h|d`` (1 s .. ten years)."""
     match = _INTERVAL.match(rule)
     if not match or int(match.group(1)) < 1:
-        raise RuleError("ERR_BAD_RULE", f"interval rule {rule!r}: expected <n>s|m|h|d, n >= 1")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+        raise Refusal("ERR_BAD_RULE", f"interval rule {rule[:40]!r}: expected <n>s|m|h|d, "
+                      "n >= 1")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_INTERVAL:
+        raise Refusal("ERR_BAD_RULE", f"interval rule {rule!r}: longer than ten years")
+    return seconds
 
 
 def _dow_value(token: str) -> int:
@@ -101,9 +101,9 @@ def _cron(rule: str, tz: ZoneInfo, start: dt.datetime | None) -> CronTrigger:
             minute, hour, day, month, dow = fields
             return CronTrigger(second="0", minute=minute, hour=hour, day=day, month=month,
                                day_of_week=crontab_dow(dow), timezone=tz, start_date=start)
-    except (ValueError, TypeError) as exc:
-        raise RuleError("ERR_BAD_RULE", f"cron rule {rule!r}: {exc}") from None
-    raise RuleError("ERR_BAD_RULE", f"cron rule {rule!r}: expected 6 fields (second first) "
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise Refusal("ERR_BAD_RULE", f"cron rule {rule!r}: {exc}") from None
+    raise Refusal("ERR_BAD_RULE", f"cron rule {rule!r}: expected 6 fields (second first) "
                     "or 5 crontab fields")
 
 
@@ -112,16 +112,19 @@ def parse_date(rule: str, tz: ZoneInfo) -> dt.datetime:
     text = rule.strip()
     for fmt in _DATE_FORMATS:
         try:
-            return dt.datetime.strptime(text, fmt).replace(tzinfo=tz)
-        except ValueError:
+            moment = dt.datetime.strptime(text, fmt).replace(tzinfo=tz)
+        except (ValueError, OverflowError):
             continue
-    raise RuleError("ERR_BAD_RULE", f"date rule {rule!r}: expected YYYY-MM-DD HH:MM:SS or now")
+        if moment.year >= MAX_YEAR:  # near year 9999 a timezone shift overflows datetime
+            raise Refusal("ERR_BAD_RULE", f"date rule {rule!r}: must be before {MAX_YEAR}")
+        return moment
+    raise Refusal("ERR_BAD_RULE", f"date rule {rule!r}: expected YYYY-MM-DD HH:MM:SS or now")
 
 
 def normalize_rule(trigger: str, rule: str, tz: ZoneInfo, now: float) -> str:
     """Validate ``rule`` and return the form to store (``now`` becomes a fixed time)."""
     if trigger not in TRIGGERS:
-        raise RuleError("ERR_BAD_TRIGGER", f"job_trigger {trigger!r} not in {list(TRIGGERS)}")
+        raise Refusal("ERR_BAD_TRIGGER", f"job_trigger {trigger!r} not in {list(TRIGGERS)}")
     rule = rule.strip()
     if trigger == "date" and rule.lower() == "now":
         moment = dt.datetime.fromtimestamp(now, tz)
@@ -141,7 +144,7 @@ def build_trigger(trigger: str, rule: str, tz: ZoneInfo, start_time: float) -> B
         if rule.strip().lower() == "now":
             return DateTrigger(run_date=start, timezone=tz)
         return DateTrigger(run_date=parse_date(rule, tz), timezone=tz)
-    raise RuleError("ERR_BAD_TRIGGER", f"job_trigger {trigger!r} not in {list(TRIGGERS)}")
+    raise Refusal("ERR_BAD_TRIGGER", f"job_trigger {trigger!r} not in {list(TRIGGERS)}")
 
 
 def first_fire(trig: BaseTrigger, tz: ZoneInfo, after: float) -> float | None:

@@ -14,9 +14,10 @@ from butterfly_common import db
 from butterfly_common.runtime import get_config, get_redis
 from butterfly_common.settings import Settings
 
+from . import safety
 from .config import RuqiConfig
 from .engine import Engine
-from .models import MODELS
+from .models import MODELS, migrate
 from .schedule import make_owner
 
 log = logging.getLogger("butterfly.ruqi")
@@ -31,7 +32,9 @@ def setup(settings: Settings) -> None:
     The caller has built the runtime (``butterfly serve`` / ``python -m butterfly_ruqi``),
     which validated the RUQI_* variables.
     """
+    safety.current()  # a bad RUQI_HTTP_ALLOW / RUQI_SCRIPT_ENV_PASS stops start-up
     db.create_tables(MODELS)
+    migrate()
 
 
 def start_engine(settings: Settings) -> Callable[[], None] | None:

@@ -22,9 +22,10 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from . import scripts
-from .errors import MessageIdConflict, MQError, NoConsumer
-from .keys import FIELDS, TOPICS, TopicKeys, check_id, id_key, to_ms
+from .. import nesting
+from . import index, scripts
+from .errors import NoConsumer
+from .keys import FIELDS, TOPICS, TopicKeys, check_id, to_ms
 from .message import STATUSES, Message, PublishResult, new_id
 from .registry import HEARTBEAT_TTL, Registry
 
@@ -47,12 +48,15 @@ class Broker:
     accept a topic. ``min_backoff``/``max_backoff``: retry delay bounds (exponential with
     jitter). ``lost_grace``: redeliveries after lost leases beyond ``max_retries``.
     ``index_slack``: extra life of the id->topic index beyond the record's own TTL.
+    ``max_depth``: nesting limit of published data (None: the process's
+    ``BUTTERFLY_MAX_JSON_DEPTH``).
     """
 
     def __init__(self, client: Any, *, lease: float = LEASE,
                  heartbeat_ttl: float = HEARTBEAT_TTL, min_backoff: float = 1.0,
                  max_backoff: float = 300.0, lost_grace: int = 2,
-                 index_slack: float = 3600.0, batch: int = 500) -> None:
+                 index_slack: float = 3600.0, batch: int = 500,
+                 max_depth: int | None = None) -> None:
         self.client = client
         self.lease = lease
         self.heartbeat_ttl = heartbeat_ttl
@@ -61,6 +65,7 @@ class Broker:
         self.lost_grace = lost_grace
         self.index_slack = index_slack
         self.batch = batch
+        self.max_depth = max_depth
         self.registry = Registry(client, heartbeat_ttl)
         self._keys: dict[str, TopicKeys] = {}
 
@@ -88,64 +93,52 @@ class Broker:
                 force: bool = False) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
 
-        A caller-chosen ``msg_id`` makes publishing idempotent: a second publish of a live
-        id queues nothing and returns ``created=False`` with the current status. Raises
-        :class:`NoConsumer` when no consumer heartbeat of ``topic`` is fresh, unless
-        ``force``; :class:`MessageIdConflict` when ``msg_id`` belongs to another topic.
+        A caller-chosen ``msg_id`` makes publishing idempotent *per topic*: a second
+        publish of a live id on the same topic queues nothing and returns
+        ``created=False`` with the current status; the same id on another topic is another
+        message. Raises :class:`NoConsumer` when no consumer heartbeat of ``topic`` is
+        fresh, unless ``force``; :class:`~butterfly_common.nesting.NestingError` (a
+        ValueError) when ``data`` is nested deeper than the limit or holds a lone surrogate.
 
-        The id index ``bc:id:<id>`` (lookup without topic) is written with SET NX just
-        before the publish script, outside its atomic step since it lives on another
-        shard. A crash between the two leaves an index without a message: ``get`` returns
-        None, the same id may still be published on the same topic, and the stale index
-        blocks the id for other topics until it expires (``delay + max(result_ttl,
-        failure_ttl) + index_slack``; complete/fail refresh it for the record's life).
+        The publish itself is ONE script over the topic's keys. The id index and, for a
+        forced publish, the topic registry are global keys on other shards: they ride in
+        the same round trip after the script and their failure is ignored (see
+        :mod:`.index`), so a topic's publishes depend on its own shard only.
         """
         k = self.keys(topic)
         if not isinstance(data, dict):
             raise TypeError(f"message data must be a dict, not {type(data).__name__}")
         if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
             raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
+        nesting.check(data, self.max_depth, "data")
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
-        payload = _json(data)
-
-        def args(mid: str) -> list[Any]:
-            return [mid, topic, payload, to_ms(delay), int(at_front), to_ms(timeout),
-                    int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
-                    int(force), to_ms(self.heartbeat_ttl)]
-
+        generated = msg_id is None
+        msg_id = new_id() if msg_id is None else check_id(msg_id)
+        args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
+                int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
+                int(force), to_ms(self.heartbeat_ttl)]
         pipe = self.client.pipeline(transaction=False)
-        if msg_id is None:
-            # generated ids are unique (48 random bits per ms), so index and script go
-            # out in one round trip without waiting for the SET NX verdict
-            msg_id, n = new_id(), 1
-            pipe.set(id_key(msg_id), topic, nx=True, px=idx_ttl)
-        else:
-            n = 0
-            self._reserve_id(check_id(msg_id), topic, idx_ttl)
         call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
-                                                  k.msg(msg_id)], args(msg_id))
+                                                  k.msg(msg_id)], args)
+        extra = []
+        if generated:
+            # generated ids are unique (48 random bits per ms): index in the same trip
+            index.queue_write(pipe, msg_id, topic, idx_ttl)
+            extra.append(1)
         if force:
             pipe.zadd(TOPICS, {topic: 0}, nx=True)
-        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {n: call})
-        code, status = int(results[n][0]), results[n][1]
+            extra.append(len(extra) + 1)
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
+                                 best_effort=extra)
+        index.ignore_errors(results, extra, "publish bookkeeping")
+        code, status = int(results[0][0]), results[0][1]
         if code < 0:
-            self.client.delete(id_key(msg_id))
+            if generated:
+                index.forget(self.client, [msg_id], topic)
             raise NoConsumer(topic)
+        if code == 1 and not generated:
+            index.write(self.client, msg_id, topic, idx_ttl)
         return PublishResult(msg_id, code == 1, status)
-
-    def _reserve_id(self, msg_id: str, topic: str, ttl_ms: int) -> None:
-        """Point the id index at ``topic``, or refuse an id owned by another topic."""
-        key = id_key(msg_id)
-        for _ in range(3):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(key, topic, nx=True, px=ttl_ms)
-            pipe.get(key)
-            created, owner = pipe.execute()
-            if created or owner == topic:
-                return
-            if owner is not None:
-                raise MessageIdConflict(msg_id, topic, owner)
-        raise MQError(f"could not reserve msg_id {msg_id!r}")
 
     # -- consuming --------------------------------------------------------------------
 
@@ -170,8 +163,10 @@ class Broker:
         call = scripts.queue_in(pipe, "complete", [k.started, k.finished, k.msg(msg.id)],
                                 [msg.id, msg.token, _json(result) if result is not None
                                  else "", f"{cost:.6f}"])
-        pipe.set(id_key(msg.id), msg.topic, px=self._index_ttl(msg))
-        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call})
+        index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg))
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
+                                 best_effort=[1])
+        index.ignore_errors(results, [1], "id index refresh")
         return bool(results[0])
 
     def backoff(self, attempts: int) -> float:
@@ -195,8 +190,10 @@ class Broker:
             pipe, "fail", [k.started, k.delayed, k.failed, k.msg(msg.id)],
             [msg.id, msg.token, error, _json(result) if result is not None else "",
              f"{cost:.6f}", to_ms(backoff) if backoff >= 0 else -1])
-        pipe.set(id_key(msg.id), msg.topic, px=self._index_ttl(msg, max(backoff, 0.0)))
-        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call})
+        index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg, max(backoff, 0.0)))
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
+                                 best_effort=[1])
+        index.ignore_errors(results, [1], "id index refresh")
         return results[0] or ""
 
     def extend(self, msg: Message, seconds: float | None = None) -> bool:
@@ -259,7 +256,7 @@ class Broker:
                                                         k.finished, k.failed, k.msg(msg_id)],
                                [msg_id]))
         if gone:
-            self.client.delete(id_key(msg_id))
+            index.forget(self.client, [msg_id], topic)
         return bool(gone)
 
     def purge(self, topic: str, status: str = "failed") -> int:
@@ -274,11 +271,7 @@ class Broker:
             while True:
                 ids = scripts.run(self.client, "purge", [container],
                                   [k.msg_prefix, kind, self.batch])
-                if ids:
-                    pipe = self.client.pipeline(transaction=False)
-                    for mid in ids:
-                        pipe.delete(id_key(mid))
-                    pipe.execute()
+                index.forget(self.client, list(ids), topic)
                 total += len(ids)
                 if len(ids) < self.batch:
                     break
@@ -292,13 +285,39 @@ class Broker:
         return dict(zip(STATUSES, (int(n) for n in sizes), strict=True))
 
     def get(self, msg_id: str, topic: str | None = None) -> Message | None:
-        """The message record, found through the id index when ``topic`` is unknown."""
+        """The message ``msg_id`` of ``topic``; without ``topic`` found through the
+        best-effort id index (None when the index does not know the id)."""
         if topic is None:
-            topic = self.client.get(id_key(msg_id))
+            topic = index.lookup(self.client, msg_id)
             if topic is None:
                 return None
         values = self.client.hmget(self.keys(topic).msg(msg_id), list(FIELDS))
         return Message.from_values(values) if values[0] else None
+
+    def get_many(self, items: Iterable[str | tuple[str, str]]) -> list[Message | None]:
+        """Several messages at once, in the order asked, None for unknown ones.
+
+        ``items`` are ``(msg_id, topic)`` pairs or bare ids (looked up in the id index
+        first, one more pipelined trip). The records are read in one non-transactional
+        pipeline: one round trip, which Twemproxy and Redis Cluster fan out per shard.
+        Raises the first store error (a dead shard), so "unknown" always means unknown.
+        """
+        pairs: list[list[Any]] = [[item, None] if isinstance(item, str) else list(item)
+                                  for item in items]
+        bare = [i for i, (_, topic) in enumerate(pairs) if topic is None]
+        for i, topic in zip(bare, index.lookup_many(self.client, [pairs[i][0] for i in bare]),
+                            strict=True):
+            pairs[i][1] = topic
+        wanted = [(mid, topic) for mid, topic in pairs if topic is not None]
+        found: dict[tuple[str, str], Message | None] = {}
+        if wanted:
+            pipe = self.client.pipeline(transaction=False)
+            for mid, topic in wanted:
+                pipe.hmget(self.keys(topic).msg(mid), list(FIELDS))
+            for key, values in zip(wanted, pipe.execute(), strict=True):
+                found[key] = Message.from_values(values) if values[0] else None
+        return [found.get((mid, topic)) if topic is not None else None
+                for mid, topic in pairs]
 
     def list(self, topic: str, status: str, page_index: int = 1, page_size: int = 20,
              newest_first: bool = True) -> tuple[int, list[Message]]:
@@ -316,9 +335,9 @@ class Broker:
 
     def heartbeat(self, worker_id: str, topics: Iterable[str],
                   info: dict[str, Any] | None = None,
-                  ttl: float | None = None) -> float:
+                  ttl: float | None = None, serving: bool = True) -> float:
         """See :meth:`Registry.heartbeat`."""
-        return self.registry.heartbeat(worker_id, topics, info, ttl)
+        return self.registry.heartbeat(worker_id, topics, info, ttl, serving)
 
     def unregister(self, worker_id: str, topics: Iterable[str]) -> None:
         """See :meth:`Registry.unregister`."""

@@ -19,7 +19,9 @@ Per topic ``T``:
 Global, each touched by single-key commands only:
 
 =================  ======  ========================================================
-``bc:id:<id>``     STRING  topic of message ``<id>`` (lookup by id alone), with TTL
+``bc:id:<id>``     STRING  topic of message ``<id>``, with TTL: the best-effort index
+                           for lookups by id alone, never read or required by a
+                           publish or a state change (see ``index.py``)
 ``bc:topics``      ZSET    topic -> last time a worker served it (or a forced publish)
 ``bc:workers``     HASH    worker id -> JSON record (topics, info, last_seen, ttl)
 =================  ======  ========================================================
@@ -97,7 +99,8 @@ def check_id(msg_id: str) -> str:
 
 
 def id_key(msg_id: str) -> str:
-    """The per-id index key (its own tag: never in a script with topic keys)."""
+    """The per-id index key (no topic tag: never in a script with topic keys, and never
+    something a publish depends on)."""
     return f"{PREFIX}:id:{msg_id}"
 
 

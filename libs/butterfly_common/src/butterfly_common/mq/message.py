@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from .. import nesting
 from .keys import FIELDS
 
 QUEUED = "queued"
@@ -40,6 +41,15 @@ class PublishResult(NamedTuple):
     msg_id: str
     created: bool
     status: str
+
+
+def _loads(text: str) -> Any:
+    """A stored JSON column; one that cannot be decoded (too deep to parse) becomes a
+    marker the handler binding refuses, instead of an exception that loses the message."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return {"_undecodable": f"{type(exc).__name__}: {exc}"[:200]}
 
 
 def _ms_to_s(value: str | None) -> float | None:
@@ -80,14 +90,14 @@ class Message:
         v = dict(zip(FIELDS, values, strict=True))
         result = v["result"]
         return cls(
-            id=v["id"], topic=v["topic"], data=json.loads(v["data"] or "{}"),
+            id=v["id"], topic=v["topic"], data=_loads(v["data"] or "{}"),
             status=v["status"] or "", attempts=_int(v["attempts"]),
             max_retries=_int(v["max_retries"]), timeout=_ms_to_s(v["timeout"]) or 0.0,
             result_ttl=_ms_to_s(v["result_ttl"]) or 0.0,
             failure_ttl=_ms_to_s(v["failure_ttl"]) or 0.0,
             created_at=_ms_to_s(v["created_at"]), enqueued_at=_ms_to_s(v["enqueued_at"]),
             started_at=_ms_to_s(v["started_at"]), ended_at=_ms_to_s(v["ended_at"]),
-            worker=v["worker"] or "", result=json.loads(result) if result else None,
+            worker=v["worker"] or "", result=_loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]),
         )
@@ -106,7 +116,16 @@ class Message:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view for HTTP replies and dashboards (drops the fencing token)."""
-        out = asdict(self)
-        out.pop("token")
+        """JSON-ready view for HTTP replies and dashboards (drops the fencing token).
+
+        Shallow (no ``dataclasses.asdict``, whose deep copy recurses), with ``data`` and
+        ``result`` clipped to the nesting limit: a record stored before the limit existed
+        can still be shown.
+        """
+        out = {name: getattr(self, name) for name in _VIEW}
+        out["data"] = nesting.clip(self.data)
+        out["result"] = nesting.clip(self.result)
         return out
+
+
+_VIEW = tuple(f.name for f in fields(Message) if f.name != "token")

@@ -27,11 +27,13 @@ class Registry:
 
     def heartbeat(self, worker_id: str, topics: Iterable[str],
                   info: dict[str, Any] | None = None,
-                  ttl: float | None = None) -> float:
+                  ttl: float | None = None, serving: bool = True) -> float:
         """Record ``worker_id`` as alive and serving ``topics``; returns server time (s).
 
         Call it more often than ``ttl`` (default: the broker's heartbeat TTL, which is also
-        how fresh a topic's consumer must be for publish to accept messages).
+        how fresh a topic's consumer must be for publish to accept messages). With
+        ``serving=False`` (a consumer that lost threads) the worker record is refreshed
+        but the topics' liveness is not: publishers stop counting on it.
         """
         topics = sorted(set(topics))
         keys = [TopicKeys.of(t) for t in topics]
@@ -40,7 +42,7 @@ class Registry:
         head = json.dumps(record, ensure_ascii=False)[:-1] + ", "
         pipe = self.client.pipeline(transaction=False)
         calls = {0: scripts.queue_in(pipe, "worker_seen", [WORKERS], [worker_id, head])}
-        for i, k in enumerate(keys):
+        for i, k in enumerate(keys if serving else []):
             calls[1 + 2 * i] = scripts.queue_in(pipe, "touch", [k.workers], [worker_id])
             calls[2 + 2 * i] = scripts.queue_in(pipe, "touch", [TOPICS], [k.topic])
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls)
@@ -63,13 +65,17 @@ class Registry:
             rec = json.loads(reply[i + 1])
             seen = int(rec.get("last_seen", 0))
             rec["last_seen"] = seen / 1000.0
-            rec["alive"] = now - seen <= to_ms(float(rec.get("ttl") or self.heartbeat_ttl))
+            fresh = now - seen <= to_ms(float(rec.get("ttl") or self.heartbeat_ttl))
+            # a consumer reports its own health (all threads alive) in its heartbeat
+            healthy = (rec.get("info") or {}).get("healthy", True) is not False
+            rec["alive"] = fresh and healthy
             out.append(rec)
         out.sort(key=lambda r: r["id"])
         return now, pruned, out
 
     def workers(self) -> list[dict[str, Any]]:
-        """Every registered worker: id, topics, info, ttl, last_seen (s), alive (bool)."""
+        """Every registered worker: id, topics, info, ttl, last_seen (s), alive (bool:
+        heartbeat fresh and, for a consumer, every thread alive)."""
         return self._records(None)[2]
 
     def topics(self) -> list[str]:

@@ -8,6 +8,7 @@ the record layout. Scripts run by EVALSHA with EVAL fallback (:class:`Script`), 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -51,17 +52,20 @@ def queue_in(pipe: Any, name: str, keys: list[str], args: list[Any]) -> tuple[An
     return (script, keys, args)
 
 
-def settle(client: Any, results: list[Any], calls: dict[int, tuple[Any, ...]]) -> list[Any]:
+def settle(client: Any, results: list[Any], calls: dict[int, tuple[Any, ...]],
+           best_effort: Collection[int] = ()) -> list[Any]:
     """Replace NOSCRIPT replies of a pipeline by re-running those scripts with EVAL.
 
     ``calls`` maps a result index to what :func:`queue_in` returned. Any other error
-    reply is raised. The pipeline must have been executed with ``raise_on_error=False``.
+    reply is raised, except at the ``best_effort`` indices (e.g. the id index, on another
+    shard than the topic: its failure must not fail the topic's step). The pipeline must
+    have been executed with ``raise_on_error=False``.
     """
     out = list(results)
     for i, value in enumerate(out):
         if isinstance(value, NoScriptError) and i in calls:
             script, keys, args = calls[i]
             out[i] = script(client, keys, args)
-        elif isinstance(value, Exception):
+        elif isinstance(value, Exception) and i not in best_effort:
             raise value
     return out

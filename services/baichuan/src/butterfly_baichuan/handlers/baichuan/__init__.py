@@ -51,11 +51,12 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
-    topic: publishing is idempotent by id) and ``status``. Refused: ERR_BAD_TOPIC,
-    ERR_MSG_TOO_LARGE (over BAICHUAN_MAX_MESSAGE_BYTES), ERR_NO_CONSUMER (no live consumer
-    serves the topic; ``force=true`` queues anyway), ERR_MSG_ID_CONFLICT (``msg_id`` used on
-    another topic), ERR_MQ_UNAVAILABLE. The caller's request id is stored with the message,
-    so the consumer's access log carries the same ``x-reqid``.
+    topic: publishing is idempotent by id, and an id is unique per topic) and ``status``.
+    Refused: ERR_BAD_PARAMS (``data`` nested deeper than BUTTERFLY_MAX_JSON_DEPTH or not
+    valid Unicode), ERR_BAD_TOPIC, ERR_MSG_TOO_LARGE (over BAICHUAN_MAX_MESSAGE_BYTES),
+    ERR_NO_CONSUMER (no live consumer serves the topic; ``force=true`` queues anyway),
+    ERR_MQ_UNAVAILABLE (the topic's shard is unreachable). The caller's request id is
+    stored with the message, so the consumer's access log carries the same ``x-reqid``.
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
@@ -67,7 +68,9 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
 @api(topic=False, statuses=HTTP_CODES)
 def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     """A message's record: topic, data, status, attempts, result, error, worker, cost and
-    times (epoch seconds). ERR_MSG_NOT_FOUND once deleted or expired."""
+    times (epoch seconds). ERR_MSG_NOT_FOUND once deleted or expired. Without ``topic``
+    the id is looked up in the best-effort id index (a shard holding it may be down);
+    with ``topic`` only the topic's own shard is asked."""
     return OK, queue_admin.get_message(mq.broker(), msg_id, topic).to_dict()
 
 

@@ -1,26 +1,43 @@
-"""demo_log: read the log levels, and (admin only) change one at run time."""
+"""demo_log: read the log levels, and (admin only) change one in every worker of core."""
 
-import logging
+from redis.exceptions import RedisError
 
-from butterfly_common import Request, api, retstat
+from butterfly_common import Refusal, Request, api, retstat
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+from ... import loglevels
+
+
+def _known(logger: str) -> None:
+    if not loglevels.exists(logger):
+        raise Refusal(retstat.ERR_BAD_PARAMS, f"unknown logger: {logger[:80]!r} (name one "
+                                              "the code created, or '' for root)")
 
 
 @api
-def loglevel_get(req: Request, logger: str = ""):
-    """The level of ``logger`` (the root logger when empty)."""
-    return retstat.OK, {"logger": logger or "root",
-                        "level": logging.getLevelName(logging.getLogger(logger or None).level)}
+def loglevel_get(req: Request, logger: str = "") -> tuple[str, dict]:
+    """The level set on ``logger`` (the root logger when empty); the same in every worker."""
+    _known(logger)
+    data: dict[str, object] = {"logger": loglevels.field_of(logger)}
+    try:
+        loglevels.sync()
+    except RedisError:
+        data["synced"] = False  # this worker's level; another may differ until Redis is back
+    return retstat.OK, {**data, "level": loglevels.level_of(logger)}
 
 
 @api(admin=True)
-def loglevel_set(req: Request, level: str, logger: str = ""):
-    """Set ``logger``'s level in this worker process (admin token required)."""
+def loglevel_set(req: Request, level: str, logger: str = "") -> tuple[str, dict]:
+    """Set ``logger``'s level in every worker of core (applied here at once, in the other
+    workers within a second; kept until set again). Admin token required."""
     level = level.upper()
-    if level not in LEVELS:
-        req.error_str = f"level must be one of {', '.join(LEVELS)}"
-        return retstat.ERR_BAD_PARAMS
-    logging.getLogger(logger or None).setLevel(level)
+    if level not in loglevels.LEVELS:
+        raise Refusal(retstat.ERR_BAD_PARAMS, f"level must be one of {', '.join(loglevels.LEVELS)}")
+    _known(logger)
+    try:
+        version = loglevels.publish(logger, level)
+    except RedisError as exc:
+        raise Refusal(retstat.ERR_UNAVAILABLE, "Redis unavailable, level not changed: "
+                      f"{type(exc).__name__}", http=retstat.HTTP_UNAVAILABLE) from None
     req.log_res.add(f"loglevel={level}")
-    return retstat.OK, {"logger": logger or "root", "level": level}
+    return retstat.OK, {"logger": loglevels.field_of(logger), "level": level,
+                        "applies_to": "every worker of core", "version": version}

@@ -11,7 +11,7 @@ log = logging.getLogger("butterfly.stack")
 
 
 @api(admin=True)
-def stackdump(req: Request):
+def stackdump(req: Request) -> tuple[str, dict]:
     """Log the stack of every thread of this worker and say how many there were."""
     names = {t.ident: t.name for t in threading.enumerate()}
     frames = sys._current_frames()

@@ -3,30 +3,23 @@
 The names the original admin UI calls (``job_list``, ``job_add``, ...) are aliases of the
 same handlers (see the end of this module), so both name sets are real routes with identical
 parameters and answers.
+
+Job control (add, modify, remove, pause, resume, run, wakeup) is a write action
+(``@api(write=True)``): it needs the operator or admin token, or a user authenticated by a
+trusted proxy, and it is never a queue topic. Refusals are ``Refusal``s: 400, 404 for an
+unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 """
 
 import time
 
-from butterfly_common import api, retstat
+from butterfly_common import Request, api, retstat
 from butterfly_ruqi import jobs, runner
-from butterfly_ruqi.jobs import JobError, Options
+from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
 
-
-def _refuse(req, exc: JobError):
-    req.error_str = exc.reason
-    return exc.stat, {}
-
-
-def _save(req, save, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-          options: Options):
-    """add_job / modify_job: run ``save``, answer the job or the refusal."""
-    try:
-        data = save(job_trigger, job_id, job_name, cmd, rule, options)
-    except JobError as exc:
-        return _refuse(req, exc)
-    req.log_res.add(f"job_id={job_id}")
-    return retstat.OK, {"data": data}
+#: HTTP statuses of the refusals that are not a plain 400 (also listed in /openapi.json).
+FOUND = {jobs.ERR_JOB_NOT_FOUND: 404}
+SAVE = {jobs.ERR_JOB_NOT_FOUND: 404, jobs.ERR_JOB_EXIST: 409}
 
 
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result) -> Options:
@@ -36,90 +29,85 @@ def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_resu
 
 
 @api
-def get_jobs(req, job_id: str | None = None, job_name: str | None = None,
-             page_index: int | None = None, page_size: int = 15):
-    """List jobs, newest first; paginated when ``page_index`` is given."""
-    return retstat.OK, {"data": jobs.list_jobs(job_id, job_name, page_index, page_size)}
+def get_jobs(req: Request, job_id: str | None = None, job_name: str | None = None,
+             page_index: int = 1, page_size: int = 15, orderBy: str | None = None,
+             orderDir: str | None = None):
+    """List jobs, newest first, one page (``page_index`` from 1); ``orderBy`` a column name,
+    ``orderDir`` asc|desc (what the original admin UI sends when a header is clicked)."""
+    return retstat.OK, {"data": jobs.list_jobs(job_id, job_name, page_index, page_size,
+                                               orderBy, orderDir)}
 
 
-@api
-def get_job(req, job_id: str):
+@api(statuses=FOUND)
+def get_job(req: Request, job_id: str):
     """One job, with its next run time (null when paused)."""
-    try:
-        return retstat.OK, {"data": jobs.get_job(job_id)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
-@api
-def add_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+@api(write=True, statuses=SAVE)
+def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
             timeout: float | None = None, wait_result: bool | None = None):
     """Add a cron / interval / date job; every replica schedules it within a second."""
-    return _save(req, jobs.add_job, job_trigger, job_id, job_name, cmd, rule,
-                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
+    data = jobs.add_job(job_trigger, job_id, job_name, cmd, rule,
+                        _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
+                                 wait_result))
+    req.log_res.add(f"job_id={job_id}")
+    return retstat.OK, {"data": data}
 
 
-@api
-def modify_job(req, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
+@api(write=True, statuses=SAVE)
+def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
                timeout: float | None = None, wait_result: bool | None = None):
     """Replace a job's definition; its next run is recomputed from the new rule."""
-    return _save(req, jobs.modify_job, job_trigger, job_id, job_name, cmd, rule,
-                 _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result))
+    data = jobs.modify_job(job_trigger, job_id, job_name, cmd, rule,
+                           _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
+                                    wait_result))
+    req.log_res.add(f"job_id={job_id}")
+    return retstat.OK, {"data": data}
 
 
-@api
-def remove_job(req, job_id: str):
+@api(write=True, statuses=FOUND)
+def remove_job(req: Request, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
-    try:
-        jobs.remove_job(job_id)
-    except JobError as exc:
-        return _refuse(req, exc)
+    jobs.remove_job(job_id)
     return retstat.OK
 
 
-@api
-def pause_job(req, job_id: str):
+@api(write=True, statuses=FOUND)
+def pause_job(req: Request, job_id: str):
     """Stop firing a job on every replica until it is resumed."""
-    try:
-        jobs.pause_job(job_id)
-    except JobError as exc:
-        return _refuse(req, exc)
+    jobs.pause_job(job_id)
     return retstat.OK
 
 
-@api
-def resume_job(req, job_id: str):
+@api(write=True, statuses=FOUND)
+def resume_job(req: Request, job_id: str):
     """Resume a paused job from now; a job with no run left is removed, as the original."""
-    try:
-        return retstat.OK, {"data": jobs.resume_job(job_id)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.resume_job(job_id)}
 
 
-@api
-def run_job(req, job_id: str):
+@api(write=True, statuses=FOUND)
+def run_job(req: Request, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
-    try:
-        return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
-    except JobError as exc:
-        return _refuse(req, exc)
+    return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
 
 
 @api
-def get_history(req, job_id: str | None = None, job_name: str | None = None,
-                is_success: str | None = None, page_index: int | None = None,
-                page_size: int = 15):
-    """Run history, newest first; ``is_success=yes|no`` filters by outcome."""
+def get_history(req: Request, job_id: str | None = None, job_name: str | None = None,
+                is_success: str | None = None, page_index: int = 1, page_size: int = 15,
+                orderBy: str | None = None, orderDir: str | None = None):
+    """Run history, newest first, one page; ``is_success=yes|no`` filters by outcome;
+    ``orderBy`` / ``orderDir`` sort by an allow-listed column."""
     return retstat.OK, {"data": jobs.list_history(job_id, job_name, is_success, page_index,
-                                                  page_size)}
+                                                  page_size, orderBy, orderDir)}
 
 
 @api
-def status(req):
+def status(req: Request):
     """The original's ``wait_seconds`` / ``check_time`` / ``next_wakeup_time`` plus engines."""
     engines = [engine.status() for engine in runner.ENGINES]
     now = time.time()
@@ -138,8 +126,8 @@ def status(req):
     return retstat.OK, {"data": data}
 
 
-@api
-def wakeup(req):
+@api(write=True)
+def wakeup(req: Request):
     """Make every replica re-read the jobs now."""
     jobs.announce()
     for engine in runner.ENGINES:
