@@ -29,6 +29,7 @@ _GENERIC = {
     404: f"not found; {_REFUSED}",
     409: f"conflicts with the current state; {_REFUSED}",
     413: f"ERR_BODY_TOO_LARGE: over BUTTERFLY_MAX_BODY_BYTES; {_REFUSED}",
+    414: "request line over 8190 bytes: refused by gunicorn (plain text, no x-reason)",
     503: f"a dependency is unavailable, try again; {_REFUSED}",
 }
 
@@ -67,6 +68,8 @@ def statuses_of(route: Route, method: str) -> dict[int, str]:
         out[403] = _GENERIC[403]
     if method == "post":
         out[413] = _GENERIC[413]
+    else:
+        out[414] = _GENERIC[414]
     if spec.kind == "download":
         out[403] = f"ERR_FORBIDDEN: the path escapes the download directory; {_REFUSED}"
         out[404] = f"ERR_NOT_FOUND: no such file; {_REFUSED}"
@@ -93,7 +96,8 @@ def _responses(route: Route, method: str) -> dict[str, Any]:
     else:
         responses["default"] = {"description": "status and body chosen by the handler"}
     for code, text in statuses_of(route, method).items():  # refusals are JSON envelopes
-        responses[str(code)] = {"description": text, "content": _JSON_ENVELOPE}
+        responses[str(code)] = ({"description": text} if code == 414 else
+                                {"description": text, "content": _JSON_ENVELOPE})
     return responses
 
 

@@ -76,6 +76,9 @@ class ButterflyServer(BaseApplication):
             "timeout": s.timeout,
             "graceful_timeout": 30,
             "keepalive": 5,
+            # gunicorn's largest bounded request line: long query strings (lists, JSON
+            # values) reach the app and get its 400s; beyond this gunicorn answers 414
+            "limit_request_line": 8190,
             "proc_name": f"butterfly-{self.service.name}",
             "post_worker_init": self._post_worker_init,
             "worker_exit": self._worker_exit,
