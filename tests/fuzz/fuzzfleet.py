@@ -19,7 +19,9 @@ TOKEN = "fuzz-admin-token-0123456789abcdef"
 
 #: Extra environment per service while fuzzing: nothing the fuzzer creates may act on the
 #: world (a generated ruqi job must never fire).
-FUZZ_ENV: dict[str, dict[str, str]] = {"ruqi": {"RUQI_ENGINE": "0"}}
+FUZZ_ENV: dict[str, dict[str, str]] = {"ruqi": {"RUQI_ENGINE": "0"},
+                                       # a watch long-polls: keep it inside the fuzzer's wait
+                                       "wuxing": {"WUXING_WATCH_MAX_TIMEOUT": "1"}}
 
 
 def services() -> list[Instance]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from butterfly_common import db
 
-from . import cache
+from . import cache, values
 from . import errors as E
 from .config import WuxingConfig
 from .errors import WuxingError
@@ -49,6 +49,7 @@ def _answer(since: int, changes: list[dict[str, Any]], compacted: int) -> dict[s
 
 def watch(namespace: str, since: int | None, timeout: float,
           config: WuxingConfig) -> dict[str, Any]:
+    values.check_namespace(namespace)
     current, compacted = namespace_revision(namespace)
     if since is None:
         return _answer(current, [], compacted)

@@ -9,7 +9,7 @@ open unless ``WUXING_READ_TOKEN`` is set. Refusals answer the original's stats w
 from typing import Any
 
 from butterfly_common import api, retstat
-from butterfly_wuxing import history, instances, items, lists, sections, transfer
+from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
 from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
 from butterfly_wuxing.context import get_config
@@ -220,7 +220,7 @@ def item_rollback(req, item_id: int, revision: int):
 def namespace_get(req, namespace: str):
     """The namespace's current revision and its compaction mark."""
     check_read(req)
-    revision, compacted = namespace_revision(namespace)
+    revision, compacted = namespace_revision(values.check_namespace(namespace))
     return OK, {"data": {"namespace": namespace, "revision": revision,
                          "compact_revision": compacted}}
 
