@@ -40,6 +40,7 @@ def item_history(item_id: int, item_type: str | None, page_index: int,
                  page_size: int) -> dict[str, Any]:
     """Newest first; ``item_type`` is optional and only checked (the original needed it)."""
     items.parse_type(item_type)
+    values.in_range(item_id, E.ERR_ITEM_IS_NOT_FOUND, "item_id")
     query = (History.select().where((History.kind == "item") & (History.item_id == item_id))
              .order_by(History.revision.desc(), History.id.desc()))
     total, rows = page(query, page_index, page_size)

@@ -40,6 +40,7 @@ def _check_type(item_id: int, stored: str, given: str | None) -> None:
 
 def namespace_of(item_id: int) -> str:
     """Items never change namespace, so this mapping is cached without a version."""
+    values.in_range(item_id, E.ERR_ITEM_IS_NOT_FOUND, "item_id")
     key = f"wx:itemns:{item_id}"
     client = cache.get_cache()
     usable = client.enabled and client.usable()

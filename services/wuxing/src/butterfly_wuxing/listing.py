@@ -28,5 +28,7 @@ def order_clause(fields: Mapping[str, Any], order_by: str | None, order_dir: str
 
 def page(query: Any, page_index: int, page_size: int) -> tuple[int, Any]:
     """``(total, rows of the page)`` of a peewee query (bad paging is ERR_BAD_PARAMS)."""
+    if page_index > 10**9:
+        raise WuxingError(E.ERR_PARAM_IS_INVALID, "page_index must be at most 10^9")
     offset, limit = check_page(page_index, page_size)
     return query.count(), query.offset(offset).limit(limit)

@@ -38,6 +38,13 @@ def check_name(value: str, limit: int, stat: str, what: str) -> str:
     return value
 
 
+def in_range(value: int, stat: str, what: str) -> int:
+    """An id or revision the database can hold (64-bit), else refuse it (never a 500)."""
+    if not 0 <= value <= INT_MAX:
+        raise WuxingError(stat, f"{what} must be between 0 and {INT_MAX}")
+    return value
+
+
 def check_namespace(namespace: str) -> str:
     return check_name(namespace, NAMESPACE_MAX, E.ERR_NAMESPACE_IS_INVALID, "namespace")
 

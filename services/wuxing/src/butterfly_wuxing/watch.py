@@ -53,8 +53,7 @@ def watch(namespace: str, since: int | None, timeout: float,
     current, compacted = namespace_revision(namespace)
     if since is None:
         return _answer(current, [], compacted)
-    if since < 0:
-        raise WuxingError(E.ERR_REVISION_IS_INVALID, "since must be >= 0")
+    values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
     if since < compacted:
         raise WuxingError(E.ERR_REVISION_COMPACTED,
                           f"history up to revision {compacted} was pruned; read the current "

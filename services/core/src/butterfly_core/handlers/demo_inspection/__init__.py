@@ -36,7 +36,8 @@ def _call(handler: str, **params: Any) -> dict[str, Any]:
                               timeout=10)
         body = reply.json()
     except (requests.RequestException, ValueError) as exc:
-        raise Refusal(retstat.ERR_UNAVAILABLE, f"wuxing unreachable: {exc}", http=503) from None
+        # 424 Failed Dependency: the request was fine, the data service it needs is not
+        raise Refusal(retstat.ERR_UNAVAILABLE, f"wuxing unreachable: {exc}", http=424) from None
     if body.get("stat") != retstat.OK:
         body["x-reason"] = reply.headers.get("x-reason", "")
     return body
@@ -56,12 +57,18 @@ def _ensure_section() -> None:
     _call("section_enable", **key)
 
 
-def _refuse(body: dict[str, Any]):
+#: The statuses these routes answer (wuxing's own for the refusals passed through).
+STATUSES = {retstat.ERR_UNAVAILABLE: 424, "ERR_ITEM_UPDATE_FAILED": 409,
+            "ERR_TRANSITION_NOT_ALLOWED": 409, "ERR_INSTANCE_IS_NOT_EXIST": 404,
+            "ERR_INSTANCE_IS_EXIST": 409}
+
+
+def _refuse(body: dict[str, Any]) -> None:
     raise Refusal(body["stat"], body.get("x-reason") or body["stat"],
-                  http=409 if body["stat"] == "ERR_ITEM_UPDATE_FAILED" else None)
+                  http=STATUSES.get(body["stat"]))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def start(req, target: str):
     """Open an inspection of ``target`` (state ``pending``)."""
     _ensure_section()
@@ -79,7 +86,7 @@ def _load(target: str) -> tuple[dict[str, Any], int]:
     return body["data"], body["revision"]
 
 
-@api
+@api(statuses=STATUSES)
 def status(req, target: str):
     """The inspection's state, attempts and transition log."""
     data, revision = _load(target)
@@ -88,7 +95,7 @@ def status(req, target: str):
                                  "revision": revision}}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def advance(req, target: str, event: str):
     """Fire ``event`` (start, pass, fail, retry, give_up) on the inspection of ``target``.
 

@@ -13,9 +13,12 @@ from butterfly_wuxing import history, instances, items, lists, sections, transfe
 from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
 from butterfly_wuxing.context import get_config
+from butterfly_wuxing.errors import HTTP_STATUS
 from butterfly_wuxing.store import namespace_revision
 
 OK = retstat.OK
+#: Every refusal's HTTP status, declared on the routes so /openapi.json documents them.
+STATUSES = {**HTTP_STATUS, "ERR_UNAUTHORIZED": 401}
 
 
 def _done(revision: int, **data: Any):
@@ -24,7 +27,7 @@ def _done(revision: int, **data: Any):
 
 # -- sections --------------------------------------------------------------------------------
 
-@api
+@api(statuses=STATUSES)
 def section_list(req, namespace: str | None = None, section_name: str | None = None,
                  page_index: int = 1, page_size: int = 10, orderBy: str | None = None,
                  orderDir: str | None = None):
@@ -34,13 +37,13 @@ def section_list(req, namespace: str | None = None, section_name: str | None = N
                                        orderBy, orderDir)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_create(req, namespace: str, section_name: str, section_version: str):
     """A new, empty, disabled section version."""
     return _done(sections.create(namespace, section_name, section_version, req.username))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_item_add(req, namespace: str, section_name: str, section_version: str,
                      item_name: str, item_default, item_description: str = "",
                      item_enum: list | None = None, item_min: float | None = None,
@@ -55,7 +58,7 @@ def section_item_add(req, namespace: str, section_name: str, section_version: st
                                    item_default, item_description, req.username, constraints))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_item_delete(req, namespace: str, section_name: str, section_version: str,
                         item_name: str):
     """Remove an item from a disabled section."""
@@ -63,26 +66,26 @@ def section_item_delete(req, namespace: str, section_name: str, section_version:
                                       req.username))
 
 
-@api
+@api(statuses=STATUSES)
 def section_get(req, namespace: str, section_name: str, section_version: str):
     """The section's template and state (cached)."""
     check_read(req)
     return OK, {"data": sections.get(namespace, section_name, section_version)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_enable(req, namespace: str, section_name: str, section_version: str):
     """Enable a section so instances can use it (its items are then frozen)."""
     return _done(sections.enable(namespace, section_name, section_version, req.username))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_disable(req, namespace: str, section_name: str, section_version: str):
     """Disable a section to edit it again; refused while instances use it."""
     return _done(sections.disable(namespace, section_name, section_version, req.username))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def section_delete(req, namespace: str, section_name: str, section_version: str):
     """Delete a section version; refused while instances use it (ERR_SECTION_IN_USE)."""
     return _done(sections.delete(namespace, section_name, section_version, req.username))
@@ -90,7 +93,7 @@ def section_delete(req, namespace: str, section_name: str, section_version: str)
 
 # -- instances -------------------------------------------------------------------------------
 
-@api
+@api(statuses=STATUSES)
 def instance_list(req, namespace: str, section_name: str, instance_name: str | None = None,
                   section_version: str | None = None, section_md5: str | None = None,
                   extra_items: list[str] | None = None, sort: str | None = None,
@@ -104,7 +107,7 @@ def instance_list(req, namespace: str, section_name: str, instance_name: str | N
                                             page_index, page_size, orderBy, orderDir)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_create(req, namespace: str, instance_name: str, section_name: str,
                     section_version: str, items_data: dict | None = None):
     """Create an instance of an enabled section: every item at its default unless
@@ -113,7 +116,7 @@ def instance_create(req, namespace: str, instance_name: str, section_name: str,
                                   items_data, req.username))
 
 
-@api
+@api(statuses=STATUSES)
 def instance_get(req, namespace: str, instance_name: str, items: list[str] | None = None,
                  value_format: str = "simple"):
     """Values of an instance (cached): simple ``{item: value}`` or detail per item."""
@@ -123,7 +126,7 @@ def instance_get(req, namespace: str, instance_name: str, items: list[str] | Non
     return OK, {"data": data, "revision": doc["revision"]}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_update_item(req, namespace: str, instance_name: str, item_name: str, item_value,
                          item_value_old=None, revision: int | None = None):
     """Set one item. CAS: ``revision`` (the item's, exact) or ``item_value_old``; a lost
@@ -136,7 +139,7 @@ def instance_update_item(req, namespace: str, instance_name: str, item_name: str
     return _done(result["revision"], **item)
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_update_items(req, namespace: str, instance_name: str, items: dict,
                           revision: int | None = None):
     """Set several items (a JSON object) in one transaction: all or nothing. ``revision``:
@@ -146,20 +149,20 @@ def instance_update_items(req, namespace: str, instance_name: str, items: dict,
     return _done(result["revision"], items=result["items"])
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_update_section(req, namespace: str, instance_name: str, section_version: str):
     """Move the instance to another version of its section (upgrade or downgrade)."""
     return _done(instances.update_section(namespace, instance_name, section_version,
                                           req.username))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_delete(req, namespace: str, instance_name: str):
     """Delete the instance and its items (recorded in the history). One transaction."""
     return _done(instances.delete(namespace, instance_name, req.username))
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def instance_rollback(req, namespace: str, instance_name: str, revision: int):
     """Restore the instance's values as of ``revision``, as a new write."""
     result = history.instance_rollback(namespace, instance_name, revision, req.username)
@@ -168,14 +171,14 @@ def instance_rollback(req, namespace: str, instance_name: str, revision: int):
 
 # -- items -----------------------------------------------------------------------------------
 
-@api
+@api(statuses=STATUSES)
 def item_get(req, item_id: int, item_type: str | None = None):
     """One item by id (cached); ``item_type`` is optional and checked against the stored one."""
     check_read(req)
     return OK, {"data": items.get(item_id, item_type)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def item_update(req, item_id: int, item_value, item_type: str | None = None,
                 item_value_old=None, revision: int | None = None):
     """Set one item by id; its type comes from the stored item, never from the caller."""
@@ -184,7 +187,7 @@ def item_update(req, item_id: int, item_value, item_type: str | None = None,
     return _done(result.pop("revision"), **result)
 
 
-@api
+@api(statuses=STATUSES)
 def item_list(req, namespace: str | None = None, section_name: str | None = None,
               instance_name: str | None = None, item_name: str | None = None,
               item_value_operator: str | None = None, item_value=None,
@@ -199,7 +202,7 @@ def item_list(req, namespace: str | None = None, section_name: str | None = None
                                         sort, page_index, page_size, orderBy, orderDir)}
 
 
-@api
+@api(statuses=STATUSES)
 def item_history_list(req, item_id: int, item_type: str | None = None, page_index: int = 1,
                       page_size: int = 10):
     """An item's history, newest first: create / update / delete / rollback rows."""
@@ -207,7 +210,7 @@ def item_history_list(req, item_id: int, item_type: str | None = None, page_inde
     return OK, {"data": history.item_history(item_id, item_type, page_index, page_size)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def item_rollback(req, item_id: int, revision: int):
     """Restore one item's value as of ``revision``, as a new write."""
     result = history.item_rollback(item_id, revision, req.username)
@@ -216,7 +219,7 @@ def item_rollback(req, item_id: int, revision: int):
 
 # -- revisions, watch, import / export -------------------------------------------------------
 
-@api
+@api(statuses=STATUSES)
 def namespace_get(req, namespace: str):
     """The namespace's current revision and its compaction mark."""
     check_read(req)
@@ -225,7 +228,7 @@ def namespace_get(req, namespace: str):
                          "compact_revision": compacted}}
 
 
-@api(topic=False)
+@api(topic=False, statuses=STATUSES)
 def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0):
     """Changes after revision ``since`` in order, waiting up to ``timeout`` s for the first
     (long poll). No ``since``: the current revision at once. A ``since`` older than the
@@ -234,14 +237,14 @@ def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0):
     return OK, {"data": feed.watch(namespace, since, timeout, get_config())}
 
 
-@api
+@api(statuses=STATUSES)
 def export(req, namespace: str):
     """The namespace (sections, instances, values) as one JSON document."""
     check_read(req)
     return OK, {"data": transfer.export(namespace)}
 
 
-@api(write=True)
+@api(write=True, statuses=STATUSES)
 def namespace_import(req, document: dict, namespace: str | None = None, dry_run: bool = False):
     """Import an exported document (into ``namespace`` if given); ``dry_run`` answers the
     diff without writing. One transaction."""
