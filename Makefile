@@ -8,12 +8,12 @@ BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
 DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
              "mypy>=1.10" "types-requests" "types-PyMySQL" \
-             "schemathesis>=4.0" "openapi-spec-validator>=0.7"
+             "schemathesis>=4.0" "openapi-spec-validator>=0.7" "playwright>=1.45"
 STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run test lint compose compose-check bench clean
+.PHONY: help install frontend system-deps run test lint compose compose-check bench clean
 
 help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,8 +29,19 @@ $(STAMP): $(BIN)/python Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv with every package installed editable
+install: $(STAMP) frontend ## create .venv with every package installed editable (+ canghai's front end)
 	@echo "installed: use ./butterfly (or: source $(VENV)/bin/activate)"
+
+# canghai's front-end packages (htmx, uPlot) come from npm, pinned by package-lock.json, and
+# are copied into the package's static/vendor dir: the console loads nothing from a CDN.
+CANGHAI_FE := services/canghai/frontend
+CANGHAI_VENDOR := services/canghai/src/butterfly_canghai/static/vendor/.built
+$(CANGHAI_VENDOR): $(CANGHAI_FE)/package-lock.json $(CANGHAI_FE)/build.mjs
+	@command -v npm >/dev/null || { echo "npm is needed to build canghai's front end: run make system-deps"; exit 1; }
+	cd $(CANGHAI_FE) && npm ci --ignore-scripts --no-audit --no-fund && node build.mjs
+	touch $@
+
+frontend: $(CANGHAI_VENDOR) ## copy canghai's npm packages (package-lock.json) into its static dir
 
 system-deps: ## apt-install what the tests need (redis-server, nutcracker, wrk, ...)
 	scripts/ensure-system-deps
@@ -38,7 +49,7 @@ system-deps: ## apt-install what the tests need (redis-server, nutcracker, wrk, 
 # fleet.py installs redis-server itself (scripts/ensure-system-deps run) when it must start one.
 # Its exit code 3 means "refused before starting anything": its one line says why, and make
 # adds no "*** Error" line under it.
-run: $(STAMP) ## start the fleet locally (and a redis-server, .env with an admin token)
+run: $(STAMP) frontend ## start the fleet locally (and a redis-server, .env with an admin token)
 	@$(BIN)/python scripts/fleet.py $(FLEET_ARGS) || [ $$? -eq 3 ]
 
 # mypy (mypy.ini): strict on the framework, checked on every service's package (the
@@ -59,7 +70,7 @@ compose-check: $(STAMP) ## fail when deploy/compose.yml is stale or invalid
 	$(BIN)/python scripts/gen_compose.py --check
 	docker-compose -f deploy/compose.yml config -q
 
-test: system-deps $(STAMP) lint compose-check ## install everything, lint, check compose, run pytest
+test: system-deps $(STAMP) frontend lint compose-check ## install everything, lint, check compose, run pytest
 	$(BIN)/pytest -q
 
 bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
@@ -68,6 +79,8 @@ bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
 	$(BIN)/python bench/mq_throughput.py
 	$(BIN)/python bench/scheduler_accuracy.py
 	$(BIN)/python bench/wuxing.py
+	$(BIN)/python bench/canghai.py
+	$(BIN)/python bench/xingqiao.py
 
 clean: ## remove .venv, var/ and caches (keeps .env)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

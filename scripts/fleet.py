@@ -155,6 +155,9 @@ def prepare(workdir: Path, offset: int) -> tuple[list[Instance], list[Child], li
     env.setdefault("BUTTERFLY_HOST", "127.0.0.1")  # a development fleet: this machine only
     env.setdefault("BUTTERFLY_LOG_DIR", "-")
     env.setdefault("BUTTERFLY_DATA_DIR", str(workdir / "var" / "data"))
+    # a local fleet is development: canghai then signs with a generated key kept in the
+    # data dir when BUTTERFLY_SECRET_KEY is unset (production refuses to start without it)
+    env.setdefault("BUTTERFLY_ENV", "development")
     children = service_children(instances, env, offset)
     if redis_child is not None:
         children.insert(0, redis_child)  # with an empty environment: it needs none of it

@@ -63,6 +63,7 @@ def butterfly_services() -> dict[str, Any]:
             "BUTTERFLY_DB_URL": "mysql://butterfly:${BUTTERFLY_DB_PASSWORD:-butterfly}"
                                 "@mariadb:3306/butterfly",
             "BUTTERFLY_ADMIN_TOKEN": "${BUTTERFLY_ADMIN_TOKEN:-}",
+            "BUTTERFLY_SECRET_KEY": "${BUTTERFLY_SECRET_KEY:-}",
             "BUTTERFLY_TRUSTED_PROXIES": "${BUTTERFLY_TRUSTED_PROXIES:-}",
             **inst.env,
         }

@@ -52,7 +52,8 @@ def fleet():
         env = {"BUTTERFLY_REDIS_URL": proxy.url, "BUTTERFLY_DB_URL": db_url,
                "BUTTERFLY_WORKERS": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
                "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1",
-               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR}
+               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR,
+               "BUTTERFLY_SECRET_KEY": "fleet-test-secret-key-0123456789abcdef"}
         services = {inst.name: ButterflyService(inst.service, {**env, **inst.env})
                     for inst in load_fleet()}
         try:

@@ -194,3 +194,17 @@ def test_openapi_documents_the_api(client):
     spec = client.get("/openapi.json").get_json()
     assert {"/baichuan/publish", "/baichuan/wait", "/baichuan/purge"} <= set(spec["paths"])
     assert "idempotent" in json.dumps(spec["paths"]["/baichuan/publish"])
+
+
+def test_publish_with_notify_stores_the_notice_topic(client, served, broker):
+    served()
+    body = client.post("/baichuan/publish", json={
+        "topic": TOPIC, "data": {"str_info": "n"}, "notify": "/xingqiao/task_notice"}
+    ).get_json()
+    assert body["stat"] == "OK"
+    assert broker.get(body["msg_id"]).notify == "/xingqiao/task_notice"
+    record = client.get("/baichuan/msg", query_string={"msg_id": body["msg_id"]}).get_json()
+    assert record["notify"] == "/xingqiao/task_notice"
+    bad = client.post("/baichuan/publish", json={"topic": TOPIC, "data": {},
+                                                 "notify": "no-slash"})
+    assert bad.status_code == 400 and bad.get_json()["stat"] == "ERR_BAD_TOPIC"

@@ -285,6 +285,8 @@ def create_app(service: str | Service, settings: Settings | None = None) -> Flas
     # 404 with x-reason and an access-log line, never Flask's HTML page
     app.register_error_handler(NotFound, lambda exc: state.flask_view(request.path[1:]))
     app.extensions["butterfly"] = state
+    if service.web is not None:
+        service.web(app)
     state.flask_wsgi = app.wsgi_app
     app.wsgi_app = state.wsgi  # type: ignore[method-assign]
     started = time.perf_counter()

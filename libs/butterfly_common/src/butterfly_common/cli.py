@@ -124,7 +124,10 @@ def _healthcheck(args: argparse.Namespace) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes")
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="butterfly", description="The butterfly command: serve a service, call a handler, "
                                       "publish a message, list routes.")
@@ -164,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in entry_points(group="butterfly.commands"):
         ep.load()(sub)
     sub.add_parser("help", help="this text; `butterfly help <command>`: that command's")
+    # Services add their own subcommands (``butterfly user`` ...): each entry point of the
+    # ``butterfly.commands`` group is a callable ``register(subparsers)``. Not loaded for
+    # the built-in commands: ``serve`` must set up Prometheus before anything imports it.
+    if plugins:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="butterfly.commands"):
+            ep.load()(sub)
     return parser
 
 
@@ -177,7 +188,8 @@ def _help_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_help_argv(sys.argv[1:] if argv is None else list(argv)))
+    argv = _help_argv(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser(plugins=argv[0] not in BUILTIN).parse_args(argv)
     # A .env in the working directory supplies settings; the real environment wins.
     load_dotenv(Path.cwd() / ".env", override=False)
     try:

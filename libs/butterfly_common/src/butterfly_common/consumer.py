@@ -344,12 +344,29 @@ class Consumer:
                     done = self.broker.complete(msg, outcome.data, cost)
                 if not done:
                     req.log_res.add("fenced=1")  # reaped or deleted meanwhile: ignored
+                elif msg.notify and done != "delayed":  # a final outcome, not a retry
+                    self._notify(msg, "failed" if done == "failed" else "finished",
+                                 outcome.stat, cost)
                 return
             except RedisError as exc:
                 log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
                 if self._stopping.wait(0.2 * 2 ** attempt):
                     break
         log.error("gave up recording %s; its lease will lapse and it will run again", msg.id)
+
+    def _notify(self, msg: Message, status: str, stat: str, cost: float) -> None:
+        """Tell the publisher's notice topic, AFTER the result is recorded (so a notice
+        always finds the result). At-least-once: a notice lost to a crash or a Redis outage
+        right here is never sent, which is why a publisher sweeps for ended messages too."""
+        for attempt in range(3):
+            try:
+                self.broker.notify(msg, status, stat, cost)
+                return
+            except RedisError as exc:
+                log.warning("notifying %s of %s failed (try %d): %s", msg.notify, msg.id,
+                            attempt + 1, exc)
+                time.sleep(0.1 * 2 ** attempt)
+        log.error("gave up notifying %s of %s; its sweep must find it", msg.notify, msg.id)
 
     # -- keeping ------------------------------------------------------------------------
     def _heartbeat(self) -> None:

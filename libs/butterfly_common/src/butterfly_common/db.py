@@ -18,7 +18,10 @@ from playhouse.db_url import connect
 database = peewee.DatabaseProxy()
 
 _POOLED = {"mysql": "mysql+pool", "postgres": "postgres+pool", "postgresql": "postgresql+pool"}
-SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
+# synchronous=normal: in WAL mode a commit survives a process crash (SIGKILL); only an OS
+# crash may lose the last ones. FULL fsyncs every commit, which a busy disk makes slow.
+SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1,
+                  "synchronous": "normal"}
 _POOL_DEFAULTS = {"max_connections": "32", "stale_timeout": "300", "timeout": "10"}
 
 

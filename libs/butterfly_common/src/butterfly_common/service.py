@@ -55,6 +55,9 @@ class Service:
     starters: list[Starter] = field(default_factory=list)
     #: Runs once per process before serving, e.g. to create tables.
     setup: Callable[[Settings], None] | None = None
+    #: Adds the service's own Flask routes (pages, static files) to its app; handler
+    #: routes still come first, Flask sees only the other paths.
+    web: Callable[[Any], None] | None = None
     #: Prefix of the service's own variables (``RUQI`` -> ``RUQI_*``); default: the name.
     env_prefix: str = ""
     #: A frozen dataclass with ``from_env(env) -> Self`` (raising SettingsError naming the

@@ -76,9 +76,12 @@ def serialized_size(data: dict[str, Any]) -> int:
 def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             msg_id: str | None = None, delay: float = 0.0, at_front: bool = False,
             timeout: float, max_retries: int = 0, result_ttl: float, failure_ttl: float,
-            reqid: str | None = None, force: bool = False) -> dict[str, Any]:
+            reqid: str | None = None, force: bool = False,
+            notify: str | None = None) -> dict[str, Any]:
     """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``."""
     check_publish_topic(topic)
+    if notify:
+        check_publish_topic(notify)
     check_seconds("delay", delay)
     check_seconds("timeout", timeout, positive=True)
     check_seconds("result_ttl", result_ttl)
@@ -100,7 +103,7 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
                                          f"{max_bytes} (BAICHUAN_MAX_MESSAGE_BYTES)")
     done = broker.publish(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
                           timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-                          failure_ttl=failure_ttl, reqid=reqid, force=force)
+                          failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify)
     return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
 
 

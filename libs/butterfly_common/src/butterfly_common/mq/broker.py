@@ -25,7 +25,7 @@ from typing import Any
 from .. import nesting
 from . import index, scripts
 from .errors import NoConsumer
-from .keys import FIELDS, TOPICS, TopicKeys, check_id, to_ms
+from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
 from .message import STATUSES, Message, PublishResult, new_id
 from .registry import HEARTBEAT_TTL, Registry
 
@@ -34,6 +34,8 @@ DEFAULT_RESULT_TTL = 86400.0
 DEFAULT_FAILURE_TTL = 7 * 86400.0
 LEASE = 30.0
 MAX_CLAIM = 1000
+#: How long a completion notice's own record is kept once handled (it is tiny, but many).
+NOTICE_RESULT_TTL = 600.0
 
 
 def _json(value: Any) -> str:
@@ -90,7 +92,7 @@ class Broker:
                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
-                force: bool = False) -> PublishResult:
+                force: bool = False, notify: str | None = None) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
 
         A caller-chosen ``msg_id`` makes publishing idempotent *per topic*: a second
@@ -104,6 +106,12 @@ class Broker:
         forced publish, the topic registry are global keys on other shards: they ride in
         the same round trip after the script and their failure is ignored (see
         :mod:`.index`), so a topic's publishes depend on its own shard only.
+
+        ``notify`` names a topic to be told when the message finishes or finally fails:
+        the consumer publishes :func:`notice` there after recording the result (see
+        ``consumer.py``). At-least-once: a notice may come twice, and one lost to a
+        consumer crash between recording and notifying never comes, so the publisher
+        must also sweep for messages that ended without telling it.
         """
         k = self.keys(topic)
         if not isinstance(data, dict):
@@ -111,12 +119,14 @@ class Broker:
         if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
             raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
         nesting.check(data, self.max_depth, "data")
+        if notify:
+            check_topic(notify)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
-                int(force), to_ms(self.heartbeat_ttl)]
+                int(force), to_ms(self.heartbeat_ttl), notify or ""]
         pipe = self.client.pipeline(transaction=False)
         call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
                                                   k.msg(msg_id)], args)
@@ -168,6 +178,22 @@ class Broker:
                                  best_effort=[1])
         index.ignore_errors(results, [1], "id index refresh")
         return bool(results[0])
+
+    def notify(self, msg: Message, status: str, stat: str, cost: float = 0.0) -> str | None:
+        """Publish the completion notice of ``msg`` to the topic it names (``msg.notify``).
+
+        The notice is ``{msg_id, topic, status, stat, cost}``: ``status`` is ``finished`` or
+        ``failed`` (only final outcomes are told, never a scheduled retry), ``stat`` the
+        handler's stat. Published with ``force`` (the publisher's consumers may be down for
+        a moment; the notice waits for them) and the message's reqid. Returns the notice's
+        id, or None when ``msg`` asked for no notice.
+        """
+        if not msg.notify:
+            return None
+        data = {"msg_id": msg.id, "topic": msg.topic, "status": status, "stat": stat,
+                "cost": round(cost, 6)}
+        return self.publish(msg.notify, data, force=True, reqid=msg.reqid or None,
+                            result_ttl=NOTICE_RESULT_TTL).msg_id
 
     def backoff(self, attempts: int) -> float:
         """Retry delay after the ``attempts``-th try: doubling from ``min_backoff``, capped

@@ -83,6 +83,8 @@ class Message:
     cost: float = 0.0
     reqid: str = ""
     token: int = 0
+    #: Topic told ``{msg_id, topic, status, stat, cost}`` when the message ends ("" = none).
+    notify: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -99,7 +101,7 @@ class Message:
             started_at=_ms_to_s(v["started_at"]), ended_at=_ms_to_s(v["ended_at"]),
             worker=v["worker"] or "", result=_loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
-            token=_int(v["token"]),
+            token=_int(v["token"]), notify=v["notify"] or "",
         )
 
     @classmethod

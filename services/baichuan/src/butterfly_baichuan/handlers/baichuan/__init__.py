@@ -47,7 +47,8 @@ def _require_admin(req: Request) -> None:
 def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             delay: float = 0.0, at_front: bool = False, timeout: float = DEFAULT_TIMEOUT,
             max_retries: int = 0, result_ttl: float = DEFAULT_RESULT_TTL,
-            failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False) -> Any:
+            failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False,
+            notify: str | None = None) -> Any:
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
@@ -57,12 +58,15 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     ERR_NO_CONSUMER (no live consumer serves the topic; ``force=true`` queues anyway),
     ERR_MQ_UNAVAILABLE (the topic's shard is unreachable). The caller's request id is
     stored with the message, so the consumer's access log carries the same ``x-reqid``.
+    ``notify`` (a topic): when the message finishes or finally fails, the consumer publishes
+    ``{msg_id, topic, status, stat, cost}`` there (at-least-once; sweep for notices lost to
+    a crash).
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
         mq.broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-        failure_ttl=failure_ttl, reqid=req.reqid, force=force)
+        failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify)
 
 
 @api(topic=False, statuses=HTTP_CODES)

@@ -1,0 +1,162 @@
+"""Console read cost: canghai's queue list and message page versus rq-dashboard's JSON.
+
+Both get a fresh redis-server in the same run: canghai ``--topics`` topics holding
+``--messages`` queued messages in all plus one topic of ``--big`` messages; rq-dashboard the
+same numbers of RQ queues and jobs. Each endpoint is called through its Flask app in this
+process (server time only, no HTTP client in the way), ``--repeat`` times; the table shows
+the median and p90 in ms. Targets (issue 11): canghai's queues page <= 300 ms at 1 000
+topics / 100 000 messages, and a messages page costing the same whatever the topic's size.
+
+    .venv/bin/python bench/canghai.py [--topics 1000 --messages 100000 --big 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from butterfly_common.mq import Broker
+from butterfly_common.redis_client import make_redis
+from butterfly_common.testing import RedisServer
+
+SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throw-away bench key
+TOKEN = "bench-admin-token-0123456789"  # noqa: S105
+
+
+def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
+    call()  # warm: scripts loaded, connections open
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.9) - 1]
+
+
+def fill_baichuan(url: str, topics: int, messages: int, big: int) -> None:
+    broker = Broker(make_redis(url))
+    per = max(1, messages // topics)
+
+    def one_topic(i: int) -> None:
+        for j in range(per):
+            broker.publish(f"/bench/t{i:04d}", {"j": j}, force=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one_topic, range(topics)))
+        list(pool.map(lambda j: broker.publish("/bench/big", {"j": j}, force=True),
+                      range(big)))
+
+
+def canghai_calls(url: str, tmp: Path) -> dict[str, Callable[[], object]]:
+    from butterfly_canghai import service
+    from butterfly_common.app import create_app
+    from butterfly_common.serve import prepare
+    from butterfly_common.settings import load_settings
+
+    settings = load_settings({"BUTTERFLY_REDIS_URL": url, "BUTTERFLY_DATA_DIR": str(tmp),
+                              "BUTTERFLY_LOG_DIR": str(tmp / "log"),
+                              "BUTTERFLY_ADMIN_TOKEN": TOKEN, "BUTTERFLY_SECRET_KEY": SECRET,
+                              "CANGHAI_FLEET_FILE": str(tmp / "none.toml")})
+    prepare(service, settings)
+    client = create_app(service, settings).test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def get(path: str) -> Callable[[], object]:
+        def call() -> object:
+            reply = client.get(path, headers=auth)
+            assert reply.status_code == 200, (path, reply.status_code)
+            return reply
+        return call
+
+    return {
+        "queues (JSON)": get("/canghai/queue_list"),
+        "messages page, 100-message topic": get(
+            "/canghai/msg_list?queue_name=/bench/t0000&page_size=20"),
+        "messages page, big topic": get("/canghai/msg_list?queue_name=/bench/big&page_size=20"),
+    }
+
+
+def fill_rq(url: str, topics: int, messages: int, big: int) -> None:
+    from redis import Redis
+    from rq import Queue
+
+    conn = Redis.from_url(url)
+    per = max(1, messages // topics)
+
+    def enqueue(name: str, n: int) -> None:
+        queue = Queue(name, connection=conn)
+        for start in range(0, n, 1000):
+            batch = [Queue.prepare_data("os.getpid", args=(j,))
+                     for j in range(start, min(n, start + 1000))]
+            with conn.pipeline() as pipe:
+                queue.enqueue_many(batch, pipeline=pipe)
+                pipe.execute()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: enqueue(f"t{i:04d}", per), range(topics)))
+    enqueue("big", big)
+
+
+def rq_dashboard_calls(url: str) -> dict[str, Callable[[], object]]:
+    from flask import Flask
+    from rq_dashboard import web
+
+    app = Flask("rq_dashboard_bench")
+    app.config["RQ_DASHBOARD_REDIS_URL"] = url
+    app.register_blueprint(web.blueprint)
+    with app.app_context():
+        web.setup_rq_connection(app)
+    client = app.test_client()
+
+    def get(path: str) -> Callable[[], object]:
+        def call() -> object:
+            reply = client.get(path)
+            assert reply.status_code == 200, (path, reply.status_code)
+            return reply
+        return call
+
+    return {
+        "queues (JSON)": get("/0/data/queues.json"),
+        "messages page, 100-message topic": get("/0/data/jobs/t0000/queued/20/asc/1.json"),
+        "messages page, big topic": get("/0/data/jobs/big/queued/20/asc/1.json"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--topics", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with RedisServer() as redis:
+            started = time.perf_counter()
+            fill_baichuan(redis.url, args.topics, args.messages, args.big)
+            print(f"canghai: filled in {time.perf_counter() - started:.1f}s", flush=True)
+            calls = canghai_calls(redis.url, Path(tmp))
+            results["canghai"] = {k: timed(c, args.repeat) for k, c in calls.items()}
+        with RedisServer() as redis:
+            started = time.perf_counter()
+            fill_rq(redis.url, args.topics, args.messages, args.big)
+            print(f"rq-dashboard: filled in {time.perf_counter() - started:.1f}s", flush=True)
+            calls = rq_dashboard_calls(redis.url)
+            results["rq-dashboard"] = {k: timed(c, args.repeat) for k, c in calls.items()}
+    print(f"\n{args.topics} topics / queues, {args.messages} messages, a big topic of "
+          f"{args.big}; median / p90 ms over {args.repeat} calls\n")
+    print("| endpoint | canghai | rq-dashboard | ratio |\n|---|---|---|---|")
+    for name in results["canghai"]:
+        (cm, cp), (rm, rp) = results["canghai"][name], results["rq-dashboard"][name]
+        print(f"| {name} | {cm:.1f} / {cp:.1f} | {rm:.1f} / {rp:.1f} | {rm / cm:.1f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Apps of canghai: ``canghai`` answers the original canghai API names."""

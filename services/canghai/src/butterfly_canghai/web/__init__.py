@@ -1,0 +1,129 @@
+"""The console's web layer: Flask blueprints for pages, sign-in and tokens.
+
+:func:`install` is canghai's ``Service.web`` hook: the framework serves handler routes
+(``/canghai/*`` and the built-ins) first and hands every other path to this Flask app.
+Every request gets a reqid, a language and the signed-in user (or none); every POST must
+carry the session's CSRF token; every answer carries a strict Content-Security-Policy
+(scripts only from this origin, so an injected ``<script>`` could not run even if a value
+escaped Jinja's autoescaping).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+from flask import Flask, abort, g, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+from butterfly_common import __version__
+from butterfly_common.auth import client_identity
+from butterfly_common.logs import current_reqid
+from butterfly_common.reqid import is_valid_reqid, new_reqid
+from butterfly_common.runtime import get_settings
+
+from .. import audit, sessions
+from ..access import Identity, from_session_data
+from ..config import current, current_secret
+from .i18n import pick_lang, translate
+
+#: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
+#: cross-site page cannot send a JSON body without a CORS preflight we never answer)
+CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
+def install(app: Flask) -> None:
+    """Configure sessions and register the console, auth and huoyan routes on ``app``."""
+    from . import actions, auth, pages, schedule_pages
+
+    cfg = current()
+    app.secret_key = current_secret().key("session")
+    app.config.update(
+        SESSION_COOKIE_NAME=sessions.COOKIE, SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=cfg.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=cfg.session_hours),
+        SESSION_REFRESH_EACH_REQUEST=False,
+    )
+    interface = app.session_interface
+    assert isinstance(interface, SecureCookieSessionInterface)  # Flask's default
+    sessions.install(interface.get_signing_serializer(app), cfg.session_hours * 3600)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(actions.bp)
+    app.register_blueprint(schedule_pages.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(auth.huoyan)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.jinja_env.globals.update(t=_t, fmt_time=fmt_time, fmt_json=fmt_json,
+                                 version=__version__)
+    app.jinja_env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False,
+                                                                sort_keys=True)
+    # "/" belongs to the console: send people to its overview
+    app.view_functions["dispatch"] = lambda path="": redirect("/console/")
+
+
+def _t(key: str, **fmt: object) -> str:
+    return translate(g.get("lang", "en"), key, **fmt)
+
+
+def fmt_time(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+
+
+def fmt_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def client_ip() -> str:
+    headers = cast(Mapping[str, str], request.headers)
+    return client_identity(request.remote_addr, headers, get_settings().trusted_proxies)[0]
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def _before() -> None:
+    incoming = (request.headers.get("x-reqid") or "").upper()
+    g.reqid = incoming if is_valid_reqid(incoming) else new_reqid()
+    current_reqid.set(g.reqid)  # logs and calls to other services carry the page's reqid
+    cfg = current()
+    g.lang = pick_lang(request.cookies.get("canghai_lang"),
+                       request.headers.get("Accept-Language", ""), cfg.default_lang)
+    g.user = from_session_data(dict(session)) if "u" in session else None
+    static = (request.endpoint or "").endswith(".static")
+    g.csrf = csrf_token() if request.path.startswith("/console") and not static else ""
+    if request.method == "POST" and request.blueprint in CSRF_BLUEPRINTS:
+        given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+        expected = session.get("csrf") or ""
+        if not (given and expected and hmac.compare_digest(given, expected)):
+            user: Identity | None = g.user
+            audit.record(user.username if user else "-", user.role if user else "",
+                         "csrf_refused", request.path, ok=False, ip=client_ip(),
+                         reqid=g.reqid)
+            abort(403, "CSRF token missing or wrong")
+
+
+def _after(response: Any) -> Any:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/console") and response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["x-reqid"] = g.get("reqid", "")
+    response.headers["butterfly"] = __version__
+    return response

@@ -1,0 +1,145 @@
+"""State-changing console actions on messages and users (POST + CSRF, role checked here).
+
+operator: requeue one / selected / all failed. admin: delete selected, purge a status,
+manage users. Every action lands in the audit log with the page's reqid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, g, redirect, request
+
+from .. import queues, users
+from .common import log, needs, page, safe_next
+
+bp = Blueprint("actions", __name__, url_prefix="/console")
+
+
+def _back(default: str = "/console/messages") -> Any:
+    return redirect(safe_next(request.form.get("next"), default))
+
+
+def _topic() -> str:
+    topic = request.form.get("topic") or ""
+    try:
+        queues.broker().keys(topic)
+    except ValueError:
+        abort(400, "bad topic")
+    return topic
+
+
+@bp.post("/message/requeue")
+@needs("operator")
+def requeue_one() -> Any:
+    msg = queues.get_message(request.form.get("id") or "")
+    if msg is None:
+        abort(404)
+    ok = queues.broker().requeue(msg.topic, msg.id)
+    log("requeue", f"{msg.topic} {msg.id}", ok=ok)
+    return redirect(f"/console/message?id={msg.id}")
+
+
+@bp.post("/message/delete")
+@needs("admin")
+def delete_one() -> Any:
+    msg = queues.get_message(request.form.get("id") or "")
+    if msg is None:
+        abort(404)
+    queues.broker().delete(msg.topic, msg.id)
+    log("delete", f"{msg.topic} {msg.id}")
+    return redirect("/console/messages?" + urlencode({"topic": msg.topic,
+                                                      "status": msg.status}))
+
+
+@bp.post("/messages/selected")
+@needs("operator")
+def selected() -> Any:
+    """Requeue (operator) or delete (admin) the ticked messages of one topic."""
+    topic = _topic()
+    ids = [i for i in request.form.getlist("ids") if i][:1000]
+    action = request.form.get("action")
+    b = queues.broker()
+    if action == "requeue":
+        n = sum(1 for i in ids if b.requeue(topic, i))
+    elif action == "delete":
+        if not g.user.can("admin"):
+            log("forbidden", request.path, "delete_selected needs admin", ok=False)
+            abort(403, "needs role admin")
+        n = sum(1 for i in ids if b.delete(topic, i))
+    else:
+        abort(400, "unknown action")
+    log(f"{action}_selected", topic, f"ids={len(ids)} done={n}")
+    return _back()
+
+
+@bp.post("/messages/requeue_all")
+@needs("operator")
+def requeue_all() -> Any:
+    topic = _topic()
+    n = queues.broker().requeue_all(topic)
+    log("requeue_all", topic, f"requeued={n}")
+    return _back()
+
+
+@bp.get("/messages/purge")
+@needs("admin")
+def purge_confirm() -> Any:
+    topic = request.args.get("topic") or ""
+    status = request.args.get("status") or "failed"
+    try:
+        n = queues.broker().counts(topic)[status]
+    except (ValueError, KeyError):
+        abort(400, "bad topic or status")
+    return page("purge.html", active="messages", topic=topic, status=status, n=n)
+
+
+@bp.post("/messages/purge")
+@needs("admin")
+def purge() -> Any:
+    topic = _topic()
+    status = request.form.get("status") or ""
+    if status not in queues.STATUSES:
+        abort(400, "bad status")
+    n = queues.broker().purge(topic, status)
+    log("purge", f"{topic} {status}", f"deleted={n}")
+    return redirect("/console/messages?" + urlencode({"topic": topic, "status": status}))
+
+
+@bp.post("/users/add")
+@needs("admin")
+def user_add() -> Any:
+    name = (request.form.get("username") or "").strip()
+    try:
+        users.add_user(name, request.form.get("password") or "",
+                       request.form.get("role") or "viewer")
+    except users.UserError as exc:
+        log("user_add", name, str(exc), ok=False)
+        return page("users.html", active="users", rows=users.list_users(), error=str(exc)), 400
+    log("user_add", name, request.form.get("role") or "viewer")
+    return redirect("/console/users")
+
+
+@bp.post("/users/role")
+@needs("admin")
+def user_role() -> Any:
+    name = request.form.get("username") or ""
+    try:
+        users.set_role(name, request.form.get("role") or "")
+    except users.UserError as exc:
+        abort(400, str(exc))
+    log("user_role", name, request.form.get("role") or "")
+    return redirect("/console/users")
+
+
+@bp.post("/users/remove")
+@needs("admin")
+def user_remove() -> Any:
+    name = request.form.get("username") or ""
+    try:
+        users.remove_user(name)
+    except users.UserError as exc:
+        abort(404, str(exc))
+    log("user_remove", name)
+    return redirect("/console/users")

@@ -1,0 +1,113 @@
+"""The Scheduler pages: ruqi's jobs and history over ruqi's HTTP API.
+
+Viewers see jobs and history; operators pause, resume, run now, add and edit; admins
+remove. ruqi checks the rule itself; its refusal (``x-reason``) is shown beside the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, g, redirect, request
+
+from .. import scheduler
+from ..scheduler import RuqiError
+from .common import int_arg, log, needs, page
+
+bp = Blueprint("schedule", __name__, url_prefix="/console/scheduler")
+TRIGGERS = ("cron", "interval", "date")
+ACTIONS = {"pause": ("pause_job", "operator"), "resume": ("resume_job", "operator"),
+           "run": ("run_job", "operator"), "remove": ("remove_job", "admin")}
+FIELDS = ("job_id", "job_name", "job_trigger", "rule", "cmd")
+
+
+def _user() -> str:
+    return g.user.username
+
+
+@bp.get("/")
+@needs("viewer")
+def jobs() -> Any:
+    error, data = "", {"total": 0, "list": []}
+    try:
+        data = scheduler.jobs(int_arg("page", 1, 1, 10**6), 50, username=_user())
+    except RuqiError as exc:
+        error = exc.reason or exc.stat
+    return page("scheduler.html", active="scheduler", jobs=data["list"], total=data["total"],
+                error=error)
+
+
+@bp.get("/job")
+@needs("viewer")
+def job() -> Any:
+    job_id = request.args.get("id") or ""
+    try:
+        found = scheduler.job(job_id, username=_user())
+    except RuqiError as exc:
+        if exc.stat == "ERR_JOB_NOT_FOUND":
+            abort(404)
+        return page("error.html", message="ruqi_down", detail=exc.reason), 502
+    return page("job.html", active="scheduler", job=found, form=found, error="",
+                triggers=TRIGGERS, new=False)
+
+
+@bp.get("/new")
+@needs("operator")
+def new() -> Any:
+    blank = {"job_id": "", "job_name": "", "job_trigger": "interval", "rule": "",
+             "cmd": ""}
+    return page("job.html", active="scheduler", job=None, form=blank, error="",
+                triggers=TRIGGERS, new=True)
+
+
+@bp.post("/save")
+@needs("operator")
+def save() -> Any:
+    form = {k: (request.form.get(k) or "").strip() for k in FIELDS}
+    new_job = request.form.get("new") == "1"
+    if form["job_trigger"] not in TRIGGERS:
+        abort(400, "unknown trigger")
+    try:
+        scheduler.call("add_job" if new_job else "modify_job", username=_user(),
+                       **form)
+    except RuqiError as exc:
+        log("job_add" if new_job else "job_modify", form["job_id"], exc.reason, ok=False)
+        return page("job.html", active="scheduler", job=None if new_job else form, form=form,
+                    error=exc.reason or exc.stat, triggers=TRIGGERS, new=new_job), 400
+    log("job_add" if new_job else "job_modify", form["job_id"],
+        f"{form['job_trigger']} {form['rule']}")
+    return redirect("/console/scheduler/job?" + urlencode({"id": form["job_id"]}))
+
+
+@bp.post("/action")
+@needs("operator")
+def action() -> Any:
+    job_id = request.form.get("job_id") or ""
+    name = request.form.get("action") or ""
+    if name not in ACTIONS:
+        abort(400, "unknown action")
+    path, role = ACTIONS[name]
+    if not g.user.can(role):
+        log("forbidden", f"job {name}", job_id, ok=False)
+        abort(403, f"needs role {role}")
+    try:
+        scheduler.call(path, username=_user(), job_id=job_id)
+    except RuqiError as exc:
+        log(f"job_{name}", job_id, exc.reason, ok=False)
+        abort(400, exc.reason or exc.stat)
+    log(f"job_{name}", job_id)
+    if name == "remove":
+        return redirect("/console/scheduler/")
+    return redirect("/console/scheduler/job?" + urlencode({"id": job_id}))
+
+
+@bp.get("/history")
+@needs("viewer")
+def history() -> Any:
+    job_id = request.args.get("id") or None
+    try:
+        data = scheduler.history(job_id, 1, 30, username=_user())
+    except RuqiError as exc:
+        return page("_history_rows.html", rows=[], total=0, error=exc.reason)
+    return page("_history_rows.html", rows=data["list"], total=data["total"], error="")

@@ -1,0 +1,189 @@
+"""huoyan: sign-in, sessions, CSRF, roles, lockout, JWTs for nginx auth_request, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from canghai_helpers import PASSWORD, SECRET, csrf_of, page_csrf, sign_in
+
+from butterfly_common.settings import SettingsError
+
+TOPIC = "/demo_api/hello"
+
+
+def test_sign_in_and_out(client) -> None:
+    assert client.get("/console/queues").headers["Location"].startswith("/console/login")
+    r = sign_in(client, "vera")
+    assert r.status_code == 302 and r.headers["Location"] == "/console/"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert client.get("/console/queues").status_code == 200
+    client.post("/console/logout", data={"csrf_token": page_csrf(client)})
+    assert client.get("/console/queues").status_code == 302
+
+
+def test_secure_cookie_when_configured(app_for) -> None:
+    from butterfly_canghai import users
+
+    app = app_for(CANGHAI_COOKIE_SECURE="1")
+    users.add_user("ada", PASSWORD, "admin")
+    r = sign_in(app.test_client(), "ada")
+    assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_wrong_password_and_lockout_per_user(client) -> None:
+    for _ in range(5):
+        r = sign_in(client, "vera", "wrong password")
+        assert r.status_code == 200 and 'class="alert"' in r.text
+    r = sign_in(client, "vera")  # right password, but locked now
+    assert r.status_code == 429
+    assert sign_in(client, "otto").status_code == 302  # other users are not locked
+
+
+def test_lockout_per_address(app_for) -> None:
+    from butterfly_canghai import users
+
+    app = app_for(CANGHAI_LOCKOUT_IP_FAILURES="3")
+    users.add_user("ada", PASSWORD, "admin")
+    c = app.test_client()
+    for name in ("x1", "x2", "x3"):
+        sign_in(c, name, "nope-nope")
+    assert sign_in(c, "ada").status_code == 429
+
+
+def test_post_without_csrf_is_refused(client, broker) -> None:
+    sign_in(client, "ada")
+    r = client.post("/console/messages/requeue_all", data={"topic": TOPIC})
+    assert r.status_code == 403
+    r = client.post("/console/messages/requeue_all", data={"topic": TOPIC,
+                                                           "csrf_token": "forged"})
+    assert r.status_code == 403
+    ok = client.post("/console/messages/requeue_all",
+                     data={"topic": TOPIC, "csrf_token": page_csrf(client)})
+    assert ok.status_code == 302
+
+
+def test_viewer_is_refused_server_side(client, broker) -> None:
+    sign_in(client, "vera")
+    csrf = page_csrf(client)
+    for path, data in (("/console/messages/requeue_all", {"topic": TOPIC}),
+                       ("/console/messages/purge", {"topic": TOPIC, "status": "failed"}),
+                       ("/console/users/add", {"username": "eve", "password": "x" * 9,
+                                               "role": "admin"})):
+        assert client.post(path, data={**data, "csrf_token": csrf}).status_code == 403, path
+    from butterfly_canghai import audit
+
+    _, rows = audit.recent(1, 50, "vera", "forbidden")
+    assert len(rows) == 3 and all(r["reqid"] for r in rows)
+
+
+def test_operator_may_requeue_but_not_purge(client, broker) -> None:
+    sign_in(client, "otto")
+    csrf = page_csrf(client)
+    assert client.post("/console/messages/requeue_all",
+                       data={"topic": TOPIC, "csrf_token": csrf}).status_code == 302
+    assert client.post("/console/messages/purge", data={"topic": TOPIC, "status": "failed",
+                                                        "csrf_token": csrf}).status_code == 403
+
+
+def test_pages_escape_payloads(client, broker) -> None:
+    payload = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    broker.heartbeat("w1", [TOPIC])
+    msg_id = broker.publish(TOPIC, {"str_info": payload}).msg_id
+    sign_in(client, "vera")
+    for path in (f"/console/messages?topic={TOPIC}&status=queued",
+                 f"/console/message?id={msg_id}"):
+        html = client.get(path).text
+        assert "<script>alert" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_open_redirect_is_refused(client) -> None:
+    csrf = csrf_of(client.get("/console/login").text)
+    r = client.post("/console/login", data={"username": "vera", "password": PASSWORD,
+                                            "csrf_token": csrf, "next": "//evil.example/"})
+    assert r.headers["Location"] == "/console/"
+
+
+@pytest.mark.parametrize("header", [("Authorization", "Bearer {t}"),
+                                    ("Authorization", "Bearer: {t}"),
+                                    ("Bearer", "{t}")])
+def test_ssologin_and_verification(client, header) -> None:
+    for prefix in ("/auth", "/huoyan"):
+        r = client.post(f"{prefix}/ssologin", json={"username": "otto", "password": PASSWORD})
+        body = r.get_json()
+        assert r.status_code == 200 and body["success"] is True
+        token = body["data"]["butterfly_token"]
+        assert "butterfly_token=" in r.headers["Set-Cookie"]
+        name, form = header
+        ok = client.get(f"{prefix}/verification", headers={name: form.format(t=token)})
+        assert ok.status_code == 200 and ok.headers["Username"] == "otto"
+        assert ok.headers["X-Role"] == "operator"
+
+
+def test_verification_refuses_with_login_url(client) -> None:
+    r = client.get("/auth/verification")
+    assert r.status_code == 401 and r.headers["Location"] == "/auth/ssologin"
+    assert r.get_json()["success"] is False
+    r = client.get("/auth/verification", headers={"Authorization": "Bearer not.a.jwt"})
+    assert r.status_code == 401
+    r = client.post("/auth/ssologin", json={"username": "otto", "password": "wrong-wrong"})
+    assert r.status_code == 401
+
+
+def test_password_change_revokes_tokens(client) -> None:
+    from butterfly_canghai import users
+
+    token = client.post("/auth/ssologin", json={"username": "otto", "password": PASSWORD}
+                        ).get_json()["data"]["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/verification", headers=headers).status_code == 200
+    users.set_password("otto", "another password")
+    assert client.get("/auth/verification", headers=headers).status_code == 401
+
+
+def test_ssologin_from_session_redirects_with_token_cookie(client) -> None:
+    assert client.get("/auth/ssologin").headers["Location"].startswith("/console/login")
+    sign_in(client, "vera")
+    r = client.get("/auth/ssologin?next=/admin/")
+    assert r.status_code == 302 and r.headers["Location"] == "/admin/"
+    assert "butterfly_token=" in r.headers["Set-Cookie"]
+
+
+def test_secret_key_required_outside_development(app_for) -> None:
+    with pytest.raises(SettingsError, match="BUTTERFLY_SECRET_KEY"):
+        app_for(BUTTERFLY_SECRET_KEY="")
+    with pytest.raises(SettingsError, match="at least 32"):
+        app_for(BUTTERFLY_SECRET_KEY="short")
+    app_for(BUTTERFLY_SECRET_KEY="", BUTTERFLY_ENV="development")  # generated local key
+
+
+def test_first_admin_from_environment(app_for) -> None:
+    from butterfly_canghai import users
+
+    app_for(CANGHAI_ADMIN_PASSWORD="first-admin-pw")
+    admin = users.authenticate("admin", "first-admin-pw")
+    assert admin is not None and admin.role == "admin"
+
+
+def test_user_cli(tmp_path) -> None:
+    env = {**os.environ, "BUTTERFLY_DATA_DIR": str(tmp_path), "BUTTERFLY_LOG_DIR": "-",
+           "BUTTERFLY_SECRET_KEY": SECRET}
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "butterfly_common.cli", "user", *args],
+                              input=stdin, capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=60, check=False)
+
+    assert cli("add", "ops", "--role", "operator", "--password-stdin",
+               stdin="pw-of-ops-1\n").returncode == 0
+    assert cli("add", "ops", "--password-stdin", stdin="pw-of-ops-1\n").returncode == 1
+    assert cli("list").stdout.strip() == "ops\toperator"
+    assert cli("passwd", "ops", "--password-stdin", stdin="new-pw-of-ops\n").returncode == 0
+    assert cli("role", "ops", "--role", "admin").returncode == 0
+    assert cli("remove", "ops").returncode == 0
+    assert cli("remove", "ops").returncode == 1
+    assert cli("list").stdout.strip() == ""

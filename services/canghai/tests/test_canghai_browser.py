@@ -1,0 +1,374 @@
+"""The console in a real browser: Playwright driving Debian's chromium against a real fleet.
+
+The fleet is real processes (``butterfly serve``: canghai, core consuming its topics,
+baichuan, ruqi) on a private redis-server. Every page is screenshotted into
+``var/screenshots/``; every test fails on a browser console error or an alert dialog (an
+XSS payload that ran would open one).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from canghai_helpers import ADMIN_TOKEN, SECRET
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from butterfly_common.mq import Broker
+from butterfly_common.redis_client import make_redis
+from butterfly_common.testing import ButterflyService, RedisServer, wait_until
+
+ROOT = Path(__file__).resolve().parents[3]
+SHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+TOPIC = "/demo_api/hello"
+PARKED = "/demo_api/parked"  # a topic nobody serves: messages stay queued
+ADMIN_PW = "admin-password-1"
+VIEWER_PW = "viewer-password-1"
+XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+WAIT_MS = 45_000
+
+
+class Fleet:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer()
+        self.procs: dict[str, ButterflyService] = {}
+
+    def env(self) -> dict[str, str]:
+        return {"BUTTERFLY_REDIS_URL": self.redis.url, "BUTTERFLY_ADMIN_TOKEN": ADMIN_TOKEN,
+                "BUTTERFLY_SECRET_KEY": SECRET, "BUTTERFLY_WORKERS": "1",
+                "BUTTERFLY_THREADS": "4"}
+
+    def start(self, name: str, **env: str) -> ButterflyService:
+        proc = ButterflyService(name, {**self.env(), **env})
+        self.procs[name] = proc.start(60)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.redis.stop()
+
+
+def _failed_message(broker: Broker, data: dict, error: str) -> str:
+    """A dead letter, as a consumer that gave up would leave it."""
+    msg_id = broker.publish(TOPIC, data, force=True).msg_id
+    (msg,) = broker.claim(TOPIC, "crashed-worker", 1)
+    assert msg.id == msg_id
+    broker.fail(msg, error, None, 0.5, retry=False)
+    return msg_id
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("fleet")
+    f = Fleet(tmp)
+    f.redis.start()
+    broker = Broker(make_redis(f.redis.url))
+    try:
+        # dead letters made before core starts, so nobody consumes them first
+        failed = _failed_message(broker, {"str_info": "retry me"}, "ConnectionError: down")
+        xss_failed = _failed_message(broker, {"str_info": XSS}, f"ValueError: {XSS}")
+        baichuan = f.start("baichuan")
+        ruqi = f.start("ruqi")
+        core = f.start("core", BUTTERFLY_CONSUME="1")
+        fleet_file = tmp / "fleet.toml"
+        fleet_file.write_text("".join(
+            f"[service.{name}]\nport = {proc.port}\n\n"
+            for name, proc in (("core", core), ("baichuan", baichuan), ("ruqi", ruqi))),
+            encoding="utf-8")
+        canghai = ButterflyService("canghai", {
+            **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "CANGHAI_FLEET_FILE": str(fleet_file),
+            "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1"})
+        fleet_file.write_text(fleet_file.read_text() + f"[service.canghai]\nport = "
+                              f"{canghai.port}\n", encoding="utf-8")
+        f.procs["canghai"] = canghai.start(60)
+        user = subprocess.run(  # the CLI adds the viewer, in canghai's database
+            [sys.executable, "-m", "butterfly_common.cli", "user", "add", "vic", "--role",
+             "viewer", "--password-stdin"], input=VIEWER_PW + "\n", capture_output=True,
+            text=True, timeout=60, check=False, cwd=canghai.workdir,
+            env={**canghai.env})
+        assert user.returncode == 0, user.stderr
+        yield {"url": canghai.url, "broker": broker, "failed": failed,
+               "xss_failed": xss_failed, "procs": f.procs}
+    finally:
+        f.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page whose console errors, page errors and dialogs are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.problems.append(
+            f"console: {m.text}"))
+        page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        if dialog.type == "confirm":  # our own data-confirm prompts
+            dialog.accept()
+        else:
+            self.problems.append(f"dialog {dialog.type}: {dialog.message}")
+            dialog.dismiss()
+
+
+def _session(browser: Browser, base: str, user: str, password: str,
+             viewport: dict | None = None) -> Watched:
+    ctx = browser.new_context(base_url=base, viewport=viewport or {"width": 1280,
+                                                                   "height": 860})
+    ctx.set_default_timeout(WAIT_MS)
+    w = Watched(ctx.new_page())
+    w.page.goto("/console/lang/en?next=/console/login")
+    w.page.fill("input[name=username]", user)
+    w.page.fill("input[name=password]", password)
+    w.page.click("button[type=submit]")
+    expect(w.page).to_have_url(re.compile(r"/console/$"))
+    return w
+
+
+@pytest.fixture(scope="module")
+def admin(fleet: dict, browser: Browser) -> Iterator[Watched]:
+    w = _session(browser, fleet["url"], "admin", ADMIN_PW)
+    yield w
+    w.page.context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_browser_problems(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "admin" in request.fixturenames:
+        w: Watched = request.getfixturevalue("admin")
+        problems, w.problems[:] = list(w.problems), []
+        assert not problems, problems
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_page_and_overview(fleet: dict, browser: Browser, admin: Watched) -> None:
+    ctx = browser.new_context(base_url=fleet["url"])
+    w = Watched(ctx.new_page())
+    w.page.goto("/console/queues")
+    expect(w.page).to_have_url(re.compile(r"/console/login"))
+    w.page.fill("input[name=username]", "admin")
+    w.page.fill("input[name=password]", "wrong-password")
+    w.page.click("button[type=submit]")
+    expect(w.page.locator(".alert")).to_be_visible()
+    shot(w.page, "login")
+    assert not w.problems, w.problems
+    ctx.close()
+
+    page = admin.page
+    page.goto("/console/")
+    rows = page.locator("#overview-live table tbody tr")
+    expect(rows).to_have_count(4)
+    expect(page.locator("#overview-live .badge-ok")).to_have_count(4)
+    # the sampler feeds the charts: wait for a drawn chart
+    expect(page.locator("#chart-depth .uplot")).to_have_count(1)
+    expect(page.locator("#chart-traffic .uplot")).to_have_count(1)
+    shot(page, "overview")
+
+
+def test_counts_change_without_reload(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    broker.publish(PARKED, {"n": 0}, force=True)
+    page.goto("/console/queues")
+    cell = page.locator(f'tr[data-topic="{PARKED}"] a[data-count="queued"]')
+    before = int(cell.inner_text())
+    page.evaluate("window.__sameDocument = true")
+    for n in range(5):
+        broker.publish(PARKED, {"n": n + 1}, force=True)
+    expect(cell).to_have_text(str(before + 5))
+    assert page.evaluate("window.__sameDocument === true")  # no reload happened
+    shot(page, "queues")
+    page.goto(f"/console/messages?topic={PARKED}&status=queued")
+    strip = page.locator('#message-counts [data-count="queued"]')
+    expect(strip).to_contain_text(str(before + 5))
+    broker.publish(PARKED, {"n": "one more"}, force=True)
+    expect(strip).to_contain_text(str(before + 6))
+
+
+def test_failed_message_requeued_finishes(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    page.goto(f"/console/messages?topic={TOPIC}&status=failed")
+    shot(page, "messages-failed")
+    page.click(f'a[href="/console/message?id={fleet["failed"]}"]')
+    expect(page.locator("[data-status]")).to_have_attribute("data-status", "failed")
+    expect(page.locator('[data-field="error"]')).to_have_text("ConnectionError: down")
+    shot(page, "message-failed")
+    page.click("button:has-text('Requeue')")
+
+    def finished() -> bool:
+        page.reload()
+        return page.locator("[data-status]").get_attribute("data-status") == "finished"
+
+    wait_until(finished, 45, 0.5, "the requeued message finished")
+    expect(page.locator('[data-field="result"]')).to_contain_text('"str_info": "retry me"')
+    shot(page, "message-finished")
+
+
+def test_xss_payloads_render_as_text(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    msg_id = broker.publish(TOPIC, {"str_info": XSS}).msg_id
+    wait_until(lambda: broker.get(msg_id).status == "finished", 45, 0.1, "xss message done")
+    page.goto(f"/console/message?id={msg_id}")
+    expect(page.locator('[data-field="data"]')).to_contain_text(XSS)
+    expect(page.locator('[data-field="result"]')).to_contain_text(XSS)
+    page.goto(f"/console/message?id={fleet['xss_failed']}")
+    expect(page.locator('[data-field="error"]')).to_have_text(f"ValueError: {XSS}")
+    page.goto(f"/console/messages?topic={TOPIC}&status=finished")
+    expect(page.locator('td[data-field="data"]', has_text="<script>").first).to_be_visible()
+    assert page.locator("main img").count() == 0  # the <img onerror> never became an element
+    page.wait_for_timeout(300)  # give a smuggled handler time to fire (it must not)
+    assert not admin.problems
+
+
+def test_post_without_csrf_is_refused(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    page.goto("/console/queues")
+    r = page.request.post("/console/messages/requeue_all", form={"topic": TOPIC})
+    assert r.status == 403
+    r = page.request.post("/canghai/msg_delete", data={"msg_id": fleet["failed"]})
+    assert r.status == 403 and "CSRF" in r.headers["x-reason"]
+
+
+def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    page.goto("/console/scheduler/new")
+    page.fill("input[name=job_id]", "tick")
+    page.fill("input[name=job_name]", "tick every second")
+    page.select_option("select[name=job_trigger]", "interval")
+    page.fill("input[name=rule]", "1s")
+    page.fill("input[name=cmd]", TOPIC + '#{"str_info": "tick"}')
+    shot(page, "scheduler-new")
+    page.click("form.form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console/scheduler/job\?id=tick"))
+    history = page.locator("#job-history [data-history-total]")
+
+    def grown() -> bool:
+        return history.count() == 1 and int(history.get_attribute("data-history-total")) >= 2
+
+    wait_until(grown, 60, 0.5, "the job's history grew without a reload")
+    shot(page, "scheduler-job")
+    page.goto("/console/scheduler/")
+    expect(page.locator("td", has_text="tick every second")).to_be_visible()
+    shot(page, "scheduler")
+    page.goto("/console/scheduler/job?id=tick")
+    page.click("button[value=pause]")
+    expect(page.locator("button[value=resume]")).to_be_visible()
+
+
+def test_charts_count_processed_messages(fleet: dict, admin: Watched) -> None:
+    """The sampler turned core's /metrics (QUEUE calls) into per-minute buckets."""
+    page = admin.page
+
+    def processed() -> float:
+        series = page.request.get("/console/series.json?range=hour").json()
+        return sum(series["processed"])
+
+    wait_until(lambda: processed() >= 2, 60, 0.5, "processed messages in the chart data")
+    page.goto("/console/")
+    expect(page.locator("#chart-traffic .uplot")).to_have_count(1)
+    shot(page, "overview")
+
+
+def test_purge_confirm_shows_how_many(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    queued = broker.counts(PARKED)["queued"]
+    page.goto(f"/console/messages?topic={PARKED}&status=queued")
+    page.click("a.button.danger")
+    expect(page.locator("[data-purge-count]")).to_have_attribute("data-purge-count",
+                                                                 str(queued))
+    shot(page, "purge-confirm")
+    page.click("button.danger")
+    expect(page).to_have_url(re.compile(r"/console/messages\?"))
+    assert broker.counts(PARKED)["queued"] == 0
+
+
+def test_other_pages(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    for path, name in (("/console/consumers", "consumers"), ("/console/audit", "audit"),
+                       ("/console/users", "users")):
+        page.goto(path)
+        expect(page.locator("main h1")).to_be_visible()
+        shot(page, name)
+    page.goto("/console/consumers")
+    expect(page.locator("#consumer-rows .badge-ok").first).to_be_visible()
+    page.goto("/console/audit")
+    for action in ("sign_in", "requeue", "job_add", "purge"):
+        expect(page.locator("td", has_text=action).first).to_be_visible()
+    page.goto("/console/lang/zh?next=/console/queues")
+    expect(page.locator("main h1")).to_contain_text("队列")
+    shot(page, "queues-zh")
+    page.goto("/console/lang/en?next=/console/queues")
+
+
+def test_phone_layout(fleet: dict, browser: Browser) -> None:
+    w = _session(browser, fleet["url"], "admin", ADMIN_PW, {"width": 390, "height": 844})
+    for path, name in (("/console/", "phone-overview"), (f"/console/messages?topic={TOPIC}"
+                                                        "&status=finished", "phone-messages")):
+        w.page.goto(path)
+        expect(w.page.locator("main h1")).to_be_visible()
+        width = w.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"{path} scrolls sideways on a phone ({width}px)"
+        shot(w.page, name)
+    w.page.keyboard.press("Tab")  # the skip link is the first stop
+    assert w.page.evaluate("document.activeElement.className") == "skip"
+    assert not w.problems, w.problems
+    w.page.context.close()
+
+
+def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> None:
+    w = _session(browser, fleet["url"], "vic", VIEWER_PW)
+    page = w.page
+    page.goto(f"/console/messages?topic={TOPIC}&status=failed")
+    expect(page.locator("main h1")).to_be_visible()
+    assert page.locator("main button[name=action], main .danger, "
+                        "form[action$=requeue_all], input[name=ids]").count() == 0
+    page.goto(f"/console/message?id={fleet['xss_failed']}")
+    assert page.locator("main form").count() == 0
+    page.goto("/console/scheduler/job?id=tick")
+    assert page.locator("button[value=run], button[value=remove], form.form").count() == 0
+    shot(page, "viewer-message")
+    csrf = page.evaluate("document.querySelector('input[name=csrf_token]').value")
+    for path, form in (("/console/message/requeue", {"id": fleet["xss_failed"]}),
+                       ("/console/messages/purge", {"topic": TOPIC, "status": "failed"}),
+                       ("/console/scheduler/action", {"job_id": "tick", "action": "run"})):
+        r = page.request.post(path, form={**form, "csrf_token": csrf})
+        assert r.status == 403, path
+    r = requests.post(f"{fleet['url']}/canghai/queue_empty", timeout=10,
+                      json={"queue_name": TOPIC, "registry_name": "failed"})
+    assert r.status_code == 401
+    assert not w.problems, w.problems
+    w.page.context.close()
+
+
+def test_screenshots_exist() -> None:
+    names = {p.stem for p in SHOTS.glob("*.png")}
+    for name in ("login", "overview", "queues", "messages-failed", "message-failed",
+                 "consumers", "scheduler", "scheduler-job", "audit", "users"):
+        assert name in names, name
+    assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

@@ -1,0 +1,112 @@
+"""Console pages over HTTP: sorting and filtering, bad input as 4xx, the sampler's buckets."""
+
+from __future__ import annotations
+
+import re
+
+from canghai_helpers import sign_in
+
+from butterfly_common.mq import Broker
+
+TOPICS = ("/a/one", "/b/two", "/c/three")
+
+
+def _topics(broker: Broker) -> None:
+    for n, topic in enumerate(TOPICS):
+        for i in range(n + 1):
+            broker.publish(topic, {"i": i}, force=True)
+
+
+def _order(html: str) -> list[str]:
+    return re.findall(r'<tr data-topic="([^"]+)"', html)
+
+
+def test_queues_sort_and_filter(client, broker) -> None:
+    _topics(broker)
+    sign_in(client, "vera")
+    assert _order(client.get("/console/queues").text) == list(TOPICS)
+    assert _order(client.get("/console/queues?sort=queued&desc=1").text) == list(TOPICS[::-1])
+    rows = client.get("/console/queues/rows?q=TWO&sort=topic").text
+    assert _order(rows) == ["/b/two"]
+    assert 'hx-get="/console/queues/rows?q=TWO&amp;sort=topic&amp;desc=0"' in rows
+
+
+def test_bad_input_is_a_4xx(client, broker) -> None:
+    sign_in(client, "ada")
+    assert client.get("/console/messages?topic=/a/one&status=nope").status_code == 400
+    assert client.get("/console/messages?topic=bad%20topic").status_code == 400
+    assert client.get("/console/message?id=NOPE").status_code == 404
+    assert client.get("/console/messages?id=NOPE").status_code == 404
+    assert client.get("/console/messages/purge?topic=/a/one&status=nope").status_code == 400
+    assert client.get("/console/messages?topic=/a/one&page=x&size=-3").status_code == 200
+    assert client.get("/console/lang/fr").status_code == 404
+
+
+def test_login_keeps_the_whole_next_url(client) -> None:
+    r = client.get("/console/messages?topic=/a/one&status=failed")
+    assert r.headers["Location"] == ("/console/login?next=/console/messages%3Ftopic%3D/a/one"
+                                     "%26status%3Dfailed")
+
+
+def test_message_counts_strip(client, broker) -> None:
+    _topics(broker)
+    sign_in(client, "vera")
+    html = client.get("/console/messages/counts?topic=/b/two&status=queued").text
+    assert 'data-count="queued">Queued 2<' in html or 'data-count="queued">排队 2<' in html
+    assert client.get("/console/messages/counts?topic=bad%20one").status_code == 400
+
+
+def test_purge_confirm_shows_the_count(client, broker) -> None:
+    _topics(broker)
+    sign_in(client, "ada")
+    html = client.get("/console/messages/purge?topic=/c/three&status=queued").text
+    assert 'data-purge-count="3"' in html
+
+
+def test_sampler_buckets(app, redis) -> None:
+    from butterfly_canghai import sampler
+    from butterfly_canghai.config import current
+
+    broker = Broker(redis)
+    broker.publish("/a/one", {}, force=True)
+    s = sampler.Sampler(redis, current())
+    now = 1_800_000_000.0
+    assert s.sample(now) is True
+    assert s.sample(now) is False  # the same tick is sampled once across processes
+    series = sampler.read_series(redis, 1, now)
+    assert len(series["t"]) == 60 and series["queued"][-1] == 1
+    assert series["processed"] == [0] * 60 and series["started"][-2] is None
+    old = int(now // 60) * 60 - 2 * 86400
+    redis.hset(sampler.series_key("queued"), str(old), 5)
+    s.trim(int(now) - 86400)
+    assert str(old) not in redis.hkeys(sampler.series_key("queued"))
+
+
+def test_queue_counters_from_metrics_text() -> None:
+    from butterfly_canghai.sampler import queue_counters
+
+    text = ('# TYPE butterfly_requests_total counter\n'
+            'butterfly_requests_total{method="QUEUE",route="/a",stat="OK"} 7.0\n'
+            'butterfly_requests_total{method="QUEUE",route="/a",stat="ERR_X"} 2.0\n'
+            'butterfly_requests_total{method="GET",route="/a",stat="OK"} 100.0\n')
+    assert queue_counters(text) == (9.0, 2.0)
+
+
+def test_topic_counts_through_twemproxy_with_cold_shards(nutcracker) -> None:
+    """Twemproxy spreads the topics over two shards that never saw the script: every
+    count still comes back right, in a few pipelines rather than one call per topic."""
+    from butterfly_canghai import queues
+    from butterfly_common.redis_client import make_redis
+
+    client = make_redis(nutcracker.url)
+    broker = Broker(client)
+    topics = [f"/spread/t{i:02d}" for i in range(40)]
+    for n, topic in enumerate(topics):
+        for _ in range(n % 4 + 1):
+            broker.publish(topic, {}, force=True)
+    broker.heartbeat("w1", topics[:3])
+    for port in nutcracker.shard_ports:
+        make_redis(f"redis://127.0.0.1:{port}/0").script_flush()
+    rows = {r.topic: r for r in queues.topic_counts(broker)}
+    assert [rows[t].counts["queued"] for t in topics] == [n % 4 + 1 for n in range(40)]
+    assert [rows[t].consumers for t in topics[:4]] == [1, 1, 1, 0]

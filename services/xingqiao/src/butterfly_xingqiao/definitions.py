@@ -1,0 +1,224 @@
+"""Flow definitions: the task spec, its validation, and the plugin base class.
+
+A flow type is a list of :class:`TaskSpec` - written by a Python plugin's ``workflow()``
+through ``add_task`` (the original's shape) or posted as JSON (``flow_type_create``). Both
+go through :func:`validate`, which names the task in every error, so a bad definition is
+refused when it is created, never half-way through a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from butterfly_common.mq.keys import check_topic
+
+TRIGGER_RULES = ("all_success", "all_done", "one_failed")
+BACKOFFS = ("fixed", "exponential")
+MAX_TASKS = 500
+MAX_RETRIES = 100
+MAX_LABEL = 64
+MAX_CMD = 128
+ALL_TASKDATA = "all_taskdata"
+
+
+class DefinitionError(ValueError):
+    """A flow definition is invalid; ``errors`` has one line per problem, each naming the
+    task (``task <label>: ...``)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class TaskSpec:
+    """One task as defined: what to call, with which data, under which policy."""
+
+    label: str
+    cmd: str
+    params: dict[str, Any] | None = None
+    requires: list[str] = field(default_factory=list)
+    provides: list[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+    retrymax: int = 0
+    is_save: bool = False
+    timeout: float | None = None
+    extra: dict[str, Any] | None = None
+    retry_delay: float | None = None
+    retry_backoff: str = "fixed"
+    trigger_rule: str = "all_success"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SPEC_KEYS = frozenset(TaskSpec.__dataclass_fields__)
+
+
+def _names(value: Any) -> list[str] | None:
+    """A list of names given as a list of str or a comma-separated str (as stored)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    return None
+
+
+def spec_from_dict(raw: Any, index: int) -> TaskSpec:
+    """A TaskSpec from one JSON task object; DefinitionError naming it when malformed."""
+    if not isinstance(raw, dict):
+        raise DefinitionError([f"task #{index}: must be an object"])
+    name = raw.get("label") if isinstance(raw.get("label"), str) else f"#{index}"
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    errors = [f"task {name}: unknown keys {', '.join(unknown)}"] if unknown else []
+    for key in ("label", "cmd"):
+        if key not in raw:
+            errors.append(f"task {name}: {key} is required")
+    if errors:
+        raise DefinitionError(errors)
+    return TaskSpec(**{k: raw[k] for k in raw})
+
+
+def _check_task(spec: TaskSpec) -> list[str]:
+    errs: list[str] = []
+    who = f"task {spec.label}"
+    if not isinstance(spec.label, str) or not spec.label or len(spec.label) > MAX_LABEL \
+            or "," in spec.label or not spec.label.isprintable():
+        return [f"task {spec.label!r}: label must be 1..{MAX_LABEL} printable chars, no comma"]
+    try:
+        if not isinstance(spec.cmd, str) or len(spec.cmd) > MAX_CMD:
+            raise ValueError(f"cmd must be a str of <= {MAX_CMD} chars")
+        check_topic(spec.cmd)
+        if not spec.cmd.startswith("/") or spec.cmd.count("/") != 2:
+            raise ValueError(f"cmd must be a handler path /app/handler, not {spec.cmd!r}")
+    except ValueError as exc:
+        errs.append(f"{who}: {exc}")
+    for key in ("requires", "provides", "dependencies"):
+        names = _names(getattr(spec, key))
+        if names is None:
+            errs.append(f"{who}: {key} must be a list of names")
+        else:
+            setattr(spec, key, names)
+    for key in ("params", "extra"):
+        if getattr(spec, key) is not None and not isinstance(getattr(spec, key), dict):
+            errs.append(f"{who}: {key} must be an object")
+    if isinstance(spec.retrymax, bool) or not isinstance(spec.retrymax, int) \
+            or not 0 <= spec.retrymax <= MAX_RETRIES:
+        errs.append(f"{who}: retrymax must be a whole number 0..{MAX_RETRIES}")
+    for key in ("timeout", "retry_delay"):
+        value = getattr(spec, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0 or (key == "timeout" and value == 0)):
+            errs.append(f"{who}: {key} must be a number of seconds > 0")
+    if not isinstance(spec.is_save, bool):
+        errs.append(f"{who}: is_save must be true or false")
+    if spec.retry_backoff not in BACKOFFS:
+        errs.append(f"{who}: retry_backoff must be one of {', '.join(BACKOFFS)}")
+    if spec.trigger_rule not in TRIGGER_RULES:
+        errs.append(f"{who}: trigger_rule must be one of {', '.join(TRIGGER_RULES)}")
+    return errs
+
+
+def _cycle(specs: dict[str, TaskSpec]) -> list[str] | None:
+    """One dependency cycle as a label path, or None (iterative DFS: deep flows are fine)."""
+    color: dict[str, int] = {}
+    for root in specs:
+        if color.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            label, i = stack.pop()
+            if i == 0:
+                color[label] = 1
+                path.append(label)
+            deps = [d for d in specs[label].dependencies if d in specs]
+            if i < len(deps):
+                stack.append((label, i + 1))
+                dep = deps[i]
+                if color.get(dep) == 1:
+                    return [*path[path.index(dep):], dep]
+                if not color.get(dep):
+                    stack.append((dep, 0))
+            else:
+                color[label] = 2
+                path.pop()
+    return None
+
+
+def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
+    """Check a whole flow; DefinitionError listing every problem, each naming its task."""
+    if not specs:
+        raise DefinitionError(["a flow needs at least one task"])
+    if len(specs) > MAX_TASKS:
+        raise DefinitionError([f"a flow has at most {MAX_TASKS} tasks, not {len(specs)}"])
+    errors: list[str] = []
+    by_label: dict[str, TaskSpec] = {}
+    for spec in specs:
+        errors += _check_task(spec)
+        if spec.label in by_label:
+            errors.append(f"task {spec.label}: label used twice")
+        by_label[spec.label] = spec
+    for spec in specs:
+        for dep in spec.dependencies if isinstance(spec.dependencies, list) else []:
+            if dep == spec.label:
+                errors.append(f"task {spec.label}: depends on itself")
+            elif dep not in by_label:
+                errors.append(f"task {spec.label}: unknown dependency {dep}")
+    if not errors:
+        cycle = _cycle(by_label)
+        if cycle:
+            errors.append(f"task {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+    if errors:
+        raise DefinitionError(errors)
+    return specs
+
+
+def unserved_warnings(specs: list[TaskSpec], known_topics: set[str]) -> list[str]:
+    """Warnings for tasks whose topic no consumer has ever served (maybe a typo)."""
+    return [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
+            for s in specs if s.cmd not in known_topics]
+
+
+class Workflow:
+    """Base class of a Python flow type (the original's ``WorkflowRunner``).
+
+    Override :meth:`params_check` (read ``self.job_extra``, raise to refuse the flow) and
+    :meth:`workflow` (call :meth:`add_task` per task). One instance per create_job.
+    """
+
+    def __init__(self, job_extra: dict[str, Any]) -> None:
+        self.job_extra = job_extra
+        self.tasks: list[TaskSpec] = []
+
+    def params_check(self) -> None:
+        """Refuse a bad ``job_extra`` by raising (the message becomes the x-reason)."""
+
+    def workflow(self) -> None:
+        raise NotImplementedError("a flow type defines workflow()")
+
+    def add_task(self, label: str, cmd: str, params: dict | None = None,
+                 requires: list[str] | None = None, provides: list[str] | None = None,
+                 dependencies: list[str] | None = None, retrymax: int = 0,
+                 is_save: bool = False, timeout: float | None = None,
+                 extra: dict | None = None, *, retry_delay: float | None = None,
+                 retry_backoff: str = "fixed", trigger_rule: str = "all_success") -> TaskSpec:
+        """Add one task: the original's parameters, then the new policy keywords."""
+        spec = TaskSpec(label, cmd, params, list(requires or []), list(provides or []),
+                        list(dependencies or []), retrymax, is_save, timeout or None, extra,
+                        retry_delay, retry_backoff, trigger_rule)
+        self.tasks.append(spec)
+        return spec
+
+    def build(self) -> list[TaskSpec]:
+        """params_check, workflow, validate: the tasks of one new flow."""
+        self.params_check()
+        self.workflow()
+        return validate(self.tasks)
+
+
+#: The original's class name, so its plugins keep working.
+WorkflowRunner = Workflow

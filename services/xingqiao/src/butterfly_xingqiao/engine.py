@@ -1,0 +1,256 @@
+"""The event-driven engine: dispatch ready tasks, apply each attempt's outcome, end flows.
+
+Nothing here sleeps or loops on a timer. A task's message is published with
+``notify=/xingqiao/task_notice``; the notice (``on_notice``) reads the message's recorded
+outcome, moves the task (CAS, ``store.py``) and - in the same step - dispatches the
+dependents that became ready and ends the flow when no task can move any more. The sweep
+(``sweep.py``) calls the same functions for notices that never came.
+
+Message ids are derived from the task and its attempt (``xq<job>.<salt>.<task>.<run>``),
+and publishing an id twice queues nothing: a dispatch that crashed between its CAS and
+its publish is simply published again by the sweep, never run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from butterfly_common import mq, retstat
+from butterfly_common.mq import FAILED, FINISHED, Message
+
+from . import dataflow, store
+from .config import NOTICE_TOPIC, get_config
+from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
+from .models import Job, Task, dumps, loads, now_dt, split_list
+
+log = logging.getLogger("butterfly.xingqiao")
+
+ERR_TASK_PARAMS = "ERR_TASK_REQUIRES_MISSING"
+ERR_TASK_PROVIDES = "ERR_TASK_PROVIDES_MISSING"
+ERR_TASK_TIMEOUT = "ERR_TASK_TIMEOUT"
+ERR_JOB_EXE_FAILED = "ERR_JOB_EXE_FAILED"
+ERR_JOB_EXE_TIMEOUT = "ERR_JOB_EXE_TIMEOUT"
+#: How the consumer words the error of a handler it interrupted at the message's timeout.
+CONSUMER_TIMEOUT = "timeout after "
+
+
+def msg_id_of(job: Job, task: Task, run: int) -> str:
+    return f"xq{job.job_id}.{job.job_token}.{task.task_id}.{run}"
+
+
+def tasks_of(job_id: int) -> list[Task]:
+    return list(Task.select().where(Task.job_id == job_id).order_by(Task.task_id))
+
+
+# -- dispatching --------------------------------------------------------------------------
+
+def _params_for(job: Job, task: Task, by_label: dict[str, Task]) -> tuple[dict, list[str]]:
+    deps = [by_label[label] for label in split_list(task.task_dependencies)
+            if label in by_label]
+    results = [loads(d.ret_data, {}) for d in deps if d.task_status == "finished"]
+    return dataflow.resolve(loads(task.task_params), split_list(task.task_requires),
+                            results, loads(job.job_extra, {}), loads(task.task_extra, {}))
+
+
+def _publish(job: Job, task: Task, params: dict[str, Any], delay: float = 0.0) -> None:
+    """Queue the current attempt of ``task`` (idempotent: its id is the attempt's)."""
+    cfg = get_config()
+    mq.broker().publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
+                        timeout=task.task_timeout or cfg.task_timeout, max_retries=0,
+                        result_ttl=cfg.result_ttl, failure_ttl=cfg.result_ttl,
+                        reqid=job.job_reqid or None, force=True, notify=NOTICE_TOPIC)
+
+
+def _deadline(task: Task, delay: float) -> float | None:
+    return time.time() + delay + task.task_timeout if task.task_timeout else None
+
+
+def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
+    """waiting -> pending (CAS, only while the flow runs) -> publish -> started."""
+    params, missing = _params_for(job, task, by_label)
+    if missing:
+        return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
+                               task_reason=f"task {task.task_label}: required names not "
+                                           f"found: {', '.join(missing)}")
+    run = task.task_run + 1
+    msg_id = msg_id_of(job, task, run)
+    if not store.move_task(task, "dispatch", job_started=True, task_run=run,
+                           task_reqid=msg_id, task_deadline=_deadline(task, 0.0)):
+        return False
+    try:
+        _publish(job, task, params)
+    except RedisError as exc:  # stays pending: the sweep publishes it again
+        log.warning("publishing %s failed (the sweep retries): %s", msg_id, exc)
+        return True
+    if not store.move_task(task, "sent", msg_id=msg_id):
+        fresh = Task.get_or_none(Task.task_id == task.task_id)
+        if fresh is not None and fresh.task_status in ("canceled", "timed_out"):
+            mq.broker().delete(task.task_cmd, msg_id)  # the flow stopped meanwhile: fence
+    return True
+
+
+def advance(job_id: int, job: Job | None = None) -> str:
+    """Dispatch every ready task, skip the unreachable ones, end the flow when nothing
+    can move any more. Safe to call any number of times from anywhere (CAS): ``job`` may
+    be stale, every dispatch re-checks that the flow still runs."""
+    job = job or Job.get_or_none(Job.job_id == job_id)
+    if job is None or job.job_status != "started" or not job.is_valid:
+        return job.job_status if job else "missing"
+    tasks = tasks_of(job_id)
+    by_label = {t.task_label: t for t in tasks}
+    moved = True
+    while moved:  # skips cascade; a failed dispatch can make others ready
+        moved = False
+        for task in tasks:
+            if task.task_status != "waiting":
+                continue
+            deps = [by_label[d].task_status for d in split_list(task.task_dependencies)
+                    if d in by_label]
+            verdict = dataflow.readiness(task.task_trigger_rule, deps)
+            if verdict == dataflow.READY:
+                moved |= dispatch(job, task, by_label) and task.task_status in TASK_DONE
+            elif verdict == dataflow.SKIP:
+                moved |= store.move_task(task, "skip", job_started=True,
+                                         task_reason=f"trigger rule {task.task_trigger_rule} "
+                                                     "cannot be met")
+    return _verdict(job, tasks)
+
+
+def _verdict(job: Job, tasks: list[Task]) -> str:
+    if any(t.task_status not in TASK_DONE for t in tasks):
+        return "started"
+    now = time.time()
+    saved: Any = None
+    for t in tasks:
+        if t.task_is_save and t.task_status == "finished":
+            data = dataflow.saved_data(loads(t.ret_data, {}))
+            saved = {**saved, **data} if isinstance(saved, dict) and isinstance(data, dict) \
+                else data
+    bad = [t.task_label for t in tasks if t.task_status in TASK_BAD]
+    fields = {"e_time": now_dt(), "job_cost": round(now - job.s_ts, 6),
+              "ret_data": dumps(saved if saved is not None else {})}
+    if bad:
+        store.move_job(job, "fail", ret_stat=ERR_JOB_EXE_FAILED, **fields)
+    else:
+        store.move_job(job, "finish", ret_stat=retstat.OK, **fields)
+    return job.job_status
+
+
+# -- outcomes -----------------------------------------------------------------------------
+
+def _retry_delay(task: Task) -> float:
+    cfg = get_config()
+    base = task.task_retry_delay if task.task_retry_delay is not None else cfg.retry_delay
+    if task.task_retry_backoff == "exponential":
+        base *= 2 ** task.task_retrycount
+    return min(base, cfg.max_retry_delay)
+
+
+def _failed_attempt(job: Job, task: Task, msg_id: str, stat: str, reason: str,
+                    result: dict | None, cost: float, final_event: str = "fail") -> bool:
+    """Retry when the policy allows, else end the task (``fail`` or ``time_out``)."""
+    common: dict[str, Any] = {
+        "ret_stat": stat, "ret_data": dumps(result) if result is not None else None,
+        "task_cost": cost, "task_reason": reason}
+    if task.task_retrycount < task.task_retrymax:
+        delay = _retry_delay(task)
+        run = task.task_run + 1
+        new_id = msg_id_of(job, task, run)
+        if not store.move_task(task, "retry", msg_id=msg_id, job_started=True, task_run=run,
+                               task_reqid=new_id, task_retrycount=task.task_retrycount + 1,
+                               task_due=time.time() + delay,
+                               task_deadline=_deadline(task, delay), **common):
+            return False
+        job_tasks = {t.task_label: t for t in tasks_of(job.job_id)}
+        try:
+            _publish(job, task, _params_for(job, task, job_tasks)[0], delay)
+        except RedisError as exc:
+            log.warning("publishing retry %s failed (the sweep retries): %s", new_id, exc)
+        return True
+    return store.move_task(task, final_event, msg_id=msg_id, **common)
+
+
+def apply_outcome(task: Task, msg: Message, job: Job | None = None) -> bool:
+    """Move ``task`` by the recorded outcome of its current message; False when there is
+    nothing to do (not ended yet, a stale attempt, or someone else already moved it)."""
+    if task.task_status not in TASK_ACTIVE or msg.id != task.task_reqid \
+            or msg.status not in (FINISHED, FAILED):
+        return False
+    job = job or Job.get_or_none(Job.job_id == task.job_id)
+    if job is None or job.job_status != "started":
+        return False
+    result = msg.result if isinstance(msg.result, dict) else {}
+    stat = str(result.get("stat", retstat.ERR_SERVER_EXCEPTION))
+    if msg.status == FINISHED and stat == retstat.OK:
+        missing = sorted(set(split_list(task.task_provides)) - set(result))
+        if not missing:
+            moved = store.move_task(task, "succeed", msg_id=msg.id, ret_stat=stat,
+                                    ret_data=dumps(result), task_cost=msg.cost,
+                                    task_reason=None)
+        else:
+            moved = _failed_attempt(job, task, msg.id, ERR_TASK_PROVIDES,
+                                    f"task {task.task_label}: result lacks provides: "
+                                    f"{', '.join(missing)}", result, msg.cost)
+    elif msg.status == FAILED and msg.error.startswith(CONSUMER_TIMEOUT):
+        # the consumer interrupted the handler at the message's timeout: the same verdict
+        # as the sweep's deadline, whichever of the two sees it first
+        moved = _failed_attempt(job, task, msg.id, ERR_TASK_TIMEOUT,
+                                f"task {task.task_label}: no result within "
+                                f"{task.task_timeout or msg.timeout:g}s", result, msg.cost,
+                                final_event="time_out")
+    else:
+        reason = (msg.error or f"handler answered {stat}").splitlines()[0][:500]
+        moved = _failed_attempt(job, task, msg.id, stat, f"task {task.task_label}: {reason}",
+                                result, msg.cost)
+    if moved and task.task_status in TASK_DONE:
+        advance(task.job_id, job)
+    return moved
+
+
+def on_notice(msg_id: str, topic: str) -> str:
+    """A completion notice: re-read the message (the notice is only a hint, so a forged
+    or repeated one changes nothing) and advance its flow."""
+    drop = get_config().drop_notices
+    if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
+        return "dropped"
+    row = (Task.select(Task, Job).join(Job, on=(Task.job_id == Job.job_id), attr="flow")
+           .where(Task.task_reqid == msg_id).first())  # task and flow in one query
+    if row is None or row.task_cmd != topic:
+        return "unknown"
+    msg = mq.broker().get(msg_id, topic)
+    if msg is None:
+        return "missing"
+    return "applied" if apply_outcome(row, msg, row.flow) else "ignored"
+
+
+def timed_out(task: Task, msg: Message | None) -> bool:
+    """The current attempt ran past its deadline: fence its message, retry or end it."""
+    job = Job.get_or_none(Job.job_id == task.job_id)
+    if job is None or job.job_status != "started":
+        return False
+    mq.broker().delete(task.task_cmd, task.task_reqid)
+    moved = _failed_attempt(job, task, task.task_reqid, ERR_TASK_TIMEOUT,
+                            f"task {task.task_label}: no result within "
+                            f"{task.task_timeout:g}s", msg.result if msg else None,
+                            msg.cost if msg else 0.0, final_event="time_out")
+    if moved and task.task_status in TASK_DONE:
+        advance(task.job_id)
+    return moved
+
+
+def republish(task: Task) -> bool:
+    """Publish the current attempt again (its message never made it to the queue)."""
+    job = Job.get_or_none(Job.job_id == task.job_id)
+    if job is None or job.job_status != "started":
+        return False
+    by_label = {t.task_label: t for t in tasks_of(job.job_id)}
+    delay = max(0.0, (task.task_due or 0.0) - time.time())
+    _publish(job, task, _params_for(job, task, by_label)[0], delay)
+    if task.task_status == "pending":
+        store.move_task(task, "sent", msg_id=task.task_reqid)
+    return True

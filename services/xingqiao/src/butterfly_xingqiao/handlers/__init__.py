@@ -1,0 +1,1 @@
+"""Xingqiao's HTTP apps (one: ``/xingqiao/*``)."""

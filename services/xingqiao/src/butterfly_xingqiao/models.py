@@ -1,0 +1,138 @@
+"""Xingqiao's tables: flows ("jobs", the original's ``workflow_job``), their tasks
+(``workflow_task``) and declarative flow types (``workflow_flow_type``).
+
+Column names follow the original so its admin pages and SQL keep working; the columns it
+stored but never used (``task_retrymax``, ``task_timeout``) now drive the engine, and the
+new ones carry the engine's bookkeeping: ``task_run`` (which attempt's message is current:
+the message id is derived from it, so re-publishing an attempt is idempotent),
+``task_deadline`` / ``task_due`` (epoch seconds the sweep compares) and ``u_ts`` (when the
+task last moved, so the sweep leaves fresh tasks to their notices).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import peewee
+
+from butterfly_common import db
+
+
+def now_dt() -> dt.datetime:
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def split_list(text: str | None) -> list[str]:
+    """The original stored label/name lists comma-separated; so do we."""
+    return [part for part in (text or "").split(",") if part]
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db.database
+        legacy_table_names = False
+
+
+class Job(BaseModel):
+    """One flow run. ``job_status``: started | finished | failed | canceled | timed_out."""
+
+    job_id = peewee.BigAutoField()
+    job_namespace = peewee.CharField(max_length=64, index=True)
+    job_reqid = peewee.CharField(max_length=32, default="")
+    job_name = peewee.CharField(max_length=64, unique=True)
+    job_status = peewee.CharField(max_length=16, default="started", index=True)
+    job_type = peewee.CharField(max_length=64)
+    #: 0 for a plugin type, else the version of the JSON flow type it was built from.
+    job_type_version = peewee.IntegerField(default=0)
+    ret_stat = peewee.CharField(max_length=64, default="OK")
+    ret_data = peewee.TextField(null=True)
+    job_cost = peewee.DoubleField(default=0.0)
+    job_extra = peewee.TextField(null=True)
+    job_timeout = peewee.IntegerField(default=3600)
+    #: Run counter: 1 at create, +1 per retry_job / rerun_task (the original's pass id).
+    exe_id = peewee.IntegerField(default=1)
+    #: Random salt of this flow's message ids (a wiped DB never reuses a live id).
+    job_token = peewee.CharField(max_length=16, default="")
+    operator = peewee.CharField(max_length=128, default="-")
+    job_client = peewee.CharField(max_length=64, default="")
+    is_valid = peewee.BooleanField(default=False)
+    c_time = peewee.DateTimeField(default=now_dt, index=True)
+    s_time = peewee.DateTimeField(default=now_dt)
+    e_time = peewee.DateTimeField(null=True)
+    #: Epoch seconds the current run started (job_timeout counts from here).
+    s_ts = peewee.DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "workflow_job"
+
+
+class Task(BaseModel):
+    """One task of a flow: a call of ``task_cmd`` (a topic) with resolved params."""
+
+    task_id = peewee.BigAutoField()
+    job_id = peewee.BigIntegerField(index=True)
+    task_label = peewee.CharField(max_length=64)
+    #: Message id of the current attempt ("" before the first dispatch).
+    task_reqid = peewee.CharField(max_length=200, default="", index=True)
+    task_cmd = peewee.CharField(max_length=128)
+    task_params = peewee.TextField(null=True)
+    task_requires = peewee.TextField(default="")
+    task_provides = peewee.TextField(default="")
+    task_dependencies = peewee.TextField(default="")
+    task_status = peewee.CharField(max_length=16, default="waiting", index=True)
+    task_cost = peewee.DoubleField(default=0.0)
+    task_extra = peewee.TextField(null=True)
+    task_is_save = peewee.BooleanField(default=False)
+    ret_stat = peewee.CharField(max_length=64, null=True)
+    ret_data = peewee.TextField(null=True)
+    task_retrymax = peewee.IntegerField(default=0)
+    task_retrycount = peewee.IntegerField(default=0)
+    task_retry_delay = peewee.DoubleField(null=True)
+    task_retry_backoff = peewee.CharField(max_length=16, default="fixed")
+    task_timeout = peewee.DoubleField(null=True)
+    task_trigger_rule = peewee.CharField(max_length=16, default="all_success")
+    task_run = peewee.IntegerField(default=0)
+    task_reason = peewee.TextField(null=True)
+    task_deadline = peewee.DoubleField(null=True)
+    task_due = peewee.DoubleField(null=True)
+    c_time = peewee.DateTimeField(default=now_dt)
+    u_time = peewee.DateTimeField(default=now_dt)
+    u_ts = peewee.DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "workflow_task"
+        indexes = ((("job_id", "task_label"), True),)
+
+
+class FlowType(BaseModel):
+    """One version of a declarative (JSON) flow type; create_job uses the newest."""
+
+    id = peewee.BigAutoField()
+    name = peewee.CharField(max_length=64)
+    version = peewee.IntegerField()
+    description = peewee.CharField(max_length=255, default="")
+    definition = peewee.TextField()
+    operator = peewee.CharField(max_length=128, default="-")
+    c_time = peewee.DateTimeField(default=now_dt)
+
+    class Meta:
+        table_name = "workflow_flow_type"
+        indexes = ((("name", "version"), True),)
+
+
+MODELS = [Job, Task, FlowType]

@@ -1,0 +1,263 @@
+"""Operator actions on flows: create, retry from failure, rerun a task, cancel, delete.
+
+Each refuses with a :class:`~butterfly_common.Refusal` (stable stat + reason naming the
+problem) and otherwise changes rows only through the CAS moves of ``store.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from typing import Any
+
+import peewee
+from redis.exceptions import RedisError
+
+from butterfly_common import Refusal, mq
+
+from . import engine, flowtypes, store
+from .config import get_config
+from .definitions import DefinitionError, TaskSpec, validate
+from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
+from .models import Job, Task, dumps, loads, now_dt, split_list
+
+ERR_JOB_EXIST = "ERR_JOB_EXIST"
+ERR_JOB_NOT_EXIST = "ERR_JOB_NOT_EXIST"
+ERR_JOB_TYPE_NOT_EXISTS = "ERR_JOB_TYPE_NOT_EXISTS"
+ERR_JOB_EXTRA_INVALID = "ERR_JOB_EXTRA_INVALID"
+ERR_JOB_CREATE_FAILED = "ERR_JOB_CREATE_FAILED"
+ERR_JOB_STATUS_NOT_FAILED = "ERR_JOB_STATUS_NOT_FAILED"
+ERR_JOB_NOT_RUNNING = "ERR_JOB_NOT_RUNNING"
+ERR_JOB_RUNNING = "ERR_JOB_RUNNING"
+ERR_TASK_NOT_EXIST = "ERR_TASK_NOT_EXIST"
+ERR_TASK_RUNNING = "ERR_TASK_RUNNING"
+
+HTTP_CODES = {
+    ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
+    ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
+    ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
+    ERR_TASK_RUNNING: 409,
+}
+
+
+def refuse(stat: str, reason: str, data: dict[str, Any] | None = None) -> Refusal:
+    """A Refusal carrying its HTTP code, so raw routes (graphs) answer it the same."""
+    return Refusal(stat, reason, data, http=HTTP_CODES.get(stat))
+
+
+def parse_extra(job_extra: Any) -> dict[str, Any]:
+    """job_extra as the original took it: a JSON object, or a string holding one."""
+    if job_extra is None or job_extra == "":
+        return {}
+    if isinstance(job_extra, str):
+        try:
+            job_extra = json.loads(job_extra)
+        except ValueError as exc:
+            raise refuse(ERR_JOB_EXTRA_INVALID, f"job_extra is not JSON: {exc}") from None
+    if not isinstance(job_extra, dict):
+        raise refuse(ERR_JOB_EXTRA_INVALID, "job_extra must be a JSON object")
+    return job_extra
+
+
+def build_tasks(job_type: str, extra: dict[str, Any]) -> tuple[list[TaskSpec], int]:
+    """The tasks of a new flow of ``job_type`` and the JSON type version (0: plugin)."""
+    cls = flowtypes.plugins().types.get(job_type)
+    if cls is not None:
+        runner = cls(extra)
+        try:
+            return runner.build(), 0
+        except DefinitionError as exc:
+            raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: {exc}",
+                          {"errors": exc.errors}) from None
+        except Exception as exc:  # params_check refused, or the plugin is broken
+            raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: "
+                                                 f"{type(exc).__name__}: {exc}") from None
+    row = flowtypes.latest_json_type(job_type)
+    if row is None:
+        raise refuse(ERR_JOB_TYPE_NOT_EXISTS, f"no flow type {job_type!r} (plugins: "
+                      f"{', '.join(sorted(flowtypes.plugins().types))}; or flow_type_create)")
+    specs, required = flowtypes.json_type_specs(row)
+    missing = [name for name in required if name not in extra]
+    if missing:
+        raise refuse(ERR_JOB_EXTRA_INVALID, f"flow type {job_type} needs job_extra keys: "
+                                             f"{', '.join(missing)}")
+    return validate(specs), row.version
+
+
+def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_extra: Any,
+               job_timeout: int | None, reqid: str, operator: str, client: str) -> int:
+    """Insert the flow and its tasks in one transaction, then dispatch its first tasks."""
+    extra = parse_extra(job_extra)
+    specs, version = build_tasks(job_type, extra)
+    timeout = job_timeout or get_config().job_timeout
+    def insert() -> Job:
+        with store.tx():
+            job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
+                             job_name=job_name or reqid, job_type=job_type,
+                             job_type_version=version, job_extra=dumps(extra),
+                             job_timeout=timeout, job_token=secrets.token_hex(3),
+                             operator=operator, job_client=client[:64], s_ts=time.time())
+            Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
+            Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
+        return job
+
+    try:
+        job = store.busy_retry(insert)
+    except peewee.IntegrityError:
+        raise refuse(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
+    engine.advance(job.job_id)
+    return int(job.job_id)
+
+
+def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
+    return {
+        "job_id": job_id, "task_label": spec.label, "task_cmd": spec.cmd,
+        "task_params": dumps(spec.params) if spec.params is not None else None,
+        "task_requires": ",".join(spec.requires), "task_provides": ",".join(spec.provides),
+        "task_dependencies": ",".join(spec.dependencies),
+        "task_extra": dumps(spec.extra) if spec.extra else None,
+        "task_is_save": spec.is_save, "task_retrymax": spec.retrymax,
+        "task_retry_delay": spec.retry_delay, "task_retry_backoff": spec.retry_backoff,
+        "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
+        "u_ts": time.time(),
+    }
+
+
+def refusal_of(exc: Exception) -> Refusal | None:
+    """What a store outage a handler let through means to the caller: 503, not a 500."""
+    if isinstance(exc, peewee.OperationalError | peewee.InterfaceError):
+        return Refusal("ERR_DB_UNAVAILABLE", f"database busy or unreachable: {exc}"[:300],
+                       http=503)
+    if isinstance(exc, RedisError):
+        return Refusal("ERR_MQ_UNAVAILABLE", f"queue store unreachable: {exc}"[:300], http=503)
+    return None
+
+
+def get_job(job_id: int) -> Job:
+    job = Job.get_or_none((Job.job_id == job_id) & (Job.is_valid == True))  # noqa: E712
+    if job is None:
+        raise refuse(ERR_JOB_NOT_EXIST, f"no flow with job_id {job_id}")
+    return job
+
+
+def get_task(task_id: int) -> Task:
+    task = Task.get_or_none(Task.task_id == task_id)
+    if task is None:
+        raise refuse(ERR_TASK_NOT_EXIST, f"no task with task_id {task_id}")
+    return task
+
+
+def downstream(tasks: list[Task], labels: set[str]) -> set[str]:
+    """``labels`` and every task that depends on them, transitively."""
+    found = set(labels)
+    changed = True
+    while changed:
+        changed = False
+        for t in tasks:
+            if t.task_label not in found and found & set(split_list(t.task_dependencies)):
+                found.add(t.task_label)
+                changed = True
+    return found
+
+
+_RESET = {"task_status": "waiting", "task_retrycount": 0, "ret_stat": None, "ret_data": None,
+          "task_reason": None, "task_deadline": None, "task_due": None, "task_reqid": "",
+          "task_cost": 0.0}
+
+
+def _restart(job: Job, tasks: list[Task], labels: set[str],
+             params: dict[str, Any] | None = None, rerun: str | None = None) -> None:
+    """One transaction: the flow back to started (if it ended), the tasks back to waiting."""
+    store.busy_retry(lambda: _restart_tx(job, tasks, labels, params, rerun))
+
+
+def _restart_tx(job: Job, tasks: list[Task], labels: set[str],
+                params: dict[str, Any] | None, rerun: str | None) -> None:
+    now = time.time()
+    with store.tx():
+        if job.job_status in FLOW_DONE and not store.move_job(
+                job, "restart", exe_id=job.exe_id + 1, s_ts=now, s_time=now_dt(),
+                e_time=None, ret_stat="OK", job_cost=0.0):
+            raise refuse(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
+                                                     "again")
+        ids = [t.task_id for t in tasks if t.task_label in labels]
+        values = {getattr(Task, k): v for k, v in _RESET.items()}
+        values.update({Task.u_ts: now, Task.u_time: now_dt()})
+        Task.update(values).where(Task.task_id.in_(ids)
+                                  & Task.task_status.in_(TASK_DONE)).execute()
+        if rerun is not None and params is not None:
+            Task.update(task_params=dumps(params)).where(
+                (Task.job_id == job.job_id) & (Task.task_label == rerun)).execute()
+
+
+def retry_job(job_id: int) -> dict[str, Any]:
+    """Failed / timed-out / canceled tasks and their downstream go back to waiting;
+    finished tasks keep their results, so the flow reruns from where it failed."""
+    job = get_job(job_id)
+    if job.job_status not in ("failed", "timed_out", "canceled"):
+        raise refuse(ERR_JOB_STATUS_NOT_FAILED, f"flow {job_id} is {job.job_status}; only "
+                      "failed, timed_out or canceled flows are retried")
+    tasks = engine.tasks_of(job_id)
+    bad = {t.task_label for t in tasks if t.task_status != "finished"}
+    labels = downstream(tasks, bad)
+    _restart(job, tasks, labels)
+    engine.advance(job_id)
+    return {"job_id": job_id, "exe_id": job.exe_id, "reset": sorted(labels)}
+
+
+def rerun_task(task_id: int, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Run one task again and everything downstream of it (``params`` replace its fixed
+    params); the flow restarts if it had ended."""
+    task = get_task(task_id)
+    job = get_job(task.job_id)
+    tasks = engine.tasks_of(job.job_id)
+    labels = downstream(tasks, {task.task_label})
+    busy = sorted(t.task_label for t in tasks if t.task_label in labels
+                  and t.task_status in TASK_ACTIVE)
+    if busy:
+        raise refuse(ERR_TASK_RUNNING, f"tasks still running: {', '.join(busy)}; wait or "
+                                        "cancel_job first")
+    _restart(job, tasks, labels, params, task.task_label)
+    engine.advance(job.job_id)
+    return {"job_id": job.job_id, "task_id": task_id, "reset": sorted(labels)}
+
+
+def cancel_job(job_id: int) -> dict[str, Any]:
+    """Stop dispatching, delete queued messages and fence running ones (a late result is
+    ignored by the queue), mark every unfinished task canceled."""
+    job = get_job(job_id)
+    if job.job_status != "started" or not store.move_job(
+            job, "cancel", ret_stat="ERR_JOB_CANCELED", e_time=now_dt(),
+            job_cost=round(time.time() - job.s_ts, 6)):
+        raise refuse(ERR_JOB_NOT_RUNNING, f"flow {job_id} is {job.job_status}, not started")
+    canceled = []
+    for task in engine.tasks_of(job_id):
+        if task.task_status in TASK_DONE:
+            continue
+        if task.task_status in TASK_ACTIVE and task.task_reqid:
+            # on a Redis error, a late result's notice finds the task canceled: ignored
+            with contextlib.suppress(RedisError):
+                mq.broker().delete(task.task_cmd, task.task_reqid)
+        if store.end_task(task, "cancel", task_reason="flow canceled"):
+            canceled.append(task.task_label)
+    return {"job_id": job_id, "canceled": canceled}
+
+
+def delete_job(job_id: int) -> dict[str, Any]:
+    """Delete a flow and its tasks; refused while it runs (cancel it first)."""
+    job = get_job(job_id)
+    if job.job_status == "started":
+        raise refuse(ERR_JOB_RUNNING, f"flow {job_id} is running; cancel_job first")
+    def remove() -> int:
+        with store.tx():
+            n = Task.delete().where(Task.job_id == job_id).execute()
+            Job.delete().where(Job.job_id == job_id).execute()
+        return int(n)
+
+    return {"job_id": job_id, "deleted_tasks": store.busy_retry(remove)}
+
+
+def job_extra_of(job: Job) -> dict[str, Any]:
+    return loads(job.job_extra, {})

@@ -1,0 +1,1 @@
+"""Built-in flow types, loaded like any plugin folder (see ``flowtypes.load_plugins``)."""

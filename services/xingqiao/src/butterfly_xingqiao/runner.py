@@ -1,0 +1,26 @@
+"""Process hooks for ``butterfly serve xingqiao``: tables and plugins at start, the sweep
+loop in every server process (only the lease holder sweeps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from butterfly_common import db
+from butterfly_common.runtime import get_redis
+from butterfly_common.settings import Settings
+
+from . import flowtypes
+from .config import get_config
+from .models import MODELS
+from .sweep import Sweeper
+
+
+def setup(settings: Settings) -> None:
+    """Create the tables and load the plugins (the framework validated XINGQIAO_*)."""
+    db.create_tables(MODELS)
+    flowtypes.reload_local()
+
+
+def start_sweeper(settings: Settings) -> Callable[[], None]:
+    """This process's sweep loop; returns its graceful stop."""
+    return Sweeper(get_redis(), get_config()).start().stop

@@ -1,0 +1,113 @@
+"""Compare-and-set moves of task and flow rows: the only code that writes a status.
+
+Every move is one statement, ``UPDATE ... SET status=<target>, ... WHERE id=? AND
+status=<source> [AND task_reqid=<msg id>]``, so it is its own transaction on SQLite and
+MySQL alike, and its rowcount says whether this caller made the move. Whoever gets 0
+lost a race (a duplicated notice, a second replica, a sweep) and does nothing more.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import peewee
+
+from butterfly_common import db
+
+from .lifecycle import FLOW_MOVES, TASK_MOVES, target
+from .models import Job, Task, now_dt
+
+T = TypeVar("T")
+BUSY_TRIES = 12
+
+
+def is_busy(exc: Exception) -> bool:
+    """SQLite's "database is locked": another writer held the lock past busy_timeout."""
+    return isinstance(exc, peewee.OperationalError) and "locked" in str(exc)
+
+
+def busy_retry(step: Callable[[], T]) -> T:
+    """Run ``step`` (one statement or one whole transaction) again while SQLite says the
+    database is locked: many writer threads in several processes share one file, and
+    under load one may wait past busy_timeout. Jittered, about 10 s in all."""
+    for attempt in range(BUSY_TRIES):
+        try:
+            return step()
+        except peewee.OperationalError as exc:
+            if not is_busy(exc) or attempt == BUSY_TRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311
+    raise AssertionError("unreachable")
+
+
+def tx() -> Any:
+    """A write transaction; on SQLite taken IMMEDIATE, so two writers queue on the lock
+    (busy_timeout) instead of one failing with 'database is locked' on upgrade."""
+    database = db.database.obj
+    if isinstance(database, peewee.SqliteDatabase):
+        return database.atomic("IMMEDIATE")
+    return db.database.atomic()
+
+
+def move_task(task: Task, event: str, *, msg_id: str | None = None,
+              job_started: bool = False, **fields: Any) -> bool:
+    """Apply ``event`` to ``task`` if its row is still in the state ``task`` was read in
+    (and, with ``msg_id``, still on that attempt; with ``job_started``, only while its flow
+    runs). On success the in-memory ``task`` is updated too."""
+    source = task.task_status
+    new = target(TASK_MOVES, event, source)
+    now = time.time()
+    values = {Task.task_status: new, Task.u_time: now_dt(), Task.u_ts: now}
+    values.update({getattr(Task, name): value for name, value in fields.items()})
+    query = Task.update(values).where((Task.task_id == task.task_id)
+                                      & (Task.task_status == source))
+    if msg_id is not None:
+        query = query.where(Task.task_reqid == msg_id)
+    if job_started:
+        running = Job.select(Job.job_id).where((Job.job_id == task.job_id)
+                                               & (Job.job_status == "started"))
+        query = query.where(Task.job_id.in_(running))
+    if busy_retry(query.execute) != 1:
+        return False
+    task.task_status = new
+    task.u_ts = now
+    for name, value in fields.items():
+        setattr(task, name, value)
+    return True
+
+
+def end_task(task: Task, event: str, **fields: Any) -> bool:
+    """Apply ``event`` (cancel / time_out of a stopped flow) whatever active state the task
+    is in by now: re-read and try again when a racing step (a dispatch marking it sent)
+    moved it between our read and our write. False once it ended by itself."""
+    for _ in range(10):
+        if task.task_status not in TASK_MOVES[event]:
+            return False
+        if move_task(task, event, **fields):
+            return True
+        fresh = Task.get_or_none(Task.task_id == task.task_id)
+        if fresh is None:
+            return False
+        task = fresh
+    return False
+
+
+def move_job(job: Job, event: str, **fields: Any) -> bool:
+    """Apply ``event`` to ``job`` if its row is still in the state (and run: ``exe_id``)
+    ``job`` was read in, so a verdict computed before a retry cannot end the new run."""
+    source = job.job_status
+    new = target(FLOW_MOVES, event, source)
+    values = {Job.job_status: new}
+    values.update({getattr(Job, name): value for name, value in fields.items()})
+    moved = busy_retry(Job.update(values).where((Job.job_id == job.job_id)
+                                                & (Job.job_status == source)
+                                                & (Job.exe_id == job.exe_id)).execute)
+    if moved != 1:
+        return False
+    job.job_status = new
+    for name, value in fields.items():
+        setattr(job, name, value)
+    return True

@@ -1,0 +1,151 @@
+"""Pure pieces: definition validation, trigger rules, data passing, lifecycles, CAS moves,
+plugin loading."""
+
+from __future__ import annotations
+
+import pytest
+
+from butterfly_common import db
+from butterfly_common.runtime import configure
+from butterfly_common.settings import load_settings
+from butterfly_xingqiao import dataflow, store
+from butterfly_xingqiao.definitions import DefinitionError, TaskSpec, Workflow, validate
+from butterfly_xingqiao.flowtypes import load_plugins
+from butterfly_xingqiao.lifecycle import FLOW_MOVES, TASK_MOVES, IllegalMove
+from butterfly_xingqiao.models import MODELS, Job, Task
+
+
+def errors_of(specs: list[TaskSpec]) -> list[str]:
+    with pytest.raises(DefinitionError) as caught:
+        validate(specs)
+    return caught.value.errors
+
+
+def test_validation_names_every_bad_task():
+    assert errors_of([]) == ["a flow needs at least one task"]
+    errs = errors_of([TaskSpec("a", "/x/y", dependencies=["a"]),
+                      TaskSpec("b", "/x/y", dependencies=["ghost"]),
+                      TaskSpec("c", "no-slash"), TaskSpec("d", "/x/y", timeout=0),
+                      TaskSpec("e", "/x/y", retry_backoff="linear"),
+                      TaskSpec("f", "/x/{y}"), TaskSpec("g", "/x/y", params=[1])])
+    braces = next(e for e in errs if e.startswith("task f: "))
+    assert "braces" in braces
+    assert sorted(errs) == ["task a: depends on itself", "task b: unknown dependency ghost",
+                            "task c: cmd must be a handler path /app/handler, not 'no-slash'",
+                            "task d: timeout must be a number of seconds > 0",
+                            "task e: retry_backoff must be one of fixed, exponential",
+                            braces, "task g: params must be an object"]
+
+
+def test_cycles_are_found_and_named():
+    errs = errors_of([TaskSpec("a", "/x/y", dependencies=["b"]),
+                      TaskSpec("b", "/x/y", dependencies=["c"]),
+                      TaskSpec("c", "/x/y", dependencies=["a"]), TaskSpec("d", "/x/y")])
+    assert len(errs) == 1 and "dependency cycle" in errs[0]
+    path = errs[0].split("cycle ")[1].split(" -> ")
+    assert path[0] == path[-1] and set(path) == {"a", "b", "c"}
+    deep = [TaskSpec(f"t{i}", "/x/y", dependencies=[f"t{i - 1}"] if i else [])
+            for i in range(400)]
+    assert validate(deep) == deep  # no recursion limit on long chains
+
+
+def test_trigger_rules_table():
+    r = dataflow.readiness
+    assert r("all_success", []) == "ready"
+    assert r("all_success", ["finished", "finished"]) == "ready"
+    assert r("all_success", ["finished", "started"]) == "wait"
+    assert r("all_success", ["failed", "started"]) == "skip"
+    assert r("all_success", ["skipped"]) == "skip"
+    assert r("all_done", ["failed", "finished", "skipped"]) == "ready"
+    assert r("all_done", ["failed", "retrying"]) == "wait"
+    assert r("one_failed", ["timed_out", "started"]) == "ready"
+    assert r("one_failed", ["finished", "started"]) == "wait"
+    assert r("one_failed", ["finished", "skipped"]) == "skip"
+
+
+def test_resolve_priorities_and_missing_names():
+    deps = [{"stat": "OK", "x": 1, "y": 1}, {"stat": "OK", "y": 2}]
+    params, missing = dataflow.resolve(None, ["x", "y", "z", "all_taskdata"], deps,
+                                       {"z": "job"}, {"z": "task"})
+    assert params == {"x": 1, "y": 2, "z": "task", "all_taskdata": deps} and missing == []
+    assert dataflow.resolve(None, ["q", "x"], deps, {}, {})[1] == ["q"]
+    assert dataflow.resolve({"p": 1}, ["ignored"], [], {}, {}) == ({"p": 1}, [])
+    assert dataflow.resolve(None, [], deps, {"a": 1}, {}) == ({}, [])
+    assert dataflow.resolve(None, ["all_taskdata"], [], {}, {}) == ({"all_taskdata": []}, [])
+    assert dataflow.saved_data({"stat": "OK", "data": [1]}) == [1]
+    assert dataflow.saved_data({"stat": "OK", "a": 1}) == {"a": 1}
+
+
+def test_lifecycles_from_the_machines():
+    assert TASK_MOVES["dispatch"] == {"waiting": "pending"}
+    assert TASK_MOVES["succeed"] == {"pending": "finished", "started": "finished",
+                                     "retrying": "finished"}
+    assert set(TASK_MOVES["reset"]) == {"finished", "failed", "skipped", "canceled",
+                                        "timed_out"}
+    assert FLOW_MOVES["finish"] == {"started": "finished"}
+    assert "finished" not in TASK_MOVES["fail"]  # nothing regresses a finished task
+
+
+@pytest.fixture
+def sqlite(tmp_path):
+    configure(load_settings({"BUTTERFLY_DATA_DIR": str(tmp_path)}))
+    db.create_tables(MODELS)
+    with db.database.connection_context():
+        yield
+
+
+def test_cas_moves_happen_once_and_never_regress(sqlite):
+    job = Job.create(job_namespace="n", job_name="j", job_type="t", is_valid=True)
+    task = Task.create(job_id=job.job_id, task_label="a", task_cmd="/x/y")
+    first, second = Task.get_by_id(task.task_id), Task.get_by_id(task.task_id)
+    assert store.move_task(first, "dispatch", job_started=True, task_reqid="m1")
+    assert not store.move_task(second, "dispatch", job_started=True)  # lost the race
+    assert store.move_task(first, "succeed", msg_id="m1")
+    stale = Task.get_by_id(task.task_id)
+    stale.task_status = "started"  # a reordered notice thinking it is still running
+    assert not store.move_task(stale, "retry", msg_id="m1")
+    with pytest.raises(IllegalMove):
+        store.move_task(Task.get_by_id(task.task_id), "fail")
+    assert Task.get_by_id(task.task_id).task_status == "finished"
+    # no dispatch once the flow is no longer running
+    other = Task.create(job_id=job.job_id, task_label="b", task_cmd="/x/y")
+    assert store.move_job(job, "cancel")
+    assert not store.move_task(other, "dispatch", job_started=True)
+    assert store.move_job(Job.get_by_id(job.job_id), "restart")
+
+
+def test_plugins_load_from_a_folder_and_report_broken_files(tmp_path):
+    (tmp_path / "good.py").write_text(
+        "from butterfly_xingqiao.definitions import Workflow\n"
+        "class Two(Workflow):\n"
+        "    def workflow(self):\n"
+        "        self.add_task('a', '/x/y')\n"
+        "        self.add_task('b', '/x/y', dependencies=['a'], retrymax=2, timeout=5)\n"
+        "def setup(app):\n"
+        "    app.register_formatter('two', Two)\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('nope')\n")
+    (tmp_path / "nosetup.py").write_text("x = 1\n")
+    (tmp_path / "dup.py").write_text(
+        "from butterfly_xingqiao.plugins.demo import Ping\n"
+        "def setup(app):\n    app.register_formatter('ping', Ping)\n")
+    loaded = load_plugins(str(tmp_path))
+    assert {"ping", "hello", "hello_params", "two"} == set(loaded.types)
+    assert "RuntimeError: nope" in loaded.errors[str(tmp_path / "broken.py")]
+    assert loaded.errors[str(tmp_path / "nosetup.py")] == "no setup(app) function"
+    assert "registered twice" in loaded.errors[str(tmp_path / "dup.py")]
+    specs = loaded.types["two"]({}).build()
+    assert [s.label for s in specs] == ["a", "b"] and specs[1].retrymax == 2
+
+
+def test_workflow_params_check_refuses():
+    class Strict(Workflow):
+        def params_check(self):
+            if "who" not in self.job_extra:
+                raise ValueError("who is required")
+
+        def workflow(self):
+            self.add_task("a", "/x/y")
+
+    with pytest.raises(ValueError, match="who"):
+        Strict({}).build()
+    assert len(Strict({"who": 1}).build()) == 1
