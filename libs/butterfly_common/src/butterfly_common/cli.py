@@ -159,13 +159,6 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)
-    # Services add their own commands (``butterfly wuxing ...``) through an entry point:
-    # ``[project.entry-points."butterfly.commands"] name = "pkg.cli:register"``, where
-    # ``register(subparsers)`` adds a parser whose defaults set ``func``.
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="butterfly.commands"):
-        ep.load()(sub)
     sub.add_parser("help", help="this text; `butterfly help <command>`: that command's")
     # Services add their own subcommands (``butterfly user`` ...): each entry point of the
     # ``butterfly.commands`` group is a callable ``register(subparsers)``. Not loaded for
