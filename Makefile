@@ -78,6 +78,7 @@ bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
 	$(BIN)/python bench/http_overhead.py
 	$(BIN)/python bench/mq_throughput.py
 	$(BIN)/python bench/scheduler_accuracy.py
+	$(BIN)/python bench/wuxing.py
 	$(BIN)/python bench/canghai.py
 	$(BIN)/python bench/xingqiao.py
 

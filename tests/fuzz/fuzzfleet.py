@@ -22,7 +22,9 @@ TOKEN = "fuzz-admin-token-0123456789abcdef"
 #: canghai signs sessions with the fleet secret and refuses to start without one.
 SECRET_KEY = "fuzz-secret-key-0123456789abcdef0123456789"
 FUZZ_ENV: dict[str, dict[str, str]] = {"ruqi": {"RUQI_ENGINE": "0"},
-                                       "canghai": {"BUTTERFLY_SECRET_KEY": SECRET_KEY}}
+                                       "canghai": {"BUTTERFLY_SECRET_KEY": SECRET_KEY},
+                                       # a watch long-polls: keep it inside the fuzzer's wait
+                                       "wuxing": {"WUXING_WATCH_MAX_TIMEOUT": "1"}}
 
 
 def services() -> list[Instance]:

@@ -1,0 +1,212 @@
+"""wuxing: cached reads vs core's ping, CAS writes on MariaDB, watch notification latency.
+
+One run, side by side, same gunicorn settings (gthread 2x8) for wuxing and core:
+
+1. ``GET /wuxing/instance_get`` (a cache hit) vs ``GET /demo_api/ping`` on core, both
+   loaded by wrk -c16: req/s and the ratio (goal >= 0.8x);
+2. ``instance_update_item`` with revision CAS on MariaDB from 8 clients, each on its own
+   instance (no lost CAS): writes/s, p50, p99;
+3. watch: a long-polling watcher and a writer; latency from the write's answer to the
+   watcher holding the change: p50, p99 (goal p99 <= 50 ms).
+
+    make bench            # or: .venv/bin/python bench/wuxing.py --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+from http_overhead import THREADS, WORKERS, parse_wrk
+
+from butterfly_common.testing import RedisServer, free_port, mariadb_database, wait_until
+
+BIN = Path(sys.executable).parent
+TOKEN = secrets.token_hex(16)  # a fresh write token for the services of this run
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def serve(service: str, workdir: Path, redis_url: str, db_url: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "BUTTERFLY_PORT": str(port), "BUTTERFLY_HOST": "127.0.0.1",
+           "BUTTERFLY_WORKERS": str(WORKERS), "BUTTERFLY_THREADS": str(THREADS),
+           "BUTTERFLY_LOG_DIR": str(workdir / service / "log"),
+           "BUTTERFLY_DATA_DIR": str(workdir / service), "BUTTERFLY_REDIS_URL": redis_url,
+           "BUTTERFLY_DB_URL": db_url, "BUTTERFLY_ADMIN_TOKEN": TOKEN}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([str(BIN / "butterfly"), "serve", service], env=env, cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok, 60,
+               what=f"{service} up")
+    return proc, port
+
+
+def call(base: str, handler: str, **params) -> dict:
+    body = requests.post(f"{base}/wuxing/{handler}", json=params, headers=AUTH,
+                         timeout=30).json()
+    if body["stat"] != "OK":
+        raise RuntimeError(f"{handler}: {body}")
+    return body
+
+
+def prepare(base: str, instances: int) -> None:
+    key = {"namespace": "bench", "section_name": "host", "section_version": "v1"}
+    call(base, "section_create", **key)
+    for name, default in (("i|port", 80), ("s|owner", "ops"), ("f|load", 0.5),
+                          ("b|online", True), ("t|notes", "")):
+        call(base, "section_item_add", **key, item_name=name, item_default=default)
+    call(base, "section_enable", **key)
+    for n in range(instances):
+        call(base, "instance_create", namespace="bench", instance_name=f"i{n}",
+             section_name="host", section_version="v1")
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+                          "--latency", url], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def cas_writes(base: str, clients: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        session.headers.update(AUTH)
+        detail = call(base, "instance_get", namespace="bench", instance_name=f"i{n}",
+                      value_format="detail")["data"]["i|port"]
+        value, revision = detail["item_value"], detail["revision"]
+        mine = []
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            body = session.post(f"{base}/wuxing/instance_update_item", json={
+                "namespace": "bench", "instance_name": f"i{n}", "item_name": "i|port",
+                "item_value": value + 1, "revision": revision}, timeout=30).json()
+            mine.append(time.perf_counter() - started)
+            if body["stat"] != "OK":
+                raise RuntimeError(body)
+            value, revision = value + 1, body["data"]["revision"]
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - started
+    q = statistics.quantiles(latencies, n=100)
+    return {"rps": len(latencies) / took, "p50": q[49] * 1000, "p99": q[98] * 1000,
+            "n": len(latencies)}
+
+
+def watch_latency(base: str, writes: int) -> dict[str, float]:
+    answered: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    since = call(base, "namespace_get", namespace="bench")["data"]["revision"]
+    done = threading.Event()
+
+    def watcher() -> None:
+        last = since
+        session = requests.Session()
+        while len(seen) < writes and not done.is_set():
+            data = session.get(f"{base}/wuxing/watch", params={
+                "namespace": "bench", "since": last, "timeout": 5}, timeout=15).json()["data"]
+            now = time.perf_counter()
+            for change in data["changes"]:
+                if change["item_name"] == "i|port" and change["instance_name"] == "i0":
+                    seen.setdefault(change["item_value"], now)
+            last = data["revision"]
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    time.sleep(0.3)
+    session = requests.Session()
+    session.headers.update(AUTH)
+    value = call(base, "instance_get", namespace="bench", instance_name="i0")["data"]["i|port"]
+    for _ in range(writes):
+        value += 1
+        session.post(f"{base}/wuxing/instance_update_item", json={
+            "namespace": "bench", "instance_name": "i0", "item_name": "i|port",
+            "item_value": value}, timeout=30).json()
+        answered[value] = time.perf_counter()
+        time.sleep(0.02)
+    wait_until(lambda: len(seen) >= writes, 30, what="watcher saw every write")
+    done.set()
+    thread.join(20)
+    lags = [max(0.0, seen[v] - answered[v]) * 1000 for v in answered]
+    q = statistics.quantiles(lags, n=100)
+    return {"p50": q[49], "p99": q[98], "n": len(lags)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8, help="per read round and peer")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating read rounds")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--write-seconds", type=float, default=10.0)
+    parser.add_argument("--watch-writes", type=int, default=300)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is needed: apt-get install wrk (make bench does)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server, \
+            mariadb_database("bench_wx") as db_url:
+        workdir = Path(tmp)
+        procs = []
+        try:
+            wx, wx_port = serve("wuxing", workdir, redis_server.url, db_url)
+            procs.append(wx)
+            core, core_port = serve("core", workdir, redis_server.url,
+                                    f"sqlite:///{workdir / 'core.db'}")
+            procs.append(core)
+            base = f"http://127.0.0.1:{wx_port}"
+            prepare(base, 8)
+            urls = {"wuxing instance_get (cached)":
+                    f"{base}/wuxing/instance_get?namespace=bench&instance_name=i0",
+                    "core /demo_api/ping": f"http://127.0.0.1:{core_port}/demo_api/ping"}
+            reads: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    wrk(url, 1, args.connections)  # warm up (fills the cache)
+                    reads[name].append(wrk(url, args.seconds, args.connections))
+            writes = cas_writes(base, 8, args.write_seconds)
+            watch = watch_latency(base, args.watch_writes)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+    table = {name: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+             for name, rounds in reads.items()}
+    load = os.getloadavg()
+    print(f"\nwuxing bench, gunicorn gthread {WORKERS}x{THREADS}, MariaDB, "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (shared machine)")
+    print(f"{'measure':<40} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'n / non-2xx':>12}")
+    for name, row in table.items():
+        print(f"{name:<40} {row['rps']:>9.0f} {row['p50']:>8.2f} {row['p99']:>8.2f} "
+              f"{row['errors']:>12.0f}")
+    print(f"{'instance_update_item CAS, 8 clients':<40} {writes['rps']:>9.0f} "
+          f"{writes['p50']:>8.2f} {writes['p99']:>8.2f} {writes['n']:>12.0f}")
+    print(f"{'watch: write answered -> watcher has it':<40} {'':>9} {watch['p50']:>8.2f} "
+          f"{watch['p99']:>8.2f} {watch['n']:>12.0f}")
+    ratio = table["wuxing instance_get (cached)"]["rps"] / table["core /demo_api/ping"]["rps"]
+    print(f"ratio cached instance_get / core ping req/s: {ratio:.2f} (goal >= 0.8); "
+          f"watch p99 {watch['p99']:.1f} ms (goal <= 50)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

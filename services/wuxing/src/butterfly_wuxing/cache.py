@@ -1,0 +1,201 @@
+"""The Redis read cache and the namespace version keys, in JSON, never pickles.
+
+Each namespace has one version key ``wx:{<ns>}:rev`` holding its last committed revision.
+A cache entry is stored tagged with the version seen *before* its database read, and is
+served only while the version still equals that tag. A write commits, then advances the
+version (store.run_write), then answers - so after a write's answer no older entry can be
+served, however readers and writers interleave (docs/architecture.md, "wuxing cache").
+The same key is what ``watch`` polls.
+
+Every key of a namespace carries the ``{ns}`` hash tag, so the two-key scripts stay on one
+Twemproxy shard / Redis Cluster slot. Any Redis error makes the call a cache miss (a DB
+read); a version advance that failed is retried before the cache is trusted again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from butterfly_common.redis_client import RedisLike, Script, make_redis
+
+from .config import WuxingConfig
+
+log = logging.getLogger(__name__)
+
+_GET = Script.from_package(__package__, "cache_get.lua")
+_PUT = Script.from_package(__package__, "cache_put.lua")
+_ADVANCE = Script.from_package(__package__, "version_advance.lua")
+
+#: After a Redis error the cache is skipped for this long (reads go to the DB).
+BREAK_SECONDS = 1.0
+#: Decoded entries kept per process (the memo is simply emptied when it is full).
+LOCAL_MAX = 10_000
+
+
+def version_key(namespace: str) -> str:
+    return f"wx:{{{namespace}}}:rev"
+
+
+def entry_key(namespace: str, kind: str, *parts: Any) -> str:
+    return ":".join([f"wx:{{{namespace}}}:{kind}", *map(str, parts)])
+
+
+class Cache:
+    """One process's view of the cache (a short-timeout client and a circuit breaker)."""
+
+    def __init__(self, redis_url: str, config: WuxingConfig) -> None:
+        self.enabled = config.cache
+        self.ttl_ms = int(config.cache_ttl * 1000)
+        self.client: RedisLike = make_redis(redis_url, socket_timeout=config.cache_timeout,
+                                            retries=0)
+        self._lock = threading.Lock()
+        self._broken_until = 0.0
+        #: namespace -> revision whose version advance failed (retried before any use).
+        self._pending: dict[str, int] = {}
+        #: key -> (tag, decoded value): entries this process already decoded. Still checked
+        #: against the version key on every read, so it is exactly as fresh as Redis, but a
+        #: hit costs one plain GET and no JSON decoding. Values are shared: read-only.
+        self._local: dict[str, tuple[str, Any]] = {}
+
+    # -- health ---------------------------------------------------------------------------
+    def usable(self) -> bool:
+        """False while the breaker is open or a failed version advance cannot be replayed."""
+        if time.monotonic() < self._broken_until:
+            return False
+        if self._pending:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            try:
+                for namespace, revision in pending.items():
+                    _ADVANCE(self.client, [version_key(namespace)], [revision])
+            except Exception as exc:
+                self._fail(exc)
+                with self._lock:
+                    for namespace, revision in pending.items():
+                        self._pending[namespace] = max(revision,
+                                                       self._pending.get(namespace, 0))
+                return False
+        return True
+
+    def _fail(self, exc: Exception) -> None:
+        if time.monotonic() >= self._broken_until:
+            log.warning("wuxing cache: redis error, reading from the database: %s", exc)
+        self._broken_until = time.monotonic() + BREAK_SECONDS
+
+    # -- versions -------------------------------------------------------------------------
+    def advance(self, namespace: str, revision: int) -> None:
+        """Publish a committed revision: invalidates the namespace's entries, wakes watchers."""
+        try:
+            if time.monotonic() < self._broken_until:
+                raise ConnectionError("cache circuit open")
+            _ADVANCE(self.client, [version_key(namespace)], [revision])
+        except Exception as exc:
+            self._fail(exc)
+            with self._lock:
+                self._pending[namespace] = max(revision, self._pending.get(namespace, 0))
+
+    def version(self, namespace: str) -> int | None:
+        """The namespace's version key (None when missing or Redis is unavailable)."""
+        try:
+            raw = self.client.get(version_key(namespace))
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        return None if raw is None else int(raw)
+
+    # -- entries --------------------------------------------------------------------------
+    def get(self, namespace: str, key: str) -> tuple[Any, str | None]:
+        """``(value, None)`` on a hit, ``(None, tag)`` on a miss (tag: version to store
+        under; None means "do not store")."""
+        if not self.enabled or not self.usable():
+            return None, None
+        local = self._local.get(key)
+        if local is not None:
+            try:
+                version = self.client.get(version_key(namespace))
+            except Exception as exc:
+                self._fail(exc)
+                return None, None
+            if version is not None and version == local[0]:
+                return local[1], None
+        try:
+            version, entry = _GET(self.client, [version_key(namespace), key])
+        except Exception as exc:
+            self._fail(exc)
+            return None, None
+        if version is None:
+            return None, None
+        if entry is not None:
+            tag, _, payload = entry.partition("\n")
+            if tag == version:
+                value = json.loads(payload)
+                self._remember(key, tag, value)
+                return value, None
+        return None, version
+
+    def _remember(self, key: str, tag: str, value: Any) -> None:
+        if len(self._local) >= LOCAL_MAX:
+            self._local.clear()
+        self._local[key] = (tag, value)
+
+    def put(self, namespace: str, key: str, tag: str | None, value: Any) -> None:
+        """Store ``value`` read after seeing version ``tag`` (no-op if the version moved)."""
+        if tag is None or not self.enabled:
+            return
+        try:
+            _PUT(self.client, [version_key(namespace), key],
+                 [tag, f"{tag}\n{json.dumps(value)}", self.ttl_ms])
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._remember(key, tag, value)
+
+
+_cache: tuple[object, Cache] | None = None
+_cache_lock = threading.Lock()
+
+
+def get_cache() -> Cache:
+    """The process's cache, built from the settings on first use (and when they change)."""
+    global _cache
+    from butterfly_common import runtime
+
+    from .context import get_config
+
+    settings = runtime.get_settings()
+    current = _cache
+    if current is None or current[0] is not settings:
+        with _cache_lock:
+            current = (settings, Cache(settings.redis_url, get_config()))
+            _cache = current
+    return current[1]
+
+
+def advance(namespace: str, revision: int) -> None:
+    get_cache().advance(namespace, revision)
+
+
+def read_through(namespace: str, key: str, load: Any) -> Any:
+    """The cached value of ``key``, else ``load()`` stored under the pre-read version.
+
+    When the version key is missing (fresh or flushed Redis) it is seeded from the
+    database before anything is cached, so entries are only ever tagged with real
+    revisions.
+    """
+    cache = get_cache()
+    value, tag = cache.get(namespace, key)
+    if value is not None:
+        return value
+    if tag is None and cache.enabled and cache.version(namespace) is None \
+            and time.monotonic() >= cache._broken_until:
+        from .store import namespace_revision
+
+        cache.advance(namespace, namespace_revision(namespace)[0])
+    value = load()
+    if value is not None:
+        cache.put(namespace, key, tag, value)
+    return value

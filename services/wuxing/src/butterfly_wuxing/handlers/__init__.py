@@ -1,0 +1,1 @@
+"""wuxing's HTTP apps: one sub-package, ``wuxing``, served as ``/wuxing/<handler>``."""

@@ -1,0 +1,254 @@
+"""wuxing's HTTP API: the original's handlers and parameters, plus revisions, CAS, watch,
+rollback and import/export. Thin: each handler checks access and calls the domain module.
+
+Writes are ``@api(write=True)`` (admin/operator token or a trusted proxy's user); reads are
+open unless ``WUXING_READ_TOKEN`` is set. Refusals answer the original's stats with
+``x-reason`` (errors.py holds the stats and their HTTP statuses).
+"""
+
+from typing import Any
+
+from butterfly_common import api, retstat
+from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
+from butterfly_wuxing import watch as feed
+from butterfly_wuxing.access import check_read
+from butterfly_wuxing.context import get_config
+from butterfly_wuxing.errors import HTTP_STATUS
+from butterfly_wuxing.store import namespace_revision
+
+OK = retstat.OK
+#: Every refusal's HTTP status, declared on the routes so /openapi.json documents them.
+STATUSES = {**HTTP_STATUS, "ERR_UNAUTHORIZED": 401}
+
+
+def _done(revision: int, **data: Any):
+    return OK, {"data": {"revision": revision, **data}}
+
+
+# -- sections --------------------------------------------------------------------------------
+
+@api(statuses=STATUSES)
+def section_list(req, namespace: str | None = None, section_name: str | None = None,
+                 page_index: int = 1, page_size: int = 10, orderBy: str | None = None,
+                 orderDir: str | None = None):
+    """Sections, newest change first: ``data.{total, list}`` (the admin UI's call)."""
+    check_read(req)
+    return OK, {"data": sections.list_(namespace, section_name, page_index, page_size,
+                                       orderBy, orderDir)}
+
+
+@api(write=True, statuses=STATUSES)
+def section_create(req, namespace: str, section_name: str, section_version: str):
+    """A new, empty, disabled section version."""
+    return _done(sections.create(namespace, section_name, section_version, req.username))
+
+
+@api(write=True, statuses=STATUSES)
+def section_item_add(req, namespace: str, section_name: str, section_version: str,
+                     item_name: str, item_default, item_description: str = "",
+                     item_enum: list | None = None, item_min: float | None = None,
+                     item_max: float | None = None, item_regex: str | None = None):
+    """Add a typed item (prefix i| f| s| b| t|) to a disabled section; optional constraints:
+    ``item_enum`` (list or comma list), ``item_min``/``item_max`` (value, or length for
+    strings), ``item_regex`` (strings)."""
+    enum = item_enum[0] if isinstance(item_enum, list) and len(item_enum) == 1 \
+        and isinstance(item_enum[0], str) else item_enum
+    constraints = {"enum": enum, "min_": item_min, "max_": item_max, "regex": item_regex}
+    return _done(sections.item_add(namespace, section_name, section_version, item_name,
+                                   item_default, item_description, req.username, constraints))
+
+
+@api(write=True, statuses=STATUSES)
+def section_item_delete(req, namespace: str, section_name: str, section_version: str,
+                        item_name: str):
+    """Remove an item from a disabled section."""
+    return _done(sections.item_delete(namespace, section_name, section_version, item_name,
+                                      req.username))
+
+
+@api(statuses=STATUSES)
+def section_get(req, namespace: str, section_name: str, section_version: str):
+    """The section's template and state (cached)."""
+    check_read(req)
+    return OK, {"data": sections.get(namespace, section_name, section_version)}
+
+
+@api(write=True, statuses=STATUSES)
+def section_enable(req, namespace: str, section_name: str, section_version: str):
+    """Enable a section so instances can use it (its items are then frozen)."""
+    return _done(sections.enable(namespace, section_name, section_version, req.username))
+
+
+@api(write=True, statuses=STATUSES)
+def section_disable(req, namespace: str, section_name: str, section_version: str):
+    """Disable a section to edit it again; refused while instances use it."""
+    return _done(sections.disable(namespace, section_name, section_version, req.username))
+
+
+@api(write=True, statuses=STATUSES)
+def section_delete(req, namespace: str, section_name: str, section_version: str):
+    """Delete a section version; refused while instances use it (ERR_SECTION_IN_USE)."""
+    return _done(sections.delete(namespace, section_name, section_version, req.username))
+
+
+# -- instances -------------------------------------------------------------------------------
+
+@api(statuses=STATUSES)
+def instance_list(req, namespace: str, section_name: str, instance_name: str | None = None,
+                  section_version: str | None = None, section_md5: str | None = None,
+                  extra_items: list[str] | None = None, sort: str | None = None,
+                  page_index: int = 1, page_size: int = 10, orderBy: str | None = None,
+                  orderDir: str | None = None):
+    """Instances of a section; ``extra_items`` adds item values as columns, ``sort`` takes
+    instance_name, u_time, c_time or an item name (``-`` prefix: descending)."""
+    check_read(req)
+    return OK, {"data": lists.instance_list(namespace, section_name, instance_name,
+                                            section_version, section_md5, extra_items, sort,
+                                            page_index, page_size, orderBy, orderDir)}
+
+
+@api(write=True, statuses=STATUSES)
+def instance_create(req, namespace: str, instance_name: str, section_name: str,
+                    section_version: str, items_data: dict | None = None):
+    """Create an instance of an enabled section: every item at its default unless
+    ``items_data`` gives a value. One transaction."""
+    return _done(instances.create(namespace, instance_name, section_name, section_version,
+                                  items_data, req.username))
+
+
+@api(statuses=STATUSES)
+def instance_get(req, namespace: str, instance_name: str, items: list[str] | None = None,
+                 value_format: str = "simple"):
+    """Values of an instance (cached): simple ``{item: value}`` or detail per item."""
+    check_read(req)
+    doc = instances.load(namespace, instance_name)
+    data = instances.view(doc, lists._names(items), value_format)
+    return OK, {"data": data, "revision": doc["revision"]}
+
+
+@api(write=True, statuses=STATUSES)
+def instance_update_item(req, namespace: str, instance_name: str, item_name: str, item_value,
+                         item_value_old=None, revision: int | None = None):
+    """Set one item. CAS: ``revision`` (the item's, exact) or ``item_value_old``; a lost
+    CAS is ERR_ITEM_UPDATE_FAILED with the current value and revision in ``data``."""
+    result = instances.update_items(
+        namespace, instance_name, {item_name: item_value}, req.username,
+        olds={item_name: item_value_old} if item_value_old is not None else None,
+        item_revisions={item_name: revision} if revision is not None else None)
+    item = result["items"][item_name]
+    return _done(result["revision"], **item)
+
+
+@api(write=True, statuses=STATUSES)
+def instance_update_items(req, namespace: str, instance_name: str, items: dict,
+                          revision: int | None = None):
+    """Set several items (a JSON object) in one transaction: all or nothing. ``revision``:
+    the instance's revision, the call fails if anything in the instance changed since."""
+    result = instances.update_items(namespace, instance_name, items, req.username,
+                                    revision=revision)
+    return _done(result["revision"], items=result["items"])
+
+
+@api(write=True, statuses=STATUSES)
+def instance_update_section(req, namespace: str, instance_name: str, section_version: str):
+    """Move the instance to another version of its section (upgrade or downgrade)."""
+    return _done(instances.update_section(namespace, instance_name, section_version,
+                                          req.username))
+
+
+@api(write=True, statuses=STATUSES)
+def instance_delete(req, namespace: str, instance_name: str):
+    """Delete the instance and its items (recorded in the history). One transaction."""
+    return _done(instances.delete(namespace, instance_name, req.username))
+
+
+@api(write=True, statuses=STATUSES)
+def instance_rollback(req, namespace: str, instance_name: str, revision: int):
+    """Restore the instance's values as of ``revision``, as a new write."""
+    result = history.instance_rollback(namespace, instance_name, revision, req.username)
+    return _done(result["revision"], items=result["items"])
+
+
+# -- items -----------------------------------------------------------------------------------
+
+@api(statuses=STATUSES)
+def item_get(req, item_id: int, item_type: str | None = None):
+    """One item by id (cached); ``item_type`` is optional and checked against the stored one."""
+    check_read(req)
+    return OK, {"data": items.get(item_id, item_type)}
+
+
+@api(write=True, statuses=STATUSES)
+def item_update(req, item_id: int, item_value, item_type: str | None = None,
+                item_value_old=None, revision: int | None = None):
+    """Set one item by id; its type comes from the stored item, never from the caller."""
+    result = items.update(item_id, item_value, req.username, item_type=item_type,
+                          item_value_old=item_value_old, revision=revision)
+    return _done(result.pop("revision"), **result)
+
+
+@api(statuses=STATUSES)
+def item_list(req, namespace: str | None = None, section_name: str | None = None,
+              instance_name: str | None = None, item_name: str | None = None,
+              item_value_operator: str | None = None, item_value=None,
+              start_time: str | None = None, end_time: str | None = None,
+              sort: str | None = None, page_index: int = 1, page_size: int = 10,
+              orderBy: str | None = None, orderDir: str | None = None):
+    """Items across instances; ``item_value_operator`` (= < <= > >= !=) compares typed
+    values, ``start_time``/``end_time`` (YYYYmmddHHMMSS) bound u_time as [start, end)."""
+    check_read(req)
+    return OK, {"data": lists.item_list(namespace, section_name, instance_name, item_name,
+                                        item_value_operator, item_value, start_time, end_time,
+                                        sort, page_index, page_size, orderBy, orderDir)}
+
+
+@api(statuses=STATUSES)
+def item_history_list(req, item_id: int, item_type: str | None = None, page_index: int = 1,
+                      page_size: int = 10):
+    """An item's history, newest first: create / update / delete / rollback rows."""
+    check_read(req)
+    return OK, {"data": history.item_history(item_id, item_type, page_index, page_size)}
+
+
+@api(write=True, statuses=STATUSES)
+def item_rollback(req, item_id: int, revision: int):
+    """Restore one item's value as of ``revision``, as a new write."""
+    result = history.item_rollback(item_id, revision, req.username)
+    return _done(result.pop("revision"), **result)
+
+
+# -- revisions, watch, import / export -------------------------------------------------------
+
+@api(statuses=STATUSES)
+def namespace_get(req, namespace: str):
+    """The namespace's current revision and its compaction mark."""
+    check_read(req)
+    revision, compacted = namespace_revision(values.check_namespace(namespace))
+    return OK, {"data": {"namespace": namespace, "revision": revision,
+                         "compact_revision": compacted}}
+
+
+@api(topic=False, statuses=STATUSES)
+def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0):
+    """Changes after revision ``since`` in order, waiting up to ``timeout`` s for the first
+    (long poll). No ``since``: the current revision at once. A ``since`` older than the
+    retention is ERR_REVISION_COMPACTED."""
+    check_read(req)
+    return OK, {"data": feed.watch(namespace, since, timeout, get_config())}
+
+
+@api(statuses=STATUSES)
+def export(req, namespace: str):
+    """The namespace (sections, instances, values) as one JSON document."""
+    check_read(req)
+    return OK, {"data": transfer.export(namespace)}
+
+
+@api(write=True, statuses=STATUSES)
+def namespace_import(req, document: dict, namespace: str | None = None, dry_run: bool = False):
+    """Import an exported document (into ``namespace`` if given); ``dry_run`` answers the
+    diff without writing. One transaction."""
+    return OK, {"data": transfer.import_(document, namespace, dry_run, req.username)}
+
+
+globals()["import"] = namespace_import  # /wuxing/import (a keyword, so set by name)

@@ -1,0 +1,51 @@
+"""Schema migrations: a short, explicit list of numbered steps and a version row.
+
+Start-up creates the version table, then runs every step above the stored version in order
+and records it. Steps are idempotent (``safe=True``, "if not exists"), because several
+replicas may start at once; a later schema change is one more function appended to STEPS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from butterfly_common import db
+
+from .models import MODELS, SchemaVersion
+
+
+def _v1_tables() -> None:
+    """The first schema: every table of models.py."""
+    db.database.create_tables(MODELS, safe=True)
+
+
+#: (version, step): append, never edit or reorder a released step.
+STEPS: list[tuple[int, Callable[[], None]]] = [
+    (1, _v1_tables),
+]
+LATEST = STEPS[-1][0]
+
+
+def current_version() -> int:
+    """The schema version recorded in the database (0 for an empty database)."""
+    row = SchemaVersion.get_or_none(SchemaVersion.id == 1)
+    return row.version if row else 0
+
+
+def migrate() -> int:
+    """Bring the schema up to :data:`LATEST`; return the version reached."""
+    with db.database.connection_context():
+        db.database.create_tables([SchemaVersion], safe=True)
+        version = current_version()
+        for number, step in STEPS:
+            if number <= version:
+                continue
+            step()
+            with db.database.atomic():
+                updated = (SchemaVersion.update(version=number)
+                           .where(SchemaVersion.id == 1, SchemaVersion.version < number)
+                           .execute())
+                if not updated and current_version() < number:
+                    SchemaVersion.insert(id=1, version=number).on_conflict_ignore().execute()
+            version = number
+        return current_version()

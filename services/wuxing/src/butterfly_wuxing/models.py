@@ -1,0 +1,143 @@
+"""wuxing's tables (peewee): namespaces, sections, instances, items and one history table.
+
+Values are stored typed, one column per type as in the original (``value_int``,
+``value_float``, ``value_string``, ``value_bool``, ``value_text``; only the column of the
+item's type is set), so ``item_list`` compares and sorts values in SQL with the type's own
+order. History keeps old and new values as JSON text: it is only read back, never compared.
+
+``wuxing_namespace.revision`` is the namespace's monotonic revision. Every write locks that
+row first (``UPDATE ... revision = revision + 1``), which serialises the writers of one
+namespace, so revisions commit in order and the change feed never skips one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+
+from butterfly_common import db
+
+
+def now() -> dt.datetime:
+    """Local time to the second, as the original stored it."""
+    return dt.datetime.now().replace(microsecond=0)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db.database
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    """One row: the last migration step applied (see migrations.py)."""
+
+    id = peewee.IntegerField(primary_key=True)
+    version = peewee.IntegerField()
+
+    class Meta:
+        table_name = "wuxing_schema_version"
+
+
+class Namespace(BaseModel):
+    namespace = peewee.CharField(max_length=16, primary_key=True)
+    revision = peewee.BigIntegerField(default=0)
+    #: History at or below this revision was pruned: older ``since`` / rollbacks are refused.
+    compacted = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "wuxing_namespace"
+
+
+class Section(BaseModel):
+    id = peewee.AutoField()
+    namespace = peewee.CharField(max_length=16)
+    section_name = peewee.CharField(max_length=64)
+    section_version = peewee.CharField(max_length=16)
+    #: JSON ``{item_name: {item_type, item_default, item_description, constraints}}``.
+    section_template = peewee.TextField(default="{}")
+    section_md5 = peewee.CharField(max_length=8)
+    is_enabled = peewee.BooleanField(default=False)
+    user = peewee.CharField(max_length=128, default="-")
+    revision = peewee.BigIntegerField(default=0)
+    c_time = peewee.DateTimeField(default=now)
+    u_time = peewee.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "wuxing_section"
+        indexes = ((("namespace", "section_name", "section_version"), True),)
+
+
+class Instance(BaseModel):
+    id = peewee.AutoField()
+    namespace = peewee.CharField(max_length=16)
+    instance_name = peewee.CharField(max_length=64)
+    section_name = peewee.CharField(max_length=64)
+    section_version = peewee.CharField(max_length=16)
+    section_md5 = peewee.CharField(max_length=8)
+    is_valid = peewee.BooleanField(default=True)
+    user = peewee.CharField(max_length=128, default="-")
+    #: The revision of the last write to this instance or any of its items.
+    revision = peewee.BigIntegerField(default=0)
+    c_time = peewee.DateTimeField(default=now)
+    u_time = peewee.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "wuxing_instance"
+        indexes = ((("namespace", "instance_name"), True),
+                   (("namespace", "section_name", "section_version"), False))
+
+
+class Item(BaseModel):
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    section_name = peewee.CharField(max_length=64)
+    instance_name = peewee.CharField(max_length=64)
+    item_name = peewee.CharField(max_length=64)
+    item_type = peewee.CharField(max_length=1)
+    value_int = peewee.BigIntegerField(null=True, index=True)
+    value_float = peewee.DoubleField(null=True, index=True)
+    value_string = peewee.CharField(max_length=128, null=True, index=True)
+    value_bool = peewee.BooleanField(null=True, index=True)
+    value_text = peewee.TextField(null=True)
+    user = peewee.CharField(max_length=128, default="-")
+    #: Revision of the last write of this value (CAS compares it), and of its creation.
+    revision = peewee.BigIntegerField(default=0)
+    c_revision = peewee.BigIntegerField(default=0)
+    c_time = peewee.DateTimeField(default=now, index=True)
+    u_time = peewee.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "wuxing_item"
+        indexes = ((("namespace", "instance_name", "item_name"), True),
+                   (("namespace", "section_name", "item_name"), False))
+
+
+class History(BaseModel):
+    """Every write, one row per thing it changed; the change feed ``watch`` answers from."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    revision = peewee.BigIntegerField()
+    #: ``item`` | ``instance`` | ``section``
+    kind = peewee.CharField(max_length=8)
+    #: create | update | delete | enable | disable | item_add | item_delete | upgrade
+    cmd = peewee.CharField(max_length=16)
+    section_name = peewee.CharField(max_length=64, default="")
+    section_version = peewee.CharField(max_length=16, default="")
+    instance_name = peewee.CharField(max_length=64, default="")
+    item_id = peewee.BigIntegerField(null=True)
+    item_name = peewee.CharField(max_length=64, default="")
+    item_type = peewee.CharField(max_length=1, default="")
+    value_old = peewee.TextField(null=True)
+    value_new = peewee.TextField(null=True)
+    user = peewee.CharField(max_length=128, default="-")
+    c_time = peewee.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "wuxing_history"
+        indexes = ((("namespace", "revision"), False), (("item_id", "revision"), False))
+
+
+MODELS: list[type[peewee.Model]] = [Namespace, Section, Instance, Item, History]

@@ -1,0 +1,125 @@
+"""Write transactions: one namespace revision per write, history rows, then the cache.
+
+:func:`run_write` is the only way domain code changes data. It opens one DB transaction,
+locks and bumps the namespace's revision row first (so writers of a namespace are serialised
+and revisions commit in order), runs the change, inserts its history rows, commits, and
+only then advances the namespace's Redis version key - which invalidates every cache entry
+of the namespace and wakes its watchers - before the caller answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import peewee
+
+from butterfly_common import db
+
+from . import cache
+from .models import History, Namespace, now
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: MySQL deadlock / lock wait timeout, SQLite "database is locked": safe to run again.
+_RETRYABLE_MYSQL = (1205, 1213)
+RETRIES = 5
+_BLANK: dict[str, Any] = {"section_name": "", "section_version": "", "instance_name": "",
+                          "item_id": None, "item_name": "", "item_type": "",
+                          "value_old": None, "value_new": None}
+
+
+@dataclass
+class Write:
+    """The context of one write: its namespace, revision, user and history rows."""
+
+    namespace: str
+    revision: int
+    user: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, kind: str, cmd: str, **fields: Any) -> None:
+        """Queue one history row (inserted in the same transaction)."""
+        for key in ("value_old", "value_new"):
+            if key in fields:
+                fields[key] = None if fields[key] is None else json.dumps(fields[key])
+        # insert_many takes its columns from the first row: every row carries them all
+        self.rows.append({**_BLANK, "namespace": self.namespace, "revision": self.revision,
+                          "kind": kind, "cmd": cmd, "user": self.user, "c_time": now(),
+                          **fields})
+
+
+def _transaction() -> Any:
+    real = db.database.obj
+    if isinstance(real, peewee.SqliteDatabase):
+        # Take the write lock at BEGIN: a deferred transaction upgrading later deadlocks
+        # with another one doing the same and fails at once instead of waiting.
+        return db.database.atomic("IMMEDIATE")
+    return db.database.atomic()
+
+
+def _retryable(exc: Exception) -> bool:
+    code = exc.args[0] if exc.args else None
+    if code in _RETRYABLE_MYSQL:
+        return True
+    return "database is locked" in str(exc)
+
+
+def _bump(namespace: str) -> int:
+    """Lock the namespace row and take the next revision (creating the row on first use).
+
+    One round trip: ``UPDATE ... RETURNING`` on SQLite, ``LAST_INSERT_ID(expr)`` on MySQL
+    (whose value comes back with the UPDATE's result).
+    """
+    table = Namespace._meta.table_name
+    sqlite = isinstance(db.database.obj, peewee.SqliteDatabase)
+    for _ in range(2):
+        if sqlite:
+            cursor = db.database.execute_sql(
+                f"UPDATE {table} SET revision = revision + 1 WHERE namespace = ? "  # noqa: S608
+                "RETURNING revision", (namespace,))
+            row = cursor.fetchone()
+            if row is not None:
+                return int(row[0])
+        else:
+            cursor = db.database.execute_sql(
+                f"UPDATE {table} SET revision = LAST_INSERT_ID(revision + 1) "  # noqa: S608
+                "WHERE namespace = %s", (namespace,))
+            if cursor.rowcount:
+                return int(cursor.lastrowid)
+        Namespace.insert(namespace=namespace, revision=0).on_conflict_ignore().execute()
+    raise RuntimeError(f"namespace {namespace!r}: could not take a revision")
+
+
+def run_write(namespace: str, user: str, change: Callable[[Write], T]) -> tuple[T, int]:
+    """Run ``change`` as one write of ``namespace``; return its result and the revision.
+
+    A WuxingError raised by ``change`` rolls everything back (nothing is half written).
+    """
+    for attempt in range(RETRIES):
+        try:
+            with db.database.connection_context(), _transaction():
+                write = Write(namespace, _bump(namespace), user)
+                result = change(write)
+                if write.rows:
+                    History.insert_many(write.rows).execute()
+            break
+        except (peewee.OperationalError, peewee.InternalError) as exc:
+            if attempt == RETRIES - 1 or not _retryable(exc):
+                raise
+            log.info("write of %s retried after %s", namespace, exc)
+            time.sleep(0.01 * (attempt + 1))
+    cache.advance(namespace, write.revision)
+    return result, write.revision
+
+
+def namespace_revision(namespace: str) -> tuple[int, int]:
+    """``(revision, compacted)`` of ``namespace`` ((0, 0) if nothing was written yet)."""
+    row = (Namespace.select(Namespace.revision, Namespace.compacted)
+           .where(Namespace.namespace == namespace).tuples().first())
+    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -1,0 +1,45 @@
+"""Helpers shared by wuxing's tests (a module with a unique name, importable anywhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from butterfly_common.app import create_app
+
+TOKEN = "wuxing-test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Api:
+    """``api.call("section_create", namespace=...)`` -> (status, body, x-reason)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.app = create_app("wuxing", settings)
+        self.client = self.app.test_client()
+
+    def call(self, handler: str, auth: bool = True, headers: dict | None = None,
+             **params: Any) -> tuple[int, dict, str]:
+        hdrs = {**(AUTH if auth else {}), **(headers or {})}
+        reply = self.client.post(f"/wuxing/{handler}", json=params, headers=hdrs)
+        return reply.status_code, reply.get_json(), reply.headers.get("x-reason", "")
+
+    def ok(self, handler: str, **params: Any) -> dict:
+        status, body, reason = self.call(handler, **params)
+        assert body["stat"] == "OK", (handler, status, body, reason)
+        return body
+
+    def stat(self, handler: str, **params: Any) -> str:
+        return self.call(handler, **params)[1]["stat"]
+
+
+def make_section(api: Api, ns: str = "demo", name: str = "host", version: str = "v1",
+                 items: dict[str, Any] | None = None, enable: bool = True, **extra: Any) -> None:
+    api.ok("section_create", namespace=ns, section_name=name, section_version=version)
+    for item_name, default in (items or {"i|port": 80, "s|owner": "ops",
+                                         "b|online": True, "f|load": 0.5,
+                                         "t|notes": ""}).items():
+        api.ok("section_item_add", namespace=ns, section_name=name, section_version=version,
+               item_name=item_name, item_default=default, item_description=f"the {item_name}",
+               **extra.get(item_name, {}))
+    if enable:
+        api.ok("section_enable", namespace=ns, section_name=name, section_version=version)
