@@ -100,7 +100,7 @@ def choose_redis(env: dict[str, str], dotenv: dict[str, str],
     data.mkdir(parents=True, exist_ok=True)
     argv = [ensure_redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
             "--appendonly", "no", "--dir", str(data)]
-    return f"redis://127.0.0.1:{port}/0", Child("redis", argv, {})
+    return f"redis://127.0.0.1:{port}/0", Child("redis", argv, {}, stop_last=True)
 
 
 def service_children(instances: list[Instance], env: dict[str, str],

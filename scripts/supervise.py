@@ -30,6 +30,9 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    #: Stopped only after every other child has exited (the fleet's own Redis: services
+    #: unregister from it on their way out).
+    stop_last: bool = False
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
 
@@ -120,19 +123,22 @@ class Supervisor:
     def stop(self) -> int:
         """SIGTERM every child, SIGKILL what is left after ``stop_timeout``; the exit code."""
         self.stopping.set()
-        for child in self.children:
-            if child.proc and child.proc.poll() is None:
-                child.proc.terminate()
         deadline = time.monotonic() + self.stop_timeout
-        killed = []
-        for child in self.children:
-            assert child.proc is not None
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                killed.append(child.name)
-                os.killpg(child.proc.pid, signal.SIGKILL)
-                child.proc.wait(10)
+        killed: list[str] = []
+        first = [c for c in self.children if not c.stop_last]
+        last = [c for c in self.children if c.stop_last]
+        for wave in (first, last):
+            for child in wave:
+                if child.proc and child.proc.poll() is None:
+                    child.proc.terminate()
+            for child in wave:
+                assert child.proc is not None
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    killed.append(child.name)
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                    child.proc.wait(10)
         rc = 0
         for child in self.died:
             self.say("make run", f"{child.name} exited with rc={child.proc.returncode}; "

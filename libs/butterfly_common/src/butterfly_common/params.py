@@ -41,8 +41,19 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
+#: ``int`` parameters are 64-bit signed: every database the services use stores that, and a
+#: larger number from a client is a mistake to refuse, not an overflow deep in a driver.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
 def _to_int(value: Any) -> int:
-    value = _scalar(value, "integer")
+    number = _parse_int(_scalar(value, "integer"))
+    if not INT_MIN <= number <= INT_MAX:
+        raise ValueError("integer out of the 64-bit range")
+    return number
+
+
+def _parse_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")
     if isinstance(value, int):
