@@ -80,3 +80,14 @@ def topic(broker: Broker) -> str:
 # Framework fixtures (sample service app) live in their own module; redis_server,
 # nutcracker, callee... come from the butterfly pytest plugin (butterfly_common.testing).
 from fixtures_app import client, make_app  # noqa: E402, F401
+
+
+@pytest.fixture(scope="module", params=["redis", "twemproxy"])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The queue tests' store: a plain redis-server, then two shards behind nutcracker."""
+    if request.param == "redis":
+        with RedisServer() as server:
+            yield server.url
+    else:
+        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
+            yield proxy.url

@@ -17,19 +17,9 @@ from butterfly_common.protocol import ProtocolSettings
 from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import configure
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import Nutcracker, RedisServer, wait_until
+from butterfly_common.testing import wait_until
 
 from fixtures_app import SAMPLE
-
-
-@pytest.fixture(scope="module", params=["redis", "twemproxy"])
-def redis_url(request):
-    if request.param == "redis":
-        with RedisServer() as server:
-            yield server.url
-    else:
-        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
-            yield proxy.url
 
 
 @pytest.fixture
