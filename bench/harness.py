@@ -1,0 +1,175 @@
+"""What every bench reports the same way: load, rounds, targets, a JSON copy.
+
+A bench measures its systems round by round and hands each number to a :class:`Report`::
+
+    report = Report("http_overhead", "GET /demo_api/ping under wrk -c16")
+    for _ in range(rounds):
+        report.add("bare flask", "req/s", 8300)
+        report.add("butterfly", "req/s", 7600)
+    report.target("butterfly / bare flask req/s", report.ratio("butterfly", "bare flask",
+                  "req/s"), ">=", 0.9)
+    sys.exit(report.finish())
+
+``finish`` prints one table (min / median / max over the rounds of every metric), the
+targets with a verdict computed from the medians, the load average before and after, and
+writes the same as ``var/bench/<name>.json``. A verdict needs a machine that was quiet when
+the bench started: with the 1-minute load average above the core count it prints why and no
+verdict (``Report`` first waits up to ``BENCH_SETTLE_SECONDS`` for the load to fall, since a
+previous bench's own load lingers in the average for a minute).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = Path(os.environ.get("BENCH_OUT_DIR", ROOT / "var" / "bench"))
+CORES = os.cpu_count() or 1
+
+
+def loadavg() -> tuple[float, float, float]:
+    """The 1, 5 and 15-minute load averages."""
+    return os.getloadavg()
+
+
+def settle(max_seconds: float, cores: int = CORES) -> float:
+    """Wait until the 1-minute load average is at most ``cores`` (or ``max_seconds`` pass);
+    returns the seconds waited. Progress goes to stderr, the table stays clean."""
+    t0 = time.monotonic()
+    said = False
+    while loadavg()[0] > cores and time.monotonic() - t0 < max_seconds:
+        if not said:
+            print(f"waiting for the machine to settle: load {loadavg()[0]:.2f} > {cores} "
+                  f"cores (up to {max_seconds:g} s)", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(1)
+    return time.monotonic() - t0
+
+
+@dataclass
+class Target:
+    """A goal on one derived figure: ``value op goal``."""
+
+    label: str
+    value: float
+    op: str
+    goal: float
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.goal if self.op == ">=" else self.value <= self.goal
+
+
+@dataclass
+class Report:
+    """The numbers of one bench run, over its rounds; see the module docstring."""
+
+    name: str
+    title: str
+    settle_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("BENCH_SETTLE_SECONDS", "75")))
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.waited = settle(self.settle_seconds)
+        self.load_before = loadavg()
+        self.started = time.time()
+
+    def add(self, system: str, metric: str, value: float) -> None:
+        """One round's ``metric`` of ``system``."""
+        self.values.setdefault((system, metric), []).append(float(value))
+
+    def note(self, system: str, text: str) -> None:
+        """A line of context printed beside the system's rows."""
+        self.notes[system] = text
+
+    def median(self, system: str, metric: str) -> float:
+        return statistics.median(self.values[(system, metric)])
+
+    def ratio(self, a: str, b: str, metric: str) -> float:
+        """median(a) / median(b) of ``metric``."""
+        return self.median(a, metric) / self.median(b, metric)
+
+    def target(self, label: str, value: float, op: str, goal: float) -> Target:
+        if op not in (">=", "<="):
+            raise ValueError(f"op must be >= or <=, not {op!r}")
+        t = Target(label, value, op, goal)
+        self.targets.append(t)
+        return t
+
+    @property
+    def refusal(self) -> str | None:
+        """Why no verdict is given, or None when the machine was quiet enough."""
+        if self.load_before[0] > CORES:
+            return (f"load average {self.load_before[0]:.2f} at start exceeds {CORES} cores "
+                    f"(after waiting {self.waited:.0f} s): figures printed, no verdict")
+        return None
+
+    def finish(self) -> int:
+        """Print the table and targets, write the JSON; 0 when every target is met (or no
+        verdict could be given), 1 when one was missed."""
+        load_after = loadavg()
+        rounds = max((len(v) for v in self.values.values()), default=0)
+        print(f"\n{self.title}")
+        print(f"load average before {fmt_load(self.load_before)}, after {fmt_load(load_after)}"
+              f" ({CORES} cores); {rounds} round(s)")
+        print(f"{'system':<24} {'metric':<16} {'min':>10} {'median':>10} {'max':>10}")
+        for (system, metric), vals in self.values.items():
+            print(f"{system:<24} {metric:<16} {num(min(vals)):>10} "
+                  f"{num(statistics.median(vals)):>10} {num(max(vals)):>10}")
+        for system, text in self.notes.items():
+            print(f"  {system}: {text}")
+        refusal = self.refusal
+        if self.targets:
+            print()
+        for t in self.targets:
+            verdict = "" if refusal else ("met" if t.met else "MISSED")
+            print(f"{t.label:<46} {num(t.value):>10}  target {t.op} {num(t.goal):<8} {verdict}")
+        if refusal:
+            print(f"no verdict: {refusal}")
+        self.write(load_after, refusal)
+        if refusal:
+            return 0
+        return 0 if all(t.met for t in self.targets) else 1
+
+    def write(self, load_after: tuple[float, float, float], refusal: str | None) -> Path:
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        path = OUT_DIR / f"{self.name}.json"
+        doc: dict[str, Any] = {
+            "bench": self.name, "title": self.title, "started": self.started,
+            "cores": CORES, "load_before": self.load_before, "load_after": load_after,
+            "settle_waited_s": round(self.waited, 1), "verdict_refused": refusal,
+            "rows": [{"system": s, "metric": m, "rounds": v, "min": min(v),
+                      "median": statistics.median(v), "max": max(v)}
+                     for (s, m), v in self.values.items()],
+            "notes": self.notes,
+            "targets": [{"label": t.label, "value": t.value, "op": t.op, "goal": t.goal,
+                         "met": None if refusal else t.met} for t in self.targets],
+        }
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"(written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
+        return path
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def num(x: float) -> str:
+    """Compact: integers above 100 without decimals, small figures with two or three."""
+    if x != x:  # NaN
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
