@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+from butterfly_common.logfiles import flush_all
 from butterfly_common.logs import configure_logging, error_log
 from butterfly_common.settings import load_settings
+from butterfly_common.testing import wait_until
 
 ACCESS = re.compile(
     r"^(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\t(?P<pid>\d+)\t(?P<where>[\w.]+:\d+)\t"
@@ -76,14 +83,73 @@ def test_rotation_keeps_every_line(tmp_path):
     log = __import__("logging").getLogger("butterfly.access")
     for i in range(300):
         log.info("line %05d %s", i, "x" * 40)
+    flush_all()
     files = sorted(directory.glob("acc.log*"))
     assert len(files) > 3
     numbers = sorted(int(m) for f in files for m in re.findall(r"line (\d{5})", f.read_text()))
     assert numbers == list(range(300))
+    # a batch is split where line-by-line writing would have rotated: no file overshoots
+    longest = max(len(line) + 1 for f in files for line in f.read_text().splitlines())
+    assert max(f.stat().st_size for f in files) < 2048 + longest
+
+
+def access_text(directory: Path) -> str:
+    path = directory / "acc.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_access_lines_are_written_within_the_flush_interval(tmp_path):
+    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path), "BUTTERFLY_LOG_FLUSH_MS": "50"})
+    directory = configure_logging(settings, "batch")
+    logging.getLogger("butterfly.access").info("batched line")
+    # nobody flushes: the flusher thread writes it
+    wait_until(lambda: "batched line" in access_text(directory), 10, what="flushed line")
+
+
+def test_flush_ms_0_writes_every_line_at_once(tmp_path):
+    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path), "BUTTERFLY_LOG_FLUSH_MS": "0"})
+    directory = configure_logging(settings, "sync")
+    logging.getLogger("butterfly.access").info("at once")
+    assert "at once" in access_text(directory)
+
+
+def test_a_clean_exit_writes_every_buffered_line(tmp_path):
+    """No flush call, a 10 s interval: logging's atexit hook must write the batch."""
+    code = textwrap.dedent(f"""
+        import logging
+        from butterfly_common.logs import configure_logging
+        from butterfly_common.settings import load_settings
+        settings = load_settings({{"BUTTERFLY_LOG_DIR": {str(tmp_path)!r},
+                                  "BUTTERFLY_LOG_FLUSH_MS": "10000"}})
+        configure_logging(settings, "exit")
+        for i in range(2000):
+            logging.getLogger("butterfly.access").info("exit line %05d", i)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    numbers = re.findall(r"exit line (\d{5})", access_text(tmp_path / "exit"))
+    assert sorted(map(int, numbers)) == list(range(2000))
+
+
+def test_fork_writes_no_line_twice(tmp_path):
+    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path),
+                              "BUTTERFLY_LOG_FLUSH_MS": "10000"})
+    directory = configure_logging(settings, "fork")
+    log = logging.getLogger("butterfly.access")
+    log.info("before fork")  # still in the parent's batch at the fork
+    pid = os.fork()
+    if pid == 0:  # the child: log, write, leave without running the parent's atexit hooks
+        log.info("in child")
+        flush_all()
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    flush_all()
+    text = access_text(directory)
+    assert text.count("before fork") == 1 and text.count("in child") == 1
 
 
 def test_stdout_mode(tmp_path, capsys):
     settings = load_settings({"BUTTERFLY_LOG_DIR": "-"})
     assert configure_logging(settings, "x") is None
     __import__("logging").getLogger("butterfly.access").info("to stdout")
+    flush_all()
     assert "to stdout" in capsys.readouterr().out

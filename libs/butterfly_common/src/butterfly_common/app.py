@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from flask import Flask, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
@@ -189,15 +190,19 @@ class ServiceApp:
             _bound_chunked(environ, self.settings.max_body_bytes)
         http = HttpRequest(environ)
         http.max_content_length = self.settings.max_body_bytes
-        return self.dispatch_request(http, key)(environ, start_response)
+        outcome, gateway_headers = self.answer(http, key)
+        if plain_answer(outcome):
+            return respond_plain(outcome, gateway_headers, http.method, start_response)
+        return self._response(http, outcome, gateway_headers)(environ, start_response)
 
     def flask_view(self, path: str = "") -> Response:
         """Flask's catch-all rule: unknown paths (routes are served by :meth:`wsgi`)."""
         http: HttpRequest = request._get_current_object()  # type: ignore[attr-defined]
-        return self.dispatch_request(http, route_key("/" + path))
+        return self._response(http, *self.answer(http, route_key("/" + path)))
 
-    def dispatch_request(self, http: HttpRequest, key: str) -> Response:
-        """Build the Request, serve ``key``, add the gateway headers, log the call."""
+    def answer(self, http: HttpRequest, key: str) -> tuple[Outcome, list[tuple[str, str]]]:
+        """Build the Request, serve ``key``, log the call; the outcome and the gateway's
+        headers (the caller turns them into the HTTP response)."""
         # werkzeug's Headers answers .get() like the Mapping the rest of the code reads
         headers = cast(Mapping[str, str], http.headers)
         incoming = headers.get("x-reqid")
@@ -225,9 +230,8 @@ class ServiceApp:
                            ("x-cost", f"{req.cost:.6f}")]
         if req.error_str:
             gateway_headers.append(("x-reason", header_safe(req.error_str)))
-        response = self._response(http, outcome, gateway_headers)
         self.gateway.finish(req, outcome, label)
-        return response
+        return outcome, gateway_headers
 
     def _serve(self, http: HttpRequest, route: Route, req: Request) -> Outcome:
         if route.spec.admin:
@@ -267,6 +271,38 @@ class ServiceApp:
             return response
         return Response(outcome.body, status=outcome.status,
                         headers=[*outcome.headers, *gateway_headers])
+
+
+def plain_answer(outcome: Outcome) -> bool:
+    """True for the common answer :func:`respond_plain` can send without werkzeug: a body
+    with a status that has one, and no handler header werkzeug would rewrite (Location,
+    Content-Length) or check for line breaks: just the JSON content type, or nothing."""
+    return (outcome.file is None and 200 <= outcome.status < 600
+            and outcome.status not in (204, 304)
+            and all(h == JSON_TYPE for h in outcome.headers))
+
+
+def respond_plain(outcome: Outcome, gateway_headers: list[tuple[str, str]], method: str,
+                  start_response: Callable[..., Any]) -> list[bytes]:
+    """The WSGI answer werkzeug's Response would give for a :func:`plain_answer`, byte for
+    byte (same status line, headers and order, Content-Length last), at a fraction of its
+    cost: this is every API call's way out."""
+    headers = [*outcome.headers, *gateway_headers]
+    if not outcome.headers:
+        headers.append(DEFAULT_TYPE)
+    body = outcome.body
+    headers.append(("Content-Length", str(len(body))))
+    start_response(STATUS_LINES.get(outcome.status) or status_line(outcome.status), headers)
+    return [] if method == "HEAD" else [body]
+
+
+def status_line(code: int) -> str:
+    return f"{code} {HTTP_STATUS_CODES.get(code, 'UNKNOWN').upper()}"
+
+
+STATUS_LINES = {code: status_line(code) for code in HTTP_STATUS_CODES}
+#: werkzeug's default for a body without a Content-Type
+DEFAULT_TYPE = ("Content-Type", "text/plain; charset=utf-8")
 
 
 def create_app(service: str | Service, settings: Settings | None = None) -> Flask:

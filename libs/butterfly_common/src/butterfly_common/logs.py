@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import logging.handlers
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import nesting
+from .logfiles import BufferedRotatingFileHandler, BufferedStreamHandler, SizeRotatingFileHandler
 from .request import Request
 from .settings import Settings
 
@@ -37,24 +37,6 @@ MAX_VALUE = 256
 #: backslash itself (so an escaped line can be told from a raw one).
 _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """RotatingFileHandler without its two ``stat`` calls per line.
-
-    The stdlib checks on every record that the file is a regular file; ours always are,
-    and the check doubled the cost of an access-log line. Rotation is still by size, from
-    the stream position, and never truncates: several worker processes may each rotate,
-    shifting files one more place, but no line is lost.
-    """
-
-    def shouldRollover(self, record: logging.LogRecord) -> bool:
-        if self.stream is None:
-            self.stream = self._open()
-        if self.maxBytes <= 0:
-            return False
-        self.stream.seek(0, 2)
-        return self.stream.tell() + len(self.format(record)) + 1 >= self.maxBytes
 
 
 class _Formatter(logging.Formatter):
@@ -138,10 +120,19 @@ _ACCESS_FILE = "access.py"
 
 
 def _handler(settings: Settings, directory: Path | None, filename: str,
-             fmt: str, level: int = logging.NOTSET) -> logging.Handler:
+             fmt: str, level: int = logging.NOTSET, batched: bool = False) -> logging.Handler:
+    """A handler of one log file (or stdout); ``batched`` ones are written every
+    ``BUTTERFLY_LOG_FLUSH_MS`` (:mod:`.logfiles`), the others line by line."""
     handler: logging.Handler
+    interval = settings.log_flush_ms / 1000
+    batched = batched and interval > 0
     if directory is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = (BufferedStreamHandler(sys.stdout, interval=interval) if batched
+                   else logging.StreamHandler(sys.stdout))
+    elif batched:
+        handler = BufferedRotatingFileHandler(
+            directory / filename, interval=interval, maxBytes=settings.log_max_bytes,
+            backupCount=settings.log_backups, encoding="utf-8")
     else:
         handler = SizeRotatingFileHandler(
             directory / filename, maxBytes=settings.log_max_bytes,
@@ -160,7 +151,10 @@ def configure_logging(settings: Settings, service: str) -> Path | None:
         directory.mkdir(parents=True, exist_ok=True)
     for logger, filename in ((access_log, "acc.log"), (error_log, "err.log"),
                              (init_log, "init.log")):
-        logger.handlers[:] = [_handler(settings, directory, filename, LINE_FORMAT)]
+        for old in logger.handlers:
+            old.close()  # writes what a batched one still holds
+        logger.handlers[:] = [_handler(settings, directory, filename, LINE_FORMAT,
+                                       batched=logger is access_log)]
         logger.setLevel(logging.INFO)
         logger.propagate = False
     root = logging.getLogger()

@@ -100,7 +100,10 @@ class ButterflyServer(BaseApplication):
         self._stoppers = start_background(self.service, self.settings)
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
+        from .logfiles import flush_all
+
         stop_background(self._stoppers)
+        flush_all()  # the access lines still batched (logging's atexit hook does it too)
 
     @staticmethod
     def _child_exit(server: Any, worker: Any) -> None:

@@ -42,6 +42,8 @@ class Settings:
     log_level: str = "INFO"
     log_max_bytes: int = 64 * 1024 * 1024
     log_backups: int = 10
+    #: acc.log lines are written in batches at most this often (0: every line at once)
+    log_flush_ms: int = 100
     consume: bool = False
     consume_threads: int = 8
     consume_topics: tuple[str, ...] = ()
@@ -226,6 +228,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["log_max_bytes"] = _int("BUTTERFLY_LOG_MAX_BYTES", raw, 1024)
     if (raw := get("BUTTERFLY_LOG_BACKUPS")) is not None:
         kwargs["log_backups"] = _int("BUTTERFLY_LOG_BACKUPS", raw, 1, 1000)
+    if (raw := get("BUTTERFLY_LOG_FLUSH_MS")) is not None:
+        kwargs["log_flush_ms"] = _int("BUTTERFLY_LOG_FLUSH_MS", raw, 0, 10_000)
     if (raw := get("BUTTERFLY_CONSUME")) is not None:
         kwargs["consume"] = _bool("BUTTERFLY_CONSUME", raw)
     if (raw := get("BUTTERFLY_CONSUME_THREADS")) is not None:
