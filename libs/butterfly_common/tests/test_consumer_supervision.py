@@ -91,14 +91,14 @@ def test_defect_01_poison_message_does_not_kill_consumer_threads(setup):
 def test_defect_01_unstorable_result_fails_the_message_not_the_thread(setup, monkeypatch):
     broker, _, start = setup
     consumer = start(threads=1)
-    real_complete = broker.complete
+    real_complete = broker.complete_many
 
-    def broken(msg, result=None, cost=0.0):
-        if msg.data.get("a") == 13:
+    def broken(done):  # one runner: a batch of one
+        if any(msg.data.get("a") == 13 for msg, _, _ in done):
             raise RecursionError("maximum recursion depth exceeded")
-        return real_complete(msg, result, cost)
+        return real_complete(done)
 
-    monkeypatch.setattr(broker, "complete", broken)
+    monkeypatch.setattr(broker, "complete_many", broken)
     bad = broker.publish("/jobs/add", {"a": 13, "b": 0}).msg_id
     good = broker.publish("/jobs/add", {"a": 1, "b": 0}).msg_id
     assert wait_until(lambda: done(broker, good), 20).status == FINISHED

@@ -48,6 +48,7 @@ from . import health, metrics, retstat
 from .discovery import Route
 from .gateway import Gateway
 from .mq import Broker, Message
+from .mq.group_commit import GroupCommit, Interrupted
 from .protocol import Outcome
 from .reqid import is_valid_reqid, new_reqid
 from .request import Request
@@ -114,6 +115,8 @@ class Consumer:
         self._work = threading.Condition(lock)   # runners wait here for ready messages
         self._space = threading.Condition(lock)  # the fetcher waits here for free slots
         self._ready: deque[Message] = deque()
+        self._completions: GroupCommit[tuple[Message, dict[str, Any] | None, float], bool] = \
+            GroupCommit(lambda done: self.broker.complete_many(done))
         self._running: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
@@ -340,15 +343,15 @@ class Consumer:
                 elif outcome.stat == retstat.ERR_SERVER_EXCEPTION:
                     done = self.broker.fail(msg, req.error_detail or reason, outcome.data,
                                             cost, retry=True)
-                else:
-                    done = self.broker.complete(msg, outcome.data, cost)
+                else:  # shares a round trip with the runners finishing meanwhile
+                    done = self._completions.submit((msg, outcome.data, cost))
                 if not done:
                     req.log_res.add("fenced=1")  # reaped or deleted meanwhile: ignored
                 elif msg.notify and done != "delayed":  # a final outcome, not a retry
                     self._notify(msg, "failed" if done == "failed" else "finished",
                                  outcome.stat, cost)
                 return
-            except RedisError as exc:
+            except (RedisError, Interrupted) as exc:
                 log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
                 if self._stopping.wait(0.2 * 2 ** attempt):
                     break

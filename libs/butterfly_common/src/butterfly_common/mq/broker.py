@@ -19,7 +19,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import nesting
@@ -168,16 +168,27 @@ class Broker:
                  cost: float = 0.0) -> bool:
         """Store the result and mark finished (kept ``result_ttl``). False when fenced out:
         the message was reaped, released or deleted since this consumer claimed it."""
-        k = self.keys(msg.topic)
+        return self.complete_many([(msg, result, cost)])[0]
+
+    def complete_many(self, done: Sequence[tuple[Message, dict[str, Any] | None, float]]
+                      ) -> list[bool]:
+        """:meth:`complete` for several messages in ONE round trip (a consumer's runners
+        that finish together share it); each is fenced on its own."""
         pipe = self.client.pipeline(transaction=False)
-        call = scripts.queue_in(pipe, "complete", [k.started, k.finished, k.msg(msg.id)],
-                                [msg.id, msg.token, _json(result) if result is not None
-                                 else "", f"{cost:.6f}"])
-        index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg))
-        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
-                                 best_effort=[1])
-        index.ignore_errors(results, [1], "id index refresh")
-        return bool(results[0])
+        calls: dict[int, tuple[Any, ...]] = {}
+        best_effort: list[int] = []
+        for msg, result, cost in done:
+            k = self.keys(msg.topic)
+            calls[len(calls) + len(best_effort)] = scripts.queue_in(
+                pipe, "complete", [k.started, k.finished, k.msg(msg.id)],
+                [msg.id, msg.token, _json(result) if result is not None else "",
+                 f"{cost:.6f}"])
+            index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg))
+            best_effort.append(len(calls) + len(best_effort))
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
+                                 best_effort=best_effort)
+        index.ignore_errors(results, best_effort, "id index refresh")
+        return [bool(results[i]) for i in calls]
 
     def notify(self, msg: Message, status: str, stat: str, cost: float = 0.0) -> str | None:
         """Publish the completion notice of ``msg`` to the topic it names (``msg.notify``).
