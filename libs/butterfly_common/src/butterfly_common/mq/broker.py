@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import nesting
+from ..redis_client import pipeline
 from . import index, scripts
 from .errors import NoConsumer
 from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
@@ -127,7 +128,7 @@ class Broker:
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
                 int(force), to_ms(self.heartbeat_ttl), notify or ""]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
                                                   k.msg(msg_id)], args)
         extra = []
@@ -174,7 +175,7 @@ class Broker:
                       ) -> list[bool]:
         """:meth:`complete` for several messages in ONE round trip (a consumer's runners
         that finish together share it); each is fenced on its own."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         calls: dict[int, tuple[Any, ...]] = {}
         best_effort: list[int] = []
         for msg, result, cost in done:
