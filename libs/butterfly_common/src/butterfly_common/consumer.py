@@ -7,8 +7,9 @@ two apart except by ``req.method``.
 Threads, all daemons:
 
 - the *fetcher* claims batches for every topic into a local ready list, up to twice the
-  runner count; busy, it claims again at once; idle, it backs off (jittered, doubling, at
-  most ``max_idle`` seconds), since Twemproxy offers no blocking pop to wait on;
+  runner count, once half of that is free (or the list ran dry); busy, it claims again at
+  once; idle, it backs off (jittered, doubling, at most ``max_idle`` seconds), since
+  Twemproxy offers no blocking pop to wait on;
 - *runners* (a bounded pool) take ready messages and call the handler;
 - the *keeper* heartbeats the worker registry, extends the leases of running messages,
   interrupts handlers past their message's ``timeout`` and reaps expired leases;
@@ -234,7 +235,10 @@ class Consumer:
     def _fetch_once(self, offset: int) -> tuple[int, int]:
         """Claim up to the free capacity over all topics; -1 when stopping mid-claim."""
         with self._space:
-            while self._capacity() <= 0 and not self._stopping.is_set():
+            # claim in batches: while runners still have ready work, wait until half the
+            # prefetch is free (one round trip per ~threads messages, not per message)
+            while not self._stopping.is_set() and (
+                    self._capacity() <= 0 or (self._ready and self._capacity() < self.threads)):
                 self._space.wait(0.5)
             capacity = self._capacity()
         got = 0
