@@ -73,14 +73,9 @@ compose-check: $(STAMP) ## fail when deploy/compose.yml is stale or invalid
 test: system-deps $(STAMP) frontend lint compose-check ## install everything, lint, check compose, run pytest
 	$(BIN)/pytest -q
 
-bench: system-deps $(STAMP) ## run the side-by-side benchmarks (prints tables)
+bench: system-deps $(STAMP) frontend ## run every side-by-side benchmark (tables + summary, JSON in var/bench/)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
-	$(BIN)/python bench/http_overhead.py
-	$(BIN)/python bench/mq_throughput.py
-	$(BIN)/python bench/scheduler_accuracy.py
-	$(BIN)/python bench/wuxing.py
-	$(BIN)/python bench/canghai.py
-	$(BIN)/python bench/xingqiao.py
+	$(BIN)/python bench/run_all.py $(BENCHES)
 
 clean: ## remove .venv, var/ and caches (keeps .env)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

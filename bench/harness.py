@@ -44,10 +44,10 @@ def settle(max_seconds: float, cores: int = CORES) -> float:
     returns the seconds waited. Progress goes to stderr, the table stays clean."""
     t0 = time.monotonic()
     said = False
-    while loadavg()[0] > cores and time.monotonic() - t0 < max_seconds:
+    while (load := loadavg()[0]) > cores and time.monotonic() - t0 < max_seconds:
         if not said:
-            print(f"waiting for the machine to settle: load {loadavg()[0]:.2f} > {cores} "
-                  f"cores (up to {max_seconds:g} s)", file=sys.stderr, flush=True)
+            print(f"waiting for the machine to settle: load {load:.2f} > {cores} cores "
+                  f"(up to {max_seconds:g} s)", file=sys.stderr, flush=True)
             said = True
         time.sleep(1)
     return time.monotonic() - t0
@@ -168,6 +168,8 @@ def num(x: float) -> str:
     """Compact: integers above 100 without decimals, small figures with two or three."""
     if x != x:  # NaN
         return "n/a"
+    if x == 0:
+        return "0"
     if abs(x) >= 100:
         return f"{x:.0f}"
     if abs(x) >= 1:
