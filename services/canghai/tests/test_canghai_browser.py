@@ -80,13 +80,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         baichuan = f.start("baichuan")
         ruqi = f.start("ruqi")
         core = f.start("core", BUTTERFLY_CONSUME="1")
+        wuxing = f.start("wuxing")
+        xingqiao = f.start("xingqiao", BUTTERFLY_CONSUME="1")
+        others = {"core": core, "baichuan": baichuan, "ruqi": ruqi, "wuxing": wuxing,
+                  "xingqiao": xingqiao}
         fleet_file = tmp / "fleet.toml"
-        fleet_file.write_text("".join(
-            f"[service.{name}]\nport = {proc.port}\n\n"
-            for name, proc in (("core", core), ("baichuan", baichuan), ("ruqi", ruqi))),
-            encoding="utf-8")
+        fleet_file.write_text("".join(f"[service.{name}]\nport = {proc.port}\n\n"
+                                      for name, proc in others.items()), encoding="utf-8")
         canghai = ButterflyService("canghai", {
-            **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "CANGHAI_FLEET_FILE": str(fleet_file),
+            **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "BUTTERFLY_WUXING_URL": wuxing.url,
+            "BUTTERFLY_XINGQIAO_URL": xingqiao.url, "CANGHAI_FLEET_FILE": str(fleet_file),
             "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1"})
         fleet_file.write_text(fleet_file.read_text() + f"[service.canghai]\nport = "
                               f"{canghai.port}\n", encoding="utf-8")
@@ -98,7 +101,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             env={**canghai.env})
         assert user.returncode == 0, user.stderr
         yield {"url": canghai.url, "broker": broker, "failed": failed,
-               "xss_failed": xss_failed, "procs": f.procs}
+               "xss_failed": xss_failed, "procs": f.procs, "wuxing": wuxing.url,
+               "xingqiao": xingqiao.url}
     finally:
         f.stop()
 
@@ -181,8 +185,8 @@ def test_sign_in_page_and_overview(fleet: dict, browser: Browser, admin: Watched
     page = admin.page
     page.goto("/console/")
     rows = page.locator("#overview-live table tbody tr")
-    expect(rows).to_have_count(4)
-    expect(page.locator("#overview-live .badge-ok")).to_have_count(4)
+    expect(rows).to_have_count(6)
+    expect(page.locator("#overview-live .badge-ok")).to_have_count(6)
     # the sampler feeds the charts: wait for a drawn chart
     expect(page.locator("#chart-depth .uplot")).to_have_count(1)
     expect(page.locator("#chart-traffic .uplot")).to_have_count(1)
@@ -366,9 +370,125 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     w.page.context.close()
 
 
+def _wuxing(fleet: dict, path: str, **params: Any) -> dict:
+    """A write to wuxing as another client of the fleet would make it (admin token)."""
+    r = requests.post(f"{fleet['wuxing']}/wuxing/{path}", json=params, timeout=10,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200, (path, r.status_code, r.headers.get("x-reason"))
+    return r.json()
+
+
+def test_data_browse_edit_and_live_change(fleet: dict, admin: Watched) -> None:
+    key = {"namespace": "shop", "section_name": "host", "section_version": "v1"}
+    _wuxing(fleet, "section_create", **key)
+    _wuxing(fleet, "section_item_add", **key, item_name="i|port", item_default=80,
+            item_description="listen port", item_min=1, item_max=65535)
+    _wuxing(fleet, "section_item_add", **key, item_name="s|note", item_default="-")
+    _wuxing(fleet, "section_enable", **key)
+    _wuxing(fleet, "instance_create", namespace="shop", instance_name="web1",
+            section_name="host", section_version="v1", items_data={"i|port": 8080})
+    page = admin.page
+    page.goto("/console/data/")
+    page.click('tr[data-section="shop/host/v1"] a:has-text("host")')
+    expect(page.locator("main h1")).to_contain_text("host")
+    shot(page, "data-section")
+    page.click('a:has-text("web1")')
+    port = page.locator('tr[data-item="i|port"] [data-field="value"]')
+    expect(port).to_have_text("8080")
+    # an edit through the console form (CAS on the item's revision) ...
+    row = page.locator('tr[data-item="i|port"]')
+    row.locator("input[name=item_value]").fill("8081")
+    row.locator("button[type=submit]").click()
+    expect(port).to_have_text("8081")
+    # ... and a change made elsewhere arrives live, without a reload
+    page.evaluate("window.__sameDocument = true")
+    _wuxing(fleet, "instance_update_item", namespace="shop", instance_name="web1",
+            item_name="s|note", item_value=XSS)
+    note = page.locator('tr[data-item="s|note"] [data-field="value"]')
+    expect(note).to_contain_text("<script>")
+    expect(page.locator("#data-changes li[data-change-revision]").first).to_contain_text("s|note")
+    assert page.evaluate("window.__sameDocument === true")
+    assert page.locator("main img").count() == 0
+    shot(page, "data-instance")
+    # a stale form (the item changed since the page showed it) is refused, not applied
+    _wuxing(fleet, "instance_update_item", namespace="shop", instance_name="web1",
+            item_name="i|port", item_value=9000)
+    page.evaluate("htmx.config.defaultSwapStyle")  # htmx is there
+    form = page.locator('tr[data-item="i|port"] form')
+    stale = form.locator("input[name=revision]").get_attribute("value")
+    csrf = form.locator("input[name=csrf_token]").get_attribute("value")
+    r = page.request.post("/console/data/item", form={
+        "csrf_token": csrf, "namespace": "shop", "instance_name": "web1",
+        "item_name": "i|port", "item_value": "1", "revision": str(int(stale) - 1)},
+        max_redirects=0)
+    assert r.status == 302 and "ERR_ITEM_UPDATE_FAILED" in r.headers["location"]
+    # the item's history and a rollback
+    page.click('tr[data-item="i|port"] a:has-text("i|port")')
+    expect(page.locator("main table tbody tr")).to_have_count(3)
+    page.locator("main table tbody tr").nth(1).locator("button").click()
+    expect(page.locator('[data-field="value"]')).to_have_text("8081")
+    shot(page, "data-item")
+
+
+def test_flow_created_in_the_form_turns_finished(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    page.goto("/console/flows/new")
+    page.select_option("select[name=job_type]", "hello")
+    page.fill("textarea[name=job_extra]", '{"str_info": "from the console"}')
+    shot(page, "flow-new")
+    page.click("form.form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console/flows/flow\?id=\d+"))
+    live = page.locator("#flow-live")
+    expect(live).to_have_attribute("data-job-status", "finished")
+    graph = page.locator("#flow-graph")
+    expect(graph).to_have_attribute("data-graph-version", re.compile(r"^finished-"))
+    page.wait_for_function("document.getElementById('flow-graph').complete && "
+                           "document.getElementById('flow-graph').naturalWidth > 0")
+    svg = page.request.get(graph.get_attribute("src"))
+    assert svg.status == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert "finished" in svg.text() or "OK" in svg.text()
+    expect(page.locator("[data-task-status=finished]").first).to_be_visible()
+    expect(page.locator('[data-field="flow-result"]')).to_contain_text("from the console")
+    shot(page, "flow")
+    # rerun a task: the flow starts again and ends finished again
+    page.locator("form[action='/console/flows/rerun'] button").first.click()
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+    page.goto("/console/flows/?status=finished")
+    expect(page.locator("tr[data-flow]").first).to_be_visible()
+    shot(page, "flows")
+    page.goto("/console/audit")
+    for action in ("flow_create", "flow_rerun_task", "data_set", "data_rollback"):
+        expect(page.locator("td", has_text=action).first).to_be_visible()
+
+
+def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -> None:
+    w = _session(browser, fleet["url"], "vic", VIEWER_PW)
+    page = w.page
+    page.goto("/console/data/instance?namespace=shop&instance_name=web1")
+    expect(page.locator('tr[data-item="i|port"]')).to_be_visible()
+    assert page.locator("main form").count() == 0
+    page.goto("/console/flows/")
+    first = page.locator("tr[data-flow]").first.get_attribute("data-flow")
+    page.goto(f"/console/flows/flow?id={first}")
+    assert page.locator("main form").count() == 0
+    csrf = page.evaluate("document.querySelector('input[name=csrf_token]').value")
+    for path, form in (("/console/data/item", {"namespace": "shop", "instance_name": "web1",
+                                               "item_name": "i|port", "item_value": "1",
+                                               "revision": "1"}),
+                       ("/console/data/item/rollback", {"item_id": "1", "revision": "1"}),
+                       ("/console/flows/create", {"job_namespace": "x", "job_type": "hello"}),
+                       ("/console/flows/action", {"job_id": first, "action": "retry"}),
+                       ("/console/flows/rerun", {"job_id": first, "task_id": "1"})):
+        r = page.request.post(path, form={**form, "csrf_token": csrf})
+        assert r.status == 403, path
+    assert not w.problems, w.problems
+    w.page.context.close()
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
-                 "consumers", "scheduler", "scheduler-job", "audit", "users"):
+                 "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
+                 "data-instance", "data-item", "flow-new", "flow", "flows"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

@@ -34,7 +34,7 @@ from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
 #: cross-site page cannot send a JSON body without a CORS preflight we never answer)
-CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule")
+CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule", "data", "flows")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
@@ -42,7 +42,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 def install(app: Flask) -> None:
     """Configure sessions and register the console, auth and huoyan routes on ``app``."""
-    from . import actions, auth, pages, schedule_pages
+    from . import actions, auth, data_pages, flow_pages, pages, schedule_pages
 
     cfg = current()
     app.secret_key = current_secret().key("session")
@@ -58,6 +58,8 @@ def install(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     app.register_blueprint(actions.bp)
     app.register_blueprint(schedule_pages.bp)
+    app.register_blueprint(data_pages.bp)
+    app.register_blueprint(flow_pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(auth.huoyan)
     app.before_request(_before)
