@@ -8,6 +8,7 @@ XSS payload that ran would open one).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -90,7 +91,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         canghai = ButterflyService("canghai", {
             **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "BUTTERFLY_WUXING_URL": wuxing.url,
             "BUTTERFLY_XINGQIAO_URL": xingqiao.url, "CANGHAI_FLEET_FILE": str(fleet_file),
-            "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1"})
+            "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1",
+            # the reqid search reads the other services' logs (one host, one dir each)
+            "CANGHAI_LOG_DIRS": os.pathsep.join(str(proc.workdir / "log")
+                                                for proc in others.values())})
         fleet_file.write_text(fleet_file.read_text() + f"[service.canghai]\nport = "
                               f"{canghai.port}\n", encoding="utf-8")
         f.procs["canghai"] = canghai.start(60)
@@ -264,7 +268,13 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     page.fill("input[name=job_id]", "tick")
     page.fill("input[name=job_name]", "tick every second")
     page.select_option("select[name=job_trigger]", "interval")
-    page.fill("input[name=rule]", "1s")
+    check = page.locator("#rule-check [data-rule-ok]")
+    page.locator("input[name=rule]").press_sequentially("every second")
+    expect(check).to_have_attribute("data-rule-ok", "0")  # checked as you type
+    page.fill("input[name=rule]", "")
+    page.locator("input[name=rule]").press_sequentially("1s")
+    expect(check).to_have_attribute("data-rule-ok", "1")
+    expect(page.locator("#rule-check ol.fires li")).to_have_count(5)
     page.fill("input[name=cmd]", TOPIC + '#{"str_info": "tick"}')
     shot(page, "scheduler-new")
     page.click("form.form button[type=submit]")
@@ -275,6 +285,9 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
         return history.count() == 1 and int(history.get_attribute("data-history-total")) >= 2
 
     wait_until(grown, 60, 0.5, "the job's history grew without a reload")
+    expect(page.locator("#chart-lateness .uplot")).to_have_count(1)
+    late = page.request.get("/console/scheduler/lateness.json?id=tick").json()
+    assert len(late["t"]) >= 2 and all(v is not None and v >= 0 for v in late["late_ok"])
     shot(page, "scheduler-job")
     page.goto("/console/scheduler/")
     expect(page.locator("td", has_text="tick every second")).to_be_visible()
@@ -485,10 +498,59 @@ def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -
     w.page.context.close()
 
 
+def test_traffic_page_counts_routes(fleet: dict, admin: Watched) -> None:
+    """The sampler turned every service's /metrics into per-route minutes."""
+    page = admin.page
+    for n in range(3):
+        requests.get(f"{fleet['procs']['core'].url}/demo_api/ping", timeout=10)
+        fleet["broker"].publish(TOPIC, {"str_info": f"traffic {n}"})
+
+    def has_ping() -> bool:
+        page.goto("/console/traffic?range=1h")
+        return page.locator('tr[data-route="core GET /demo_api/ping"], '
+                            'tr[data-route="core QUEUE /demo_api/hello"]').count() == 2
+
+    wait_until(has_ping, 60, 1.0, "core's ping route on the traffic page")
+    row = page.locator('tr[data-route="core GET /demo_api/ping"]')
+    assert int(row.locator('[data-field="calls"]').inner_text()) >= 3
+    expect(page.locator('tr[data-route="core QUEUE /demo_api/hello"]')).to_have_count(1)
+    row.locator("a").click()
+    expect(page.locator("#chart-rps .uplot")).to_have_count(1)
+    expect(page.locator("#chart-latency .uplot")).to_have_count(1)
+    shot(page, "traffic")
+
+
+def test_search_by_reqid_and_consumer_state(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    reqid = "0E1F00C0FFEE0001"
+    msg_id = broker.publish(TOPIC, {"str_info": "traced"}, reqid=reqid).msg_id
+    wait_until(lambda: broker.get(msg_id).status == "finished", 45, 0.1, "traced done")
+
+    def found() -> bool:
+        page.goto(f"/console/search?reqid={reqid}")
+        return page.locator('#found-lines pre[data-service="core"]').count() >= 1
+
+    wait_until(found, 30, 0.5, "core's access line of the traced message")
+    expect(page.locator(f'#found-messages tr[data-msg="{msg_id}"]')).to_be_visible()
+    expect(page.locator('#found-lines pre[data-service="core"]').first).to_contain_text(msg_id)
+    shot(page, "search")
+    r = page.request.get("/console/search?reqid=not-a-reqid")
+    assert r.status == 400
+    page.goto("/console/consumers")
+    core_row = page.locator("#consumer-rows tr", has_text="core").first
+    expect(core_row.locator('[data-field="busy-idle"]')).to_have_text(re.compile(r"^\d+ / \d+$"))
+    wait_until(lambda: page.goto("/console/consumers") is not None and int(
+        page.locator("#consumer-rows tr", has_text="core").first.locator(
+            '[data-field="processed"]').inner_text()) >= 1, 30, 1.0, "processed count")
+    shot(page, "consumers")
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
                  "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
-                 "data-instance", "data-item", "flow-new", "flow", "flows"):
+                 "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
+                 "search"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

@@ -42,7 +42,16 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 def install(app: Flask) -> None:
     """Configure sessions and register the console, auth and huoyan routes on ``app``."""
-    from . import actions, auth, data_pages, flow_pages, pages, schedule_pages
+    from . import (
+        actions,
+        auth,
+        data_pages,
+        flow_pages,
+        pages,
+        schedule_pages,
+        search_pages,
+        traffic_pages,
+    )
 
     cfg = current()
     app.secret_key = current_secret().key("session")
@@ -60,6 +69,8 @@ def install(app: Flask) -> None:
     app.register_blueprint(schedule_pages.bp)
     app.register_blueprint(data_pages.bp)
     app.register_blueprint(flow_pages.bp)
+    app.register_blueprint(traffic_pages.bp)
+    app.register_blueprint(search_pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(auth.huoyan)
     app.before_request(_before)

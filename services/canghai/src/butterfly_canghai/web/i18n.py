@@ -179,6 +179,26 @@ LABELS: dict[str, tuple[str, str]] = {
     # traffic, search
     "traffic": ("接口流量", "API traffic"),
     "search": ("请求追踪", "Trace a request"),
+    "search_help": ("按请求 ID（x-reqid）查找各服务的消息、日志、工作流、定时任务运行和审计记录。",
+                    "Find the messages, log lines, flows, scheduler runs and audit entries of "
+                    "one request id (x-reqid) across the services."),
+    "search_scan": ("每个主题每种状态查找最新的 {n} 条消息。",
+                    "Searched the newest {n} messages of each topic and status."),
+    "bad_reqid": ("请求 ID 格式不对", "Not a request id"),
+    "log_lines": ("日志", "Log lines"),
+    "window": ("时间窗口", "Window"),
+    "rps": ("请求/秒", "Requests/s"),
+    "latency": ("延迟", "Latency"),
+    "method": ("方法", "Method"),
+    "route": ("路由", "Route"),
+    "calls": ("调用数", "Calls"),
+    "error_rate": ("错误率", "Error rate"),
+    "no_traffic": ("还没有流量数据（采样器每分钟记录）", "No traffic sampled yet"),
+    "busy": ("忙碌", "busy"),
+    "idle": ("空闲", "idle"),
+    "next_fires": ("接下来五次运行", "Next five runs"),
+    "lateness_chart": ("结果与延迟（秒）", "Outcome and lateness (s)"),
+    "rule_ok": ("规则有效", "Rule is valid"),
 }
 
 
