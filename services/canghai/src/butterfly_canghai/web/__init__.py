@@ -20,8 +20,10 @@ from typing import Any, cast
 
 from flask import Flask, abort, g, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import HTTPException
 
 from butterfly_common import __version__
+from butterfly_common.app import header_safe
 from butterfly_common.auth import client_identity
 from butterfly_common.logs import current_reqid
 from butterfly_common.reqid import is_valid_reqid, new_reqid
@@ -75,6 +77,8 @@ def install(app: Flask) -> None:
     app.register_blueprint(auth.huoyan)
     app.before_request(_before)
     app.after_request(_after)
+    for code in (400, 401, 403, 405, 413, 502):
+        app.register_error_handler(code, _refused)
     app.jinja_env.globals.update(t=_t, fmt_time=fmt_time, fmt_json=fmt_json,
                                  version=__version__)
     app.jinja_env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False,
@@ -130,7 +134,23 @@ def _before() -> None:
             abort(403, "CSRF token missing or wrong")
 
 
+def _refused(exc: HTTPException) -> Any:
+    """A refusal of a console route: the error page, and its reason in ``x-reason`` (as
+    every Butterfly refusal says why)."""
+    from .common import page
+
+    g.reason = exc.description or exc.name
+    if not request.path.startswith("/console") or request.path.startswith("/console/static"):
+        return exc
+    key = {401: "sign_in", 403: "forbidden", 502: "service_down"}.get(exc.code or 400,
+                                                                     "refused")
+    return page("error.html", message=key, detail=g.reason), exc.code
+
+
 def _after(response: Any) -> Any:
+    if response.status_code >= 400 and "x-reason" not in response.headers:
+        reason = g.get("reason") or response.status
+        response.headers["x-reason"] = header_safe(str(reason))[:300]
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")

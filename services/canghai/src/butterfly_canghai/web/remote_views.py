@@ -25,6 +25,7 @@ def envelope(service: str, path: str, **params: Any) -> dict[str, Any]:
 
 def refusal_page(service: str, exc: RemoteError) -> Any:
     """The service's refusal as an error page: its own 4xx, or 502 when it did not answer."""
+    g.reason = f"{service}: {exc.stat}: {exc.reason}"
     if exc.unreachable:
         return page("error.html", message="service_down", detail=f"{service}: {exc.reason}"), 502
     status = exc.status if 400 <= exc.status < 500 else 400
