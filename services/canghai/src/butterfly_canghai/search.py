@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from butterfly_common import db
 from butterfly_common.mq import STATUSES
@@ -89,4 +89,5 @@ def runs(reqid: str, username: str) -> tuple[list[dict[str, Any]], str]:
 
 def audit_entries(reqid: str) -> list[dict[str, Any]]:
     with db.database.connection_context():
-        return list(Audit.select().where(Audit.reqid == reqid).order_by(Audit.id).dicts())
+        rows = Audit.select().where(Audit.reqid == reqid).order_by(Audit.id).dicts()
+        return cast(list[dict[str, Any]], list(rows))
