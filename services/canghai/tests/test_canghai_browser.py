@@ -81,8 +81,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         baichuan = f.start("baichuan")
         ruqi = f.start("ruqi")
         core = f.start("core", BUTTERFLY_CONSUME="1")
-        wuxing = f.start("wuxing")
-        xingqiao = f.start("xingqiao", BUTTERFLY_CONSUME="1")
+        # canghai calls them as the signed-in user (X-Username from a trusted peer)
+        wuxing = f.start("wuxing", BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
+        xingqiao = f.start("xingqiao", BUTTERFLY_CONSUME="1",
+                           BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
         others = {"core": core, "baichuan": baichuan, "ruqi": ruqi, "wuxing": wuxing,
                   "xingqiao": xingqiao}
         fleet_file = tmp / "fleet.toml"
@@ -438,6 +440,8 @@ def test_data_browse_edit_and_live_change(fleet: dict, admin: Watched) -> None:
     # the item's history and a rollback
     page.click('tr[data-item="i|port"] a:has-text("i|port")')
     expect(page.locator("main table tbody tr")).to_have_count(3)
+    # wuxing recorded the console user, not just canghai's credential
+    expect(page.locator("main table tbody tr").nth(1).locator("td").nth(4)).to_have_text("admin")
     page.locator("main table tbody tr").nth(1).locator("button").click()
     expect(page.locator('[data-field="value"]')).to_have_text("8081")
     shot(page, "data-item")
