@@ -539,6 +539,14 @@ def test_search_by_reqid_and_consumer_state(fleet: dict, admin: Watched) -> None
     expect(page.locator(f'#found-messages tr[data-msg="{msg_id}"]')).to_be_visible()
     expect(page.locator('#found-lines pre[data-service="core"]').first).to_contain_text(msg_id)
     shot(page, "search")
+    # the messages page's finder takes a request id too, and follows it here
+    page.goto(f"/console/messages?topic={TOPIC}&status=finished")
+    page.fill("input[name=id]", reqid.lower())
+    page.click("form:has(input[name=id]) button[type=submit]")
+    expect(page).to_have_url(re.compile(rf"/console/search\?reqid={reqid}$"))
+    page.click(f'#found-messages a:has-text("{msg_id}")')
+    page.click(f'a:has-text("{reqid}")')  # the message's reqid leads back
+    expect(page.locator(f'#found-messages tr[data-msg="{msg_id}"]')).to_be_visible()
     r = page.request.get("/console/search?reqid=not-a-reqid")
     assert r.status == 400
     page.goto("/console/consumers")

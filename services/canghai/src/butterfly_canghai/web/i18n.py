@@ -53,7 +53,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "status": ("状态", "Status"),
     "newest": ("最新在前", "Newest first"),
     "oldest": ("最早在前", "Oldest first"),
-    "search_id": ("按消息 ID 查找", "Find by message id"),
+    "search_id": ("按消息 ID 或请求 ID 查找", "Find by message id or request id"),
     "find": ("查找", "Find"),
     "filter_topics": ("筛选主题", "Filter topics"),
     "not_found": ("没有找到", "Not found"),
