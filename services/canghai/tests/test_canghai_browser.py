@@ -478,6 +478,30 @@ def test_flow_created_in_the_form_turns_finished(fleet: dict, admin: Watched) ->
         expect(page.locator("td", has_text=action).first).to_be_visible()
 
 
+def test_flow_cancel_and_retry(fleet: dict, admin: Watched) -> None:
+    """A flow stuck on a topic nobody serves: cancel it, then retry it, from its page."""
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                      json={"name": "stuck", "tasks": [{"label": "wait", "cmd": PARKED}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    page = admin.page
+    page.goto("/console/flows/new")
+    page.select_option("select[name=job_type]", "stuck")
+    page.click("form.form button[type=submit]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "started")
+    page.click("button[value=cancel]")  # confirms through the data-confirm dialog
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "canceled")
+    expect(page.locator("[data-task-status=canceled]")).to_have_count(1)
+    page.click("button[value=retry]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "started")
+    shot(page, "flow-retried")
+    page.click("button[value=cancel]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "canceled")
+    page.goto("/console/audit")
+    for action in ("flow_cancel", "flow_retry"):
+        expect(page.locator("td", has_text=action).first).to_be_visible()
+
+
 def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -> None:
     w = _session(browser, fleet["url"], "vic", VIEWER_PW)
     page = w.page
