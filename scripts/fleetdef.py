@@ -19,6 +19,10 @@ class Instance:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    #: services this one calls over HTTP: compose gives it ``BUTTERFLY_<SVC>_URL`` of each
+    calls: tuple[str, ...] = ()
+    #: environment only in compose (container host names, paths inside the image)
+    compose_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def argv(self) -> list[str]:
@@ -34,5 +38,7 @@ def load_fleet(path: Path = FLEET_FILE) -> list[Instance]:
         for k in range(1, replicas + 1):
             name = service if replicas == 1 else f"{service}-{k}"
             instances.append(Instance(service, name, int(spec["port"]) + k - 1,
-                                      dict(spec.get("env", {})), spec.get("description", "")))
+                                      dict(spec.get("env", {})), spec.get("description", ""),
+                                      tuple(spec.get("calls", ())),
+                                      dict(spec.get("compose_env", {}))))
     return instances

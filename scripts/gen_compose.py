@@ -54,9 +54,22 @@ def infrastructure() -> dict[str, Any]:
     return services
 
 
+def service_urls(instances: list[Any], calls: tuple[str, ...]) -> dict[str, str]:
+    """``BUTTERFLY_<SVC>_URL`` of each called service: its first instance's container."""
+    first: dict[str, Any] = {}
+    for inst in instances:
+        first.setdefault(inst.service, inst)
+    unknown = [name for name in calls if name not in first]
+    if unknown:
+        raise SystemExit(f"fleet.toml: calls names unknown services {unknown}")
+    return {f"BUTTERFLY_{name.upper()}_URL": f"http://{first[name].name}:{first[name].port}"
+            for name in calls}
+
+
 def butterfly_services() -> dict[str, Any]:
     services: dict[str, Any] = {}
-    for inst in load_fleet():
+    fleet = load_fleet()
+    for inst in fleet:
         env = {
             "BUTTERFLY_PORT": str(inst.port),
             "BUTTERFLY_REDIS_URL": "redis://twemproxy:22121/0",
@@ -66,6 +79,8 @@ def butterfly_services() -> dict[str, Any]:
             "BUTTERFLY_SECRET_KEY": "${BUTTERFLY_SECRET_KEY:-}",
             "BUTTERFLY_TRUSTED_PROXIES": "${BUTTERFLY_TRUSTED_PROXIES:-}",
             **inst.env,
+            **service_urls(fleet, inst.calls),
+            **inst.compose_env,
         }
         services[inst.name] = {
             "build": {"context": "..", "dockerfile": "deploy/Dockerfile"},

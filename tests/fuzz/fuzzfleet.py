@@ -21,8 +21,12 @@ TOKEN = "fuzz-admin-token-0123456789abcdef"
 #: world (a generated ruqi job must never fire).
 #: canghai signs sessions with the fleet secret and refuses to start without one.
 SECRET_KEY = "fuzz-secret-key-0123456789abcdef0123456789"
+#: the console's first admin, so test_fuzz_console.py can sign in
+CANGHAI_ADMIN_PASSWORD = "fuzz-console-admin-1"
 FUZZ_ENV: dict[str, dict[str, str]] = {"ruqi": {"RUQI_ENGINE": "0"},
-                                       "canghai": {"BUTTERFLY_SECRET_KEY": SECRET_KEY},
+                                       "canghai": {"BUTTERFLY_SECRET_KEY": SECRET_KEY,
+                                                   "CANGHAI_ADMIN_PASSWORD":
+                                                       CANGHAI_ADMIN_PASSWORD},
                                        # a watch long-polls: keep it inside the fuzzer's wait
                                        "wuxing": {"WUXING_WATCH_MAX_TIMEOUT": "1"}}
 

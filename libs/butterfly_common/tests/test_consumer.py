@@ -84,6 +84,21 @@ def test_message_runs_through_the_gateway(setup):
     assert "stat:OK" in fields and "params:a=2;b=3" in fields
 
 
+def test_heartbeat_carries_busy_and_counts(setup):
+    """The console's consumers page shows busy/idle threads and processed/failed counts."""
+    broker, start, _ = setup
+    consumer = start(threads=2)
+    ok = broker.publish("/jobs/add", {"a": 1, "b": 2}).msg_id
+    bad = broker.publish("/jobs/add", {"a": 1}).msg_id  # ERR_BAD_PARAMS: failed
+    for msg_id in (ok, bad):
+        wait_until(lambda m=msg_id: finished(broker, m), 10, what="done")
+    wait_until(lambda: consumer.processed == 2, 10, what="both counted")
+    consumer._heartbeat()
+    (row,) = [w for w in broker.workers() if w["id"] == consumer.worker_id]
+    assert row["info"]["processed"] == 2 and row["info"]["failed"] == 1
+    assert row["info"]["busy"] == 0 and row["info"]["threads"] == 2
+
+
 def test_bad_params_fail_at_once_without_retry(setup):
     broker, start, _ = setup
     start()

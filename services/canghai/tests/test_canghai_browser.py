@@ -8,6 +8,7 @@ XSS payload that ran would open one).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -80,14 +81,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         baichuan = f.start("baichuan")
         ruqi = f.start("ruqi")
         core = f.start("core", BUTTERFLY_CONSUME="1")
+        # canghai calls them as the signed-in user (X-Username from a trusted peer)
+        wuxing = f.start("wuxing", BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
+        xingqiao = f.start("xingqiao", BUTTERFLY_CONSUME="1",
+                           BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
+        others = {"core": core, "baichuan": baichuan, "ruqi": ruqi, "wuxing": wuxing,
+                  "xingqiao": xingqiao}
         fleet_file = tmp / "fleet.toml"
-        fleet_file.write_text("".join(
-            f"[service.{name}]\nport = {proc.port}\n\n"
-            for name, proc in (("core", core), ("baichuan", baichuan), ("ruqi", ruqi))),
-            encoding="utf-8")
+        fleet_file.write_text("".join(f"[service.{name}]\nport = {proc.port}\n\n"
+                                      for name, proc in others.items()), encoding="utf-8")
         canghai = ButterflyService("canghai", {
-            **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "CANGHAI_FLEET_FILE": str(fleet_file),
-            "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1"})
+            **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "BUTTERFLY_WUXING_URL": wuxing.url,
+            "BUTTERFLY_XINGQIAO_URL": xingqiao.url, "CANGHAI_FLEET_FILE": str(fleet_file),
+            "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1",
+            # the reqid search reads the other services' logs (one host, one dir each)
+            "CANGHAI_LOG_DIRS": os.pathsep.join(str(proc.workdir / "log")
+                                                for proc in others.values())})
         fleet_file.write_text(fleet_file.read_text() + f"[service.canghai]\nport = "
                               f"{canghai.port}\n", encoding="utf-8")
         f.procs["canghai"] = canghai.start(60)
@@ -98,7 +107,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             env={**canghai.env})
         assert user.returncode == 0, user.stderr
         yield {"url": canghai.url, "broker": broker, "failed": failed,
-               "xss_failed": xss_failed, "procs": f.procs}
+               "xss_failed": xss_failed, "procs": f.procs, "wuxing": wuxing.url,
+               "xingqiao": xingqiao.url}
     finally:
         f.stop()
 
@@ -181,8 +191,8 @@ def test_sign_in_page_and_overview(fleet: dict, browser: Browser, admin: Watched
     page = admin.page
     page.goto("/console/")
     rows = page.locator("#overview-live table tbody tr")
-    expect(rows).to_have_count(4)
-    expect(page.locator("#overview-live .badge-ok")).to_have_count(4)
+    expect(rows).to_have_count(6)
+    expect(page.locator("#overview-live .badge-ok")).to_have_count(6)
     # the sampler feeds the charts: wait for a drawn chart
     expect(page.locator("#chart-depth .uplot")).to_have_count(1)
     expect(page.locator("#chart-traffic .uplot")).to_have_count(1)
@@ -260,7 +270,13 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     page.fill("input[name=job_id]", "tick")
     page.fill("input[name=job_name]", "tick every second")
     page.select_option("select[name=job_trigger]", "interval")
-    page.fill("input[name=rule]", "1s")
+    check = page.locator("#rule-check [data-rule-ok]")
+    page.locator("input[name=rule]").press_sequentially("every second")
+    expect(check).to_have_attribute("data-rule-ok", "0")  # checked as you type
+    page.fill("input[name=rule]", "")
+    page.locator("input[name=rule]").press_sequentially("1s")
+    expect(check).to_have_attribute("data-rule-ok", "1")
+    expect(page.locator("#rule-check ol.fires li")).to_have_count(5)
     page.fill("input[name=cmd]", TOPIC + '#{"str_info": "tick"}')
     shot(page, "scheduler-new")
     page.click("form.form button[type=submit]")
@@ -271,6 +287,9 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
         return history.count() == 1 and int(history.get_attribute("data-history-total")) >= 2
 
     wait_until(grown, 60, 0.5, "the job's history grew without a reload")
+    expect(page.locator("#chart-lateness .uplot")).to_have_count(1)
+    late = page.request.get("/console/scheduler/lateness.json?id=tick").json()
+    assert len(late["t"]) >= 2 and all(v is not None and v >= 0 for v in late["late_ok"])
     shot(page, "scheduler-job")
     page.goto("/console/scheduler/")
     expect(page.locator("td", has_text="tick every second")).to_be_visible()
@@ -366,9 +385,208 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     w.page.context.close()
 
 
+def _wuxing(fleet: dict, path: str, **params: Any) -> dict:
+    """A write to wuxing as another client of the fleet would make it (admin token)."""
+    r = requests.post(f"{fleet['wuxing']}/wuxing/{path}", json=params, timeout=10,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200, (path, r.status_code, r.headers.get("x-reason"))
+    return r.json()
+
+
+def test_data_browse_edit_and_live_change(fleet: dict, admin: Watched) -> None:
+    key = {"namespace": "shop", "section_name": "host", "section_version": "v1"}
+    _wuxing(fleet, "section_create", **key)
+    _wuxing(fleet, "section_item_add", **key, item_name="i|port", item_default=80,
+            item_description="listen port", item_min=1, item_max=65535)
+    _wuxing(fleet, "section_item_add", **key, item_name="s|note", item_default="-")
+    _wuxing(fleet, "section_enable", **key)
+    _wuxing(fleet, "instance_create", namespace="shop", instance_name="web1",
+            section_name="host", section_version="v1", items_data={"i|port": 8080})
+    page = admin.page
+    page.goto("/console/data/")
+    page.click('tr[data-section="shop/host/v1"] a:has-text("host")')
+    expect(page.locator("main h1")).to_contain_text("host")
+    shot(page, "data-section")
+    page.click('a:has-text("web1")')
+    port = page.locator('tr[data-item="i|port"] [data-field="value"]')
+    expect(port).to_have_text("8080")
+    # an edit through the console form (CAS on the item's revision) ...
+    row = page.locator('tr[data-item="i|port"]')
+    row.locator("input[name=item_value]").fill("8081")
+    row.locator("button[type=submit]").click()
+    expect(port).to_have_text("8081")
+    # ... and a change made elsewhere arrives live, without a reload
+    page.evaluate("window.__sameDocument = true")
+    _wuxing(fleet, "instance_update_item", namespace="shop", instance_name="web1",
+            item_name="s|note", item_value=XSS)
+    note = page.locator('tr[data-item="s|note"] [data-field="value"]')
+    expect(note).to_contain_text("<script>")
+    expect(page.locator("#data-changes li[data-change-revision]").first).to_contain_text("s|note")
+    assert page.evaluate("window.__sameDocument === true")
+    assert page.locator("main img").count() == 0
+    shot(page, "data-instance")
+    # a stale form (the item changed since the page showed it) is refused, not applied
+    _wuxing(fleet, "instance_update_item", namespace="shop", instance_name="web1",
+            item_name="i|port", item_value=9000)
+    page.evaluate("htmx.config.defaultSwapStyle")  # htmx is there
+    form = page.locator('tr[data-item="i|port"] form')
+    stale = form.locator("input[name=revision]").get_attribute("value")
+    csrf = form.locator("input[name=csrf_token]").get_attribute("value")
+    r = page.request.post("/console/data/item", form={
+        "csrf_token": csrf, "namespace": "shop", "instance_name": "web1",
+        "item_name": "i|port", "item_value": "1", "revision": str(int(stale) - 1)},
+        max_redirects=0)
+    assert r.status == 302 and "ERR_ITEM_UPDATE_FAILED" in r.headers["location"]
+    # the item's history and a rollback
+    page.click('tr[data-item="i|port"] a:has-text("i|port")')
+    expect(page.locator("main table tbody tr")).to_have_count(3)
+    # wuxing recorded the console user, not just canghai's credential
+    expect(page.locator("main table tbody tr").nth(1).locator("td").nth(4)).to_have_text("admin")
+    page.locator("main table tbody tr").nth(1).locator("button").click()
+    expect(page.locator('[data-field="value"]')).to_have_text("8081")
+    shot(page, "data-item")
+
+
+def test_flow_created_in_the_form_turns_finished(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    page.goto("/console/flows/new")
+    page.select_option("select[name=job_type]", "hello")
+    page.fill("textarea[name=job_extra]", '{"str_info": "from the console"}')
+    shot(page, "flow-new")
+    page.click("form.form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console/flows/flow\?id=\d+"))
+    live = page.locator("#flow-live")
+    expect(live).to_have_attribute("data-job-status", "finished")
+    graph = page.locator("#flow-graph")
+    expect(graph).to_have_attribute("data-graph-version", re.compile(r"^finished-"))
+    page.wait_for_function("document.getElementById('flow-graph').complete && "
+                           "document.getElementById('flow-graph').naturalWidth > 0")
+    svg = page.request.get(graph.get_attribute("src"))
+    assert svg.status == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert "finished" in svg.text() or "OK" in svg.text()
+    expect(page.locator("[data-task-status=finished]").first).to_be_visible()
+    expect(page.locator('[data-field="flow-result"]')).to_contain_text("from the console")
+    shot(page, "flow")
+    # rerun a task: the flow starts again and ends finished again
+    page.locator("form[action='/console/flows/rerun'] button").first.click()
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+    page.goto("/console/flows/?status=finished")
+    expect(page.locator("tr[data-flow]").first).to_be_visible()
+    shot(page, "flows")
+    page.goto("/console/audit")
+    for action in ("flow_create", "flow_rerun_task", "data_set", "data_rollback"):
+        expect(page.locator("td", has_text=action).first).to_be_visible()
+
+
+def test_flow_cancel_and_retry(fleet: dict, admin: Watched) -> None:
+    """A flow stuck on a topic nobody serves: cancel it, then retry it, from its page."""
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                      json={"name": "stuck", "tasks": [{"label": "wait", "cmd": PARKED}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    page = admin.page
+    page.goto("/console/flows/new")
+    page.select_option("select[name=job_type]", "stuck")
+    page.click("form.form button[type=submit]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "started")
+    page.click("button[value=cancel]")  # confirms through the data-confirm dialog
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "canceled")
+    expect(page.locator("[data-task-status=canceled]")).to_have_count(1)
+    page.click("button[value=retry]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "started")
+    shot(page, "flow-retried")
+    page.click("button[value=cancel]")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "canceled")
+    page.goto("/console/audit")
+    for action in ("flow_cancel", "flow_retry"):
+        expect(page.locator("td", has_text=action).first).to_be_visible()
+
+
+def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -> None:
+    w = _session(browser, fleet["url"], "vic", VIEWER_PW)
+    page = w.page
+    page.goto("/console/data/instance?namespace=shop&instance_name=web1")
+    expect(page.locator('tr[data-item="i|port"]')).to_be_visible()
+    assert page.locator("main form").count() == 0
+    page.goto("/console/flows/")
+    first = page.locator("tr[data-flow]").first.get_attribute("data-flow")
+    page.goto(f"/console/flows/flow?id={first}")
+    assert page.locator("main form").count() == 0
+    csrf = page.evaluate("document.querySelector('input[name=csrf_token]').value")
+    for path, form in (("/console/data/item", {"namespace": "shop", "instance_name": "web1",
+                                               "item_name": "i|port", "item_value": "1",
+                                               "revision": "1"}),
+                       ("/console/data/item/rollback", {"item_id": "1", "revision": "1"}),
+                       ("/console/flows/create", {"job_namespace": "x", "job_type": "hello"}),
+                       ("/console/flows/action", {"job_id": first, "action": "retry"}),
+                       ("/console/flows/rerun", {"job_id": first, "task_id": "1"})):
+        r = page.request.post(path, form={**form, "csrf_token": csrf})
+        assert r.status == 403, path
+    assert not w.problems, w.problems
+    w.page.context.close()
+
+
+def test_traffic_page_counts_routes(fleet: dict, admin: Watched) -> None:
+    """The sampler turned every service's /metrics into per-route minutes."""
+    page = admin.page
+    for n in range(3):
+        requests.get(f"{fleet['procs']['core'].url}/demo_api/ping", timeout=10)
+        fleet["broker"].publish(TOPIC, {"str_info": f"traffic {n}"})
+
+    def has_ping() -> bool:
+        page.goto("/console/traffic?range=1h")
+        return page.locator('tr[data-route="core GET /demo_api/ping"], '
+                            'tr[data-route="core QUEUE /demo_api/hello"]').count() == 2
+
+    wait_until(has_ping, 60, 1.0, "core's ping route on the traffic page")
+    row = page.locator('tr[data-route="core GET /demo_api/ping"]')
+    assert int(row.locator('[data-field="calls"]').inner_text()) >= 3
+    expect(page.locator('tr[data-route="core QUEUE /demo_api/hello"]')).to_have_count(1)
+    row.locator("a").click()
+    expect(page.locator("#chart-rps .uplot")).to_have_count(1)
+    expect(page.locator("#chart-latency .uplot")).to_have_count(1)
+    shot(page, "traffic")
+
+
+def test_search_by_reqid_and_consumer_state(fleet: dict, admin: Watched) -> None:
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    reqid = "0E1F00C0FFEE0001"
+    msg_id = broker.publish(TOPIC, {"str_info": "traced"}, reqid=reqid).msg_id
+    wait_until(lambda: broker.get(msg_id).status == "finished", 45, 0.1, "traced done")
+
+    def found() -> bool:
+        page.goto(f"/console/search?reqid={reqid}")
+        return page.locator('#found-lines pre[data-service="core"]').count() >= 1
+
+    wait_until(found, 30, 0.5, "core's access line of the traced message")
+    expect(page.locator(f'#found-messages tr[data-msg="{msg_id}"]')).to_be_visible()
+    expect(page.locator('#found-lines pre[data-service="core"]').first).to_contain_text(msg_id)
+    shot(page, "search")
+    # the messages page's finder takes a request id too, and follows it here
+    page.goto(f"/console/messages?topic={TOPIC}&status=finished")
+    page.fill("input[name=id]", reqid.lower())
+    page.click("form:has(input[name=id]) button[type=submit]")
+    expect(page).to_have_url(re.compile(rf"/console/search\?reqid={reqid}$"))
+    page.click(f'#found-messages a:has-text("{msg_id}")')
+    page.click(f'a:has-text("{reqid}")')  # the message's reqid leads back
+    expect(page.locator(f'#found-messages tr[data-msg="{msg_id}"]')).to_be_visible()
+    r = page.request.get("/console/search?reqid=not-a-reqid")
+    assert r.status == 400
+    page.goto("/console/consumers")
+    core_row = page.locator("#consumer-rows tr", has_text="core").first
+    expect(core_row.locator('[data-field="busy-idle"]')).to_have_text(re.compile(r"^\d+ / \d+$"))
+    wait_until(lambda: page.goto("/console/consumers") is not None and int(
+        page.locator("#consumer-rows tr", has_text="core").first.locator(
+            '[data-field="processed"]').inner_text()) >= 1, 30, 1.0, "processed count")
+    shot(page, "consumers")
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
-                 "consumers", "scheduler", "scheduler-job", "audit", "users"):
+                 "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
+                 "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
+                 "search"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

@@ -161,3 +161,20 @@ def test_history_status_and_wakeup(client, engines, callee):
     assert body["stat"] == "OK"
     assert {"wait_seconds", "check_time", "next_wakeup_time"} <= set(body["data"])
     assert client.get("/ruqi/wakeup", headers=AUTH).get_json()["stat"] == "OK"
+
+
+def test_check_rule_answers_next_fires_and_stores_nothing(client):
+    body = client.get("/ruqi/check_rule?job_trigger=cron&rule=0 3 * * *&count=5").get_json()
+    assert body["stat"] == "OK"
+    fires = body["data"]["next_fire_times"]
+    assert len(fires) == 5 and all(f.endswith("03:00:00.000") for f in fires)
+    assert fires == sorted(fires) and len(set(fires)) == 5
+    body = client.get("/ruqi/check_rule?job_trigger=date&rule=2000-01-01").get_json()
+    # a date fires once (APScheduler hands a past date back: ruqi's misfire grace decides)
+    assert body["data"]["next_fire_times"] == ["2000-01-01 00:00:00.000"]
+    resp = client.get("/ruqi/check_rule?job_trigger=interval&rule=every second")
+    assert resp.status_code == 400 and resp.get_json()["stat"] == "ERR_BAD_RULE"
+    assert "interval rule" in resp.headers["x-reason"]
+    resp = client.get("/ruqi/check_rule?job_trigger=interval&rule=1s&count=21")
+    assert resp.status_code == 400
+    assert client.get("/ruqi/get_jobs").get_json()["data"]["total"] == 0

@@ -123,6 +123,7 @@ class Consumer:
         self._threads: dict[str, threading.Thread] = {}
         self._roles: dict[str, Callable[[], None]] = {}
         self.processed = 0
+        self.failed = 0  # of the processed, those whose stat was not OK
         self.restarts = 0
         self._reported_healthy = True
 
@@ -316,6 +317,8 @@ class Consumer:
             req.error_detail = f"{type(exc).__name__}: {str(exc)[:500]}"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
         self._record(msg, req, outcome)
+        if outcome.stat != retstat.OK:
+            self.failed += 1
         try:
             self.gateway.finish(req, outcome, route.path)
         except Exception:
@@ -378,8 +381,10 @@ class Consumer:
     # -- keeping ------------------------------------------------------------------------
     def _heartbeat(self) -> None:
         state = self.health()
+        # busy runner threads and counts since start: the console's consumers page
         info = {"service": self.service, "host": socket.gethostname(), "pid": os.getpid(),
-                "threads": self.threads, **state}
+                "threads": self.threads, "busy": len(self._running),
+                "processed": self.processed, "failed": self.failed, **state}
         # an unhealthy consumer stays listed (with healthy=false) but stops vouching for
         # its topics, so publishers are not told someone serves them
         self.broker.heartbeat(self.worker_id, self.topics, info, serving=state["healthy"])

@@ -56,6 +56,9 @@ class CanghaiConfig:
     probe_timeout: float = 1.5
     #: ``CANGHAI_DEFAULT_LANG``: ``zh`` or ``en`` when the browser says neither.
     default_lang: str = "zh"
+    #: ``CANGHAI_LOG_DIRS``: log directories (``os.pathsep``-separated, each holding
+    #: ``<service>/*.log``) the reqid search reads; default ``BUTTERFLY_LOG_DIR``.
+    log_dirs: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CanghaiConfig:
@@ -85,6 +88,7 @@ class CanghaiConfig:
             fleet_host=(env.get("CANGHAI_FLEET_HOST") or "127.0.0.1").strip(),
             probe_timeout=env_number(env, "CANGHAI_PROBE_TIMEOUT", 1.5, 0.05, 30.0),
             default_lang=lang,
+            log_dirs=(env.get("CANGHAI_LOG_DIRS") or "").strip(),
         )
 
 

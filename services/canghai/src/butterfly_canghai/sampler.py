@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import fleet, queues
+from . import fleet, queues, traffic
 from .config import CanghaiConfig
 
 log = logging.getLogger("butterfly.canghai.sampler")
@@ -57,6 +57,7 @@ class Sampler:
     def __init__(self, client: Any, cfg: CanghaiConfig) -> None:
         self.client = client
         self.cfg = cfg
+        self.routes: dict[str, tuple[str, dict[str, float]]] = {}
 
     def claim(self, now: float) -> bool:
         """One process per tick records the sample."""
@@ -65,12 +66,16 @@ class Sampler:
                                     px=int(self.cfg.sample_seconds * 2000)))
 
     def scrape(self) -> dict[str, list[float]]:
+        """Queue counters per instance; the per-route traffic counters of the same
+        scrape are kept in ``self.routes`` for :func:`traffic.record`."""
         out = {}
+        self.routes = {}
         for inst in fleet.instances(self.cfg):
             try:
                 reply = requests.get(f"{inst.url}/metrics", timeout=self.cfg.probe_timeout)
                 if reply.ok:
                     out[inst.name] = list(queue_counters(reply.text))
+                    self.routes[inst.name] = (inst.service, traffic.parse(reply.text))
             except (requests.RequestException, ValueError):
                 continue
         return out
@@ -100,6 +105,7 @@ class Sampler:
         for name in (*GAUGES, *COUNTERS):
             pipe.expire(series_key(name), retention)
         pipe.execute()
+        traffic.record(self.client, self.routes, minute, retention)
         self.trim(minute - retention)
         return True
 

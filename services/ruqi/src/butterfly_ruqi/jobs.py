@@ -24,7 +24,7 @@ from . import rules
 from .claims import MANUAL_KEY, VERSION_KEY
 from .commands import parse_command
 from .config import OVERLAPS, RuqiConfig
-from .models import History, Job, history_to_dict, job_to_dict
+from .models import History, Job, format_ts, history_to_dict, job_to_dict
 
 log = logging.getLogger("butterfly.ruqi.jobs")
 
@@ -198,6 +198,34 @@ def resume_job(job_id: str) -> dict[str, Any]:
         job = _get(job_id)
     announce()
     return job_to_dict(job, job.next_run_time)
+
+
+MAX_CHECK_FIRES = 20
+
+
+def check_rule(job_trigger: str, rule: str, timezone: str | None = None, count: int = 5,
+               now: float | None = None) -> dict[str, Any]:
+    """Validate a rule as ``add_job`` would and list its next ``count`` fire times (an
+    interval counted from now, as a job saved now); nothing is stored. For the console's
+    check-as-you-type."""
+    now = time.time() if now is None else now
+    if not 1 <= count <= MAX_CHECK_FIRES:
+        raise Refusal(ERR_BAD_JOB, f"count must be 1..{MAX_CHECK_FIRES}")
+    if len(rule) > 128:
+        raise Refusal("ERR_BAD_RULE", "rule longer than 128 characters")
+    tz_name = timezone or config().timezone
+    if len(tz_name) > 64:
+        raise Refusal("ERR_BAD_TIMEZONE", "timezone longer than 64 characters")
+    tz = rules.get_timezone(tz_name)
+    stored = rules.normalize_rule(job_trigger, rule, tz, now)
+    trig = rules.build_trigger(job_trigger, stored, tz, interval_start(job_trigger, stored, now))
+    fires: list[float] = []
+    nxt = rules.first_fire(trig, tz, now)
+    while nxt is not None and len(fires) < count:
+        fires.append(nxt)
+        nxt = rules.next_fire(trig, tz, nxt, nxt)
+    return {"job_trigger": job_trigger, "rule": stored, "timezone": tz_name,
+            "next_fire_times": [format_ts(f) for f in fires]}
 
 
 def display_next(job: Job, now: float | None = None) -> float | None:

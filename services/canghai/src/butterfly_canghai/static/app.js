@@ -11,8 +11,10 @@
   });
 
   var COLORS = { queued: "#1f6feb", started: "#b26a00", failed: "#c62828",
-                 processed: "#1a7f37", errors: "#c62828" };
-  var KINDS = { depth: ["queued", "started", "failed"], traffic: ["processed", "errors"] };
+                 processed: "#1a7f37", errors: "#c62828", rps: "#1f6feb",
+                 p50_ms: "#1a7f37", p99_ms: "#b26a00", late_ok: "#1a7f37", late_failed: "#c62828" };
+  var KINDS = { depth: ["queued", "started", "failed"], traffic: ["processed", "errors"],
+                rate: ["rps"], latency: ["p50_ms", "p99_ms"], lateness: ["late_ok", "late_failed"] };
   var charts = {};
   var range = "hour";
 
@@ -20,10 +22,16 @@
     var kind = el.getAttribute("data-kind");
     var labels = JSON.parse(el.getAttribute("data-labels") || "{}");
     var names = KINDS[kind];
+    var points = el.hasAttribute("data-points");  // a scatter: one dot per run
     var series = [{}].concat(names.map(function (n) {
+      if (points) {
+        return { label: labels[n] || n, stroke: COLORS[n], width: 0,
+                 points: { show: true, size: 7, fill: COLORS[n] } };
+      }
       return { label: labels[n] || n, stroke: COLORS[n], width: 2,
                fill: n === "errors" || n === "failed" ? "rgba(198,40,40,.08)" : undefined,
-               spanGaps: true };
+               spanGaps: kind !== "latency",  // a minute without calls has no latency
+               points: { show: kind === "latency" || kind === "rate", size: 5 } };
     }));
     var values = [data.t].concat(names.map(function (n) { return data[n]; }));
     var width = Math.max(280, el.clientWidth || 600);
@@ -39,13 +47,20 @@
   function refresh() {
     var els = document.querySelectorAll(".chart[data-kind]");
     if (!els.length || typeof uPlot === "undefined") { return; }
-    fetch("/console/series.json?range=" + range, { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (data) {
-        if (!data) { return; }
-        els.forEach(function (el) { build(el, data); });
-      })
-      .catch(function () { /* the next refresh tries again */ });
+    var bySrc = {};
+    els.forEach(function (el) {
+      var src = el.getAttribute("data-src") || ("/console/series.json?range=" + range);
+      (bySrc[src] = bySrc[src] || []).push(el);
+    });
+    Object.keys(bySrc).forEach(function (src) {
+      fetch(src, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) {
+          if (!data) { return; }
+          bySrc[src].forEach(function (el) { build(el, data); });
+        })
+        .catch(function () { /* the next refresh tries again */ });
+    });
   }
 
   document.addEventListener("click", function (ev) {
@@ -67,6 +82,8 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     refresh();
-    if (document.querySelector(".chart[data-kind]")) { setInterval(refresh, 30000); }
+    var el = document.querySelector(".chart[data-kind]");
+    // the job page's lateness chart grows by the second; the others per minute
+    if (el) { setInterval(refresh, document.getElementById("chart-lateness") ? 3000 : 30000); }
   });
 })();

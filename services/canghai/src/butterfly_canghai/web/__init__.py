@@ -20,8 +20,10 @@ from typing import Any, cast
 
 from flask import Flask, abort, g, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import HTTPException
 
 from butterfly_common import __version__
+from butterfly_common.app import header_safe
 from butterfly_common.auth import client_identity
 from butterfly_common.logs import current_reqid
 from butterfly_common.reqid import is_valid_reqid, new_reqid
@@ -34,7 +36,7 @@ from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
 #: cross-site page cannot send a JSON body without a CORS preflight we never answer)
-CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule")
+CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule", "data", "flows")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
@@ -42,7 +44,16 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 def install(app: Flask) -> None:
     """Configure sessions and register the console, auth and huoyan routes on ``app``."""
-    from . import actions, auth, pages, schedule_pages
+    from . import (
+        actions,
+        auth,
+        data_pages,
+        flow_pages,
+        pages,
+        schedule_pages,
+        search_pages,
+        traffic_pages,
+    )
 
     cfg = current()
     app.secret_key = current_secret().key("session")
@@ -58,10 +69,16 @@ def install(app: Flask) -> None:
     app.register_blueprint(pages.bp)
     app.register_blueprint(actions.bp)
     app.register_blueprint(schedule_pages.bp)
+    app.register_blueprint(data_pages.bp)
+    app.register_blueprint(flow_pages.bp)
+    app.register_blueprint(traffic_pages.bp)
+    app.register_blueprint(search_pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(auth.huoyan)
     app.before_request(_before)
     app.after_request(_after)
+    for code in (400, 401, 403, 405, 413, 502):
+        app.register_error_handler(code, _refused)
     app.jinja_env.globals.update(t=_t, fmt_time=fmt_time, fmt_json=fmt_json,
                                  version=__version__)
     app.jinja_env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False,
@@ -117,7 +134,23 @@ def _before() -> None:
             abort(403, "CSRF token missing or wrong")
 
 
+def _refused(exc: HTTPException) -> Any:
+    """A refusal of a console route: the error page, and its reason in ``x-reason`` (as
+    every Butterfly refusal says why)."""
+    from .common import page
+
+    g.reason = exc.description or exc.name
+    if not request.path.startswith("/console") or request.path.startswith("/console/static"):
+        return exc
+    key = {401: "sign_in", 403: "forbidden", 502: "service_down"}.get(exc.code or 400,
+                                                                     "refused")
+    return page("error.html", message=key, detail=g.reason), exc.code
+
+
 def _after(response: Any) -> Any:
+    if response.status_code >= 400 and "x-reason" not in response.headers:
+        reason = g.get("reason") or response.status
+        response.headers["x-reason"] = header_safe(str(reason))[:300]
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, jsonify, redirect, request
 
 from butterfly_common.mq import STATUSES, Message
+from butterfly_common.reqid import is_valid_reqid
 from butterfly_common.runtime import get_redis
 
 from .. import audit, fleet, queues, sampler, users
@@ -134,6 +135,8 @@ def messages() -> Any:
         found = queues.get_message(msg_id)
         if found is not None:
             return redirect(f"/console/message?id={found.id}")
+        if is_valid_reqid(msg_id.upper()):  # a request id: follow it across the fleet
+            return redirect("/console/search?" + urlencode({"reqid": msg_id.upper()}))
         ctx = _messages_context()
         return page("messages.html", active="messages", not_found=msg_id, **ctx), 404
     return page("messages.html", active="messages", not_found="", **_messages_context())

@@ -6,10 +6,11 @@ remove. ruqi checks the rule itself; its refusal (``x-reason``) is shown beside 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, g, redirect, request
+from flask import Blueprint, abort, g, jsonify, redirect, request
 
 from .. import scheduler
 from ..scheduler import RuqiError
@@ -111,3 +112,52 @@ def history() -> Any:
     except RuqiError as exc:
         return page("_history_rows.html", rows=[], total=0, error=exc.reason)
     return page("_history_rows.html", rows=data["list"], total=data["total"], error="")
+
+
+@bp.get("/check")
+@needs("operator")
+def check() -> Any:
+    """The rule as ruqi reads it and its next five fire times (the form asks as you type);
+    ruqi's refusal is shown as it is, without saving anything."""
+    trigger = request.args.get("job_trigger") or ""
+    rule = (request.args.get("rule") or "")[:200]
+    if trigger not in TRIGGERS:
+        abort(400, "unknown trigger")
+    if not rule.strip():
+        return page("_rule_check.html", ok=False, error="", fires=[])
+    try:
+        data = scheduler.call("check_rule", username=_user(), job_trigger=trigger,
+                              rule=rule, count=5)
+    except RuqiError as exc:
+        return page("_rule_check.html", ok=False, error=exc.reason or exc.stat, fires=[])
+    return page("_rule_check.html", ok=True, error="", fires=data["next_fire_times"])
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.strptime(text[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    except ValueError:
+        return None
+
+
+@bp.get("/lateness.json")
+@needs("viewer")
+def lateness() -> Any:
+    """The job's last runs for the chart: scheduled time, and how late each started (s),
+    split by outcome so a failure stands out."""
+    job_id = request.args.get("id") or None
+    try:
+        data = scheduler.history(job_id, 1, 200, username=_user())
+    except RuqiError as exc:
+        abort(502, exc.reason or exc.stat)
+    points = []
+    for h in data["list"]:
+        at, started = _epoch(h.get("scheduled_time")), _epoch(h.get("start_time"))
+        if at is not None and started is not None:
+            points.append((at, round(max(0.0, started - at), 3), bool(h.get("cmd_is_success"))))
+    points.sort()
+    return jsonify({"t": [p[0] for p in points],
+                    "late_ok": [p[1] if p[2] else None for p in points],
+                    "late_failed": [None if p[2] else p[1] for p in points]})

@@ -107,6 +107,14 @@ def get_history(req: Request, job_id: str | None = None, job_name: str | None = 
 
 
 @api
+def check_rule(req: Request, job_trigger: str, rule: str, timezone: str | None = None,
+               count: int = 5):
+    """Check a rule as ``add_job`` would, without saving anything: the stored form and the
+    next ``count`` (1..20) fire times, or the same refusal add_job would give."""
+    return retstat.OK, {"data": jobs.check_rule(job_trigger, rule, timezone, count)}
+
+
+@api
 def status(req: Request):
     """The original's ``wait_seconds`` / ``check_time`` / ``next_wakeup_time`` plus engines."""
     engines = [engine.status() for engine in runner.ENGINES]

@@ -1,0 +1,89 @@
+"""A hand-written OpenAPI 3.0 document of canghai's console routes (Flask pages, not
+Butterfly handlers, so absent from its /openapi.json), for test_fuzz_console.py.
+
+Every GET page and fragment with its query parameters, every form POST with its fields.
+Left out: sign-in/out and the users page's actions (fuzzing them would lock out or delete
+the session the fuzzer runs as).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+
+
+def _params(**fields: dict) -> list[dict[str, Any]]:
+    return [{"name": k, "in": "query", "required": False, "schema": v} for k, v in fields.items()]
+
+
+GET: dict[str, dict[str, dict]] = {
+    "/console/": {},
+    "/console/overview/rows": {},
+    "/console/series.json": {"range": STR},
+    "/console/queues": {"q": STR, "sort": STR, "desc": STR},
+    "/console/queues/rows": {"q": STR, "sort": STR, "desc": STR},
+    "/console/messages": {"topic": STR, "status": STR, "order": STR, "page": INT,
+                          "size": INT, "id": STR},
+    "/console/messages/rows": {"topic": STR, "status": STR, "order": STR, "page": INT, "size": INT},
+    "/console/messages/counts": {"topic": STR, "status": STR},
+    "/console/messages/purge": {"topic": STR, "status": STR},
+    "/console/message": {"id": STR},
+    "/console/consumers": {},
+    "/console/consumers/rows": {},
+    "/console/audit": {"page": INT, "user": STR, "action": STR},
+    "/console/scheduler/": {"page": INT},
+    "/console/scheduler/job": {"id": STR},
+    "/console/scheduler/new": {},
+    "/console/scheduler/history": {"id": STR},
+    "/console/scheduler/check": {"job_trigger": STR, "rule": STR},
+    "/console/scheduler/lateness.json": {"id": STR},
+    "/console/data/": {"namespace": STR, "q": STR, "page": INT},
+    "/console/data/section": {"namespace": STR, "section_name": STR, "section_version": STR,
+                              "q": STR, "page": INT},
+    "/console/data/instance": {"namespace": STR, "instance_name": STR},
+    "/console/data/instance/live": {"namespace": STR, "instance_name": STR, "since": INT},
+    "/console/data/item": {"id": INT, "page": INT},
+    "/console/flows/": {"status": STR, "type": STR, "namespace": STR, "page": INT},
+    "/console/flows/new": {},
+    "/console/flows/flow": {"id": INT},
+    "/console/flows/flow/live": {"id": INT},
+    "/console/flows/flow/graph.svg": {"id": INT},
+    "/console/traffic": {"range": STR, "service": STR, "route": STR, "method": STR},
+    "/console/traffic/series.json": {"range": STR, "service": STR, "route": STR, "method": STR},
+    "/console/search": {"reqid": STR},
+}
+
+POST: dict[str, dict[str, dict]] = {
+    "/console/message/requeue": {"id": STR},
+    "/console/message/delete": {"id": STR},
+    "/console/messages/selected": {"topic": STR, "ids": STR, "action": STR, "next": STR},
+    "/console/messages/requeue_all": {"topic": STR, "next": STR},
+    "/console/messages/purge": {"topic": STR, "status": STR},
+    "/console/scheduler/save": {"job_id": STR, "job_name": STR, "job_trigger": STR, "rule": STR,
+                                "cmd": STR, "new": STR},
+    "/console/scheduler/action": {"job_id": STR, "action": STR},
+    "/console/data/item": {"namespace": STR, "instance_name": STR, "item_name": STR,
+                           "item_value": STR, "revision": STR},
+    "/console/data/item/rollback": {"item_id": STR, "revision": STR},
+    "/console/flows/create": {"job_namespace": STR, "job_type": STR, "job_extra": STR},
+    "/console/flows/action": {"job_id": STR, "action": STR},
+    "/console/flows/rerun": {"job_id": STR, "task_id": STR, "params": STR},
+}
+
+ANY = {"default": {"description": "a page, a redirect or a refusal with x-reason"}}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for path, fields in GET.items():
+        paths[path] = {"get": {"parameters": _params(**fields), "responses": ANY}}
+    for path, fields in POST.items():
+        body = {"type": "object", "properties": fields, "additionalProperties": False}
+        paths.setdefault(path, {})["post"] = {
+            "requestBody": {"required": True, "content": {
+                "application/x-www-form-urlencoded": {"schema": body}}},
+            "responses": ANY}
+    return {"openapi": "3.0.3", "info": {"title": "canghai console", "version": "1"},
+            "paths": paths}
