@@ -582,6 +582,30 @@ def test_search_by_reqid_and_consumer_state(fleet: dict, admin: Watched) -> None
     shot(page, "consumers")
 
 
+def test_audit_log_of_the_run_is_saved(fleet: dict, admin: Watched) -> None:
+    """The console's audit log of this test run, as the browser shows it, beside the
+    screenshots (var/screenshots/audit-log.txt): who did what, the refused actions too."""
+    page = admin.page
+    lines: list[str] = []
+    page_no = 1
+    while True:
+        page.goto(f"/console/audit?page={page_no}")
+        rows = page.locator("table tbody tr")
+        texts = [" | ".join(cell.strip() for cell in rows.nth(i).locator("td").all_inner_texts())
+                 for i in range(rows.count())]
+        if not texts or page_no > 20:
+            break
+        lines.extend(texts)
+        page_no += 1
+    (SHOTS / "audit-log.txt").write_text(
+        "when | who | role | what | target | detail | outcome | ip | reqid\n"
+        + "\n".join(lines) + "\n", encoding="utf-8")
+    actions = {line.split(" | ")[3] for line in lines}
+    assert {"flow_create", "data_set"} <= actions, actions
+    outcomes = {line.split(" | ")[6] for line in lines}
+    assert outcomes & {"failed", "失败"}, outcomes  # refused actions are audited too
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
