@@ -3,11 +3,14 @@
 Both get a fresh redis-server in the same run: canghai ``--topics`` topics holding
 ``--messages`` queued messages in all plus one topic of ``--big`` messages; rq-dashboard the
 same numbers of RQ queues and jobs. Each endpoint is called through its Flask app in this
-process (server time only, no HTTP client in the way), ``--repeat`` times; the table shows
-the median and p90 in ms. Targets (issue 11): canghai's queues page <= 300 ms at 1 000
-topics / 100 000 messages, and a messages page costing the same whatever the topic's size.
+process (server time only, no HTTP client in the way), ``--repeat`` times a round; each
+of ``--rounds`` rounds (default 3) gives a median and p90 in ms, and bench/harness.py's
+Report prints min / median / max of those, the load, the verdicts (from the medians) and
+writes var/bench/canghai.json. Targets (issue 11): canghai's queues page <= 300 ms at
+1 000 topics / 100 000 messages, and a messages page costing the same whatever the topic's
+size (a page of the big topic at most 2x one of a 100-message topic).
 
-    .venv/bin/python bench/canghai.py [--topics 1000 --messages 100000 --big 100000]
+    .venv/bin/python bench/canghai.py [--rounds 3 --topics 1000 --messages 100000 --big 100000]
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from harness import Report
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
@@ -130,32 +135,45 @@ def rq_dashboard_calls(url: str) -> dict[str, Callable[[], object]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is kept")
     parser.add_argument("--topics", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--big", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=15, help="calls per endpoint and round")
     args = parser.parse_args()
-    results: dict[str, dict[str, tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        with RedisServer() as redis:
-            started = time.perf_counter()
-            fill_baichuan(redis.url, args.topics, args.messages, args.big)
-            print(f"canghai: filled in {time.perf_counter() - started:.1f}s", flush=True)
-            calls = canghai_calls(redis.url, Path(tmp))
-            results["canghai"] = {k: timed(c, args.repeat) for k, c in calls.items()}
-        with RedisServer() as redis:
-            started = time.perf_counter()
-            fill_rq(redis.url, args.topics, args.messages, args.big)
-            print(f"rq-dashboard: filled in {time.perf_counter() - started:.1f}s", flush=True)
-            calls = rq_dashboard_calls(redis.url)
-            results["rq-dashboard"] = {k: timed(c, args.repeat) for k, c in calls.items()}
-    print(f"\n{args.topics} topics / queues, {args.messages} messages, a big topic of "
-          f"{args.big}; median / p90 ms over {args.repeat} calls\n")
-    print("| endpoint | canghai | rq-dashboard | ratio |\n|---|---|---|---|")
-    for name in results["canghai"]:
-        (cm, cp), (rm, rp) = results["canghai"][name], results["rq-dashboard"][name]
-        print(f"| {name} | {cm:.1f} / {cp:.1f} | {rm:.1f} / {rp:.1f} | {rm / cm:.1f}x |")
-    return 0
+    report = Report("canghai", f"canghai vs rq-dashboard: {args.topics} topics / queues, "
+                               f"{args.messages} messages, a big topic of {args.big} (server "
+                               f"time in-process; median / p90 ms of {args.repeat} calls a "
+                               "round)")
+    calls: dict[str, dict[str, Callable[[], object]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as canghai_redis, \
+            RedisServer() as rq_redis:
+        started = time.perf_counter()
+        fill_baichuan(canghai_redis.url, args.topics, args.messages, args.big)
+        print(f"canghai: filled in {time.perf_counter() - started:.1f}s", flush=True)
+        calls["canghai"] = canghai_calls(canghai_redis.url, Path(tmp))
+        started = time.perf_counter()
+        fill_rq(rq_redis.url, args.topics, args.messages, args.big)
+        print(f"rq-dashboard: filled in {time.perf_counter() - started:.1f}s", flush=True)
+        calls["rq-dashboard"] = rq_dashboard_calls(rq_redis.url)
+        for _ in range(args.rounds):
+            for system, endpoints in calls.items():
+                for name, call in endpoints.items():
+                    median, p90 = timed(call, args.repeat)
+                    report.add(f"{system}: {name}", "median ms", median)
+                    report.add(f"{system}: {name}", "p90 ms", p90)
+    queues = "queues (JSON)"
+    small, big = "messages page, 100-message topic", "messages page, big topic"
+    for name in (queues, small, big):
+        ratio = report.ratio(f"rq-dashboard: {name}", f"canghai: {name}", "median ms")
+        report.note(f"canghai: {name}", f"rq-dashboard / canghai median: {ratio:.1f}x")
+    report.target("canghai queues page median ms", report.median(f"canghai: {queues}",
+                                                                 "median ms"), "<=", 300)
+    # "the same whatever the topic's size": a page of the 100 000-message topic costs at most
+    # twice one of a 100-message topic
+    report.target("canghai page big / small topic", report.ratio(
+        f"canghai: {big}", f"canghai: {small}", "median ms"), "<=", 2.0)
+    return report.finish()
 
 
 if __name__ == "__main__":
