@@ -8,7 +8,9 @@ of ``--rounds`` rounds (default 3) gives a median and p90 in ms, and bench/harne
 Report prints min / median / max of those, the load, the verdicts (from the medians) and
 writes var/bench/canghai.json. Targets (issue 11): canghai's queues page <= 300 ms at
 1 000 topics / 100 000 messages, and a messages page costing the same whatever the topic's
-size (a page of the big topic at most 2x one of a 100-message topic).
+size (a page of the big topic at most 2x one of a 100-message topic). Filling takes
+minutes, so the first run keeps a snapshot of each data set under var/bench/data and later
+runs load it (``--refill`` fills afresh); with the snapshots a run takes about 30 s.
 
     .venv/bin/python bench/canghai.py [--rounds 3 --topics 1000 --messages 100000 --big 100000]
 """
@@ -16,10 +18,12 @@ size (a page of the big topic at most 2x one of a 100-message topic).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,8 +33,44 @@ from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer
 
+DATA = Path(__file__).resolve().parent.parent / "var" / "bench" / "data"
 SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throw-away bench key
 TOKEN = "bench-admin-token-0123456789"  # noqa: S105
+
+
+def _fingerprint(kind: str) -> str:
+    """What the filled data depends on: the queue's Lua and key layout, or RQ's version."""
+    digest = hashlib.sha256()
+    if kind == "rq":
+        import rq
+        digest.update(rq.__version__.encode())
+    else:
+        from butterfly_common import mq
+        for path in sorted(Path(mq.__file__).parent.glob("*")):
+            if path.suffix in (".lua", ".py"):
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def filled(kind: str, fill: Callable[[str, int, int, int], None], sizes: tuple[int, int, int],
+           refill: bool) -> Iterator[str]:
+    """A redis-server holding ``kind``'s data set. Filling 200 000 messages takes minutes,
+    so the first run saves a snapshot under var/bench/data (named by the sizes and by what
+    the data depends on) and later runs load it in seconds."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}-{'-'.join(map(str, sizes))}-{_fingerprint(kind)}.rdb"
+    if refill:
+        (DATA / name).unlink(missing_ok=True)
+    fresh = not (DATA / name).exists()
+    with RedisServer(None, "--dir", str(DATA), "--dbfilename", name) as server:
+        if fresh:
+            started = time.perf_counter()
+            fill(server.url, *sizes)
+            make_redis(server.url).save()
+            print(f"{kind}: filled in {time.perf_counter() - started:.1f}s (snapshot "
+                  f"var/bench/data/{name})", flush=True)
+        yield server.url
 
 
 def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -140,22 +180,20 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15, help="calls per endpoint and round")
+    parser.add_argument("--refill", action="store_true",
+                        help="fill both Redis afresh (ignore the snapshots in var/bench/data)")
     args = parser.parse_args()
     report = Report("canghai", f"canghai vs rq-dashboard: {args.topics} topics / queues, "
                                f"{args.messages} messages, a big topic of {args.big} (server "
                                f"time in-process; median / p90 ms of {args.repeat} calls a "
                                "round)")
     calls: dict[str, dict[str, Callable[[], object]]] = {}
-    with tempfile.TemporaryDirectory() as tmp, RedisServer() as canghai_redis, \
-            RedisServer() as rq_redis:
-        started = time.perf_counter()
-        fill_baichuan(canghai_redis.url, args.topics, args.messages, args.big)
-        print(f"canghai: filled in {time.perf_counter() - started:.1f}s", flush=True)
-        calls["canghai"] = canghai_calls(canghai_redis.url, Path(tmp))
-        started = time.perf_counter()
-        fill_rq(rq_redis.url, args.topics, args.messages, args.big)
-        print(f"rq-dashboard: filled in {time.perf_counter() - started:.1f}s", flush=True)
-        calls["rq-dashboard"] = rq_dashboard_calls(rq_redis.url)
+    sizes = (args.topics, args.messages, args.big)
+    with tempfile.TemporaryDirectory() as tmp, \
+            filled("canghai", fill_baichuan, sizes, args.refill) as canghai_url, \
+            filled("rq", fill_rq, sizes, args.refill) as rq_url:
+        calls["canghai"] = canghai_calls(canghai_url, Path(tmp))
+        calls["rq-dashboard"] = rq_dashboard_calls(rq_url)
         for _ in range(args.rounds):
             for system, endpoints in calls.items():
                 for name, call in endpoints.items():

@@ -164,7 +164,7 @@ class Cache:
         """Read the version key; with a lease, one thread per namespace asks at a time and
         the others take its answer (any answer is good until its send time + lease)."""
         if self.lease <= 0:
-            return self.client.get(version_key(namespace))  # type: ignore[no-any-return]
+            return self._get_version(namespace)
         lock = self._renewing.get(namespace)
         if lock is None:
             if len(self._renewing) >= LOCAL_MAX:
@@ -177,9 +177,13 @@ class Cache:
             if time.monotonic() < self._broken_until:
                 raise ConnectionError("cache circuit open")
             sent = time.monotonic()
-            version = self.client.get(version_key(namespace))
+            version = self._get_version(namespace)
             self._lease(namespace, version, sent)
-            return version  # type: ignore[no-any-return]
+            return version
+
+    def _get_version(self, namespace: str) -> str | None:
+        raw = self.client.get(version_key(namespace))
+        return None if raw is None else str(raw)  # the client decodes: already a str
 
     def _lease(self, namespace: str, version: str | None, sent: float) -> None:
         if version is not None and self.lease > 0:
