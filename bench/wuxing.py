@@ -11,10 +11,11 @@ One run, side by side, same gunicorn settings (gthread 2x8) for wuxing and core:
 
 Each of ``--rounds`` rounds (default 3) runs all three; bench/harness.py's Report prints
 min / median / max, the load before and after, the targets' verdicts from the medians, and
-writes var/bench/wuxing.json. About 75 s by default. ``WUXING_CACHE_LEASE=0`` in the
-environment measures the reads without the cache's version lease (a Redis GET per hit).
+writes var/bench/wuxing.json. About 90 s by default on a loaded 2-core machine.
+``WUXING_CACHE_LEASE=0`` in the environment measures the reads without the cache's version
+lease (a Redis GET per hit).
 
-    make bench            # or: .venv/bin/python bench/wuxing.py --rounds 3 --seconds 8
+    make bench            # or: .venv/bin/python bench/wuxing.py --rounds 3 --seconds 5
 """
 
 from __future__ import annotations
@@ -180,10 +181,10 @@ def watch_latency(base: str, writes: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is kept")
-    parser.add_argument("--seconds", type=int, default=8, help="per read round and peer")
+    parser.add_argument("--seconds", type=int, default=5, help="per read round and peer")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--write-seconds", type=float, default=3.0, help="CAS, per round")
-    parser.add_argument("--watch-writes", type=int, default=150, help="per round")
+    parser.add_argument("--write-seconds", type=float, default=2.5, help="CAS, per round")
+    parser.add_argument("--watch-writes", type=int, default=100, help="per round")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk (make bench does)", file=sys.stderr)
