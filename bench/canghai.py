@@ -3,29 +3,86 @@
 Both get a fresh redis-server in the same run: canghai ``--topics`` topics holding
 ``--messages`` queued messages in all plus one topic of ``--big`` messages; rq-dashboard the
 same numbers of RQ queues and jobs. Each endpoint is called through its Flask app in this
-process (server time only, no HTTP client in the way), ``--repeat`` times; the table shows
-the median and p90 in ms. Targets (issue 11): canghai's queues page <= 300 ms at 1 000
-topics / 100 000 messages, and a messages page costing the same whatever the topic's size.
+process (server time only, no HTTP client in the way), ``--repeat`` times a round; each
+of ``--rounds`` rounds (default 3) gives a median and p90 in ms, and bench/harness.py's
+Report prints min / median / max of those, the load, the verdicts (from the medians) and
+writes var/bench/canghai.json. Targets (issue 11): canghai's queues page <= 300 ms at
+1 000 topics / 100 000 messages, and a messages page costing the same whatever the topic's
+size (a page of the big topic at most 2x one of a 100-message topic). Filling takes
+minutes, so the first run keeps a snapshot of each data set under var/bench/data and later
+runs load it (``--refill`` fills afresh); with the snapshots a run takes about 75 s on a
+loaded 2-core machine (the first one about 3 minutes).
 
-    .venv/bin/python bench/canghai.py [--topics 1000 --messages 100000 --big 100000]
+    .venv/bin/python bench/canghai.py [--rounds 3 --topics 1000 --messages 100000 --big 100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+from harness import Report
+from redis.exceptions import BusyLoadingError
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
-from butterfly_common.testing import RedisServer
+from butterfly_common.testing import RedisServer, wait_until
 
+DATA = Path(__file__).resolve().parent.parent / "var" / "bench" / "data"
 SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throw-away bench key
 TOKEN = "bench-admin-token-0123456789"  # noqa: S105
+
+
+def _fingerprint(kind: str) -> str:
+    """What the filled data depends on: the queue's Lua and key layout, or RQ's version."""
+    digest = hashlib.sha256()
+    if kind == "rq":
+        import rq
+        digest.update(rq.__version__.encode())
+    else:
+        from butterfly_common import mq
+        for path in sorted(Path(mq.__file__).parent.glob("*")):
+            if path.suffix in (".lua", ".py"):
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _loaded(client: Any) -> bool:
+    try:
+        return int(client.info("persistence")["loading"]) == 0
+    except BusyLoadingError:
+        return False
+
+
+@contextlib.contextmanager
+def filled(kind: str, fill: Callable[[str, int, int, int], None], sizes: tuple[int, int, int],
+           refill: bool) -> Iterator[str]:
+    """A redis-server holding ``kind``'s data set. Filling 200 000 messages takes minutes,
+    so the first run saves a snapshot under var/bench/data (named by the sizes and by what
+    the data depends on) and later runs load it in seconds."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}-{'-'.join(map(str, sizes))}-{_fingerprint(kind)}.rdb"
+    if refill:
+        (DATA / name).unlink(missing_ok=True)
+    fresh = not (DATA / name).exists()
+    with RedisServer(None, "--dir", str(DATA), "--dbfilename", name) as server:
+        client = make_redis(server.url, socket_timeout=300)
+        wait_until(lambda: _loaded(client), 300, what=f"{kind} snapshot loaded")
+        if fresh:
+            started = time.perf_counter()
+            fill(server.url, *sizes)
+            client.save()  # blocks Redis for seconds: hence the long timeout
+            print(f"{kind}: filled in {time.perf_counter() - started:.1f}s (snapshot "
+                  f"var/bench/data/{name})", flush=True)
+        yield server.url
 
 
 def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -75,10 +132,10 @@ def canghai_calls(url: str, tmp: Path) -> dict[str, Callable[[], object]]:
         return call
 
     return {
-        "queues (JSON)": get("/canghai/queue_list"),
-        "messages page, 100-message topic": get(
+        "queues": get("/canghai/queue_list"),
+        "page small topic": get(
             "/canghai/msg_list?queue_name=/bench/t0000&page_size=20"),
-        "messages page, big topic": get("/canghai/msg_list?queue_name=/bench/big&page_size=20"),
+        "page big topic": get("/canghai/msg_list?queue_name=/bench/big&page_size=20"),
     }
 
 
@@ -122,40 +179,50 @@ def rq_dashboard_calls(url: str) -> dict[str, Callable[[], object]]:
         return call
 
     return {
-        "queues (JSON)": get("/0/data/queues.json"),
-        "messages page, 100-message topic": get("/0/data/jobs/t0000/queued/20/asc/1.json"),
-        "messages page, big topic": get("/0/data/jobs/big/queued/20/asc/1.json"),
+        "queues": get("/0/data/queues.json"),
+        "page small topic": get("/0/data/jobs/t0000/queued/20/asc/1.json"),
+        "page big topic": get("/0/data/jobs/big/queued/20/asc/1.json"),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is kept")
     parser.add_argument("--topics", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--big", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=15, help="calls per endpoint and round")
+    parser.add_argument("--refill", action="store_true",
+                        help="fill both Redis afresh (ignore the snapshots in var/bench/data)")
     args = parser.parse_args()
-    results: dict[str, dict[str, tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        with RedisServer() as redis:
-            started = time.perf_counter()
-            fill_baichuan(redis.url, args.topics, args.messages, args.big)
-            print(f"canghai: filled in {time.perf_counter() - started:.1f}s", flush=True)
-            calls = canghai_calls(redis.url, Path(tmp))
-            results["canghai"] = {k: timed(c, args.repeat) for k, c in calls.items()}
-        with RedisServer() as redis:
-            started = time.perf_counter()
-            fill_rq(redis.url, args.topics, args.messages, args.big)
-            print(f"rq-dashboard: filled in {time.perf_counter() - started:.1f}s", flush=True)
-            calls = rq_dashboard_calls(redis.url)
-            results["rq-dashboard"] = {k: timed(c, args.repeat) for k, c in calls.items()}
-    print(f"\n{args.topics} topics / queues, {args.messages} messages, a big topic of "
-          f"{args.big}; median / p90 ms over {args.repeat} calls\n")
-    print("| endpoint | canghai | rq-dashboard | ratio |\n|---|---|---|---|")
-    for name in results["canghai"]:
-        (cm, cp), (rm, rp) = results["canghai"][name], results["rq-dashboard"][name]
-        print(f"| {name} | {cm:.1f} / {cp:.1f} | {rm:.1f} / {rp:.1f} | {rm / cm:.1f}x |")
-    return 0
+    report = Report("canghai", f"canghai vs rq-dashboard: {args.topics} topics / queues, "
+                               f"{args.messages} messages, a big topic of {args.big} (server "
+                               f"time in-process; median / p90 ms of {args.repeat} calls a "
+                               "round)")
+    calls: dict[str, dict[str, Callable[[], object]]] = {}
+    sizes = (args.topics, args.messages, args.big)
+    with tempfile.TemporaryDirectory() as tmp, \
+            filled("canghai", fill_baichuan, sizes, args.refill) as canghai_url, \
+            filled("rq", fill_rq, sizes, args.refill) as rq_url:
+        calls["canghai"] = canghai_calls(canghai_url, Path(tmp))
+        calls["rq-dash"] = rq_dashboard_calls(rq_url)
+        for _ in range(args.rounds):
+            for system, endpoints in calls.items():
+                for name, call in endpoints.items():
+                    median, p90 = timed(call, args.repeat)
+                    report.add(f"{system} {name}", "median ms", median)
+                    report.add(f"{system} {name}", "p90 ms", p90)
+    queues, small, big = "queues", "page small topic", "page big topic"
+    for name in (queues, small, big):
+        ratio = report.ratio(f"rq-dash {name}", f"canghai {name}", "median ms")
+        report.note(f"canghai {name}", f"rq-dashboard / canghai median: {ratio:.1f}x")
+    report.target("canghai queues page median ms", report.median(f"canghai {queues}",
+                                                                 "median ms"), "<=", 300)
+    # "the same whatever the topic's size": a page of the 100 000-message topic costs at most
+    # twice one of a 100-message topic
+    report.target("canghai page big / small topic", report.ratio(
+        f"canghai {big}", f"canghai {small}", "median ms"), "<=", 2.0)
+    return report.finish()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ One run, side by side, same gunicorn settings (gthread 2x8) for wuxing and core:
 3. watch: a long-polling watcher and a writer; latency from the write's answer to the
    watcher holding the change: p50, p99 (goal p99 <= 50 ms).
 
-    make bench            # or: .venv/bin/python bench/wuxing.py --seconds 8
+Each of ``--rounds`` rounds (default 3) runs all three; bench/harness.py's Report prints
+min / median / max, the load before and after, the targets' verdicts from the medians, and
+writes var/bench/wuxing.json. About 90 s by default on a loaded 2-core machine.
+``WUXING_CACHE_LEASE=0`` in the environment measures the reads without the cache's version
+lease (a Redis GET per hit).
+
+    make bench            # or: .venv/bin/python bench/wuxing.py --rounds 3 --seconds 5
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ import time
 from pathlib import Path
 
 import requests
+from harness import Report
 from http_overhead import THREADS, WORKERS, parse_wrk
 
-from butterfly_common.testing import RedisServer, free_port, mariadb_database, wait_until
+from butterfly_common.testing import (
+    RedisServer,
+    child_pids,
+    free_port,
+    mariadb_database,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(16)  # a fresh write token for the services of this run
@@ -75,6 +88,19 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
                           "--latency", url], capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a gunicorn master and its workers (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for one in [pid, *child_pids(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def cas_writes(base: str, clients: int, seconds: float) -> dict[str, float]:
@@ -154,15 +180,20 @@ def watch_latency(base: str, writes: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8, help="per read round and peer")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating read rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is kept")
+    parser.add_argument("--seconds", type=int, default=5, help="per read round and peer")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--write-seconds", type=float, default=10.0)
-    parser.add_argument("--watch-writes", type=int, default=300)
+    parser.add_argument("--write-seconds", type=float, default=2.5, help="CAS, per round")
+    parser.add_argument("--watch-writes", type=int, default=100, help="per round")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk (make bench does)", file=sys.stderr)
         return 2
+    report = Report("wuxing", f"wuxing: cached reads vs core ping (gunicorn gthread "
+                              f"{WORKERS}x{THREADS}, wrk -c{args.connections}), CAS writes on "
+                              "MariaDB, watch latency")
+    read, ping = "wuxing instance_get cached", "core /demo_api/ping"
+    cas, watch = "CAS update_item x8", "watch write->watcher"
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server, \
             mariadb_database("bench_wx") as db_url:
         workdir = Path(tmp)
@@ -175,37 +206,42 @@ def main() -> int:
             procs.append(core)
             base = f"http://127.0.0.1:{wx_port}"
             prepare(base, 8)
-            urls = {"wuxing instance_get (cached)":
-                    f"{base}/wuxing/instance_get?namespace=bench&instance_name=i0",
-                    "core /demo_api/ping": f"http://127.0.0.1:{core_port}/demo_api/ping"}
-            reads: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+            urls = {read: f"{base}/wuxing/instance_get?namespace=bench&instance_name=i0",
+                    ping: f"http://127.0.0.1:{core_port}/demo_api/ping"}
+            pids = {read: wx.pid, ping: core.pid}
             for _ in range(args.rounds):
                 for name, url in urls.items():
                     wrk(url, 1, args.connections)  # warm up (fills the cache)
-                    reads[name].append(wrk(url, args.seconds, args.connections))
-            writes = cas_writes(base, 8, args.write_seconds)
-            watch = watch_latency(base, args.watch_writes)
+                    cpu0, t0 = cpu_seconds(pids[name]), time.monotonic()
+                    row = wrk(url, args.seconds, args.connections)
+                    cpu, took = cpu_seconds(pids[name]) - cpu0, time.monotonic() - t0
+                    report.add(name, "cpu ms/req", 1000 * cpu / max(1.0, row["rps"] * took))
+                    report.add(name, "req/s", row["rps"])
+                    report.add(name, "p50 ms", row["p50"])
+                    report.add(name, "p99 ms", row["p99"])
+                    report.add(name, "non-2xx", row["errors"])
+                writes = cas_writes(base, 8, args.write_seconds)
+                report.add(cas, "writes/s", writes["rps"])
+                report.add(cas, "p50 ms", writes["p50"])
+                report.add(cas, "p99 ms", writes["p99"])
+                lag = watch_latency(base, args.watch_writes)
+                report.add(watch, "p50 ms", lag["p50"])
+                report.add(watch, "p99 ms", lag["p99"])
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(30)
-    table = {name: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-             for name, rounds in reads.items()}
-    load = os.getloadavg()
-    print(f"\nwuxing bench, gunicorn gthread {WORKERS}x{THREADS}, MariaDB, "
-          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (shared machine)")
-    print(f"{'measure':<40} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'n / non-2xx':>12}")
-    for name, row in table.items():
-        print(f"{name:<40} {row['rps']:>9.0f} {row['p50']:>8.2f} {row['p99']:>8.2f} "
-              f"{row['errors']:>12.0f}")
-    print(f"{'instance_update_item CAS, 8 clients':<40} {writes['rps']:>9.0f} "
-          f"{writes['p50']:>8.2f} {writes['p99']:>8.2f} {writes['n']:>12.0f}")
-    print(f"{'watch: write answered -> watcher has it':<40} {'':>9} {watch['p50']:>8.2f} "
-          f"{watch['p99']:>8.2f} {watch['n']:>12.0f}")
-    ratio = table["wuxing instance_get (cached)"]["rps"] / table["core /demo_api/ping"]["rps"]
-    print(f"ratio cached instance_get / core ping req/s: {ratio:.2f} (goal >= 0.8); "
-          f"watch p99 {watch['p99']:.1f} ms (goal <= 50)")
-    return 0
+    lease = os.environ.get("WUXING_CACHE_LEASE", "") or "0.01 (default)"
+    report.note(read, f"?namespace=bench&instance_name=i0, WUXING_CACHE_LEASE={lease}; "
+                      "cpu ms/req: the server's master + workers (steadier than req/s "
+                      "on a loaded machine)")
+    report.note(cas, "instance_update_item with revision CAS, 8 clients, one instance each")
+    report.note(watch, f"{args.watch_writes} writes 20 ms apart per round, one long-polling "
+                       "watcher")
+    report.target("cached instance_get / core ping req/s", report.ratio(read, ping, "req/s"),
+                  ">=", 0.8)
+    report.target("watch p99 ms", report.median(watch, "p99 ms"), "<=", 50)
+    return report.finish()
 
 
 if __name__ == "__main__":

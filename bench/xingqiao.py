@@ -12,8 +12,12 @@
    finished: flows/s and tasks/s.
 
 Goals (issue 10): p50 < 1 s (the original: >= 200 s for 10 tasks); <= 3x Dramatiq.
+``--rounds`` latency rounds (default 3; xingqiao and Dramatiq alternate, the median is
+kept), then ``--throughput-rounds`` (default 1) of the throughput run; bench/harness.py's
+Report prints the table, the load and the verdicts and writes var/bench/xingqiao.json.
+About 80 s by default.
 
-    .venv/bin/python bench/xingqiao.py [--flows 20] [--throughput 500]
+    .venv/bin/python bench/xingqiao.py [--rounds 3] [--flows 20] [--throughput 500]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from harness import Report
 
 from butterfly_common.testing import ButterflyService, RedisServer, child_pids, wait_until
 
@@ -94,95 +99,127 @@ def cpu_seconds(service: ButterflyService) -> float:
     return total
 
 
-def bench_xingqiao(redis_url: str, flows: int, throughput: int) -> dict[str, float]:
-    with ButterflyService("mq_noop_app:service", env(redis_url)) as consumer, \
-            ButterflyService("xingqiao", env(redis_url)) as xq:
-        client = Client(xq.url)
-        client.post("flow_type_create", name="linear10", tasks=linear(10))
-        client.post("flow_type_create", name="linear3", tasks=linear(3))
-        for _ in range(3):  # warm up: connections, scripts, SQLite pages
-            job_id = client.post("create_job", job_namespace="bench",
-                                 job_type="linear10")["job_id"]
-            wait_until(lambda j=job_id: client.status(j) == "finished", 60, interval=0.05)
-        times, costs = [], []
-        cpu0 = cpu_seconds(xq), cpu_seconds(consumer)
-        for _ in range(flows):
-            t0 = time.perf_counter()
-            job_id = client.post("create_job", job_namespace="bench",
-                                 job_type="linear10")["job_id"]
-            wait_until(lambda j=job_id: client.status(j) == "finished", 60, interval=0.05)
-            times.append(time.perf_counter() - t0)
-            costs.append(client.detail(job_id)["job_cost"])
-        cpu = (cpu_seconds(xq) - cpu0[0], cpu_seconds(consumer) - cpu0[1])
-        base = client.finished()
+POLL = 0.05  # the client's get_job_detail poll while a latency flow runs
+
+
+def run_flow(client: Client, job_type: str) -> tuple[float, float]:
+    """create_job -> finished as the client sees it; (seconds, the flow's own job_cost)."""
+    t0 = time.perf_counter()
+    job_id = client.post("create_job", job_namespace="bench", job_type=job_type)["job_id"]
+    wait_until(lambda: client.status(job_id) == "finished", 60, interval=POLL)
+    took = time.perf_counter() - t0
+    return took, client.detail(job_id)["job_cost"]
+
+
+def xingqiao_round(report: Report, client: Client, services: tuple[ButterflyService, ...],
+                   flows: int) -> None:
+    times, costs = [], []
+    cpu0 = [cpu_seconds(s) for s in services]
+    for _ in range(flows):
+        took, cost = run_flow(client, "linear10")
+        times.append(took)
+        costs.append(cost)
+    cpu = [cpu_seconds(s) - c for s, c in zip(services, cpu0, strict=True)]
+    report.add(XQ, "p50 s", statistics.median(times))
+    report.add(XQ, "p90 s", pct(times, 0.9))
+    report.add(XQ, "job_cost p50 s", statistics.median(costs))
+    report.add(XQ, "cpu ms/task xq", 1000 * cpu[0] / (10 * flows))
+    report.add(XQ, "cpu ms/task cons", 1000 * cpu[1] / (10 * flows))
+
+
+def throughput_round(report: Report, client: Client, flows: int) -> None:
+    base = client.finished()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: client.post("create_job", job_namespace="bench",
+                                            job_type="linear3"), range(flows)))
+    created = time.perf_counter() - t0
+    wait_until(lambda: client.finished() - base >= flows, 600, interval=0.1,
+               what="throughput flows finished")
+    total = time.perf_counter() - t0
+    report.add(TP, "flows/s", flows / total)
+    report.add(TP, "tasks/s", 3 * flows / total)
+    report.add(TP, "created in s", created)
+    report.add(TP, "finished in s", total)
+
+
+class DramatiqWorker:
+    """One ``dramatiq`` worker process (1 process, 8 threads) for the pipeline actor."""
+
+    def __init__(self, redis_url: str) -> None:
+        os.environ["BENCH_REDIS_URL"] = redis_url
+        sys.path.insert(0, str(HERE / "mq_noop_app"))
+        self.env = {**os.environ, "PYTHONPATH": str(HERE / "mq_noop_app")}
+
+    def __enter__(self) -> DramatiqWorker:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.log = open(Path(self.tmp.name) / "dq.log", "wb")
+        self.proc = subprocess.Popen([str(BIN / "dramatiq"), "dramatiq_pipeline",
+                                      "--processes", "1", "--threads", "8"], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(3):  # warm up (and wait for the worker to be up)
+            self.run_once()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+        self.tmp.cleanup()
+
+    def run_once(self) -> float:
+        import dramatiq
+        from dramatiq_pipeline import step
+
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda _: client.post("create_job", job_namespace="bench",
-                                                job_type="linear3"), range(throughput)))
-        created = time.perf_counter() - t0
-        wait_until(lambda: client.finished() - base >= throughput, 600, interval=0.1,
-                   what="throughput flows finished")
-        total = time.perf_counter() - t0
-    return {"p50": statistics.median(times), "p90": pct(times, 0.9), "create_s": created,
-            "total_s": total, "cost_p50": statistics.median(costs),
-            "cpu_xq_ms": 1000 * cpu[0] / (10 * flows),
-            "cpu_consumer_ms": 1000 * cpu[1] / (10 * flows)}
+        pipe = dramatiq.pipeline([step.message() for _ in range(10)]).run()
+        assert pipe.get_result(block=True, timeout=60_000) == 10
+        return time.perf_counter() - t0
+
+    def round(self, report: Report, flows: int) -> None:
+        times = [self.run_once() for _ in range(flows)]
+        report.add(DQ, "p50 s", statistics.median(times))
+        report.add(DQ, "p90 s", pct(times, 0.9))
 
 
-def bench_dramatiq(redis_url: str, flows: int) -> dict[str, float]:
-    os.environ["BENCH_REDIS_URL"] = redis_url
-    sys.path.insert(0, str(HERE / "mq_noop_app"))
-    import dramatiq
-    from dramatiq_pipeline import step
-
-    worker_env = {**os.environ, "PYTHONPATH": str(HERE / "mq_noop_app")}
-    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "dq.log", "wb") as log:
-        proc = subprocess.Popen([str(BIN / "dramatiq"), "dramatiq_pipeline", "--processes",
-                                 "1", "--threads", "8"], env=worker_env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            def run_once() -> float:
-                t0 = time.perf_counter()
-                pipe = dramatiq.pipeline([step.message()] + [step.message()
-                                                             for _ in range(9)]).run()
-                assert pipe.get_result(block=True, timeout=60_000) == 10
-                return time.perf_counter() - t0
-
-            for _ in range(3):
-                run_once()
-            times = [run_once() for _ in range(flows)]
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    return {"p50": statistics.median(times), "p90": pct(times, 0.9)}
+XQ = "xingqiao linear10"
+DQ = "dramatiq pipeline10"
+TP = "xingqiao 3-task flows"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flows", type=int, default=20)
-    parser.add_argument("--throughput", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="latency rounds; median kept")
+    parser.add_argument("--flows", type=int, default=20, help="latency flows per round")
+    parser.add_argument("--throughput", type=int, default=500, help="flows at once")
+    parser.add_argument("--throughput-rounds", type=int, default=1)
     args = parser.parse_args()
-    with RedisServer() as redis:
-        xq = bench_xingqiao(redis.url, args.flows, args.throughput)
-        dq = bench_dramatiq(redis.url, args.flows)
-    load = os.getloadavg()
-    ratio = xq["p50"] / dq["p50"]
-    flows_s = args.throughput / xq["total_s"]
-    print(f"\nxingqiao bench ({args.flows} flows each; load average {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs, shared machine)")
-    print("| measurement | p50 | p90 | goal |")
-    print("|---|---|---|---|")
-    print(f"| xingqiao linear flow, 10 no-op tasks | {xq['p50']:.3f} s | {xq['p90']:.3f} s "
-          f"| < 1 s |")
-    print(f"| ... the flow's own job_cost (insert -> verdict) | {xq['cost_p50']:.3f} s | | |")
-    print(f"| ... CPU per task: xingqiao {xq['cpu_xq_ms']:.1f} ms, consumer "
-          f"{xq['cpu_consumer_ms']:.1f} ms (client polling included) | | | |")
-    print(f"| Dramatiq pipeline, 10 no-op actors | {dq['p50']:.3f} s | {dq['p90']:.3f} s | |")
-    print(f"| ratio xingqiao / Dramatiq (p50) | {ratio:.2f}x | | <= 3x |")
-    print(f"| throughput: {args.throughput} 3-task flows | {flows_s:.1f} flows/s | "
-          f"{3 * flows_s:.1f} tasks/s | (created in {xq['create_s']:.1f} s, all finished "
-          f"in {xq['total_s']:.1f} s) |")
-    return 0
+    report = Report("xingqiao", f"xingqiao: a linear flow of 10 no-op tasks vs a Dramatiq "
+                                f"pipeline of 10 ({args.flows} flows a round), and "
+                                f"{args.throughput} 3-task flows at once (SQLite, one Redis)")
+    with RedisServer() as redis, \
+            ButterflyService("mq_noop_app:service", env(redis.url)) as consumer, \
+            ButterflyService("xingqiao", env(redis.url)) as xq, \
+            DramatiqWorker(redis.url) as dq:
+        client = Client(xq.url)
+        client.post("flow_type_create", name="linear10", tasks=linear(10))
+        client.post("flow_type_create", name="linear3", tasks=linear(3))
+        for _ in range(3):  # warm up: connections, scripts, SQLite pages
+            run_flow(client, "linear10")
+        for _ in range(args.rounds):
+            xingqiao_round(report, client, (xq, consumer), args.flows)
+            dq.round(report, args.flows)
+        for _ in range(args.throughput_rounds):
+            throughput_round(report, client, args.throughput)
+    report.note(XQ, f"create_job -> finished as the client sees it (polling every "
+                    f"{POLL * 1000:g} ms); job_cost: the flow's own insert -> verdict; CPU "
+                    "per task of xingqiao and of the no-op consumer (client polls included)")
+    report.note(DQ, "pipeline.run() -> get_result(block=True); keeps no durable state")
+    report.note(TP, f"{args.throughput} linear3 flows created by 16 client threads, until "
+                    "all are finished")
+    report.target("xingqiao p50 s", report.median(XQ, "p50 s"), "<=", 1.0)
+    report.target("xingqiao / dramatiq p50", report.ratio(XQ, DQ, "p50 s"), "<=", 3.0)
+    return report.finish()
 
 
 if __name__ == "__main__":

@@ -123,3 +123,52 @@ def test_cache_off(fresh, redis_server, sqlite_url):
         api.ok("instance_create", **WEB1, section_name="host", section_version="v1")
         assert api.ok("instance_get", **WEB1)["data"]["i|port"] == 80
         assert "wx:{demo}:i:web1" not in _keys(redis_server.url)
+
+
+def _get_calls(client) -> int:
+    return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_within_a_lease_hits_ask_redis_nothing(sqlite_api, redis_server):
+    from butterfly_wuxing.config import WuxingConfig
+
+    make_section(sqlite_api)
+    sqlite_api.ok("instance_create", **WEB1, section_name="host", section_version="v1")
+    sqlite_api.ok("instance_get", **WEB1)  # the entry is in Redis now
+    other = cache.Cache(redis_server.url, WuxingConfig(cache_lease=60.0))
+    key = cache.entry_key("demo", "i", "web1")
+    assert other.get("demo", key)[0]["items"]["i|port"]["item_value"] == 80
+    redis = make_redis(redis_server.url)
+    before = _get_calls(redis)
+    for _ in range(50):
+        assert other.get("demo", key)[0]["items"]["i|port"]["item_value"] == 80
+    assert _get_calls(redis) == before
+    # without a lease every hit asks for the version key
+    plain = cache.Cache(redis_server.url, WuxingConfig(cache_lease=0.0))
+    plain.get("demo", key)
+    before = _get_calls(redis)
+    for _ in range(5):
+        plain.get("demo", key)
+    assert _get_calls(redis) == before + 5
+
+
+def test_a_write_answers_only_after_other_processes_leases_ran_out(fresh, redis_server,
+                                                                     sqlite_url):
+    """Another process (its own Cache) holds a lease on the version before a write: once
+    the write has answered, that process must not serve its remembered entry."""
+    from butterfly_wuxing.config import WuxingConfig
+
+    with contextlib.contextmanager(fresh)(redis_server.url, sqlite_url,
+                                          WUXING_CACHE_LEASE="0.5") as api:
+        make_section(api)
+        api.ok("instance_create", **WEB1, section_name="host", section_version="v1")
+        api.ok("instance_get", **WEB1)
+        other = cache.Cache(redis_server.url, WuxingConfig(cache_lease=0.5))
+        key = cache.entry_key("demo", "i", "web1")
+        for _ in range(3):
+            assert other.get("demo", key)[0]["items"]["i|port"]["item_value"] == 80
+            api.ok("instance_update_item", **WEB1, item_name="i|port", item_value=81)
+            value, _ = other.get("demo", key)
+            assert value is None or value["items"]["i|port"]["item_value"] == 81
+            api.ok("instance_update_item", **WEB1, item_name="i|port", item_value=80)
+            api.ok("instance_get", **WEB1)

@@ -8,8 +8,9 @@ Threads, all daemons:
 
 - the *fetcher* claims batches for every topic into a local ready list, up to twice the
   runner count, once half of that is free (or the list ran dry); busy, it claims again at
-  once; idle, it backs off (jittered, doubling, at most ``max_idle`` seconds), since
-  Twemproxy offers no blocking pop to wait on;
+  once; idle, it backs off (jittered, doubling from 2 ms), at most ``HOT_IDLE`` (5 ms) for
+  ``HOT_SECONDS`` (0.1 s) after its last claim, then at most ``max_idle`` seconds, since
+  Twemproxy offers no blocking pop;
 - *runners* (a bounded pool) take ready messages and call the handler;
 - the *keeper* heartbeats the worker registry, extends the leases of running messages,
   interrupts handlers past their message's ``timeout`` and reaps expired leases;
@@ -59,6 +60,11 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 MIN_IDLE = 0.002
+#: For HOT_SECONDS after claiming work the fetcher's pause between polls stays at most
+#: HOT_IDLE: the next message of a chain (a flow's next task, a notice) usually comes
+#: within tens of ms, and a backed-off poll would add up to ``max_idle`` to every hop.
+HOT_SECONDS = 0.1
+HOT_IDLE = 0.005
 HEARTBEAT_EVERY = 10.0
 REAP_EVERY = 5.0
 GRACE = 25.0
@@ -218,6 +224,7 @@ class Consumer:
     def _fetch_loop(self) -> None:
         idle = MIN_IDLE
         offset = 0
+        last_work = time.monotonic()
         while not self._stopping.is_set():
             try:
                 got, offset = self._fetch_once(offset)
@@ -229,9 +236,11 @@ class Consumer:
                 return
             if got:
                 idle = MIN_IDLE
+                last_work = time.monotonic()
                 continue
             self._stopping.wait(idle * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-            idle = min(self.max_idle, idle * 2)
+            hot = time.monotonic() - last_work < HOT_SECONDS
+            idle = min(min(HOT_IDLE, self.max_idle) if hot else self.max_idle, idle * 2)
 
     def _fetch_once(self, offset: int) -> tuple[int, int]:
         """Claim up to the free capacity over all topics; -1 when stopping mid-claim."""

@@ -7,6 +7,14 @@ version (store.run_write), then answers - so after a write's answer no older ent
 served, however readers and writers interleave (docs/architecture.md, "wuxing cache").
 The same key is what ``watch`` polls.
 
+A process that read the version key may trust it for ``WUXING_CACHE_LEASE`` seconds
+(counted from *before* it sent the GET) without asking again, and serve its decoded
+entries on that version with no Redis round trip at all. In exchange every write waits
+out the lease after advancing the version and before it answers (:func:`commit`): any
+version a reader obtained before the advance was sent before it, so its lease has run
+out by the time the write's answer exists, and a read that starts after that answer asks
+Redis again. Coherence is kept; a write answers up to one lease later.
+
 Every key of a namespace carries the ``{ns}`` hash tag, so the two-key scripts stay on one
 Twemproxy shard / Redis Cluster slot. Any Redis error makes the call a cache miss (a DB
 read); a version advance that failed is retried before the cache is trusted again.
@@ -60,6 +68,11 @@ class Cache:
         #: against the version key on every read, so it is exactly as fresh as Redis, but a
         #: hit costs one plain GET and no JSON decoding. Values are shared: read-only.
         self._local: dict[str, tuple[str, Any]] = {}
+        self.lease = config.cache_lease
+        #: namespace -> (version, monotonic deadline): a version read at most ``lease``
+        #: seconds before the deadline, trusted until then (see the module docstring).
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._renewing: dict[str, threading.Lock] = {}
 
     # -- health ---------------------------------------------------------------------------
     def usable(self) -> bool:
@@ -89,6 +102,7 @@ class Cache:
     # -- versions -------------------------------------------------------------------------
     def advance(self, namespace: str, revision: int) -> None:
         """Publish a committed revision: invalidates the namespace's entries, wakes watchers."""
+        self._leases.pop(namespace, None)
         try:
             if time.monotonic() < self._broken_until:
                 raise ConnectionError("cache circuit open")
@@ -116,12 +130,13 @@ class Cache:
         local = self._local.get(key)
         if local is not None:
             try:
-                version = self.client.get(version_key(namespace))
+                version = self._leased(namespace) or self._renew(namespace)
             except Exception as exc:
                 self._fail(exc)
                 return None, None
             if version is not None and version == local[0]:
                 return local[1], None
+        sent = time.monotonic()
         try:
             version, entry = _GET(self.client, [version_key(namespace), key])
         except Exception as exc:
@@ -129,6 +144,7 @@ class Cache:
             return None, None
         if version is None:
             return None, None
+        self._lease(namespace, version, sent)
         if entry is not None:
             tag, _, payload = entry.partition("\n")
             if tag == version:
@@ -136,6 +152,44 @@ class Cache:
                 self._remember(key, tag, value)
                 return value, None
         return None, version
+
+    def _leased(self, namespace: str) -> str | None:
+        """The namespace's version while this process's lease on it runs, else None."""
+        lease = self._leases.get(namespace)
+        if lease is not None and time.monotonic() < lease[1]:
+            return lease[0]
+        return None
+
+    def _renew(self, namespace: str) -> str | None:
+        """Read the version key; with a lease, one thread per namespace asks at a time and
+        the others take its answer (any answer is good until its send time + lease)."""
+        if self.lease <= 0:
+            return self._get_version(namespace)
+        lock = self._renewing.get(namespace)
+        if lock is None:
+            if len(self._renewing) >= LOCAL_MAX:
+                self._renewing.clear()  # at worst two threads ask at once
+            lock = self._renewing.setdefault(namespace, threading.Lock())
+        with lock:
+            version = self._leased(namespace)
+            if version is not None:
+                return version
+            if time.monotonic() < self._broken_until:
+                raise ConnectionError("cache circuit open")
+            sent = time.monotonic()
+            version = self._get_version(namespace)
+            self._lease(namespace, version, sent)
+            return version
+
+    def _get_version(self, namespace: str) -> str | None:
+        raw = self.client.get(version_key(namespace))
+        return None if raw is None else str(raw)  # the client decodes: already a str
+
+    def _lease(self, namespace: str, version: str | None, sent: float) -> None:
+        if version is not None and self.lease > 0:
+            if len(self._leases) >= LOCAL_MAX:
+                self._leases.clear()
+            self._leases[namespace] = (version, sent + self.lease)
 
     def _remember(self, key: str, tag: str, value: Any) -> None:
         if len(self._local) >= LOCAL_MAX:
@@ -177,6 +231,17 @@ def get_cache() -> Cache:
 
 def advance(namespace: str, revision: int) -> None:
     get_cache().advance(namespace, revision)
+
+
+def commit(namespace: str, revision: int) -> None:
+    """A write's last step before its answer: advance the version, then wait out the read
+    leases other processes may hold on the previous one (``WUXING_CACHE_LEASE``)."""
+    cache = get_cache()
+    cache.advance(namespace, revision)
+    if cache.enabled and cache.lease > 0:
+        # counted from after the advance's reply (or its failure): every lease on an older
+        # version was taken before the advance ran, so it has expired when this returns
+        time.sleep(cache.lease)
 
 
 def read_through(namespace: str, key: str, load: Any) -> Any:

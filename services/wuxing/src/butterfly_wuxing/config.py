@@ -25,6 +25,10 @@ class WuxingConfig:
     #: Seconds a cache entry lives even when nothing changes (bounds staleness after an
     #: outage that swallowed an invalidation; see docs/architecture.md, wuxing cache).
     cache_ttl: float = 3600.0
+    #: Seconds a process trusts a version it read from Redis (no round trip on a hit
+    #: meanwhile); every write answers that much later. 0: ask Redis on every read.
+    #: Use the same value in every wuxing process of a fleet.
+    cache_lease: float = 0.01
     #: Socket timeout of cache commands: a slow Redis must not slow reads down much.
     cache_timeout: float = 0.2
     #: When set, reads need ``Authorization: Bearer <token>`` (or a write credential).
@@ -48,6 +52,7 @@ class WuxingConfig:
                                               1.0),
             cache=env_flag(env, "WUXING_CACHE", True),
             cache_ttl=env_number(env, "WUXING_CACHE_TTL", 3600.0, 1.0),
+            cache_lease=env_number(env, "WUXING_CACHE_LEASE", 0.01, 0.0, 1.0),
             cache_timeout=env_number(env, "WUXING_CACHE_TIMEOUT", 0.2, 0.01, 10.0),
             read_token=token,
             watch_max_timeout=env_number(env, "WUXING_WATCH_MAX_TIMEOUT", 50.0, 0.0, 3600.0),

@@ -4,7 +4,8 @@
 locks and bumps the namespace's revision row first (so writers of a namespace are serialised
 and revisions commit in order), runs the change, inserts its history rows, commits, and
 only then advances the namespace's Redis version key - which invalidates every cache entry
-of the namespace and wakes its watchers - before the caller answers.
+of the namespace and wakes its watchers - and waits out the cache's read lease
+(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def run_write(namespace: str, user: str, change: Callable[[Write], T]) -> tuple[
                 raise
             log.info("write of %s retried after %s", namespace, exc)
             time.sleep(0.01 * (attempt + 1))
-    cache.advance(namespace, write.revision)
+    cache.commit(namespace, write.revision)
     return result, write.revision
 
 
