@@ -87,6 +87,12 @@ class Claims:
         return cas(self.redis, key, f"{CLAIMED}|{self.owner}|{reqid}",
                    f"{RUNNING}|{self.owner}|{reqid}", ttl)
 
+    def start_many(self, fires: Sequence[tuple[str, float, str]]) -> list[bool]:
+        """:meth:`start` for several ``(key, ttl, reqid)`` in one pipelined round trip."""
+        return cas_many(self.redis, ((key, f"{CLAIMED}|{self.owner}|{reqid}",
+                                      f"{RUNNING}|{self.owner}|{reqid}", ttl)
+                                     for key, ttl, reqid in fires))
+
     def transition(self, key: str, expected: str, new: str, ttl: float) -> bool:
         """Compare-and-set one fire key (take-overs and marking a fire done)."""
         return cas(self.redis, key, expected, new, ttl)

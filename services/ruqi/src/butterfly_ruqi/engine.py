@@ -6,16 +6,32 @@ How it holds together (see also claims.py for the keys):
   instants on every replica (interval jobs count from a stored start time). Each engine keeps
   a heap of next fire times and sleeps precisely until the earliest one. APScheduler's own
   job stores are not used: sharing one between processes is what its FAQ warns against.
-* Claiming. Every live engine sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` for every
-  fire (pipelined). Exactly one wins; it moves the key to ``r|<me>`` (compare-and-set) right
-  before starting the command, and to ``d|<me>|<status>`` only after the history row is
-  committed (history.py). To keep the race cheap, rendezvous hashing of the job id over the
-  live engines (``ruqi:nodes``) picks one preferred engine that claims on time; the others
-  claim ``BACKUP_DELAY`` (0.25 s) later, in batches, and normally find the fire taken. If
-  the preferred engine is dead or stalled, a backup wins - the fire is late, not lost.
-* Crash handling. Losers keep the fires they lost in a watch list until they see ``d``.
-  Every engine heartbeats ``ruqi:node:<me>`` (TTL ``node_ttl``). When a watched fire's owner
-  has no heartbeat:
+* Ownership. The live engines are ``Members`` of group ``ruqi`` (heartbeat
+  ``ruqi:node:<me>``, TTL ``node_ttl``); rendezvous hashing of the job id over them
+  (``owner_of``) gives every job one owner. Every engine steps every job's schedule, but
+  only the owner claims its fires: one claim attempt per fire across the cluster, instead of
+  every replica racing for every fire. When an engine's heartbeat is gone, the next
+  membership poll (``poll_interval``) moves its jobs to the survivors (rendezvous: only
+  its jobs move), and each new owner claims the run times of its new jobs it stepped past
+  without claiming - from ``misfire_grace_time + node_ttl`` back, so a dead owner's last
+  fires run late (or are recorded ``missed``), never silently vanish.
+* Claiming. The owner sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` (pipelined). The
+  claim key stays the safety net while views of the membership differ for a moment (a
+  joining engine and its peers both claim, a stalled engine comes back): exactly one SET
+  wins. The winner moves the key to ``r|<me>`` (compare-and-set) right before starting
+  the command, and to ``d|<me>|<status>`` only after the history row is committed
+  (history.py).
+* Overload. A fire waits for a worker in the executor's queue. When the next fire of the
+  same job is claimed (in a later claim round) while the previous one is still waiting,
+  the engine is not keeping up with that job: the waiting one is coalesced - marked
+  running and recorded ``missed`` at once by the fire loop, never run - and only the
+  newest waits. The queue thus holds at most one fire per job, so the fires that do run
+  stay about one period late at worst, and the backlog is gone within a period once the
+  CPU is back. Fires claimed in one round (a catch-up after a restart) are not coalesced:
+  ``coalesce=false`` still runs each run time within the grace.
+* Crash handling. An engine that loses a claim (a fire a peer claimed during a
+  membership change, or one a dead owner left) keeps it in a watch list until it sees
+  ``d``. When a watched fire's holder has no heartbeat:
   - ``c|dead`` (claimed, never started): a peer takes it over by compare-and-set and runs
     it, if still within the misfire grace - no miss, and no double since the owner's own
     start is a compare-and-set too. This is where the engine is at-least-once-safe.
@@ -49,16 +65,16 @@ How it holds together (see also claims.py for the keys):
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from butterfly_common import Refusal, db
+from butterfly_common.coordination import owner_of
 from butterfly_common.reqid import new_reqid
 
 from . import rules
@@ -68,14 +84,21 @@ from .config import RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
 from .recovery import Watcher
-from .schedule import Fire, JobSpec, Slot, due_fires, make_owner
+from .schedule import (
+    DONE_TTL_EXTRA,
+    Fire,
+    JobSpec,
+    Slot,
+    catch_up_fires,
+    due_fires,
+    due_times,
+    make_owner,
+)
 
 log = logging.getLogger("butterfly.ruqi.engine")
 
 FULL_RELOAD_EVERY = 30.0
 HEARTBEAT_EVERY = 0.5
-#: How long the non-preferred engines wait before competing for a fire.
-BACKUP_DELAY = 0.25
 
 
 class Engine:
@@ -95,9 +118,12 @@ class Engine:
         self._heap: list[tuple[float, str, int]] = []
         self.watcher = Watcher(self.claims, self._submit, self._record_lost)
         self._retry: list[Fire] = []
-        self._backup: list[tuple[float, int, Fire]] = []
-        self._seq = 0
         self._nodes: list[str] = [self.owner]
+        #: job id -> whether this engine owns it under ``_nodes`` (cleared when they change)
+        self._owned: dict[str, bool] = {}
+        #: job id -> its scheduled fire claimed here and still waiting for a worker
+        self._queued: dict[str, Fire] = {}
+        self._batch = 0
         self._running = 0
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
@@ -105,7 +131,8 @@ class Engine:
         self._check_time = 0.0
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
         self._threads: list[threading.Thread] = []
-        self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0}
+        self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
+                      "caught_up": 0, "stepped": 0}
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -157,8 +184,6 @@ class Engine:
         while not self._stopping.is_set():
             with self._lock:
                 first = self._heap[0][0] if self._heap else time.time() + 1.0
-                if self._backup:
-                    first = min(first, self._backup[0][0])
             wait = first - time.time()
             if wait > 0:
                 self._wake.wait(min(wait, 1.0))
@@ -173,46 +198,70 @@ class Engine:
     def _fire_due(self) -> None:
         now = time.time()
         due: list[Fire] = []
+        stepped = 0
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 ts, job_id, version = heapq.heappop(self._heap)
                 slot = self._slots.get(job_id)
                 if slot is None or slot.spec.version != version or slot.next_ts != ts:
                     continue
-                found = due_fires(slot, now)
-                fires, nxt = found.fires, found.next_ts
-                self.stats["missed"] += found.missed
-                if nxt is None and not fires and slot.spec.trigger == "date":
-                    # a date job whose only run time is long gone: its row can go
-                    self.writer.put(Record(row=None, delete=(slot.spec.id, slot.spec.version)))
+                if self._owns(job_id):
+                    found = due_fires(slot, now)
+                    fires, nxt = found.fires, found.next_ts
+                    self.stats["missed"] += found.missed
+                    if nxt is None and not fires and slot.spec.trigger == "date":
+                        # a date job whose only run time is long gone: its row can go
+                        self.writer.put(Record(row=None,
+                                               delete=(slot.spec.id, slot.spec.version)))
+                    due.extend(fires)
+                else:
+                    # a peer's job: step its schedule only, so that a take-over knows
+                    # exactly which run times this engine did not claim
+                    _, nxt, _ = due_times(slot, now)
+                    stepped += 1
                 slot.next_ts = nxt
                 if nxt is not None:
                     heapq.heappush(self._heap, (nxt, job_id, version))
                 else:
                     del self._slots[job_id]
-                for fire in fires:
-                    if fire.manual or self._is_primary(job_id):
-                        due.append(fire)
-                    else:
-                        self._seq += 1
-                        heapq.heappush(self._backup, (max(now, fire.ts) + BACKUP_DELAY,
-                                                      self._seq, fire))
-            while self._backup and self._backup[0][0] <= now:
-                due.append(heapq.heappop(self._backup)[2])
+            self.stats["stepped"] += stepped
         if due:
             self._claim(due)
 
-    def _is_primary(self, job_id: str) -> bool:
-        """Rendezvous hashing over live engines: one engine claims a job's fires on time,
-        the others only ``BACKUP_DELAY`` later (and find them claimed). The claim key is
-        still what decides; this only spares every engine from racing for every fire."""
-        nodes = self._nodes
-        if len(nodes) <= 1:
-            return True
-        # blake2b, not crc32: CRC is linear, so crc(a+x) vs crc(b+x) would not be an
-        # independent draw per job and one engine would get most of the jobs.
-        return max(nodes, key=lambda n: hashlib.blake2b(f"{n}|{job_id}".encode(),
-                                                        digest_size=8).digest()) == self.owner
+    def _owns(self, job_id: str) -> bool:
+        """Rendezvous hashing over the live engines (caller holds ``_lock``)."""
+        owned = self._owned.get(job_id)
+        if owned is None:
+            owned = self._owned[job_id] = owner_of(job_id, self._nodes) == self.owner
+        return owned
+
+    def _membership(self, live: list[str]) -> None:
+        """Adopt a new view of the live engines; claim what a departed owner left behind.
+
+        Under ``_lock``, so each run time of a job was either stepped under the old view
+        (and is caught up here if its owner left and it is ours now) or is due under the
+        new one: none falls in between."""
+        catch: list[Fire] = []
+        with self._lock:
+            old, self._nodes = self._nodes, live
+            self._owned.clear()
+            gone = set(old) - set(live)
+            if gone:
+                now = time.time()
+                for job_id, slot in self._slots.items():
+                    if slot.next_ts is None or owner_of(job_id, old) not in gone \
+                            or not self._owns(job_id):
+                        continue
+                    grace = slot.spec.misfire_grace_time
+                    back = grace + min(self.config.node_ttl + 2 * self.config.poll_interval
+                                       + 1.0, DONE_TTL_EXTRA)
+                    catch.extend(catch_up_fires(slot, now - back, slot.next_ts))
+                self.stats["caught_up"] += len(catch)
+        if gone or len(live) != len(old):
+            log.info("engine %s: live engines %s (gone: %s); %d run times caught up",
+                     self.owner, live, sorted(gone), len(catch))
+        if catch:
+            self._claim(catch)
 
     def _claim(self, fires: list[Fire]) -> None:
         try:
@@ -224,27 +273,76 @@ class Engine:
                 self._retry.extend(fires)
             return
         now = time.time()
+        with self._lock:
+            self._batch += 1
+            batch = self._batch
+        superseded: list[Fire] = []
         for fire, ok in zip(fires, won, strict=True):
             if ok:
                 self.stats["claimed"] += 1
-                self._submit(fire)
+                fire.batch = batch
+                old = self._submit(fire)
+                if old is not None:
+                    superseded.append(old)
             else:
                 self.stats["lost_claims"] += 1
                 self.watcher.add(fire, now)
+        if superseded:
+            self._coalesce(superseded)
 
-    def _submit(self, fire: Fire) -> None:
+    def _submit(self, fire: Fire) -> Fire | None:
+        """Queue a won fire; returns the older fire of the same job it supersedes, if any
+        (see "Overload" above)."""
+        replaced = None
         with self._lock:
             self._running += 1
+            if not fire.manual:
+                old = self._queued.get(fire.spec.id)
+                if old is None or old.ts < fire.ts:
+                    if old is not None and old.batch < fire.batch:
+                        old.superseded = fire.ts
+                        replaced = old
+                    self._queued[fire.spec.id] = fire
         try:
             self._pool.submit(self._execute, fire)
         except RuntimeError:  # pool shut down: leave the claim for a peer to take over
             with self._lock:
                 self._running -= 1
+                if self._queued.get(fire.spec.id) is fire:
+                    del self._queued[fire.spec.id]
+        return replaced
+
+    def _coalesce(self, fires: list[Fire]) -> None:
+        """Record superseded fires ``missed`` now, from the fire loop: within the grace,
+        whatever the workers' backlog (their queue entries are then no-ops)."""
+        try:
+            started = self.claims.start_many([(f.key, f.claim_ttl, f.reqid) for f in fires])
+        except Exception:
+            log.exception("coalescing %d fires failed; the workers will run them", len(fires))
+            for fire in fires:  # a second queue entry is harmless: starting is a CAS
+                fire.superseded = None
+                self._submit(fire)
+            return
+        for fire, ok in zip(fires, started, strict=True):
+            if not ok:
+                continue
+            self.stats["coalesced"] += 1
+            self.stats["missed"] += 1
+            self._record(fire, "missed", f"{RUNNING}|{self.owner}|{fire.reqid}", None, None,
+                         f"coalesced: the engine was behind, the run of "
+                         f"{fire.superseded:.3f} replaced this one before it could start")
+        log.warning("engine %s is behind: %d waiting fires coalesced into newer ones",
+                    self.owner, len(fires))
 
     # -- running one fire ----------------------------------------------------------------
     def _execute(self, fire: Fire) -> None:
+        with self._lock:
+            if self._queued.get(fire.spec.id) is fire:
+                del self._queued[fire.spec.id]
+            superseded = fire.superseded is not None
         try:
-            self._execute_inner(fire)
+            if not superseded:  # else the fire loop records it (_coalesce)
+                self._execute_inner(fire)
         except Exception:
             log.exception("fire %s crashed", fire.key)
         finally:
@@ -341,7 +439,9 @@ class Engine:
             self._last_full = mono
             self.reload()
         self._check_time = time.time()
-        self._nodes = sorted({*self.claims.live_nodes(), self.owner})
+        live = sorted({*self.claims.live_nodes(), self.owner})
+        if live != self._nodes:
+            self._membership(live)
         self._retry_claims()
         self._drain_manual()
         self.watcher.check()
@@ -352,8 +452,9 @@ class Engine:
     def reload(self) -> None:
         """Re-read every job; rebuild the schedule of those whose definition changed."""
         with db.database.connection_context():
-            rows = list(Job.select())
-        fresh = {row.id: JobSpec.from_row(row) for row in rows}
+            rows = cast("list[tuple[Any, ...]]",
+                        list(Job.select(*JobSpec.columns()).tuples()))
+        fresh = {row[0]: JobSpec.from_tuple(row) for row in rows}
         with self._lock:
             for job_id in set(self._specs) - set(fresh):
                 self._specs.pop(job_id)

@@ -31,7 +31,7 @@ RECHECK = 1.0
 class Watcher:
     """The watch list of one engine; :meth:`check` runs on the engine's control thread."""
 
-    def __init__(self, claims: Claims, submit: Callable[[Fire], None],
+    def __init__(self, claims: Claims, submit: Callable[[Fire], object],
                  record_lost: Callable[[Fire, str], None]) -> None:
         self.claims = claims
         self.owner = claims.owner
