@@ -358,10 +358,14 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
         status = [engine(u) for u in cluster.urls]
         # each replica's writer stores in order: once a row past the watch is stored by
         # every replica, everything recorded before it is too
-        wait_until(lambda: len(query(cluster.db_url, "SELECT DISTINCT scheduler_name FROM "
-                                     "ruqi_job_history WHERE scheduled_time >= ?",
-                                     (watch_end,))) >= len(cluster.urls), 30, interval=0.5,
-                   what="history written by every replica")
+        try:
+            wait_until(lambda: len(query(cluster.db_url, "SELECT DISTINCT scheduler_name FROM "
+                                         "ruqi_job_history WHERE scheduled_time >= ?",
+                                         (watch_end,))) >= len(cluster.urls), 30,
+                       interval=0.5, what="history written by every replica")
+        except TimeoutError:
+            report.note("history", "a replica's history writer lagged > 30 s: the missed "
+                                   "count may be short")
         arrived = cluster.arrivals()
         missing = cluster.expected(bounds[0], bounds[-1]) - set(arrived)
         if missing:  # a straggler still within its misfire grace
