@@ -356,12 +356,13 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
         watch_end = burn_stop + args.recover_seconds
         until(watch_end + 1.5)  # the last window's fires have arrived or never will soon
         status = [engine(u) for u in cluster.urls]
-        # each replica's writer stores in order: once a row past the watch is stored by
-        # every replica, everything recorded before it is too
+        # each replica's writer stores in order, and a waiting fire is coalesced (recorded)
+        # when the job's next one is claimed: once every replica has stored a row 2 s past
+        # the watch, everything of the watch is stored
         try:
             wait_until(lambda: len(query(cluster.db_url, "SELECT DISTINCT scheduler_name FROM "
                                          "ruqi_job_history WHERE scheduled_time >= ?",
-                                         (watch_end,))) >= len(cluster.urls), 30,
+                                         (watch_end + 2,))) >= len(cluster.urls), 30,
                        interval=0.5, what="history written by every replica")
         except TimeoutError:
             report.note("history", "a replica's history writer lagged > 30 s: the missed "
