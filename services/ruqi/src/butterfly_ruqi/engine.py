@@ -434,10 +434,13 @@ class Engine:
     def _control_once(self) -> None:
         mono = time.monotonic()
         version = self.claims.version()
-        if version != self._seen_version or mono - self._last_full >= FULL_RELOAD_EVERY:
+        full = mono - self._last_full >= FULL_RELOAD_EVERY or self._seen_version in (
+            "<never>", "<wakeup>")
+        if version != self._seen_version or full:
             self._seen_version = version
-            self._last_full = mono
-            self.reload()
+            if full:
+                self._last_full = mono
+            self.reload(full)
         self._check_time = time.time()
         live = sorted({*self.claims.live_nodes(), self.owner})
         if live != self._nodes:
@@ -449,14 +452,33 @@ class Engine:
             self._last_prune_try = mono
             self._maybe_prune()
 
-    def reload(self) -> None:
-        """Re-read every job; rebuild the schedule of those whose definition changed."""
+    def reload(self, full: bool = True) -> None:
+        """Re-read the jobs; rebuild the schedule of those whose definition changed.
+
+        Not ``full``: only ``(id, version, start_time)`` of every job is read, then the
+        rows whose fingerprint moved (every API edit bumps ``version``; a job removed and
+        added again has a new ``start_time``). Adding 1,000 jobs used to make every replica
+        re-read and compare every row several times a second. A full read still happens
+        every ``FULL_RELOAD_EVERY`` seconds and on ``wakeup``, for rows edited by hand."""
         with db.database.connection_context():
-            rows = cast("list[tuple[Any, ...]]",
-                        list(Job.select(*JobSpec.columns()).tuples()))
+            if full:
+                rows = cast("list[tuple[Any, ...]]",
+                            list(Job.select(*JobSpec.columns()).tuples()))
+                present = {row[0] for row in rows}
+            else:
+                keys = cast("list[tuple[Any, ...]]",
+                            list(Job.select(Job.id, Job.version, Job.start_time).tuples()))
+                present = {k[0] for k in keys}
+                moved = [k[0] for k in keys if (old := self._specs.get(k[0])) is None
+                         or old.version != k[1] or old.start_time != float(k[2])]
+                rows = []
+                for i in range(0, len(moved), 500):
+                    rows += cast("list[tuple[Any, ...]]", list(
+                        Job.select(*JobSpec.columns()).where(Job.id.in_(moved[i:i + 500]))
+                        .tuples()))
         fresh = {row[0]: JobSpec.from_tuple(row) for row in rows}
         with self._lock:
-            for job_id in set(self._specs) - set(fresh):
+            for job_id in set(self._specs) - present:
                 self._specs.pop(job_id)
                 self._slots.pop(job_id, None)
             for job_id, spec in fresh.items():
@@ -499,7 +521,7 @@ class Engine:
                 req = json.loads(raw)
                 spec = self._specs.get(req["job_id"])
                 if spec is None:  # added a moment ago on another replica
-                    self.reload()
+                    self.reload(full=False)
                     spec = self._specs.get(req["job_id"])
                 ts = float(req["ts"])
                 reqid = str(req.get("reqid") or new_reqid())
