@@ -47,7 +47,8 @@ def test_each_job_is_claimed_by_its_rendezvous_owner_only(sqlite_env, engines, c
     names = [f"w{i}" for i in range(JOBS)]
     for name in names:
         add(name, f"{callee.url}/tick")
-    group = engines.start(3)
+    # a heartbeat that lapses on a loaded machine would (rightly) move jobs for a while
+    group = engines.start(3, node_ttl=10.0)
     wait_until(lambda: converged(group), timeout=10, what="every engine sees the 3 engines")
     owners = sorted(e.owner for e in group)
     # one more poll, so no engine is still claiming under an older view
@@ -55,10 +56,13 @@ def test_each_job_is_claimed_by_its_rendezvous_owner_only(sqlite_env, engines, c
                                                           for g in group) - 0.5
                            for e in group), timeout=5)
     before = counters(group)
+    views = [e.stats["views"] for e in group]
     since = max(c["ms"] for c in callee.calls) if callee.calls else 0
     wait_until(lambda: all(len([c for c in callee.of(n) if c["ms"] > since]) >= 3
                            for n in names), timeout=15, what="3 more fires of every job")
     after = counters(group)
+    # a heartbeat lapse on a loaded machine moves jobs (rightly): then this proves nothing
+    assert views == [e.stats["views"] for e in group], "a view changed; rerun on a quieter box"
     engines.stop_all()
 
     rows = [r for r in history() if round(r.scheduled_time * 1000) > since]
@@ -83,7 +87,7 @@ def test_a_dead_engines_jobs_move_to_the_survivors_and_fire_exactly_once(
     names = [f"k{i}" for i in range(JOBS)]
     for name in names:
         add(name, f"{callee.url}/tick")
-    group = engines.start(3)
+    group = engines.start(3, node_ttl=3.0)
     wait_until(lambda: converged(group), timeout=10, what="every engine sees the 3 engines")
     owners = sorted(e.owner for e in group)
     share = Counter(owner_of(n, owners) for n in names)
@@ -95,9 +99,11 @@ def test_a_dead_engines_jobs_move_to_the_survivors_and_fire_exactly_once(
     survivors = [e for e in group if e is not victim]
     wait_until(lambda: converged(survivors), timeout=10, what="the survivors see it gone")
     live = sorted(e.owner for e in survivors)
+    views = [e.stats["views"] for e in survivors]
     mark = max(c["ms"] for c in callee.calls)
     wait_until(lambda: all(len([c for c in callee.of(n) if c["ms"] > mark]) >= 2
                            for n in names), timeout=15, what="fires after the take-over")
+    stable = views == [e.stats["views"] for e in survivors]
     engines.stop_all()
 
     for name in names:
@@ -113,7 +119,11 @@ def test_a_dead_engines_jobs_move_to_the_survivors_and_fire_exactly_once(
         gaps = [(a, b) for a, b in itertools.pairwise(seen) if b - a != 1000]
         assert not gaps, f"{name}: missing fires {gaps}"
     late = [r for r in rows if round(r.scheduled_time * 1000) > mark and r.job_id in moved]
-    assert late and all(r.scheduler_name == owner_of(r.job_id, live) for r in late)
+    odd = [(r.job_id, round(r.scheduled_time * 1000) - mark, r.scheduler_name, r.status,
+            owner_of(r.job_id, live)) for r in late if r.scheduler_name != owner_of(r.job_id, live)]
+    assert late
+    # unless a survivor's heartbeat lapsed meanwhile (load), each moved job has one new owner
+    assert not odd or not stable, (odd, victim.owner, live)
     assert all(r.scheduler_name != victim.owner for r in late)
     # the new owners claimed the run times they had only stepped while the victim owned them
     assert sum(e.stats["caught_up"] for e in survivors) >= len(moved)
@@ -136,7 +146,7 @@ def _hold_the_only_worker(engine: Engine) -> threading.Event:
 def test_an_engine_that_falls_behind_coalesces_its_backlog_into_missed(
         sqlite_env, engines, callee, add):
     add("ov", f"{callee.url}/ov", misfire_grace_time=30)
-    (engine,) = engines.start(1, workers=1)
+    (engine,) = engines.start(1, workers=1, coalesce_after=1.0)
     wait_until(lambda: len(callee.of("ov")) >= 1, timeout=10, what="a first fire")
     gate = _hold_the_only_worker(engine)
     stalled_at = max(c["ms"] for c in callee.of("ov"))
@@ -154,9 +164,9 @@ def test_an_engine_that_falls_behind_coalesces_its_backlog_into_missed(
                timeout=10, what="fires on schedule again")
     engines.stop_all()
 
-    # only the newest waiting fire (and one claimed as the worker came back) ran: no backlog
+    # only the fires less than coalesce_after late when the worker came back ran: no backlog
     stalled = [c["ms"] for c in callee.of("ov") if stalled_at < c["ms"] < released * 1000]
-    assert len(stalled) <= 2, stalled
+    assert len(stalled) <= 3, stalled
     rows = history("ov")
     keys = Counter(round(r.scheduled_time * 1000) for r in rows)
     assert max(keys.values()) == 1, "a fire recorded twice"
@@ -170,3 +180,37 @@ def test_an_engine_that_falls_behind_coalesces_its_backlog_into_missed(
     assert {r.status for r in rows} == {"ok", "missed"}
     assert engine.stats["coalesced"] == len(missed)
     assert Counter(ran).most_common(1)[0][1] == 1
+
+
+def test_a_stopping_engine_hands_its_jobs_over_before_it_drains(sqlite_env, engines, callee,
+                                                                add):
+    names = [f"g{i}" for i in range(JOBS)]
+    for name in names:
+        add(name, f"{callee.url}/tick")
+    group = engines.start(2, workers=1, node_ttl=10.0)
+    wait_until(lambda: converged(group), timeout=10, what="both engines see each other")
+    owners = sorted(e.owner for e in group)
+    leaving = next(e for e in group if any(owner_of(n, owners) == e.owner for n in names))
+    staying = next(e for e in group if e is not leaving)
+    mine = [n for n in names if owner_of(n, owners) == leaving.owner]
+    wait_until(lambda: all(callee.of(n) for n in names), timeout=10)
+    gate = _hold_the_only_worker(leaving)  # its drain cannot finish until we say so
+    stopper = threading.Thread(target=leaving.stop, kwargs={"timeout": 30})
+    stopper.start()
+    try:
+        wait_until(lambda: converged([staying]), timeout=10, what="the peer takes its jobs")
+        handed = max(c["ms"] for c in callee.calls)
+        # still draining, so still alive: its heartbeat covers what it has running
+        assert leaving.claims.alive([leaving.owner])[leaving.owner]
+        wait_until(lambda: all(any(c["ms"] > handed for c in callee.of(n)) for n in mine),
+                   timeout=10, what="its jobs fire on the peer while it drains")
+        assert stopper.is_alive()
+    finally:
+        gate.set()
+        stopper.join(30)
+    engines.stop_all()
+    rows = [r for r in history() if r.job_id in mine and
+            round(r.scheduled_time * 1000) > handed]
+    assert rows and {r.scheduler_name for r in rows} == {staying.owner}
+    keys = Counter((r.job_id, round(r.scheduled_time * 1000)) for r in history())
+    assert max(keys.values()) == 1

@@ -6,11 +6,13 @@ How it holds together (see also claims.py for the keys):
   instants on every replica (interval jobs count from a stored start time). Each engine keeps
   a heap of next fire times and sleeps precisely until the earliest one. APScheduler's own
   job stores are not used: sharing one between processes is what its FAQ warns against.
-* Ownership. The live engines are ``Members`` of group ``ruqi`` (heartbeat
-  ``ruqi:node:<me>``, TTL ``node_ttl``); rendezvous hashing of the job id over them
+* Ownership. The engines that own jobs are ``Members`` of group ``ruqi:own`` (heartbeat
+  ``ruqi:own:node:<me>``, TTL ``node_ttl``, beside the ``ruqi`` group's heartbeat that says
+  the engine is alive; a stopping engine leaves ``ruqi:own`` first, so its jobs move at
+  once while it finishes its running fires). Rendezvous hashing of the job id over them
   (``owner_of``) gives every job one owner. Every engine steps every job's schedule, but
-  only the owner claims its fires: one claim attempt per fire across the cluster, instead of
-  every replica racing for every fire. When an engine's heartbeat is gone, the next
+  only the owner claims its fires: one claim attempt per fire across the cluster, instead
+  of every replica racing for every fire. When an engine's heartbeat is gone, the next
   membership poll (``poll_interval``) moves its jobs to the survivors (rendezvous: only
   its jobs move), and each new owner claims the run times of its new jobs it stepped past
   without claiming - from ``misfire_grace_time + node_ttl`` back, so a dead owner's last
@@ -21,14 +23,15 @@ How it holds together (see also claims.py for the keys):
   wins. The winner moves the key to ``r|<me>`` (compare-and-set) right before starting
   the command, and to ``d|<me>|<status>`` only after the history row is committed
   (history.py).
-* Overload. A fire waits for a worker in the executor's queue. When the next fire of the
-  same job is claimed (in a later claim round) while the previous one is still waiting,
-  the engine is not keeping up with that job: the waiting one is coalesced - marked
-  running and recorded ``missed`` at once by the fire loop, never run - and only the
-  newest waits. The queue thus holds at most one fire per job, so the fires that do run
-  stay about one period late at worst, and the backlog is gone within a period once the
-  CPU is back. Fires claimed in one round (a catch-up after a restart) are not coalesced:
-  ``coalesce=false`` still runs each run time within the grace.
+* Overload. A fire waits for a worker in the executor's queue. When the next fire of a
+  job is claimed (in a later claim round) while an earlier one still waits, more than
+  ``coalesce_after`` (5 s) past its time, the engine is not keeping up with that job: the
+  waiting one is coalesced - marked running and recorded ``missed`` at once by the fire
+  loop, never run - into the newer one. The backlog thus stays within ``coalesce_after``
+  (instead of the misfire grace), the fires that do run are at most about that late, and
+  it drains within seconds once the CPU is back. Fires claimed in one round (a catch-up
+  after a restart) are not coalesced: ``coalesce=false`` still runs each run time within
+  the grace.
 * Crash handling. An engine that loses a claim (a fire a peer claimed during a
   membership change, or one a dead owner left) keeps it in a watch list until it sees
   ``d``. When a watched fire's holder has no heartbeat:
@@ -121,9 +124,11 @@ class Engine:
         self._nodes: list[str] = [self.owner]
         #: job id -> whether this engine owns it under ``_nodes`` (cleared when they change)
         self._owned: dict[str, bool] = {}
-        #: job id -> its scheduled fire claimed here and still waiting for a worker
-        self._queued: dict[str, Fire] = {}
+        #: job id -> its scheduled fires claimed here and still waiting for a worker
+        self._queued: dict[str, list[Fire]] = {}
         self._batch = 0
+        #: False once stopping: the heartbeat then no longer claims a share of the jobs
+        self._owning = True
         self._running = 0
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
@@ -132,7 +137,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
         self._threads: list[threading.Thread] = []
         self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
-                      "caught_up": 0, "stepped": 0}
+                      "caught_up": 0, "stepped": 0, "views": 0}
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -163,6 +168,12 @@ class Engine:
         self._wake.set()
         for thread in self._threads[:2]:
             thread.join(timeout)
+        # No more claims from here: hand our jobs to the peers now, not after the drain.
+        self._owning = False
+        try:
+            self.claims.resign()
+        except Exception:
+            log.exception("engine %s could not hand its jobs over", self.owner)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.writer.stop(timeout)
         self._beat_stop.set()
@@ -245,6 +256,7 @@ class Engine:
         with self._lock:
             old, self._nodes = self._nodes, live
             self._owned.clear()
+            self.stats["views"] += 1
             gone = set(old) - set(live)
             if gone:
                 now = time.time()
@@ -281,36 +293,46 @@ class Engine:
             if ok:
                 self.stats["claimed"] += 1
                 fire.batch = batch
-                old = self._submit(fire)
-                if old is not None:
-                    superseded.append(old)
+                superseded += self._submit(fire)
             else:
                 self.stats["lost_claims"] += 1
                 self.watcher.add(fire, now)
         if superseded:
             self._coalesce(superseded)
 
-    def _submit(self, fire: Fire) -> Fire | None:
-        """Queue a won fire; returns the older fire of the same job it supersedes, if any
-        (see "Overload" above)."""
-        replaced = None
+    def _submit(self, fire: Fire) -> list[Fire]:
+        """Queue a won fire; returns the waiting fires of the same job it supersedes (see
+        "Overload" above)."""
+        replaced: list[Fire] = []
+        job_id = fire.spec.id
         with self._lock:
             self._running += 1
             if not fire.manual:
-                old = self._queued.get(fire.spec.id)
-                if old is None or old.ts < fire.ts:
-                    if old is not None and old.batch < fire.batch:
+                waiting = self._queued.setdefault(job_id, [])
+                limit = time.time() - self.config.coalesce_after
+                for old in waiting:
+                    if old.batch < fire.batch and old.ts < fire.ts and old.ts < limit:
                         old.superseded = fire.ts
-                        replaced = old
-                    self._queued[fire.spec.id] = fire
+                        replaced.append(old)
+                if replaced:
+                    waiting[:] = [w for w in waiting if w.superseded is None]
+                waiting.append(fire)
         try:
             self._pool.submit(self._execute, fire)
         except RuntimeError:  # pool shut down: leave the claim for a peer to take over
             with self._lock:
                 self._running -= 1
-                if self._queued.get(fire.spec.id) is fire:
-                    del self._queued[fire.spec.id]
+                self._unqueue(fire)
         return replaced
+
+    def _unqueue(self, fire: Fire) -> None:
+        """Forget a fire that is leaving the queue (caller holds ``_lock``)."""
+        waiting = self._queued.get(fire.spec.id)
+        if waiting is not None:
+            if fire in waiting:
+                waiting.remove(fire)
+            if not waiting:
+                del self._queued[fire.spec.id]
 
     def _coalesce(self, fires: list[Fire]) -> None:
         """Record superseded fires ``missed`` now, from the fire loop: within the grace,
@@ -337,8 +359,7 @@ class Engine:
     # -- running one fire ----------------------------------------------------------------
     def _execute(self, fire: Fire) -> None:
         with self._lock:
-            if self._queued.get(fire.spec.id) is fire:
-                del self._queued[fire.spec.id]
+            self._unqueue(fire)
             superseded = fire.superseded is not None
         try:
             if not superseded:  # else the fire loop records it (_coalesce)
@@ -427,7 +448,7 @@ class Engine:
         every = min(HEARTBEAT_EVERY, self.config.node_ttl / 3)
         while not self._beat_stop.wait(every):
             try:
-                self.claims.heartbeat(self.config.node_ttl)
+                self.claims.heartbeat(self.config.node_ttl, owning=self._owning)
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -442,7 +463,7 @@ class Engine:
                 self._last_full = mono
             self.reload(full)
         self._check_time = time.time()
-        live = sorted({*self.claims.live_nodes(), self.owner})
+        live = sorted({*self.claims.live_owners(), self.owner})
         if live != self._nodes:
             self._membership(live)
         self._retry_claims()
