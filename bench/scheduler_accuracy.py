@@ -356,26 +356,25 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
         watch_end = burn_stop + args.recover_seconds
         until(watch_end + 1.5)  # the last window's fires have arrived or never will soon
         status = [engine(u) for u in cluster.urls]
-        # each replica's writer stores in order, and a waiting fire is coalesced (recorded)
-        # when the job's next one is claimed: once every replica has stored a row 2 s past
-        # the watch, everything of the watch is stored
-        try:
-            wait_until(lambda: len(query(cluster.db_url, "SELECT DISTINCT scheduler_name FROM "
-                                         "ruqi_job_history WHERE scheduled_time >= ?",
-                                         (watch_end + 2,))) >= len(cluster.urls), 30,
-                       interval=0.5, what="history written by every replica")
-        except TimeoutError:
-            report.note("history", "a replica's history writer lagged > 30 s: the missed "
-                                   "count may be short")
+        watched = cluster.expected(bounds[0], watch_end)
+
+        def rows_now() -> list[tuple]:
+            return query(cluster.db_url, "SELECT job_id, scheduled_time, status FROM "
+                         "ruqi_job_history WHERE scheduled_time >= ? AND scheduled_time < ?",
+                         (bounds[0], watch_end))
+
+        def accounted() -> bool:
+            """Every fire of the whole run has arrived or has a history row (a fire still
+            in flight, or a row still in a writer's buffer, needs a moment)."""
+            seen = set(cluster.arrivals())
+            if watched <= seen:
+                return True
+            return watched <= seen | {(job, round(ts * 1000)) for job, ts, _ in rows_now()}
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(accounted, 20, interval=0.5, what="every fire arrived or recorded")
         arrived = cluster.arrivals()
-        missing = cluster.expected(bounds[0], bounds[-1]) - set(arrived)
-        if missing:  # a straggler still within its misfire grace
-            with contextlib.suppress(TimeoutError):
-                wait_until(lambda: not (missing - set(cluster.arrivals())), 5, interval=0.25)
-            arrived = cluster.arrivals()
-        rows = query(cluster.db_url, "SELECT job_id, scheduled_time, status FROM "
-                     "ruqi_job_history WHERE scheduled_time >= ? AND scheduled_time < ?",
-                     (burn_start, watch_end))
+        rows = rows_now()
 
     for i in range(args.rounds):
         r = steady_round(cluster, bounds[i], bounds[i + 1], samples[i], samples[i + 1],
@@ -391,14 +390,18 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
             report.add(f"replica {n}", "CPU % of a core", c)
         report.add("replicas", "max CPU % core", max(r["cpu"]))
     whole = steady_round(cluster, bounds[0], bounds[-1], samples[0], samples[-1], arrived)
+    recorded = {(job, round(ts * 1000)): st for job, ts, st in rows}
+    steady = cluster.expected(bounds[0], bounds[-1])
+    absent = Counter(recorded.get(k, "none") for k in steady - set(arrived))
     report.note("steady", f"whole {args.rounds * args.seconds:g} s: {whole['arrived']} / "
                           f"{whole['expected']} fires, p99 {whole['p99']:.1f} ms, "
-                          f"{whole['claims']:.2f} claims/fire, {whole['duplicates']} duplicates")
+                          f"{whole['claims']:.2f} claims/fire, {whole['duplicates']} duplicates; "
+                          f"history of those that did not arrive: {dict(absent)}")
 
     burned = cluster.expected(burn_start, burn_stop)
     ran = sorted((arrived[k][0] - k[1] / 1000) * 1000 for k in burned if k in arrived)
-    recorded = {(job, round(ts * 1000)): st for job, ts, st in rows}
     watched = cluster.expected(burn_start, watch_end)
+    recorded_w = {k: recorded[k] for k in watched if k in recorded}
     missed = sum(1 for k in watched if recorded.get(k) == "missed")
     unaccounted = sum(1 for k in watched if k not in arrived and k not in recorded)
     rec = recovery(cluster, burn_stop, watch_end, arrived)
@@ -411,7 +414,7 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
     report.add("overload", "recovery s", rec)
     report.note("overload", f"{args.burners} burners x {args.burn_seconds:g} s; "
                             f"{coalesced} coalesced by the engines (counter); "
-                            f"statuses {dict(Counter(recorded.values()))}")
+                            f"statuses {dict(Counter(recorded_w.values()))}")
 
     report.target("fires arrived / expected (whole steady phase)",
                   whole["arrived"] / max(1, whole["expected"]), ">=", 1.0)
