@@ -16,11 +16,13 @@ from collections import Counter
 
 from ruqi_crash import crash
 
-from butterfly_common import db
+from butterfly_common import db, runtime
 from butterfly_common.coordination import owner_of
 from butterfly_common.testing import wait_until
+from butterfly_ruqi.claims import fire_key
 from butterfly_ruqi.engine import Engine
 from butterfly_ruqi.models import History
+from butterfly_ruqi.schedule import Fire
 
 JOBS = 12
 
@@ -214,3 +216,21 @@ def test_a_stopping_engine_hands_its_jobs_over_before_it_drains(sqlite_env, engi
     assert rows and {r.scheduler_name for r in rows} == {staying.owner}
     keys = Counter((r.job_id, round(r.scheduled_time * 1000)) for r in history())
     assert max(keys.values()) == 1
+
+
+def test_a_claim_whose_reply_was_lost_is_still_run(sqlite_env, engines, callee, add):
+    """A claim batch that failed on a Redis error is retried; a SET that was applied
+    although its reply was lost then "loses" to our own claim - it must still run."""
+    add("lr", f"{callee.url}/lr", rule="1h")
+    (engine,) = engines.start(1)
+    wait_until(lambda: "lr" in engine._specs, timeout=5)
+    ts = time.time()
+    fire = Fire(engine._specs["lr"], ts, fire_key("lr", round(ts * 1000)), "00000000000LOST1")
+    runtime.get_redis().set(fire.key, f"c|{engine.owner}|{fire.reqid}", px=60_000)
+    engine.watcher.add(fire, time.time())
+    wait_until(lambda: [c for c in callee.of("lr") if c["reqid"] == fire.reqid], timeout=10,
+               what="the fire runs")
+    wait_until(lambda: [r for r in history("lr") if r.fire_key == fire.key], timeout=10)
+    (row,) = [r for r in history("lr") if r.fire_key == fire.key]
+    assert row.status == "ok" and row.reqid == fire.reqid
+    assert len([c for c in callee.of("lr") if c["reqid"] == fire.reqid]) == 1

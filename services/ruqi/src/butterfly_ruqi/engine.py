@@ -102,6 +102,8 @@ log = logging.getLogger("butterfly.ruqi.engine")
 
 FULL_RELOAD_EVERY = 30.0
 HEARTBEAT_EVERY = 0.5
+#: Attempts to mark a fire running when Redis errors (0.5 s, then 1 s apart).
+START_TRIES = 3
 
 
 class Engine:
@@ -407,9 +409,25 @@ class Engine:
                      outcome.output)
 
     def _start(self, fire: Fire) -> bool:
-        """claimed -> running (compare-and-set); False when a peer took the fire over."""
-        if self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
-            return True
+        """claimed -> running (compare-and-set); False when a peer took the fire over.
+
+        A Redis error is retried (the client's breaker fails commands fast for about a
+        second when Redis stalls, e.g. on a starved machine): giving up would leave the
+        fire claimed by a live engine, so nobody would ever run or record it. A CAS whose
+        reply was lost may have been applied: the key then already says we started."""
+        mine = f"{RUNNING}|{self.owner}|{fire.reqid}"
+        for attempt in range(START_TRIES):
+            try:
+                if self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
+                    return True
+                if self.claims.peek([fire.key])[0] == mine:
+                    return True
+                break
+            except Exception:
+                if attempt == START_TRIES - 1:
+                    raise
+                log.warning("starting fire %s failed; retrying", fire.key, exc_info=True)
+                time.sleep(0.5 * (attempt + 1))
         log.warning("fire %s was taken over by a peer before it started", fire.key)
         return False
 
