@@ -77,8 +77,8 @@ class Engines:
         self.engines: list[Engine] = []
 
     def start(self, n: int = 1, **overrides: Any) -> list[Engine]:
-        cfg = RuqiConfig(timezone="UTC", poll_interval=0.1, node_ttl=1.0,
-                         **{"workers": 8, **overrides})
+        cfg = RuqiConfig(**{"timezone": "UTC", "poll_interval": 0.1, "node_ttl": 1.0,
+                            "workers": 8, **overrides})
         new = [Engine(runtime.get_redis(), cfg).start() for _ in range(n)]
         self.engines.extend(new)
         return new

@@ -14,6 +14,10 @@ Keys (``ruqi:`` prefix):
                                 running, ``d|<owner>|<status>`` done (all with a TTL)
 ``node:<owner>``        STRING  an engine's heartbeat; missing = that engine is dead
 ``nodes``               ZSET    owner -> last heartbeat (for ``status`` only)
+``own:node:<owner>``    STRING  the same heartbeat while the engine owns jobs: a stopping
+                                engine drops it first, so peers take its jobs over at
+                                once while it finishes its running fires
+``own:nodes``           ZSET    owner -> last beat, of the group above
 ``lock:<job>``          STRING  overlap=forbid run lock, value ``<owner>|<ms>``
 ``version``             STRING  bumped on every job change; engines poll it
 ``manual``              LIST    run_job requests for whichever engine pops first
@@ -68,6 +72,8 @@ class Claims:
         self.owner = owner
         # the heartbeat TTL is given per beat (the engine's node_ttl)
         self.members = Members(redis, PREFIX, ttl=3.0)
+        #: the engines that own a share of the jobs (rendezvous hashing over these)
+        self.owners = Members(redis, f"{PREFIX}:own", ttl=3.0)
         self._version = Version(redis, VERSION_KEY)
 
     # -- fires ---------------------------------------------------------------------------
@@ -87,6 +93,12 @@ class Claims:
         return cas(self.redis, key, f"{CLAIMED}|{self.owner}|{reqid}",
                    f"{RUNNING}|{self.owner}|{reqid}", ttl)
 
+    def start_many(self, fires: Sequence[tuple[str, float, str]]) -> list[bool]:
+        """:meth:`start` for several ``(key, ttl, reqid)`` in one pipelined round trip."""
+        return cas_many(self.redis, ((key, f"{CLAIMED}|{self.owner}|{reqid}",
+                                      f"{RUNNING}|{self.owner}|{reqid}", ttl)
+                                     for key, ttl, reqid in fires))
+
     def transition(self, key: str, expected: str, new: str, ttl: float) -> bool:
         """Compare-and-set one fire key (take-overs and marking a fire done)."""
         return cas(self.redis, key, expected, new, ttl)
@@ -102,12 +114,24 @@ class Claims:
         return pipe.execute() if keys else []
 
     # -- engines ---------------------------------------------------------------------------
-    def heartbeat(self, ttl: float) -> None:
+    def heartbeat(self, ttl: float, owning: bool = True) -> None:
         self.members.beat(self.owner, ttl)
+        if owning:
+            self.owners.beat(self.owner, ttl)
+
+    def resign(self) -> None:
+        """Stop owning jobs (a graceful stop's first step): peers take them over at their
+        next poll, while our heartbeat still covers the fires we are finishing."""
+        self.owners.leave(self.owner)
 
     def leave(self) -> None:
         """Graceful stop: peers see us gone at once and take over what we claimed."""
+        self.owners.leave(self.owner)
         self.members.leave(self.owner)
+
+    def live_owners(self) -> list[str]:
+        """Engines that own a share of the jobs now (heartbeat key exists)."""
+        return self.owners.live()
 
     def alive(self, owners: Iterable[str]) -> dict[str, bool]:
         return self.members.alive(owners)
@@ -122,6 +146,7 @@ class Claims:
 
     def forget_nodes(self, older_than: float) -> None:
         self.members.forget(older_than)
+        self.owners.forget(older_than)
 
     # -- overlap=forbid lock ---------------------------------------------------------------
     def lock(self, job_id: str, token: str, ttl: float) -> bool:

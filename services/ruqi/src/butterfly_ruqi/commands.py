@@ -20,17 +20,20 @@ logs name the same id as ruqi's history row.
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import os
+import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -44,6 +47,7 @@ from . import safety, topics
 from .allowlist import AllowList
 
 INTERPRETERS = ("python", "python3", "bash", "sh")
+USER_AGENT = "butterfly-ruqi"
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,77 @@ def _session() -> requests.Session:
     return session
 
 
+class _FastHTTP(http.client.HTTPConnection):
+    """A bare http.client connection whose peer address is checked once connected."""
+
+    def connect(self) -> None:
+        super().connect()
+        _check_sock(self.host, self.port, self.sock)
+
+
+class _FastHTTPS(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        # the peer check comes before the TLS handshake: nothing is sent to a refused one
+        http.client.HTTPConnection.connect(self)
+        _check_sock(self.host, self.port, self.sock)
+        self.sock = self._context.wrap_socket(self.sock,  # type: ignore[attr-defined]
+                                              server_hostname=self.host)
+
+
+def _check_sock(host: str, port: int, sock: Any) -> None:
+    try:
+        safety.current().allow.check_peer(host.strip("[]").lower(), port,
+                                          sock.getpeername()[0])
+    except Refusal as exc:
+        sock.close()
+        raise PeerRefused(exc.reason) from None
+
+
+#: What the fast path sends as is; anything else (spaces, non-ASCII, IDNA) goes by requests.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?")
+
+
+def _fast_target(target: str) -> tuple[str, str, int | None, str] | None:
+    """``(scheme, host, port, path)`` when ``target`` can go by bare http.client: a plain
+    ASCII URL and no proxy configured for it in the environment (requests handles those)."""
+    if not _PLAIN_URL.fullmatch(target):
+        return None
+    parts = urlsplit(target)
+    if _env_proxies(parts.scheme, parts.netloc) or not parts.hostname:
+        return None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.hostname, parts.port, path
+
+
+def _post_fast(scheme: str, host: str, port: int | None, path: str, body: bytes,
+               headers: dict[str, str], timeout: float,
+               limit: int) -> tuple[int, str | None, bytes, str]:
+    """POST with http.client: ``(status, Location, first limit+1 bytes, encoding)``.
+
+    A fifth of requests' CPU per call (no Session merging, hooks, cookies or adapters),
+    which at hundreds of fires a second per replica is most of an engine's CPU."""
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = _FastHTTPS(host, port, timeout=timeout, context=_tls_context())
+    else:
+        conn = _FastHTTP(host, port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={
+            "User-Agent": USER_AGENT, "Accept": "*/*", "Content-Type": "application/json",
+            **headers, "Connection": "close"})
+        resp = conn.getresponse()
+        raw = resp.read(limit + 1)
+        encoding = requests.utils.get_encoding_from_headers(cast(Any, resp.msg)) or "utf-8"
+        return resp.status, resp.getheader("Location"), raw, encoding
+    finally:
+        conn.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outcome:
     """POST; success is a 2xx and, for a butterfly envelope, ``stat == "OK"``.
 
@@ -214,15 +289,16 @@ def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outco
     """
     parts = urlsplit(command.target)
     limit = safety.current().output_max_bytes
+    fast = _fast_target(command.target)
     try:
-        with _session().post(command.target, json=command.body,
-                             headers={**headers, "Connection": "close"}, timeout=timeout,
-                             proxies=_proxies(parts.scheme, parts.netloc),
-                             allow_redirects=False, stream=True) as resp:
-            raw = resp.raw.read(limit + 1, decode_content=True)
-            status, location = resp.status_code, resp.headers.get("Location")
-            encoding = resp.encoding or "utf-8"
-    except requests.RequestException as exc:
+        if fast is not None:
+            body = json.dumps(command.body, allow_nan=False).encode()
+            status, location, raw, encoding = _post_fast(*fast, body, headers, timeout, limit)
+        else:
+            status, location, raw, encoding = _post_requests(command, parts.scheme,
+                                                             parts.netloc, headers, timeout,
+                                                             limit)
+    except (OSError, http.client.HTTPException, ValueError, requests.RequestException) as exc:
         return Outcome(False, _cut(f"{type(exc).__name__}: {exc}"))
     text = raw.decode(encoding, "replace")
     ok = 200 <= status < 300
@@ -235,6 +311,17 @@ def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outco
     if 300 <= status < 400:
         text = f"redirect to {location!r} not followed\n{text}"
     return Outcome(ok, _cut(f"HTTP {status} {text}"))
+
+
+def _post_requests(command: Command, scheme: str, netloc: str, headers: dict[str, str],
+                   timeout: float, limit: int) -> tuple[int, str | None, bytes, str]:
+    """POST through requests: proxies from the environment, IDNA names, odd URLs."""
+    with _session().post(command.target, json=command.body,
+                         headers={**headers, "Connection": "close"}, timeout=timeout,
+                         proxies=_proxies(scheme, netloc),
+                         allow_redirects=False, stream=True) as resp:
+        raw = resp.raw.read(limit + 1, decode_content=True)
+        return resp.status_code, resp.headers.get("Location"), raw, resp.encoding or "utf-8"
 
 
 def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,

@@ -42,6 +42,8 @@ class RuqiConfig:
     workers: int = 32
     poll_interval: float = 0.2
     node_ttl: float = 3.0
+    #: A fire waiting this many seconds past its time is coalesced into the job's next one.
+    coalesce_after: float = 5.0
     history_max_age_days: float = 30.0
     history_max_per_job: int = 1000
     history_prune_interval: float = 600.0
@@ -69,6 +71,7 @@ class RuqiConfig:
             workers=int(env_number(env, "RUQI_WORKERS", 32, 1)),
             poll_interval=env_number(env, "RUQI_POLL_INTERVAL", 0.2, 0.01),
             node_ttl=env_number(env, "RUQI_NODE_TTL", 3.0, 0.5),
+            coalesce_after=env_number(env, "RUQI_COALESCE_AFTER", 5.0, 0.0),
             history_max_age_days=env_number(env, "RUQI_HISTORY_MAX_AGE_DAYS", 30.0, 0.0),
             history_max_per_job=int(env_number(env, "RUQI_HISTORY_MAX_PER_JOB", 1000, 1)),
             history_prune_interval=env_number(env, "RUQI_HISTORY_PRUNE_INTERVAL", 600.0, 1.0),

@@ -6,16 +6,35 @@ How it holds together (see also claims.py for the keys):
   instants on every replica (interval jobs count from a stored start time). Each engine keeps
   a heap of next fire times and sleeps precisely until the earliest one. APScheduler's own
   job stores are not used: sharing one between processes is what its FAQ warns against.
-* Claiming. Every live engine sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` for every
-  fire (pipelined). Exactly one wins; it moves the key to ``r|<me>`` (compare-and-set) right
-  before starting the command, and to ``d|<me>|<status>`` only after the history row is
-  committed (history.py). To keep the race cheap, rendezvous hashing of the job id over the
-  live engines (``ruqi:nodes``) picks one preferred engine that claims on time; the others
-  claim ``BACKUP_DELAY`` (0.25 s) later, in batches, and normally find the fire taken. If
-  the preferred engine is dead or stalled, a backup wins - the fire is late, not lost.
-* Crash handling. Losers keep the fires they lost in a watch list until they see ``d``.
-  Every engine heartbeats ``ruqi:node:<me>`` (TTL ``node_ttl``). When a watched fire's owner
-  has no heartbeat:
+* Ownership. The engines that own jobs are ``Members`` of group ``ruqi:own`` (heartbeat
+  ``ruqi:own:node:<me>``, TTL ``node_ttl``, beside the ``ruqi`` group's heartbeat that says
+  the engine is alive; a stopping engine leaves ``ruqi:own`` first, so its jobs move at
+  once while it finishes its running fires). Rendezvous hashing of the job id over them
+  (``owner_of``) gives every job one owner. Every engine steps every job's schedule, but
+  only the owner claims its fires: one claim attempt per fire across the cluster, instead
+  of every replica racing for every fire. When an engine's heartbeat is gone, the next
+  membership poll (``poll_interval``) moves its jobs to the survivors (rendezvous: only
+  its jobs move), and each new owner claims the run times of its new jobs it stepped past
+  without claiming - from ``misfire_grace_time + node_ttl`` back, so a dead owner's last
+  fires run late (or are recorded ``missed``), never silently vanish.
+* Claiming. The owner sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` (pipelined). The
+  claim key stays the safety net while views of the membership differ for a moment (a
+  joining engine and its peers both claim, a stalled engine comes back): exactly one SET
+  wins. The winner moves the key to ``r|<me>`` (compare-and-set) right before starting
+  the command, and to ``d|<me>|<status>`` only after the history row is committed
+  (history.py).
+* Overload. A fire waits for a worker in the executor's queue. When the next fire of a
+  job is claimed (in a later claim round) while an earlier one still waits, more than
+  ``coalesce_after`` (5 s) past its time, the engine is not keeping up with that job: the
+  waiting one is coalesced - marked running and recorded ``missed`` at once by the fire
+  loop, never run - into the newer one. The backlog thus stays within ``coalesce_after``
+  (instead of the misfire grace), the fires that do run are at most about that late, and
+  it drains within seconds once the CPU is back. Fires claimed in one round (a catch-up
+  after a restart) are not coalesced: ``coalesce=false`` still runs each run time within
+  the grace.
+* Crash handling. An engine that loses a claim (a fire a peer claimed during a
+  membership change, or one a dead owner left) keeps it in a watch list until it sees
+  ``d``. When a watched fire's holder has no heartbeat:
   - ``c|dead`` (claimed, never started): a peer takes it over by compare-and-set and runs
     it, if still within the misfire grace - no miss, and no double since the owner's own
     start is a compare-and-set too. This is where the engine is at-least-once-safe.
@@ -49,16 +68,16 @@ How it holds together (see also claims.py for the keys):
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from butterfly_common import Refusal, db
+from butterfly_common.coordination import owner_of
 from butterfly_common.reqid import new_reqid
 
 from . import rules
@@ -68,14 +87,23 @@ from .config import RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
 from .recovery import Watcher
-from .schedule import Fire, JobSpec, Slot, due_fires, make_owner
+from .schedule import (
+    DONE_TTL_EXTRA,
+    Fire,
+    JobSpec,
+    Slot,
+    catch_up_fires,
+    due_fires,
+    due_times,
+    make_owner,
+)
 
 log = logging.getLogger("butterfly.ruqi.engine")
 
 FULL_RELOAD_EVERY = 30.0
 HEARTBEAT_EVERY = 0.5
-#: How long the non-preferred engines wait before competing for a fire.
-BACKUP_DELAY = 0.25
+#: Attempts to mark a fire running when Redis errors (0.5 s, then 1 s apart).
+START_TRIES = 3
 
 
 class Engine:
@@ -95,9 +123,14 @@ class Engine:
         self._heap: list[tuple[float, str, int]] = []
         self.watcher = Watcher(self.claims, self._submit, self._record_lost)
         self._retry: list[Fire] = []
-        self._backup: list[tuple[float, int, Fire]] = []
-        self._seq = 0
         self._nodes: list[str] = [self.owner]
+        #: job id -> whether this engine owns it under ``_nodes`` (cleared when they change)
+        self._owned: dict[str, bool] = {}
+        #: job id -> its scheduled fires claimed here and still waiting for a worker
+        self._queued: dict[str, list[Fire]] = {}
+        self._batch = 0
+        #: False once stopping: the heartbeat then no longer claims a share of the jobs
+        self._owning = True
         self._running = 0
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
@@ -105,7 +138,8 @@ class Engine:
         self._check_time = 0.0
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
         self._threads: list[threading.Thread] = []
-        self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0}
+        self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
+                      "caught_up": 0, "stepped": 0, "views": 0}
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -136,6 +170,12 @@ class Engine:
         self._wake.set()
         for thread in self._threads[:2]:
             thread.join(timeout)
+        # No more claims from here: hand our jobs to the peers now, not after the drain.
+        self._owning = False
+        try:
+            self.claims.resign()
+        except Exception:
+            log.exception("engine %s could not hand its jobs over", self.owner)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.writer.stop(timeout)
         self._beat_stop.set()
@@ -157,8 +197,6 @@ class Engine:
         while not self._stopping.is_set():
             with self._lock:
                 first = self._heap[0][0] if self._heap else time.time() + 1.0
-                if self._backup:
-                    first = min(first, self._backup[0][0])
             wait = first - time.time()
             if wait > 0:
                 self._wake.wait(min(wait, 1.0))
@@ -173,46 +211,71 @@ class Engine:
     def _fire_due(self) -> None:
         now = time.time()
         due: list[Fire] = []
+        stepped = 0
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 ts, job_id, version = heapq.heappop(self._heap)
                 slot = self._slots.get(job_id)
                 if slot is None or slot.spec.version != version or slot.next_ts != ts:
                     continue
-                found = due_fires(slot, now)
-                fires, nxt = found.fires, found.next_ts
-                self.stats["missed"] += found.missed
-                if nxt is None and not fires and slot.spec.trigger == "date":
-                    # a date job whose only run time is long gone: its row can go
-                    self.writer.put(Record(row=None, delete=(slot.spec.id, slot.spec.version)))
+                if self._owns(job_id):
+                    found = due_fires(slot, now)
+                    fires, nxt = found.fires, found.next_ts
+                    self.stats["missed"] += found.missed
+                    if nxt is None and not fires and slot.spec.trigger == "date":
+                        # a date job whose only run time is long gone: its row can go
+                        self.writer.put(Record(row=None,
+                                               delete=(slot.spec.id, slot.spec.version)))
+                    due.extend(fires)
+                else:
+                    # a peer's job: step its schedule only, so that a take-over knows
+                    # exactly which run times this engine did not claim
+                    _, nxt, _ = due_times(slot, now)
+                    stepped += 1
                 slot.next_ts = nxt
                 if nxt is not None:
                     heapq.heappush(self._heap, (nxt, job_id, version))
                 else:
                     del self._slots[job_id]
-                for fire in fires:
-                    if fire.manual or self._is_primary(job_id):
-                        due.append(fire)
-                    else:
-                        self._seq += 1
-                        heapq.heappush(self._backup, (max(now, fire.ts) + BACKUP_DELAY,
-                                                      self._seq, fire))
-            while self._backup and self._backup[0][0] <= now:
-                due.append(heapq.heappop(self._backup)[2])
+            self.stats["stepped"] += stepped
         if due:
             self._claim(due)
 
-    def _is_primary(self, job_id: str) -> bool:
-        """Rendezvous hashing over live engines: one engine claims a job's fires on time,
-        the others only ``BACKUP_DELAY`` later (and find them claimed). The claim key is
-        still what decides; this only spares every engine from racing for every fire."""
-        nodes = self._nodes
-        if len(nodes) <= 1:
-            return True
-        # blake2b, not crc32: CRC is linear, so crc(a+x) vs crc(b+x) would not be an
-        # independent draw per job and one engine would get most of the jobs.
-        return max(nodes, key=lambda n: hashlib.blake2b(f"{n}|{job_id}".encode(),
-                                                        digest_size=8).digest()) == self.owner
+    def _owns(self, job_id: str) -> bool:
+        """Rendezvous hashing over the live engines (caller holds ``_lock``)."""
+        owned = self._owned.get(job_id)
+        if owned is None:
+            owned = self._owned[job_id] = owner_of(job_id, self._nodes) == self.owner
+        return owned
+
+    def _membership(self, live: list[str]) -> None:
+        """Adopt a new view of the live engines; claim what a departed owner left behind.
+
+        Under ``_lock``, so each run time of a job was either stepped under the old view
+        (and is caught up here if its owner left and it is ours now) or is due under the
+        new one: none falls in between."""
+        catch: list[Fire] = []
+        with self._lock:
+            old, self._nodes = self._nodes, live
+            self._owned.clear()
+            self.stats["views"] += 1
+            gone = set(old) - set(live)
+            if gone:
+                now = time.time()
+                for job_id, slot in self._slots.items():
+                    if slot.next_ts is None or owner_of(job_id, old) not in gone \
+                            or not self._owns(job_id):
+                        continue
+                    grace = slot.spec.misfire_grace_time
+                    back = grace + min(self.config.node_ttl + 2 * self.config.poll_interval
+                                       + 1.0, DONE_TTL_EXTRA)
+                    catch.extend(catch_up_fires(slot, now - back, slot.next_ts))
+                self.stats["caught_up"] += len(catch)
+        if gone or len(live) != len(old):
+            log.info("engine %s: live engines %s (gone: %s); %d run times caught up",
+                     self.owner, live, sorted(gone), len(catch))
+        if catch:
+            self._claim(catch)
 
     def _claim(self, fires: list[Fire]) -> None:
         try:
@@ -224,27 +287,85 @@ class Engine:
                 self._retry.extend(fires)
             return
         now = time.time()
+        with self._lock:
+            self._batch += 1
+            batch = self._batch
+        superseded: list[Fire] = []
         for fire, ok in zip(fires, won, strict=True):
             if ok:
                 self.stats["claimed"] += 1
-                self._submit(fire)
+                fire.batch = batch
+                superseded += self._submit(fire)
             else:
                 self.stats["lost_claims"] += 1
                 self.watcher.add(fire, now)
+        if superseded:
+            self._coalesce(superseded)
 
-    def _submit(self, fire: Fire) -> None:
+    def _submit(self, fire: Fire) -> list[Fire]:
+        """Queue a won fire; returns the waiting fires of the same job it supersedes (see
+        "Overload" above)."""
+        replaced: list[Fire] = []
+        job_id = fire.spec.id
         with self._lock:
             self._running += 1
+            if not fire.manual:
+                waiting = self._queued.setdefault(job_id, [])
+                limit = time.time() - self.config.coalesce_after
+                for old in waiting:
+                    if old.batch < fire.batch and old.ts < fire.ts and old.ts < limit:
+                        old.superseded = fire.ts
+                        replaced.append(old)
+                if replaced:
+                    waiting[:] = [w for w in waiting if w.superseded is None]
+                waiting.append(fire)
         try:
             self._pool.submit(self._execute, fire)
         except RuntimeError:  # pool shut down: leave the claim for a peer to take over
             with self._lock:
                 self._running -= 1
+                self._unqueue(fire)
+        return replaced
+
+    def _unqueue(self, fire: Fire) -> None:
+        """Forget a fire that is leaving the queue (caller holds ``_lock``)."""
+        waiting = self._queued.get(fire.spec.id)
+        if waiting is not None:
+            if fire in waiting:
+                waiting.remove(fire)
+            if not waiting:
+                del self._queued[fire.spec.id]
+
+    def _coalesce(self, fires: list[Fire]) -> None:
+        """Record superseded fires ``missed`` now, from the fire loop: within the grace,
+        whatever the workers' backlog (their queue entries are then no-ops)."""
+        try:
+            started = self.claims.start_many([(f.key, f.claim_ttl, f.reqid) for f in fires])
+        except Exception:
+            log.exception("coalescing %d fires failed; the workers will run them", len(fires))
+            for fire in fires:  # a second queue entry is harmless: starting is a CAS
+                fire.superseded = None
+                self._submit(fire)
+            return
+        for fire, ok in zip(fires, started, strict=True):
+            if not ok:
+                continue
+            self.stats["coalesced"] += 1
+            self.stats["missed"] += 1
+            self._record(fire, "missed", f"{RUNNING}|{self.owner}|{fire.reqid}", None, None,
+                         f"coalesced: the engine was behind, the run of "
+                         f"{fire.superseded:.3f} replaced this one before it could start")
+        log.warning("engine %s is behind: %d waiting fires coalesced into newer ones",
+                    self.owner, len(fires))
 
     # -- running one fire ----------------------------------------------------------------
     def _execute(self, fire: Fire) -> None:
+        with self._lock:
+            self._unqueue(fire)
+            superseded = fire.superseded is not None
         try:
-            self._execute_inner(fire)
+            if not superseded:  # else the fire loop records it (_coalesce)
+                self._execute_inner(fire)
         except Exception:
             log.exception("fire %s crashed", fire.key)
         finally:
@@ -288,9 +409,25 @@ class Engine:
                      outcome.output)
 
     def _start(self, fire: Fire) -> bool:
-        """claimed -> running (compare-and-set); False when a peer took the fire over."""
-        if self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
-            return True
+        """claimed -> running (compare-and-set); False when a peer took the fire over.
+
+        A Redis error is retried (the client's breaker fails commands fast for about a
+        second when Redis stalls, e.g. on a starved machine): giving up would leave the
+        fire claimed by a live engine, so nobody would ever run or record it. A CAS whose
+        reply was lost may have been applied: the key then already says we started."""
+        mine = f"{RUNNING}|{self.owner}|{fire.reqid}"
+        for attempt in range(START_TRIES):
+            try:
+                if self.claims.start(fire.key, fire.claim_ttl, fire.reqid):
+                    return True
+                if self.claims.peek([fire.key])[0] == mine:
+                    return True
+                break
+            except Exception:
+                if attempt == START_TRIES - 1:
+                    raise
+                log.warning("starting fire %s failed; retrying", fire.key, exc_info=True)
+                time.sleep(0.5 * (attempt + 1))
         log.warning("fire %s was taken over by a peer before it started", fire.key)
         return False
 
@@ -329,19 +466,24 @@ class Engine:
         every = min(HEARTBEAT_EVERY, self.config.node_ttl / 3)
         while not self._beat_stop.wait(every):
             try:
-                self.claims.heartbeat(self.config.node_ttl)
+                self.claims.heartbeat(self.config.node_ttl, owning=self._owning)
             except Exception:
                 log.exception("heartbeat failed")
 
     def _control_once(self) -> None:
         mono = time.monotonic()
         version = self.claims.version()
-        if version != self._seen_version or mono - self._last_full >= FULL_RELOAD_EVERY:
+        full = mono - self._last_full >= FULL_RELOAD_EVERY or self._seen_version in (
+            "<never>", "<wakeup>")
+        if version != self._seen_version or full:
             self._seen_version = version
-            self._last_full = mono
-            self.reload()
+            if full:
+                self._last_full = mono
+            self.reload(full)
         self._check_time = time.time()
-        self._nodes = sorted({*self.claims.live_nodes(), self.owner})
+        live = sorted({*self.claims.live_owners(), self.owner})
+        if live != self._nodes:
+            self._membership(live)
         self._retry_claims()
         self._drain_manual()
         self.watcher.check()
@@ -349,13 +491,33 @@ class Engine:
             self._last_prune_try = mono
             self._maybe_prune()
 
-    def reload(self) -> None:
-        """Re-read every job; rebuild the schedule of those whose definition changed."""
+    def reload(self, full: bool = True) -> None:
+        """Re-read the jobs; rebuild the schedule of those whose definition changed.
+
+        Not ``full``: only ``(id, version, start_time)`` of every job is read, then the
+        rows whose fingerprint moved (every API edit bumps ``version``; a job removed and
+        added again has a new ``start_time``). Adding 1,000 jobs used to make every replica
+        re-read and compare every row several times a second. A full read still happens
+        every ``FULL_RELOAD_EVERY`` seconds and on ``wakeup``, for rows edited by hand."""
         with db.database.connection_context():
-            rows = list(Job.select())
-        fresh = {row.id: JobSpec.from_row(row) for row in rows}
+            if full:
+                rows = cast("list[tuple[Any, ...]]",
+                            list(Job.select(*JobSpec.columns()).tuples()))
+                present = {row[0] for row in rows}
+            else:
+                keys = cast("list[tuple[Any, ...]]",
+                            list(Job.select(Job.id, Job.version, Job.start_time).tuples()))
+                present = {k[0] for k in keys}
+                moved = [k[0] for k in keys if (old := self._specs.get(k[0])) is None
+                         or old.version != k[1] or old.start_time != float(k[2])]
+                rows = []
+                for i in range(0, len(moved), 500):
+                    rows += cast("list[tuple[Any, ...]]", list(
+                        Job.select(*JobSpec.columns()).where(Job.id.in_(moved[i:i + 500]))
+                        .tuples()))
+        fresh = {row[0]: JobSpec.from_tuple(row) for row in rows}
         with self._lock:
-            for job_id in set(self._specs) - set(fresh):
+            for job_id in set(self._specs) - present:
                 self._specs.pop(job_id)
                 self._slots.pop(job_id, None)
             for job_id, spec in fresh.items():
@@ -398,7 +560,7 @@ class Engine:
                 req = json.loads(raw)
                 spec = self._specs.get(req["job_id"])
                 if spec is None:  # added a moment ago on another replica
-                    self.reload()
+                    self.reload(full=False)
                     spec = self._specs.get(req["job_id"])
                 ts = float(req["ts"])
                 reqid = str(req.get("reqid") or new_reqid())

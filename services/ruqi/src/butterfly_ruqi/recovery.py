@@ -31,7 +31,7 @@ RECHECK = 1.0
 class Watcher:
     """The watch list of one engine; :meth:`check` runs on the engine's control thread."""
 
-    def __init__(self, claims: Claims, submit: Callable[[Fire], None],
+    def __init__(self, claims: Claims, submit: Callable[[Fire], object],
                  record_lost: Callable[[Fire, str], None]) -> None:
         self.claims = claims
         self.owner = claims.owner
@@ -63,7 +63,12 @@ class Watcher:
                                   if phase in (CLAIMED, RUNNING) and owner != self.owner)
         for fire, value, (phase, owner, reqid) in zip(fires, values, states, strict=True):
             drop = True
-            if phase in (CLAIMED, RUNNING) and owner != self.owner:
+            if phase == CLAIMED and owner == self.owner and reqid == fire.reqid:
+                # our own claim: a retried claim batch whose first reply was lost (the SET
+                # was applied). Nobody else would ever run or record it.
+                log.warning("fire %s: our claim's reply was lost; running it", fire.key)
+                self._submit(fire)
+            elif phase in (CLAIMED, RUNNING) and owner != self.owner:
                 if alive.get(owner, True):
                     horizon = fire.ts + fire.spec.misfire_grace_time + DONE_TTL_EXTRA
                     if phase == RUNNING:

@@ -49,6 +49,21 @@ class JobSpec:
     next_run_time: float | None = field(compare=False, default=None)
 
     @classmethod
+    def columns(cls) -> list[Any]:
+        """The Job columns :meth:`from_tuple` takes, in order."""
+        return [Job.id, Job.name, Job.trigger, Job.rule, Job.cmd, Job.timezone,
+                Job.start_time, Job.paused, Job.misfire_grace_time, Job.coalesce,
+                Job.overlap, Job.timeout, Job.wait_result, Job.version, Job.next_run_time]
+
+    @classmethod
+    def from_tuple(cls, t: tuple[Any, ...]) -> JobSpec:
+        """From a ``select(*columns()).tuples()`` row: no model instance per job (a reload
+        of 1,000 jobs several times a second was mostly peewee building models)."""
+        return cls(t[0], t[1], t[2], t[3], t[4], t[5], float(t[6]), bool(t[7]), int(t[8]),
+                   bool(t[9]), t[10], float(t[11]), bool(t[12]), int(t[13]),
+                   None if t[14] is None else float(t[14]))
+
+    @classmethod
     def from_row(cls, row: Job) -> JobSpec:
         return cls(row.id, row.name, row.trigger, row.rule, row.cmd, row.timezone,
                    row.start_time, bool(row.paused), row.misfire_grace_time,
@@ -78,6 +93,10 @@ class Fire:
     cursor: float | None = None
     last: bool = False
     check_at: float = 0.0
+    #: The engine's claim round that won it: fires of one round are never coalesced.
+    batch: int = 0
+    #: Set (under the engine's lock) when a newer fire of the job replaced it in the queue.
+    superseded: float | None = None
 
     @property
     def claim_ttl(self) -> float:
@@ -103,14 +122,9 @@ class Due:
     missed: int = 0
 
 
-def due_fires(slot: Slot, now: float) -> Due:
-    """APScheduler's ``_get_run_times`` + coalesce + misfire grace, for one job.
-
-    All run times from the job's cursor up to ``now`` are computed; with ``coalesce``
-    only the latest is kept; a run time later than ``misfire_grace_time`` is missed
-    (APScheduler drops those too, with a "missed" event): after an outage longer than the
-    grace they are skipped in bulk, otherwise recorded one by one.
-    """
+def due_times(slot: Slot, now: float) -> tuple[list[float], float | None, int]:
+    """APScheduler's ``_get_run_times`` + coalesce, for one job: ``(run times, next, missed
+    in bulk)``. No Fire objects: an engine that does not own the job only steps it."""
     spec, grace = slot.spec, slot.spec.misfire_grace_time
     t = slot.next_ts
     assert t is not None
@@ -122,7 +136,7 @@ def due_fires(slot: Slot, now: float) -> Due:
         log.warning("job %s: run times from %.3f to %.3f missed (grace %ss)",
                     spec.id, t, now - grace, grace)
         if jump is None or jump > now:
-            return Due([], jump, missed)
+            return [], jump, missed
         t = max(t, jump)
     times: list[float] = []
     nxt: float | None = t
@@ -131,8 +145,38 @@ def due_fires(slot: Slot, now: float) -> Due:
         nxt = rules.next_fire(slot.trig, slot.tz, nxt, now)
     if spec.coalesce and times:
         times = times[-1:]
+    return times, nxt, missed
+
+
+def due_fires(slot: Slot, now: float) -> Due:
+    """APScheduler's ``_get_run_times`` + coalesce + misfire grace, for one job.
+
+    All run times from the job's cursor up to ``now`` are computed; with ``coalesce``
+    only the latest is kept; a run time later than ``misfire_grace_time`` is missed
+    (APScheduler drops those too, with a "missed" event): after an outage longer than the
+    grace they are skipped in bulk, otherwise recorded one by one.
+    """
+    times, nxt, missed = due_times(slot, now)
     # Run times already past the grace are still claimed: the winner records them as
     # "missed" instead of running them (engine._execute), so history shows every fire.
-    fires = [Fire(spec, ts, fire_key(spec.id, round(ts * 1000)), new_reqid(), cursor=nxt,
-                  last=nxt is None) for ts in times]
+    fires = [Fire(slot.spec, ts, fire_key(slot.spec.id, round(ts * 1000)), new_reqid(),
+                  cursor=nxt, last=nxt is None) for ts in times]
     return Due(fires, nxt, missed)
+
+
+def catch_up_fires(slot: Slot, since: float, until: float) -> list[Fire]:
+    """The fires of run times in ``[since, until)``: the share of a job whose owner died
+    while this engine stepped it without claiming (engine ``_membership``).
+
+    With ``coalesce`` only the latest is kept, as :func:`due_fires` would have."""
+    spec = slot.spec
+    times: list[float] = []
+    t = rules.first_fire(slot.trig, slot.tz, since)
+    while t is not None and t < until and len(times) < MAX_CATCHUP:
+        times.append(t)
+        t = rules.next_fire(slot.trig, slot.tz, t, until)
+    if spec.coalesce and times:
+        times = times[-1:]
+    follow = [*times[1:], t]
+    return [Fire(spec, ts, fire_key(spec.id, round(ts * 1000)), new_reqid(), cursor=nx,
+                 last=nx is None) for ts, nx in zip(times, follow, strict=True)]
