@@ -99,6 +99,13 @@ class Report:
         """median(a) / median(b) of ``metric``."""
         return self.median(a, metric) / self.median(b, metric)
 
+    def paired_ratio(self, a: str, b: str, metric: str) -> float:
+        """The median over rounds of a's ``metric`` / b's in the same round: rounds run the
+        two back to back, so a slow spell of the machine (this kind of VM has them, for
+        seconds at a time) spoils one pair rather than tilting both medians."""
+        pairs = zip(self.values[(a, metric)], self.values[(b, metric)], strict=False)
+        return statistics.median(x / y for x, y in pairs if y)
+
     def target(self, label: str, value: float, op: str, goal: float) -> Target:
         if op not in (">=", "<="):
             raise ValueError(f"op must be >= or <=, not {op!r}")

@@ -64,3 +64,12 @@ def test_settle_waits_for_the_load_to_fall(monkeypatch):
 def test_targets_need_a_known_operator(quiet):
     with pytest.raises(ValueError):
         make_report().target("x", 1.0, ">", 1.0)
+
+
+def test_paired_ratio_is_the_median_of_same_round_ratios(quiet):
+    report = harness.Report("pairs", "pairs", settle_seconds=0)
+    # a slow spell hits round 2 of both: the pair stays fair, the medians would not be
+    for ours, theirs in ((90, 100), (30, 33), (95, 100)):
+        report.add("ours", "req/s", ours)
+        report.add("theirs", "req/s", theirs)
+    assert report.paired_ratio("ours", "theirs", "req/s") == pytest.approx(0.909, abs=1e-3)
