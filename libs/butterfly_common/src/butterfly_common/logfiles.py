@@ -59,10 +59,18 @@ class _Batch:
 
 
 class _Batching(logging.Handler):
-    """``emit`` appends the formatted line; the subclass's ``_write_batch`` writes."""
+    """``emit`` appends the formatted line under the handler lock (all a request thread
+    ever waits for); ``flush`` takes the batch and writes it OUTSIDE that lock, under a
+    lock of its own, so a writer descheduled mid-write never holds up the callers."""
 
     terminator = "\n"
     batch: _Batch
+    _write_lock: threading.Lock
+
+    def _start_batching(self, interval: float) -> None:
+        self.batch = _Batch()
+        self._write_lock = threading.Lock()
+        _flusher.watch(self, interval)
 
     def emit(self, record: logging.LogRecord) -> None:  # called under the handler lock
         try:
@@ -73,9 +81,22 @@ class _Batching(logging.Handler):
         self.batch.lines.append(line)
         self.batch.size += len(line)
         if self.batch.size >= MAX_BATCH:
-            self._write_batch()
+            _flusher.now()
 
-    def _write_batch(self) -> None:
+    def flush(self) -> None:
+        # write lock first, then the handler lock only to take the batch: batches are
+        # written in the order they were taken, and emit never waits on a write
+        with self._write_lock:
+            with self.lock:  # type: ignore[union-attr]
+                lines = self.batch.take()
+            if lines:
+                try:
+                    self._write(lines)
+                except Exception:
+                    logging.getLogger(__name__).exception(
+                        "writing %d access-log lines failed", len(lines))
+
+    def _write(self, lines: list[str]) -> None:
         raise NotImplementedError
 
 
@@ -86,40 +107,27 @@ class BufferedRotatingFileHandler(_Batching, SizeRotatingFileHandler):
     def __init__(self, filename: str | os.PathLike[str], *, interval: float,
                  **kwargs: Any) -> None:
         super().__init__(filename, **kwargs)
-        self.batch = _Batch()
-        _flusher.watch(self, interval)
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write_batch()
-            super().flush()
+        self._start_batching(interval)
 
     def close(self) -> None:
         self.flush()
         super().close()
 
-    def _write_batch(self) -> None:
-        lines = self.batch.take()
-        if not lines:
-            return
-        try:
-            if self.stream is None:
-                self.stream = self._open()
-            stream: IO[str] = self.stream
-            pos = stream.tell() if self.maxBytes > 0 else 0
-            if self.maxBytes <= 0 or pos + sum(map(len, lines)) < self.maxBytes:
-                stream.write("".join(lines))
-            else:
-                for line in lines:
-                    if pos and pos + len(line) >= self.maxBytes:
-                        self.doRollover()
-                        stream, pos = self.stream, 0
-                    stream.write(line)
-                    pos += len(line)
-            stream.flush()
-        except Exception:
-            logging.getLogger(__name__).exception("writing %d access-log lines failed",
-                                                  len(lines))
+    def _write(self, lines: list[str]) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        stream: IO[str] = self.stream
+        pos = stream.tell() if self.maxBytes > 0 else 0
+        if self.maxBytes <= 0 or pos + sum(map(len, lines)) < self.maxBytes:
+            stream.write("".join(lines))
+        else:
+            for line in lines:
+                if pos and pos + len(line) >= self.maxBytes:
+                    self.doRollover()
+                    stream, pos = self.stream, 0
+                stream.write(line)
+                pos += len(line)
+        stream.flush()
 
 
 class BufferedStreamHandler(_Batching, logging.StreamHandler):  # type: ignore[type-arg]
@@ -127,18 +135,11 @@ class BufferedStreamHandler(_Batching, logging.StreamHandler):  # type: ignore[t
 
     def __init__(self, stream: IO[str], *, interval: float) -> None:
         super().__init__(stream)
-        self.batch = _Batch()
-        _flusher.watch(self, interval)
+        self._start_batching(interval)
 
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write_batch()
-
-    def _write_batch(self) -> None:
-        lines = self.batch.take()
-        if lines:
-            self.stream.write("".join(lines))
-            self.stream.flush()
+    def _write(self, lines: list[str]) -> None:
+        self.stream.write("".join(lines))
+        self.stream.flush()
 
 
 class _Flusher:
@@ -164,15 +165,27 @@ class _Flusher:
         for handler in list(self._handlers):
             handler.flush()
 
+    def now(self) -> None:
+        """Flush without waiting for the interval (a batch grew past MAX_BATCH)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._wake.wait(self._interval):
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
             try:
                 self.flush_all()
             except Exception:  # never let the flusher die: the next round retries
                 logging.getLogger(__name__).exception("access-log flush failed")
 
     def after_fork(self) -> None:
-        """In a child: the parent's thread is gone; start ours when handlers exist."""
+        """In a child: the parent's thread is gone and its locks may have been held at the
+        fork; lines still batched are the parent's to write. Start ours when handlers
+        exist."""
+        for handler in list(self._handlers):
+            if isinstance(handler, _Batching):
+                handler._write_lock = threading.Lock()
+                handler.batch.take()
         self._thread = None
         self._wake = threading.Event()
         if len(self._handlers):
