@@ -156,10 +156,13 @@ class _Flusher:
         self._handlers.add(handler)
         self._interval = min(self._interval, max(interval, 0.001))
         if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="butterfly-log-flusher",
-                                            daemon=True)
-            self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="butterfly-log-flusher",
+                                        daemon=True)
+        self._thread.start()
 
     def flush_all(self) -> None:
         for handler in list(self._handlers):
@@ -189,10 +192,7 @@ class _Flusher:
         self._thread = None
         self._wake = threading.Event()
         if len(self._handlers):
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="butterfly-log-flusher",
-                                            daemon=True)
-            self._thread.start()
+            self._start()
 
 
 _flusher = _Flusher()
