@@ -13,9 +13,18 @@ A bench measures its systems round by round and hands each number to a :class:`R
 ``finish`` prints one table (min / median / max over the rounds of every metric), the
 targets with a verdict computed from the medians, the load average before and after, and
 writes the same as ``var/bench/<name>.json``. A verdict needs a machine that was quiet when
-the bench started: with the 1-minute load average above the core count it prints why and no
-verdict (``Report`` first waits up to ``BENCH_SETTLE_SECONDS`` for the load to fall, since a
-previous bench's own load lingers in the average for a minute).
+the bench started: when the load at start exceeds the core count it prints why and no
+verdict. "The load at start" is the larger of
+
+* the run queue now: runnable tasks (``procs_running`` of ``/proc/stat``, this process not
+  counted) averaged over ``RUNQ_SECONDS`` - what the kernel's load average averages, without
+  its one-minute memory; ``Report`` first waits up to ``BENCH_SETTLE_SECONDS`` for it to
+  fall to ``QUIET_RUNQ``;
+* the 1-minute load average when the run began: this bench's own start or, under
+  ``make bench`` (``run_all.py`` sets ``BENCH_SUITE_LOAD``), the suite's start. A previous
+  bench of the same suite has ended (its processes are gone, the run queue shows that),
+  but its load stays in the 1-minute average for a minute or two, and waiting that out
+  after every bench was a third of ``make bench``.
 """
 
 from __future__ import annotations
@@ -34,23 +43,52 @@ OUT_DIR = Path(os.environ.get("BENCH_OUT_DIR", ROOT / "var" / "bench"))
 CORES = os.cpu_count() or 1
 
 
+RUNQ_SECONDS = 3.0
+#: ``settle`` waits for the run queue to fall to this many runnable tasks.
+QUIET_RUNQ = 1.0
+
+
 def loadavg() -> tuple[float, float, float]:
     """The 1, 5 and 15-minute load averages."""
     return os.getloadavg()
 
 
-def settle(max_seconds: float, cores: int = CORES) -> float:
-    """Wait until the 1-minute load average is at most ``cores`` (or ``max_seconds`` pass);
-    returns the seconds waited. Progress goes to stderr, the table stays clean."""
+def _procs_running() -> int:
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_queue(seconds: float = RUNQ_SECONDS) -> float:
+    """Runnable tasks averaged over ``seconds``, sampled every 50 ms (this process, running
+    while it reads, not counted)."""
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(max(0, _procs_running() - 1))
+        time.sleep(0.05)
+    return statistics.fmean(samples) if samples else 0.0
+
+
+def settle(max_seconds: float) -> tuple[float, float]:
+    """Wait until the run queue is at most ``QUIET_RUNQ`` (or ``max_seconds`` pass);
+    returns ``(seconds waited, the last run queue)``. Progress goes to stderr."""
     t0 = time.monotonic()
     said = False
-    while (load := loadavg()[0]) > cores and time.monotonic() - t0 < max_seconds:
+    while (runq := run_queue()) > QUIET_RUNQ and time.monotonic() - t0 < max_seconds:
         if not said:
-            print(f"waiting for the machine to settle: load {load:.2f} > {cores} cores "
+            print(f"waiting for the machine to settle: {runq:.2f} runnable tasks "
                   f"(up to {max_seconds:g} s)", file=sys.stderr, flush=True)
             said = True
-        time.sleep(1)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, runq
+
+
+def run_start_load() -> float:
+    """The 1-minute load average when this run began (see the module docstring)."""
+    suite = os.environ.get("BENCH_SUITE_LOAD")
+    return float(suite) if suite else loadavg()[0]
 
 
 @dataclass
@@ -74,13 +112,14 @@ class Report:
     name: str
     title: str
     settle_seconds: float = field(
-        default_factory=lambda: float(os.environ.get("BENCH_SETTLE_SECONDS", "75")))
+        default_factory=lambda: float(os.environ.get("BENCH_SETTLE_SECONDS", "60")))
     values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.waited = settle(self.settle_seconds)
+        self.start_load = run_start_load()
+        self.waited, self.runq = settle(self.settle_seconds)
         self.load_before = loadavg()
         self.started = time.time()
 
@@ -116,9 +155,12 @@ class Report:
     @property
     def refusal(self) -> str | None:
         """Why no verdict is given, or None when the machine was quiet enough."""
-        if self.load_before[0] > CORES:
-            return (f"load average {self.load_before[0]:.2f} at start exceeds {CORES} cores "
-                    f"(after waiting {self.waited:.0f} s): figures printed, no verdict")
+        if self.runq > CORES:
+            return (f"{self.runq:.2f} runnable tasks at start exceed {CORES} cores (after "
+                    f"waiting {self.waited:.0f} s): figures printed, no verdict")
+        if self.start_load > CORES:
+            return (f"load average {self.start_load:.2f} when the run began exceeds {CORES} "
+                    f"cores: figures printed, no verdict")
         return None
 
     def finish(self) -> int:
@@ -128,7 +170,8 @@ class Report:
         rounds = max((len(v) for v in self.values.values()), default=0)
         print(f"\n{self.title}")
         print(f"load average before {fmt_load(self.load_before)}, after {fmt_load(load_after)}"
-              f" ({CORES} cores); {rounds} round(s)")
+              f" ({CORES} cores); run queue at start {self.runq:.2f}, load when the run "
+              f"began {self.start_load:.2f}; {rounds} round(s)")
         print(f"{'system':<24} {'metric':<16} {'min':>10} {'median':>10} {'max':>10}")
         for (system, metric), vals in self.values.items():
             print(f"{system:<24} {metric:<16} {num(min(vals)):>10} "
@@ -154,6 +197,7 @@ class Report:
         doc: dict[str, Any] = {
             "bench": self.name, "title": self.title, "started": self.started,
             "cores": CORES, "load_before": self.load_before, "load_after": load_after,
+            "run_queue_before": round(self.runq, 2), "run_start_load": self.start_load,
             "settle_waited_s": round(self.waited, 1), "verdict_refused": refusal,
             "rows": [{"system": s, "metric": m, "rounds": v, "min": min(v),
                       "median": statistics.median(v), "max": max(v)}

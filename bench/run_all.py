@@ -13,12 +13,13 @@ quiet enough for a verdict.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness import OUT_DIR, fmt_load, num
+from harness import OUT_DIR, fmt_load, loadavg, num
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("http_overhead", "mq_throughput", "scheduler_accuracy", "wuxing", "xingqiao",
@@ -32,13 +33,15 @@ def main(argv: list[str]) -> int:
         print(f"unknown bench {unknown}; choose from {', '.join(BENCHES)}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
+    # the machine before this run: each bench's verdict also depends on it (harness.py)
+    env = {**os.environ, "BENCH_SUITE_LOAD": f"{loadavg()[0]:.2f}"}
     ran: dict[str, tuple[int, float, float]] = {}
     for name in names:
         (OUT_DIR / f"{name}.json").unlink(missing_ok=True)  # no stale figures in the summary
         print(f"\n===== {name} =====", flush=True)
         started = time.monotonic()
         # a fixed argv of our own files, never a shell string
-        rc = subprocess.call([sys.executable, str(HERE / f"{name}.py")])
+        rc = subprocess.call([sys.executable, str(HERE / f"{name}.py")], env=env)
         ran[name] = (rc, started - t0, time.monotonic() - started)
     return summary(ran, time.monotonic() - t0)
 
@@ -60,7 +63,8 @@ def summary(ran: dict[str, tuple[int, float, float]], total: float) -> int:
             print(f"{name:<20} {t['label'][:46]:<46} {num(t['value']):>9} "
                   f"{t['op']} {num(t['goal']):<7}  {verdict}")
         refused = f"; no verdict: {doc['verdict_refused']}" if doc["verdict_refused"] else ""
-        print(f"{'':<20} ({seconds:.0f} s, load at start {fmt_load(doc['load_before'])}"
+        print(f"{'':<20} ({seconds:.0f} s, load at start {fmt_load(doc['load_before'])}, "
+              f"run queue {doc['run_queue_before']:.2f}"
               f"{refused})")
     print(f"\nall benches: {total / 60:.1f} min (budget 10 min); tables in {OUT_DIR}")
     return 1 if missed else 0

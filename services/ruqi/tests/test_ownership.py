@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from ruqi_crash import crash
 
 from butterfly_common import db, runtime
@@ -218,15 +219,17 @@ def test_a_stopping_engine_hands_its_jobs_over_before_it_drains(sqlite_env, engi
     assert max(keys.values()) == 1
 
 
-def test_a_claim_whose_reply_was_lost_is_still_run(sqlite_env, engines, callee, add):
+@pytest.mark.parametrize("phase", ["c", "r"])
+def test_a_claim_whose_reply_was_lost_is_still_run(sqlite_env, engines, callee, add, phase):
     """A claim batch that failed on a Redis error is retried; a SET that was applied
-    although its reply was lost then "loses" to our own claim - it must still run."""
+    although its reply was lost then "loses" to our own claim - it must still run, also
+    when the batch had been claimed straight into the running phase (idle workers)."""
     add("lr", f"{callee.url}/lr", rule="1h")
     (engine,) = engines.start(1)
     wait_until(lambda: "lr" in engine._specs, timeout=5)
     ts = time.time()
     fire = Fire(engine._specs["lr"], ts, fire_key("lr", round(ts * 1000)), "00000000000LOST1")
-    runtime.get_redis().set(fire.key, f"c|{engine.owner}|{fire.reqid}", px=60_000)
+    runtime.get_redis().set(fire.key, f"{phase}|{engine.owner}|{fire.reqid}", px=60_000)
     engine.watcher.add(fire, time.time())
     wait_until(lambda: [c for c in callee.of("lr") if c["reqid"] == fire.reqid], timeout=10,
                what="the fire runs")

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from butterfly_common.coordination import Members, Version, cad, cas, cas_many, ms
+from butterfly_common.redis_client import pipeline
 
 PREFIX = "ruqi"
 VERSION_KEY = f"{PREFIX}:version"
@@ -77,15 +78,19 @@ class Claims:
         self._version = Version(redis, VERSION_KEY)
 
     # -- fires ---------------------------------------------------------------------------
-    def claim(self, keys: Sequence[str], ttls: Sequence[float],
-              reqids: Sequence[str]) -> list[bool]:
+    def claim(self, keys: Sequence[str], ttls: Sequence[float], reqids: Sequence[str],
+              running: bool = False) -> list[bool]:
         """SET NX every key in one round trip; True where this engine won the fire.
 
         The value carries the fire's reqid, so a peer that takes the fire over or records
-        it ``lost`` uses the reqid the callee saw, not one of its own."""
-        pipe = self.redis.pipeline(transaction=False)
+        it ``lost`` uses the reqid the callee saw, not one of its own. ``running``: claim
+        straight into the running phase (fires that go to an idle worker at once, see
+        engine.py "Claiming")."""
+        phase = RUNNING if running else CLAIMED
+        pipe = pipeline(self.redis)
         for key, ttl, reqid in zip(keys, ttls, reqids, strict=True):
-            pipe.set(key, f"{CLAIMED}|{self.owner}|{reqid}", nx=True, px=ms(ttl))
+            pipe.execute_command("SET", key, f"{phase}|{self.owner}|{reqid}", "NX", "PX",
+                                 ms(ttl))
         return [bool(ok) for ok in pipe.execute()]
 
     def start(self, key: str, ttl: float, reqid: str) -> bool:
@@ -108,9 +113,9 @@ class Claims:
         cas_many(self.redis, items)
 
     def peek(self, keys: Sequence[str]) -> list[str | None]:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = pipeline(self.redis)
         for key in keys:
-            pipe.get(key)
+            pipe.execute_command("GET", key)
         return pipe.execute() if keys else []
 
     # -- engines ---------------------------------------------------------------------------

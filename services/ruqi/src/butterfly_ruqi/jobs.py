@@ -65,8 +65,14 @@ def _check_text(name: str, value: str, limit: int) -> str:
 
 
 def interval_start(trigger: str, rule: str, now: float) -> float:
-    """Interval jobs first fire one interval after they are saved (APScheduler's default)."""
-    return now + rules.interval_seconds(rule) if trigger == "interval" else now
+    """Interval jobs first fire one interval after they are saved (APScheduler's default).
+
+    Whole milliseconds: every run time is then a whole millisecond too, the same one in
+    the fire key (``round(ts * 1000)``), the ``x-ruqi-scheduled`` header and the history,
+    instead of a start like ``.4996 ms`` whose run times round one way in one place and
+    the other way in another."""
+    start = now + rules.interval_seconds(rule) if trigger == "interval" else now
+    return round(start, 3)
 
 
 def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | None,

@@ -63,10 +63,12 @@ class Watcher:
                                   if phase in (CLAIMED, RUNNING) and owner != self.owner)
         for fire, value, (phase, owner, reqid) in zip(fires, values, states, strict=True):
             drop = True
-            if phase == CLAIMED and owner == self.owner and reqid == fire.reqid:
+            if phase in (CLAIMED, RUNNING) and owner == self.owner and reqid == fire.reqid:
                 # our own claim: a retried claim batch whose first reply was lost (the SET
-                # was applied). Nobody else would ever run or record it.
+                # was applied; as running when the batch went to idle workers). Nobody
+                # else would ever run or record it.
                 log.warning("fire %s: our claim's reply was lost; running it", fire.key)
+                fire.started = phase == RUNNING
                 self._submit(fire)
             elif phase in (CLAIMED, RUNNING) and owner != self.owner:
                 if alive.get(owner, True):

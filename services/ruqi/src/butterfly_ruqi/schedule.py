@@ -97,6 +97,8 @@ class Fire:
     batch: int = 0
     #: Set (under the engine's lock) when a newer fire of the job replaced it in the queue.
     superseded: float | None = None
+    #: Claimed straight into the running phase (an idle worker was waiting for it).
+    started: bool = False
 
     @property
     def claim_ttl(self) -> float:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..polling import poll_until
-from ..redis_client import Script
+from ..redis_client import Script, pipeline
 
 __all__ = ["Lease", "Members", "Version", "cad", "cas", "cas_many", "once", "owner_of"]
 
@@ -47,7 +47,7 @@ def cas(client: Any, key: str, expected: str, new: str, ttl: float | None = None
 
 def cas_many(client: Any, items: Iterable[tuple[str, str, str, float | None]]) -> list[bool]:
     """Several ``(key, expected, new, ttl)`` compare-and-sets in one pipelined round trip."""
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)  # the raw one on a plain client: a scheduler hot path
     count = 0
     for key, expected, new, ttl in items:
         # EVAL, not EVALSHA: a NOSCRIPT reply inside a pipeline would fail the whole
