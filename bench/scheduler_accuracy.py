@@ -176,10 +176,11 @@ def engine(url: str) -> dict[str, Any]:
     return api(url, "status")["data"]["engines"][0]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of one process, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def profile(pid: int, out: Path, seconds: float) -> subprocess.Popen:
@@ -247,8 +248,8 @@ class Cluster:
         self.starts = {job: round(first * 1000) for job, first in
                        query(self.db_url, "SELECT id, start_time FROM ruqi_job")}
 
-    def sample(self) -> tuple[float, list[float], int]:
-        """(time, CPU seconds per replica, claim attempts summed over the replicas)."""
+    def sample(self) -> tuple[float, list[tuple[float, float]], int]:
+        """(time, (user, kernel) CPU seconds per replica, claim attempts over the replicas)."""
         at = time.time()
         cpu = [cpu_seconds(p) for p in self.pids]
         attempts = 0
@@ -291,7 +292,8 @@ def steady_round(cluster: Cluster, t0: float, t1: float, s0: tuple, s1: tuple,
         "duplicates": sum(len(arrived[k]) - 1 for k in got),
         "p50": percentile(late, 50), "p99": percentile(late, 99),
         "claims": (s1[2] - s0[2]) / max(1, len(expected)),
-        "cpu": [(b - a) / seconds * 100 for a, b in zip(s0[1], s1[1], strict=True)],
+        "cpu": [(sum(b) - sum(a)) / seconds * 100 for a, b in zip(s0[1], s1[1], strict=True)],
+        "sys": [(b[1] - a[1]) / seconds * 100 for a, b in zip(s0[1], s1[1], strict=True)],
     }
 
 
@@ -389,6 +391,7 @@ def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
         for n, c in enumerate(r["cpu"]):
             report.add(f"replica {n}", "CPU % of a core", c)
         report.add("replicas", "max CPU % core", max(r["cpu"]))
+        report.add("replicas", "of it kernel %", r["sys"][r["cpu"].index(max(r["cpu"]))])
     whole = steady_round(cluster, bounds[0], bounds[-1], samples[0], samples[-1], arrived)
     recorded = {(job, round(ts * 1000)): st for job, ts, st in rows}
     steady = cluster.expected(bounds[0], bounds[-1])

@@ -80,8 +80,8 @@ def test_each_job_is_claimed_by_its_rendezvous_owner_only(sqlite_env, engines, c
     assert {r.status for r in rows} == {"ok"}
     per_engine = Counter(r.scheduler_name for r in rows)
     assert set(per_engine) == {owner_of(n, owners) for n in names}
-    # every engine stepped the schedules of the jobs it does not own, without claiming
-    assert all(e.stats["stepped"] > 0 for e in group if sum(
+    # every engine parked the jobs it does not own, without claiming
+    assert all(e.stats["parked"] > 0 for e in group if sum(
         owner_of(n, owners) != e.owner for n in names))
 
 
@@ -128,7 +128,7 @@ def test_a_dead_engines_jobs_move_to_the_survivors_and_fire_exactly_once(
     # unless a survivor's heartbeat lapsed meanwhile (load), each moved job has one new owner
     assert not odd or not stable, (odd, victim.owner, live)
     assert all(r.scheduler_name != victim.owner for r in late)
-    # the new owners claimed the run times they had only stepped while the victim owned them
+    # the new owners claimed the run times of the jobs they had parked while the victim owned them
     assert sum(e.stats["caught_up"] for e in survivors) >= len(moved)
 
 

@@ -10,13 +10,14 @@ How it holds together (see also claims.py for the keys):
   ``ruqi:own:node:<me>``, TTL ``node_ttl``, beside the ``ruqi`` group's heartbeat that says
   the engine is alive; a stopping engine leaves ``ruqi:own`` first, so its jobs move at
   once while it finishes its running fires). Rendezvous hashing of the job id over them
-  (``owner_of``) gives every job one owner. Every engine steps every job's schedule, but
-  only the owner claims its fires: one claim attempt per fire across the cluster, instead
-  of every replica racing for every fire. When an engine's heartbeat is gone, the next
-  membership poll (``poll_interval``) moves its jobs to the survivors (rendezvous: only
-  its jobs move), and each new owner claims the run times of its new jobs it stepped past
-  without claiming - from ``misfire_grace_time + node_ttl`` back, so a dead owner's last
-  fires run late (or are recorded ``missed``), never silently vanish.
+  (``owner_of``) gives every job one owner, and only the owner claims its fires: one claim
+  attempt per fire across the cluster, instead of every replica racing for every fire.
+  The other engines park the job when it first comes due (no heap entry: the fire loop
+  wakes for its own jobs only). When an engine's heartbeat is gone, the next membership
+  poll (``poll_interval``) moves its jobs to the survivors (rendezvous: only its jobs
+  move), and each new owner unparks them and claims their run times from
+  ``misfire_grace_time + node_ttl`` back, so a dead owner's last fires run late (or are
+  recorded ``missed``), never silently vanish.
 * Claiming. The owner sends ``SET ruqi:fire:<job>:<ms> c|<me> NX PX ttl`` (pipelined). The
   claim key stays the safety net while views of the membership differ for a moment (a
   joining engine and its peers both claim, a stalled engine comes back): exactly one SET
@@ -100,7 +101,6 @@ from .schedule import (
     Slot,
     catch_up_fires,
     due_fires,
-    due_times,
     make_owner,
 )
 
@@ -145,7 +145,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
         self._threads: list[threading.Thread] = []
         self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
-                      "caught_up": 0, "stepped": 0, "views": 0}
+                      "caught_up": 0, "parked": 0, "views": 0}
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -217,33 +217,30 @@ class Engine:
     def _fire_due(self) -> None:
         now = time.time()
         due: list[Fire] = []
-        stepped = 0
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 ts, job_id, version = heapq.heappop(self._heap)
                 slot = self._slots.get(job_id)
-                if slot is None or slot.spec.version != version or slot.next_ts != ts:
+                if slot is None or slot.spec.version != version or slot.next_ts != ts \
+                        or slot.parked:
                     continue
-                if self._owns(job_id):
-                    found = due_fires(slot, now)
-                    fires, nxt = found.fires, found.next_ts
-                    self.stats["missed"] += found.missed
-                    if nxt is None and not fires and slot.spec.trigger == "date":
-                        # a date job whose only run time is long gone: its row can go
-                        self.writer.put(Record(row=None,
-                                               delete=(slot.spec.id, slot.spec.version)))
-                    due.extend(fires)
-                else:
-                    # a peer's job: step its schedule only, so that a take-over knows
-                    # exactly which run times this engine did not claim
-                    _, nxt, _ = due_times(slot, now)
-                    stepped += 1
+                if not self._owns(job_id):
+                    # a peer's job: set aside until its owner leaves (_membership)
+                    slot.parked = True
+                    self.stats["parked"] += 1
+                    continue
+                found = due_fires(slot, now)
+                fires, nxt = found.fires, found.next_ts
+                self.stats["missed"] += found.missed
+                if nxt is None and not fires and slot.spec.trigger == "date":
+                    # a date job whose only run time is long gone: its row can go
+                    self.writer.put(Record(row=None, delete=(slot.spec.id, slot.spec.version)))
+                due.extend(fires)
                 slot.next_ts = nxt
                 if nxt is not None:
                     heapq.heappush(self._heap, (nxt, job_id, version))
                 else:
                     del self._slots[job_id]
-            self.stats["stepped"] += stepped
         if due:
             self._claim(due)
 
@@ -257,9 +254,10 @@ class Engine:
     def _membership(self, live: list[str]) -> None:
         """Adopt a new view of the live engines; claim what a departed owner left behind.
 
-        Under ``_lock``, so each run time of a job was either stepped under the old view
-        (and is caught up here if its owner left and it is ours now) or is due under the
-        new one: none falls in between."""
+        Under ``_lock``. A job becomes ours only when its owner left (rendezvous: a member
+        joining takes jobs away, never hands them out), and a job that was not ours is
+        parked: each one that is ours now is unparked, its run times from the owner's
+        last possible claim up to now are claimed, and it is due on schedule from now."""
         catch: list[Fire] = []
         with self._lock:
             old, self._nodes = self._nodes, live
@@ -268,14 +266,17 @@ class Engine:
             gone = set(old) - set(live)
             if gone:
                 now = time.time()
+                back = min(self.config.node_ttl + 2 * self.config.poll_interval + 1.0,
+                           DONE_TTL_EXTRA)
                 for job_id, slot in self._slots.items():
-                    if slot.next_ts is None or owner_of(job_id, old) not in gone \
-                            or not self._owns(job_id):
+                    if not slot.parked or not self._owns(job_id):
                         continue
-                    grace = slot.spec.misfire_grace_time
-                    back = grace + min(self.config.node_ttl + 2 * self.config.poll_interval
-                                       + 1.0, DONE_TTL_EXTRA)
-                    catch.extend(catch_up_fires(slot, now - back, slot.next_ts))
+                    slot.parked = False
+                    since = now - slot.spec.misfire_grace_time - back
+                    catch.extend(catch_up_fires(slot, since, now))
+                    slot.next_ts = rules.first_fire(slot.trig, slot.tz, now)
+                    if slot.next_ts is not None:
+                        heapq.heappush(self._heap, (slot.next_ts, job_id, slot.spec.version))
                 self.stats["caught_up"] += len(catch)
         if gone or len(live) != len(old):
             log.info("engine %s: live engines %s (gone: %s); %d run times caught up",
@@ -560,7 +561,7 @@ class Engine:
                 heapq.heappush(self._heap, (spec.next_run_time, job_id, spec.version))
             if len(self._heap) > 4 * len(self._slots) + 64:
                 self._heap = [(s.next_ts, i, s.spec.version) for i, s in self._slots.items()
-                              if s.next_ts is not None]
+                              if s.next_ts is not None and not s.parked]
                 heapq.heapify(self._heap)
         self._wake.set()
 

@@ -79,6 +79,8 @@ class Slot:
     trig: BaseTrigger
     tz: Any
     next_ts: float | None
+    #: A peer owns the job: out of the fire loop's heap until the owner leaves.
+    parked: bool = False
 
 
 @dataclass
@@ -126,7 +128,7 @@ class Due:
 
 def due_times(slot: Slot, now: float) -> tuple[list[float], float | None, int]:
     """APScheduler's ``_get_run_times`` + coalesce, for one job: ``(run times, next, missed
-    in bulk)``. No Fire objects: an engine that does not own the job only steps it."""
+    in bulk)``."""
     spec, grace = slot.spec, slot.spec.misfire_grace_time
     t = slot.next_ts
     assert t is not None
@@ -168,7 +170,7 @@ def due_fires(slot: Slot, now: float) -> Due:
 
 def catch_up_fires(slot: Slot, since: float, until: float) -> list[Fire]:
     """The fires of run times in ``[since, until)``: the share of a job whose owner died
-    while this engine stepped it without claiming (engine ``_membership``).
+    while this engine had it parked (engine ``_membership``).
 
     With ``coalesce`` only the latest is kept, as :func:`due_fires` would have."""
     spec = slot.spec
