@@ -120,22 +120,35 @@ def parse_command(cmd: str, script_dir: str | None, max_len: int = 4096,
                   allow: AllowList | None = None) -> Command:
     """Validate ``cmd`` once, at add/modify time, and again before every run.
 
-    ``allow`` (default: the process's ``RUQI_HTTP_ALLOW``) decides HTTP targets."""
+    ``allow`` (default: the process's ``RUQI_HTTP_ALLOW``) decides HTTP targets: asked on
+    every call (a name may resolve elsewhere now), as is the script file's check."""
     if len(cmd) > max_len:
         raise Refusal("ERR_CMD_TOO_LONG", f"cmd has {len(cmd)} chars, limit {max_len}")
+    command = _parse_target(cmd)
+    if command is None:
+        return _script(cmd.strip(), script_dir)
+    if command.kind == "http":
+        (allow or safety.current().allow).check_url(command.target)
+    return command
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_target(cmd: str) -> Command | None:
+    """The part of parsing that depends on the text alone, once per distinct cmd (the
+    JSON body, the topic name): an HTTP or topic Command, None for a script. Callers
+    only read the Command."""
     if any(ord(c) < 32 or ord(c) == 127 for c in cmd):
         raise Refusal("ERR_BAD_CMD", "cmd holds a control character (NUL, newline, ...)")
     cmd = cmd.strip()
     if cmd.startswith(("http://", "https://")):
         url, body = split_body(cmd)
-        (allow or safety.current().allow).check_url(url)
         return Command("http", target=url, body=body)
     if cmd.startswith("/"):
         topic, body = split_body(cmd)
         if not topics.valid_topic(topic):
             raise Refusal("ERR_BAD_CMD", f"{topic!r} is not a topic name (/app/handler)")
         return Command("topic", target=topic, body=body)
-    return _script(cmd, script_dir)
+    return None
 
 
 def _cut(text: str) -> str:
