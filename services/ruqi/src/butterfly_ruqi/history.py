@@ -49,7 +49,7 @@ class Record:
 class HistoryWriter:
     """Collects records from executor threads; one thread commits them in batches."""
 
-    def __init__(self, claims: Claims, interval: float = 0.1, batch: int = 500) -> None:
+    def __init__(self, claims: Claims, interval: float = 0.25, batch: int = 500) -> None:
         self.claims = claims
         self.interval = interval
         self.batch = batch
