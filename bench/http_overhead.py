@@ -7,6 +7,11 @@ loading the two one after the other measured the spells (pairs of rounds apart b
 4x); loaded together, every spell hits both alike and each gets of the shared CPUs what its
 requests cost. ``--no-together`` runs them one after the other (ABBA order). Per round:
 requests/s, p50, p99, and the CPU the gunicorn workers spent per request (from /proc).
+
+A round is ``--slices`` wrk runs back to back, each opening its connections afresh: wrk's
+keep-alive connections stay with the worker that accepted them, and one split of 16
+between two workers (11 and 5, say) left one worker idle half the time - rounds of the
+same server came out 1,700 and 4,300 req/s. Fresh splits average that out.
 Target: butterfly / bare Flask req/s >= 0.9 (issue 13), every response header
 and the access-log line kept.
 
@@ -19,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,13 +73,25 @@ def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
     return proc
 
 
-def load(port: int, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
-                          "--latency", f"http://127.0.0.1:{port}/demo_api/ping"],
-                         capture_output=True, text=True, check=True).stdout
-    result = parse_wrk(out)
-    result["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
-    return result
+def load(port: int, seconds: float, connections: int, slices: int = 1) -> dict[str, float]:
+    """``slices`` wrk runs over ``seconds`` in all: req/s over the whole, the median of
+    their p50 and p99, the sums of requests and errors."""
+    runs = []
+    for _ in range(slices):
+        t0 = time.monotonic()
+        out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d",
+                              f"{max(1, round(seconds / slices))}s", "--latency",
+                              f"http://127.0.0.1:{port}/demo_api/ping"],
+                             capture_output=True, text=True, check=True).stdout
+        run = parse_wrk(out)
+        run["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
+        run["seconds"] = time.monotonic() - t0
+        runs.append(run)
+    return {"rps": sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs),
+            "p50": statistics.median(r["p50"] for r in runs),
+            "p99": statistics.median(r["p99"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "requests": sum(r["requests"] for r in runs)}
 
 
 def workers_cpu(master: subprocess.Popen) -> float:
@@ -105,7 +123,8 @@ def measure_together(report: Report, names: tuple[str, ...],
     cpu = {name: workers_cpu(procs[name]) for name in names}
     with ThreadPoolExecutor(len(names)) as pool:
         results = dict(zip(names, pool.map(
-            lambda n: load(ports[n], args.seconds, args.connections), names), strict=True))
+            lambda n: load(ports[n], args.seconds, args.connections, args.slices), names),
+            strict=True))
     for name in names:
         record(report, name, results[name], workers_cpu(procs[name]) - cpu[name])
 
@@ -115,6 +134,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="per round (8)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--slices", type=int, default=4,
+                        help="wrk runs per round, each with fresh connections (4)")
     parser.add_argument("--together", action=argparse.BooleanOptionalAction, default=True,
                         help="load both servers at once, each with its own wrk (default), "
                              "or one after the other (--no-together)")
@@ -143,7 +164,7 @@ def main() -> int:
                 # within a round favours neither
                 for name in names if round_no % 2 == 0 else names[::-1]:
                     cpu = workers_cpu(procs[name])
-                    r = load(ports[name], args.seconds, args.connections)
+                    r = load(ports[name], args.seconds, args.connections, args.slices)
                     record(report, name, r, workers_cpu(procs[name]) - cpu)
                     time.sleep(0.5)
         finally:
