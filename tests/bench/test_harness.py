@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import harness
 def quiet(monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "OUT_DIR", tmp_path)
     monkeypatch.setattr(harness, "loadavg", lambda: (0.1, 0.2, 0.3))
+    monkeypatch.setattr(harness, "run_queue", lambda seconds=0: 0.0)
+    monkeypatch.delenv("BENCH_SUITE_LOAD", raising=False)
     return tmp_path
 
 
@@ -52,13 +55,50 @@ def test_loaded_machine_prints_why_and_no_verdict(quiet, monkeypatch, capsys):
     assert doc["targets"][0]["met"] is None and "exceeds" in doc["verdict_refused"]
 
 
-def test_settle_waits_for_the_load_to_fall(monkeypatch):
-    readings = iter([5.0, 4.0, 3.0, 1.0])
-    monkeypatch.setattr(harness, "loadavg", lambda: (next(readings), 0.0, 0.0))
-    monkeypatch.setattr(harness.time, "sleep", lambda s: None)
-    harness.settle(60, cores=2)
-    with pytest.raises(StopIteration):  # it stopped reading once the load was 1.0
+def test_a_busy_run_queue_at_start_gives_no_verdict(quiet, monkeypatch, capsys):
+    """The 1-minute average is low (the machine was idle when the run began), but
+    something is running now: no verdict."""
+    monkeypatch.setattr(harness, "run_queue", lambda seconds=0: harness.CORES + 1.5)
+    report = make_report()
+    report.target("ours / theirs", report.ratio("ours", "theirs", "req/s"), ">=", 0.9)
+    assert report.finish() == 0
+    doc = json.loads((quiet / "demo.json").read_text())
+    assert doc["targets"][0]["met"] is None and "runnable tasks" in doc["verdict_refused"]
+    assert doc["run_queue_before"] == harness.CORES + 1.5
+
+
+def test_the_suites_start_load_decides_for_every_bench_of_it(quiet, monkeypatch):
+    """Under make bench the load when the suite began counts, not the average the
+    previous bench left behind."""
+    monkeypatch.setattr(harness, "loadavg", lambda: (harness.CORES + 4.0, 1.0, 1.0))
+    monkeypatch.setenv("BENCH_SUITE_LOAD", "0.3")
+    report = make_report()
+    report.target("ours / theirs", report.ratio("ours", "theirs", "req/s"), ">=", 0.9)
+    assert report.finish() == 0
+    doc = json.loads((quiet / "demo.json").read_text())
+    assert doc["verdict_refused"] is None and doc["targets"][0]["met"] is True
+    monkeypatch.setenv("BENCH_SUITE_LOAD", str(harness.CORES + 0.5))
+    assert make_report().refusal is not None
+
+
+def test_settle_waits_for_the_run_queue_to_fall(monkeypatch):
+    readings = iter([5.0, 4.0, 3.0, 0.5])
+    monkeypatch.setattr(harness, "run_queue", lambda seconds=0: next(readings))
+    _, runq = harness.settle(60)
+    assert runq == 0.5
+    with pytest.raises(StopIteration):  # it stopped reading once the queue was quiet
         next(readings)
+
+
+def test_run_queue_counts_a_busy_process():
+    """A real reading of /proc/stat: a process spinning on a core is runnable the whole
+    time, so the average over a second is close to one task more than without it."""
+    burner = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    try:
+        assert harness.run_queue(1.0) >= 0.7
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 def test_targets_need_a_known_operator(quiet):
