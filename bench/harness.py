@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,17 +73,26 @@ def run_queue(seconds: float = RUNQ_SECONDS) -> float:
     return statistics.fmean(samples) if samples else 0.0
 
 
-def settle(max_seconds: float) -> tuple[float, float]:
-    """Wait until the run queue is at most ``QUIET_RUNQ`` (or ``max_seconds`` pass);
-    returns ``(seconds waited, the last run queue)``. Progress goes to stderr."""
+def wait_at_most(read: Callable[[], float], limit: float, max_seconds: float, what: str,
+                 pause: float = 0.0) -> tuple[float, float]:
+    """Read ``read()`` (``pause`` s apart) until it is at most ``limit`` or ``max_seconds``
+    pass; returns ``(seconds waited, the last reading)``. Progress goes to stderr, the
+    table stays clean."""
     t0 = time.monotonic()
     said = False
-    while (runq := run_queue()) > QUIET_RUNQ and time.monotonic() - t0 < max_seconds:
+    while (value := read()) > limit and time.monotonic() - t0 < max_seconds:
         if not said:
-            print(f"waiting for the machine to settle: {runq:.2f} runnable tasks "
+            print(f"waiting for the machine to settle: {what} {value:.2f} > {limit:g} "
                   f"(up to {max_seconds:g} s)", file=sys.stderr, flush=True)
             said = True
-    return time.monotonic() - t0, runq
+        time.sleep(pause)
+    return time.monotonic() - t0, value
+
+
+def settle(max_seconds: float) -> tuple[float, float]:
+    """Wait until the run queue is at most ``QUIET_RUNQ`` (or ``max_seconds`` pass);
+    returns ``(seconds waited, the last run queue)``."""
+    return wait_at_most(run_queue, QUIET_RUNQ, max_seconds, "runnable tasks")
 
 
 def run_start_load() -> float:

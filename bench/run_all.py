@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import CORES, OUT_DIR, fmt_load, loadavg, num
+from harness import CORES, OUT_DIR, fmt_load, loadavg, num, wait_at_most
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("http_overhead", "mq_throughput", "scheduler_accuracy", "wuxing", "xingqiao",
@@ -51,14 +51,7 @@ def settle_load() -> float:
     ``BENCH_SUITE_SETTLE_SECONDS`` (120) of waiting for that: what ran just before
     ``make bench`` (a previous run, a test suite) stays in the average for a minute or two."""
     limit = float(os.environ.get("BENCH_SUITE_SETTLE_SECONDS", "120"))
-    t0 = time.monotonic()
-    said = False
-    while (load := loadavg()[0]) > CORES and time.monotonic() - t0 < limit:
-        if not said:
-            print(f"waiting for the load average ({load:.2f}) to fall to {CORES} cores "
-                  f"(up to {limit:g} s)", file=sys.stderr, flush=True)
-            said = True
-        time.sleep(2)
+    _, load = wait_at_most(lambda: loadavg()[0], CORES, limit, "load average", pause=2)
     return load
 
 
