@@ -42,6 +42,28 @@ def test_http_post_success_carries_body_and_reqid(callee):
     assert call["job"] == "j1" and call["ms"] == 1700000000500
 
 
+def test_http_request_head_names_host_type_agent_and_closes(callee):
+    assert run(f"{callee.url}/h").success
+    headers = callee.calls[-1]["headers"]
+    assert headers["host"] == callee.url.removeprefix("http://")
+    assert headers["user-agent"] == "butterfly-ruqi"
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == "2" and headers["connection"] == "close"
+
+
+def test_http_header_value_outside_plain_ascii_goes_through_http_client(callee):
+    # the one-piece head takes printable ASCII only; http.client encodes (latin-1) or
+    # refuses anything else itself, so a CR/LF can never split the head
+    out = run_command(f"{callee.url}/h", script_dir=None, timeout=5.0, reqid="r\u00e9q",
+                      job_id="j1", scheduled=1700000000.5)
+    assert out.success, out.output
+    assert callee.calls[-1]["reqid"].encode("latin-1") == "r\u00e9q".encode("latin-1")
+    out = run_command(f"{callee.url}/h", script_dir=None, timeout=5.0, reqid="a\r\nX-Evil: 1",
+                      job_id="j1", scheduled=1700000000.5)
+    assert not out.success and "ValueError" in out.output
+    assert "x-evil" not in callee.calls[-1]["headers"]
+
+
 @pytest.mark.parametrize("query", ["status=500", "stat=ERR_BUSY", "status=404"])
 def test_http_failure_is_non_2xx_or_a_stat_other_than_ok(callee, query):
     out = run(f"{callee.url}/x?{query}")
