@@ -130,6 +130,35 @@ def test_a_clean_exit_writes_every_buffered_line(tmp_path):
     assert sorted(map(int, numbers)) == list(range(2000))
 
 
+def test_exit_during_a_flush_does_not_hang(tmp_path):
+    """logging.shutdown holds the handler's lock, then flushes; a flusher that entered its
+    flush meanwhile (write lock held) must not need the handler's lock to finish."""
+    import io
+    import threading
+
+    from butterfly_common.logfiles import BufferedStreamHandler
+
+    stream = io.StringIO()
+    handler = BufferedStreamHandler(stream, interval=60)
+    handler.emit(logging.makeLogRecord({"msg": "first"}))
+    handler.acquire()  # logging.shutdown's first step with each handler
+    flusher = threading.Thread(target=handler.flush, daemon=True)
+    flusher.start()
+    try:
+        wait_until(lambda: handler._write_lock.locked() or not flusher.is_alive(), 10,
+                   what="the flusher inside its flush")
+        handler.emit(logging.makeLogRecord({"msg": "second"}))
+        closer = threading.Thread(target=lambda: (handler.flush(), handler.close()),
+                                  daemon=True)
+        closer.start()  # shutdown's flush and close: the handler lock is still held
+        closer.join(10)
+        flusher.join(10)
+        assert not flusher.is_alive() and not closer.is_alive(), "deadlocked"
+    finally:
+        handler.release()
+    assert stream.getvalue() == "first\nsecond\n"
+
+
 def test_fork_writes_no_line_twice(tmp_path):
     settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path),
                               "BUTTERFLY_LOG_FLUSH_MS": "10000"})

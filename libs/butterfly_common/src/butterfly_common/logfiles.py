@@ -45,23 +45,37 @@ class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 
 class _Batch:
-    """The buffered lines of one handler (used under the handler's lock)."""
+    """The buffered lines of one handler, under a lock of their own.
 
-    __slots__ = ("lines", "size")
+    Not the handler's lock: ``logging.shutdown`` holds that one while it calls ``flush``,
+    which waits for the write lock; a flusher holding the write lock while it waited for
+    the handler's lock to take the batch hung the process's exit. This lock is always the
+    innermost one, held for an append or a swap only."""
+
+    __slots__ = ("lines", "lock", "size")
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.size = 0
+        self.lock = threading.Lock()
+
+    def add(self, line: str) -> int:
+        """Append ``line``; the batch's size in characters after it."""
+        with self.lock:
+            self.lines.append(line)
+            self.size += len(line)
+            return self.size
 
     def take(self) -> list[str]:
-        lines, self.lines, self.size = self.lines, [], 0
+        with self.lock:
+            lines, self.lines, self.size = self.lines, [], 0
         return lines
 
 
 class _Batching(logging.Handler):
-    """``emit`` appends the formatted line under the handler lock (all a request thread
-    ever waits for); ``flush`` takes the batch and writes it OUTSIDE that lock, under a
-    lock of its own, so a writer descheduled mid-write never holds up the callers."""
+    """``emit`` appends the formatted line to the batch (all a request thread ever waits
+    for); ``flush`` takes the batch and writes it under a write lock of its own, so a
+    writer descheduled mid-write never holds up the callers."""
 
     terminator = "\n"
     batch: _Batch
@@ -78,17 +92,13 @@ class _Batching(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self.batch.lines.append(line)
-        self.batch.size += len(line)
-        if self.batch.size >= MAX_BATCH:
+        if self.batch.add(line) >= MAX_BATCH:
             _flusher.now()
 
     def flush(self) -> None:
-        # write lock first, then the handler lock only to take the batch: batches are
-        # written in the order they were taken, and emit never waits on a write
+        # batches are written in the order they were taken: the write lock is taken first
         with self._write_lock:
-            with self.lock:  # type: ignore[union-attr]
-                lines = self.batch.take()
+            lines = self.batch.take()
             if lines:
                 try:
                     self._write(lines)
@@ -188,7 +198,7 @@ class _Flusher:
         for handler in list(self._handlers):
             if isinstance(handler, _Batching):
                 handler._write_lock = threading.Lock()
-                handler.batch.take()
+                handler.batch = _Batch()
         self._thread = None
         self._wake = threading.Event()
         if len(self._handlers):
