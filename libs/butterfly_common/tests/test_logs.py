@@ -130,6 +130,33 @@ def test_a_clean_exit_writes_every_buffered_line(tmp_path):
     assert sorted(map(int, numbers)) == list(range(2000))
 
 
+def test_direct_access_line_is_what_logging_writes(tmp_path):
+    """write_access fills the batch itself when the set-up is ours; the line must be the
+    one the LogRecord path formats (which it takes as soon as anything is added)."""
+    from butterfly_common.logs import access_log, write_access
+    from butterfly_common.request import Request
+
+    directory = configure_logging(load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path),
+                                                 "BUTTERFLY_LOG_FLUSH_MS": "10000"}), "same")
+    req = Request("0123456789ABCDEF", ip="10.0.0.1", method="QUEUE", funcname="/a/b")
+    req.log_res.add("msg_id=1")
+    req.log_params["password"] = "hunter2"
+    seen: list[str] = []
+    for _ in range(5):  # the two lines must fall in the same second to compare whole
+        write_access(req, "OK")
+        access_log.addFilter(lambda record: seen.append(record.getMessage()) or True)
+        write_access(req, "OK")
+        access_log.filters.clear()
+        flush_all()
+        direct, through_logging = access_text(directory).splitlines()[-2:]
+        if direct[:19] == through_logging[:19]:
+            break
+    assert seen, "the second line did not go through logging"
+    cost = re.compile(r"cost:[0-9.]+")  # the time since the request began: differs
+    assert cost.sub("", direct) == cost.sub("", through_logging)
+    assert ACCESS.match(direct) and "hunter2" not in direct
+
+
 def test_exit_during_a_flush_does_not_hang(tmp_path):
     """logging.shutdown holds the handler's lock, then flushes; a flusher that entered its
     flush meanwhile (write lock held) must not need the handler's lock to finish."""

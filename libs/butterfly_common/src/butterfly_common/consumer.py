@@ -221,6 +221,14 @@ class Consumer:
     def _capacity(self) -> int:
         return 2 * self.threads - len(self._ready) - len(self._running)
 
+    def _fetch_may_go(self) -> bool:
+        """Whether the fetcher may claim now (caller holds the lock): free prefetch, and
+        half of it free while runners still have ready work (one round trip per ~threads
+        messages, not per message). Runners wake the fetcher only then: a wake-up per
+        finished message was a tenth of a busy consumer's CPU."""
+        capacity = self._capacity()
+        return capacity > 0 and (not self._ready or capacity >= self.threads)
+
     def _fetch_loop(self) -> None:
         idle = MIN_IDLE
         offset = 0
@@ -245,10 +253,7 @@ class Consumer:
     def _fetch_once(self, offset: int) -> tuple[int, int]:
         """Claim up to the free capacity over all topics; -1 when stopping mid-claim."""
         with self._space:
-            # claim in batches: while runners still have ready work, wait until half the
-            # prefetch is free (one round trip per ~threads messages, not per message)
-            while not self._stopping.is_set() and (
-                    self._capacity() <= 0 or (self._ready and self._capacity() < self.threads)):
+            while not self._stopping.is_set() and not self._fetch_may_go():
                 self._space.wait(0.5)
             capacity = self._capacity()
         got = 0
@@ -294,7 +299,8 @@ class Consumer:
                     job.done = True
                     with self._space:
                         self._running.pop(job.msg.id, None)
-                        self._space.notify()
+                        if self._fetch_may_go():
+                            self._space.notify()
             except TimeLimitExceeded:
                 # an interrupt that arrived just after its handler returned: harmless
                 continue

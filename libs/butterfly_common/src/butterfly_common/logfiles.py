@@ -72,12 +72,14 @@ class _Batch:
         return lines
 
 
-class _Batching(logging.Handler):
+class BatchingHandler(logging.Handler):
     """``emit`` appends the formatted line to the batch (all a request thread ever waits
     for); ``flush`` takes the batch and writes it under a write lock of its own, so a
     writer descheduled mid-write never holds up the callers."""
 
     terminator = "\n"
+    #: Lines of this handler may be added as formatted text (``logs.write_access``).
+    direct_access = False
     batch: _Batch
     _write_lock: threading.Lock
 
@@ -92,6 +94,10 @@ class _Batching(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self.add_line(line)
+
+    def add_line(self, line: str) -> None:
+        """Buffer one formatted line (terminator included), as ``emit`` does."""
         if self.batch.add(line) >= MAX_BATCH:
             _flusher.now()
 
@@ -110,7 +116,7 @@ class _Batching(logging.Handler):
         raise NotImplementedError
 
 
-class BufferedRotatingFileHandler(_Batching, SizeRotatingFileHandler):
+class BufferedRotatingFileHandler(BatchingHandler, SizeRotatingFileHandler):
     """Size-rotated file, written in batches; a batch is split at line boundaries so the
     files rotate where unbuffered writing would have rotated them."""
 
@@ -140,7 +146,7 @@ class BufferedRotatingFileHandler(_Batching, SizeRotatingFileHandler):
         stream.flush()
 
 
-class BufferedStreamHandler(_Batching, logging.StreamHandler):  # type: ignore[type-arg]
+class BufferedStreamHandler(BatchingHandler, logging.StreamHandler):  # type: ignore[type-arg]
     """The same batching for ``BUTTERFLY_LOG_DIR=-`` (stdout, for containers)."""
 
     def __init__(self, stream: IO[str], *, interval: float) -> None:
@@ -196,7 +202,7 @@ class _Flusher:
         fork; lines still batched are the parent's to write. Start ours when handlers
         exist."""
         for handler in list(self._handlers):
-            if isinstance(handler, _Batching):
+            if isinstance(handler, BatchingHandler):
                 handler._write_lock = threading.Lock()
                 handler.batch = _Batch()
         self._thread = None

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import nesting
-from .logfiles import BufferedRotatingFileHandler, BufferedStreamHandler, SizeRotatingFileHandler
+from .logfiles import (
+    BatchingHandler,
+    BufferedRotatingFileHandler,
+    BufferedStreamHandler,
+    SizeRotatingFileHandler,
+)
 from .request import Request
 from .settings import Settings
 
@@ -49,6 +56,20 @@ class _Formatter(logging.Formatter):
         if self._cached[0] != second:
             self._cached = (second, super().formatTime(record, datefmt))
         return self._cached[1]
+
+
+class _Date:
+    """``DATEFMT`` of the current second, formatted once per second (the access fast
+    path's ``asctime``, as :class:`_Formatter` writes it)."""
+
+    second, text = -1, ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.text = second, time.strftime(DATEFMT, time.localtime(second))
+        return cls.text
 
 
 class _ReqIdFilter(logging.Filter):
@@ -110,13 +131,27 @@ def access_line(req: Request, stat: Any) -> str:
 
 
 def write_access(req: Request, stat: Any) -> None:
-    """Write one access line; the record is built directly (no stack walk per request)."""
-    if access_log.isEnabledFor(logging.INFO):
+    """Write one access line.
+
+    To the handler :func:`configure_logging` installed, the line goes straight into its
+    batch, formatted as ``LINE_FORMAT`` formats it: a LogRecord, its filter and its
+    handler calls were half the cost of the line, a few percent of a request. Any other
+    set-up (handlers or filters added, levels changed) goes through logging."""
+    handlers = access_log.handlers
+    if len(handlers) == 1 and getattr(handlers[0], "direct_access", False) \
+            and len(handlers[0].filters) == 1 and not access_log.filters \
+            and not access_log.disabled and access_log.level == logging.INFO \
+            and handlers[0].level == logging.NOTSET and logging.root.manager.disable < logging.INFO:
+        handler = cast(BatchingHandler, handlers[0])
+        handler.add_line(f"{_Date.now()}\t{os.getpid()}\t{_ACCESS_MODULE}:0\t"
+                         f"{access_line(req, stat)}\n")
+    elif access_log.isEnabledFor(logging.INFO):
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, _ACCESS_FILE, 0,
                                                 access_line(req, stat), (), None, "access"))
 
 
 _ACCESS_FILE = "access.py"
+_ACCESS_MODULE = "access"
 
 
 def _handler(settings: Settings, directory: Path | None, filename: str,
@@ -140,6 +175,9 @@ def _handler(settings: Settings, directory: Path | None, filename: str,
     handler.setFormatter(_Formatter(fmt, DATEFMT))
     handler.setLevel(level)
     handler.addFilter(_ReqIdFilter())
+    if isinstance(handler, BatchingHandler):
+        # write_access may fill its batch directly: LINE_FORMAT, nothing but our filter
+        handler.direct_access = fmt == LINE_FORMAT
     return handler
 
 
