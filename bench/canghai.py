@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def _loaded(client: Any) -> bool:
 @contextlib.contextmanager
 def filled(kind: str, fill: Callable[[str, int, int, int], None], sizes: tuple[int, int, int],
            refill: bool) -> Iterator[str]:
-    """A redis-server holding ``kind``'s data set. Filling 200 000 messages takes minutes,
+    """A redis-server holding ``kind``'s data set. Filling 200 000 messages takes a while,
     so the first run saves a snapshot under var/bench/data (named by the sizes and by what
     the data depends on) and later runs load it in seconds."""
     DATA.mkdir(parents=True, exist_ok=True)
@@ -96,18 +96,32 @@ def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.9) - 1]
 
 
-def fill_baichuan(url: str, topics: int, messages: int, big: int) -> None:
+#: Processes that fill a data set: one GIL-bound client cannot keep a redis-server busy.
+FILL_PROCESSES = 4
+
+
+def _publish_range(url: str, topic: str, start: int, stop: int) -> None:
     broker = Broker(make_redis(url))
+    for j in range(start, stop):
+        broker.publish(topic, {"j": j}, force=True)
+
+
+def _publish_topics(url: str, first: int, last: int, per: int) -> None:
+    for i in range(first, last):
+        _publish_range(url, f"/bench/t{i:04d}", 0, per)
+
+
+def fill_baichuan(url: str, topics: int, messages: int, big: int) -> None:
     per = max(1, messages // topics)
-
-    def one_topic(i: int) -> None:
-        for j in range(per):
-            broker.publish(f"/bench/t{i:04d}", {"j": j}, force=True)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one_topic, range(topics)))
-        list(pool.map(lambda j: broker.publish("/bench/big", {"j": j}, force=True),
-                      range(big)))
+    step = -(-topics // FILL_PROCESSES)
+    chunk = -(-big // FILL_PROCESSES)
+    with ProcessPoolExecutor(FILL_PROCESSES) as pool:
+        jobs = [pool.submit(_publish_topics, url, i, min(topics, i + step), per)
+                for i in range(0, topics, step)]
+        jobs += [pool.submit(_publish_range, url, "/bench/big", j, min(big, j + chunk))
+                 for j in range(0, big, chunk)]
+        for job in jobs:
+            job.result()
 
 
 def canghai_calls(url: str, tmp: Path) -> dict[str, Callable[[], object]]:
@@ -139,25 +153,36 @@ def canghai_calls(url: str, tmp: Path) -> dict[str, Callable[[], object]]:
     }
 
 
-def fill_rq(url: str, topics: int, messages: int, big: int) -> None:
+def _rq_enqueue(url: str, name: str, start: int, stop: int) -> None:
     from redis import Redis
     from rq import Queue
 
     conn = Redis.from_url(url)
+    queue = Queue(name, connection=conn)
+    for first in range(start, stop, 1000):
+        batch = [Queue.prepare_data("os.getpid", args=(j,))
+                 for j in range(first, min(stop, first + 1000))]
+        with conn.pipeline() as pipe:
+            queue.enqueue_many(batch, pipeline=pipe)
+            pipe.execute()
+
+
+def _rq_topics(url: str, first: int, last: int, per: int) -> None:
+    for i in range(first, last):
+        _rq_enqueue(url, f"t{i:04d}", 0, per)
+
+
+def fill_rq(url: str, topics: int, messages: int, big: int) -> None:
     per = max(1, messages // topics)
-
-    def enqueue(name: str, n: int) -> None:
-        queue = Queue(name, connection=conn)
-        for start in range(0, n, 1000):
-            batch = [Queue.prepare_data("os.getpid", args=(j,))
-                     for j in range(start, min(n, start + 1000))]
-            with conn.pipeline() as pipe:
-                queue.enqueue_many(batch, pipeline=pipe)
-                pipe.execute()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: enqueue(f"t{i:04d}", per), range(topics)))
-    enqueue("big", big)
+    step = -(-topics // FILL_PROCESSES)
+    chunk = -(-big // FILL_PROCESSES)
+    with ProcessPoolExecutor(FILL_PROCESSES) as pool:
+        jobs = [pool.submit(_rq_topics, url, i, min(topics, i + step), per)
+                for i in range(0, topics, step)]
+        jobs += [pool.submit(_rq_enqueue, url, "big", j, min(big, j + chunk))
+                 for j in range(0, big, chunk)]
+        for job in jobs:
+            job.result()
 
 
 def rq_dashboard_calls(url: str) -> dict[str, Callable[[], object]]:
