@@ -62,6 +62,21 @@ def _procs_running() -> int:
     return 0
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all CPU time, the part stolen by the hypervisor), in ticks since boot."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return sum(fields), fields[7] if len(fields) > 7 else 0
+
+
+def steal_percent(start: tuple[int, int], end: tuple[int, int]) -> float:
+    """The share of the machine's CPU time the hypervisor gave to other guests between
+    two :func:`cpu_ticks` readings: this kind of VM has slow spells no load average shows,
+    and a bench that ran through one says so."""
+    total = end[0] - start[0]
+    return 100.0 * (end[1] - start[1]) / total if total > 0 else 0.0
+
+
 def run_queue(seconds: float = RUNQ_SECONDS) -> float:
     """Runnable tasks averaged over ``seconds``, sampled every 50 ms (this process, running
     while it reads, not counted)."""
@@ -131,6 +146,7 @@ class Report:
         self.start_load = run_start_load()
         self.waited, self.runq = settle(self.settle_seconds)
         self.load_before = loadavg()
+        self.ticks_before = cpu_ticks()
         self.started = time.time()
 
     def add(self, system: str, metric: str, value: float) -> None:
@@ -177,11 +193,13 @@ class Report:
         """Print the table and targets, write the JSON; 0 when every target is met (or no
         verdict could be given), 1 when one was missed."""
         load_after = loadavg()
+        self.steal = steal_percent(self.ticks_before, cpu_ticks())
         rounds = max((len(v) for v in self.values.values()), default=0)
         print(f"\n{self.title}")
         print(f"load average before {fmt_load(self.load_before)}, after {fmt_load(load_after)}"
               f" ({CORES} cores); run queue at start {self.runq:.2f}, load when the run "
-              f"began {self.start_load:.2f}; {rounds} round(s)")
+              f"began {self.start_load:.2f}; CPU stolen by the hypervisor {self.steal:.1f} %;"
+              f" {rounds} round(s)")
         print(f"{'system':<24} {'metric':<16} {'min':>10} {'median':>10} {'max':>10}")
         for (system, metric), vals in self.values.items():
             print(f"{system:<24} {metric:<16} {num(min(vals)):>10} "
@@ -209,6 +227,7 @@ class Report:
             "cores": CORES, "load_before": self.load_before, "load_after": load_after,
             "run_queue_before": round(self.runq, 2), "run_start_load": self.start_load,
             "settle_waited_s": round(self.waited, 1), "verdict_refused": refusal,
+            "steal_percent": round(getattr(self, "steal", 0.0), 2),
             "rows": [{"system": s, "metric": m, "rounds": v, "min": min(v),
                       "median": statistics.median(v), "max": max(v)}
                      for (s, m), v in self.values.items()],

@@ -73,8 +73,8 @@ def summary(ran: dict[str, tuple[int, float, float]], total: float) -> int:
                   f"{t['op']} {num(t['goal']):<7}  {verdict}")
         refused = f"; no verdict: {doc['verdict_refused']}" if doc["verdict_refused"] else ""
         print(f"{'':<20} ({seconds:.0f} s, load at start {fmt_load(doc['load_before'])}, "
-              f"run queue {doc['run_queue_before']:.2f}"
-              f"{refused})")
+              f"run queue {doc['run_queue_before']:.2f}, "
+              f"CPU stolen {doc.get('steal_percent', 0.0):.1f} %{refused})")
     print(f"\nall benches: {total / 60:.1f} min (budget 10 min); tables in {OUT_DIR}")
     return 1 if missed else 0
 

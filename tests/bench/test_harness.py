@@ -113,3 +113,18 @@ def test_paired_ratio_is_the_median_of_same_round_ratios(quiet):
         report.add("ours", "req/s", ours)
         report.add("theirs", "req/s", theirs)
     assert report.paired_ratio("ours", "theirs", "req/s") == pytest.approx(0.909, abs=1e-3)
+
+
+def test_cpu_stolen_by_the_hypervisor_is_printed_and_kept(quiet, monkeypatch, capsys):
+    readings = iter([(1000, 10), (3000, 510)])  # 500 of 2000 ticks stolen meanwhile
+    monkeypatch.setattr(harness, "cpu_ticks", lambda: next(readings))
+    report = make_report()
+    report.finish()
+    assert "CPU stolen by the hypervisor 25.0 %" in capsys.readouterr().out
+    assert json.loads((quiet / "demo.json").read_text())["steal_percent"] == 25.0
+
+
+def test_cpu_ticks_reads_this_machine():
+    total, stolen = harness.cpu_ticks()
+    assert total > 0 and 0 <= stolen <= total
+    assert harness.steal_percent((total, stolen), (total, stolen)) == 0.0
