@@ -106,22 +106,33 @@ def _publish_range(url: str, topic: str, start: int, stop: int) -> None:
         broker.publish(topic, {"j": j}, force=True)
 
 
-def _publish_topics(url: str, first: int, last: int, per: int) -> None:
+def _fill_topics(fill_range: Callable[[str, str, int, int], None], url: str,
+                 names: str, first: int, last: int, per: int) -> None:
     for i in range(first, last):
-        _publish_range(url, f"/bench/t{i:04d}", 0, per)
+        fill_range(url, names.format(i), 0, per)
 
 
-def fill_baichuan(url: str, topics: int, messages: int, big: int) -> None:
+def fill_in_processes(fill_range: Callable[[str, str, int, int], None], url: str,
+                      names: str, big_name: str, topics: int, messages: int,
+                      big: int) -> None:
+    """``topics`` queues named ``names.format(i)`` with ``messages / topics`` each, and
+    one of ``big``, filled by ``fill_range(url, queue, start, stop)`` in FILL_PROCESSES
+    processes."""
     per = max(1, messages // topics)
     step = -(-topics // FILL_PROCESSES)
     chunk = -(-big // FILL_PROCESSES)
     with ProcessPoolExecutor(FILL_PROCESSES) as pool:
-        jobs = [pool.submit(_publish_topics, url, i, min(topics, i + step), per)
-                for i in range(0, topics, step)]
-        jobs += [pool.submit(_publish_range, url, "/bench/big", j, min(big, j + chunk))
+        jobs = [pool.submit(_fill_topics, fill_range, url, names, i, min(topics, i + step),
+                            per) for i in range(0, topics, step)]
+        jobs += [pool.submit(fill_range, url, big_name, j, min(big, j + chunk))
                  for j in range(0, big, chunk)]
         for job in jobs:
             job.result()
+
+
+def fill_baichuan(url: str, topics: int, messages: int, big: int) -> None:
+    fill_in_processes(_publish_range, url, "/bench/t{:04d}", "/bench/big", topics, messages,
+                      big)
 
 
 def canghai_calls(url: str, tmp: Path) -> dict[str, Callable[[], object]]:
@@ -167,22 +178,8 @@ def _rq_enqueue(url: str, name: str, start: int, stop: int) -> None:
             pipe.execute()
 
 
-def _rq_topics(url: str, first: int, last: int, per: int) -> None:
-    for i in range(first, last):
-        _rq_enqueue(url, f"t{i:04d}", 0, per)
-
-
 def fill_rq(url: str, topics: int, messages: int, big: int) -> None:
-    per = max(1, messages // topics)
-    step = -(-topics // FILL_PROCESSES)
-    chunk = -(-big // FILL_PROCESSES)
-    with ProcessPoolExecutor(FILL_PROCESSES) as pool:
-        jobs = [pool.submit(_rq_topics, url, i, min(topics, i + step), per)
-                for i in range(0, topics, step)]
-        jobs += [pool.submit(_rq_enqueue, url, "big", j, min(big, j + chunk))
-                 for j in range(0, big, chunk)]
-        for job in jobs:
-            job.result()
+    fill_in_processes(_rq_enqueue, url, "t{:04d}", "big", topics, messages, big)
 
 
 def rq_dashboard_calls(url: str) -> dict[str, Callable[[], object]]:
