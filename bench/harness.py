@@ -45,6 +45,9 @@ CORES = os.cpu_count() or 1
 
 
 RUNQ_SECONDS = 3.0
+#: No verdict when the hypervisor took more than this share of the CPU during a bench: a
+#: run with 12 % stolen swung the same system's rounds 2x apart.
+STEAL_MAX = 5.0
 #: ``settle`` waits for the run queue to fall to this many runnable tasks.
 QUIET_RUNQ = 1.0
 
@@ -141,6 +144,8 @@ class Report:
     values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
+    #: % of the CPU the hypervisor stole during the bench (set by ``finish``)
+    steal: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.start_load = run_start_load()
@@ -187,6 +192,10 @@ class Report:
         if self.start_load > CORES:
             return (f"load average {self.start_load:.2f} when the run began exceeds {CORES} "
                     f"cores: figures printed, no verdict")
+        if self.steal > STEAL_MAX:
+            return (f"the hypervisor took {self.steal:.1f} % of the CPU during the bench (more "
+                    f"than {STEAL_MAX:g} %): the machine was not ours; figures printed, no "
+                    "verdict")
         return None
 
     def finish(self) -> int:
@@ -227,7 +236,7 @@ class Report:
             "cores": CORES, "load_before": self.load_before, "load_after": load_after,
             "run_queue_before": round(self.runq, 2), "run_start_load": self.start_load,
             "settle_waited_s": round(self.waited, 1), "verdict_refused": refusal,
-            "steal_percent": round(getattr(self, "steal", 0.0), 2),
+            "steal_percent": round(self.steal, 2),
             "rows": [{"system": s, "metric": m, "rounds": v, "min": min(v),
                       "median": statistics.median(v), "max": max(v)}
                      for (s, m), v in self.values.items()],

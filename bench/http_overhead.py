@@ -73,15 +73,19 @@ def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
     return proc
 
 
-def load(port: int, seconds: float, connections: int, slices: int = 1) -> dict[str, float]:
-    """``slices`` wrk runs over ``seconds`` in all: req/s over the whole, the median of
-    their p50 and p99, the sums of requests and errors."""
+PING = "http://127.0.0.1:{}/demo_api/ping"
+
+
+def load(url: str, seconds: float, connections: int, slices: int = 1) -> dict[str, float]:
+    """``slices`` wrk runs on ``url`` over ``seconds`` in all (each with fresh connections,
+    see the module docstring): req/s over the whole, the median of their p50 and p99, the
+    sums of requests and errors."""
     runs = []
     for _ in range(slices):
         t0 = time.monotonic()
         out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d",
                               f"{max(1, round(seconds / slices))}s", "--latency",
-                              f"http://127.0.0.1:{port}/demo_api/ping"],
+                              url],
                              capture_output=True, text=True, check=True).stdout
         run = parse_wrk(out)
         run["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
@@ -123,7 +127,8 @@ def measure_together(report: Report, names: tuple[str, ...],
     cpu = {name: workers_cpu(procs[name]) for name in names}
     with ThreadPoolExecutor(len(names)) as pool:
         results = dict(zip(names, pool.map(
-            lambda n: load(ports[n], args.seconds, args.connections, args.slices), names),
+            lambda n: load(PING.format(ports[n]), args.seconds, args.connections,
+                           args.slices), names),
             strict=True))
     for name in names:
         record(report, name, results[name], workers_cpu(procs[name]) - cpu[name])
@@ -155,7 +160,7 @@ def main() -> int:
                 ports[name] = free_port()
                 procs[name] = start(name, ports[name], Path(tmp))
             for name in names:
-                load(ports[name], 1, args.connections)  # warm up
+                load(PING.format(ports[name]), 1, args.connections)  # warm up
             for round_no in range(args.rounds):
                 if args.together:
                     measure_together(report, names, procs, ports, args)
@@ -164,7 +169,7 @@ def main() -> int:
                 # within a round favours neither
                 for name in names if round_no % 2 == 0 else names[::-1]:
                     cpu = workers_cpu(procs[name])
-                    r = load(ports[name], args.seconds, args.connections, args.slices)
+                    r = load(PING.format(ports[name]), args.seconds, args.connections, args.slices)
                     record(report, name, r, workers_cpu(procs[name]) - cpu)
                     time.sleep(0.5)
         finally:

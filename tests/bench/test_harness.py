@@ -18,6 +18,7 @@ def quiet(monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "OUT_DIR", tmp_path)
     monkeypatch.setattr(harness, "loadavg", lambda: (0.1, 0.2, 0.3))
     monkeypatch.setattr(harness, "run_queue", lambda seconds=0: 0.0)
+    monkeypatch.setattr(harness, "cpu_ticks", lambda: (1000, 0))  # nothing stolen
     monkeypatch.delenv("BENCH_SUITE_LOAD", raising=False)
     return tmp_path
 
@@ -115,13 +116,20 @@ def test_paired_ratio_is_the_median_of_same_round_ratios(quiet):
     assert report.paired_ratio("ours", "theirs", "req/s") == pytest.approx(0.909, abs=1e-3)
 
 
-def test_cpu_stolen_by_the_hypervisor_is_printed_and_kept(quiet, monkeypatch, capsys):
-    readings = iter([(1000, 10), (3000, 510)])  # 500 of 2000 ticks stolen meanwhile
+@pytest.mark.parametrize(("stolen", "verdict"), [(40, True), (500, False)])
+def test_cpu_stolen_by_the_hypervisor_is_printed_and_decides(quiet, monkeypatch, capsys,
+                                                             stolen, verdict):
+    readings = iter([(1000, 10), (3000, 10 + stolen)])  # of 2000 ticks meanwhile
     monkeypatch.setattr(harness, "cpu_ticks", lambda: next(readings))
     report = make_report()
-    report.finish()
-    assert "CPU stolen by the hypervisor 25.0 %" in capsys.readouterr().out
-    assert json.loads((quiet / "demo.json").read_text())["steal_percent"] == 25.0
+    report.target("ours / theirs (strict)", report.ratio("ours", "theirs", "req/s"), ">=", 1)
+    assert report.finish() == (1 if verdict else 0)
+    out = capsys.readouterr().out
+    assert f"CPU stolen by the hypervisor {100 * stolen / 2000:.1f} %" in out
+    doc = json.loads((quiet / "demo.json").read_text())
+    assert doc["steal_percent"] == 100 * stolen / 2000
+    assert (doc["verdict_refused"] is None) == verdict
+    assert ("MISSED" in out) == verdict and ("hypervisor took" in out) != verdict
 
 
 def test_cpu_ticks_reads_this_machine():
