@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from . import nesting
 from .logfiles import (
@@ -46,30 +46,28 @@ _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-class _Formatter(logging.Formatter):
-    """Formats the date once per second instead of once per line."""
+class _Date:
+    """``DATEFMT`` of one second, formatted once per second: every line of that second
+    shares it (the formatter's ``asctime`` and the access lines :func:`write_access`
+    buffers itself). One tuple, so a reader never pairs a second with another's text."""
 
     _cached: tuple[int, str] = (-1, "")
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if self._cached[0] != second:
-            self._cached = (second, super().formatTime(record, datefmt))
-        return self._cached[1]
-
-
-class _Date:
-    """``DATEFMT`` of the current second, formatted once per second (the access fast
-    path's ``asctime``, as :class:`_Formatter` writes it)."""
-
-    second, text = -1, ""
-
     @classmethod
-    def now(cls) -> str:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.text = second, time.strftime(DATEFMT, time.localtime(second))
-        return cls.text
+    def of(cls, second: int) -> str:
+        cached = cls._cached
+        if cached[0] != second:
+            cached = cls._cached = (second, time.strftime(DATEFMT, time.localtime(second)))
+        return cached[1]
+
+
+class _Formatter(logging.Formatter):
+    """Formats the date once per second instead of once per line."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt != DATEFMT:
+            return super().formatTime(record, datefmt)
+        return _Date.of(int(record.created))
 
 
 class _ReqIdFilter(logging.Filter):
@@ -137,13 +135,9 @@ def write_access(req: Request, stat: Any) -> None:
     batch, formatted as ``LINE_FORMAT`` formats it: a LogRecord, its filter and its
     handler calls were half the cost of the line, a few percent of a request. Any other
     set-up (handlers or filters added, levels changed) goes through logging."""
-    handlers = access_log.handlers
-    if len(handlers) == 1 and getattr(handlers[0], "direct_access", False) \
-            and len(handlers[0].filters) == 1 and not access_log.filters \
-            and not access_log.disabled and access_log.level == logging.INFO \
-            and handlers[0].level == logging.NOTSET and logging.root.manager.disable < logging.INFO:
-        handler = cast(BatchingHandler, handlers[0])
-        handler.add_line(f"{_Date.now()}\t{os.getpid()}\t{_ACCESS_MODULE}:0\t"
+    handler = _direct_handler()
+    if handler is not None:
+        handler.add_line(f"{_Date.of(int(time.time()))}\t{os.getpid()}\t{_ACCESS_MODULE}:0\t"
                          f"{access_line(req, stat)}\n")
     elif access_log.isEnabledFor(logging.INFO):
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, _ACCESS_FILE, 0,
@@ -151,7 +145,23 @@ def write_access(req: Request, stat: Any) -> None:
 
 
 _ACCESS_FILE = "access.py"
-_ACCESS_MODULE = "access"
+_ACCESS_MODULE = _ACCESS_FILE.removesuffix(".py")  # what %(module)s says of _ACCESS_FILE
+
+
+def _direct_handler() -> BatchingHandler | None:
+    """The access log's one handler when it is still as :func:`configure_logging` set it
+    up (LINE_FORMAT, only our filter, INFO, nothing disabled), else None."""
+    handlers = access_log.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if isinstance(handler, BatchingHandler) and handler.direct_access \
+            and len(handler.filters) == 1 and handler.level == logging.NOTSET \
+            and not access_log.filters and not access_log.disabled \
+            and access_log.level == logging.INFO \
+            and logging.root.manager.disable < logging.INFO:
+        return handler
+    return None
 
 
 def _handler(settings: Settings, directory: Path | None, filename: str,

@@ -284,7 +284,9 @@ def _post_fast(scheme: str, host: str, port: int | None, path: str, body: bytes,
         else:
             conn.connect()
             cast(Any, conn.sock).sendall(head + body)
-        resp = _response(conn)
+        # http.client parses the answer (status, headers, chunks) off the socket
+        resp = conn.response_class(cast(Any, conn.sock), method="POST")
+        resp.begin()
         raw = resp.read(limit + 1)
         encoding = requests.utils.get_encoding_from_headers(cast(Any, resp.msg)) or "utf-8"
         return resp.status, resp.getheader("Location"), raw, encoding
@@ -315,13 +317,6 @@ def _request_head(host: str, port: int, default_port: int, path: str, length: in
              *(f"{k}: {v}" for k, v in headers.items()),
              f"Content-Length: {length}", "Connection: close", "", ""]
     return "\r\n".join(lines).encode("ascii")
-
-
-def _response(conn: http.client.HTTPConnection) -> http.client.HTTPResponse:
-    """The answer on ``conn``'s socket (http.client parses status, headers and body)."""
-    resp = conn.response_class(cast(Any, conn.sock), method="POST")
-    resp.begin()
-    return resp
 
 
 @functools.lru_cache(maxsize=1)
