@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,8 +81,33 @@ def test_http_plain_2xx_without_envelope_is_success(callee):
 
 def test_http_timeout_and_refused(callee):
     out = run(f"{callee.url}/x?sleep=2", timeout=0.3)
-    assert not out.success and "Timeout" in out.output
-    assert not run("http://127.0.0.1:1/nothing").success
+    assert not out.success and out.output.startswith("TimeoutError"), out.output
+    out = run("http://127.0.0.1:1/nothing")
+    assert not out.success and out.output.startswith("ConnectionRefusedError"), out.output
+
+
+def test_http_answer_that_stalls_half_way_is_a_timeout_not_an_end():
+    # the fast path reads a blocking socket whose kernel timeout says EAGAIN; read as the
+    # end of the answer, a stall after the status line would pass for a cut-off answer
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        release = threading.Event()
+
+        def answer_half() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                release.wait(10)
+
+        thread = threading.Thread(target=answer_half, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        out = run(f"http://127.0.0.1:{port}/x", timeout=0.3)
+        release.set()
+        thread.join(10)
+    assert not out.success and out.output.startswith("TimeoutError"), out.output
+    assert time.monotonic() - started < 5
 
 
 def test_scripts_are_off_without_script_dir():
