@@ -43,7 +43,7 @@ class RuqiConfig:
     poll_interval: float = 0.2
     #: At most one claim round per this many seconds: fires due within it are claimed in
     #: one round trip, at most this much later than their time.
-    claim_interval: float = 0.01
+    claim_interval: float = 0.02
     node_ttl: float = 3.0
     #: A fire waiting this many seconds past its time is coalesced into the job's next one.
     coalesce_after: float = 5.0
@@ -73,7 +73,7 @@ class RuqiConfig:
             engine=env_flag(env, "RUQI_ENGINE", True),
             workers=int(env_number(env, "RUQI_WORKERS", 32, 1)),
             poll_interval=env_number(env, "RUQI_POLL_INTERVAL", 0.2, 0.01),
-            claim_interval=env_number(env, "RUQI_CLAIM_INTERVAL", 0.01, 0.0),
+            claim_interval=env_number(env, "RUQI_CLAIM_INTERVAL", 0.02, 0.0),
             node_ttl=env_number(env, "RUQI_NODE_TTL", 3.0, 0.5),
             coalesce_after=env_number(env, "RUQI_COALESCE_AFTER", 5.0, 0.0),
             history_max_age_days=env_number(env, "RUQI_HISTORY_MAX_AGE_DAYS", 30.0, 0.0),
