@@ -231,6 +231,10 @@ class _FastHTTP(http.client.HTTPConnection):
         self.sock = _open_blocking(self.host, self.port, cast(float, self.timeout))
         _check_sock(self.host, self.port, self.sock)
 
+    def answer_source(self) -> Any:
+        """What http.client reads the answer from: the blocking socket via _Received."""
+        return _Received(self.sock)
+
 
 def _open_blocking(host: str, port: int, timeout: float) -> socket.socket:
     """A connected blocking socket on which any one call gives up after ``timeout``.
@@ -301,6 +305,10 @@ class _FastHTTPS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(self.sock,  # type: ignore[attr-defined]
                                               server_hostname=self.host)
 
+    def answer_source(self) -> Any:
+        """The TLS socket itself: it is in Python's timeout mode."""
+        return self.sock
+
 
 def _check_sock(host: str, port: int, sock: Any) -> None:
     try:
@@ -335,7 +343,7 @@ def _post_fast(scheme: str, host: str, port: int | None, path: str, body: bytes,
     A fifth of requests' CPU per call (no Session merging, hooks, cookies or adapters),
     which at hundreds of fires a second per replica is most of an engine's CPU. The request
     head is written in one piece (:func:`_request_head`); http.client reads the answer."""
-    conn: http.client.HTTPConnection
+    conn: _FastHTTP | _FastHTTPS
     if scheme == "https":
         conn = _FastHTTPS(host, port, timeout=timeout, context=_tls_context())
     else:
@@ -350,8 +358,7 @@ def _post_fast(scheme: str, host: str, port: int | None, path: str, body: bytes,
             conn.connect()
             cast(Any, conn.sock).sendall(head + body)
         # http.client parses the answer (status, headers, chunks) off the socket
-        source = _Received(conn.sock) if scheme == "http" else conn.sock
-        resp = conn.response_class(cast(Any, source), method="POST")
+        resp = conn.response_class(conn.answer_source(), method="POST")
         resp.begin()
         raw = resp.read(limit + 1)
         encoding = requests.utils.get_encoding_from_headers(cast(Any, resp.msg)) or "utf-8"
