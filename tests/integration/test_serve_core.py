@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -75,3 +76,17 @@ def test_graceful_sigterm(tmp_path):
         service.proc.send_signal(signal.SIGTERM)
         assert service.proc.wait(30) == 0
         assert not port_open(service.port)
+
+
+def test_an_answer_arrives_in_one_piece(core):
+    """A worker sends an answer's head and body in one write (one_write.py): a client
+    already blocked in recv() gets the whole answer from its first read, every time."""
+    host, port = core.url.removeprefix("http://").split(":")
+    request = f"GET /demo_api/ping HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        for _ in range(50):
+            conn.sendall(request)
+            first = conn.recv(65536)  # blocks until the first bytes come
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            assert head.startswith(b"HTTP/1.1 200 OK") and len(body) == length > 0

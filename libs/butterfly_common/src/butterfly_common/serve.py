@@ -17,6 +17,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from . import one_write
 from .service import Service, Starter
 from .settings import Settings
 
@@ -98,6 +99,7 @@ class ButterflyServer(BaseApplication):
         return create_app(self.service, self.settings)
 
     def _post_worker_init(self, worker: Any) -> None:
+        one_write.install()  # an answer's head and body in one sendall
         self._stoppers = start_background(self.service, self.settings)
         # Everything loaded so far (the framework, its libraries, the service) lives as
         # long as the worker: out of the cyclic collector's sight, a collection no longer
