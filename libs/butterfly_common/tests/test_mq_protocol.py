@@ -15,6 +15,8 @@ from butterfly_common.mq import (
     Message,
     NoConsumer,
 )
+from butterfly_common.mq.broker import REGISTER_EVERY
+from butterfly_common.mq.keys import TOPICS
 from butterfly_common.testing import wait_until
 
 
@@ -315,6 +317,22 @@ def test_no_consumer_refused_unless_forced(broker: Broker) -> None:
     res = broker.publish(lonely, {"f": 1}, force=True)
     assert res.created and broker.get(res.msg_id).topic == lonely
     assert lonely in broker.topics()
+
+
+def test_forced_publishes_register_their_topic_once_a_second(broker: Broker,
+                                                              mq_client) -> None:
+    """The registry never drops a topic: a forced publish repeats its ZADD at most once
+    per REGISTER_EVERY, and a topic removed behind the broker's back comes back then."""
+    lonely = fresh_topic(broker, consumer=False)
+    broker.publish(lonely, {}, force=True)
+    assert lonely in broker.topics()
+    mq_client.zrem(TOPICS, lonely)  # as if Redis had lost it
+    broker.publish(lonely, {}, force=True)
+    assert lonely not in broker.topics()  # within the second: not written again
+    broker._registered[lonely] -= REGISTER_EVERY
+    broker.publish(lonely, {}, force=True)
+    assert lonely in broker.topics()
+    assert broker.counts(lonely)["queued"] == 3
 
 
 def test_stale_heartbeat_means_no_consumer(mq_client) -> None:

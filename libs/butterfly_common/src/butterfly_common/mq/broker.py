@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -37,6 +38,10 @@ LEASE = 30.0
 MAX_CLAIM = 1000
 #: How long a completion notice's own record is kept once handled (it is tiny, but many).
 NOTICE_RESULT_TTL = 600.0
+#: A forced publish adds its topic to the registry at most this often per broker (the
+#: registry never drops a topic, so repeating the ZADD NX on every message only cost a
+#: command per publish).
+REGISTER_EVERY = 1.0
 
 
 def _json(value: Any) -> str:
@@ -71,6 +76,7 @@ class Broker:
         self.max_depth = max_depth
         self.registry = Registry(client, heartbeat_ttl)
         self._keys: dict[str, TopicKeys] = {}
+        self._registered: dict[str, float] = {}  # topic -> when a forced publish added it
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Broker:
@@ -136,7 +142,7 @@ class Broker:
             # generated ids are unique (48 random bits per ms): index in the same trip
             index.queue_write(pipe, msg_id, topic, idx_ttl)
             extra.append(1)
-        if force:
+        if force and self._register_due(topic):
             pipe.zadd(TOPICS, {topic: 0}, nx=True)
             extra.append(len(extra) + 1)
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
@@ -150,6 +156,17 @@ class Broker:
         if code == 1 and not generated:
             index.write(self.client, msg_id, topic, idx_ttl)
         return PublishResult(msg_id, code == 1, status)
+
+    def _register_due(self, topic: str) -> bool:
+        """True when this broker has not added ``topic`` to the registry in the last
+        REGISTER_EVERY seconds (and counts this as adding it)."""
+        now = time.monotonic()
+        if now - self._registered.get(topic, -REGISTER_EVERY) < REGISTER_EVERY:
+            return False
+        if len(self._registered) > 10_000:  # a process publishing to ever new topics
+            self._registered.clear()
+        self._registered[topic] = now
+        return True
 
     # -- consuming --------------------------------------------------------------------
 
