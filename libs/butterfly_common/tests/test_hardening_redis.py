@@ -9,9 +9,10 @@ import signal
 import threading
 import time
 
+import pytest
 from redis.exceptions import RedisError
 
-from butterfly_common.redis_client import make_redis
+from butterfly_common.redis_client import make_redis, pipeline
 from butterfly_common.settings import load_settings
 from butterfly_common.testing import RedisServer, wait_until
 
@@ -46,6 +47,26 @@ def test_defect_06_frozen_redis_fails_fast_and_resumes():
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         assert wait_until(lambda: client.ping(), 5, what="resumed after SIGCONT")
+
+
+def test_frozen_redis_fails_a_pipeline_fast_too():
+    """RawPipeline reads its replies as one watched wait (read_replies): a frozen server
+    still frees the reader at the stall watchdog, not at the socket timeout."""
+    with RedisServer() as server:
+        client = make_redis(server.url, socket_timeout=2.0)
+        pipe = pipeline(client)
+        pipe.set("a", 1).set("b", 2)
+        assert pipe.execute() == ["OK", "OK"]
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            pipe.set("a", 3).set("b", 4)
+            with pytest.raises(RedisError):
+                pipe.execute()
+            assert time.monotonic() - started < 1.8
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert wait_until(lambda: client.mget("a", "b") is not None, 5, what="resumed")
 
 
 def test_defect_06_redis_timeouts_are_settings():

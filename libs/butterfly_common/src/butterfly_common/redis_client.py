@@ -166,6 +166,8 @@ class RawPipeline:
     @staticmethod
     def _roundtrip(conn: Any, payload: bytes, count: int) -> list[Any]:
         conn.send_packed_command([payload])
+        if hasattr(conn, "read_replies"):  # a guarded connection (redis_guard.py)
+            return list(conn.read_replies(count))
         replies: list[Any] = []
         for _ in range(count):
             try:

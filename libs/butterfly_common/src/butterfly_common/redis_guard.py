@@ -94,6 +94,10 @@ class Breaker:
             self._open_until = 0.0
             self._probe_since = None
 
+    def alive(self) -> None:
+        """A reply came, more are due on the same connection (see ``read_replies``)."""
+        self._last_reply = time.monotonic()
+
     def failed(self, conn: Any, exc: BaseException) -> None:
         """A connect or read failed without a reply. Only silence (a timeout) opens the
         breaker: a refused connection fails at once anyway, and must not delay the first
@@ -274,6 +278,29 @@ class GuardedMixin:
             raise
         breaker.replied(self)
         return response
+
+    def read_replies(self, count: int) -> list[Any]:
+        """``count`` replies of a pipeline, error replies in place, watched as one wait:
+        the breaker's bookkeeping once per round trip instead of once per reply (each
+        reply still counts as a sign of life)."""
+        breaker = self._guard()
+        breaker.waiting(self)
+        replies: list[Any] = []
+        try:
+            for _ in range(count):
+                try:
+                    replies.append(super().read_response())  # type: ignore[misc]
+                except ResponseError as exc:
+                    replies.append(exc)
+                breaker.alive()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            breaker.failed(self, exc)
+            raise
+        except BaseException:
+            breaker.done(self)
+            raise
+        breaker.replied(self)
+        return replies
 
 
 _classes: dict[tuple[type, float, float], type] = {}
