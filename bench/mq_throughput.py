@@ -1,12 +1,19 @@
 """Queue throughput: baichuan (direct and through Twemproxy) versus RQ and Dramatiq.
 
-Every system gets its own fresh redis-server(s), one after the other in the same run on the
-same machine, and the same no-op job (bench/mq_noop_app). For each system the benchmark
+Every system gets its own fresh redis-server(s) in each round, on the same machine, and the
+same no-op job (bench/mq_noop_app). For each system the benchmark
 
 1. publishes all messages one by one from this process, before any worker runs (publish
    rate: one client, one message at a time, as an application would), then
 2. starts ONE worker process and times it from ``Popen`` until the last message is done
    (processing rate: start-up included, nothing subtracted).
+
+baichuan (direct and through Twemproxy) and Dramatiq publish in turns within a round:
+``--publish-turns`` slices of the messages, each system's slice timed on its own, the
+order turned around every slice (ABBA). A publish rate moves with this kind of VM's slow
+spells of a few seconds; published one system after the other, a spell fell on one
+system's publish and not on the other's, and the paired ratio of a round came out 0.92
+or 1.11 for the same code. In turns, each spell falls on every system alike.
 
 Workers are configured as they would run in production: baichuan's ``butterfly worker`` with
 8 consumer threads and its access log written to files; ``rq worker --burst`` (SimpleWorker
@@ -151,14 +158,21 @@ def tail(logfile: Path, lines: int = 15) -> str:
 
 # -- the systems ---------------------------------------------------------------------------
 
-def bench_baichuan(system: str, url: str, n: int, threads: int, tmp: Path,
-                   timeout: float) -> Result:
-    """baichuan: Broker.publish with force (no consumer alive yet), then one
-    ``butterfly worker`` with ``threads`` consumer threads and file access logging."""
+def baichuan_publisher(url: str) -> Callable[[], object]:
+    """baichuan's publish: Broker.publish with force (no consumer is alive yet)."""
     from butterfly_common.mq import Broker
 
     broker = Broker.from_url(url)
-    publish_rate = timed_publish(n, lambda: broker.publish(TOPIC, {}, force=True))
+    return lambda: broker.publish(TOPIC, {}, force=True)
+
+
+def bench_baichuan(system: str, url: str, n: int, threads: int, tmp: Path,
+                   timeout: float, publish_rate: float) -> Result:
+    """baichuan, its ``n`` messages published: one ``butterfly worker`` with ``threads``
+    consumer threads and file access logging."""
+    from butterfly_common.mq import Broker
+
+    broker = Broker.from_url(url)
     queued = broker.counts(TOPIC)["queued"]
     if queued != n:
         raise RuntimeError(f"{system}: {queued} queued after publishing {n}")
@@ -207,16 +221,23 @@ def bench_rq(system: str, worker_class: str, url: str, n: int, tmp: Path,
     return Result(system, n, publish_rate, seconds, first, "1 process, burst")
 
 
-def bench_dramatiq(url: str, n: int, threads: int, tmp: Path, timeout: float) -> Result:
-    """Dramatiq: actor.send one by one, then ``dramatiq --processes 1 --threads N``, done
-    when acks have emptied the queue's message hash."""
+def dramatiq_publisher(url: str) -> Callable[[], object]:
+    """Dramatiq's publish: actor.send, the actor bound to this round's server."""
     os.environ["BENCH_REDIS_URL"] = url  # read when the actor module builds its broker
-    from mq_noop_app.dramatiq_actors import QUEUE, noop, use_broker
-    from redis import Redis
+    from mq_noop_app.dramatiq_actors import noop, use_broker
 
     use_broker(url)  # a later round's import is cached: rebind to this round's server
+    return noop.send
+
+
+def bench_dramatiq(url: str, n: int, threads: int, tmp: Path, timeout: float,
+                   publish_rate: float) -> Result:
+    """Dramatiq, its ``n`` messages sent: ``dramatiq --processes 1 --threads N``, done
+    when acks have emptied the queue's message hash."""
+    from mq_noop_app.dramatiq_actors import QUEUE
+    from redis import Redis
+
     conn = Redis.from_url(url)
-    publish_rate = timed_publish(n, noop.send)
     msgs, dead = f"dramatiq:{QUEUE}.msgs", f"dramatiq:{QUEUE}.XQ.msgs"
     if conn.hlen(msgs) != n:
         raise RuntimeError(f"dramatiq: {conn.hlen(msgs)} stored after sending {n}")
@@ -234,29 +255,66 @@ def bench_dramatiq(url: str, n: int, threads: int, tmp: Path, timeout: float) ->
 # -- running and reporting -----------------------------------------------------------------
 
 SYSTEMS = ("direct", "twemproxy", "rq-simple", "rq-fork", "dramatiq")
+#: The systems that publish in turns (the rest publish and run on their own).
+IN_TURNS = ("direct", "twemproxy", "dramatiq")
+LABELS = {"direct": "baichuan direct", "twemproxy": "baichuan twemproxy"}
 
 
-def run(name: str, args: argparse.Namespace, tmp: Path) -> Result:
-    """Run one system on its own fresh server(s), stopped and removed afterwards."""
+def start_servers(name: str, stack: contextlib.ExitStack) -> str:
+    """Fresh redis-server(s) for ``name`` (two shards behind nutcracker for Twemproxy),
+    stopped and removed when ``stack`` closes; returns the URL the system uses."""
+    if name == "twemproxy":
+        shards = [stack.enter_context(RedisServer()) for _ in range(2)]
+        return stack.enter_context(Nutcracker([s.port for s in shards])).url
+    return stack.enter_context(RedisServer()).url
+
+
+def publish_in_turns(names: list[str], urls: dict[str, str], n: int,
+                     turns: int) -> dict[str, float]:
+    """Publish ``n`` messages per system in ``turns`` slices, the systems taking turns
+    (order reversed every slice); returns each system's messages/s over its own slices."""
+    publishers = {name: (dramatiq_publisher(urls[name]) if name == "dramatiq"
+                         else baichuan_publisher(urls[name])) for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    sizes = [n // turns + (1 if i < n % turns else 0) for i in range(turns)]
+    for turn, size in enumerate(sizes):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            spent[name] += size / timed_publish(size, publishers[name])
+    return {name: n / spent[name] for name in names}
+
+
+def run_round(order: list[str], args: argparse.Namespace, tmp: Path, first: bool,
+              done: Callable[[Result], None]) -> None:
+    """One round: the IN_TURNS systems publish in turns, then each system's worker runs
+    alone, in ``order``; RQ (first round only) publishes and runs on its own."""
     with contextlib.ExitStack() as stack:
-        if name == "twemproxy":
-            shards = [stack.enter_context(RedisServer()) for _ in range(2)]
-            url = stack.enter_context(Nutcracker([s.port for s in shards])).url
-        else:
-            url = stack.enter_context(RedisServer()).url
-        if name == "direct":
-            return bench_baichuan("baichuan direct", url, args.messages, args.threads, tmp,
-                                  args.timeout)
-        if name == "twemproxy":
-            return bench_baichuan("baichuan twemproxy", url, args.messages, args.threads, tmp,
-                                  args.timeout)
+        paired = [name for name in order if name in IN_TURNS]
+        urls = {name: start_servers(name, stack) for name in paired}
+        rates = publish_in_turns(paired, urls, args.messages, args.publish_turns)
+        for name in order:
+            if name.startswith("rq") and not first:
+                continue
+            print(f"{name}...", end=" ", file=sys.stderr, flush=True)
+            if name == "dramatiq":
+                r = bench_dramatiq(urls[name], args.messages, args.threads, tmp,
+                                   args.timeout, rates[name])
+            elif name in IN_TURNS:
+                r = bench_baichuan(LABELS[name], urls[name], args.messages, args.threads,
+                                   tmp, args.timeout, rates[name])
+            else:
+                r = run_rq(name, args, tmp)
+            done(r)
+
+
+def run_rq(name: str, args: argparse.Namespace, tmp: Path) -> Result:
+    """RQ on its own fresh server, stopped and removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        url = start_servers(name, stack)
         if name == "rq-simple":
             return bench_rq("RQ SimpleWorker", "rq.SimpleWorker", url, args.rq_messages, tmp,
                             args.timeout)
-        if name == "rq-fork":
-            return bench_rq("RQ Worker (fork)", "rq.Worker", url, args.rq_fork_messages, tmp,
-                            args.timeout)
-        return bench_dramatiq(url, args.messages, args.threads, tmp, args.timeout)
+        return bench_rq("RQ Worker (fork)", "rq.Worker", url, args.rq_fork_messages, tmp,
+                        args.timeout)
 
 
 def record(report: Report, r: Result) -> None:
@@ -287,6 +345,8 @@ def main() -> int:
                         help="give up on one system after this many seconds (300)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the systems, interleaved; median kept (3)")
+    parser.add_argument("--publish-turns", type=int, default=20,
+                        help="slices in which baichuan and Dramatiq publish in turns (20)")
     parser.add_argument("--only", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         help="run only these systems")
     args = parser.parse_args()
@@ -298,14 +358,14 @@ def main() -> int:
             round_dir = Path(tmp) / f"round{round_no}"
             round_dir.mkdir()
             order = args.only if round_no % 2 == 0 else args.only[::-1]  # ABBA
-            for name in order:
-                if name.startswith("rq") and round_no:
-                    continue
-                print(f"round {round_no + 1}: {name}...", end=" ", file=sys.stderr, flush=True)
-                r = run(name, args, round_dir)
+
+            def done(r: Result) -> None:
                 record(report, r)
                 print(f"publish {r.publish_rate:.0f}/s, process {r.process_rate:.0f}/s",
                       file=sys.stderr, flush=True)
+
+            print(f"round {round_no + 1}:", end=" ", file=sys.stderr, flush=True)
+            run_round(order, args, round_dir, round_no == 0, done)
     have = {system for system, _ in report.values}
     for label, a, b, metric, goal in RATIOS:
         if a in have and b in have:
