@@ -16,7 +16,7 @@ from butterfly_common.mq import (
     NoConsumer,
 )
 from butterfly_common.mq.broker import REGISTER_EVERY
-from butterfly_common.mq.keys import TOPICS
+from butterfly_common.mq.keys import TOPICS, id_key
 from butterfly_common.testing import wait_until
 
 
@@ -333,6 +333,24 @@ def test_forced_publishes_register_their_topic_once_a_second(broker: Broker,
     broker.publish(lonely, {}, force=True)
     assert lonely in broker.topics()
     assert broker.counts(lonely)["queued"] == 3
+
+
+def test_the_id_index_outlives_a_finished_record(mq_client) -> None:
+    """A completion soon after the publish leaves the publish's index key alone (its TTL
+    already covers the finished record); one that comes later than half the index slack
+    refreshes it. Either way the index outlives the record."""
+    for slack, refreshed in ((3600.0, False), (1.0, True)):
+        b = Broker(mq_client, index_slack=slack)
+        t = fresh_topic(b)
+        mid = b.publish(t, {}, result_ttl=60).msg_id
+        before = mq_client.pttl(id_key(mid))
+        msg = b.claim(t, "w1", 1)[0]
+        mq_client.pexpire(id_key(mid), before - 5_000)  # tell a refresh from no write
+        assert b.complete(msg, {"stat": "OK"})
+        after = mq_client.pttl(id_key(mid))
+        assert (after > before - 5_000) is refreshed, (slack, before, after)
+        assert after > mq_client.pttl(b.keys(t).msg(mid)) > 0
+        assert b.get(mid).status == "finished"
 
 
 def test_stale_heartbeat_means_no_consumer(mq_client) -> None:

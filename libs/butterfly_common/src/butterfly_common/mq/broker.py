@@ -201,12 +201,24 @@ class Broker:
                 pipe, "complete", [k.started, k.finished, k.msg(msg.id)],
                 [msg.id, msg.token, _json(result) if result is not None else "",
                  f"{cost:.6f}"])
-            index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg))
-            best_effort.append(len(calls) + len(best_effort))
+            if not self._index_outlives(msg):
+                index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg))
+                best_effort.append(len(calls) + len(best_effort))
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
                                  best_effort=best_effort)
         index.ignore_errors(results, best_effort, "id index refresh")
         return [bool(results[i]) for i in calls]
+
+    def _index_outlives(self, msg: Message) -> bool:
+        """True when the id index written at publish outlives ``msg``'s finished record,
+        so completing it need not refresh the index (a command, and through Twemproxy a
+        second shard, per message). The publish gave the index ``max(result_ttl,
+        failure_ttl) + index_slack`` from ``created_at``; the record lives ``result_ttl``
+        from its completion, at most ``timeout`` after ``started_at``. Both times are the
+        server's clock; half the slack is kept as margin."""
+        if msg.created_at is None or msg.started_at is None:
+            return False
+        return msg.started_at - msg.created_at + msg.timeout < self.index_slack / 2
 
     def notify(self, msg: Message, status: str, stat: str, cost: float = 0.0) -> str | None:
         """Publish the completion notice of ``msg`` to the topic it names (``msg.notify``).

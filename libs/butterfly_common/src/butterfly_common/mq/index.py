@@ -16,6 +16,12 @@ publish's correctness*:
 
 When the same caller-chosen id is published on several topics, the index names the most
 recent one that created a message; pass the topic to reach the others.
+
+Its TTL: the publish gives it the message's longest retention plus ``index_slack``; a
+failed attempt that will be retried extends it by the backoff; a completion rewrites it
+only when it comes more than half the slack after the publish
+(``Broker._index_outlives``): sooner, the publish's TTL already outlives the finished
+record, and the rewrite cost a command per message (through Twemproxy, on another shard).
 """
 
 from __future__ import annotations
