@@ -334,8 +334,10 @@ RATIOS = [("baichuan direct / Dramatiq", "baichuan direct", "Dramatiq", "process
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10_000,
-                        help="messages for baichuan and Dramatiq per round (10000)")
+    parser.add_argument("--messages", type=int, default=20_000,
+                        help="messages for baichuan and Dramatiq per round (20000: a worker "
+                             "drains them in ~5 s, which averages over the VM's slow spells "
+                             "of a few seconds; 10000 took ~2 s and a spell decided a round)")
     parser.add_argument("--rq-messages", type=int, default=1_500,
                         help="messages for RQ SimpleWorker (1500: it runs ~300/s)")
     parser.add_argument("--rq-fork-messages", type=int, default=300,
