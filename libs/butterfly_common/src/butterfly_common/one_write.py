@@ -3,8 +3,8 @@
 gunicorn writes a response's head and then each body chunk with a ``sendall`` each: for an
 API answer (a few hundred bytes of head, a small JSON body) that is two system calls and
 two TCP segments where one does, and the client wakes twice to read it. On a 2-core
-machine the second write and the reader's second wake-up were ~8 % of a request's CPU,
-server and client together (docs/performance.md, "Fifth pass").
+machine the second write was ~8 % of the workers' CPU per request (docs/performance.md,
+"Fifth pass").
 
 :class:`OneWriteResponse` holds the head back until the first body bytes and sends both
 together, when the body is not chunked and at most :data:`JOIN_LIMIT` bytes (a larger body
