@@ -112,6 +112,17 @@ class Breaker:
         with self._lock:
             self._waiting.pop(id(conn), None)
 
+    def ended(self, conn: Any, exc: BaseException) -> None:
+        """A read on ``conn`` raised ``exc``: an error reply is a reply (the server, or
+        the proxy, is alive); a connection error or timeout is a failure; anything else
+        (a caller's exception) just ends the wait."""
+        if isinstance(exc, ResponseError):
+            self.replied(conn)
+        elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            self.failed(conn, exc)
+        else:
+            self.done(conn)
+
     # -- state changes ------------------------------------------------------------------
     def trip(self, reason: str) -> None:
         with self._lock:
@@ -267,14 +278,8 @@ class GuardedMixin:
         breaker.waiting(self)
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except ResponseError:  # an error reply is a reply: the server (or proxy) is alive
-            breaker.replied(self)
-            raise
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            breaker.failed(self, exc)
-            raise
-        except BaseException:
-            breaker.done(self)
+        except BaseException as exc:
+            breaker.ended(self, exc)
             raise
         breaker.replied(self)
         return response
@@ -293,11 +298,8 @@ class GuardedMixin:
                 except ResponseError as exc:
                     replies.append(exc)
                 breaker.alive()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            breaker.failed(self, exc)
-            raise
-        except BaseException:
-            breaker.done(self)
+        except BaseException as exc:
+            breaker.ended(self, exc)
             raise
         breaker.replied(self)
         return replies
