@@ -76,26 +76,33 @@ def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
 PING = "http://127.0.0.1:{}/demo_api/ping"
 
 
-def load(url: str, seconds: float, connections: int, slices: int = 1) -> dict[str, float]:
-    """``slices`` wrk runs on ``url`` over ``seconds`` in all (each with fresh connections,
-    see the module docstring): req/s over the whole, the median of their p50 and p99, the
-    sums of requests and errors."""
-    runs = []
-    for _ in range(slices):
-        t0 = time.monotonic()
-        out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d",
-                              f"{max(1, round(seconds / slices))}s", "--latency",
-                              url],
-                             capture_output=True, text=True, check=True).stdout
-        run = parse_wrk(out)
-        run["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
-        run["seconds"] = time.monotonic() - t0
-        runs.append(run)
+def wrk_run(url: str, seconds: float, connections: int) -> dict[str, float]:
+    """One wrk run on ``url`` with fresh connections: its parsed figures, the requests it
+    made and the wall seconds it took."""
+    t0 = time.monotonic()
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d",
+                          f"{max(1, round(seconds))}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    run = parse_wrk(out)
+    run["requests"] = float(re.search(r"(\d+) requests in", out).group(1))
+    run["seconds"] = time.monotonic() - t0
+    return run
+
+
+def combine(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several wrk runs as one: req/s over the whole, the median of their p50 and p99,
+    the sums of requests and errors."""
     return {"rps": sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs),
             "p50": statistics.median(r["p50"] for r in runs),
             "p99": statistics.median(r["p99"] for r in runs),
             "errors": sum(r["errors"] for r in runs),
             "requests": sum(r["requests"] for r in runs)}
+
+
+def load(url: str, seconds: float, connections: int, slices: int = 1) -> dict[str, float]:
+    """``slices`` wrk runs on ``url`` over ``seconds`` in all (each with fresh connections,
+    see the module docstring), combined."""
+    return combine([wrk_run(url, seconds / slices, connections) for _ in range(slices)])
 
 
 def workers_cpu(master: subprocess.Popen) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import requests
 from harness import Report
-from http_overhead import THREADS, WORKERS, load
+from http_overhead import THREADS, WORKERS, combine, load, wrk_run
 
 from butterfly_common.testing import (
     RedisServer,
@@ -191,16 +191,10 @@ def reads_in_turns(urls: dict[str, str], pids: dict[str, int],
     for turn in range(args.slices):
         for name in names if turn % 2 == 0 else names[::-1]:
             cpu0 = cpu_seconds(pids[name])
-            row = load(urls[name], slice_seconds, args.connections)
+            row = wrk_run(urls[name], slice_seconds, args.connections)
             row["cpu"] = cpu_seconds(pids[name]) - cpu0
             runs[name].append(row)
-    return {name: {"rps": sum(r["requests"] for r in rows) / sum(r["requests"] / r["rps"]
-                                                                 for r in rows),
-                   "p50": statistics.median(r["p50"] for r in rows),
-                   "p99": statistics.median(r["p99"] for r in rows),
-                   "requests": sum(r["requests"] for r in rows),
-                   "errors": sum(r["errors"] for r in rows),
-                   "cpu": sum(r["cpu"] for r in rows)}
+    return {name: {**combine(rows), "cpu": sum(r["cpu"] for r in rows)}
             for name, rows in runs.items()}
 
 
