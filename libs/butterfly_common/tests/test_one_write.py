@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,18 +43,10 @@ class CountingSocket:
         return getattr(self.sock, name)
 
 
-@pytest.fixture
-def response_class(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[type], None]]:
-    def use(cls: type) -> None:
-        monkeypatch.setattr(wsgi, "Response", cls)
-
-    yield use
-
-
-def exchange(response_class: Callable[[type], None], cls: type, request: bytes,
+def exchange(monkeypatch: pytest.MonkeyPatch, cls: type, request: bytes,
              app: Callable[[wsgi.Response], None]) -> tuple[bytes, int]:
     """Serve ``request`` with ``cls`` as gunicorn's Response: (bytes received, writes)."""
-    response_class(cls)
+    monkeypatch.setattr(wsgi, "Response", cls)
     server, client = socket.socketpair()
     with server, client:
         client.sendall(request)
@@ -96,16 +88,16 @@ def answer(body: bytes, *chunks: bytes, length: bool = True) -> Callable[[wsgi.R
     (GET, answer(b"x" * (JOIN_LIMIT + 1)), 2),  # too big to copy: head, then body
     (GET, answer(b'{"a": 1}', length=False), 3),  # chunked: head, chunk, last chunk
 ], ids=["small", "head", "empty", "pieces", "big", "chunked"])
-def test_same_bytes_fewer_writes(response_class, request_bytes, app, writes):
-    stock, stock_writes = exchange(response_class, wsgi.Response, request_bytes, app)
-    joined, joined_writes = exchange(response_class, OneWriteResponse, request_bytes, app)
+def test_same_bytes_fewer_writes(monkeypatch, request_bytes, app, writes):
+    stock, stock_writes = exchange(monkeypatch, wsgi.Response, request_bytes, app)
+    joined, joined_writes = exchange(monkeypatch, OneWriteResponse, request_bytes, app)
     assert joined == stock
     assert stock.startswith(b"HTTP/1.1 200 OK\r\n")
     assert joined_writes == writes
     assert stock_writes > joined_writes or writes == stock_writes
 
 
-def test_sendfile_finds_the_head_already_sent(response_class, tmp_path: Path):
+def test_sendfile_finds_the_head_already_sent(monkeypatch, tmp_path: Path):
     path = tmp_path / "report.csv"
     path.write_bytes(b"a,b\n1,2\n")
 
@@ -116,13 +108,13 @@ def test_sendfile_finds_the_head_already_sent(response_class, tmp_path: Path):
             resp.write_file(wsgi.FileWrapper(f))
         resp.close()
 
-    stock, _ = exchange(response_class, wsgi.Response, GET, app)
-    joined, _ = exchange(response_class, OneWriteResponse, GET, app)
+    stock, _ = exchange(monkeypatch, wsgi.Response, GET, app)
+    joined, _ = exchange(monkeypatch, OneWriteResponse, GET, app)
     assert joined == stock
     assert joined.endswith(b"\r\n\r\na,b\n1,2\n")
 
 
-def test_a_refused_body_still_sends_the_head_first(response_class):
+def test_a_refused_body_still_sends_the_head_first(monkeypatch):
     def app(resp: wsgi.Response) -> None:
         resp.start_response("200 OK", [("Content-Length", "2")])
         with pytest.raises(TypeError):
@@ -130,8 +122,8 @@ def test_a_refused_body_still_sends_the_head_first(response_class):
         resp.write(b"ok")
         resp.close()
 
-    stock, _ = exchange(response_class, wsgi.Response, GET, app)
-    joined, _ = exchange(response_class, OneWriteResponse, GET, app)
+    stock, _ = exchange(monkeypatch, wsgi.Response, GET, app)
+    joined, _ = exchange(monkeypatch, OneWriteResponse, GET, app)
     assert joined == stock and joined.endswith(b"\r\n\r\nok")
 
 
