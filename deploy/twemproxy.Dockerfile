@@ -8,4 +8,6 @@ USER nobody
 EXPOSE 22121
 HEALTHCHECK --interval=5s --timeout=3s --retries=10 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/22121"]
-CMD ["nutcracker", "-c", "/etc/nutcracker/nutcracker.yml", "-s", "22222", "-a", "127.0.0.1"]
+# Log to stderr (docker logs): Debian's default log file is not writable by nobody.
+CMD ["nutcracker", "-c", "/etc/nutcracker/nutcracker.yml", "-s", "22222", "-a", "127.0.0.1", \
+     "-o", "/dev/stderr"]
