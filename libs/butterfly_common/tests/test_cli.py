@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from butterfly_common.testing import wait_until
+
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "BUTTERFLY_LOG_DIR": str(cwd or "."), "NO_COLOR": "1"}
@@ -57,3 +59,27 @@ def test_routes_lists_kinds_and_flags(tmp_path):
     assert by_path["/demo_api/hello"][2] == "api" and by_path["/demo_api/hello"][5] == "topic"
     assert by_path["/stackdump/stackdump"][5] == "admin"
     assert by_path["/demo_download/download_file"][2] == "download"
+
+
+def test_healthcheck_of_a_worker_follows_its_consumer(tmp_path, redis_server):
+    """A `butterfly worker` serves no HTTP: ``healthcheck --worker`` asks the worker
+    registry for a live consumer on this host (what compose's core-worker runs)."""
+    env = {**os.environ, "BUTTERFLY_REDIS_URL": redis_server.url,
+           "BUTTERFLY_LOG_DIR": str(tmp_path), "NO_COLOR": "1"}
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "butterfly_common.cli", "healthcheck",
+                               "--worker"], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    none = check()
+    assert none.returncode == 1
+    assert none.stderr.strip().startswith("butterfly healthcheck: no live consumer on ")
+    worker = subprocess.Popen([sys.executable, "-m", "butterfly_common.cli", "worker", "core"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: check().returncode == 0, 30, interval=0.2, what="worker healthy")
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+    assert check().returncode == 1  # a clean stop unregisters it at once

@@ -114,6 +114,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
     import os
     import urllib.request
 
+    if args.worker:
+        return _worker_healthcheck()
     port = args.port or int(os.environ.get("BUTTERFLY_PORT") or 8585)
     try:
         url = f"http://127.0.0.1:{port}/healthz"  # fixed scheme and host: the local service
@@ -122,6 +124,28 @@ def _healthcheck(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"butterfly healthcheck: {exc}", file=sys.stderr)
         return 1
+
+
+def _worker_healthcheck() -> int:
+    """A worker-only process serves no HTTP: it is healthy while a consumer on this host
+    heartbeats the worker registry with every thread alive (what baichuan's ``workers``
+    calls ``alive``)."""
+    import socket
+
+    from . import mq, runtime
+
+    host = socket.gethostname()
+    try:
+        runtime.configure(load_settings())
+        mine = [w for w in mq.broker().workers() if (w.get("info") or {}).get("host") == host]
+    except Exception as exc:  # Redis unreachable: unhealthy, said in one line
+        print(f"butterfly healthcheck: {exc}", file=sys.stderr)
+        return 1
+    if any(w["alive"] for w in mine):
+        return 0
+    print(f"butterfly healthcheck: no live consumer on {host} "
+          f"({len(mine)} registered, none alive)", file=sys.stderr)
+    return 1
 
 
 BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes")
@@ -155,6 +179,9 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=_publish)
     p = sub.add_parser("healthcheck", help="exit 0 when the local service answers /healthz")
     p.add_argument("--port", type=int, help="default: BUTTERFLY_PORT or 8585")
+    p.add_argument("--worker", action="store_true",
+                   help="check a `butterfly worker` process instead: a live consumer on "
+                        "this host in the worker registry")
     p.set_defaults(func=_healthcheck)
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
