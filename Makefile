@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
-.PHONY: help install frontend system-deps run test lint compose compose-check bench clean
+.PHONY: help install frontend system-deps run test lint compose compose-check compose-env bench clean
 
 help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,13 +62,17 @@ lint: $(STAMP) ## ruff and mypy (strict on the framework, checked on the service
 	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --strict libs/butterfly_common/src/butterfly_common
 	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --no-warn-unused-ignores $(SERVICE_PKGS)
 
-# deploy/compose.yml is generated from deploy/fleet.toml; CI fails on a stale or invalid one.
-compose: $(STAMP) ## regenerate deploy/compose.yml from deploy/fleet.toml
+# deploy/compose.yml (Twemproxy) and compose.cluster.yml (Redis Cluster) are generated from
+# deploy/fleet.toml; CI fails on a stale one (tests/deploy validates them with docker-compose).
+compose: $(STAMP) ## regenerate deploy/compose*.yml from deploy/fleet.toml
 	$(BIN)/python scripts/gen_compose.py
 
-compose-check: $(STAMP) ## fail when deploy/compose.yml is stale or invalid
+compose-check: $(STAMP) ## fail when deploy/compose*.yml is stale
 	$(BIN)/python scripts/gen_compose.py --check
-	docker-compose -f deploy/compose.yml config -q
+
+# Standard library only: works before `make install`, on a host that only runs compose.
+compose-env: ## write deploy/.env with fresh secrets for docker compose (keeps existing ones)
+	$(PYTHON) scripts/compose_env.py
 
 test: system-deps $(STAMP) frontend lint compose-check ## install everything, lint, check compose, run pytest
 	$(BIN)/pytest -q

@@ -29,6 +29,31 @@ class Instance:
         return ["butterfly", "serve", self.service]
 
 
+@dataclass(frozen=True)
+class Worker:
+    """A queue consumer without HTTP (``butterfly worker <service>``): compose runs it as
+    ``<service>-worker`` with no published port, so ``--scale`` can multiply it."""
+
+    service: str
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-worker"
+
+    @property
+    def argv(self) -> list[str]:
+        return ["butterfly", "worker", self.service]
+
+
+def load_workers(path: Path = FLEET_FILE) -> list[Worker]:
+    """The ``[worker.<service>]`` tables: worker-only processes (compose only)."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return [Worker(service, dict(spec.get("env", {})), spec.get("description", ""))
+            for service, spec in data.get("worker", {}).items()]
+
+
 def load_fleet(path: Path = FLEET_FILE) -> list[Instance]:
     """Every instance of every service, replicas numbered ``<svc>-2``, ``<svc>-3``..."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
