@@ -8,12 +8,12 @@ BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
 DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
              "mypy>=1.10" "types-requests" "types-PyMySQL" \
-             "schemathesis>=4.0" "openapi-spec-validator>=0.7" "playwright>=1.45"
+             "schemathesis>=4.0" "openapi-spec-validator>=0.7" "playwright>=1.45" "build>=1.2"
 STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
-.PHONY: help install frontend system-deps run test lint compose compose-check compose-env bench clean
+.PHONY: help install frontend system-deps run test lint compose compose-check compose-env dist bench clean
 
 help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +76,11 @@ compose-env: ## write deploy/.env with fresh secrets for docker compose (keeps e
 
 test: system-deps $(STAMP) frontend lint compose-check ## install everything, lint, check compose, run pytest
 	$(BIN)/pytest -q
+
+# canghai's wheel carries its built front end (static/vendor), hence `frontend` first.
+dist: $(STAMP) frontend ## build wheels and sdists of the framework and every service into dist/
+	rm -rf dist
+	for p in $(PACKAGES); do $(BIN)/python -m build --outdir dist $$p || exit 1; done
 
 bench: system-deps $(STAMP) frontend ## run every side-by-side benchmark (tables + summary, JSON in var/bench/)
 	$(BIN)/pip install --quiet -r bench/requirements.txt

@@ -18,7 +18,23 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_metrics_dir()  # before any service module can import prometheus_client
     service = get_service(args.service)
     settings = load_settings(default_port=service.port)
-    serve(service, settings)
+    serve(service, settings, **({"reload": True} if args.reload else {}))
+    return 0
+
+
+def _new(args: argparse.Namespace) -> int:
+    from .scaffold import ScaffoldError, new_project
+
+    try:
+        folder = new_project(args.name, Path(args.dir), args.port)
+    except ScaffoldError as exc:
+        print(f"butterfly new: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {folder}: the service {args.name} on port {args.port}\n"
+          f"  cd {folder}\n"
+          f"  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'\n"
+          f"  pytest\n"
+          f"  butterfly serve {args.name} --reload")
     return 0
 
 
@@ -148,7 +164,7 @@ def _worker_healthcheck() -> int:
     return 1
 
 
-BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes")
+BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes", "new")
 
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
@@ -158,6 +174,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run a service under gunicorn on its port")
     p.add_argument("service", help="core, baichuan, ruqi, ...")
+    p.add_argument("--reload", action="store_true",
+                   help="for development: restart the workers when a loaded file changes")
     p.set_defaults(func=_serve)
     p = sub.add_parser("call", help="run one handler in-process under a trace")
     p.add_argument("path", nargs="?", help="/app/handler (omit to list every route)")
@@ -186,6 +204,11 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)
+    p = sub.add_parser("new", help="scaffold a project of your own: a service, an app, tests")
+    p.add_argument("name", help="the service, its package and its app (e.g. demo_shop)")
+    p.add_argument("--port", type=int, default=8600, help="its HTTP port (8600)")
+    p.add_argument("--dir", default=".", help="where to create the folder <name> (.)")
+    p.set_defaults(func=_new)
     sub.add_parser("help", help="this text; `butterfly help <command>`: that command's")
     # Services add their own subcommands (``butterfly user`` ...): each entry point of the
     # ``butterfly.commands`` group is a callable ``register(subparsers)``. Not loaded for

@@ -11,6 +11,9 @@ butterfly-common is installed. Fixtures:
   variables (a value of None removes one);
 - ``serve_process(name, **env)``: ``butterfly serve name`` (real gunicorn) on a free
   port, stopped at the end of the test;
+- ``service_queue(name, **env)``: service ``name``'s queue consumer running in this
+  process on the private Redis: ``.publish(topic, data)`` -> message id, ``.wait(id)`` ->
+  the finished message; stopped at the end of the test;
 - ``callee``: a :class:`~butterfly_common.testing.callee.Callee` recording HTTP server.
 """
 
@@ -89,6 +92,52 @@ def serve_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., Butt
     yield start
     for service in reversed(started):
         service.__exit__(None, None, None)
+
+
+class ServiceQueue:
+    """A service's consumer in this process and the queue client beside it."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    def publish(self, topic: str, data: dict[str, Any], **options: Any) -> str:
+        from .. import mq
+
+        return mq.publish(topic, data, **options).msg_id
+
+    def wait(self, msg_id: str, timeout: float = 10.0) -> Any:
+        """The message once finished or failed (as last seen at the timeout)."""
+        from .. import mq
+
+        return mq.wait(msg_id, timeout)
+
+
+@pytest.fixture
+def service_queue(request: pytest.FixtureRequest, tmp_path: Path
+                  ) -> Iterator[Callable[..., ServiceQueue]]:
+    """``service_queue("core")`` -> a :class:`ServiceQueue` whose consumer serves every
+    topic of the service (what ``BUTTERFLY_CONSUME=1`` runs), on the private Redis."""
+    started: list[Any] = []
+
+    def start(name: str, **env: Any) -> ServiceQueue:
+        from ..consumer import build_consumer
+        from ..serve import prepare
+        from ..service import get_service
+        from ..settings import load_settings
+
+        service = get_service(name)
+        base = {"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
+                "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
+                "BUTTERFLY_CONSUME_MAX_IDLE": "0.05"}
+        settings = load_settings(_env(request, base, env), default_port=service.port)
+        prepare(service, settings)  # what `butterfly serve` does first: config, setup
+        consumer = build_consumer(service, settings).start()
+        started.append(consumer)
+        return ServiceQueue(consumer)
+
+    yield start
+    for consumer in reversed(started):
+        consumer.stop()
 
 
 @pytest.fixture
