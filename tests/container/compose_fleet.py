@@ -41,10 +41,14 @@ def host_ca_certs() -> str:
 
 
 class ComposeFleet:
-    """``docker-compose -p <project> -f deploy/<file>`` with the settings of ``env_file``."""
+    """``docker-compose -p <project> -f deploy/<file> [-f <extra>...]`` with the settings
+    of ``env_file`` (and ``env``)."""
 
-    def __init__(self, file: str, project: str, env_file: Path) -> None:
+    def __init__(self, file: str, project: str, env_file: Path,
+                 extra_files: list[Path] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.file = ROOT / "deploy" / file
+        self.files = [self.file, *(extra_files or [])]
         self.project = project
         self.env_file = env_file
         self.secrets = dict(line.split("=", 1) for line in
@@ -52,6 +56,7 @@ class ComposeFleet:
         # the host's own BUTTERFLY_* settings must not leak into the containers
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BUTTERFLY_")}
         self.env["BUTTERFLY_BUILD_CA_CERTS"] = host_ca_certs()
+        self.env.update(env or {})
 
     @property
     def admin(self) -> dict[str, str]:
@@ -61,7 +66,7 @@ class ComposeFleet:
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             ["docker-compose", "--env-file", str(self.env_file), "-p", self.project,
-             "-f", str(self.file), *args],
+             *(a for f in self.files for a in ("-f", str(f))), *args],
             env=self.env, capture_output=True, text=True, timeout=timeout, input=stdin)
         if check:
             assert result.returncode == 0, (
@@ -72,8 +77,8 @@ class ComposeFleet:
         return self.compose("config", "--services").stdout.split()
 
     def published_ports(self) -> list[int]:
-        config = yaml.safe_load(self.file.read_text(encoding="utf-8"))
-        return [int(p.split(":")[0]) for s in config["services"].values()
+        configs = [yaml.safe_load(f.read_text(encoding="utf-8")) for f in self.files]
+        return [int(p.split(":")[0]) for c in configs for s in c["services"].values()
                 for p in s.get("ports", ())]
 
     def containers(self, service: str | None = None) -> list[dict[str, Any]]:

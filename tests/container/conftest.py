@@ -37,9 +37,12 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def start_fleet(file: str, project: str, env_file: Path, label: str) -> ComposeFleet:
-    """Build and ``up -d`` one compose file; every container healthy on return."""
-    fleet = ComposeFleet(file, project, env_file)
+def start_fleet(file: str, project: str, env_file: Path, label: str,
+                extra_files: list[Path] | None = None,
+                env: dict[str, str] | None = None) -> ComposeFleet:
+    """Build and ``up -d`` one compose file (and overrides); every container healthy on
+    return."""
+    fleet = ComposeFleet(file, project, env_file, extra_files, env)
     fleet.down()  # the leftovers of an interrupted run
     busy = fleet.busy_ports()
     assert not busy, f"ports {busy} are taken on this host: stop what listens there first"

@@ -53,7 +53,8 @@ def new_project(name: str, parent: Path, port: int = DEFAULT_PORT) -> Path:
     if target.exists():
         raise ScaffoldError(f"{target} exists: pick another name or folder")
     check_free(name)
-    values = {"name": name, "dist": name.replace("_", "-"), "port": str(port),
+    values = {"name": name, "NAME": name.upper(), "dist": name.replace("_", "-"),
+              "port": str(port),
               "framework_version": version("butterfly-common")}
     for source in sorted(TEMPLATE.rglob("*.tmpl")):
         relative = source.relative_to(TEMPLATE).as_posix().replace("__name__", name)
