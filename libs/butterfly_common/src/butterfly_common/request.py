@@ -14,7 +14,7 @@ class Request:
     """
 
     __slots__ = ("_tm", "cookie_header", "error_detail", "error_str", "funcname", "headers",
-                 "init_tm", "ip", "log_params", "log_res", "log_ret_code", "log_talk",
+                 "identity", "init_tm", "ip", "log_params", "log_res", "log_ret_code", "log_talk",
                  "method", "reqid", "username", "wsgienv")
 
     def __init__(self, reqid: str, *, ip: str = "0.0.0.0", username: str = "-",
@@ -35,6 +35,8 @@ class Request:
         self.log_ret_code: Any = None
         self.error_str = ""
         self.error_detail = ""
+        #: the caller's ``auth.Identity`` once resolved (``auth.request_identity``)
+        self.identity: Any = None
         self.init_tm = self._tm = time.perf_counter()
 
     def start_timming(self) -> None:

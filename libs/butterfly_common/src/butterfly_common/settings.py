@@ -53,6 +53,9 @@ class Settings:
     #: Write actions (``@api(write=True)``) accept this token besides the admin token.
     operator_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
+    #: ``BUTTERFLY_SECRET_KEY``: the fleet's signing key; huoyan (canghai) signs JWTs with
+    #: it and every service verifies them with it (auth.identify). Empty: no JWTs.
+    secret_key: str = field(default="", repr=False)
     legacy_status: bool = False
     stat_adaptor: Mapping[str, Any] | None = None
     max_body_bytes: int = 1024 * 1024
@@ -248,6 +251,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         if len(raw) < 16:
             raise SettingsError("BUTTERFLY_OPERATOR_TOKEN: use at least 16 characters")
         kwargs["operator_token"] = raw
+    if (raw := get("BUTTERFLY_SECRET_KEY")) is not None:
+        if len(raw) < 32:
+            raise SettingsError("BUTTERFLY_SECRET_KEY: use at least 32 characters")
+        kwargs["secret_key"] = raw
     if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:

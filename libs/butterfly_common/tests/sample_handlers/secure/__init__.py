@@ -20,8 +20,14 @@ def login(req, user: str, password: str):
 
 @api(write=True)
 def change(req, value: str = "x"):
-    """A write action: operator/admin token or a trusted proxy's user."""
+    """A write action: the operator role."""
     return retstat.OK, {"changed": value, "user": req.username}
+
+
+@api(write=True, role="admin")
+def drop(req, value: str = "x"):
+    """A destructive write action: the admin role."""
+    return retstat.OK, {"dropped": value, "user": req.username}
 
 
 @api

@@ -83,6 +83,8 @@ def logout() -> Any:
     if user is not None:
         audit.record(user.username, user.role, "sign_out", "console", ip=client_ip(),
                      reqid=g.reqid)
+        # server-side: the replayed cookie and every JWT issued to the user stop working
+        users.sign_out_everywhere(user.username)
     session.clear()
     response = redirect("/console/login")
     response.delete_cookie(TOKEN_COOKIE, path="/")
@@ -91,8 +93,9 @@ def logout() -> Any:
 
 def _token_for(user: users.User) -> str:
     cfg = current()
-    return tokens.issue(current_secret().secret, user.username, user.role, user.epoch,
-                        cfg.session_hours * 3600)
+    ttl = cfg.session_hours * 3600
+    users.publish_epoch(user, ttl + 60)  # the services check the token's ep against it
+    return tokens.issue(current_secret().secret, user.username, user.role, user.epoch, ttl)
 
 
 def _with_token_cookie(response: Any, token: str) -> Any:
@@ -137,7 +140,7 @@ def verification() -> Any:
     token = tokens.bearer_of(request.headers)
     claims = tokens.verify(current_secret().secret, token) if token else None
     user = users.get_user(claims["username"]) if claims else None
-    if user is None or (claims or {}).get("ep") not in (None, user.epoch):
+    if user is None or (claims or {}).get("ep") != user.epoch:
         response = make_response(jsonify(success=False,
                                          message="You are not authorized: sign in first"), 401)
         response.headers["Location"] = "/auth/ssologin"

@@ -14,10 +14,9 @@ door, and a ``wait`` served from the queue would pin a consumer thread for a min
 Who may do what (destructive queue actions need the admin token, as every admin route;
 README "Admin handlers"):
 
-- anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``, and
-  ``requeue`` of ONE failed message - it re-runs one call its publisher could simply
-  publish again, so it gives no power beyond ``publish``;
-- admin (``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``): ``requeue`` with
+- anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``;
+- operator (a write): ``requeue`` of one failed message;
+- admin (the admin role: token, JWT or trusted proxy's ``X-Role``): ``requeue`` with
   ``all=true`` (re-runs a whole dead-letter queue at once), ``delete`` (destroys a
   message someone else published, whatever its status) and ``purge`` (destroys many).
 """
@@ -29,18 +28,11 @@ from typing import Any
 from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
 from butterfly_baichuan.refusals import HTTP_CODES
-from butterfly_common import Refusal, Request, api, mq, retstat, runtime
-from butterfly_common.auth import check_admin
+from butterfly_common import Request, api, mq, retstat, runtime
+from butterfly_common.auth import require_role
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 
 OK = retstat.OK
-
-
-def _require_admin(req: Request) -> None:
-    """The framework's admin check, for a handler that is admin-only for some params."""
-    refused = check_admin(req.headers.get("Authorization"), runtime.get_settings().admin_token)
-    if refused:
-        raise Refusal(refused.stat, refused.reason, http=refused.status)
 
 
 @api(topic=False, statuses=HTTP_CODES)
@@ -88,13 +80,14 @@ def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = N
     return OK, queue_admin.wait(mq.broker(), msg_id, timeout, max_wait, topic)
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(write=True, statuses=HTTP_CODES)
 def requeue(req: Request, topic: str, msg_id: str | None = None, all: bool = False) -> Any:
     """Put a failed message (``msg_id``) back in the queue with fresh attempts; ``all=true``
-    requeues every failed message of the topic and needs the admin token (a bulk re-run).
-    ERR_MSG_NOT_FAILED when the message is not a dead letter."""
+    requeues every failed message of the topic and needs the admin role (a bulk re-run).
+    A write: the operator role. ERR_MSG_NOT_FAILED when the message is not a dead
+    letter."""
     if all:
-        _require_admin(req)
+        require_role(req, "admin")
     return OK, queue_admin.requeue(mq.broker(), topic, msg_id, all)
 
 

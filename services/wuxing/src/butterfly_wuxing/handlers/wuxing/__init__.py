@@ -1,7 +1,7 @@
 """wuxing's HTTP API: the original's handlers and parameters, plus revisions, CAS, watch,
 rollback and import/export. Thin: each handler checks access and calls the domain module.
 
-Writes are ``@api(write=True)`` (admin/operator token or a trusted proxy's user); reads are
+Writes are ``@api(write=True)`` (the operator role; deletes the admin role); reads are
 open unless ``WUXING_READ_TOKEN`` is set. Refusals answer the original's stats with
 ``x-reason`` (errors.py holds the stats and their HTTP statuses).
 """
@@ -58,7 +58,7 @@ def section_item_add(req, namespace: str, section_name: str, section_version: st
                                    item_default, item_description, req.username, constraints))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def section_item_delete(req, namespace: str, section_name: str, section_version: str,
                         item_name: str):
     """Remove an item from a disabled section."""
@@ -85,7 +85,7 @@ def section_disable(req, namespace: str, section_name: str, section_version: str
     return _done(sections.disable(namespace, section_name, section_version, req.username))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def section_delete(req, namespace: str, section_name: str, section_version: str):
     """Delete a section version; refused while instances use it (ERR_SECTION_IN_USE)."""
     return _done(sections.delete(namespace, section_name, section_version, req.username))
@@ -156,7 +156,7 @@ def instance_update_section(req, namespace: str, instance_name: str, section_ver
                                           req.username))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def instance_delete(req, namespace: str, instance_name: str):
     """Delete the instance and its items (recorded in the history). One transaction."""
     return _done(instances.delete(namespace, instance_name, req.username))
