@@ -191,3 +191,57 @@ def test_a_service_verifies_huoyan_jwts_and_their_epoch_itself(make_app, redis_s
         assert refused.status_code == 401 and refused.headers["x-reason"] == "invalid token"
     redis.delete(epoch_key("otto"))
     assert post("/secure/change", operator).status_code == 401
+
+
+READER = "a-read-only-token-0123"
+
+
+def test_the_read_policy_closes_routes_without_a_role(make_app, redis_server):
+    from butterfly_common.auth import epoch_key
+    from butterfly_common.redis_client import make_redis
+
+    make_redis(redis_server.url).set(epoch_key("vera"), "7")
+    viewer_jwt = _jwt("vera", "viewer")
+    creds = {"anonymous": ({}, {}),
+             "read token": ({"Authorization": f"Bearer {READER}"}, {}),
+             "operator token": ({"Authorization": f"Bearer {OPERATOR}"}, {}),
+             "viewer jwt": ({"Authorization": f"Bearer {viewer_jwt}"}, {}),
+             "proxy user": ({"X-Username": "pat"}, PROXY),
+             "wrong token": ({"Authorization": "Bearer not-a-token-of-ours"}, {})}
+    allowed = {"open": set(creds),
+               "token": {"read token", "operator token", "viewer jwt"},
+               "signed-in": {"read token", "operator token", "viewer jwt", "proxy user"}}
+    for policy, who in allowed.items():
+        client = make_app(BUTTERFLY_READ_AUTH=policy, BUTTERFLY_READ_TOKEN=READER,
+                          BUTTERFLY_OPERATOR_TOKEN=OPERATOR, BUTTERFLY_SECRET_KEY=SECRET,
+                          BUTTERFLY_TRUSTED_PROXIES="10.0.0.0/8").test_client()
+        for name, (headers, environ) in creds.items():
+            r = client.get("/secure/whoami", headers=headers, environ_base=environ)
+            if name in who:
+                assert r.status_code == 200, (policy, name)
+            else:
+                assert r.status_code == 401 and r.headers["x-reason"], (policy, name)
+                assert json.loads(r.data) == {"stat": "ERR_UNAUTHORIZED"}
+        # the read token reads and nothing more; built-ins stay open
+        assert client.post("/secure/change", headers={
+            "Authorization": f"Bearer {READER}"}).status_code == 403
+        assert client.get("/healthz").status_code == 200
+
+
+def test_read_policy_and_listen_address_settings():
+    from pathlib import Path
+
+    import pytest
+
+    from butterfly_common.settings import SettingsError, load_settings
+
+    assert load_settings({}).read_auth == "open"
+    assert load_settings({"BUTTERFLY_READ_AUTH": "Signed-In"}).read_auth == "signed-in"
+    with pytest.raises(SettingsError, match="BUTTERFLY_READ_AUTH"):
+        load_settings({"BUTTERFLY_READ_AUTH": "closed"})
+    with pytest.raises(SettingsError, match="BUTTERFLY_READ_TOKEN"):
+        load_settings({"BUTTERFLY_READ_TOKEN": "short"})
+    # a bare `butterfly serve` listens on this machine only; the image opts in to all
+    assert load_settings({}).host == "127.0.0.1"
+    dockerfile = Path(__file__).resolve().parents[3] / "deploy" / "Dockerfile"
+    assert "BUTTERFLY_HOST=0.0.0.0" in dockerfile.read_text(encoding="utf-8")

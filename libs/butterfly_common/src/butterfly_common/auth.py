@@ -170,6 +170,8 @@ def identify(remote_addr: str | None, headers: Mapping[str, str], settings: Sett
         if _same(given, settings.operator_token):
             return Identity(_proxy_user(remote_addr, headers, settings) or "operator-token",
                             "operator", "operator-token")
+        if _same(given, settings.read_token):
+            return Identity("read-token", "viewer", "read-token")
         found = _jwt_identity(given, settings, redis) if settings.secret_key else None
         return found or Identity("-", None, "invalid")
     username = _proxy_user(remote_addr, headers, settings)
@@ -214,7 +216,29 @@ def check_role(identity: Identity, needed: str, settings: Settings) -> AdminRefu
                         "proxy")
 
 
-def request_identity(req: Request) -> Identity:
+#: the identities ``BUTTERFLY_READ_AUTH=token`` accepts: bearer credentials only
+_BEARERS = ("admin-token", "operator-token", "read-token", "jwt")
+
+
+def check_read(identity: Identity, settings: Settings) -> AdminRefusal | None:
+    """None when the read policy (``BUTTERFLY_READ_AUTH``) lets ``identity`` call a route
+    that needs no role, else the refusal (401)."""
+    policy = settings.read_auth
+    if policy == "open":
+        return None
+    if identity.via == "invalid":
+        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid token")
+    if policy == "token" and identity.via in _BEARERS:
+        return None
+    if policy == "signed-in" and identity.role is not None:
+        return None
+    what = ("Authorization: Bearer <read, operator or admin token, or huoyan JWT>"
+            if policy == "token" else "a token, a huoyan JWT or a trusted proxy's user")
+    return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
+                        f"reads need an identity (BUTTERFLY_READ_AUTH={policy}): {what}")
+
+
+def request_identity(req: Request, settings: Settings | None = None) -> Identity:
     """The identity of ``req`` (resolved once per request; queue calls are anonymous)."""
     found = getattr(req, "identity", None)
     if found is None:
@@ -224,7 +248,8 @@ def request_identity(req: Request) -> Identity:
         if req.method == "QUEUE" or remote is None:
             found = ANONYMOUS
         else:
-            found = identify(remote, req.headers, runtime.get_settings(), runtime.get_redis)
+            found = identify(remote, req.headers, settings or runtime.get_settings(),
+                             runtime.get_redis)
             if found.via == "jwt":
                 req.username = found.username  # the access log names the token's user
         req.identity = found
