@@ -45,7 +45,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 **env, "CANGHAI_ADMIN_PASSWORD": PASSWORD,
                 "BUTTERFLY_WUXING_URL": wuxing.url,
                 "CANGHAI_LOG_DIRS": str(wuxing.log_dir.parent),
-                "CANGHAI_FLEET_FILE": str(tmp / "none.toml")}) as canghai:
+                "CANGHAI_FLEET_FILE": str(tmp / "none.toml"),
+                "CANGHAI_COOKIE_SECURE": "0"}) as canghai:
             yield {"wuxing": wuxing, "canghai": canghai}
 
 

@@ -19,19 +19,90 @@ def test_sign_in_and_out(client) -> None:
     r = sign_in(client, "vera")
     assert r.status_code == 302 and r.headers["Location"] == "/console/"
     cookie = r.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
     assert client.get("/console/queues").status_code == 200
     client.post("/console/logout", data={"csrf_token": page_csrf(client)})
     assert client.get("/console/queues").status_code == 302
 
 
-def test_secure_cookie_when_configured(app_for) -> None:
+def test_cookies_are_secure_unless_development_or_turned_off(app_for) -> None:
     from butterfly_canghai import users
 
-    app = app_for(CANGHAI_COOKIE_SECURE="1")
-    users.add_user("ada", PASSWORD, "admin")
-    r = sign_in(app.test_client(), "ada")
-    assert "Secure" in r.headers["Set-Cookie"]
+    for env, secure in (({}, True), ({"CANGHAI_COOKIE_SECURE": "1"}, True),
+                        ({"BUTTERFLY_ENV": "development"}, False),
+                        ({"CANGHAI_COOKIE_SECURE": "0"}, False)):
+        app = app_for(**env)
+        if users.get_user("ada") is None:
+            users.add_user("ada", PASSWORD, "admin")
+        client = app.test_client()
+        r = sign_in(client, "ada")
+        assert ("Secure" in r.headers["Set-Cookie"]) is secure, env
+        token = client.get("/auth/ssologin?next=/x").headers["Set-Cookie"]
+        # the token cookie the original pages read from script: not HttpOnly, Secure too
+        assert "butterfly_token=" in token and "HttpOnly" not in token
+        assert ("Secure" in token) is secure, env
+
+
+def _session_token(client) -> tuple[str, str]:
+    """Sign-in cookie value and a JWT issued to that session."""
+    cookie = client.get_cookie("canghai_session").value
+    r = client.get("/auth/ssologin?next=/x")
+    token = r.headers["Set-Cookie"].split("butterfly_token=")[1].split(";")[0]
+    return cookie, token
+
+
+def test_sign_out_ends_the_session_and_its_tokens_server_side(app, redis) -> None:
+    from butterfly_common.auth import epoch_key
+
+    client = app.test_client()
+    sign_in(client, "otto")
+    cookie, token = _session_token(client)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/verification", headers=bearer).status_code == 200
+    assert redis.get(epoch_key("otto")) is not None  # the services can check it too
+    client.post("/console/logout", data={"csrf_token": page_csrf(client)})
+    replay = app.test_client()
+    replay.set_cookie("canghai_session", cookie)
+    assert replay.get("/console/queues").status_code == 302  # back to the login page
+    assert replay.get("/canghai/queue_list").status_code == 401
+    assert client.get("/auth/verification", headers=bearer).status_code == 401
+    assert redis.get(epoch_key("otto")) is None  # and no service believes the token
+
+
+def test_a_removed_then_re_added_user_gets_none_of_the_old_sessions_or_tokens(app) -> None:
+    from butterfly_canghai import users
+
+    client = app.test_client()
+    sign_in(client, "vera")
+    cookie, token = _session_token(client)
+    users.remove_user("vera")
+    users.add_user("vera", PASSWORD, "admin")  # same name, now an admin
+    replay = app.test_client()
+    replay.set_cookie("canghai_session", cookie)
+    assert replay.get("/console/queues").status_code == 302
+    assert client.get("/auth/verification", headers={
+        "Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_a_token_without_ep_is_never_accepted(app) -> None:
+    import time
+
+    import jwt
+
+    from butterfly_canghai import users
+
+    now = int(time.time())
+    claims = {"iss": "butterfly", "jti": "x", "iat": now, "exp": now + 600,
+              "username": "ada", "role": "admin"}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/verification", headers=headers).status_code == 401
+    assert client.get("/canghai/queue_list", headers=headers).status_code == 401
+    epoch = users.get_user("ada").epoch
+    with_ep = jwt.encode({**claims, "ep": epoch}, SECRET, algorithm="HS256")
+    assert client.get("/auth/verification", headers={
+        "Authorization": f"Bearer {with_ep}"}).status_code == 200
 
 
 def test_wrong_password_and_lockout_per_user(client) -> None:
