@@ -258,3 +258,50 @@ def test_user_cli(tmp_path) -> None:
     assert cli("remove", "ops").returncode == 0
     assert cli("remove", "ops").returncode == 1
     assert cli("list").stdout.strip() == ""
+
+
+def test_concurrent_wrong_sign_ins_get_no_more_password_checks_than_the_limit(
+        app, monkeypatch) -> None:
+    import threading
+
+    from butterfly_canghai import users
+
+    checks: list[str] = []
+    real = users.authenticate
+
+    def counted(username: str, password: str):
+        checks.append(username)
+        return real(username, password)
+
+    monkeypatch.setattr(users, "authenticate", counted)
+    start = threading.Barrier(16)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        client = app.test_client()
+        start.wait(timeout=30)
+        r = client.post("/auth/ssologin", json={"username": "vera", "password": "nope-nope"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(statuses) == 16
+    assert len(checks) <= 5, len(checks)  # the limit (CANGHAI_LOCKOUT_FAILURES=5)
+    assert statuses.count(429) == 16 - len(checks) and statuses.count(401) == len(checks)
+
+
+def test_a_next_with_cr_or_lf_is_a_400_not_a_500(client) -> None:
+    for bad in ("/console/\r\nSet-Cookie: x=1", "/x\ny", "/x\rEvil: 1"):
+        csrf = csrf_of(client.get("/console/login").text)
+        answers = [client.get("/console/login", query_string={"next": bad}),
+                   client.post("/console/login", data={"username": "vera",
+                                                       "password": PASSWORD,
+                                                       "csrf_token": csrf, "next": bad})]
+        sign_in(client, "vera")
+        answers.append(client.get("/auth/ssologin", query_string={"next": bad}))
+        for r in answers:
+            assert r.status_code == 400, (bad, r.request.path, r.status_code)
+            assert "control characters" in r.headers["x-reason"]

@@ -39,16 +39,15 @@ def check_password(username: str, password: str) -> tuple[users.User | None, str
     """The user, or None and why (``locked`` / ``bad_login``); counts failures."""
     ip = client_ip()
     lock = _lockout()
-    if lock.locked(username, ip):
+    if not lock.attempt(username, ip):  # counted before the (slow) password check
         audit.record(username, "", "sign_in", ip, "locked", ok=False, ip=ip, reqid=g.reqid)
         return None, "locked"
     user = users.authenticate(username, password)
     if user is None:
-        lock.failed(username, ip)
         audit.record(username, "", "sign_in", ip, "wrong credentials", ok=False, ip=ip,
                      reqid=g.reqid)
         return None, "bad_login"
-    lock.succeeded(username)
+    lock.succeeded(username, ip)
     return user, ""
 
 
