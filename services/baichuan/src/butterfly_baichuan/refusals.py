@@ -30,6 +30,7 @@ ERR_MSG_NOT_FAILED = "ERR_MSG_NOT_FAILED"
 ERR_BAD_STATUS = "ERR_BAD_STATUS"
 ERR_MQ_UNAVAILABLE = "ERR_MQ_UNAVAILABLE"
 ERR_WAIT_TIMEOUT = "ERR_WAIT_TIMEOUT"
+ERR_TOO_MANY_WAITS = "ERR_TOO_MANY_WAITS"
 
 #: HTTP code of each stat (``@api(statuses=HTTP_CODES)``). Clients should branch on the
 #: stat; the code is for proxies, dashboards and ``curl --fail``. ``ERR_WAIT_TIMEOUT`` is
@@ -45,6 +46,7 @@ HTTP_CODES: dict[str, int] = {
     ERR_MSG_TOO_LARGE: retstat.HTTP_TOO_LARGE,
     ERR_MQ_UNAVAILABLE: retstat.HTTP_UNAVAILABLE,
     ERR_WAIT_TIMEOUT: retstat.HTTP_OK,
+    ERR_TOO_MANY_WAITS: 429,
     retstat.ERR_UNAUTHORIZED: retstat.HTTP_UNAUTHORIZED,
     retstat.ERR_FORBIDDEN: retstat.HTTP_FORBIDDEN,
 }

@@ -23,12 +23,13 @@ README "Admin handlers"):
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
-from butterfly_baichuan.refusals import HTTP_CODES
-from butterfly_common import Request, api, mq, retstat, runtime
+from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS, HTTP_CODES
+from butterfly_common import Refusal, Request, api, mq, retstat, runtime
 from butterfly_common.auth import require_role
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 
@@ -70,14 +71,36 @@ def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     return OK, queue_admin.get_message(mq.broker(), msg_id, topic).to_dict()
 
 
+_waiters: tuple[int, threading.BoundedSemaphore] | None = None
+_waiters_lock = threading.Lock()
+
+
+def _wait_slots(limit: int) -> threading.BoundedSemaphore:
+    """This process's slots for ``wait`` calls (BAICHUAN_MAX_WAITERS)."""
+    global _waiters
+    with _waiters_lock:
+        if _waiters is None or _waiters[0] != limit:
+            _waiters = (limit, threading.BoundedSemaphore(limit))
+        return _waiters[1]
+
+
 @api(topic=False, statuses=HTTP_CODES)
 def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = None) -> Any:
     """Wait up to ``timeout`` seconds (capped by BAICHUAN_MAX_WAIT, default 60) for the
     message to finish or fail, then answer its record as ``msg`` does. When time runs out
     the stat is ERR_WAIT_TIMEOUT with HTTP 200 and the current record: not an error, ask
-    again."""
-    max_wait = runtime.get_config(BaichuanConfig).max_wait
-    return OK, queue_admin.wait(mq.broker(), msg_id, timeout, max_wait, topic)
+    again. At most BAICHUAN_MAX_WAITERS waits run at once per worker process: another is
+    ERR_TOO_MANY_WAITS (429) at once."""
+    config = runtime.get_config(BaichuanConfig)
+    slots = _wait_slots(config.max_waiters)
+    if not slots.acquire(blocking=False):
+        raise Refusal(ERR_TOO_MANY_WAITS, f"{config.max_waiters} waits already hold this "
+                      "worker's threads (BAICHUAN_MAX_WAITERS); retry later, or poll msg",
+                      http=429)
+    try:
+        return OK, queue_admin.wait(mq.broker(), msg_id, timeout, config.max_wait, topic)
+    finally:
+        slots.release()
 
 
 @api(write=True, statuses=HTTP_CODES)
