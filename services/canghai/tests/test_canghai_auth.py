@@ -305,3 +305,47 @@ def test_a_next_with_cr_or_lf_is_a_400_not_a_500(client) -> None:
         for r in answers:
             assert r.status_code == 400, (bad, r.request.path, r.status_code)
             assert "control characters" in r.headers["x-reason"]
+
+
+def test_refusal_audit_entries_are_rate_limited_per_address(app_for) -> None:
+    from butterfly_canghai import users
+    from butterfly_canghai.models import Audit
+
+    app = app_for(CANGHAI_AUDIT_FAILURES_PER_MINUTE="5", CANGHAI_LOCKOUT_FAILURES="1000",
+                  CANGHAI_LOCKOUT_IP_FAILURES="1000")
+    users.add_user("ada", PASSWORD, "admin")
+    client = app.test_client()
+    for n in range(40):
+        client.post("/auth/ssologin", json={"username": f"u{n}", "password": "nope-nope"})
+        client.post("/console/messages/requeue_all", data={"topic": TOPIC})  # no CSRF
+    for action in ("sign_in", "csrf_refused"):
+        rows = list(Audit.select().where(Audit.action == action, Audit.ok == False)  # noqa: E712
+                    .order_by(Audit.id))
+        minutes: dict[int, list[str]] = {}
+        for row in rows:  # the limit is per minute: the loop may straddle two
+            minutes.setdefault(int(row.at // 60), []).append(row.detail)
+        assert all(len(details) <= 6 for details in minutes.values()), (action, minutes)
+        full = [d for d in minutes.values() if len(d) == 6]
+        assert full and "rate limited" in full[0][-1]  # 5, then one that says so
+        assert len(rows) < 40
+    # successes are never rate-limited
+    for _ in range(8):
+        assert client.post("/auth/ssologin", json={"username": "ada",
+                                                   "password": PASSWORD}).status_code == 200
+    assert Audit.select().where(Audit.action == "token_issued").count() == 8
+
+
+def test_audit_entries_older_than_the_retention_are_pruned_hourly(app_for, redis) -> None:
+    import time
+
+    from butterfly_canghai import audit
+    from butterfly_canghai.models import Audit
+
+    app_for(CANGHAI_AUDIT_DAYS="7")
+    now = time.time()
+    audit.record("ada", "admin", "old", ok=True)
+    audit.record("ada", "admin", "new", ok=True)
+    Audit.update(at=now - 8 * 86400).where(Audit.action == "old").execute()
+    assert audit.prune_if_due(redis, 7, now) == 1
+    assert audit.prune_if_due(redis, 7, now) is None  # one process per hour does it
+    assert [r.action for r in Audit.select()] == ["new"]

@@ -43,6 +43,12 @@ class CanghaiConfig:
     lockout_ip_failures: int = 20
     #: ``CANGHAI_LOCKOUT_MINUTES``: how long a lock (and the failure count) lasts.
     lockout_minutes: float = 15.0
+    #: ``CANGHAI_AUDIT_DAYS``: audit entries older than this are deleted (hourly).
+    audit_days: float = 90.0
+    #: ``CANGHAI_AUDIT_FAILURES_PER_MINUTE``: refused actions (failed sign-ins, CSRF and
+    #: role refusals) recorded per action and client address per minute; past it one entry
+    #: says the rest were not recorded, so a flood cannot fill the table.
+    audit_failures_per_minute: int = 20
     #: ``CANGHAI_SERIES_HOURS``: retention of the per-minute chart buckets in Redis.
     series_hours: float = 24.0
     #: ``CANGHAI_SAMPLE_SECONDS``: how often the sampler records queue depth and traffic.
@@ -84,6 +90,9 @@ class CanghaiConfig:
                                                100000)),
             lockout_minutes=env_number(env, "CANGHAI_LOCKOUT_MINUTES", 15.0, 0.01, 24 * 60),
             series_hours=env_number(env, "CANGHAI_SERIES_HOURS", 24.0, 1.0, 24 * 90),
+            audit_days=env_number(env, "CANGHAI_AUDIT_DAYS", 90.0, 1.0, 36500.0),
+            audit_failures_per_minute=int(env_number(
+                env, "CANGHAI_AUDIT_FAILURES_PER_MINUTE", 20, 1, 1_000_000)),
             sample_seconds=env_number(env, "CANGHAI_SAMPLE_SECONDS", 15.0, 0.2, 60.0),
             fleet_file=(env.get("CANGHAI_FLEET_FILE") or "").strip(),
             fleet_host=(env.get("CANGHAI_FLEET_HOST") or "127.0.0.1").strip(),
