@@ -8,6 +8,7 @@ answers 200 with a ``Username`` header (the original forgot it) or 401 with the 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from .common import page, safe_next
 
 bp = Blueprint("console_auth", __name__, url_prefix="/console")
 huoyan = Blueprint("huoyan", __name__)
+log = logging.getLogger("butterfly.canghai.auth")
 TOKEN_COOKIE = "butterfly_token"  # noqa: S105 - a cookie name, not a secret
 
 
@@ -93,7 +95,11 @@ def logout() -> Any:
 def _token_for(user: users.User) -> str:
     cfg = current()
     ttl = cfg.session_hours * 3600
-    users.publish_epoch(user, ttl + 60)  # the services check the token's ep against it
+    try:
+        users.publish_epoch(user, ttl + 60)  # the services check the token's ep against it
+    except Exception as exc:  # Redis down: the token still works through huoyan (nginx)
+        log.warning("epoch of %s not published: %s: %s", user.username,
+                    type(exc).__name__, exc)
     return tokens.issue(current_secret().secret, user.username, user.role, user.epoch, ttl)
 
 
