@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PACKAGES := libs/butterfly_common $(sort $(wildcard services/*))
-DEV_TOOLS := "pytest>=8" "ruff>=0.6" "requests>=2.31" "psutil>=5.9" "pyyaml>=6" \
-             "mypy>=1.10" "types-requests" "types-PyMySQL" \
-             "schemathesis>=4.0" "openapi-spec-validator>=0.7" "playwright>=1.45" "build>=1.2"
+# Every third-party package, pinned with its hashes (scripts/lock-deps regenerates them
+# from the pyproject.toml files and requirements/dev.in, which lists the dev tools).
+LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
@@ -24,9 +24,13 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when a package's metadata changes (new dependency, new entry point) or the
-# dev tools do (this Makefile).
-$(STAMP): $(BIN)/python Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
-	$(BIN)/pip install --quiet $(DEV_TOOLS) $(foreach p,$(PACKAGES),-e $(p))
+# lock does. Third-party packages come only from the lock, each checked against its
+# sha256 (--require-hashes); our packages are installed editable without dependencies,
+# and pip check fails when the lock misses one of theirs (run scripts/lock-deps).
+$(STAMP): $(BIN)/python Makefile $(LOCK) $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps $(foreach p,$(PACKAGES),-e $(p))
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP) frontend ## create .venv with every package installed editable (+ canghai's front end)

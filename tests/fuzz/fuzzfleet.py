@@ -24,7 +24,9 @@ SECRET_KEY = "fuzz-secret-key-0123456789abcdef0123456789"
 #: the console's first admin, so test_fuzz_console.py can sign in
 CANGHAI_ADMIN_PASSWORD = "fuzz-console-admin-1"
 FUZZ_ENV: dict[str, dict[str, str]] = {"ruqi": {"RUQI_ENGINE": "0"},
+                                       # plain http: a Secure cookie would never return
                                        "canghai": {"BUTTERFLY_SECRET_KEY": SECRET_KEY,
+                                                   "CANGHAI_COOKIE_SECURE": "0",
                                                    "CANGHAI_ADMIN_PASSWORD":
                                                        CANGHAI_ADMIN_PASSWORD},
                                        # a watch long-polls: keep it inside the fuzzer's wait

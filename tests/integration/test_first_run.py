@@ -234,7 +234,7 @@ def test_make_run_in_a_terminal_keeps_env_and_ctrl_c_exits_0(run, workdir):
     """The next `make run`, typed in a terminal: .env as it was (same token, not printed
     again; same Redis port); Ctrl-C there ends make itself with 0 and no "make: ***"."""
     before = dotenv(workdir)
-    for name in ("Makefile", "scripts", "libs", "services"):  # the rest of a clone
+    for name in ("Makefile", "scripts", "libs", "services", "requirements"):  # a clone
         (workdir / name).symlink_to(ROOT / name)
     term = MakeRunInTerminal(workdir, run.offset)
     try:

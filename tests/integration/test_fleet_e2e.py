@@ -34,6 +34,8 @@ from fleetdef import load_fleet  # noqa: E402
 TOPIC = "/demo_api/hello"
 #: ruqi's job control is a write action (issue 12): the fleet gets an operator token.
 OPERATOR = "fleet-test-operator-token"
+#: removing a job is an admin's action (the console's role table)
+ADMIN = "fleet-test-admin-token-0123"
 
 
 def get(service: ButterflyService, path: str, **params) -> dict:
@@ -41,8 +43,9 @@ def get(service: ButterflyService, path: str, **params) -> dict:
 
 
 def post(service: ButterflyService, path: str, **body) -> requests.Response:
+    token = ADMIN if path.endswith("/remove_job") else OPERATOR
     return requests.post(f"{service.url}{path}", json=body, timeout=30,
-                         headers={"Authorization": f"Bearer {OPERATOR}"})
+                         headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def fleet():
         env = {"BUTTERFLY_REDIS_URL": proxy.url, "BUTTERFLY_DB_URL": db_url,
                "BUTTERFLY_WORKERS": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
                "RUQI_TIMEZONE": "UTC", "RUQI_NODE_TTL": "1",
-               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR,
+               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR, "BUTTERFLY_ADMIN_TOKEN": ADMIN,
                "BUTTERFLY_SECRET_KEY": "fleet-test-secret-key-0123456789abcdef"}
         services = {inst.name: ButterflyService(inst.service, {**env, **inst.env})
                     for inst in load_fleet()}

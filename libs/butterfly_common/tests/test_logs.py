@@ -58,6 +58,31 @@ def test_secrets_masked_and_values_escaped(make_app):
     assert set(line["params"].split(";")) == {"user=bob\\tx\\nINJECTED", "password=***"}
 
 
+def test_declared_secret_params_are_masked_in_every_log_line_whatever_their_name(make_app):
+    app = make_app()
+    client = app.test_client()
+    hidden = ["plain-value-1", "form-value-2", "nested-value-3", "refused-value-4",
+              "raised-value-5", "badtype-value-6"]
+    client.post("/secure/store", json={"name": "n1", "value": hidden[0]})
+    client.post("/secure/store", data={"name": "n2", "value": hidden[1]})
+    client.post("/secure/store", json={"name": "n3", "value": 1,
+                                       "extra": {"deep": [hidden[2]]}})
+    assert client.post("/secure/store", json={"name": "n4", "value": hidden[3],
+                                              "fail": "refuse"}).status_code == 400
+    assert client.post("/secure/store", json={"name": "n5", "value": hidden[4],
+                                              "fail": "raise"}).status_code == 500
+    assert client.post("/secure/store", json={"name": "n6", "value": "v",
+                                              "extra": hidden[5]}).status_code == 400
+    lines = access_lines(app)
+    assert [m["params"].split(";")[1] for m in lines[:2]] == ["value=***", "value=***"]
+    flush_all()
+    for handler in [*error_log.handlers, *logging.getLogger().handlers]:
+        handler.flush()
+    text = "\n".join(p.read_text() for p in Path(app.config["LOG_DIR"]).glob("*"))
+    assert "storing n1=***" in text and "RuntimeError: could not store '***'" in text
+    assert [h for h in hidden if h in text] == []
+
+
 def test_bad_params_logged_with_reason(make_app):
     app = make_app()
     app.test_client().get("/kinds/echo?b=x")

@@ -13,6 +13,8 @@ from butterfly_common.settings import load_settings
 
 TOKEN = "baichuan-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+OPERATOR_TOKEN = "baichuan-operator-token-0123456"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 TOPIC = "/demo_api/hello"
 
 
@@ -20,7 +22,8 @@ def make_client(tmp_path: Path, redis_url: str, **env: str) -> FlaskClient:
     """A test client of the baichuan app on ``redis_url``; ``env`` adds/overrides vars."""
     values = {"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
               "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
-              "BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_ADMIN_TOKEN": TOKEN, **env}
+              "BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_ADMIN_TOKEN": TOKEN,
+              "BUTTERFLY_OPERATOR_TOKEN": OPERATOR_TOKEN, **env}
     values = {k: v for k, v in values.items() if v is not None}
     return create_app("baichuan", load_settings(values)).test_client()
 

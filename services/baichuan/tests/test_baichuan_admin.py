@@ -4,7 +4,7 @@ admin rules."""
 from __future__ import annotations
 
 import pytest
-from baichuan_helpers import ADMIN, TOPIC, refused
+from baichuan_helpers import ADMIN, OPERATOR, TOPIC, refused
 
 OTHER = "/demo_api/ping"
 
@@ -90,36 +90,44 @@ def test_workers_list(client, served, broker):
 
 # -- requeue ---------------------------------------------------------------------------------
 
-def test_requeue_one_failed_message_needs_no_token(client, served, broker):
+def test_requeue_of_one_failed_message_is_an_operators_write(client, served, broker):
     served()
     msg_id = dead_letter(client, broker)
-    body = client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": msg_id})
+    # anyone could re-run someone else's dead letter before: now it is a write
+    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": msg_id}),
+            401, "ERR_UNAUTHORIZED", "authorization required")
+    assert broker.get(msg_id).status == "failed"
+    body = client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": msg_id},
+                       headers=OPERATOR)
     assert body.get_json() == {"stat": "OK", "requeued": 1, "msg_id": msg_id}
     assert broker.get(msg_id).status == "queued"
     assert broker.get(msg_id).attempts == 0
+    assert not client.application.extensions["butterfly"].routes["/baichuan/requeue"].is_topic
 
 
 def test_requeue_refusals(client, served, broker):
     served()
     queued = publish(client)
-    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": queued}),
-            409, "ERR_MSG_NOT_FAILED", "queued")
-    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": "ghost"}),
-            404, "ERR_MSG_NOT_FOUND", "ghost")
-    refused(client.post("/baichuan/requeue", json={"topic": TOPIC}), 400, "ERR_BAD_PARAMS",
-            "msg_id")
+    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": queued},
+                        headers=OPERATOR), 409, "ERR_MSG_NOT_FAILED", "queued")
+    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": "ghost"},
+                        headers=OPERATOR), 404, "ERR_MSG_NOT_FOUND", "ghost")
+    refused(client.post("/baichuan/requeue", json={"topic": TOPIC}, headers=OPERATOR),
+            400, "ERR_BAD_PARAMS", "msg_id")
     refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "msg_id": queued,
                                                    "all": True}, headers=ADMIN),
             400, "ERR_BAD_PARAMS", "msg_id")
-    refused(client.post("/baichuan/requeue", json={"topic": "/x y", "msg_id": queued}),
-            400, "ERR_BAD_TOPIC", "whitespace")
+    refused(client.post("/baichuan/requeue", json={"topic": "/x y", "msg_id": queued},
+                        headers=OPERATOR), 400, "ERR_BAD_TOPIC", "whitespace")
 
 
 def test_requeue_all_is_admin_only(client, served, broker):
     served()
     ids = [dead_letter(client, broker) for _ in range(3)]
     refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "all": True}),
-            401, "ERR_UNAUTHORIZED", "admin token")
+            401, "ERR_UNAUTHORIZED", "authorization required")
+    refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "all": True},
+                        headers=OPERATOR), 403, "ERR_FORBIDDEN", "needs role admin")
     refused(client.post("/baichuan/requeue", json={"topic": TOPIC, "all": True},
                         headers={"Authorization": "Bearer wrong-token-wrong-token"}),
             401, "ERR_UNAUTHORIZED", "invalid")
@@ -131,7 +139,7 @@ def test_requeue_all_is_admin_only(client, served, broker):
 
 
 def test_admin_actions_are_off_without_a_token(app_for, served, broker):
-    client = app_for(BUTTERFLY_ADMIN_TOKEN=None)
+    client = app_for(BUTTERFLY_ADMIN_TOKEN=None, BUTTERFLY_OPERATOR_TOKEN=None)
     served()
     msg_id = publish(client)
     for path, args in (("/baichuan/requeue", {"topic": TOPIC, "all": True}),
@@ -148,7 +156,7 @@ def test_delete(client, served, broker):
     served()
     msg_id = publish(client)
     refused(client.post("/baichuan/delete", json={"topic": TOPIC, "msg_id": msg_id}),
-            401, "ERR_UNAUTHORIZED", "admin token")
+            401, "ERR_UNAUTHORIZED", "authorization required")
     body = client.post("/baichuan/delete", json={"topic": TOPIC, "msg_id": msg_id},
                        headers=ADMIN).get_json()
     assert body == {"stat": "OK", "deleted": 1, "msg_id": msg_id}

@@ -19,19 +19,90 @@ def test_sign_in_and_out(client) -> None:
     r = sign_in(client, "vera")
     assert r.status_code == 302 and r.headers["Location"] == "/console/"
     cookie = r.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
     assert client.get("/console/queues").status_code == 200
     client.post("/console/logout", data={"csrf_token": page_csrf(client)})
     assert client.get("/console/queues").status_code == 302
 
 
-def test_secure_cookie_when_configured(app_for) -> None:
+def test_cookies_are_secure_unless_development_or_turned_off(app_for) -> None:
     from butterfly_canghai import users
 
-    app = app_for(CANGHAI_COOKIE_SECURE="1")
-    users.add_user("ada", PASSWORD, "admin")
-    r = sign_in(app.test_client(), "ada")
-    assert "Secure" in r.headers["Set-Cookie"]
+    for env, secure in (({}, True), ({"CANGHAI_COOKIE_SECURE": "1"}, True),
+                        ({"BUTTERFLY_ENV": "development"}, False),
+                        ({"CANGHAI_COOKIE_SECURE": "0"}, False)):
+        app = app_for(**env)
+        if users.get_user("ada") is None:
+            users.add_user("ada", PASSWORD, "admin")
+        client = app.test_client()
+        r = sign_in(client, "ada")
+        assert ("Secure" in r.headers["Set-Cookie"]) is secure, env
+        token = client.get("/auth/ssologin?next=/x").headers["Set-Cookie"]
+        # the token cookie the original pages read from script: not HttpOnly, Secure too
+        assert "butterfly_token=" in token and "HttpOnly" not in token
+        assert ("Secure" in token) is secure, env
+
+
+def _session_token(client) -> tuple[str, str]:
+    """Sign-in cookie value and a JWT issued to that session."""
+    cookie = client.get_cookie("canghai_session").value
+    r = client.get("/auth/ssologin?next=/x")
+    token = r.headers["Set-Cookie"].split("butterfly_token=")[1].split(";")[0]
+    return cookie, token
+
+
+def test_sign_out_ends_the_session_and_its_tokens_server_side(app, redis) -> None:
+    from butterfly_common.auth import epoch_key
+
+    client = app.test_client()
+    sign_in(client, "otto")
+    cookie, token = _session_token(client)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/verification", headers=bearer).status_code == 200
+    assert redis.get(epoch_key("otto")) is not None  # the services can check it too
+    client.post("/console/logout", data={"csrf_token": page_csrf(client)})
+    replay = app.test_client()
+    replay.set_cookie("canghai_session", cookie)
+    assert replay.get("/console/queues").status_code == 302  # back to the login page
+    assert replay.get("/canghai/queue_list").status_code == 401
+    assert client.get("/auth/verification", headers=bearer).status_code == 401
+    assert redis.get(epoch_key("otto")) is None  # and no service believes the token
+
+
+def test_a_removed_then_re_added_user_gets_none_of_the_old_sessions_or_tokens(app) -> None:
+    from butterfly_canghai import users
+
+    client = app.test_client()
+    sign_in(client, "vera")
+    cookie, token = _session_token(client)
+    users.remove_user("vera")
+    users.add_user("vera", PASSWORD, "admin")  # same name, now an admin
+    replay = app.test_client()
+    replay.set_cookie("canghai_session", cookie)
+    assert replay.get("/console/queues").status_code == 302
+    assert client.get("/auth/verification", headers={
+        "Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_a_token_without_ep_is_never_accepted(app) -> None:
+    import time
+
+    import jwt
+
+    from butterfly_canghai import users
+
+    now = int(time.time())
+    claims = {"iss": "butterfly", "jti": "x", "iat": now, "exp": now + 600,
+              "username": "ada", "role": "admin"}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/auth/verification", headers=headers).status_code == 401
+    assert client.get("/canghai/queue_list", headers=headers).status_code == 401
+    epoch = users.get_user("ada").epoch
+    with_ep = jwt.encode({**claims, "ep": epoch}, SECRET, algorithm="HS256")
+    assert client.get("/auth/verification", headers={
+        "Authorization": f"Bearer {with_ep}"}).status_code == 200
 
 
 def test_wrong_password_and_lockout_per_user(client) -> None:
@@ -187,3 +258,94 @@ def test_user_cli(tmp_path) -> None:
     assert cli("remove", "ops").returncode == 0
     assert cli("remove", "ops").returncode == 1
     assert cli("list").stdout.strip() == ""
+
+
+def test_concurrent_wrong_sign_ins_get_no_more_password_checks_than_the_limit(
+        app, monkeypatch) -> None:
+    import threading
+
+    from butterfly_canghai import users
+
+    checks: list[str] = []
+    real = users.authenticate
+
+    def counted(username: str, password: str):
+        checks.append(username)
+        return real(username, password)
+
+    monkeypatch.setattr(users, "authenticate", counted)
+    start = threading.Barrier(16)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        client = app.test_client()
+        start.wait(timeout=30)
+        r = client.post("/auth/ssologin", json={"username": "vera", "password": "nope-nope"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(statuses) == 16
+    assert len(checks) <= 5, len(checks)  # the limit (CANGHAI_LOCKOUT_FAILURES=5)
+    assert statuses.count(429) == 16 - len(checks) and statuses.count(401) == len(checks)
+
+
+def test_a_next_with_cr_or_lf_is_a_400_not_a_500(client) -> None:
+    for bad in ("/console/\r\nSet-Cookie: x=1", "/x\ny", "/x\rEvil: 1"):
+        csrf = csrf_of(client.get("/console/login").text)
+        answers = [client.get("/console/login", query_string={"next": bad}),
+                   client.post("/console/login", data={"username": "vera",
+                                                       "password": PASSWORD,
+                                                       "csrf_token": csrf, "next": bad})]
+        sign_in(client, "vera")
+        answers.append(client.get("/auth/ssologin", query_string={"next": bad}))
+        for r in answers:
+            assert r.status_code == 400, (bad, r.request.path, r.status_code)
+            assert "control characters" in r.headers["x-reason"]
+
+
+def test_refusal_audit_entries_are_rate_limited_per_address(app_for) -> None:
+    from butterfly_canghai import users
+    from butterfly_canghai.models import Audit
+
+    app = app_for(CANGHAI_AUDIT_FAILURES_PER_MINUTE="5", CANGHAI_LOCKOUT_FAILURES="1000",
+                  CANGHAI_LOCKOUT_IP_FAILURES="1000")
+    users.add_user("ada", PASSWORD, "admin")
+    client = app.test_client()
+    for n in range(40):
+        client.post("/auth/ssologin", json={"username": f"u{n}", "password": "nope-nope"})
+        client.post("/console/messages/requeue_all", data={"topic": TOPIC})  # no CSRF
+    for action in ("sign_in", "csrf_refused"):
+        rows = list(Audit.select().where(Audit.action == action, Audit.ok == False)  # noqa: E712
+                    .order_by(Audit.id))
+        minutes: dict[int, list[str]] = {}
+        for row in rows:  # the limit is per minute: the loop may straddle two
+            minutes.setdefault(int(row.at // 60), []).append(row.detail)
+        assert all(len(details) <= 6 for details in minutes.values()), (action, minutes)
+        full = [d for d in minutes.values() if len(d) == 6]
+        assert full and "rate limited" in full[0][-1]  # 5, then one that says so
+        assert len(rows) < 40
+    # successes are never rate-limited
+    for _ in range(8):
+        assert client.post("/auth/ssologin", json={"username": "ada",
+                                                   "password": PASSWORD}).status_code == 200
+    assert Audit.select().where(Audit.action == "token_issued").count() == 8
+
+
+def test_audit_entries_older_than_the_retention_are_pruned_hourly(app_for, redis) -> None:
+    import time
+
+    from butterfly_canghai import audit
+    from butterfly_canghai.models import Audit
+
+    app_for(CANGHAI_AUDIT_DAYS="7")
+    now = time.time()
+    audit.record("ada", "admin", "old", ok=True)
+    audit.record("ada", "admin", "new", ok=True)
+    Audit.update(at=now - 8 * 86400).where(Audit.action == "old").execute()
+    assert audit.prune_if_due(redis, 7, now) == 1
+    assert audit.prune_if_due(redis, 7, now) is None  # one process per hour does it
+    assert [r.action for r in Audit.select()] == ["new"]

@@ -94,6 +94,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "BUTTERFLY_WUXING_URL": wuxing.url,
             "BUTTERFLY_XINGQIAO_URL": xingqiao.url, "CANGHAI_FLEET_FILE": str(fleet_file),
             "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1",
+            "CANGHAI_COOKIE_SECURE": "0",  # plain http on 127.0.0.1
             # the reqid search reads the other services' logs (one host, one dir each)
             "CANGHAI_LOG_DIRS": os.pathsep.join(str(proc.workdir / "log")
                                                 for proc in others.values())})

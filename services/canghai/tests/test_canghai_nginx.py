@@ -29,8 +29,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "CANGHAI_ADMIN_PASSWORD": PASSWORD, "CANGHAI_FLEET_FILE": str(tmp / "none.toml")})
         with canghai:
             port = free_port()
-            for name in ("butterfly-auth.conf", "butterfly-proxy.conf"):
-                shutil.copy(SAMPLE / name, tmp / name)
+            for conf in SAMPLE.glob("*.conf"):
+                shutil.copy(conf, tmp / conf.name)
             site = (SAMPLE / "butterfly-admin.conf").read_text(encoding="utf-8")
             site = site.replace("127.0.0.1:4400", f"127.0.0.1:{canghai.port}")
             site = site.replace("listen 8000;", f"listen 127.0.0.1:{port};")

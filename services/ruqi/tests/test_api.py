@@ -19,12 +19,16 @@ JOB = {"job_trigger": "interval", "job_id": "api1", "job_name": "demo",
 
 OPERATOR = "operator-token-0123456789"
 AUTH = {"Authorization": f"Bearer {OPERATOR}"}
+#: removal is an admin's (the console's role table)
+ADMIN = "admin-token-0123456789abc"
+ADMIN_ONLY = ("remove_job", "job_remove")
 
 
 def make_client(redis_url: str, db_url: str, **extra: str):
     settings = load_settings({"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
                               "RUQI_TIMEZONE": "UTC", "BUTTERFLY_LOG_DIR": "-",
                               "BUTTERFLY_OPERATOR_TOKEN": OPERATOR,
+                              "BUTTERFLY_ADMIN_TOKEN": ADMIN,
                               "RUQI_HTTP_ALLOW": "127.0.0.1", **extra})
     app = create_app("ruqi", settings)
     service.setup(settings)
@@ -39,7 +43,8 @@ def client(redis_server, tmp_path: Path):
 
 
 def post(client, path: str, **data):
-    resp = client.post(f"/ruqi/{path}", json=data, headers=AUTH)
+    headers = {"Authorization": f"Bearer {ADMIN}"} if path in ADMIN_ONLY else AUTH
+    resp = client.post(f"/ruqi/{path}", json=data, headers=headers)
     return resp, resp.get_json()
 
 

@@ -111,8 +111,12 @@ def test_defect_03_job_writes_need_authorization(fresh, tmp_path, target):
     for token in (OPERATOR, ADMIN):
         auth = {"Authorization": f"Bearer {token}"}
         assert client.post("/ruqi/add_job", json=job, headers=auth).status_code == 200
-        assert client.post("/ruqi/remove_job", json={"job_id": "s1"},
-                           headers=auth).status_code == 200
+        # removal is an admin's (the console's role table): the operator token gets 403
+        removed = client.post("/ruqi/remove_job", json={"job_id": "s1"}, headers=auth)
+        assert removed.status_code == (403 if token == OPERATOR else 200), token
+        if token == OPERATOR:
+            assert client.post("/ruqi/remove_job", json={"job_id": "s1"}, headers={
+                "Authorization": f"Bearer {ADMIN}"}).status_code == 200
     # reads stay open
     assert client.get("/ruqi/get_jobs").get_json()["stat"] == "OK"
     assert client.get("/ruqi/get_history").get_json()["stat"] == "OK"
@@ -126,9 +130,18 @@ def test_defect_03_admin_pages_behind_a_trusted_proxy_keep_working(fresh, tmp_pa
     client = make_client(fresh, tmp_path, BUTTERFLY_TRUSTED_PROXIES="127.0.0.1",
                          RUQI_HTTP_ALLOW="127.0.0.1")
     job = {**JOB, "cmd": f"{target.url}/x"}
-    resp = client.post("/ruqi/job_add", json=job, headers={"X-Username": "alice"})
+    operator = {"X-Username": "alice", "X-Role": "operator"}
+    resp = client.post("/ruqi/job_add", json=job, headers=operator)
     assert resp.get_json()["stat"] == "OK"
     assert client.post("/ruqi/job_pause", json={"job_id": "s1"}).status_code == 401
+    # the console's role table: a viewer changes nothing, removal is an admin's
+    viewer = client.post("/ruqi/job_pause", json={"job_id": "s1"},
+                         headers={"X-Username": "vic"})
+    assert viewer.status_code == 403 and "you are viewer" in viewer.headers["x-reason"]
+    assert client.post("/ruqi/job_remove", json={"job_id": "s1"},
+                       headers=operator).status_code == 403
+    assert client.post("/ruqi/job_remove", json={"job_id": "s1"},
+                       headers={"X-Username": "ada", "X-Role": "admin"}).status_code == 200
 
 
 def test_defect_03_job_writes_are_off_with_nothing_configured(fresh, tmp_path):

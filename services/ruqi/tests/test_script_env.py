@@ -87,3 +87,41 @@ def test_defect_04_no_secret_in_history(redis_server, scripts, tmp_path, configu
     assert "RUQI_JOB_ID=envjob" in row.cmd_output
     assert SECRET not in row.cmd_output and "hunter2" not in row.cmd_output
     assert sys.executable  # the interpreter ran from PATH-independent sys.executable
+
+
+PEEK = "cat /proc/$PPID/environ | tr '\\0' '\\n'\necho uid=$(id -u)\n"
+
+
+def test_a_script_user_cannot_read_the_services_environment(monkeypatch):
+    """A script could print its parent's environment (the admin token included) into
+    public history through /proc/$PPID/environ; under RUQI_SCRIPT_USER it cannot."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="ruqi-scripts-", dir="/tmp"))
+    try:
+        root.chmod(0o755)  # the script user reads it, nothing more
+        (root / "peek.sh").write_text(PEEK)
+        (root / "peek.sh").chmod(0o644)
+
+        def peek(**env: str) -> str:
+            runtime.configure(load_settings({"BUTTERFLY_DATA_DIR": str(root / "d"), **env}))
+            return run_command("sh peek.sh", script_dir=str(root), timeout=10,
+                               reqid="0123456789ABCDEF", job_id="p1",
+                               scheduled=1700000000.0).output
+
+        parent = next(k for k in os.environ if k.isidentifier())
+        assert f"{parent}=" in peek()  # the hole: the parent's environment, in history
+        if os.geteuid() != 0:  # only root may start a process as another user
+            with pytest.raises(SettingsError, match="cannot start processes as another"):
+                peek(RUQI_SCRIPT_USER="nobody")
+            return
+        out = peek(RUQI_SCRIPT_USER="nobody")
+        assert "Permission denied" in out and f"{parent}=" not in out
+        assert f"uid={pwd.getpwnam('nobody').pw_uid}" in out
+        with pytest.raises(SettingsError, match="RUQI_SCRIPT_USER"):
+            Safety.from_env({"RUQI_SCRIPT_USER": "no-such-user-here"})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
 from . import __version__, health, metrics, nesting, retstat, runtime
-from .auth import check_admin, check_write, client_identity
+from .auth import check_read, check_role, client_identity, request_identity
 from .db import ping_db
 from .discovery import Route
 from .gateway import Gateway
@@ -234,15 +234,14 @@ class ServiceApp:
         return outcome, gateway_headers
 
     def _serve(self, http: HttpRequest, route: Route, req: Request) -> Outcome:
-        if route.spec.admin:
-            refused = check_admin(http.headers.get("Authorization"),
-                                  self.settings.admin_token)
+        if route.spec.role is not None:
+            # the one role check of every route that declares one (docs/architecture.md)
+            refused = check_role(request_identity(req, self.settings), route.spec.role,
+                                 self.settings)
             if refused:
                 return self.conf.error(*refused)
-        elif route.spec.write:
-            refused = check_write(http.headers.get("Authorization"), req.username,
-                                  self.settings.admin_token, self.settings.operator_token,
-                                  self.settings.trusted_proxies)
+        elif self.settings.read_auth != "open" and not route.spec.public:
+            refused = check_read(request_identity(req, self.settings), self.settings)
             if refused:
                 return self.conf.error(*refused)
         try:

@@ -1,24 +1,57 @@
-"""Who is calling: client identity behind trusted proxies, and the admin / write checks.
+"""Who is calling, with which role, and may they: the one place every service checks it.
 
-Two levels guard actions (see the README's "Write authorization"):
+One role model for the fleet (see the README's "Roles"): ``viewer`` < ``operator`` <
+``admin``. Every identity carries a role, wherever it comes from:
 
-* admin (``@api(admin=True)``: log level, stack dumps, destructive queue actions) needs
-  ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``;
-* write (``@api(write=True)``: ruqi's job control, ...) accepts the admin token, the
-  operator token (``BUTTERFLY_OPERATOR_TOKEN``) or a user a trusted proxy authenticated
-  (``X-Username`` from a ``BUTTERFLY_TRUSTED_PROXIES`` peer, e.g. nginx with huoyan's
-  ``auth_request``), because the original admin pages behind such a proxy send no token.
+* ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``: admin;
+* ``Authorization: Bearer <BUTTERFLY_OPERATOR_TOKEN>``: operator;
+* ``Authorization: Bearer <jwt>`` signed by huoyan with ``BUTTERFLY_SECRET_KEY``: the role
+  in the token, while the user's epoch in Redis (``huoyan:ep:<user>``, written by canghai
+  whenever it issues a token, bumped or deleted on a password / role change, removal or
+  sign-out) still equals the token's ``ep``;
+* a ``BUTTERFLY_TRUSTED_PROXIES`` peer's ``X-Username`` with ``X-Role`` (nginx forwards
+  the role huoyan's verification answered); ``X-Username`` without a valid ``X-Role`` is a
+  viewer.
+
+A route declares the role it needs (``@api(write=True)``: operator, ``@api(admin=True)``
+or ``role="admin"``: admin) and :func:`check_role` is the only check; a handler whose role
+depends on a parameter calls :func:`require_role` with the same identity.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import retstat
-from .settings import Network
+from .settings import Network, Settings
+
+if TYPE_CHECKING:
+    from .request import Request
+
+log = logging.getLogger("butterfly.auth")
+
+ROLES = ("viewer", "operator", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
+#: huoyan's JWTs: issuer and the one accepted algorithm (pinned: never "none", never RS/HS
+#: confusion)
+JWT_ISSUER = "butterfly"
+JWT_ALGORITHM = "HS256"
+EPOCH_PREFIX = "huoyan:ep:"
+
+
+def epoch_key(username: str) -> str:
+    """The Redis key holding a user's current token epoch (one key, any shard)."""
+    return EPOCH_PREFIX + username
+
+
+def has_role(role: str | None, needed: str) -> bool:
+    """True when ``role`` is ``needed`` or above (viewer < operator < admin)."""
+    return role is not None and RANK.get(role, -1) >= RANK[needed]
 
 
 def is_trusted(remote_addr: str | None, proxies: tuple[Network, ...]) -> bool:
@@ -47,59 +80,191 @@ def client_identity(remote_addr: str | None, headers: Mapping[str, str],
     return ip, (headers.get("X-Username") or "-")[:128]
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who the caller is: ``username`` (``-`` when unknown), ``role`` (None: anonymous)
+    and ``via`` (``admin-token``, ``operator-token``, ``jwt``, ``proxy``, ``none``, or
+    ``invalid`` for a bearer credential that matched nothing)."""
+
+    username: str
+    role: str | None
+    via: str
+
+    def can(self, role: str) -> bool:
+        return has_role(self.role, role)
+
+
+ANONYMOUS = Identity("-", None, "none")
+
+
 class AdminRefusal(NamedTuple):
-    """Why a caller may not run an admin action: HTTP status, stat and reason."""
+    """Why a caller may not run an action: HTTP status, stat and reason."""
 
     status: int
     stat: str
     reason: str
 
 
-def _bearer(authorization: str | None) -> str:
-    scheme, _, given = (authorization or "").partition(" ")
-    return given.strip() if scheme.lower() == "bearer" else ""
+def bearer(headers: Mapping[str, str]) -> str:
+    """The credential of ``Authorization: Bearer <x>``, the original admin pages'
+    ``Authorization: Bearer: <x>``, or a bare ``Bearer: <x>`` header ('' if none)."""
+    auth = (headers.get("Authorization") or "").strip()
+    if auth[:7].lower() == "bearer:":
+        return auth[7:].strip()
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip().removeprefix(":").strip()
+    return (headers.get("Bearer") or "").strip()
 
 
 def _same(given: str, token: str) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), token.encode())
 
 
-def check_write(authorization: str | None, username: str, admin_token: str,
-                operator_token: str, proxies: tuple[Network, ...]) -> AdminRefusal | None:
-    """None when the caller may run a write action, else the refusal to answer.
+def jwt_claims(key: str, token: str) -> dict[str, Any] | None:
+    """The claims of a valid, unexpired huoyan token signed with ``key``, else None.
 
-    ``username`` is what :func:`client_identity` found: ``-`` unless a trusted proxy sent
-    ``X-Username``. With no token and no trusted proxy configured, writes are off (403).
-    """
-    given = _bearer(authorization)
-    if given and (_same(given, admin_token) or _same(given, operator_token)):
+    ``ep`` (the user's epoch) and ``role`` are required: a token that cannot be revoked is
+    not accepted."""
+    if not key or token.count(".") != 2:
         return None
-    if username and username != "-":
-        return None  # only set when the peer is a trusted proxy
-    if not (admin_token or operator_token or proxies):
+    import jwt  # only callers that send a JWT pay for the import
+
+    try:
+        claims = jwt.decode(token, key, algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
+                            options={"require": ["exp", "iat", "username", "ep"]})
+    except jwt.PyJWTError:
+        return None
+    if not isinstance(claims.get("username"), str) or not isinstance(claims.get("ep"), int):
+        return None
+    return claims
+
+
+def _jwt_identity(token: str, settings: Settings, redis: Any) -> Identity | None:
+    claims = jwt_claims(settings.secret_key, token)
+    if claims is None:
+        return None
+    role = claims.get("role")
+    if role not in RANK:
+        return None
+    username = claims["username"]
+    try:
+        current = (redis() if callable(redis) else redis).get(epoch_key(username))
+    except Exception as exc:  # the epoch cannot be checked: the token is not believed
+        log.warning("token of %s not checked: %s: %s", username, type(exc).__name__, exc)
+        return None
+    if current is None or str(claims["ep"]) != (current.decode() if isinstance(
+            current, bytes) else str(current)):
+        return None  # signed out, changed or removed since the token was issued
+    return Identity(username, role, "jwt")
+
+
+def identify(remote_addr: str | None, headers: Mapping[str, str], settings: Settings,
+             redis: Any = None) -> Identity:
+    """The caller's identity and role (see the module docstring); ``redis`` (a client or
+    a callable returning one) is asked only for a JWT's epoch."""
+    given = bearer(headers)
+    if given:
+        if _same(given, settings.admin_token):
+            return Identity(_proxy_user(remote_addr, headers, settings) or "admin-token",
+                            "admin", "admin-token")
+        if _same(given, settings.operator_token):
+            return Identity(_proxy_user(remote_addr, headers, settings) or "operator-token",
+                            "operator", "operator-token")
+        if _same(given, settings.read_token):
+            return Identity("read-token", "viewer", "read-token")
+        found = _jwt_identity(given, settings, redis) if settings.secret_key else None
+        return found or Identity("-", None, "invalid")
+    username = _proxy_user(remote_addr, headers, settings)
+    if username:
+        role = (headers.get("X-Role") or "").strip().lower()
+        return Identity(username, role if role in RANK else "viewer", "proxy")
+    return ANONYMOUS
+
+
+def _proxy_user(remote_addr: str | None, headers: Mapping[str, str],
+                settings: Settings) -> str:
+    """The ``X-Username`` of a trusted proxy ('' when none or untrusted)."""
+    if not is_trusted(remote_addr, settings.trusted_proxies):
+        return ""
+    name = (headers.get("X-Username") or "").strip()[:128]
+    return "" if name == "-" else name
+
+
+def check_role(identity: Identity, needed: str, settings: Settings) -> AdminRefusal | None:
+    """None when ``identity`` holds ``needed`` or above, else the refusal to answer:
+    403 when nothing could ever grant it, 401 without (valid) credentials, 403 with a
+    role too low."""
+    if identity.can(needed):
+        return None
+    if identity.role is not None:
+        return AdminRefusal(403, retstat.ERR_FORBIDDEN,
+                            f"needs role {needed} (you are {identity.role})")
+    jwt_or_proxy = bool(settings.secret_key or settings.trusted_proxies)
+    if needed == "admin" and not (settings.admin_token or jwt_or_proxy):
+        return AdminRefusal(403, retstat.ERR_FORBIDDEN,
+                            "admin actions are disabled: set BUTTERFLY_ADMIN_TOKEN (or "
+                            "BUTTERFLY_SECRET_KEY / BUTTERFLY_TRUSTED_PROXIES for users)")
+    if not (settings.admin_token or settings.operator_token or jwt_or_proxy):
         return AdminRefusal(403, retstat.ERR_FORBIDDEN,
                             "write actions are disabled: set BUTTERFLY_OPERATOR_TOKEN, "
                             "BUTTERFLY_ADMIN_TOKEN or BUTTERFLY_TRUSTED_PROXIES")
-    if given:
+    if identity.via == "invalid":
         return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid token")
     return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
-                        "authorization required: Authorization: Bearer <operator or admin "
-                        "token>, or X-Username from a trusted proxy")
+                        f"authorization required (role {needed}): Authorization: Bearer "
+                        "<token or huoyan JWT>, or X-Username and X-Role from a trusted "
+                        "proxy")
 
 
-def check_admin(authorization: str | None, token: str) -> AdminRefusal | None:
-    """None when the caller holds the admin token, else the refusal to answer.
+#: the identities ``BUTTERFLY_READ_AUTH=token`` accepts: bearer credentials only
+_BEARERS = ("admin-token", "operator-token", "read-token", "jwt")
 
-    With no token configured, admin actions are off for everyone (403); a missing or
-    wrong token is 401.
-    """
-    if not token:
-        return AdminRefusal(403, retstat.ERR_FORBIDDEN,
-                            "admin actions are disabled: set BUTTERFLY_ADMIN_TOKEN")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
-                            "admin token required: Authorization: Bearer <token>")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid admin token")
-    return None
+
+def check_read(identity: Identity, settings: Settings) -> AdminRefusal | None:
+    """None when the read policy (``BUTTERFLY_READ_AUTH``) lets ``identity`` call a route
+    that needs no role, else the refusal (401)."""
+    policy = settings.read_auth
+    if policy == "open":
+        return None
+    if identity.via == "invalid":
+        return AdminRefusal(401, retstat.ERR_UNAUTHORIZED, "invalid token")
+    if policy == "token" and identity.via in _BEARERS:
+        return None
+    if policy == "signed-in" and identity.role is not None:
+        return None
+    what = ("Authorization: Bearer <read, operator or admin token, or huoyan JWT>"
+            if policy == "token" else "a token, a huoyan JWT or a trusted proxy's user")
+    return AdminRefusal(401, retstat.ERR_UNAUTHORIZED,
+                        f"reads need an identity (BUTTERFLY_READ_AUTH={policy}): {what}")
+
+
+def request_identity(req: Request, settings: Settings | None = None) -> Identity:
+    """The identity of ``req`` (resolved once per request; queue calls are anonymous)."""
+    found = getattr(req, "identity", None)
+    if found is None:
+        from . import runtime
+
+        remote = (req.wsgienv or {}).get("REMOTE_ADDR")
+        if req.method == "QUEUE" or remote is None:
+            found = ANONYMOUS
+        else:
+            found = identify(remote, req.headers, settings or runtime.get_settings(),
+                             runtime.get_redis)
+            if found.via == "jwt":
+                req.username = found.username  # the access log names the token's user
+        req.identity = found
+    return found
+
+
+def require_role(req: Request, needed: str) -> Identity:
+    """The caller's identity, or a :class:`~butterfly_common.Refusal` when it lacks
+    ``needed`` (for a role that depends on a parameter, e.g. baichuan's ``requeue
+    all=true``)."""
+    from . import runtime
+    from .refusal import Refusal
+
+    identity = request_identity(req)
+    refused = check_role(identity, needed, runtime.get_settings())
+    if refused:
+        raise Refusal(refused.stat, refused.reason, http=refused.status)
+    return identity

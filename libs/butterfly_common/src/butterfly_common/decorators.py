@@ -22,10 +22,11 @@ class HandlerSpec:
     """How a handler speaks: its protocol and its access rules."""
 
     kind: Kind
-    #: Needs ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``; never served as a queue topic.
+    #: Needs the ``admin`` role (the admin token, an admin's JWT or a trusted proxy's
+    #: ``X-Role: admin``); never served as a queue topic.
     admin: bool = False
-    #: Changes state (ruqi's job control...): needs the admin or operator token, or a user
-    #: authenticated by a trusted proxy (auth.check_write); never served as a queue topic.
+    #: Changes state (ruqi's job control...): needs :attr:`role` (auth.check_role); never
+    #: served as a queue topic.
     write: bool = False
     #: Served as a queue topic when the service consumes (``@api`` handlers only).
     topic: bool = True
@@ -33,6 +34,25 @@ class HandlerSpec:
     statuses: Mapping[str, int] = field(default_factory=dict)
     #: For ``@download``: the directory files are served from; None means the data dir.
     root: str | None = None
+    #: The role a caller needs (``operator`` for write routes unless declared, ``admin``
+    #: for admin routes and destructive writes), None for a read.
+    role: str | None = None
+    #: Open whatever ``BUTTERFLY_READ_AUTH`` says (a queue-only notice, a sign-in).
+    public: bool = False
+
+
+ROLES = ("viewer", "operator", "admin")
+
+
+def _needed(admin: bool, write: bool, role: str | None) -> str | None:
+    """The role a route needs from its flags (None: a read open to the read policy)."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if admin:
+        return "admin"
+    if role is not None:
+        return role
+    return "operator" if write else None
 
 
 def _mark(func: F, spec: HandlerSpec) -> F:
@@ -49,20 +69,26 @@ def spec_of(func: Callable[..., Any]) -> HandlerSpec | None:
 def api(func: F) -> F: ...
 @overload
 def api(*, admin: bool = False, write: bool = False, topic: bool = True,
-        statuses: Mapping[str, int] | None = None) -> Callable[[F], F]: ...
+        statuses: Mapping[str, int] | None = None,
+        role: str | None = None, public: bool = False) -> Callable[[F], F]: ...
 
 
 def api(func: F | None = None, *, admin: bool = False, write: bool = False,
-        topic: bool = True,
-        statuses: Mapping[str, int] | None = None) -> F | Callable[[F], F]:
+        topic: bool = True, statuses: Mapping[str, int] | None = None,
+        role: str | None = None, public: bool = False) -> F | Callable[[F], F]:
     """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``.
 
-    ``write=True`` marks a state-changing action (see :mod:`butterfly_common.auth`); like
-    ``admin=True`` it is never a queue topic, since a queue message carries no credentials.
+    ``write=True`` marks a state-changing action that needs ``role`` (default
+    ``operator``; ``role="admin"`` for destructive ones: remove, delete, purge), see
+    :mod:`butterfly_common.auth`; like ``admin=True`` (role admin) it is never a queue
+    topic, since a queue message carries no credentials. ``public=True`` keeps a route
+    without a role open whatever ``BUTTERFLY_READ_AUTH`` says.
     """
-    spec = HandlerSpec("api", admin=admin, write=write,
-                       topic=topic and not admin and not write,
-                       statuses=dict(statuses or {}))
+    needed = _needed(admin, write, role)
+    spec = HandlerSpec("api", admin=admin, write=write or needed is not None,
+                       topic=topic and needed is None,
+                       statuses=dict(statuses or {}), role=needed,
+                       public=public and needed is None)
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
 
 
@@ -74,7 +100,7 @@ def raw(*, admin: bool = False) -> Callable[[F], F]: ...
 
 def raw(func: F | None = None, *, admin: bool = False) -> F | Callable[[F], F]:
     """A handler that picks its own HTTP status: returns ``code`` or ``(code, body[, headers])``."""
-    spec = HandlerSpec("raw", admin=admin, topic=False)
+    spec = HandlerSpec("raw", admin=admin, topic=False, role=_needed(admin, False, None))
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
 
 
@@ -91,5 +117,6 @@ def download(func: F | None = None, *, root: str | None = None,
     ``filename`` is resolved inside ``root`` (default: the service's data dir); a path that
     escapes it is refused before the file system is touched.
     """
-    spec = HandlerSpec("download", admin=admin, topic=False, root=root)
+    spec = HandlerSpec("download", admin=admin, topic=False, root=root,
+                       role=_needed(admin, False, None))
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))

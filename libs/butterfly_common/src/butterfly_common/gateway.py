@@ -20,7 +20,7 @@ from typing import Any
 from . import metrics, retstat
 from .db import database
 from .discovery import Route
-from .logs import current_reqid, error_log, write_access
+from .logs import MASK, current_reqid, current_secrets, error_log, secret_strings, write_access
 from .params import ParamError
 from .protocol import Outcome, ProtocolSettings, render_api, render_download, render_raw
 from .refusal import DEFAULT_HTTP, Refusal
@@ -59,11 +59,31 @@ class Gateway:
                 database.close()  # back to the pool; next call opens lazily
 
     def _call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
+        secret = route.binder.secret
+        if not secret:
+            return self._bound_call(route, req, values)
+        # declared secret (params.Secret): masked in the access line, and every string in
+        # them masked in whatever is logged while the call runs (docs/architecture.md)
+        req.secrets = secret_strings([values[k] for k in secret if k in values])
+        token = current_secrets.set(req.secrets)
+        try:
+            return self._bound_call(route, req, values)
+        finally:
+            current_secrets.reset(token)
+
+    def _bound_call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
+        secret = route.binder.secret
         try:
             kwargs = route.binder.bind(values)
         except ParamError as exc:
-            return self.bad_params(req, str(exc), values)
-        req.log_params.update(kwargs)
+            return self.bad_params(req, str(exc), _masked(values, secret))
+        if secret:
+            req.secrets = secret_strings([*req.secrets,
+                                          *(kwargs[k] for k in secret if k in kwargs)])
+            current_secrets.set(req.secrets)
+            req.log_params.update(_masked(kwargs, secret))
+        else:
+            req.log_params.update(kwargs)
         try:
             if self.before_call is not None:
                 self.before_call(req, route, kwargs)
@@ -124,3 +144,8 @@ class Gateway:
         stat = req.log_ret_code if req.log_ret_code is not None else outcome.stat
         write_access(req, stat)
         metrics.observe(label, req.method, stat, time.perf_counter() - req.init_tm)
+
+
+def _masked(values: Mapping[str, Any], secret: frozenset[str]) -> dict[str, Any]:
+    """``values`` with the declared-secret ones replaced by the mask, for the log."""
+    return {k: MASK if k in secret else v for k, v in values.items()}

@@ -34,6 +34,15 @@ init_log = logging.getLogger("butterfly.init")
 current_reqid: contextvars.ContextVar[str] = contextvars.ContextVar("reqid",
                                                                     default="X" * 16)
 
+#: The strings of the secret parameters of the call being served (``params.Secret``):
+#: every log line written while it runs has them masked, whatever the logger.
+current_secrets: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "secrets", default=())
+MASK = "***"
+#: Strings shorter than this are masked in their parameter only, not searched for in free
+#: text (masking "1" everywhere would garble every line and hide nothing).
+MIN_SCRUB = 4
+
 LINE_FORMAT = "%(asctime)s\t%(process)d\t%(module)s:%(lineno)d\t%(message)s"
 COMMON_FORMAT = ("%(levelname)s %(name)s %(asctime)s: %(module)s:%(lineno)d %(thread)d "
                  "%(reqid)s * %(message)s")
@@ -71,9 +80,48 @@ class _Formatter(logging.Formatter):
 
 
 class _ReqIdFilter(logging.Filter):
+    """Every handler's filter: the reqid of the call, and its secrets masked."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.reqid = current_reqid.get()
+        secrets = current_secrets.get()
+        if secrets:
+            record.msg, record.args = scrub(record.getMessage(), secrets), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = scrub(record.exc_text, secrets)
         return True
+
+
+def secret_strings(values: list[Any]) -> tuple[str, ...]:
+    """Every string and number inside ``values`` (nested dicts and lists, iteratively and
+    bounded) at least :data:`MIN_SCRUB` long, longest first (so a secret containing
+    another is masked whole)."""
+    found: set[str] = set()
+    stack = list(values)
+    while stack and len(found) < 1000:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= MIN_SCRUB:
+                found.add(text)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each secret (and its escaped form) masked."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+        escaped = escape(secret)
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, MASK)
+    return text
 
 
 def escape(value: Any) -> str:
@@ -120,12 +168,13 @@ def format_params(params: dict[str, Any]) -> str:
 def access_line(req: Request, stat: Any) -> str:
     """The access log message (after the date, pid and location columns)."""
     talk = ";".join(f"{k}={v:.3f}" for k, v in req.log_talk.items())
-    return "\t".join((
+    line = "\t".join((
         escape(req.ip), escape(req.reqid), escape(req.method), escape(req.funcname),
         f"cost:{req.cost:.6f}", f"stat:{escape(stat)}", f"user:{escape(req.username)}",
         f"talk:{talk}", f"params:{format_params(req.log_params)}",
         f"error_msg:{escape(req.error_str)}", f"res:{';'.join(escape(r) for r in req.log_res)}",
     ))
+    return scrub(line, req.secrets) if req.secrets else line
 
 
 def write_access(req: Request, stat: Any) -> None:

@@ -111,10 +111,12 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         "tags": [route.app or "butterfly"],
         "responses": _responses(route, method),
     }
-    if route.spec.admin:
+    if route.spec.role == "admin":
+        # or an admin's JWT / X-Role: admin from a trusted proxy (auth.identify)
         op["security"] = [{"adminToken": []}]
-    elif route.spec.write:
-        # or X-Username from a trusted proxy, which OpenAPI cannot express as a scheme
+    elif route.spec.role is not None:
+        # or a JWT / X-Username and X-Role from a trusted proxy, which OpenAPI cannot
+        # express as a scheme
         op["security"] = [{"operatorToken": []}, {"adminToken": []}]
     if method == "get":
         op["parameters"] = [_query_param(p.name, p.required, schema_of(p.annotation))
@@ -170,6 +172,7 @@ def build_spec(service: str, routes: Mapping[str, Route],
             "adminToken": {"type": "http", "scheme": "bearer"},
             "operatorToken": {"type": "http", "scheme": "bearer",
                               "description": "BUTTERFLY_OPERATOR_TOKEN; write actions also "
-                              "accept X-Username from a BUTTERFLY_TRUSTED_PROXIES peer"},
+                              "accept a huoyan JWT, or X-Username and X-Role from a "
+                              "BUTTERFLY_TRUSTED_PROXIES peer"},
         }},
     }

@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from . import nesting
 
@@ -26,6 +26,30 @@ class ParamError(ValueError):
 
 
 Coercer = Callable[[Any], Any]
+
+
+class _SecretMark:
+    """The marker of a secret parameter (see :data:`Secret`)."""
+
+    def __repr__(self) -> str:
+        return "SECRET"
+
+
+#: ``Annotated[T, SECRET]`` declares a parameter secret: its value (and every string in
+#: it) is masked in the access log, the error log and the console's search, whatever its
+#: name (docs/architecture.md, "Secrets").
+SECRET = _SecretMark()
+#: A secret parameter of any type: ``def f(req, item_value: Secret)``.
+Secret = Annotated[Any, SECRET]
+
+
+def unwrap_secret(annotation: Any) -> tuple[Any, bool]:
+    """``(annotation without the marker, is it secret)``; ``Secret`` alone is untyped."""
+    if typing.get_origin(annotation) is Annotated:
+        inner, *extras = typing.get_args(annotation)
+        if any(extra is SECRET for extra in extras):
+            return (inspect.Parameter.empty if inner is Any else inner), True
+    return annotation, False
 
 
 def _scalar(value: Any, what: str) -> Any:
@@ -131,6 +155,7 @@ class Param:
     default: Any
     annotation: Any
     coerce: Coercer | None
+    secret: bool = False
 
 
 class Binder:
@@ -139,7 +164,7 @@ class Binder:
     def __init__(self, func: Callable[..., Any]) -> None:
         sig = inspect.signature(func)
         try:
-            hints = typing.get_type_hints(func)
+            hints = typing.get_type_hints(func, include_extras=True)
         except Exception:
             hints = {}
         params = list(sig.parameters.values())
@@ -147,15 +172,18 @@ class Binder:
             raise TypeError(f"{func.__qualname__}: the first parameter must be 'req'")
         self.params: dict[str, Param] = {}
         self.accepts_any = False
+        #: names of the parameters declared :data:`Secret` (masked in every log)
+        self.secret: frozenset[str] = frozenset()
         for p in params[1:]:
             if p.kind is p.VAR_KEYWORD:
                 self.accepts_any = True
                 continue
             if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
                 continue
-            annotation = hints.get(p.name, p.annotation)
+            annotation, secret = unwrap_secret(hints.get(p.name, p.annotation))
             self.params[p.name] = Param(p.name, p.default is p.empty, p.default, annotation,
-                                        coercer_for(annotation))
+                                        coercer_for(annotation), secret)
+        self.secret = frozenset(p.name for p in self.params.values() if p.secret)
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the handler from ``values``; raises ParamError."""

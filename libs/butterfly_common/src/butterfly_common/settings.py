@@ -33,7 +33,9 @@ class Settings:
 
     redis_url: str = DEFAULT_REDIS_URL
     db_url: str = ""
-    host: str = "0.0.0.0"
+    #: ``BUTTERFLY_HOST``: this machine only unless told otherwise (the container image
+    #: sets 0.0.0.0)
+    host: str = "127.0.0.1"
     port: int = 8585
     data_dir: Path = Path("var/data")
     #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
@@ -53,6 +55,15 @@ class Settings:
     #: Write actions (``@api(write=True)``) accept this token besides the admin token.
     operator_token: str = ""
     trusted_proxies: tuple[Network, ...] = ()
+    #: ``BUTTERFLY_READ_AUTH``: who may call the routes that need no role (reads, publish):
+    #: ``open`` (anyone), ``token`` (a bearer credential: admin / operator / read token or
+    #: a huoyan JWT) or ``signed-in`` (any identity with a role, a trusted proxy's user too)
+    read_auth: str = "open"
+    #: ``BUTTERFLY_READ_TOKEN``: a bearer token that may read (the viewer role) and no more
+    read_token: str = field(default="", repr=False)
+    #: ``BUTTERFLY_SECRET_KEY``: the fleet's signing key; huoyan (canghai) signs JWTs with
+    #: it and every service verifies them with it (auth.identify). Empty: no JWTs.
+    secret_key: str = field(default="", repr=False)
     legacy_status: bool = False
     stat_adaptor: Mapping[str, Any] | None = None
     max_body_bytes: int = 1024 * 1024
@@ -192,6 +203,7 @@ def _redis_url(name: str, raw: str) -> str:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+READ_AUTH = ("open", "token", "signed-in")
 DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgres+pool",
               "postgresql+pool")
 
@@ -248,6 +260,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         if len(raw) < 16:
             raise SettingsError("BUTTERFLY_OPERATOR_TOKEN: use at least 16 characters")
         kwargs["operator_token"] = raw
+    if (raw := get("BUTTERFLY_READ_AUTH")) is not None:
+        if raw.lower() not in READ_AUTH:
+            raise SettingsError(f"BUTTERFLY_READ_AUTH={raw!r}: expected "
+                                f"{', '.join(READ_AUTH)}")
+        kwargs["read_auth"] = raw.lower()
+    if (raw := get("BUTTERFLY_READ_TOKEN")) is not None:
+        if len(raw) < 16:
+            raise SettingsError("BUTTERFLY_READ_TOKEN: use at least 16 characters")
+        kwargs["read_token"] = raw
+    if (raw := get("BUTTERFLY_SECRET_KEY")) is not None:
+        if len(raw) < 32:
+            raise SettingsError("BUTTERFLY_SECRET_KEY: use at least 32 characters")
+        kwargs["secret_key"] = raw
     if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:

@@ -33,7 +33,10 @@ class BaichuanConfig:
     #: Longer than the heartbeat TTL, so a dead worker stays visible (``alive: false``) for
     #: a while; publish checks liveness itself and does not depend on pruning.
     prune_workers_after: float = PRUNE_WORKERS_AFTER
-
+    #: ``BAICHUAN_MAX_WAITERS``: ``wait`` calls one worker process serves at once (each
+    #: holds a thread); more answer 429 at once, so waits can never take every thread
+    #: (``/healthz`` and every other route keep theirs). Default: half the threads.
+    max_waiters: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BaichuanConfig:
@@ -46,7 +49,17 @@ class BaichuanConfig:
                                          MAINTENANCE_INTERVAL, 0.05),
             prune_workers_after=env_number(env, "BAICHUAN_PRUNE_WORKERS_AFTER",
                                         PRUNE_WORKERS_AFTER, 1),
+            max_waiters=int(env_number(env, "BAICHUAN_MAX_WAITERS",
+                                       max(1, _threads(env) // 2), 1, 10_000)),
         )
+
+
+def _threads(env: Mapping[str, str]) -> int:
+    """gunicorn threads per worker (``BUTTERFLY_THREADS``, checked by the settings)."""
+    try:
+        return max(1, int((env.get("BUTTERFLY_THREADS") or "8").strip()))
+    except ValueError:
+        return 8
 
 
 def config_of(settings: Settings) -> BaichuanConfig:

@@ -15,13 +15,14 @@ from typing import Any
 
 from butterfly_common import Refusal, mq, nesting
 from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
-from butterfly_common.mq.keys import check_id, check_topic
+from butterfly_common.mq.keys import check_id, check_topic, reserved_by
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
 
 from .refusals import (
     ERR_BAD_STATUS,
     ERR_BAD_TOPIC,
+    ERR_MSG_ID_RESERVED,
     ERR_MSG_NOT_FAILED,
     ERR_MSG_NOT_FOUND,
     ERR_MSG_TOO_LARGE,
@@ -93,6 +94,10 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             check_id(msg_id)
         except ValueError as exc:
             raise ParamError(f"invalid: msg_id ({exc})") from None
+        owner = reserved_by(msg_id)
+        if owner is not None:
+            raise Refusal(ERR_MSG_ID_RESERVED, f"msg_id {msg_id[:40]!r} is reserved for "
+                          f"{owner}'s own messages; choose another id")
     try:
         nesting.check(data, what="data")
     except nesting.NestingError as exc:

@@ -61,7 +61,14 @@ def from_headers(headers: Any, proxy_username: str = "-") -> Identity | None:
             return _user_identity(claims["username"], "jwt", claims.get("ep"))
         return None
     if proxy_username and proxy_username != "-":
-        return _user_identity(proxy_username, "proxy")
+        found = _user_identity(proxy_username, "proxy")
+        if found is None:
+            return None
+        # the proxy's X-Role caps the user's role (no X-Role: a viewer), as at every service
+        claimed = (headers.get("X-Role") or "").strip().lower()
+        claimed = claimed if claimed in users.RANK else "viewer"
+        role = min(found.role, claimed, key=lambda r: users.RANK.get(r, -1))
+        return Identity(found.username, role, "proxy")
     cookie = parse_cookie(headers.get("Cookie") or "").get(sessions.COOKIE)
     return from_session_data(sessions.decode(cookie)) if cookie else None
 

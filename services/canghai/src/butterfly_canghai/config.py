@@ -32,8 +32,9 @@ class CanghaiConfig:
     #: first start when the user table is empty.
     admin_user: str = "admin"
     admin_password: str = ""
-    #: ``CANGHAI_COOKIE_SECURE``: mark the session cookie ``Secure`` (behind HTTPS).
-    cookie_secure: bool = False
+    #: ``CANGHAI_COOKIE_SECURE``: mark the session and token cookies ``Secure`` (sent over
+    #: HTTPS only); on unless ``BUTTERFLY_ENV=development``.
+    cookie_secure: bool = True
     #: ``CANGHAI_SESSION_HOURS``: a session (and a JWT) lasts this long.
     session_hours: float = 8.0
     #: ``CANGHAI_LOCKOUT_FAILURES``: failed sign-ins per user before the user is locked.
@@ -42,6 +43,12 @@ class CanghaiConfig:
     lockout_ip_failures: int = 20
     #: ``CANGHAI_LOCKOUT_MINUTES``: how long a lock (and the failure count) lasts.
     lockout_minutes: float = 15.0
+    #: ``CANGHAI_AUDIT_DAYS``: audit entries older than this are deleted (hourly).
+    audit_days: float = 90.0
+    #: ``CANGHAI_AUDIT_FAILURES_PER_MINUTE``: refused actions (failed sign-ins, CSRF and
+    #: role refusals) recorded per action and client address per minute; past it one entry
+    #: says the rest were not recorded, so a flood cannot fill the table.
+    audit_failures_per_minute: int = 20
     #: ``CANGHAI_SERIES_HOURS``: retention of the per-minute chart buckets in Redis.
     series_hours: float = 24.0
     #: ``CANGHAI_SAMPLE_SECONDS``: how often the sampler records queue depth and traffic.
@@ -76,13 +83,16 @@ class CanghaiConfig:
         return cls(
             admin_user=admin_user,
             admin_password=password,
-            cookie_secure=env_flag(env, "CANGHAI_COOKIE_SECURE", False),
+            cookie_secure=env_flag(env, "CANGHAI_COOKIE_SECURE", not is_development(env)),
             session_hours=env_number(env, "CANGHAI_SESSION_HOURS", 8.0, 0.01, 24 * 30),
             lockout_failures=int(env_number(env, "CANGHAI_LOCKOUT_FAILURES", 5, 1, 1000)),
             lockout_ip_failures=int(env_number(env, "CANGHAI_LOCKOUT_IP_FAILURES", 20, 1,
                                                100000)),
             lockout_minutes=env_number(env, "CANGHAI_LOCKOUT_MINUTES", 15.0, 0.01, 24 * 60),
             series_hours=env_number(env, "CANGHAI_SERIES_HOURS", 24.0, 1.0, 24 * 90),
+            audit_days=env_number(env, "CANGHAI_AUDIT_DAYS", 90.0, 1.0, 36500.0),
+            audit_failures_per_minute=int(env_number(
+                env, "CANGHAI_AUDIT_FAILURES_PER_MINUTE", 20, 1, 1_000_000)),
             sample_seconds=env_number(env, "CANGHAI_SAMPLE_SECONDS", 15.0, 0.2, 60.0),
             fleet_file=(env.get("CANGHAI_FLEET_FILE") or "").strip(),
             fleet_host=(env.get("CANGHAI_FLEET_HOST") or "127.0.0.1").strip(),
@@ -90,6 +100,11 @@ class CanghaiConfig:
             default_lang=lang,
             log_dirs=(env.get("CANGHAI_LOG_DIRS") or "").strip(),
         )
+
+
+def is_development(env: Mapping[str, str]) -> bool:
+    """``BUTTERFLY_ENV=development`` (or ``dev``): what ``make run`` sets."""
+    return (env.get("BUTTERFLY_ENV") or "").strip().lower() in ("dev", "development")
 
 
 def valid_username(name: str) -> bool:
@@ -139,7 +154,7 @@ def fleet_secret(settings: Settings) -> FleetSecret:
     (0600), so it survives restarts and every worker process shares it.
     """
     env = settings.env or os.environ
-    development = (env.get("BUTTERFLY_ENV") or "").strip().lower() in ("dev", "development")
+    development = is_development(env)
     secret = (env.get("BUTTERFLY_SECRET_KEY") or "").strip()
     if secret and len(secret) < MIN_SECRET:
         raise SettingsError(f"BUTTERFLY_SECRET_KEY: use at least {MIN_SECRET} characters")

@@ -1,8 +1,11 @@
 """Sign-in rate limits: failures counted per username and per client address in Redis.
 
 Each counter is one key, bumped by a one-key Lua script (INCR, PEXPIRE on the first
-failure), so it works through Twemproxy and is shared by every worker and replica. The
-window starts at the first failure; a success clears the user's counter (not the address's).
+attempt), so it works through Twemproxy and is shared by every worker and replica. An
+attempt is counted *before* its password is checked (:meth:`Lockout.attempt`), so a burst
+of concurrent sign-ins gets at most the limit of password checks, never one per request;
+a success then clears the user's counter and gives the address its attempt back. The
+window starts at the first attempt.
 """
 
 from __future__ import annotations
@@ -23,8 +26,13 @@ def _key(kind: str, value: str) -> str:
     return f"{PREFIX}:{kind}:{digest}"
 
 
+_GIVE_BACK = Script("local n = redis.call('DECR', KEYS[1])\n"
+                   "if n <= 0 then redis.call('DEL', KEYS[1]) end\n"
+                   "return n", "canghai_signin_give_back")
+
+
 class Lockout:
-    """``locked`` before checking a password, ``failed`` / ``succeeded`` after."""
+    """``attempt`` before checking a password (counts it), ``succeeded`` after a good one."""
 
     def __init__(self, client: Any, user_limit: int, ip_limit: int, minutes: float) -> None:
         self.client = client
@@ -40,9 +48,21 @@ class Lockout:
         user_n, ip_n = (int(v or 0) for v in pipe.execute())
         return user_n >= self.user_limit or ip_n >= self.ip_limit
 
+    def attempt(self, username: str, ip: str) -> bool:
+        """Count one attempt of ``username`` from ``ip``; True when it may check the
+        password (the user and the address are both within their limits, this one
+        included)."""
+        user_n = int(_BUMP(self.client, [_key("user", username.lower())], [self.window_ms]))
+        ip_n = int(_BUMP(self.client, [_key("ip", ip)], [self.window_ms]))
+        return user_n <= self.user_limit and ip_n <= self.ip_limit
+
     def failed(self, username: str, ip: str) -> None:
+        """Count a failure without an attempt (kept for callers outside sign-in)."""
         for key in (_key("user", username.lower()), _key("ip", ip)):
             _BUMP(self.client, [key], [self.window_ms])
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, ip: str | None = None) -> None:
+        """A good password: the user's counter goes, the address gets its attempt back."""
         self.client.delete(_key("user", username.lower()))
+        if ip is not None:
+            _GIVE_BACK(self.client, [_key("ip", ip)], [])

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import fleet, queues, traffic
+from . import audit, fleet, queues, traffic
 from .config import CanghaiConfig
 
 log = logging.getLogger("butterfly.canghai.sampler")
@@ -107,6 +107,7 @@ class Sampler:
         pipe.execute()
         traffic.record(self.client, self.routes, minute, retention)
         self.trim(minute - retention)
+        audit.prune_if_due(self.client, self.cfg.audit_days, now)
         return True
 
     def trim(self, before: int) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 
 import jwt
 
-ISSUER = "butterfly"
-ALGORITHM = "HS256"
+from butterfly_common import auth
+
+ISSUER = auth.JWT_ISSUER
+ALGORITHM = auth.JWT_ALGORITHM
 
 
 def issue(key: str, username: str, role: str, epoch: int, ttl: float) -> str:
@@ -25,13 +27,10 @@ def issue(key: str, username: str, role: str, epoch: int, ttl: float) -> str:
 
 
 def verify(key: str, token: str) -> dict[str, Any] | None:
-    """The claims of a valid, unexpired token of ours, else None."""
-    try:
-        claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "username"]})
-    except jwt.PyJWTError:
-        return None
-    return claims if isinstance(claims.get("username"), str) else None
+    """The claims of a valid, unexpired token of ours (``ep`` required: a token without
+    it could never be revoked), else None. The framework's check, so canghai and every
+    service accept the same tokens."""
+    return auth.jwt_claims(key, token)
 
 
 def bearer_of(headers: Any) -> str | None:

@@ -6,12 +6,16 @@ does not tell which usernames exist.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from butterfly_common import db
+from butterfly_common.auth import epoch_key
+from butterfly_common.runtime import get_redis
 
 from .config import ROLES, valid_username
 from .models import User
@@ -20,6 +24,28 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("not a password of anyone")
 MIN_PASSWORD = 8
 RANK = {role: i for i, role in enumerate(ROLES)}
+log = logging.getLogger("butterfly.canghai.users")
+
+
+def publish_epoch(user: User, ttl: float) -> None:
+    """Tell the fleet the user's current epoch (``huoyan:ep:<user>``): every service
+    checks a JWT's ``ep`` against it, so a token is good only while this key says so."""
+    get_redis().set(epoch_key(user.username), str(user.epoch), px=max(1000, int(ttl * 1000)))
+
+
+def revoke_epoch(username: str) -> None:
+    """Every token of ``username`` stops working at the services (their epoch key goes);
+    a failure is logged loudly: the tokens then live until their ``exp``."""
+    try:
+        get_redis().delete(epoch_key(username))
+    except Exception:
+        log.exception("could not revoke the tokens of %s at the services", username)
+
+
+def _new_epoch() -> int:
+    """A user's first epoch: random, so a user removed and added again under the same name
+    never matches a session or token of the old one."""
+    return secrets.randbelow(2**30) + 2
 
 
 class UserError(ValueError):
@@ -46,7 +72,8 @@ def add_user(username: str, password: str, role: str) -> User:
     with db.database.connection_context():
         if User.get_or_none(User.username == username) is not None:
             raise UserError(f"user {username!r} exists")
-        return User.create(username=username, password_hash=_hasher.hash(password), role=role)
+        return User.create(username=username, password_hash=_hasher.hash(password), role=role,
+                           epoch=_new_epoch())
 
 
 def set_password(username: str, password: str) -> None:
@@ -56,6 +83,7 @@ def set_password(username: str, password: str) -> None:
         n = (User.update(password_hash=_hasher.hash(password), epoch=User.epoch + 1,
                          updated_at=time.time())
              .where(User.username == username).execute())
+    revoke_epoch(username)
     if not n:
         raise UserError(f"no user {username!r}")
 
@@ -66,6 +94,7 @@ def set_role(username: str, role: str) -> None:
     with db.database.connection_context():
         n = (User.update(role=role, epoch=User.epoch + 1, updated_at=time.time())
              .where(User.username == username).execute())
+    revoke_epoch(username)
     if not n:
         raise UserError(f"no user {username!r}")
 
@@ -73,8 +102,19 @@ def set_role(username: str, role: str) -> None:
 def remove_user(username: str) -> None:
     """Delete a user; their sessions and tokens stop working at once."""
     with db.database.connection_context():
-        if not User.delete().where(User.username == username).execute():
-            raise UserError(f"no user {username!r}")
+        removed = User.delete().where(User.username == username).execute()
+    revoke_epoch(username)
+    if not removed:
+        raise UserError(f"no user {username!r}")
+
+
+def sign_out_everywhere(username: str) -> None:
+    """Sign-out: the user's epoch moves on, so this session, every other session and every
+    JWT issued to the user stop working (server-side; a replayed cookie is refused)."""
+    with db.database.connection_context():
+        (User.update(epoch=User.epoch + 1, updated_at=time.time())
+         .where(User.username == username).execute())
+    revoke_epoch(username)
 
 
 def get_user(username: str) -> User | None:

@@ -474,11 +474,17 @@ def run_script(command: Command, timeout: float, job_vars: dict[str, str]) -> Ou
     ``RUQI_OUTPUT_MAX_BYTES`` are read back.
     """
     conf = safety.current()
+    # RUQI_SCRIPT_USER: another uid cannot read this process's /proc/<pid>/environ
+    as_user: dict[str, Any] = {}
+    if conf.script_user is not None and conf.script_user[0] != os.geteuid():
+        as_user = {"user": conf.script_user[0], "group": conf.script_user[1],
+                   "extra_groups": []}
     with tempfile.TemporaryFile() as out_file:
         try:
             proc = subprocess.run(list(command.argv), cwd=command.cwd,  # noqa: S603
                                   env=conf.script_env(job_vars), stdout=out_file,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                                  **as_user)
             head = f"retcode={proc.returncode}"
             ok = proc.returncode == 0
         except subprocess.TimeoutExpired:

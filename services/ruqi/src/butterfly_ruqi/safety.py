@@ -4,6 +4,8 @@
 ``RUQI_OUTPUT_MAX_BYTES``  bytes of a fire's output kept in its history row (default 4096,
                            64..60000); the rest is never read into memory
 ``RUQI_SCRIPT_ENV_PASS``   extra variables passed to scripts (comma list; default none)
+``RUQI_SCRIPT_USER``       user (name or uid) scripts run as, so they cannot read the
+                           service's own environment through ``/proc/$PPID/environ``
 
 Kept apart from ``config.py`` (the scheduling knobs) because each of these closes a hole
 (issue 12, defects 3 and 4) and is read on every fire, not once per engine.
@@ -12,6 +14,7 @@ Kept apart from ``config.py`` (the scheduling knobs) because each of these close
 from __future__ import annotations
 
 import os
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +41,8 @@ class Safety:
     allow: AllowList
     output_max_bytes: int = 4096
     script_env_pass: tuple[str, ...] = ()
+    #: ``RUQI_SCRIPT_USER``: ``(uid, gid, home)`` scripts run as, None: ruqi's own user
+    script_user: tuple[int, int, str] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Safety:
@@ -56,14 +61,34 @@ class Safety:
         return cls(allow=allow,
                    output_max_bytes=int(env_number(env, "RUQI_OUTPUT_MAX_BYTES", 4096, 64,
                                                    OUTPUT_MAX_LIMIT)),
-                   script_env_pass=names)
+                   script_env_pass=names,
+                   script_user=_script_user((env.get("RUQI_SCRIPT_USER") or "").strip()))
 
     def script_env(self, job_vars: Mapping[str, str]) -> dict[str, str]:
-        """A script's whole environment: PATH, LANG, HOME, TZ, the pass list, the job's."""
+        """A script's whole environment: PATH, LANG, HOME, TZ, the pass list, the job's
+        (HOME is the script user's when ``RUQI_SCRIPT_USER`` is set)."""
         env = {k: os.environ[k] for k in (*SCRIPT_BASE_ENV, *self.script_env_pass)
                if k in os.environ}
         env.setdefault("PATH", os.defpath)
+        if self.script_user is not None:
+            env["HOME"] = self.script_user[2]
         return {**env, **job_vars}
+
+
+def _script_user(raw: str) -> tuple[int, int, str] | None:
+    """``RUQI_SCRIPT_USER`` checked: the user exists, and this process may switch to it
+    (it runs as root, or already as that user)."""
+    if not raw:
+        return None
+    try:
+        entry = pwd.getpwuid(int(raw)) if raw.isdigit() else pwd.getpwnam(raw)
+    except (KeyError, ValueError):
+        raise SettingsError(f"RUQI_SCRIPT_USER={raw!r}: no such user") from None
+    if os.geteuid() not in (0, entry.pw_uid):
+        raise SettingsError(f"RUQI_SCRIPT_USER={raw!r}: ruqi runs as uid {os.geteuid()} "
+                            "and cannot start processes as another user (run it as root, "
+                            "which then runs every script as that user)")
+    return entry.pw_uid, entry.pw_gid, entry.pw_dir
 
 
 def current() -> Safety:

@@ -32,6 +32,7 @@ Timestamps in records are epoch milliseconds, durations (``timeout``, ``result_t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidTopic
@@ -96,6 +97,28 @@ def check_id(msg_id: str) -> str:
         raise ValueError(f"msg_id must be 1..{MAX_ID_LEN} printable non-space chars: "
                          f"{msg_id!r}")
     return msg_id
+
+
+#: Message ids the fleet's services make for themselves, by owner: ruqi's fires
+#: (``ruqi:<job>:<ms>``, derived from the job and its public next run time, so the publish
+#: is idempotent across replicas) and xingqiao's task messages
+#: (``xq<flow>.<token>.<task>.<run>``). An id is unique per topic, so whoever publishes it
+#: first owns it: baichuan's public ``publish`` refuses these to every caller
+#: (``ERR_MSG_ID_RESERVED``), else anyone could queue their own data under a fire's id
+#: beforehand and the fire would "succeed" with it. The services publish through the
+#: broker directly and are not affected.
+RESERVED_IDS: dict[str, re.Pattern[str]] = {
+    "ruqi": re.compile(r"ruqi:"),
+    "xingqiao": re.compile(r"xq\d+\."),
+}
+
+
+def reserved_by(msg_id: str) -> str | None:
+    """The service that reserves ids like ``msg_id`` (see :data:`RESERVED_IDS`), or None."""
+    for owner, pattern in RESERVED_IDS.items():
+        if pattern.match(msg_id):
+            return owner
+    return None
 
 
 def id_key(msg_id: str) -> str:

@@ -8,6 +8,7 @@ answers 200 with a ``Username`` header (the original forgot it) or 401 with the 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from .common import page, safe_next
 
 bp = Blueprint("console_auth", __name__, url_prefix="/console")
 huoyan = Blueprint("huoyan", __name__)
+log = logging.getLogger("butterfly.canghai.auth")
 TOKEN_COOKIE = "butterfly_token"  # noqa: S105 - a cookie name, not a secret
 
 
@@ -39,16 +41,15 @@ def check_password(username: str, password: str) -> tuple[users.User | None, str
     """The user, or None and why (``locked`` / ``bad_login``); counts failures."""
     ip = client_ip()
     lock = _lockout()
-    if lock.locked(username, ip):
+    if not lock.attempt(username, ip):  # counted before the (slow) password check
         audit.record(username, "", "sign_in", ip, "locked", ok=False, ip=ip, reqid=g.reqid)
         return None, "locked"
     user = users.authenticate(username, password)
     if user is None:
-        lock.failed(username, ip)
         audit.record(username, "", "sign_in", ip, "wrong credentials", ok=False, ip=ip,
                      reqid=g.reqid)
         return None, "bad_login"
-    lock.succeeded(username)
+    lock.succeeded(username, ip)
     return user, ""
 
 
@@ -83,6 +84,8 @@ def logout() -> Any:
     if user is not None:
         audit.record(user.username, user.role, "sign_out", "console", ip=client_ip(),
                      reqid=g.reqid)
+        # server-side: the replayed cookie and every JWT issued to the user stop working
+        users.sign_out_everywhere(user.username)
     session.clear()
     response = redirect("/console/login")
     response.delete_cookie(TOKEN_COOKIE, path="/")
@@ -91,8 +94,13 @@ def logout() -> Any:
 
 def _token_for(user: users.User) -> str:
     cfg = current()
-    return tokens.issue(current_secret().secret, user.username, user.role, user.epoch,
-                        cfg.session_hours * 3600)
+    ttl = cfg.session_hours * 3600
+    try:
+        users.publish_epoch(user, ttl + 60)  # the services check the token's ep against it
+    except Exception as exc:  # Redis down: the token still works through huoyan (nginx)
+        log.warning("epoch of %s not published: %s: %s", user.username,
+                    type(exc).__name__, exc)
+    return tokens.issue(current_secret().secret, user.username, user.role, user.epoch, ttl)
 
 
 def _with_token_cookie(response: Any, token: str) -> Any:
@@ -137,7 +145,7 @@ def verification() -> Any:
     token = tokens.bearer_of(request.headers)
     claims = tokens.verify(current_secret().secret, token) if token else None
     user = users.get_user(claims["username"]) if claims else None
-    if user is None or (claims or {}).get("ep") not in (None, user.epoch):
+    if user is None or (claims or {}).get("ep") != user.epoch:
         response = make_response(jsonify(success=False,
                                          message="You are not authorized: sign in first"), 401)
         response.headers["Location"] = "/auth/ssologin"

@@ -48,9 +48,12 @@ def log(action: str, target: str = "", detail: str = "", ok: bool = True) -> Non
 
 
 def safe_next(value: str | None, default: str = "/console/") -> str:
-    """A local path to go back to, never another site (open-redirect guard)."""
+    """A local path to go back to, never another site (open-redirect guard). A value with
+    a control character (CR/LF would split the ``Location`` header) is a 400."""
     if not value:
         return default
+    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        abort(400, "next: control characters are not allowed")
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//") \
             or "\\" in value:

@@ -14,33 +14,26 @@ door, and a ``wait`` served from the queue would pin a consumer thread for a min
 Who may do what (destructive queue actions need the admin token, as every admin route;
 README "Admin handlers"):
 
-- anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``, and
-  ``requeue`` of ONE failed message - it re-runs one call its publisher could simply
-  publish again, so it gives no power beyond ``publish``;
-- admin (``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``): ``requeue`` with
+- anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``;
+- operator (a write): ``requeue`` of one failed message;
+- admin (the admin role: token, JWT or trusted proxy's ``X-Role``): ``requeue`` with
   ``all=true`` (re-runs a whole dead-letter queue at once), ``delete`` (destroys a
   message someone else published, whatever its status) and ``purge`` (destroys many).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
-from butterfly_baichuan.refusals import HTTP_CODES
+from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS, HTTP_CODES
 from butterfly_common import Refusal, Request, api, mq, retstat, runtime
-from butterfly_common.auth import check_admin
+from butterfly_common.auth import require_role
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 
 OK = retstat.OK
-
-
-def _require_admin(req: Request) -> None:
-    """The framework's admin check, for a handler that is admin-only for some params."""
-    refused = check_admin(req.headers.get("Authorization"), runtime.get_settings().admin_token)
-    if refused:
-        raise Refusal(refused.stat, refused.reason, http=refused.status)
 
 
 @api(topic=False, statuses=HTTP_CODES)
@@ -78,23 +71,46 @@ def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     return OK, queue_admin.get_message(mq.broker(), msg_id, topic).to_dict()
 
 
+_waiters: tuple[int, threading.BoundedSemaphore] | None = None
+_waiters_lock = threading.Lock()
+
+
+def _wait_slots(limit: int) -> threading.BoundedSemaphore:
+    """This process's slots for ``wait`` calls (BAICHUAN_MAX_WAITERS)."""
+    global _waiters
+    with _waiters_lock:
+        if _waiters is None or _waiters[0] != limit:
+            _waiters = (limit, threading.BoundedSemaphore(limit))
+        return _waiters[1]
+
+
 @api(topic=False, statuses=HTTP_CODES)
 def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = None) -> Any:
     """Wait up to ``timeout`` seconds (capped by BAICHUAN_MAX_WAIT, default 60) for the
     message to finish or fail, then answer its record as ``msg`` does. When time runs out
     the stat is ERR_WAIT_TIMEOUT with HTTP 200 and the current record: not an error, ask
-    again."""
-    max_wait = runtime.get_config(BaichuanConfig).max_wait
-    return OK, queue_admin.wait(mq.broker(), msg_id, timeout, max_wait, topic)
+    again. At most BAICHUAN_MAX_WAITERS waits run at once per worker process: another is
+    ERR_TOO_MANY_WAITS (429) at once."""
+    config = runtime.get_config(BaichuanConfig)
+    slots = _wait_slots(config.max_waiters)
+    if not slots.acquire(blocking=False):
+        raise Refusal(ERR_TOO_MANY_WAITS, f"{config.max_waiters} waits already hold this "
+                      "worker's threads (BAICHUAN_MAX_WAITERS); retry later, or poll msg",
+                      http=429)
+    try:
+        return OK, queue_admin.wait(mq.broker(), msg_id, timeout, config.max_wait, topic)
+    finally:
+        slots.release()
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(write=True, statuses=HTTP_CODES)
 def requeue(req: Request, topic: str, msg_id: str | None = None, all: bool = False) -> Any:
     """Put a failed message (``msg_id``) back in the queue with fresh attempts; ``all=true``
-    requeues every failed message of the topic and needs the admin token (a bulk re-run).
-    ERR_MSG_NOT_FAILED when the message is not a dead letter."""
+    requeues every failed message of the topic and needs the admin role (a bulk re-run).
+    A write: the operator role. ERR_MSG_NOT_FAILED when the message is not a dead
+    letter."""
     if all:
-        _require_admin(req)
+        require_role(req, "admin")
     return OK, queue_admin.requeue(mq.broker(), topic, msg_id, all)
 
 

@@ -5,8 +5,9 @@ same handlers (see the end of this module), so both name sets are real routes wi
 parameters and answers.
 
 Job control (add, modify, remove, pause, resume, run, wakeup) is a write action
-(``@api(write=True)``): it needs the operator or admin token, or a user authenticated by a
-trusted proxy, and it is never a queue topic. Refusals are ``Refusal``s: 400, 404 for an
+(``@api(write=True)``): it needs the operator role (removal: admin, as in the console's
+role table), from a token, a huoyan JWT or a trusted proxy's ``X-Username`` and
+``X-Role``, and it is never a queue topic. Refusals are ``Refusal``s: 400, 404 for an
 unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 """
 
@@ -70,7 +71,7 @@ def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: 
     return retstat.OK, {"data": data}
 
 
-@api(write=True, statuses=FOUND)
+@api(write=True, role="admin", statuses=FOUND)
 def remove_job(req: Request, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
     jobs.remove_job(job_id)

@@ -1,14 +1,19 @@
 """wuxing's HTTP API: the original's handlers and parameters, plus revisions, CAS, watch,
 rollback and import/export. Thin: each handler checks access and calls the domain module.
 
-Writes are ``@api(write=True)`` (admin/operator token or a trusted proxy's user); reads are
+Item values (``item_value``, ``item_value_old``, ``item_default``, ``items``,
+``items_data``) and import documents are declared ``Secret``: a typed item may hold a
+password, so the framework masks them in every log line (and so in the console's search).
+
+Writes are ``@api(write=True)`` (the operator role; deletes the admin role); reads are
 open unless ``WUXING_READ_TOKEN`` is set. Refusals answer the original's stats with
 ``x-reason`` (errors.py holds the stats and their HTTP statuses).
 """
 
-from typing import Any
+from typing import Annotated, Any
 
 from butterfly_common import api, retstat
+from butterfly_common.params import SECRET, Secret
 from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
 from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
@@ -45,7 +50,7 @@ def section_create(req, namespace: str, section_name: str, section_version: str)
 
 @api(write=True, statuses=STATUSES)
 def section_item_add(req, namespace: str, section_name: str, section_version: str,
-                     item_name: str, item_default, item_description: str = "",
+                     item_name: str, item_default: Secret, item_description: str = "",
                      item_enum: list | None = None, item_min: float | None = None,
                      item_max: float | None = None, item_regex: str | None = None):
     """Add a typed item (prefix i| f| s| b| t|) to a disabled section; optional constraints:
@@ -58,7 +63,7 @@ def section_item_add(req, namespace: str, section_name: str, section_version: st
                                    item_default, item_description, req.username, constraints))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def section_item_delete(req, namespace: str, section_name: str, section_version: str,
                         item_name: str):
     """Remove an item from a disabled section."""
@@ -85,7 +90,7 @@ def section_disable(req, namespace: str, section_name: str, section_version: str
     return _done(sections.disable(namespace, section_name, section_version, req.username))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def section_delete(req, namespace: str, section_name: str, section_version: str):
     """Delete a section version; refused while instances use it (ERR_SECTION_IN_USE)."""
     return _done(sections.delete(namespace, section_name, section_version, req.username))
@@ -109,7 +114,8 @@ def instance_list(req, namespace: str, section_name: str, instance_name: str | N
 
 @api(write=True, statuses=STATUSES)
 def instance_create(req, namespace: str, instance_name: str, section_name: str,
-                    section_version: str, items_data: dict | None = None):
+                    section_version: str,
+                    items_data: Annotated[dict | None, SECRET] = None):
     """Create an instance of an enabled section: every item at its default unless
     ``items_data`` gives a value. One transaction."""
     return _done(instances.create(namespace, instance_name, section_name, section_version,
@@ -127,8 +133,9 @@ def instance_get(req, namespace: str, instance_name: str, items: list[str] | Non
 
 
 @api(write=True, statuses=STATUSES)
-def instance_update_item(req, namespace: str, instance_name: str, item_name: str, item_value,
-                         item_value_old=None, revision: int | None = None):
+def instance_update_item(req, namespace: str, instance_name: str, item_name: str,
+                         item_value: Secret, item_value_old: Secret = None,
+                         revision: int | None = None):
     """Set one item. CAS: ``revision`` (the item's, exact) or ``item_value_old``; a lost
     CAS is ERR_ITEM_UPDATE_FAILED with the current value and revision in ``data``."""
     result = instances.update_items(
@@ -140,7 +147,8 @@ def instance_update_item(req, namespace: str, instance_name: str, item_name: str
 
 
 @api(write=True, statuses=STATUSES)
-def instance_update_items(req, namespace: str, instance_name: str, items: dict,
+def instance_update_items(req, namespace: str, instance_name: str,
+                          items: Annotated[dict, SECRET],
                           revision: int | None = None):
     """Set several items (a JSON object) in one transaction: all or nothing. ``revision``:
     the instance's revision, the call fails if anything in the instance changed since."""
@@ -156,7 +164,7 @@ def instance_update_section(req, namespace: str, instance_name: str, section_ver
                                           req.username))
 
 
-@api(write=True, statuses=STATUSES)
+@api(write=True, role="admin", statuses=STATUSES)
 def instance_delete(req, namespace: str, instance_name: str):
     """Delete the instance and its items (recorded in the history). One transaction."""
     return _done(instances.delete(namespace, instance_name, req.username))
@@ -179,8 +187,8 @@ def item_get(req, item_id: int, item_type: str | None = None):
 
 
 @api(write=True, statuses=STATUSES)
-def item_update(req, item_id: int, item_value, item_type: str | None = None,
-                item_value_old=None, revision: int | None = None):
+def item_update(req, item_id: int, item_value: Secret, item_type: str | None = None,
+                item_value_old: Secret = None, revision: int | None = None):
     """Set one item by id; its type comes from the stored item, never from the caller."""
     result = items.update(item_id, item_value, req.username, item_type=item_type,
                           item_value_old=item_value_old, revision=revision)
@@ -190,7 +198,7 @@ def item_update(req, item_id: int, item_value, item_type: str | None = None,
 @api(statuses=STATUSES)
 def item_list(req, namespace: str | None = None, section_name: str | None = None,
               instance_name: str | None = None, item_name: str | None = None,
-              item_value_operator: str | None = None, item_value=None,
+              item_value_operator: str | None = None, item_value: Secret = None,
               start_time: str | None = None, end_time: str | None = None,
               sort: str | None = None, page_index: int = 1, page_size: int = 10,
               orderBy: str | None = None, orderDir: str | None = None):
@@ -245,7 +253,8 @@ def export(req, namespace: str):
 
 
 @api(write=True, statuses=STATUSES)
-def namespace_import(req, document: dict, namespace: str | None = None, dry_run: bool = False):
+def namespace_import(req, document: Annotated[dict, SECRET], namespace: str | None = None,
+                     dry_run: bool = False):
     """Import an exported document (into ``namespace`` if given); ``dry_run`` answers the
     diff without writing. One transaction."""
     return OK, {"data": transfer.import_(document, namespace, dry_run, req.username)}

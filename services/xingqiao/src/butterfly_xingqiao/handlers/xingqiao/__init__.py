@@ -116,7 +116,7 @@ def cancel_job(req: Request, job_id: int) -> Any:
     return OK, {"data": operations.cancel_job(job_id)}
 
 
-@api(write=True, statuses=CODES)
+@api(write=True, role="admin", statuses=CODES)
 def delete_job(req: Request, job_id: int) -> Any:
     """Delete a flow and its tasks; refused while it runs (ERR_JOB_RUNNING: cancel it
     first)."""
