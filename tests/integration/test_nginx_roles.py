@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,15 +23,13 @@ import requests
 
 from butterfly_common.testing import (
     ButterflyService,
-    ManagedProcess,
+    NginxSite,
     RedisServer,
-    free_port,
     mariadb_database,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "deploy" / "nginx"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SECRET = "nginx-roles-test-secret-key-0123456789abcdef"
 PASSWORD = "roles-test-password-1"
 SERVICES = ("canghai", "ruqi", "wuxing", "baichuan", "xingqiao")
@@ -58,25 +55,6 @@ class Fleet:
                              headers={**auth, **(headers or {})})
 
 
-def _nginx_conf(tmp: Path, port: int, ports: dict[str, int]) -> None:
-    for conf in SAMPLE.glob("*.conf"):
-        shutil.copy(conf, tmp / conf.name)
-    site = (SAMPLE / "butterfly-admin.conf").read_text(encoding="utf-8")
-    for name, sample_ports in SAMPLE_PORTS.items():
-        for sample_port in sample_ports:
-            site = site.replace(f"127.0.0.1:{sample_port}", f"127.0.0.1:{ports[name]}")
-    site = site.replace("listen 8000;", f"listen 127.0.0.1:{port};")
-    site = site.replace("/srv/butterfly-admin", str(tmp))
-    (tmp / "site.conf").write_text(site, encoding="utf-8")
-    (tmp / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
-        f"error_log {tmp}/error.log;\nevents {{ worker_connections 256; }}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n"
-        f"  proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n"
-        f"  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n"
-        f"  include site.conf;\n}}\n", encoding="utf-8")
-
-
 def _add_user(env: dict[str, str], name: str, role: str) -> None:
     subprocess.run([sys.executable, "-m", "butterfly_common.cli", "user", "add", name,
                     "--role", role, "--password-stdin"], input=PASSWORD, text=True,
@@ -100,11 +78,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             stack.enter_context(service)
         _add_user(env, "vic", "viewer")
         _add_user(env, "otto", "operator")
-        port = free_port()
-        _nginx_conf(tmp, port, {n: s.port for n, s in services.items()})
-        stack.enter_context(ManagedProcess([NGINX, "-p", str(tmp), "-c",
-                                            str(tmp / "nginx.conf")], port))
-        fleet = Fleet(f"http://127.0.0.1:{port}", services, env)
+        rewrites = {"/srv/butterfly-admin": str(tmp)}
+        for name, sample_ports in SAMPLE_PORTS.items():
+            for sample_port in sample_ports:
+                rewrites[f"127.0.0.1:{sample_port}"] = f"127.0.0.1:{services[name].port}"
+        nginx = stack.enter_context(NginxSite(SAMPLE / "butterfly-admin.conf", tmp, rewrites))
+        fleet = Fleet(nginx.url, services, env)
         for role, user in (("viewer", "vic"), ("operator", "otto"), ("admin", "ada")):
             r = requests.post(f"{fleet.front}/auth/ssologin", timeout=30,
                               json={"username": user, "password": PASSWORD})

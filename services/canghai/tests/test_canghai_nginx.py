@@ -3,7 +3,6 @@ huoyan, the service gets X-Username, a missing token gets the admin pages' 401 J
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +10,10 @@ import pytest
 import requests
 from canghai_helpers import SECRET
 
-from butterfly_common.testing import ButterflyService, ManagedProcess, RedisServer, free_port
+from butterfly_common.testing import ButterflyService, NginxSite, RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = ROOT / "deploy" / "nginx"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PASSWORD = "nginx-admin-pw-1"
 
 
@@ -27,24 +25,10 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "BUTTERFLY_REDIS_URL": redis.url, "BUTTERFLY_SECRET_KEY": SECRET,
             "BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1/32", "BUTTERFLY_WORKERS": "1",
             "CANGHAI_ADMIN_PASSWORD": PASSWORD, "CANGHAI_FLEET_FILE": str(tmp / "none.toml")})
-        with canghai:
-            port = free_port()
-            for conf in SAMPLE.glob("*.conf"):
-                shutil.copy(conf, tmp / conf.name)
-            site = (SAMPLE / "butterfly-admin.conf").read_text(encoding="utf-8")
-            site = site.replace("127.0.0.1:4400", f"127.0.0.1:{canghai.port}")
-            site = site.replace("listen 8000;", f"listen 127.0.0.1:{port};")
-            site = site.replace("/srv/butterfly-admin", str(tmp))
-            (tmp / "site.conf").write_text(site, encoding="utf-8")
-            (tmp / "nginx.conf").write_text(
-                f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
-                f"error_log {tmp}/error.log;\nevents {{ worker_connections 64; }}\n"
-                f"http {{\n  access_log off;\n  client_body_temp_path {tmp}/body;\n"
-                f"  proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n"
-                f"  uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n"
-                f"  include site.conf;\n}}\n", encoding="utf-8")
-            with ManagedProcess([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")], port):
-                yield f"http://127.0.0.1:{port}"
+        with canghai, NginxSite(SAMPLE / "butterfly-admin.conf", tmp, {
+                "127.0.0.1:4400": f"127.0.0.1:{canghai.port}",
+                "/srv/butterfly-admin": str(tmp)}) as nginx:
+            yield nginx.url
 
 
 def _token(front: str) -> str:

@@ -135,6 +135,38 @@ class ButterflyService(ManagedProcess):
         return self
 
 
+class NginxSite(ManagedProcess):
+    """Debian's nginx serving one site file (a ``server`` block, e.g. the nginx sample's
+    ``butterfly-admin.conf``) on a free loopback port, from a private prefix ``tmp``.
+
+    The other ``*.conf`` files of the site's folder (its includes) are copied beside it;
+    ``rewrites`` replace text of the site (upstream ports, paths), and its ``listen 8000;``
+    becomes the test's port: the sample runs as shipped but for those."""
+
+    def __init__(self, site: Path, tmp: Path, rewrites: dict[str, str] | None = None) -> None:
+        port = free_port()
+        for conf in site.parent.glob("*.conf"):
+            shutil.copy(conf, tmp / conf.name)
+        text = site.read_text(encoding="utf-8")
+        for old, new in {**(rewrites or {}), "listen 8000;": f"listen 127.0.0.1:{port};"
+                         }.items():
+            text = text.replace(old, new)
+        (tmp / "site.conf").write_text(text, encoding="utf-8")
+        temps = "".join(f"  {kind}_temp_path {tmp}/{kind};\n"
+                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (tmp / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
+            f"error_log {tmp}/error.log;\nevents {{ worker_connections 256; }}\n"
+            f"http {{\n  access_log off;\n{temps}  include site.conf;\n}}\n",
+            encoding="utf-8")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        super().__init__([nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")], port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 class RedisServer(ManagedProcess):
     """A throw-away ``redis-server`` on a free loopback port, keeping nothing on disk."""
 
