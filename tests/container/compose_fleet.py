@@ -150,3 +150,32 @@ class ComposeFleet:
 
     def message(self, msg_id: str) -> dict[str, Any]:
         return self.get(4300, "/baichuan/msg", msg_id=msg_id)
+
+    def flow_ended(self, job_id: int, port: int = 4700) -> dict[str, Any]:
+        """A xingqiao flow's detail once it finished or failed."""
+        def ended() -> dict[str, Any] | None:
+            detail: dict[str, Any] = self.get(port, "/xingqiao/get_job_detail",
+                                              job_id=job_id)["data"]
+            return detail if detail["job_status"] in ("finished", "failed") else None
+
+        return wait_until(ended, 60, interval=0.5, what=f"flow {job_id} ended")
+
+    def fires(self, job_id: str, cmd: str, count: int = 1, port: int = 4100,
+              history_port: int = 4100) -> list[dict[str, Any]]:
+        """Add an every-second ruqi job running ``cmd``; its ``ok`` runs (history read on
+        ``history_port``: another replica, or the same) once there are ``count``; the job
+        is removed again."""
+        added = self.post(port, "/ruqi/add_job", job_trigger="interval", job_id=job_id,
+                          job_name=job_id, rule="1s", cmd=cmd)
+        assert added["stat"] == "OK", added
+
+        def ok_runs() -> list[dict[str, Any]] | None:
+            rows = self.get(history_port, "/ruqi/get_history", job_id=job_id,
+                            page_size=50)["data"]["list"]
+            runs = [r for r in rows if r["status"] == "ok"]
+            return runs if len(runs) >= count else None
+
+        try:
+            return wait_until(ok_runs, 60, interval=0.5, what=f"{count} fires of {job_id}")
+        finally:
+            assert self.post(port, "/ruqi/remove_job", job_id=job_id)["stat"] == "OK"

@@ -8,10 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_fleet import ComposeFleet, timed
-from conftest import start_fleet
-
-from butterfly_common.testing import wait_until
+from compose_fleet import ComposeFleet
+from conftest import running_fleet
 
 TOPIC = "/demo_api/hello"
 NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
@@ -19,12 +17,7 @@ NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
 
 @pytest.fixture(scope="module")
 def fleet(docker_engine: object, env_file: Path) -> Iterator[ComposeFleet]:
-    fleet = start_fleet("compose.cluster.yml", "bftest-cluster", env_file, "cluster")
-    try:
-        yield fleet
-    finally:
-        with timed("cluster: down -v"):
-            fleet.down()
+    yield from running_fleet("compose.cluster.yml", "bftest-cluster", env_file, "cluster")
 
 
 def redis_cli(fleet: ComposeFleet, node: str, *args: str) -> str:
@@ -47,19 +40,10 @@ def test_queue_flow_and_schedule_run_on_the_cluster(fleet):
     job = fleet.post(4700, "/xingqiao/create_job", job_namespace="demo", job_type="hello",
                      job_extra={"str_info": "cluster flow"})
     assert job["stat"] == "OK", job
-    detail = wait_until(
-        lambda: d if (d := fleet.get(4700, "/xingqiao/get_job_detail",
-                                     job_id=job["data"]["job_id"])["data"])["job_status"]
-        in ("finished", "failed") else None, 60, interval=0.5, what="the flow ended")
+    detail = fleet.flow_ended(job["data"]["job_id"])
     assert (detail["job_status"], detail["ret_stat"]) == ("finished", "OK")
 
-    added = fleet.post(4100, "/ruqi/add_job", job_trigger="interval", job_id="tick",
-                       job_name="cluster", rule="1s", cmd=TOPIC + '#{"str_info": "t"}')
-    assert added["stat"] == "OK", added
-    wait_until(lambda: any(r["status"] == "ok" for r in fleet.get(
-        4101, "/ruqi/get_history", job_id="tick", page_size=20)["data"]["list"]),
-        60, interval=0.5, what="a fire recorded")
-    assert fleet.post(4100, "/ruqi/remove_job", job_id="tick")["stat"] == "OK"
+    fleet.fires("tick", TOPIC + '#{"str_info": "t"}', history_port=4101)
 
     # the fleet's keys live on more than one node: the cluster really shards them
     holding = [n for n in NODES if int(redis_cli(fleet, n, "dbsize").strip() or 0) > 0]

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_fleet import ComposeFleet, timed
-from conftest import start_fleet
-
-from butterfly_common.testing import wait_until
+from compose_fleet import ComposeFleet
+from conftest import running_fleet
 
 PORT = 8600
 TOPIC = "/demo_shop/greet"
@@ -26,14 +24,9 @@ def fleet(docker_engine: object, env_file: Path, tmp_path_factory: pytest.TempPa
     subprocess.run([sys.executable, "-m", "butterfly_common.cli", "new", "demo_shop"],
                    cwd=where, check=True, capture_output=True, timeout=60)
     project = where / "demo_shop"
-    fleet = start_fleet(
+    yield from running_fleet(
         "compose.yml", "bftest-own", env_file, "own project",
         extra_files=[project / "compose.override.yml"], env={"DEMO_SHOP_DIR": str(project)})
-    try:
-        yield fleet
-    finally:
-        with timed("own project: down -v"):
-            fleet.down()
 
 
 def test_the_project_is_served_beside_the_fleet(fleet):
@@ -49,13 +42,7 @@ def test_its_topic_through_baichuan_ruqi_and_xingqiao(fleet):
     assert done["result"] == {"stat": "OK", "greeting": "hello, baichuan"}
     assert done["worker"].startswith("demo_shop:")
 
-    added = fleet.post(4100, "/ruqi/add_job", job_trigger="interval", job_id="shop",
-                       job_name="shop", rule="1s", cmd=TOPIC + '#{"name": "ruqi"}')
-    assert added["stat"] == "OK", added
-    wait_until(lambda: any(r["status"] == "ok" for r in fleet.get(
-        4100, "/ruqi/get_history", job_id="shop", page_size=20)["data"]["list"]),
-        60, interval=0.5, what="a fire of the project's topic")
-    assert fleet.post(4100, "/ruqi/remove_job", job_id="shop")["stat"] == "OK"
+    fleet.fires("shop", TOPIC + '#{"name": "ruqi"}')
 
     flow = fleet.post(4700, "/xingqiao/flow_type_create", name="shop_flow",
                       extra_required=["name"],
@@ -65,9 +52,4 @@ def test_its_topic_through_baichuan_ruqi_and_xingqiao(fleet):
     job = fleet.post(4700, "/xingqiao/create_job", job_namespace="shop", job_type="shop_flow",
                      job_extra={"name": "xingqiao"})
     assert job["stat"] == "OK", job
-    detail = wait_until(
-        lambda: d if (d := fleet.get(4700, "/xingqiao/get_job_detail",
-                                     job_id=job["data"]["job_id"])["data"])["job_status"]
-        in ("finished", "failed") else None, 60, interval=0.5, what="the flow ended")
-    assert detail["job_status"] == "finished", detail
-
+    assert fleet.flow_ended(job["data"]["job_id"])["job_status"] == "finished"

@@ -7,6 +7,7 @@ The tests run in file order on one fleet (module scope): each leaves it up and h
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import signal
@@ -15,11 +16,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from compose_fleet import TIMINGS, ComposeFleet, timed
-from conftest import start_fleet
+from conftest import running_fleet
 
 from butterfly_common.testing import wait_until
 
@@ -30,12 +32,7 @@ W = "/wuxing"
 
 @pytest.fixture(scope="module")
 def fleet(docker_engine: object, env_file: Path) -> Iterator[ComposeFleet]:
-    fleet = start_fleet("compose.yml", "bftest", env_file, "twemproxy")
-    try:
-        yield fleet
-    finally:
-        with timed("twemproxy: down -v"):
-            fleet.down()
+    yield from running_fleet("compose.yml", "bftest", env_file, "twemproxy")
 
 
 def wait_finished(fleet: ComposeFleet, msg_ids: list[str], timeout: float) -> dict[str, dict]:
@@ -98,29 +95,16 @@ def test_a_flow_runs(fleet):
     answer = fleet.post(XINGQIAO, "/xingqiao/create_job", job_namespace="demo",
                         job_type="hello", job_extra={"str_info": "flow"})
     assert answer["stat"] == "OK", answer
-    job_id = answer["data"]["job_id"]
-    detail = wait_until(
-        lambda: d if (d := fleet.get(XINGQIAO, "/xingqiao/get_job_detail", job_id=job_id)
-                      ["data"])["job_status"] in ("finished", "failed") else None,
-        60, interval=0.5, what="the flow ended")
+    detail = fleet.flow_ended(answer["data"]["job_id"])
     assert (detail["job_status"], detail["ret_stat"]) == ("finished", "OK")
     assert detail["ret_data"]["merged"]["str_info"] == "flow"
 
 
 def test_a_scheduled_job_fires(fleet):
-    added = fleet.post(RUQI_1, "/ruqi/add_job", job_trigger="interval", job_id="tick",
-                       job_name="container test", rule="1s",
-                       cmd=TOPIC + '#{"str_info": "tick"}')
-    assert added["stat"] == "OK", added
-
-    def ok_runs() -> list[dict]:
-        rows = fleet.get(RUQI_2, "/ruqi/get_history", job_id="tick", page_size=50)
-        return [r for r in rows["data"]["list"] if r["status"] == "ok"]
-
-    runs = wait_until(lambda: r if len(r := ok_runs()) >= 2 else None, 60, interval=0.5,
-                      what="two fires recorded")
+    # added on one replica, read on the other: they share the jobs and their history
+    runs = fleet.fires("tick", TOPIC + '#{"str_info": "tick"}', count=2, port=RUQI_1,
+                       history_port=RUQI_2)
     assert len({r["scheduled_time"] for r in runs}) == len(runs)  # none ran twice
-    assert fleet.post(RUQI_1, "/ruqi/remove_job", job_id="tick")["stat"] == "OK"
 
 
 def wuxing_write(fleet: ComposeFleet, path: str, **body: object) -> None:
@@ -154,11 +138,21 @@ def test_wuxing_writes_and_reads_on_mariadb(fleet):
     assert "web1" in sql.split()
 
 
+class LocalOriginIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """A browser sends Secure cookies to http://127.0.0.1 and localhost (potentially
+    trustworthy origins); requests would keep them for https only."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        local = urlsplit(request.get_full_url()).hostname in ("127.0.0.1", "localhost")
+        return local or super().return_ok_secure(cookie, request)
+
+
 def test_the_console_signs_in_and_shows_the_queue(fleet):
     password = "container-test-password"
     fleet.compose("exec", "-T", "canghai", "butterfly", "user", "add", "ops", "--role",
                   "admin", "--password-stdin", stdin=password + "\n")
     session = requests.Session()
+    session.cookies.set_policy(LocalOriginIsSecure())
     page = session.get(fleet.url(CANGHAI, "/console/login"), timeout=30)
     assert page.status_code == 200
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
@@ -168,9 +162,17 @@ def test_the_console_signs_in_and_shows_the_queue(fleet):
                                 "csrf_token": csrf.group(1), "next": "/console/queues"})
     assert signed.status_code == 200 and signed.url.endswith("/console/queues")
     assert "ops" in signed.text and TOPIC in signed.text
+    assert all(c.secure for c in session.cookies)  # outside development, cookies are Secure
     # and the same page without the session is the sign-in page, not the data
     anonymous = requests.get(fleet.url(CANGHAI, "/console/queues"), timeout=30)
     assert TOPIC not in anonymous.text
+
+
+def test_the_image_has_a_separate_user_for_ruqi_scripts(fleet):
+    ids = fleet.compose("exec", "-T", "ruqi-1", "id", "butterfly-script").stdout
+    assert ids.startswith("uid=10002(butterfly-script)")
+    me = fleet.compose("exec", "-T", "ruqi-1", "id", "-un").stdout.strip()
+    assert me == "butterfly"  # the services themselves never run as root by default
 
 
 def worker_hosts(fleet: ComposeFleet) -> dict[str, str]:
