@@ -179,3 +179,24 @@ class ComposeFleet:
             return wait_until(ok_runs, 60, interval=0.5, what=f"{count} fires of {job_id}")
         finally:
             assert self.post(port, "/ruqi/remove_job", job_id=job_id)["stat"] == "OK"
+
+
+def running_fleet(file: str, project: str, env_file: Path, label: str,
+                  extra_files: list[Path] | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[ComposeFleet]:
+    """A module fixture's body: build and ``up -d`` one compose file (and overrides),
+    yield it with every container healthy, then ``down -v``."""
+    fleet = ComposeFleet(file, project, env_file, extra_files, env)
+    fleet.down()  # the leftovers of an interrupted run
+    busy = fleet.busy_ports()
+    assert not busy, f"ports {busy} are taken on this host: stop what listens there first"
+    try:
+        with timed(f"{label}: build"):
+            fleet.compose("build", timeout=1800)
+        with timed(f"{label}: up to every container healthy"):
+            fleet.compose("up", "-d", timeout=600)
+            fleet.wait_healthy()
+        yield fleet
+    finally:
+        with timed(f"{label}: down -v"):
+            fleet.down()

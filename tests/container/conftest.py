@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import standins
-from compose_fleet import ROOT, TIMINGS, ComposeFleet, timed
+from compose_fleet import ROOT, TIMINGS, timed
 from docker_host import DockerHost
 
 
@@ -35,27 +35,6 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "compose_env.py"), str(path)],
                    check=True, capture_output=True, timeout=30)
     return path
-
-
-def running_fleet(file: str, project: str, env_file: Path, label: str,
-                  extra_files: list[Path] | None = None,
-                  env: dict[str, str] | None = None) -> Iterator[ComposeFleet]:
-    """A module fixture's body: build and ``up -d`` one compose file (and overrides),
-    yield it with every container healthy, then ``down -v``."""
-    fleet = ComposeFleet(file, project, env_file, extra_files, env)
-    fleet.down()  # the leftovers of an interrupted run
-    busy = fleet.busy_ports()
-    assert not busy, f"ports {busy} are taken on this host: stop what listens there first"
-    try:
-        with timed(f"{label}: build"):
-            fleet.compose("build", timeout=1800)
-        with timed(f"{label}: up to every container healthy"):
-            fleet.compose("up", "-d", timeout=600)
-            fleet.wait_healthy()
-        yield fleet
-    finally:
-        with timed(f"{label}: down -v"):
-            fleet.down()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_fleet import ComposeFleet
-from conftest import running_fleet
+from compose_fleet import ComposeFleet, running_fleet
 
 TOPIC = "/demo_api/hello"
 NODES = ("redis-node-1", "redis-node-2", "redis-node-3")

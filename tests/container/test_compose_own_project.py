@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_fleet import ComposeFleet
-from conftest import running_fleet
+from compose_fleet import ComposeFleet, running_fleet
 
 PORT = 8600
 TOPIC = "/demo_shop/greet"

@@ -23,18 +23,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _new(args: argparse.Namespace) -> int:
-    from .scaffold import ScaffoldError, new_project
+    from .scaffold import ScaffoldError, new_project, next_steps
 
     try:
         folder = new_project(args.name, Path(args.dir), args.port)
     except ScaffoldError as exc:
         print(f"butterfly new: {exc}", file=sys.stderr)
         return 2
-    print(f"created {folder}: the service {args.name} on port {args.port}\n"
-          f"  cd {folder}\n"
-          f"  python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'\n"
-          f"  pytest\n"
-          f"  butterfly serve {args.name} --reload")
+    print(f"created {folder}: the service {args.name} on port {args.port}")
+    for step in next_steps(folder):
+        print(f"  {step}")
     return 0
 
 

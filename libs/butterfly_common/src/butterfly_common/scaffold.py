@@ -41,6 +41,24 @@ def check_free(name: str) -> None:
         raise ScaffoldError(f"{name!r} is taken: a module of that name is already importable")
 
 
+def framework_source() -> Path | None:
+    """The framework's source folder when it runs from a checkout (an editable install),
+    else None: butterfly-common is not on PyPI, so a new venv installs it from there."""
+    package = Path(__file__).resolve().parent
+    source = package.parent.parent  # libs/butterfly_common/src/butterfly_common
+    return source if (source / "pyproject.toml").exists() and package.parent.name == "src" \
+        else None
+
+
+def next_steps(folder: Path) -> list[str]:
+    """What to type after ``butterfly new``, framework first."""
+    source = framework_source()
+    framework = (f"pip install -e {source}" if source else
+                 "pip install butterfly-common  # from your index, or make dist's wheel")
+    return [f"cd {folder}", "python3 -m venv .venv && . .venv/bin/activate", framework,
+            "pip install -e '.[test]'", "pytest", f"butterfly serve {folder.name} --reload"]
+
+
 def new_project(name: str, parent: Path, port: int = DEFAULT_PORT) -> Path:
     """Write the project ``parent/name``; returns its folder. Refuses (ScaffoldError) a
     bad name, a port of the built-in fleet, or a folder that exists."""
