@@ -111,6 +111,13 @@ class Settings:
         return self.db_url or f"sqlite:///{self.data_dir / 'butterfly.db'}"
 
 
+def _secret(name: str, raw: str, minimum: int) -> str:
+    """A token or key: long enough to resist guessing, else SettingsError naming it."""
+    if len(raw) < minimum:
+        raise SettingsError(f"{name}: use at least {minimum} characters")
+    return raw
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -253,26 +260,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
     if (raw := get("BUTTERFLY_MQ_LEASE")) is not None:
         kwargs["mq_lease"] = _float("BUTTERFLY_MQ_LEASE", raw, 0.1, 3600.0)
     if (raw := get("BUTTERFLY_ADMIN_TOKEN")) is not None:
-        if len(raw) < 16:
-            raise SettingsError("BUTTERFLY_ADMIN_TOKEN: use at least 16 characters")
-        kwargs["admin_token"] = raw
+        kwargs["admin_token"] = _secret("BUTTERFLY_ADMIN_TOKEN", raw, 16)
     if (raw := get("BUTTERFLY_OPERATOR_TOKEN")) is not None:
-        if len(raw) < 16:
-            raise SettingsError("BUTTERFLY_OPERATOR_TOKEN: use at least 16 characters")
-        kwargs["operator_token"] = raw
+        kwargs["operator_token"] = _secret("BUTTERFLY_OPERATOR_TOKEN", raw, 16)
     if (raw := get("BUTTERFLY_READ_AUTH")) is not None:
         if raw.lower() not in READ_AUTH:
             raise SettingsError(f"BUTTERFLY_READ_AUTH={raw!r}: expected "
                                 f"{', '.join(READ_AUTH)}")
         kwargs["read_auth"] = raw.lower()
     if (raw := get("BUTTERFLY_READ_TOKEN")) is not None:
-        if len(raw) < 16:
-            raise SettingsError("BUTTERFLY_READ_TOKEN: use at least 16 characters")
-        kwargs["read_token"] = raw
+        kwargs["read_token"] = _secret("BUTTERFLY_READ_TOKEN", raw, 16)
     if (raw := get("BUTTERFLY_SECRET_KEY")) is not None:
-        if len(raw) < 32:
-            raise SettingsError("BUTTERFLY_SECRET_KEY: use at least 32 characters")
-        kwargs["secret_key"] = raw
+        kwargs["secret_key"] = _secret("BUTTERFLY_SECRET_KEY", raw, 32)
     if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
