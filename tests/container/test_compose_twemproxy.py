@@ -33,27 +33,30 @@ def fleet(docker_engine: object, env_file: Path) -> Iterator[ComposeFleet]:
     yield from running_fleet("compose.yml", "bftest", env_file, "twemproxy")
 
 
+def read_records(fleet: ComposeFleet, msg_ids: list[str]) -> dict[str, dict]:
+    """Each message's record, read 8 at a time."""
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(msg_ids, pool.map(fleet.message, msg_ids), strict=True))
+
+
 def wait_finished(fleet: ComposeFleet, msg_ids: list[str], timeout: float) -> dict[str, dict]:
     """Every message's record once all of them are ``finished`` (fails at the deadline with
-    how many were not)."""
+    how many were not); each round reads only those not finished yet."""
     records: dict[str, dict] = {}
 
-    def fetch(msg_id: str) -> None:
-        records[msg_id] = fleet.message(msg_id)
+    def unfinished() -> list[str]:
+        return [m for m in msg_ids if records.get(m, {}).get("status") != "finished"]
 
     def all_finished() -> bool:
-        todo = [m for m in msg_ids if records.get(m, {}).get("status") != "finished"]
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(fetch, todo))
-        return all(records[m].get("status") == "finished" for m in msg_ids)
+        records.update(read_records(fleet, unfinished()))
+        return not unfinished()
 
     try:
         wait_until(all_finished, timeout, interval=1, what="every message finished")
     except TimeoutError:
-        stuck = {m: records[m].get("status") for m in msg_ids
-                 if records[m].get("status") != "finished"}
+        stuck = [(m, records.get(m, {}).get("status")) for m in unfinished()]
         raise AssertionError(f"{len(stuck)} of {len(msg_ids)} not finished: "
-                             f"{list(stuck.items())[:10]}") from None
+                             f"{stuck[:10]}") from None
     return records
 
 
@@ -208,11 +211,6 @@ def test_scaled_workers_share_one_topic(fleet):
 
     with timed("scenario: three workers share one topic"):
         wait_until(every_worker_served, 120, interval=0, what="each worker took messages")
-
-
-def read_records(fleet: ComposeFleet, msg_ids: list[str]) -> dict[str, dict]:
-    with ThreadPoolExecutor(8) as pool:
-        return dict(zip(msg_ids, pool.map(fleet.message, msg_ids), strict=True))
 
 
 def test_a_crashed_core_is_restarted_and_loses_nothing(fleet):
