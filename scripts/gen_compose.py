@@ -59,8 +59,12 @@ def redis_server(args: list[str], volume: str) -> dict[str, Any]:
     }
 
 
-def twemproxy_tier() -> tuple[dict[str, Any], str, str]:
-    """Two shards behind Twemproxy: (services, the services' Redis URL, what they wait on)."""
+#: a Redis tier: (its services, the Butterfly services' Redis URL, their depends_on on it)
+Tier = tuple[dict[str, Any], str, dict[str, Any]]
+
+
+def twemproxy_tier() -> Tier:
+    """Two shards behind Twemproxy; the services wait until the proxy is healthy."""
     services = {f"redis-{n}": redis_server([], f"redis-{n}-data") for n in (1, 2)}
     services["twemproxy"] = {
         "build": {"context": "..", "dockerfile": "deploy/twemproxy.Dockerfile"},
@@ -70,10 +74,11 @@ def twemproxy_tier() -> tuple[dict[str, Any], str, str]:
         "healthcheck": healthcheck(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/22121"]),
         "restart": "unless-stopped",
     }
-    return services, "redis://twemproxy:22121/0", "twemproxy"
+    return (services, "redis://twemproxy:22121/0",
+            {"twemproxy": {"condition": "service_healthy"}})
 
 
-def cluster_tier() -> tuple[dict[str, Any], str, str]:
+def cluster_tier() -> Tier:
     """A 3-master Redis Cluster whose nodes announce their container names (stable across
     restarts, unlike container IPs), and a one-shot service that forms it once."""
     nodes = [f"redis-node-{n}" for n in range(1, CLUSTER_NODES + 1)]
@@ -94,7 +99,8 @@ def cluster_tier() -> tuple[dict[str, Any], str, str]:
         "depends_on": {node: {"condition": "service_healthy"} for node in nodes},
         "restart": "on-failure",
     }
-    return services, f"redis+cluster://{nodes[0]}:6379/0", "redis-cluster"
+    return (services, f"redis+cluster://{nodes[0]}:6379/0",
+            {"redis-cluster": {"condition": "service_completed_successfully"}})
 
 
 def mariadb() -> dict[str, Any]:
@@ -125,7 +131,7 @@ def service_urls(instances: list[Instance], calls: tuple[str, ...]) -> dict[str,
 
 
 def butterfly_container(command: list[str], env: dict[str, str], redis_url: str,
-                        gateway: str) -> dict[str, Any]:
+                        wait_on: dict[str, Any]) -> dict[str, Any]:
     """What every Butterfly container shares: the image, the settings, the dependencies."""
     return {
         "build": {"context": "..", "dockerfile": "deploy/Dockerfile", "args": BUILD_ARGS},
@@ -140,34 +146,32 @@ def butterfly_container(command: list[str], env: dict[str, str], redis_url: str,
             "BUTTERFLY_TRUSTED_PROXIES": "${BUTTERFLY_TRUSTED_PROXIES:-}",
             **env,
         },
-        "depends_on": {gateway: {"condition": "service_healthy" if gateway == "twemproxy"
-                                 else "service_completed_successfully"},
-                       "mariadb": {"condition": "service_healthy"}},
+        "depends_on": {**wait_on, "mariadb": {"condition": "service_healthy"}},
         "restart": "unless-stopped",
         "stop_grace_period": "40s",  # gunicorn finishes in-flight work within 30 s
     }
 
 
-def butterfly_services(redis_url: str, gateway: str) -> dict[str, Any]:
+def butterfly_services(redis_url: str, wait_on: dict[str, Any]) -> dict[str, Any]:
     services: dict[str, Any] = {}
     fleet = load_fleet()
     for inst in fleet:
         env = {"BUTTERFLY_PORT": str(inst.port), **inst.env,
                **service_urls(fleet, inst.calls), **inst.compose_env}
-        service = butterfly_container(inst.argv, env, redis_url, gateway)
+        service = butterfly_container(inst.argv, env, redis_url, wait_on)
         service["ports"] = [f"{inst.port}:{inst.port}"]
         service["healthcheck"] = healthcheck(["butterfly", "healthcheck", "--port",
                                               str(inst.port)], **BUTTERFLY_CHECK)
         services[inst.name] = _ordered(service)
     for worker in load_workers():
-        services[worker.name] = worker_service(worker, redis_url, gateway)
+        services[worker.name] = worker_service(worker, redis_url, wait_on)
     return services
 
 
-def worker_service(worker: Worker, redis_url: str, gateway: str) -> dict[str, Any]:
+def worker_service(worker: Worker, redis_url: str, wait_on: dict[str, Any]) -> dict[str, Any]:
     """No port and no container name, so ``--scale <service>-worker=N`` can multiply it.
     It serves no HTTP: healthy while its consumer heartbeats the worker registry."""
-    service = butterfly_container(worker.argv, worker.env, redis_url, gateway)
+    service = butterfly_container(worker.argv, worker.env, redis_url, wait_on)
     service["healthcheck"] = healthcheck(["butterfly", "healthcheck", "--worker"],
                                          **BUTTERFLY_CHECK)
     return _ordered(service)
@@ -183,11 +187,11 @@ def _ordered(service: dict[str, Any]) -> dict[str, Any]:
 
 def render(file: str = "compose.yml") -> str:
     tier = twemproxy_tier if PROFILES[file] == "twemproxy" else cluster_tier
-    redis_services, redis_url, gateway = tier()
+    redis_services, redis_url, wait_on = tier()
     volumes = [v.split(":")[0] for s in redis_services.values() for v in s.get("volumes", ())]
     doc = {
         "services": {**redis_services, "mariadb": mariadb(),
-                     **butterfly_services(redis_url, gateway)},
+                     **butterfly_services(redis_url, wait_on)},
         "volumes": {name: {} for name in [*volumes, "mariadb-data"]},
     }
     return header(file) + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
