@@ -82,9 +82,11 @@ test: system-deps $(STAMP) frontend lint compose-check ## install everything, li
 	$(BIN)/pytest -q
 
 # canghai's wheel carries its built front end (static/vendor), hence `frontend` first.
+# DIST=<folder> builds elsewhere (tests/dist builds into a temporary folder).
+DIST ?= dist
 dist: $(STAMP) frontend ## build wheels and sdists of the framework and every service into dist/
-	rm -rf dist
-	for p in $(PACKAGES); do $(BIN)/python -m build --outdir dist $$p || exit 1; done
+	rm -rf $(DIST)
+	for p in $(PACKAGES); do $(BIN)/python -m build --outdir $(DIST) $$p || exit 1; done
 
 bench: system-deps $(STAMP) frontend ## run every side-by-side benchmark (tables + summary, JSON in var/bench/)
 	$(BIN)/pip install --quiet -r bench/requirements.txt

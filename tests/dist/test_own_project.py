@@ -5,10 +5,13 @@ served by ``butterfly serve`` and called over HTTP and through the queue."""
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,17 +40,49 @@ def run(args: list[str], cwd: Path, timeout: float = 600, **env: str
     return result
 
 
+PACKAGES = ["butterfly_common", "butterfly_core", "butterfly_baichuan", "butterfly_canghai",
+            "butterfly_ruqi", "butterfly_wuxing", "butterfly_xingqiao"]
+
+
 @pytest.fixture(scope="module")
-def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A folder outside the repo with a venv holding the framework's wheel."""
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``make dist`` builds: a wheel and an sdist of the framework and every service."""
+    out = tmp_path_factory.mktemp("dist")
+    run(["make", "--no-print-directory", "dist", f"DIST={out}"], cwd=ROOT, timeout=900)
+    return out
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory, dist: Path) -> Iterator[Path]:
+    """A folder outside the repo with a venv holding the framework's wheel from make dist."""
     work = tmp_path_factory.mktemp("own-project")
     assert not work.resolve().is_relative_to(ROOT)
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "wheels"),
-         str(ROOT / "libs" / "butterfly_common")], cwd=work)
-    (wheel,) = (work / "wheels").glob("butterfly_common-*.whl")
+    (wheel,) = dist.glob("butterfly_common-*.whl")
     run([sys.executable, "-m", "venv", str(work / "venv")], cwd=work)
     run([str(work / "venv" / "bin" / "pip"), "install", "--quiet", str(wheel)], cwd=work)
     yield work
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_has_complete_metadata(dist: Path, package: str) -> None:
+    (wheel,) = dist.glob(f"{package}-*.whl")
+    (sdist,) = dist.glob(f"{package}-*.tar.gz")
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = email.message_from_bytes(whl.read(meta_name))
+    assert meta["License-Expression"] and meta.get_all("License-File") == ["LICENSE"]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert f"{package}/py.typed" in names, "type hints are shipped (PEP 561)"
+    classifiers = meta.get_all("Classifier")
+    assert "Typing :: Typed" in classifiers
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert meta["Requires-Python"] == ">=3.11" and meta["Keywords"]
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert meta.get_payload().startswith(f"# {package.replace('_', '-')}")
+    with tarfile.open(sdist) as tar:
+        members = {Path(m.name).name for m in tar.getmembers() if m.isfile()}
+    assert {"LICENSE", "README.md", "pyproject.toml"} <= members
 
 
 def test_the_wheel_is_installed_not_linked(outside):
