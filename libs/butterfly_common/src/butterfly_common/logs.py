@@ -240,13 +240,23 @@ def _handler(settings: Settings, directory: Path | None, filename: str,
     return handler
 
 
+#: The access log's file name in :func:`log_directory` (rotated ones: ``acc.log.1``...).
+ACCESS_LOG = "acc.log"
+
+
+def log_directory(settings: Settings, service: str) -> Path | None:
+    """``<log_dir>/<service>/``, where ``service``'s log files are written; None when the
+    logs go to stdout (``BUTTERFLY_LOG_DIR=-``). Readers of the files (core's
+    ``demo_template``) find them here, so the layout is decided in one place."""
+    return None if settings.log_to_stdout else Path(settings.log_dir) / service
+
+
 def configure_logging(settings: Settings, service: str) -> Path | None:
     """Point the Butterfly loggers at ``<log_dir>/<service>/`` (or stdout); returns the dir."""
-    directory = None
-    if not settings.log_to_stdout:
-        directory = Path(settings.log_dir) / service
+    directory = log_directory(settings, service)
+    if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    for logger, filename in ((access_log, "acc.log"), (error_log, "err.log"),
+    for logger, filename in ((access_log, ACCESS_LOG), (error_log, "err.log"),
                              (init_log, "init.log")):
         for old in logger.handlers:
             old.close()  # writes what a batched one still holds
