@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
-.PHONY: help install frontend system-deps run test lint compose compose-check compose-env dist bench clean
+.PHONY: help install frontend system-deps run test lint docs compose compose-check compose-env dist bench clean
 
 help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,13 @@ lint: $(STAMP) ## ruff and mypy (strict on the framework, checked on the service
 	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --strict libs/butterfly_common/src/butterfly_common
 	MYPYPATH=$(SRC_PATH) $(BIN)/mypy --no-warn-unused-ignores $(SERVICE_PKGS)
 
+# The documentation site (mkdocs.yml): docs/ -> site/, Material theme, nothing from a CDN.
+# --strict: a broken page link or anchor, or a missing snippet (the changelog page renders
+# CHANGELOG.md), fails the build.
+docs: $(STAMP) ## build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	@echo "docs: open site/index.html"
+
 # deploy/compose.yml (Twemproxy) and compose.cluster.yml (Redis Cluster) are generated from
 # deploy/fleet.toml; CI fails on a stale one (tests/deploy validates them with docker-compose).
 compose: $(STAMP) ## regenerate deploy/compose*.yml from deploy/fleet.toml
@@ -78,7 +85,7 @@ compose-check: $(STAMP) ## fail when deploy/compose*.yml is stale
 compose-env: ## write deploy/.env with fresh secrets for docker compose (keeps existing ones)
 	$(PYTHON) scripts/compose_env.py
 
-test: system-deps $(STAMP) frontend lint compose-check ## install everything, lint, check compose, run pytest
+test: system-deps $(STAMP) frontend lint compose-check docs ## install everything, lint, check compose and docs, run pytest
 	$(BIN)/pytest -q
 
 # canghai's wheel carries its built front end (static/vendor), hence `frontend` first.
@@ -92,5 +99,5 @@ bench: system-deps $(STAMP) frontend ## run every side-by-side benchmark (tables
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run_all.py $(BENCHES)
 
-clean: ## remove .venv, var/ and caches (keeps .env)
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+clean: ## remove .venv, var/, site/ and caches (keeps .env)
+	rm -rf $(VENV) var site .pytest_cache .ruff_cache .mypy_cache

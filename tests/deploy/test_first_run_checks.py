@@ -1,6 +1,7 @@
-"""The first run, the parts that need no running fleet: make's target list, the README's
-one `./butterfly` form, what `make run` refuses before it starts anything, and how it
-installs a missing redis-server (tests/integration/test_first_run.py runs the fleet)."""
+"""The first run, the parts that need no running fleet: make's target list, the one
+`./butterfly` form of the README and the docs pages, what `make run` refuses before it
+starts anything, and how it installs a missing redis-server
+(tests/integration/test_first_run.py runs the fleet)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ import devenv  # noqa: E402
 import fleet  # noqa: E402
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: What a user reads: the README and every page of the documentation site (docs/).
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text(encoding="utf-8")
+         for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
+#: Pages about the container image and the code, where the command is the image's plain
+#: `butterfly` (`butterfly worker core` in compose); every other page is followed in a checkout.
+IMAGE_PAGES = {"docs/deploy.md", "docs/production.md", "docs/development.md",
+               "docs/benchmarks.md", "docs/performance.md", "docs/architecture.md"}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -53,20 +61,23 @@ def test_make_and_make_help_list_every_target_once():
         assert len(mine) == 1 and len(mine[0].split()) > 3, target  # a description follows
 
 
-def test_readme_writes_the_command_one_way():
-    before_deploy = README.split("## Deploy")[0]
-    assert ".venv/bin/butterfly call" not in README and "$ butterfly " not in README
-    commands = re.findall(r"(?m)^\$ (\S*butterfly) ", README)
+def test_readme_and_docs_write_the_command_one_way():
+    assert {"README.md", "docs/getting-started.md", "docs/cli.md"} <= set(PAGES)
+    commands = []
+    for name, text in PAGES.items():
+        assert ".venv/bin/butterfly call" not in text and "$ butterfly " not in text, name
+        commands += re.findall(r"(?m)^\$ (\S*butterfly) ", text)
     assert commands and set(commands) == {"./butterfly"}
-    mentions = re.findall(r"`(\S*butterfly) (?:call|publish|worker|routes|help)", before_deploy)
+    in_checkout = "\n".join(text for name, text in PAGES.items() if name not in IMAGE_PAGES)
+    mentions = re.findall(r"`(\S*butterfly) (?:call|publish|worker|routes|help)", in_checkout)
     assert mentions and set(mentions) == {"./butterfly"}
     assert (ROOT / "butterfly").stat().st_mode & stat.S_IXUSR
 
 
-def test_readme_publish_usage_is_the_cli_usage():
+def test_cli_page_publish_usage_is_the_cli_usage():
     publish = build_parser()._subparsers._group_actions[0].choices["publish"]
     usage = publish.format_usage().removeprefix("usage: ").strip()
-    assert "./" + usage in README.split("## Command line")[1]
+    assert "./" + usage in PAGES["docs/cli.md"]
     assert usage.count("'") % 2 == 0
 
 

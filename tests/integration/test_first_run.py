@@ -148,10 +148,11 @@ def test_admin_calls_with_the_development_token(run, workdir):
     wrong = requests.post(f"{core}/demo_log/loglevel_set", data={"level": "INFO"},
                           headers={"Authorization": "Bearer not-the-token-at-all"}, timeout=10)
     missing = requests.post(f"{core}/demo_log/loglevel_set", data={"level": "INFO"}, timeout=10)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for reply in (wrong, missing):  # the README's table quotes the real x-reason
+    pages = "\n".join(path.read_text(encoding="utf-8") for path in
+                      [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
+    for reply in (wrong, missing):  # the docs' table (Writing handlers) quotes the real x-reason
         assert reply.status_code == 401
-        assert f"| `{reply.headers['x-reason']}` |" in readme
+        assert f"| `{reply.headers['x-reason']}` |" in pages
 
 
 def test_a_second_run_stops_with_one_line(run, workdir):
