@@ -68,9 +68,9 @@ lint: $(STAMP) ## ruff and mypy (strict on the framework, checked on the service
 
 # The documentation site (mkdocs.yml): docs/ -> site/, Material theme, nothing from a CDN.
 # --strict: a broken page link or anchor, or a missing snippet (the changelog page renders
-# CHANGELOG.md), fails the build.
+# CHANGELOG.md), fails the build. Never --quiet: it hides the warnings --strict counts.
 docs: $(STAMP) ## build the documentation site into site/ (mkdocs build --strict)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 	@echo "docs: open site/index.html"
 
 # deploy/compose.yml (Twemproxy) and compose.cluster.yml (Redis Cluster) are generated from

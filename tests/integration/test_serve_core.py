@@ -1,4 +1,4 @@
-"""`butterfly serve core` under real gunicorn: the README's first curl, workers, shutdown."""
+"""`butterfly serve core` under real gunicorn: the quick start's first curl, workers, shutdown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The handler contract (README "Writing handlers", docs/architecture.md "The request
+"""The handler contract (docs/handlers.md, docs/architecture.md "The request
 path"), rule by rule, through Flask's test client (real app, real routing)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Refusal: the framework's one way to say no, answered like a bad parameter (README
+"""Refusal: the framework's one way to say no, answered like a bad parameter (docs/handlers.md
 "Refusals"): the refusal's class, else the route's statuses, else 400; 200 in legacy."""
 
 from __future__ import annotations

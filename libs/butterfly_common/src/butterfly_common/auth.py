@@ -1,6 +1,6 @@
 """Who is calling, with which role, and may they: the one place every service checks it.
 
-One role model for the fleet (see the README's "Roles"): ``viewer`` < ``operator`` <
+One role model for the fleet (see docs/security.md, "Roles"): ``viewer`` < ``operator`` <
 ``admin``. Every identity carries a role, wherever it comes from:
 
 * ``Authorization: Bearer <BUTTERFLY_ADMIN_TOKEN>``: admin;

@@ -2,7 +2,7 @@
 
 A handler (or anything it calls) raises ``Refusal(stat, reason)``; the caller gets
 ``{"stat": stat, **data}``, the reason in ``x-reason`` and an HTTP code chosen by the
-policy documented in the README ("Refusals"): the refusal's own ``http``, else the
+policy documented in docs/handlers.md ("Refusals"): the refusal's own ``http``, else the
 route's ``statuses`` map, else 400. ``BUTTERFLY_LEGACY_STATUS=1`` answers 200 instead.
 Queue callers see the same stat in the message's result.
 """

@@ -3,7 +3,7 @@
 ``CanghaiConfig`` is the config the Service declares: the framework reads and validates
 it once at start (``runtime.get_config(CanghaiConfig)``), naming a bad variable.
 ``BUTTERFLY_SECRET_KEY`` belongs to the whole fleet, not to canghai, so :func:`fleet_secret`
-reads it from the settings' environment. See the README's canghai section for every
+reads it from the settings' environment. See docs/configuration.md (canghai) for every
 variable.
 """
 

@@ -4,7 +4,7 @@ transition may leave which state.
 The machines are never kept in memory per task: the database row is the state. A move is
 ``UPDATE ... SET status=<target> WHERE id=? AND status=<source>`` (see ``store.py``), with
 the target looked up here, so a duplicated or reordered notice finds the row already moved
-and changes nothing (rowcount 0). Diagram (also in the README, xingqiao section)::
+and changes nothing (rowcount 0). Diagram (also in docs/services/xingqiao.md)::
 
     task:  waiting --dispatch--> pending --sent--> started
            pending|started|retrying --succeed--> finished

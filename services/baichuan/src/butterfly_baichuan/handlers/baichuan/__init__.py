@@ -12,7 +12,7 @@ None of these routes is a queue topic (``topic=False``): they *are* the queue's 
 door, and a ``wait`` served from the queue would pin a consumer thread for a minute.
 
 Who may do what (destructive queue actions need the admin token, as every admin route;
-README "Admin handlers"):
+docs/handlers.md "Admin handlers"):
 
 - anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``;
 - operator (a write): ``requeue`` of one failed message;
