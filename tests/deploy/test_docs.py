@@ -5,6 +5,7 @@ short README still names every service of the fleet and links every page."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,10 +34,14 @@ def make_docs_command() -> str:
 
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess:
-    """`make docs` in ``root``, into ``site``."""
-    command = make_docs_command().replace("--site-dir site", f"--site-dir {site}")
-    return subprocess.run(command, shell=True, cwd=root, env={"PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=300)
+    """`make docs` in ``root``, into ``site`` (its VAR=value words become the environment)."""
+    words = shlex.split(make_docs_command().replace("--site-dir site", f"--site-dir {site}"))
+    env = {"PATH": "/usr/bin:/bin"}
+    while "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return subprocess.run(words, cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.fixture(scope="module")
