@@ -3,8 +3,10 @@
 Names the admin pages call (``queue_list``, ``msg_show``, ...) and the older code names
 (``list_queues``, ``msg_info``, ...) are the same handlers (aliases at the end). Answers
 are ``{"stat": ..., "data": ...}`` with no top-level ``status`` / ``msg`` keys (amis would
-read them as errors). Reads need a viewer, ``msg_delete`` / ``queue_empty`` an admin
-(session with ``X-CSRF-Token``, JWT, or the admin token). None of them is a queue topic.
+read them as errors). Reads need a viewer (any signed-in identity, a trusted proxy's
+``X-Username`` included), ``msg_delete`` / ``queue_empty`` an admin (session with
+``X-CSRF-Token``, JWT, the admin token, or a trusted proxy's user with ``X-Role: admin``).
+None of them is a queue topic.
 """
 
 from butterfly_canghai import legacy, queues
