@@ -9,7 +9,8 @@ read them as errors). Reads need a viewer (any signed-in identity, a trusted pro
 None of them is a queue topic.
 """
 
-from butterfly_canghai import legacy, queues
+from butterfly_canghai import catalog, legacy, queues
+from butterfly_canghai.config import current
 from butterfly_canghai.guard import identity_of, log_action
 from butterfly_common import Refusal, __version__, api, retstat
 from butterfly_common.mq import STATUSES
@@ -84,6 +85,18 @@ def msg_show(req, msg_id: str):
     if m is None:
         raise _no_message(msg_id)
     return retstat.OK, {"data": legacy.msg_detail(m)}
+
+
+@api(topic=False, statuses=READ)
+def service_list(req, minutes: int = catalog.WINDOW):
+    """Every service of the fleet (fleet.toml's and those that announce themselves, e.g. a
+    ``butterfly new`` project) with its instances and their state, its routes and the
+    calls / errors of each over the last ``minutes`` (1..1440, default 60)."""
+    identity_of(req)
+    if not 1 <= minutes <= 1440:
+        raise _bad("minutes must be 1..1440")
+    return retstat.OK, {"data": {"services": catalog.services(current(), minutes),
+                                 "minutes": minutes}}
 
 
 @api(topic=False, statuses=WRITE)
