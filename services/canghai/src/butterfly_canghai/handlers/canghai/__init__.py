@@ -1,4 +1,5 @@
-"""canghai: the original API names the original admin (amis) pages call.
+"""canghai: the original API names the original admin (amis) pages call, and
+``service_list`` (the fleet's services with their routes and traffic, ``catalog.py``).
 
 Names the admin pages call (``queue_list``, ``msg_show``, ...) and the older code names
 (``list_queues``, ``msg_info``, ...) are the same handlers (aliases at the end). Answers
