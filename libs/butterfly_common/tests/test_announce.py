@@ -57,6 +57,8 @@ def test_readers_keep_fresh_records_and_forget_old_ones(redis_server: RedisServe
         client.hset(announce.KEY, f"{name}|http://x", json.dumps(
             {"service": name, "url": "http://x", "seen": now - age}))
     client.hset(announce.KEY, "bad", "{")
+    client.hset(announce.KEY, "file|file:///etc/passwd", json.dumps(
+        {"service": "file", "url": "file:///etc/passwd", "seen": now}))
     assert [e["service"] for e in announce.announced(client, now)] == ["a"]
     assert set(client.hkeys(announce.KEY)) == {"a|http://a:1", "stale|http://x"}
     # announcing again refreshes the one field of the instance

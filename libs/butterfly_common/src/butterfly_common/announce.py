@@ -83,9 +83,12 @@ def announced(client: Any, now: float | None = None) -> list[dict[str, Any]]:
         try:
             entry = json.loads(raw)
             seen = float(entry["seen"])
-            str(entry["service"]), str(entry["url"])
+            ours = isinstance(entry["service"], str) and isinstance(entry["url"], str) \
+                and entry["url"].startswith(("http://", "https://"))
         except (ValueError, TypeError, KeyError):
-            gone.append(field)  # not a record of ours
+            ours = False
+        if not ours:
+            gone.append(field)  # not a record of ours: never probed or scraped
             continue
         if now - seen > FORGET:
             gone.append(field)
