@@ -50,6 +50,7 @@ GET: dict[str, dict[str, dict]] = {
     "/console/flows/flow": {"id": INT},
     "/console/flows/flow/live": {"id": INT},
     "/console/flows/flow/graph.svg": {"id": INT},
+    "/console/services": {},
     "/console/traffic": {"range": STR, "service": STR, "route": STR, "method": STR},
     "/console/traffic/series.json": {"range": STR, "service": STR, "route": STR, "method": STR},
     "/console/search": {"reqid": STR},

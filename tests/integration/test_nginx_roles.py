@@ -201,3 +201,98 @@ def test_each_service_verifies_a_jwt_itself_and_a_role_change_ends_it(fleet: Fle
     r = direct(fleet.tokens["operator"], "/ruqi/pause_job")
     assert r.status_code == 401 and r.headers["x-reason"] == "invalid token"
     assert fleet.post("/ruqi/pause_job", "operator", {"job_id": "roles2"}).status_code == 401
+
+
+# -- the original admin pages' reads -------------------------------------------------------
+
+#: the eleven reads of the original admin pages that the nginx sample must let through:
+#: canghai's original API (the names the pages call and the older aliases) and xingqiao's
+#: flow detail; {msg}, {worker} and {job} are filled in by the test
+ADMIN_PAGE_READS = (
+    "/canghai/queue_list", "/canghai/list_queues",
+    "/canghai/worker_list", "/canghai/list_workers",
+    "/canghai/worker_show?name={worker}", "/canghai/worker_info?name={worker}",
+    "/canghai/msg_list?queue_name=/roles_api/hello&registry_name=queued",
+    "/canghai/list_msgs?queue_name=/roles_api/hello&registry_name=queued",
+    "/canghai/msg_show?msg_id={msg}", "/canghai/msg_info?msg_id={msg}",
+    "/xingqiao/get_job_detail?job_id={job}",
+)
+
+
+@pytest.fixture(scope="module")
+def admin_page_reads(fleet: Fleet) -> list[str]:
+    """The eleven paths, with a queued message, a live consumer and a running flow."""
+    from butterfly_common.mq import Broker
+    from butterfly_common.redis_client import make_redis
+
+    broker = Broker(make_redis(fleet.env["BUTTERFLY_REDIS_URL"]))
+    broker.heartbeat("roles-worker", ["/roles_api/hello"], {"service": "roles", "host": "h"})
+    msg = broker.publish("/roles_api/hello", {"str_info": "roles"}).msg_id
+    r = fleet.post("/xingqiao/create_job", "admin",  # (the operator was signed out above)
+                   {"job_namespace": "roles", "job_type": "ping"})
+    assert r.json()["stat"] == "OK", r.text
+    job = r.json()["data"]["job_id"]
+    return [p.format(msg=msg, worker="roles-worker", job=job) for p in ADMIN_PAGE_READS]
+
+
+def _from(source: str, url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """GET ``url`` from the local address ``source`` (127.0.0.2 is not a trusted proxy)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_the_admin_pages_reads_pass_nginx_as_the_signed_in_user(fleet: Fleet,
+                                                               admin_page_reads: list[str]):
+    """nginx strips the token and forwards huoyan's X-Username / X-Role: every read
+    answers OK for the lowest and the highest role, and the flow detail carries job_lock."""
+    assert len(admin_page_reads) == 11
+    for role in ("viewer", "admin"):
+        for path in admin_page_reads:
+            r = requests.get(f"{fleet.front}{path}", timeout=30,
+                             headers={"Authorization": f"Bearer: {fleet.tokens[role]}"})
+            assert r.status_code == 200 and r.json()["stat"] == "OK", (role, path, r.text)
+    detail = requests.get(f"{fleet.front}{admin_page_reads[-1]}", timeout=30, headers={
+        "Authorization": f"Bearer {fleet.tokens['viewer']}"}).json()["data"]
+    # a ping flow whose first task waits on a topic nobody serves: its message is out
+    assert detail["job_status"] == "started" and detail["job_lock"] is True
+
+
+def test_the_admin_pages_reads_take_a_trusted_proxys_user_alone(fleet: Fleet,
+                                                               admin_page_reads: list[str]):
+    """What nginx sends, X-Username and nothing else, from the trusted proxy's address:
+    every service takes it as the caller (a viewer), canghai too, also for a user of the
+    proxy's sign-in that canghai does not keep."""
+    for user in ("vic", "sso-only-user"):
+        for path in admin_page_reads:
+            service = fleet.services[path.split("/")[1]]
+            status, body = _from("127.0.0.1", f"{service.url}{path}", {"X-Username": user})
+            assert status == 200 and body["stat"] == "OK", (user, path, status, body)
+
+
+def test_the_admin_pages_reads_refuse_without_identity(fleet: Fleet,
+                                                       admin_page_reads: list[str]):
+    forged = {"X-Username": "ada", "X-Role": "admin"}
+    for path in admin_page_reads:
+        # no token at nginx: the admin pages' 401 JSON, whatever the headers claim
+        for headers in ({}, forged):
+            r = requests.get(f"{fleet.front}{path}", headers=headers, timeout=30)
+            assert r.status_code == 401 and r.json() == {
+                "success": False, "message": "You are not authorized",
+                "data": {"redirect": "/auth/ssologin"}}, (path, headers)
+    # straight at canghai from an address that is not a trusted proxy: the forged user is
+    # nobody (xingqiao's reads are open under the default BUTTERFLY_READ_AUTH)
+    canghai = fleet.services["canghai"].url
+    for path in admin_page_reads[:-1]:
+        status, body = _from("127.0.0.2", f"{canghai}{path}", forged)
+        assert status == 401 and body == {"stat": "ERR_UNAUTHORIZED"}, (path, status, body)

@@ -126,3 +126,81 @@ def test_jwt_reads_in_both_header_forms(client, broker, form) -> None:
     jwt = token["data"]["butterfly_token"]
     r = client.get("/canghai/queue_list", headers={"Authorization": form.format(t=jwt)})
     assert r.status_code == 200
+
+
+#: the ten original read calls (names the admin pages call and their older aliases)
+def _reads(ids: dict[str, str]) -> list[str]:
+    names = ("queue_list", "list_queues", "worker_list", "list_workers")
+    return [*(f"/canghai/{n}" for n in names),
+            *(f"/canghai/{n}?name=w1" for n in ("worker_show", "worker_info")),
+            *(f"/canghai/{n}?queue_name={TOPIC}&registry_name=finished"
+              for n in ("msg_list", "list_msgs")),
+            *(f"/canghai/{n}?msg_id={ids['finished']}" for n in ("msg_show", "msg_info"))]
+
+
+PROXIED = {"BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1/32"}
+
+
+def test_a_trusted_proxys_user_reads_whether_or_not_canghai_knows_them(app_for, broker):
+    """The fleet's rule: X-Username from a trusted proxy is a caller (a viewer without
+    X-Role), also for a user of the proxy's sign-in that canghai does not keep."""
+    client = app_for(**PROXIED).test_client()
+    ids = _messages(broker)
+    for path in _reads(ids):
+        r = client.get(path, headers={"X-Username": "sso-user"})
+        assert r.status_code == 200 and r.get_json()["stat"] == "OK", (path, r.headers)
+    # the same headers from an address that is not a trusted proxy are nobody's
+    forged = client.get("/canghai/queue_list", headers={"X-Username": "sso-user"},
+                        environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert forged.status_code == 401 and forged.get_json() == {"stat": "ERR_UNAUTHORIZED"}
+    # an empty or "-" name is no one
+    for name in ("-", " "):
+        assert client.get("/canghai/queue_list", headers={"X-Username": name}) \
+            .status_code == 401
+
+
+def test_a_proxy_users_writes_go_by_the_forwarded_role(app_for, broker):
+    from butterfly_canghai import audit, users
+
+    client = app_for(**PROXIED).test_client()
+    users.add_user("otto", "correct horse battery", "operator")
+    ids = _messages(broker)
+    body = {"msg_id": ids["queued"]}
+    # no X-Role: a viewer; operator: still below admin; canghai's operator claiming admin:
+    # capped at the role canghai holds for them
+    for headers in ({"X-Username": "sso-user"},
+                    {"X-Username": "sso-user", "X-Role": "operator"},
+                    {"X-Username": "otto", "X-Role": "admin"}):
+        r = client.post("/canghai/msg_delete", json=body, headers=headers)
+        assert r.status_code == 403 and r.headers["x-reason"].startswith(
+            "needs role admin"), headers
+    assert broker.get(ids["queued"]) is not None
+    r = client.post("/canghai/msg_delete", json=body,
+                    headers={"X-Username": "sso-admin", "X-Role": "admin"})
+    assert r.get_json() == {"stat": "OK", "data": {"id": ids["queued"]}}
+    assert broker.get(ids["queued"]) is None
+    # the audit log names the proxy's user
+    total, rows = audit.recent(username="sso-admin", action="msg_delete")
+    assert total == 1 and rows[0]["role"] == "admin" and rows[0]["ok"]
+    # forged from an untrusted address: refused, nothing deleted
+    r = client.post("/canghai/queue_empty", json={"queue_name": TOPIC,
+                                                  "registry_name": "failed"},
+                    headers={"X-Username": "sso-admin", "X-Role": "admin"},
+                    environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert r.status_code == 401 and broker.counts(TOPIC)["failed"] == 1
+
+
+def test_the_fleets_operator_and_read_tokens_read(app_for, broker):
+    client = app_for(BUTTERFLY_OPERATOR_TOKEN="test-operator-token-0123456789",
+                     BUTTERFLY_READ_TOKEN="test-read-token-0123456789").test_client()
+    ids = _messages(broker)
+    for token in ("test-operator-token-0123456789", "test-read-token-0123456789"):
+        r = client.get(f"/canghai/msg_show?msg_id={ids['failed']}",
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and r.get_json()["data"]["status"] == "failed"
+        # canghai's deletes are the admin's
+        r = client.post("/canghai/msg_delete", json={"msg_id": ids["failed"]},
+                        headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403
+    r = client.get("/canghai/queue_list", headers={"Authorization": "Bearer wrong-token-0"})
+    assert r.status_code == 401

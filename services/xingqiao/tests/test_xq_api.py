@@ -7,6 +7,8 @@ import uuid
 import pytest
 from xq_helpers import XQ
 
+from butterfly_common.testing import wait_until
+
 
 def refused(response, code: int, stat: str, *words: str) -> dict:
     body = response.json()
@@ -89,6 +91,7 @@ def test_detail_tasks_and_task(xq: XQ, finished_job: int):
     detail = xq.job(finished_job)
     assert detail["ret_data"]["merged"]["str_info"] == "api"
     assert detail["task_status"] == {"finished": 3} and detail["job_extra"] == {"str_info": "api"}
+    assert detail["job_lock"] is False  # ended: nothing of it is out on the queue
     refused(xq.get("get_job_detail", job_id=10**9), 404, "ERR_JOB_NOT_EXIST")
     listed = xq.ok(xq.get("get_tasklist_by_jobid", job_id=finished_job))
     assert listed["total"] == 3 and [t["task_label"] for t in listed["list"]] == [
@@ -114,11 +117,14 @@ def test_state_refusals(xq: XQ, finished_job: int):
     xq.flow_type(f"slow-{k}", [{"label": "s", "cmd": "/xqt/sleep",
                                 "params": {"seconds": 20}}])
     running = xq.create(f"slow-{k}")
+    # its one task's message is out (the original admin page's job_lock)
+    wait_until(lambda: xq.job(running)["job_lock"] is True, 10, what="job_lock set")
     refused(xq.post("delete_job", job_id=running), 409, "ERR_JOB_RUNNING", "cancel_job")
     task_id = xq.tasks(running)["s"]["task_id"]
     refused(xq.post("rerun_task", task_id=task_id), 409, "ERR_TASK_RUNNING", "s")
     refused(xq.post("rerun_task", task_id=10**9), 404, "ERR_TASK_NOT_EXIST")
     xq.ok(xq.post("cancel_job", job_id=running))
+    assert xq.job(running)["job_lock"] is False  # canceled: its message deleted / fenced
     deleted = xq.ok(xq.post("delete_job", job_id=running))
     assert deleted["deleted_tasks"] == 1
     refused(xq.get("get_job_detail", job_id=running), 404, "ERR_JOB_NOT_EXIST")

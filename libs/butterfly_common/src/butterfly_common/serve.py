@@ -1,9 +1,10 @@
 """``butterfly serve <svc>``: the service under gunicorn, with background work per worker.
 
 The app is built in each worker after fork (no preload), so Redis and DB connections are
-never shared across processes. Background work (queue consumers, the scheduler engine)
-starts in ``post_worker_init`` and stops in ``worker_exit``, which gunicorn runs on a
-graceful SIGTERM: stop taking work, finish or hand back what is in flight, exit.
+never shared across processes. Background work (queue consumers, the scheduler engine,
+the instance's announcement in Redis: ``announce.py``) starts in ``post_worker_init`` and
+stops in ``worker_exit``, which gunicorn runs on a graceful SIGTERM: stop taking work,
+finish or hand back what is in flight, exit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from . import one_write
+from .announce import announce_starter
 from .service import Service, Starter
 from .settings import Settings
 
@@ -101,6 +103,10 @@ class ButterflyServer(BaseApplication):
     def _post_worker_init(self, worker: Any) -> None:
         one_write.install()  # an answer's head and body in one sendall
         self._stoppers = start_background(self.service, self.settings)
+        # an HTTP server (not an engine-only process) tells the fleet where it answers
+        stop_announcing = announce_starter(self.service)(self.settings)
+        if stop_announcing is not None:
+            self._stoppers.append(stop_announcing)
         # Everything loaded so far (the framework, its libraries, the service) lives as
         # long as the worker: out of the cyclic collector's sight, a collection no longer
         # walks tens of thousands of module-level objects in the middle of a request.

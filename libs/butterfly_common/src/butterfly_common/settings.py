@@ -37,6 +37,9 @@ class Settings:
     #: sets 0.0.0.0)
     host: str = "127.0.0.1"
     port: int = 8585
+    #: ``BUTTERFLY_ANNOUNCE``: the URL ``butterfly serve`` announces in Redis for the
+    #: console (``announce.py``); empty: from host and port; ``off``: none
+    announce: str = ""
     data_dir: Path = Path("var/data")
     #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
     download_dir: Path | None = None
@@ -276,6 +279,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
     if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
         kwargs["legacy_status"] = _bool("BUTTERFLY_LEGACY_STATUS", raw)
+    if (raw := get("BUTTERFLY_ANNOUNCE")) is not None:
+        kwargs["announce"] = ("off" if raw.lower() == "off" else
+                              _url("BUTTERFLY_ANNOUNCE", raw, ("http", "https")).rstrip("/"))
     if (raw := get("BUTTERFLY_STAT_ADAPTOR")) is not None:
         kwargs["stat_adaptor"] = _stat_adaptor("BUTTERFLY_STAT_ADAPTOR", raw)
     if (raw := get("BUTTERFLY_MAX_BODY_BYTES")) is not None:

@@ -1,18 +1,29 @@
-"""The fleet the console watches: instances from fleet.toml (or the installed services) and
-their ``/healthz`` + ``/readyz`` state, probed in parallel with short timeouts."""
+"""The fleet the console watches and its ``/healthz`` + ``/readyz`` state, probed in
+parallel with short timeouts.
+
+Its instances: those of fleet.toml (or, without one, of the installed services), plus those
+of every other service that announces itself in Redis (``butterfly_common.announce``: each
+``butterfly serve`` does), e.g. a user's own service made with ``butterfly new``. The
+fleet file stays the authority on the services it names; announcements add the others."""
 
 from __future__ import annotations
 
+import logging
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
+from butterfly_common import announce
+
 from .config import CanghaiConfig
+
+log = logging.getLogger("butterfly.canghai.fleet")
 
 
 @dataclass(frozen=True)
@@ -20,6 +31,8 @@ class Instance:
     service: str
     name: str
     url: str
+    #: found through its announcement, not the fleet file (or the installed services)
+    announced: bool = False
 
 
 def _url(cfg: CanghaiConfig, service: str, name: str, port: int, replica: int) -> str:
@@ -33,7 +46,30 @@ def _url(cfg: CanghaiConfig, service: str, name: str, port: int, replica: int) -
 
 
 def instances(cfg: CanghaiConfig) -> list[Instance]:
-    """Every instance of every service: replicas of fleet.toml numbered ``svc-2``..."""
+    """Every instance of every service: replicas of fleet.toml numbered ``svc-2``...,
+    then the announced instances of services the fleet does not name
+    (``<service>@<host:port>``)."""
+    listed = _listed(cfg)
+    known = {inst.service for inst in listed}
+    extra = [Instance(str(e["service"]), f"{e['service']}@{urlsplit(str(e['url'])).netloc}",
+                      str(e["url"]), announced=True)
+             for e in announcements() if e["service"] not in known]
+    return listed + extra
+
+
+def announcements() -> list[dict[str, Any]]:
+    """The fresh announcements of every service (none while Redis cannot be read)."""
+    from butterfly_common.runtime import get_redis
+
+    try:
+        return announce.announced(get_redis())
+    except Exception as exc:  # Redis down: the fleet file's instances still show
+        log.warning("announcements not read: %s: %s", type(exc).__name__, exc)
+        return []
+
+
+def _listed(cfg: CanghaiConfig) -> list[Instance]:
+    """The instances of the fleet file, else of the installed services."""
     path = Path(cfg.fleet_file) if cfg.fleet_file else Path("deploy/fleet.toml")
     if path.is_file():
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -53,7 +89,8 @@ def instances(cfg: CanghaiConfig) -> list[Instance]:
 
 def _probe(inst: Instance, timeout: float) -> dict[str, Any]:
     row: dict[str, Any] = {"service": inst.service, "name": inst.name, "url": inst.url,
-                           "ready": False, "state": "down", "version": "-", "detail": ""}
+                           "announced": inst.announced, "ready": False, "state": "down",
+                           "version": "-", "detail": ""}
     started = time.perf_counter()
     try:
         health = requests.get(f"{inst.url}/healthz", timeout=timeout)

@@ -1,7 +1,8 @@
 """Authorization of the JSON API handlers (the original names): who may read or change.
 
-Reads need any signed-in identity (a viewer and up); a change needs ``role``, POST and, for
-a browser session, its CSRF token in ``X-CSRF-Token``. Refusals are ``Refusal``s (401 /
+Reads need any signed-in identity (a viewer and up: a trusted proxy's ``X-Username`` is
+one, as at every service); a change needs ``role``, POST and, for a browser session, its
+CSRF token in ``X-CSRF-Token``. Refusals are ``Refusal``s (401 /
 403 / 405 with ``x-reason``); each change lands in the audit log.
 """
 
@@ -20,7 +21,7 @@ def identity_of(req, role: str = "viewer", write: bool = False) -> Identity:
     who = from_headers(req.headers, req.username)
     if who is None:
         raise Refusal(retstat.ERR_UNAUTHORIZED, "sign in: session, Authorization: Bearer "
-                      "<jwt> or the admin token", http=401)
+                      "<jwt or token>, or X-Username from a trusted proxy", http=401)
     if not who.can(role):
         raise Refusal(retstat.ERR_FORBIDDEN, f"needs role {role} (you are {who.role})",
                       http=403)

@@ -8,6 +8,7 @@ from typing import Any
 from butterfly_common import Refusal
 from butterfly_common.params import ParamError
 
+from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, loads, split_list
 
 JOB_LIST_FIELDS = ("job_id", "job_namespace", "job_reqid", "job_name", "job_status",
@@ -93,3 +94,15 @@ def status_counts(job_id: int) -> dict[str, int]:
     for task in Task.select(Task.task_status).where(Task.job_id == job_id):
         counts[task.task_status] = counts.get(task.task_status, 0) + 1
     return counts
+
+
+def job_lock(job: Job, counts: dict[str, int]) -> bool:
+    """The original admin page's ``job_lock`` from xingqiao's own state.
+
+    The original held a flow with a lock flag while a worker advanced it (its HA lock).
+    xingqiao has no such row lock (every move is a compare-and-set, ``store.py``); what
+    holds a flow is its work out on the queue: true while the flow runs with a task whose
+    attempt is published (``pending``, ``started``, or ``retrying`` with its next attempt
+    delayed), so its next step comes from that message's completion notice (or the sweep).
+    False for an ended flow, and for a running one between two steps."""
+    return job.job_status == "started" and any(counts.get(s, 0) for s in TASK_ACTIVE)

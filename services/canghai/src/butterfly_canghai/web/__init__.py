@@ -52,6 +52,7 @@ def install(app: Flask) -> None:
         pages,
         schedule_pages,
         search_pages,
+        services_pages,
         traffic_pages,
     )
 
@@ -72,6 +73,7 @@ def install(app: Flask) -> None:
     app.register_blueprint(data_pages.bp)
     app.register_blueprint(flow_pages.bp)
     app.register_blueprint(traffic_pages.bp)
+    app.register_blueprint(services_pages.bp)
     app.register_blueprint(search_pages.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(auth.huoyan)

@@ -1,13 +1,17 @@
-"""canghai: the original API names the original admin (amis) pages call.
+"""canghai: the original API names the original admin (amis) pages call, and
+``service_list`` (the fleet's services with their routes and traffic, ``catalog.py``).
 
 Names the admin pages call (``queue_list``, ``msg_show``, ...) and the older code names
 (``list_queues``, ``msg_info``, ...) are the same handlers (aliases at the end). Answers
 are ``{"stat": ..., "data": ...}`` with no top-level ``status`` / ``msg`` keys (amis would
-read them as errors). Reads need a viewer, ``msg_delete`` / ``queue_empty`` an admin
-(session with ``X-CSRF-Token``, JWT, or the admin token). None of them is a queue topic.
+read them as errors). Reads need a viewer (any signed-in identity, a trusted proxy's
+``X-Username`` included), ``msg_delete`` / ``queue_empty`` an admin (session with
+``X-CSRF-Token``, JWT, the admin token, or a trusted proxy's user with ``X-Role: admin``).
+None of them is a queue topic.
 """
 
-from butterfly_canghai import legacy, queues
+from butterfly_canghai import catalog, legacy, queues
+from butterfly_canghai.config import current
 from butterfly_canghai.guard import identity_of, log_action
 from butterfly_common import Refusal, __version__, api, retstat
 from butterfly_common.mq import STATUSES
@@ -82,6 +86,18 @@ def msg_show(req, msg_id: str):
     if m is None:
         raise _no_message(msg_id)
     return retstat.OK, {"data": legacy.msg_detail(m)}
+
+
+@api(topic=False, statuses=READ)
+def service_list(req, minutes: int = catalog.WINDOW):
+    """Every service of the fleet (fleet.toml's and those that announce themselves, e.g. a
+    ``butterfly new`` project) with its instances and their state, its routes and the
+    calls / errors of each over the last ``minutes`` (1..1440, default 60)."""
+    identity_of(req)
+    if not 1 <= minutes <= 1440:
+        raise _bad("minutes must be 1..1440")
+    return retstat.OK, {"data": {"services": catalog.services(current(), minutes),
+                                 "minutes": minutes}}
 
 
 @api(topic=False, statuses=WRITE)

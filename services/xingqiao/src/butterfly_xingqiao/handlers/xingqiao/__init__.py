@@ -65,11 +65,14 @@ def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None
 
 @api(topic=False, statuses=CODES)
 def get_job_detail(req: Request, job_id: int) -> Any:
-    """Every column of one flow (``ret_data`` and ``job_extra`` parsed) and its
-    ``task_status`` counts. ERR_JOB_NOT_EXIST."""
+    """Every column of one flow (``ret_data`` and ``job_extra`` parsed), its
+    ``task_status`` counts and ``job_lock`` (the original admin page's flag: true while
+    an attempt of the flow is out on the queue, see ``queries.job_lock``).
+    ERR_JOB_NOT_EXIST."""
     job = operations.get_job(job_id)
     data = queries.job_row(job, full=True)
-    data["task_status"] = queries.status_counts(job_id)
+    data["task_status"] = counts = queries.status_counts(job_id)
+    data["job_lock"] = queries.job_lock(job, counts)
     return OK, {"data": data}
 
 
