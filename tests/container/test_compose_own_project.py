@@ -1,6 +1,6 @@
 """A project of `butterfly new` joins the compose fleet through its own Dockerfile and
 compose override, as its README says: served on its port, its handler a topic that the
-fleet's baichuan accepts, ruqi schedules and xingqiao puts in a flow."""
+fleet's baichuan accepts, ruqi schedules and xingqiao puts in a flow, listed by canghai."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from compose_fleet import ComposeFleet, running_fleet
+
+from butterfly_common.testing import wait_until
 
 PORT = 8600
 TOPIC = "/demo_shop/greet"
@@ -52,3 +56,24 @@ def test_its_topic_through_baichuan_ruqi_and_xingqiao(fleet):
                      job_extra={"name": "xingqiao"})
     assert job["stat"] == "OK", job
     assert fleet.flow_ended(job["data"]["job_id"])["job_status"] == "finished"
+
+
+def test_canghai_lists_the_project_its_routes_and_traffic(fleet):
+    """The project is in no fleet file: canghai finds it by its announcement in Redis and
+    reaches it at the compose service name the override announces."""
+    for _ in range(3):
+        assert fleet.get(PORT, "/demo_shop/greet", name="traffic")["stat"] == "OK"
+
+    def shop() -> dict[str, Any] | None:
+        reply = requests.get(fleet.url(4400, "/canghai/service_list"), params={"minutes": 60},
+                             headers=fleet.admin, timeout=30).json()
+        assert reply["stat"] == "OK", reply
+        found = [s for s in reply["data"]["services"] if s["name"] == "demo_shop"]
+        ready = found and found[0]["calls"] >= 3 and any(
+            i["state"] == "ready" for i in found[0]["instances"])
+        return found[0] if ready else None
+
+    listed = wait_until(shop, 150, interval=2, what="canghai lists demo_shop with traffic")
+    assert listed["announced"] is True
+    assert listed["instances"][0]["url"] == f"http://demo_shop:{PORT}"
+    assert {"/demo_shop/greet", "/demo_shop/add"} <= {r["path"] for r in listed["routes"]}
