@@ -110,3 +110,14 @@ def test_progress_outside_the_queue_does_nothing(client):
     body = client.get("/jobs/stepped?steps=0&gate=x").get_json()
     assert body["stat"] == "OK" and body["stored"] == [False]
     assert body["method"] == "GET"
+
+
+def test_an_unreadable_stored_progress_reads_as_none(broker):
+    topic = f"/p{uuid.uuid4().hex[:8]}/job"
+    msg_id = broker.publish(topic, {}, force=True).msg_id
+    key = broker.keys(topic).msg(msg_id)
+    for junk in ("{not json", "[1, 2]", '{"done": "x", "total": 3}', "[" * 5000):
+        broker.client.hset(key, "progress", junk)
+        assert broker.get(msg_id, topic).progress is None, junk
+    broker.client.hset(key, "progress", '{"done": 12, "total": 10, "note": "a\\nb"}')
+    assert broker.get(msg_id, topic).progress == {"done": 10, "total": 10, "note": "a b"}

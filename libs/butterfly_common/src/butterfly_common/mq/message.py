@@ -106,7 +106,7 @@ class Message:
             worker=v["worker"] or "", result=_loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
-            progress=parse_progress(_loads(v["progress"])) if v["progress"] else None,
+            progress=parse_progress(v["progress"]),
         )
 
     @classmethod

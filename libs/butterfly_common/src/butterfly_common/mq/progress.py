@@ -10,6 +10,7 @@ at most :data:`MAX_COUNT` (exact in a JavaScript number), and the note one line 
 
 from __future__ import annotations
 
+import json
 import operator
 from typing import Any
 
@@ -45,11 +46,15 @@ def normalize(done: Any, total: Any, note: Any = "") -> dict[str, Any]:
     return {"done": min(_count(done, "done"), top), "total": top, "note": clean_note(note)}
 
 
-def parse(value: Any) -> dict[str, Any] | None:
-    """A stored progress value as a reader gets it, or None (none stored, or unreadable)."""
-    if not isinstance(value, dict):
+def parse(text: str | None) -> dict[str, Any] | None:
+    """The stored progress (JSON text) as a reader gets it; None when none was stored or
+    it cannot be read (written by something else than :func:`normalize`)."""
+    if not text:
         return None
     try:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            return None
         return normalize(value.get("done", 0), value.get("total", 0), value.get("note", ""))
-    except TypeError:
+    except (ValueError, TypeError, RecursionError):
         return None
