@@ -92,3 +92,18 @@ def test_no_worker_is_a_conflict_not_a_5xx(service_client):
                                 BUTTERFLY_ADMIN_TOKEN=TOKEN)
         reply = client.post("/demo_async_job/submit", json={"steps": 1}, headers=AUTH)
         assert (reply.status_code, reply.get_json()["stat"]) == (409, "ERR_NO_CONSUMER")
+
+
+def test_butterfly_call_runs_the_job_in_place(tmp_path):
+    """``butterfly call`` (a developer's local run) may run the job: it holds no web worker."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "butterfly_common.cli", "call", "/demo_async_job/run",
+         "steps=3", "step_ms=0", "label=local"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, env={**os.environ, "BUTTERFLY_LOG_DIR": str(tmp_path)},
+        check=False)
+    assert result.returncode == 0, result.stderr
+    assert "'OK'" in result.stdout and "'steps': 3" in result.stdout

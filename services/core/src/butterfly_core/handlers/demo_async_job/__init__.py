@@ -92,10 +92,11 @@ def status(req: Request, msg_id: str):
 
 @api(statuses=STATUSES)
 def run(req: Request, steps: int = 10, step_ms: int = 200, label: str = "demo"):
-    """The job itself, served from the queue only: ``steps`` steps, each sleeping
-    ``step_ms`` ms and extending a SHA-256 chain over ``label``, reporting progress
-    after each. Over HTTP it is refused (it would hold a web worker for minutes)."""
-    if req.method != "QUEUE":
+    """The job itself, served from the queue (or ``butterfly call``): ``steps`` steps,
+    each sleeping ``step_ms`` ms and extending a SHA-256 chain over ``label``, reporting
+    progress after each. Over HTTP it is refused (it would hold a web worker for
+    minutes)."""
+    if req.method not in ("QUEUE", "CALL"):
         raise Refusal(ERR_QUEUE_ONLY, f"{TOPIC} runs from the queue: queue a job with "
                                       "/demo_async_job/submit")
     _check(steps, step_ms, label)
