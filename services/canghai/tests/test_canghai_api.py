@@ -73,14 +73,38 @@ def test_msg_show_fields(client, broker) -> None:
         data = client.get(f"{path}?msg_id={ids['finished']}", headers=ADMIN).get_json()["data"]
         assert set(data) == {"id", "msg_data", "status", "origin", "created_at",
                              "enqueued_at", "started_at", "ended_at", "handle_worker",
-                             "result", "exc_info", "description", "cost"}
+                             "result", "exc_info", "description", "cost", "progress"}
         assert data["status"] == "finished" and data["origin"] == TOPIC
+        assert data["progress"] is None  # its handler reported none
         assert data["handle_worker"] == "w1" and data["cost"] == 0.01
         assert data["result"] == '{"stat": "OK", "str_info": "finished"}'
         for key in ("created_at", "enqueued_at", "started_at", "ended_at"):
             assert TIME.match(data[key]), key
     missing = client.get("/canghai/msg_show?msg_id=NOPE", headers=ADMIN)
     assert missing.status_code == 404 and missing.get_json() == {"stat": "ERR_MSG_NOT_EXIST"}
+
+
+def _in_progress(broker: Broker, note: str) -> str:
+    """A started message whose handler reported 3 of 10 steps with ``note``; its id."""
+    broker.heartbeat("w1", [TOPIC], {"service": "core", "host": "h1", "pid": 1})
+    msg_id = broker.publish(TOPIC, {"str_info": "long"}).msg_id
+    (msg,) = broker.claim(TOPIC, "w1", 1)
+    assert broker.progress(msg, 3, 10, note)
+    return msg_id
+
+
+def test_msg_show_and_message_page_carry_progress(client, broker) -> None:
+    msg_id = _in_progress(broker, "copying <b>files</b>")
+    data = client.get(f"/canghai/msg_show?msg_id={msg_id}", headers=ADMIN).get_json()["data"]
+    assert data["status"] == "started"
+    assert data["progress"] == {"done": 3, "total": 10, "note": "copying <b>files</b>"}
+    sign_in(client, "vera")
+    html = client.get(f"/console/message?id={msg_id}").text
+    assert '<progress class="bar" value="3" max="10">30%</progress>' in html
+    assert '<span class="mono" data-field="progress-count">3 / 10</span>' in html
+    assert "copying &lt;b&gt;files&lt;/b&gt;" in html and "<b>files" not in html
+    plain = _messages(broker)["queued"]
+    assert 'data-field="progress"' not in client.get(f"/console/message?id={plain}").text
 
 
 def test_reads_need_an_identity(client, broker) -> None:

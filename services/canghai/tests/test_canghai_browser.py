@@ -607,11 +607,51 @@ def test_audit_log_of_the_run_is_saved(fleet: dict, admin: Watched) -> None:
     assert outcomes & {"failed", "失败"}, outcomes  # refused actions are audited too
 
 
+def test_message_page_shows_job_progress(fleet: dict, admin: Watched) -> None:
+    """A demo_async_job job run by core's consumer: its page shows "done / total — note"
+    and a progress bar while it runs, then the full bar once finished."""
+    page = admin.page
+    core = fleet["procs"]["core"].url
+    reply = requests.post(f"{core}/demo_async_job/submit", timeout=10,
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                          json={"steps": 20, "step_ms": 400, "label": "nightly backup"})
+    assert reply.status_code == 200, reply.text
+    msg_id = reply.json()["data"]["msg_id"]
+    page.goto(f"/console/message?id={msg_id}")
+    count = page.locator('[data-field="progress-count"]')
+
+    def midway() -> tuple[int, int] | None:
+        page.reload()
+        if not count.count():
+            return None
+        done, total = (int(n) for n in count.inner_text().split(" / "))
+        return (done, total) if 0 < done < total else None
+
+    done, total = wait_until(midway, 45, 0.2, "the page showing progress midway")
+    assert total == 20
+    bar = page.locator('[data-field="progress"] progress')
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == (str(done), "20")
+    expect(page.locator('[data-field="progress-note"]')).to_have_text(
+        f"nightly backup: step {done} of 20")
+    expect(page.locator("[data-status]")).to_have_attribute("data-status", "started")
+    shot(page, "message-progress")
+
+    def finished() -> bool:
+        page.reload()
+        return page.locator("[data-status]").get_attribute("data-status") == "finished"
+
+    wait_until(finished, 45, 0.5, "the job finished")
+    expect(count).to_have_text("20 / 20")
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("20", "20")
+    expect(page.locator('[data-field="result"]')).to_contain_text('"steps": 20')
+    shot(page, "message-progress-done")
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
                  "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
                  "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
-                 "search"):
+                 "search", "message-progress", "message-progress-done"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

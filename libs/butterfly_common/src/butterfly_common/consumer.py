@@ -320,6 +320,7 @@ class Consumer:
         req = Request(reqid, ip="-", method="QUEUE", funcname=route.path)
         req.log_res.add(f"msg_id={msg.id}")
         req.log_res.add(f"attempt={msg.attempts}")
+        req.progress_sink = self._progress_sink(msg)
         try:
             outcome = self.gateway.call(route, req, msg.data)
         except TimeLimitExceeded:
@@ -340,6 +341,19 @@ class Consumer:
             log.exception("%s: writing the access log / metrics failed", msg.id)
             metrics.consumer_error("log")
         self.processed += 1
+
+    def _progress_sink(self, msg: Message) -> Callable[[int, int, str], bool]:
+        """``req.progress`` of a queued call: stored in the record, fenced by the claim's
+        token; a Redis error is logged, not raised, so progress never fails the work."""
+
+        def store(done: int, total: int, note: str) -> bool:
+            try:
+                return self.broker.progress(msg, done, total, note)
+            except RedisError as exc:
+                log.warning("%s: storing progress failed: %s", msg.id, exc)
+                return False
+
+        return store
 
     def _record(self, msg: Message, req: Request, outcome: Outcome) -> None:
         try:

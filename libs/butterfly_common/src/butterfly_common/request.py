@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+#: Stores a queued call's progress: ``(done, total, note) -> stored``.
+ProgressSink = Callable[[int, int, str], bool]
 
 
 class Request:
@@ -15,7 +18,7 @@ class Request:
 
     __slots__ = ("_tm", "cookie_header", "error_detail", "error_str", "funcname", "headers",
                  "identity", "init_tm", "ip", "log_params", "log_res", "log_ret_code", "log_talk",
-                 "method", "reqid", "secrets", "username", "wsgienv")
+                 "method", "progress_sink", "reqid", "secrets", "username", "wsgienv")
 
     def __init__(self, reqid: str, *, ip: str = "0.0.0.0", username: str = "-",
                  method: str = "GET", funcname: str = "",
@@ -39,6 +42,8 @@ class Request:
         self.identity: Any = None
         #: strings of the call's secret parameters, masked in its log lines
         self.secrets: tuple[str, ...] = ()
+        #: where :meth:`progress` goes: set by the queue consumer, None over HTTP
+        self.progress_sink: ProgressSink | None = None
         self.init_tm = self._tm = time.perf_counter()
 
     def start_timming(self) -> None:
@@ -50,6 +55,24 @@ class Request:
         now = time.perf_counter()
         self.log_talk[name] = self.log_talk.get(name, 0.0) + (now - self._tm) * 1000
         self._tm = now
+
+    def progress(self, done: int, total: int, note: str = "") -> bool:
+        """Report that ``done`` of ``total`` steps are done, with an optional short ``note``.
+
+        From the queue it goes into the message's record (``progress``, read by
+        ``mq.get``, baichuan's ``msg_get`` and canghai's message page): one Redis command
+        per call, so report per step, not per item. Values are clamped (``0 <= done <=
+        total``; the note to one line of 200 characters). Over HTTP it does nothing.
+        Returns whether it was stored; a store error is logged, never raised, so
+        reporting cannot fail the work. Raises TypeError when ``done`` or ``total`` is
+        not an int (a bug, whoever called).
+        """
+        from .mq.progress import normalize
+
+        value = normalize(done, total, note)
+        if self.progress_sink is None:
+            return False
+        return self.progress_sink(value["done"], value["total"], value["note"])
 
     def cookies(self) -> dict[str, str]:
         """Cookies of the request; malformed items are dropped."""

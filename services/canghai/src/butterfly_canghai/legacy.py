@@ -74,4 +74,6 @@ def msg_detail(m: Message) -> dict[str, Any]:
             "started_at": fmt_time(m.started_at), "ended_at": fmt_time(m.ended_at),
             "handle_worker": m.worker or "-",
             "result": _json(m.result) if m.result is not None else "",
-            "exc_info": m.error, "description": m.topic, "cost": round(m.cost, 6)}
+            "exc_info": m.error, "description": m.topic, "cost": round(m.cost, 6),
+            # how far the (last) attempt got, as its handler reported: {done, total, note}
+            "progress": m.progress}

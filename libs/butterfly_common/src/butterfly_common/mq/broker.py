@@ -29,6 +29,7 @@ from . import index, scripts
 from .errors import NoConsumer
 from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
 from .message import STATUSES, Message, PublishResult, new_id
+from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
 
 DEFAULT_TIMEOUT = 180.0
@@ -270,6 +271,17 @@ class Broker:
         seconds = self.lease if seconds is None else seconds
         return bool(scripts.run(self.client, "extend", [k.started, k.msg(msg.id)],
                                 [msg.id, msg.token, to_ms(seconds)]))
+
+    def progress(self, msg: Message, done: int, total: int, note: str = "") -> bool:
+        """Store how far the running attempt of ``msg`` got (see :mod:`.progress`).
+
+        One command on the record's key, fenced like :meth:`complete`: False when this
+        consumer no longer holds the message (reaped, ended, deleted). A new claim clears
+        it, so a retry never shows the progress of the attempt before.
+        """
+        k = self.keys(msg.topic)
+        value = _json(normalize_progress(done, total, note))
+        return bool(scripts.run(self.client, "progress", [k.msg(msg.id)], [msg.token, value]))
 
     def release(self, msgs: Iterable[Message]) -> int:
         """Hand claimed but unstarted messages back to the front of their queues, in their

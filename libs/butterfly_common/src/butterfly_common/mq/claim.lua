@@ -26,6 +26,7 @@ for i = 1, #ids do
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HINCRBY', key, 'token', 1)
     redis.call('HSET', key, 'status', 'started', 'started_at', NOW, 'worker', ARGV[2])
+    redis.call('HDEL', key, 'progress')  -- a new attempt starts from nothing done
     append_record(out, key)
   end
 end

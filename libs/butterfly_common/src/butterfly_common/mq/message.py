@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from .. import nesting
 from .keys import FIELDS
+from .progress import parse as parse_progress
 
 QUEUED = "queued"
 DELAYED = "delayed"
@@ -85,6 +86,9 @@ class Message:
     token: int = 0
     #: Topic told ``{msg_id, topic, status, stat, cost}`` when the message ends ("" = none).
     notify: str = ""
+    #: How far the running (or last) attempt got: ``{"done", "total", "note"}`` as its
+    #: handler reported with ``req.progress``; None when it reported nothing.
+    progress: dict[str, Any] | None = None
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -102,6 +106,7 @@ class Message:
             worker=v["worker"] or "", result=_loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
+            progress=parse_progress(v["progress"]),
         )
 
     @classmethod

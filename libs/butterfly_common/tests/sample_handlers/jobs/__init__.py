@@ -41,3 +41,19 @@ def admin_only(req: Request):
 @api(topic=False)
 def http_only(req: Request):
     return retstat.OK
+
+
+@api
+def stepped(req: Request, steps: int, gate: str):
+    """Report progress step by step; before each step waits (10 s at most) until the test
+    raised the counter ``bf:test:gate:<gate>`` past it, so the test sees every step."""
+    stored = []
+    for done in range(steps):
+        stored.append(req.progress(done, steps, f"step {done + 1}\nof {steps}"))
+        deadline = time.monotonic() + 10
+        while int(runtime.get_redis().get(f"bf:test:gate:{gate}") or 0) <= done:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gate {gate} not opened past {done}")
+            time.sleep(0.01)
+    stored.append(req.progress(steps, steps, "done"))
+    return retstat.OK, {"stored": stored, "method": req.method}

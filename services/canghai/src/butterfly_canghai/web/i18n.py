@@ -65,6 +65,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "last_error": ("上一次尝试的错误", "Error of an earlier attempt"),
     "order": ("顺序", "Order"),
     "attempts": ("尝试次数", "Attempts"),
+    "progress": ("进度", "Progress"),
     "worker": ("处理者", "Worker"),
     "cost": ("耗时(秒)", "Cost (s)"),
     "result": ("结果", "Result"),
