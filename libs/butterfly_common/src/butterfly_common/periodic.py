@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from . import health
 from .coordination import Lease
@@ -103,7 +103,7 @@ class Periodic:
         self._outage_since: float | None = None
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> Periodic:
+    def start(self) -> Self:
         """Start the thread (again: no-op). A stopped loop cannot be started again."""
         if self._stopping.is_set():
             raise RuntimeError(f"periodic {self.name} was stopped; make a new one")
