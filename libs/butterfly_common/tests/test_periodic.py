@@ -148,9 +148,9 @@ def test_one_owner_among_loops_sharing_a_lease_and_takeover_on_stop(redis, loops
     holder = Lease(redis, key, 1.0).holder()
     assert holder is not None and holder[0] == a.holder
     a.stop()  # releases the lease: b takes over at its next tick, not after the TTL
-    started = time.monotonic()
-    wait_until(lambda: len(b_calls) >= 1, 2, what="b takes over")
-    assert time.monotonic() - started < 0.9
+    after = Lease(redis, key, 1.0).holder()
+    assert after is None or after[0] == b.holder
+    wait_until(lambda: len(b_calls) >= 1, 5, what="b takes over")
     assert b.holds_lease is True and a.holds_lease is False
     ran_a = len(a_calls)
     wait_until(lambda: len(b_calls) >= 5, 5, what="b runs on")
