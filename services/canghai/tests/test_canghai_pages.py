@@ -82,6 +82,25 @@ def test_sampler_buckets(app, redis) -> None:
     assert str(old) not in redis.hkeys(sampler.series_key("queued"))
 
 
+def test_sampler_loop_samples_each_tick_and_stops_promptly(app_for, redis) -> None:
+    import time
+
+    from butterfly_canghai import sampler
+    from butterfly_common.testing import wait_until
+
+    app_for(CANGHAI_SAMPLE_SECONDS="0.2")
+    Broker(redis).publish("/a/one", {}, force=True)
+    stop = sampler.start_sampler(None)
+    try:
+        wait_until(lambda: len(redis.keys(f"{sampler.TICK_KEY}:*")) >= 3, 10,
+                   what="three ticks sampled")
+        assert redis.hvals(sampler.series_key("queued")) == ["1"]
+    finally:
+        started = time.monotonic()
+        stop()
+        assert time.monotonic() - started < 1.0
+
+
 def test_queue_counters_from_metrics_text() -> None:
     from butterfly_canghai.sampler import queue_counters
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from butterfly_common import runtime
 from butterfly_common.app import create_app
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import RedisServer
+from butterfly_common.testing import RedisServer, wait_until
 from butterfly_core import loglevels
 
 TOKEN = "core-admin-token-0123456789"
@@ -78,3 +79,16 @@ def test_set_answers_its_scope_and_unknown_fields_are_ignored(client):
     assert body["applies_to"] == "every worker of core" and body["version"] >= 1
     loglevels.sync()
     assert "nosuch.planted" not in logging.root.manager.loggerDict
+
+
+def test_the_sync_loop_applies_levels_set_elsewhere_without_a_read(client):
+    stack = logging.getLogger("butterfly.stack")
+    stop = loglevels.start_sync(runtime.get_settings())
+    try:
+        runtime.get_redis().hset(loglevels.KEY, "butterfly.stack", "CRITICAL")
+        loglevels.version().bump()  # another worker's loglevel_set; nobody reads here
+        wait_until(lambda: stack.level == logging.CRITICAL, 5, what="the loop applies it")
+    finally:
+        started = time.monotonic()
+        stop()
+        assert time.monotonic() - started < 1.0  # woken, not after its half-second poll

@@ -15,20 +15,21 @@ from butterfly_ruqi.engine import Engine
 
 
 def crash(engine: Engine) -> None:
-    engine._beat_stop.set()
+    engine._beat.stop(5)
     engine.claims.redis = make_redis(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
     writer = engine.writer
 
     def drop(record: Any) -> None:
         return None
 
-    with writer._cond:
+    with writer._lock:
         writer.put = drop  # type: ignore[method-assign]
         writer._buf.clear()
-        writer._stop = True
-        writer._cond.notify()
+    writer._loop.stop(5)
     engine._stopping.set()
     engine._wake.set()
     for thread in engine._threads:
         thread.join(5)
+    for loop in (engine._control, engine._prune):
+        loop.stop(5)
     engine._pool.shutdown(wait=False, cancel_futures=True)

@@ -63,7 +63,7 @@ def test_defect_14_a_stalled_owner_and_the_peer_that_gave_up_on_it_leave_one_row
 
     owner = wait_until(running_owner, 15, what="a fire of 'slow' running")
     stalled = next(e for e in group if e.owner == owner)
-    stalled._beat_stop.set()  # alive and working, but its heartbeat is gone
+    stalled._beat.stop()  # alive and working, but its heartbeat is gone
     redis.delete(node_key(owner))
     peer = next(e for e in group if e is not stalled)
     wait_until(lambda: peer.watcher.recorded_lost >= 1, 15, what="the peer records lost")

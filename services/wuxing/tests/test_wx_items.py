@@ -1,9 +1,11 @@
 """Items by id, item_list, history and rollback; both databases."""
 
 import datetime as dt
+import time
 
 from wuxing_testlib import make_section
 
+from butterfly_common.testing import wait_until
 from butterfly_wuxing import history
 from butterfly_wuxing.models import History
 
@@ -142,3 +144,20 @@ def test_retention_compacts_and_refuses_older_revisions(api):
     changes = api.ok("watch", namespace="demo", since=rev, timeout=0)["data"]["changes"]
     assert [c["item_value"] for c in changes] == [81]
     assert api.ok("namespace_get", namespace="demo")["data"]["compact_revision"] == rev
+
+
+def test_the_pruner_loop_prunes_in_the_background_and_stops_promptly(api):
+    _setup(api)
+    rev = api.ok("namespace_get", namespace="demo")["data"]["revision"]
+    api.ok("instance_update_item", **WEB1, item_name="i|port", item_value=81)
+    History.update(c_time=dt.datetime.now() - dt.timedelta(days=100)).where(
+        History.revision <= rev).execute()
+    stop = history.start_pruner(90, 0.05)
+    try:
+        wait_until(lambda: api.ok("namespace_get", namespace="demo")["data"]
+                   ["compact_revision"] == rev, 10, what="the pruner loop compacts")
+    finally:
+        started = time.monotonic()
+        stop()
+        assert time.monotonic() - started < 1.0
+    assert History.select().where(History.revision <= rev).count() == 0

@@ -21,7 +21,7 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
-from . import __version__, health, metrics, nesting, retstat, runtime
+from . import __version__, health, metrics, nesting, periodic, retstat, runtime
 from .auth import check_read, check_role, client_identity, request_identity
 from .db import ping_db
 from .discovery import Route
@@ -123,7 +123,8 @@ class ServiceApp:
         self.routes: dict[str, Route] = self.runtime.routes
         self.gateway: Gateway = self.runtime.gateway
         self.conf: ProtocolSettings = self.gateway.conf
-        self.ops: dict[str, Callable[[], Outcome]] = {
+        #: Built-in endpoints; each gets the HTTP request (``/readyz?detail=1``).
+        self.ops: dict[str, Callable[[HttpRequest | None], Outcome]] = {
             "/healthz": self.healthz, "/readyz": self.readyz,
             "/metrics": self.metrics, "/openapi.json": self.openapi,
         }
@@ -136,14 +137,17 @@ class ServiceApp:
         raise RuntimeError("ServiceApp used outside create_app()")
 
     # -- built-in endpoints -------------------------------------------------------------
-    def healthz(self) -> Outcome:
+    def healthz(self, http: HttpRequest | None = None) -> Outcome:
         body = {"stat": retstat.OK, "service": self.service.name, "version": __version__}
         return Outcome(200, retstat.OK, dumps(body), [JSON_TYPE], "", body)
 
-    def readyz(self) -> Outcome:
+    def readyz(self, http: HttpRequest | None = None) -> Outcome:
         """Redis, the DB, every queue shard behind a proxy (:mod:`.mq.probe`) and the
         parts that report their own health (a consumer with dead threads): 503 naming
-        what is down, else 200."""
+        what is down, else 200. With ``?detail=1`` the body also has ``loops``: the state
+        of this process's background loops (:func:`.periodic.states`), which never
+        decides readiness (a loop failing because a dependency is down shows in that
+        dependency's entry; a loop whose thread died does, as ``periodic``)."""
         checks: dict[str, str] = {}
         for name, probe in (("redis", lambda: runtime.get_redis().ping()), ("db", ping_db)):
             try:
@@ -161,16 +165,18 @@ class ServiceApp:
             checks[name] = f"error: {problem}"
         ready = all(v == "ok" for v in checks.values())
         stat = retstat.OK if ready else retstat.ERR_UNAVAILABLE
-        body = {"stat": stat, **checks}
+        body: dict[str, Any] = {"stat": stat, **checks}
+        if http is not None and http.args.get("detail", "").lower() in ("1", "true", "yes"):
+            body["loops"] = periodic.states()
         reason = "" if ready else "dependency down: " + ",".join(
             k for k, v in checks.items() if v != "ok")
         return Outcome(200 if ready else 503, stat, dumps(body), [JSON_TYPE], reason, body)
 
-    def metrics(self) -> Outcome:
+    def metrics(self, http: HttpRequest | None = None) -> Outcome:
         text, content_type = metrics.render()
         return Outcome(200, 200, text, [("Content-Type", content_type)])
 
-    def openapi(self) -> Outcome:
+    def openapi(self, http: HttpRequest | None = None) -> Outcome:
         return Outcome(200, 200, self._openapi, [JSON_TYPE])
 
     # -- the request pipeline -----------------------------------------------------------
@@ -221,7 +227,7 @@ class ServiceApp:
         elif route is not None:
             outcome, label = self._serve(http, route, req), route.path
         elif key in self.ops:
-            outcome, label = self.ops[key](), key
+            outcome, label = self.ops[key](http), key
         else:
             outcome, label = self.conf.not_found(), metrics.UNKNOWN_ROUTE
         if outcome.reason and not req.error_str:

@@ -8,6 +8,8 @@ then reports the sum over all of them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from prometheus_client import (
@@ -15,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -93,3 +96,38 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class PeriodicMetrics:
+    """The series of ``periodic.Periodic`` loops, by ``loop`` (names are code constants)."""
+
+    last_success: Any
+    last_failure: Any
+    failures: Any
+    consecutive: Any
+    lease_held: Any
+
+
+@cache
+def periodic_metrics() -> PeriodicMetrics:
+    """Created on first use (a loop's start), once per process. Across the workers of a
+    service: the latest success and failure (max), failures summed, the worst current
+    streak of failures and the number of live processes holding the loop's lease."""
+    return PeriodicMetrics(
+        last_success=Gauge("butterfly_periodic_last_success_timestamp",
+                           "Unix time a background loop last ran without error",
+                           ["loop"], multiprocess_mode="max"),
+        last_failure=Gauge("butterfly_periodic_last_failure_timestamp",
+                           "Unix time a background loop last failed", ["loop"],
+                           multiprocess_mode="max"),
+        failures=Counter("butterfly_periodic_failures_total",
+                         "Runs of a background loop that raised", ["loop"]),
+        consecutive=Gauge("butterfly_periodic_consecutive_failures",
+                          "Failed runs in a row of a background loop (0: working)",
+                          ["loop"], multiprocess_mode="livemax"),
+        lease_held=Gauge("butterfly_periodic_lease_held",
+                         "Processes of this instance holding a background loop's lease "
+                         "(at most 1 across the fleet)", ["loop"],
+                         multiprocess_mode="livesum"),
+    )

@@ -135,10 +135,14 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
 
 
 def _ops_paths() -> dict[str, Any]:
-    def get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    def get(summary: str, responses: dict[str, Any],
+            parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         name = summary.split(":")[0]
-        return {"get": {"operationId": f"get_{name}", "summary": summary, "tags": ["ops"],
-                        "responses": responses}}
+        op: dict[str, Any] = {"operationId": f"get_{name}", "summary": summary,
+                              "tags": ["ops"], "responses": responses}
+        if parameters:
+            op["parameters"] = parameters
+        return {"get": op}
 
     json_ok = {"description": "OK", "content": _JSON_ENVELOPE}
     return {
@@ -147,7 +151,10 @@ def _ops_paths() -> dict[str, Any]:
         "/readyz": get("readyz: Redis, the DB, every queue shard and the consumer are ok",
                        {"200": json_ok, "503": {
                            "description": f"ERR_UNAVAILABLE: what is down; {_REFUSED}",
-                           "content": _JSON_ENVELOPE}}),
+                           "content": _JSON_ENVELOPE}},
+                       # detail=1: the body adds "loops", this process's background loops
+                       [_query_param("detail", False,
+                                     {"type": "string", "enum": ["1", "true", "yes"]})]),
         "/metrics": get("metrics: Prometheus exposition text",
                         {"200": {"description": "text/plain exposition format"}}),
         "/openapi.json": get("openapi: this document",

@@ -53,11 +53,16 @@ def background_starters(service: Service, settings: Settings) -> list[Starter]:
 
 
 def stop_background(stoppers: list[Callable[[], None]]) -> None:
+    """Run the stoppers, newest first, then stop any :class:`~.periodic.Periodic` loop
+    they left running (one started outside a starter), so leases are released."""
+    from . import periodic
+
     for stop in reversed(stoppers):
         try:
             stop()
         except Exception:
             log.exception("stopping background work failed")
+    periodic.stop_all()
 
 
 class ButterflyServer(BaseApplication):

@@ -1,4 +1,4 @@
-"""Background upkeep of the queue, one daemon thread per server process.
+"""Background upkeep of the queue, one loop (``Periodic``) per server process.
 
 Each pass (every ``BAICHUAN_MAINTENANCE_INTERVAL`` s, jittered so the processes of a
 fleet do not fire together):
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from butterfly_common.mq import STATUSES, Broker
+from butterfly_common.periodic import Periodic
 from butterfly_common.redis_client import make_redis
 from butterfly_common.settings import Settings
 
@@ -35,6 +35,8 @@ from .config import config_of
 log = logging.getLogger(__name__)
 
 FIRST_PASS_DELAY = 1.0
+#: Each pause is the interval +-20 %, so processes started together drift apart.
+JITTER = 0.2
 
 
 @cache
@@ -78,54 +80,29 @@ def run_once(broker: Broker, prune_after: float) -> PassReport:
     return report
 
 
-def jittered(interval: float) -> float:
-    """``interval`` +-20 %, so processes started together drift apart."""
-    return interval * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrets
-
-
-class Maintenance:
-    """The maintenance thread; :meth:`stop` wakes it at once and waits for it."""
+class Maintenance(Periodic):
+    """The maintenance loop of one process (:class:`~butterfly_common.periodic.Periodic`:
+    :meth:`stop` wakes it at once, an outage is logged once)."""
 
     def __init__(self, broker: Broker, interval: float, prune_after: float) -> None:
+        first = min(FIRST_PASS_DELAY, interval) * random.random()  # noqa: S311 - spread
+        super().__init__("baichuan-maintenance", interval, self.run_pass, jitter=JITTER,
+                         first_delay=first, logger=log)
         self.broker = broker
-        self.interval = interval
         self.prune_after = prune_after
-        self.passes = 0
-        self._stop = threading.Event()
-        self._failing = False
-        self._thread = threading.Thread(target=self._run, name="baichuan-maintenance",
-                                        daemon=True)
 
-    def start(self) -> Maintenance:
-        self._thread.start()
-        return self
+    @property
+    def passes(self) -> int:
+        """Passes run so far, failed ones included."""
+        return self.runs
 
-    def _run(self) -> None:
-        delay = min(FIRST_PASS_DELAY, self.interval) * random.random()  # noqa: S311
-        while not self._stop.wait(delay):
-            try:
-                report = run_once(self.broker, self.prune_after)
-                if self._failing:
-                    log.warning("queue maintenance works again")
-                self._failing = False
-                log.debug("maintenance: %s", report)
-            except Exception as exc:
-                if not self._failing:  # once per outage, not every 15 s
-                    log.warning("queue maintenance failed: %s: %s", type(exc).__name__, exc)
-                self._failing = True
-            self.passes += 1
-            delay = jittered(self.interval)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop promptly: the wait is an Event, and a pass in progress is bounded by the
-        Redis socket timeout."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def run_pass(self) -> None:
+        report = run_once(self.broker, self.prune_after)
+        log.debug("maintenance: %s", report)
 
 
 def start_maintenance(settings: Settings) -> Callable[[], None]:
-    """Service starter: run the maintenance thread on its own Redis client; returns stop."""
+    """Service starter: run the maintenance loop on its own Redis client; returns stop."""
     conf = config_of(settings)
     broker = Broker(make_redis(settings.redis_url))
     return Maintenance(broker, conf.maintenance_interval, conf.prune_workers_after).start().stop

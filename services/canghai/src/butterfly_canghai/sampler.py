@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from butterfly_common.periodic import Periodic
 
 from . import audit, fleet, queues, traffic
 from .config import CanghaiConfig
@@ -154,28 +155,15 @@ def _num(value: str | None, default: Any) -> Any:
 
 
 def start_sampler(settings: Any) -> Callable[[], None] | None:
-    """The sampler thread of this server process (a starter of the canghai Service)."""
+    """The sampler loop of this server process (a starter of the canghai Service): at
+    once, then just past every multiple of ``CANGHAI_SAMPLE_SECONDS`` of the wall clock,
+    so every process competes for the same tick."""
     from butterfly_common.runtime import get_redis
 
     from .config import current
 
     cfg = current()
     sampler = Sampler(get_redis(), cfg)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                sampler.sample()
-            except Exception as exc:  # Redis down, a service answering garbage...
-                log.warning("sample failed: %s: %s", type(exc).__name__, exc)
-            stop.wait(cfg.sample_seconds - (time.time() % cfg.sample_seconds) + 0.05)
-
-    thread = threading.Thread(target=loop, name="canghai-sampler", daemon=True)
-    thread.start()
-
-    def halt() -> None:
-        stop.set()
-        thread.join(5)
-
-    return halt
+    loop = Periodic("canghai-sampler", cfg.sample_seconds, sampler.sample, align=True,
+                    first_delay=0, logger=log).start()
+    return lambda: loop.stop(5)

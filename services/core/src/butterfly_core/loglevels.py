@@ -18,6 +18,7 @@ from typing import Any
 
 from butterfly_common import runtime
 from butterfly_common.coordination import Version
+from butterfly_common.periodic import Periodic
 from butterfly_common.settings import Settings
 
 KEY = "bf:loglevels:{core}"
@@ -83,27 +84,7 @@ def publish(name: str, level: str) -> int:
 
 def start_sync(settings: Settings) -> Callable[[], None]:
     """Starter: poll the version in this worker until stopped (levels of idle workers
-    change too, not only of those that serve a read)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        failing = False
-        while not stop.is_set():
-            try:
-                sync()
-                failing = False
-            except Exception as exc:  # Redis away: keep the levels we have, try again
-                if not failing:
-                    log.warning("log levels not synced (retrying every %gs): %s",
-                                POLL_SECONDS, exc)
-                failing = True
-            stop.wait(POLL_SECONDS)
-
-    thread = threading.Thread(target=loop, name="loglevel-sync", daemon=True)
-    thread.start()
-
-    def stopper() -> None:
-        stop.set()
-        thread.join(POLL_SECONDS + 5)
-
-    return stopper
+    change too, not only of those that serve a read); at once, then every
+    ``POLL_SECONDS``. Redis away: the levels stay as they are, the outage is logged once."""
+    loop = Periodic("loglevel-sync", POLL_SECONDS, sync, first_delay=0, logger=log).start()
+    return lambda: loop.stop(POLL_SECONDS + 5)

@@ -84,7 +84,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from butterfly_common import Refusal, db
-from butterfly_common.coordination import owner_of
+from butterfly_common.coordination import once, owner_of
+from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
 
 from . import rules
@@ -123,7 +124,6 @@ class Engine:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._beat_stop = threading.Event()
         self._specs: dict[str, JobSpec] = {}
         self._slots: dict[str, Slot] = {}
         self._heap: list[tuple[float, str, int]] = []
@@ -140,10 +140,21 @@ class Engine:
         self._running = 0
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
-        self._last_prune_try = 0.0
         self._check_time = 0.0
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
+        #: The fire loop: not a Periodic - it sleeps until the earliest fire (or a wakeup),
+        #: at most one claim round per ``claim_interval``; see :meth:`_loop`.
         self._threads: list[threading.Thread] = []
+        #: Propagation, membership, watch list, manual runs (every ``poll_interval``).
+        self._control = Periodic("ruqi-control", config.poll_interval, self._control_once,
+                                 logger=log)
+        #: Its own loop, so a slow DB reload never makes peers think we died.
+        self._beat = Periodic("ruqi-heartbeat", min(HEARTBEAT_EVERY, config.node_ttl / 3),
+                              self._heartbeat, logger=log)
+        #: History retention: tried every tenth of the interval, run once per interval
+        #: across the fleet (``once`` on ``PRUNE_KEY``).
+        self._prune = Periodic("ruqi-prune", config.history_prune_interval / 10,
+                               self._prune_if_due, first_delay=0, logger=log)
         self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
                       "caught_up": 0, "parked": 0, "views": 0}
 
@@ -157,11 +168,11 @@ class Engine:
         except Exception:
             log.exception("engine %s starts without Redis/DB; retrying in the background",
                           self.owner)
-        for target, name in ((self._loop, "ruqi-loop"), (self._control, "ruqi-control"),
-                             (self._heartbeat, "ruqi-heartbeat")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._loop, name="ruqi-loop", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        for loop in (self._control, self._beat, self._prune):
+            loop.start()
         log.info("engine %s started", self.owner)
         return self
 
@@ -174,19 +185,19 @@ class Engine:
         """
         self._stopping.set()
         self._wake.set()
-        for thread in self._threads[:2]:
+        for thread in self._threads:
             thread.join(timeout)
+        self._control.stop(timeout)
         # No more claims from here: hand our jobs to the peers now, not after the drain.
         self._owning = False
         try:
             self.claims.resign()
         except Exception:
             log.exception("engine %s could not hand its jobs over", self.owner)
+        self._prune.stop(timeout)  # a pass in progress ends first (bounded by timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.writer.stop(timeout)
-        self._beat_stop.set()
-        for thread in self._threads[2:]:
-            thread.join(timeout)
+        self._beat.stop(timeout)
         try:
             self.claims.leave()
         except Exception:
@@ -486,22 +497,10 @@ class Engine:
         self._record(fire, "lost", None, None, None,
                      f"engine {owner} died while running this fire; outcome unknown")
 
-    # -- the control thread: heartbeat, propagation, watch list, manual runs, retention --
-    def _control(self) -> None:
-        while not self._stopping.wait(self.config.poll_interval):
-            try:
-                self._control_once()
-            except Exception:
-                log.exception("engine control step failed")
-
+    # -- the loops: heartbeat; propagation, watch list, manual runs; retention ------------
     def _heartbeat(self) -> None:
-        """Its own thread, so a slow DB reload never makes peers think we died."""
-        every = min(HEARTBEAT_EVERY, self.config.node_ttl / 3)
-        while not self._beat_stop.wait(every):
-            try:
-                self.claims.heartbeat(self.config.node_ttl, owning=self._owning)
-            except Exception:
-                log.exception("heartbeat failed")
+        """One beat (the ``ruqi-heartbeat`` loop)."""
+        self.claims.heartbeat(self.config.node_ttl, owning=self._owning)
 
     def _control_once(self) -> None:
         mono = time.monotonic()
@@ -520,9 +519,6 @@ class Engine:
         self._retry_claims()
         self._drain_manual()
         self.watcher.check()
-        if mono - self._last_prune_try >= self.config.history_prune_interval / 10:
-            self._last_prune_try = mono
-            self._maybe_prune()
 
     def reload(self, full: bool = True) -> None:
         """Re-read the jobs; rebuild the schedule of those whose definition changed.
@@ -608,22 +604,16 @@ class Engine:
         if fires:
             self._claim(fires)
 
-    def _maybe_prune(self) -> None:
+    def _prune_if_due(self) -> None:
+        """History retention, by the first engine of the fleet to try in each interval
+        (``SET NX PX`` on ``PRUNE_KEY``); the ``ruqi-prune`` loop's work."""
         cfg = self.config
-        if not self.claims.redis.set(PRUNE_KEY, self.owner, nx=True,
-                                     px=int(cfg.history_prune_interval * 1000)):
+        if not once(self.claims.redis, PRUNE_KEY, cfg.history_prune_interval, self.owner):
             return
-
-        def work() -> None:
-            try:
-                removed = prune(cfg.history_max_age_days, cfg.history_max_per_job)
-                if removed:
-                    log.info("history retention removed %d rows", removed)
-                self.claims.forget_nodes(86400)
-            except Exception:
-                log.exception("history retention failed")
-
-        threading.Thread(target=work, name="ruqi-prune", daemon=True).start()
+        removed = prune(cfg.history_max_age_days, cfg.history_max_per_job)
+        if removed:
+            log.info("history retention removed %d rows", removed)
+        self.claims.forget_nodes(86400)
 
     # -- introspection -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Writing one row per fire from the executing thread would cost one DB commit per fire; at
 1,000 fires a second that is the bottleneck. The writer batches rows (and the restart cursor
-updates that go with them) into one transaction every ``interval``, and only THEN marks the
-fires done in Redis. So a fire is "done" only once its row is durable: an engine killed in
-between leaves its fires "running" under a dead owner, and a peer records them as ``lost``
-instead of the history silently missing them. Rows are keyed by the fire (``fire_key``,
-unique), so no interleaving of owner, peers and retries stores a fire twice.
+updates that go with them) into one transaction every ``interval`` (a ``Periodic`` loop,
+woken early when a batch is full), and only THEN marks the fires done in Redis. So a fire
+is "done" only once its row is durable: an engine killed in between leaves its fires
+"running" under a dead owner, and a peer records them as ``lost`` instead of the history
+silently missing them. Rows are keyed by the fire (``fire_key``, unique), so no
+interleaving of owner, peers and retries stores a fire twice.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import peewee
 
 from butterfly_common import db
+from butterfly_common.periodic import Periodic
 
 from .claims import Claims
 from .models import History, Job
@@ -47,56 +49,59 @@ class Record:
 
 
 class HistoryWriter:
-    """Collects records from executor threads; one thread commits them in batches."""
+    """Collects records from executor threads; one loop (``ruqi-history``) commits them in
+    batches every ``interval``, or at once when a batch is full."""
 
     def __init__(self, claims: Claims, interval: float = 0.25, batch: int = 500) -> None:
         self.claims = claims
         self.interval = interval
         self.batch = batch
         self._buf: deque[Record] = deque()
-        self._cond = threading.Condition()
-        self._stop = False
+        self._lock = threading.Lock()
         self._cursor_at: dict[str, float] = {}
-        self._thread: threading.Thread | None = None
+        #: After a failed store the records stay buffered; the next try waits a bit longer.
+        self._loop = Periodic("ruqi-history", interval, self.drain,
+                              retry=min(1.0, interval * 5), logger=log)
 
     def put(self, record: Record) -> None:
-        with self._cond:
+        with self._lock:
             if len(self._buf) >= MAX_BUFFER:
                 dropped = self._buf.popleft()
                 log.error("history buffer full, dropped %r", dropped.row)
             self._buf.append(record)
-            if len(self._buf) >= self.batch:
-                self._cond.notify()
+            full = len(self._buf) >= self.batch
+        if full:
+            self._loop.wake()
 
     def pending(self) -> int:
         return len(self._buf)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ruqi-history", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Flush what is buffered (bounded by ``timeout``), then end the thread."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._stop and len(self._buf) < self.batch:
-                    self._cond.wait(self.interval)
-                stopping = self._stop
-            while self._buf:
-                if not self.flush_once():
-                    if stopping:
-                        return
-                    time.sleep(min(1.0, self.interval * 5))
-                    break
-            if stopping and not self._buf:
+        """End the loop, then store what is buffered until the DB refuses or ``timeout``
+        seconds passed (what is left then is lost with the process: peers record those
+        fires ``lost``)."""
+        deadline = time.monotonic() + timeout
+        self._loop.stop(timeout)
+        while self._buf and time.monotonic() < deadline:
+            if not self.flush_once():
+                log.error("engine stopping: %d history rows not stored", len(self._buf))
                 return
+
+    def drain(self) -> None:
+        """Store every buffered batch (the loop's work). Raises when the DB refuses (the
+        records stay buffered for the next run) or, after storing all, when marking the
+        fires done in Redis failed - so the loop logs such an outage once."""
+        unmarked: Exception | None = None
+        while self._buf:
+            try:
+                self._store_batch()
+            except _Unmarked as exc:
+                unmarked = unmarked or exc.cause
+        if unmarked is not None:
+            raise unmarked
 
     def _cursors(self, records: list[Record]) -> dict[tuple[str, int], float]:
         """The cursor moves to write now: at most one per job every ``CURSOR_EVERY``.
@@ -124,27 +129,45 @@ class HistoryWriter:
 
     def flush_once(self) -> bool:
         """Store up to one batch; False when the DB refused (records are kept)."""
-        with self._cond:
+        try:
+            self._store_batch()
+        except _Unmarked:
+            return True  # stored; the fires stay "running" (see _store_batch)
+        except Exception:
+            log.exception("storing %d history rows failed", min(self.batch, len(self._buf)))
+            return False
+        return True
+
+    def _store_batch(self) -> None:
+        """Store up to one batch, then mark its fires done. A DB error puts the records
+        back and propagates; a Redis error after the commit is :class:`_Unmarked`."""
+        with self._lock:
             records = [self._buf.popleft() for _ in range(min(self.batch, len(self._buf)))]
         if not records:
-            return True
+            return
         try:
             deleted = _store(records, self._cursors(records))
         except Exception:
-            log.exception("storing %d history rows failed; will retry", len(records))
-            with self._cond:
+            with self._lock:
                 self._buf.extendleft(reversed(records))
-            return False
+            raise
         try:
             self.claims.finish_many(r.finish for r in records if r.finish)
             if deleted:
                 self.claims.bump()
-        except Exception:
+        except Exception as exc:
             # Rows are stored; the fire keys stay "running", and a peer that later finds
             # this engine silent records "lost", which the stored outcome keeps out
             # (one row per fire: insert_sql).
-            log.exception("marking %d fires done failed", len(records))
-        return True
+            raise _Unmarked(exc) from exc
+
+
+class _Unmarked(Exception):
+    """A batch was stored, but marking its fires done in Redis failed with ``cause``."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"marking fires done failed: {cause}")
+        self.cause = cause
 
 
 HISTORY_COLUMNS = ("job_id", "job_name", "cmd", "status", "cmd_is_success", "cmd_output",

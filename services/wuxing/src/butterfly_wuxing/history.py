@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import peewee
+
+from butterfly_common.periodic import Periodic
 
 from . import errors as E
 from . import instances, items, values
@@ -150,27 +151,20 @@ def prune(days: float, now: dt.datetime | None = None) -> int:
     return deleted
 
 
+def prune_pass(days: float) -> int:
+    """One pruning pass on a pooled connection (the pruner loop's work); rows deleted."""
+    from butterfly_common import db
+
+    with db.database.connection_context():
+        removed = prune(days)
+    if removed:
+        log.info("wuxing history: pruned %d rows older than %s days", removed, days)
+    return removed
+
+
 def start_pruner(days: float, interval: float) -> Callable[[], None]:
-    """A daemon thread pruning every ``interval`` seconds; returns its stop function."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        from butterfly_common import db
-
-        while not stop.wait(interval):
-            try:
-                with db.database.connection_context():
-                    removed = prune(days)
-                if removed:
-                    log.info("wuxing history: pruned %d rows older than %s days", removed, days)
-            except Exception:
-                log.exception("wuxing history pruning failed")
-
-    thread = threading.Thread(target=loop, name="wuxing-history-prune", daemon=True)
-    thread.start()
-
-    def stopper() -> None:
-        stop.set()
-        thread.join(5)
-
-    return stopper
+    """A loop pruning every ``interval`` seconds (the first after one interval); returns its
+    stop function."""
+    loop = Periodic("wuxing-history-prune", interval, lambda: prune_pass(days),
+                    logger=log).start()
+    return lambda: loop.stop(5)

@@ -1,7 +1,8 @@
 """The sweep: what notices cannot do - lost notices, task and flow timeouts, stuck steps.
 
-Every process runs the loop; only the holder of the ``xq:sweep`` lease sweeps, so the work
-is done once however many replicas run. One pass, every ``XINGQIAO_SWEEP_INTERVAL``:
+Every process follows plugin reloads; only the holder of the ``xq:sweep`` lease sweeps
+(``Periodic`` with a lease), so the work is done once however many replicas run. One pass,
+every ``XINGQIAO_SWEEP_INTERVAL``:
 
 1. flows past their ``job_timeout`` end ``timed_out`` (their messages deleted = fenced);
 2. each task with a message out (pending / started / retrying) that has not moved for
@@ -19,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
-import threading
 import time
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -30,6 +29,7 @@ from butterfly_common import db, mq
 from butterfly_common.coordination import Lease
 from butterfly_common.mq.keys import FIELDS
 from butterfly_common.mq.message import FAILED, FINISHED, Message
+from butterfly_common.periodic import Periodic
 
 from . import engine, flowtypes, store
 from .config import XingqiaoConfig
@@ -113,41 +113,36 @@ def sweep_once(config: XingqiaoConfig) -> dict[str, int]:
 
 
 class Sweeper:
-    """The loop of one process: follow plugin reloads; sweep while holding the lease."""
+    """The loops of one process: follow plugin reloads (every process, ``xq-follow``) and
+    sweep (``xq-sweep``: only the holder of the ``xq:sweep`` lease, whose TTL outlasts
+    three intervals, so a dead holder's successor takes over within that)."""
 
-    def __init__(self, client: object, config: XingqiaoConfig) -> None:
+    def __init__(self, client: Any, config: XingqiaoConfig) -> None:
         self.config = config
         self.client = client
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        self.lease = Lease(client, LEASE_KEY, max(3 * config.sweep_interval, 5.0))
-        self._token: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="xq-sweep", daemon=True)
+        interval = config.sweep_interval
+        self.follower = Periodic("xq-follow", interval, self.follow, logger=log)
+        self.sweeper = Periodic("xq-sweep", interval, self.sweep_pass, logger=log,
+                                lease=Lease(client, LEASE_KEY, max(3 * interval, 5.0))
+                                ) if config.sweep else None
 
     def start(self) -> Sweeper:
-        self._thread.start()
+        self.follower.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        if self._token is not None:
-            with contextlib.suppress(RedisError):
-                self.lease.release(self.holder, self._token)
+        """Stop both loops (the sweep's lease is released for the next holder)."""
+        if self.sweeper is not None:
+            self.sweeper.stop(10)
+        self.follower.stop(10)
 
-    def _owns(self) -> bool:
-        if self._token is not None and self.lease.renew(self.holder, self._token):
-            return True
-        self._token = self.lease.acquire(self.holder)
-        return self._token is not None
+    def follow(self) -> None:
+        flowtypes.follow(self.client)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.config.sweep_interval):
-            try:
-                flowtypes.follow(self.client)
-                if self.config.sweep and self._owns():
-                    done = sweep_once(self.config)
-                    if any(done.values()):
-                        log.info("sweep: %s", done)
-            except Exception:  # the loop must survive a DB or Redis outage
-                log.exception("sweep failed; next pass in %gs", self.config.sweep_interval)
+    def sweep_pass(self) -> None:
+        flowtypes.follow(self.client)  # sweep with the plugins of the latest reload
+        done = sweep_once(self.config)
+        if any(done.values()):
+            log.info("sweep: %s", done)
