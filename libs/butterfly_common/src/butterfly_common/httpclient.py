@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from http.cookiejar import DefaultCookiePolicy
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 import requests
@@ -125,14 +126,15 @@ class ServerException(ServiceError):
     STAT = retstat.ERR_SERVER_EXCEPTION
 
 
-def errors_by_stat(*classes: type[ServiceError]) -> dict[str, type[ServiceError]]:
-    """``{cls.STAT: cls}``: a client's ``errors`` table from its exception classes."""
-    return {cls.STAT: cls for cls in classes}
-
-
 #: The framework's stats, which every service may answer.
-ERRORS: Mapping[str, type[ServiceError]] = errors_by_stat(
-    BadParams, Unauthorized, Forbidden, NotFound, Unavailable, ServerException)
+ERRORS: Mapping[str, type[ServiceError]] = MappingProxyType({cls.STAT: cls for cls in (
+    BadParams, Unauthorized, Forbidden, NotFound, Unavailable, ServerException)})
+
+
+def errors_by_stat(*classes: type[ServiceError]) -> Mapping[str, type[ServiceError]]:
+    """A client's ``errors`` table: the framework's (:data:`ERRORS`) and ``classes``,
+    each under its ``STAT``."""
+    return MappingProxyType({**ERRORS, **{cls.STAT: cls for cls in classes}})
 
 
 def envelope_stat(body: Any) -> str | None:
