@@ -204,6 +204,9 @@ class ServiceClient:
 
     #: Stat -> exception class for this client's refusals (a service's client adds its own).
     errors: ClassVar[Mapping[str, type[ServiceError]]] = ERRORS
+    #: The app a service's client calls: a path without its leading "/" is one of its
+    #: handlers (``"get_job"`` -> ``/<app>/get_job``). None: every path is absolute.
+    app: ClassVar[str | None] = None
 
     def __init__(self, name_or_base_url: str, token: str | None = None,
                  timeout: float = 5.0, connect_timeout: float | None = None,
@@ -254,9 +257,7 @@ class ServiceClient:
     def request(self, path: str, params: dict[str, Any] | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
         """As :meth:`call`, with the parameters as a dict and an optional read time-out (s)."""
-        if not path.startswith("/"):
-            raise ValueError(f"path must start with '/': {path!r}")
-        url = self.base_url + path
+        url = self.base_url + self.route(path)
         read = timeout or self.timeout
         try:
             response = self.session().post(url, json=params or {}, headers=self.headers(),
@@ -278,6 +279,14 @@ class ServiceClient:
             cls = self.errors.get(stat) or ERRORS.get(stat) or ServiceError
             raise cls(stat, reason, response.status_code, body)
         return cast(dict[str, Any], body)
+
+    def route(self, path: str) -> str:
+        """The absolute path of ``path``: a handler name of :attr:`app`, or ``path``."""
+        if path.startswith("/"):
+            return path
+        if self.app is None:
+            raise ValueError(f"path must start with '/': {path!r}")
+        return f"/{self.app}/{path}"
 
     def close(self) -> None:
         """Close the pooled connections (a later call opens new ones)."""
