@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -163,6 +164,47 @@ def test_one_client_many_threads_one_pool(serve):
     assert len(sessions) == 1
     client.close()
     assert client.call("/refuse/ok")["n"] == 1  # a closed client opens a new pool
+
+
+class CookieServer:
+    """A real HTTP server that answers an envelope with ``Set-Cookie`` and records the
+    ``Cookie`` header of every call."""
+
+    def __init__(self) -> None:
+        self.cookies: list[str | None] = []
+        seen = self.cookies
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append(self.headers.get("Cookie"))
+                body = b'{"stat": "OK"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Set-Cookie", "session=user-a; Path=/")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_shared_client_keeps_no_cookies():
+    """One caller's cookie must never ride along with another caller's call."""
+    server = CookieServer()
+    try:
+        client = ServiceClient(server.url)
+        for _ in range(3):
+            assert client.call("/a/b") == {"stat": "OK"}
+        assert server.cookies == [None, None, None]
+        assert len(client.session().cookies) == 0
+    finally:
+        server.server.shutdown()
 
 
 def test_helpers():

@@ -145,8 +145,8 @@ def envelope_stat(body: Any) -> str | None:
 
 
 def given(**params: Any) -> dict[str, Any]:
-    """The parameters whose value is not None: an omitted parameter takes the handler's
-    default, where an explicit null would be bound (and refused) as a value."""
+    """The parameters whose value is not None: a parameter left out takes the handler's
+    default, where an explicit null is a value the handler binds."""
     return {k: v for k, v in params.items() if v is not None}
 
 
