@@ -8,7 +8,7 @@ import pytest
 
 from butterfly_common.app import create_app
 from butterfly_common.settings import load_settings
-from butterfly_common.testing import ButterflyService, RedisServer
+from butterfly_common.testing import ButterflyService, RedisServer, free_port
 
 TOKEN = "core-inspection-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -24,14 +24,20 @@ def wuxing(tmp_path_factory):
             yield svc, redis_server.url
 
 
+def _core(tmp_path, redis_url, wuxing_url):
+    """core's app on settings that name wuxing's URL (the process environment does not)."""
+    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
+                              "BUTTERFLY_REDIS_URL": redis_url,
+                              "BUTTERFLY_WUXING_URL": wuxing_url,
+                              "BUTTERFLY_ADMIN_TOKEN": TOKEN})
+    return create_app("core", settings).test_client()
+
+
 @pytest.fixture
 def core(wuxing, tmp_path, monkeypatch):
     svc, redis_url = wuxing
-    monkeypatch.setenv("BUTTERFLY_WUXING_URL", svc.url)
-    settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
-                              "BUTTERFLY_REDIS_URL": redis_url,
-                              "BUTTERFLY_ADMIN_TOKEN": TOKEN})
-    return create_app("core", settings).test_client()
+    monkeypatch.delenv("BUTTERFLY_WUXING_URL", raising=False)
+    return _core(tmp_path, redis_url, svc.url)
 
 
 def _post(client, handler, **params):
@@ -60,6 +66,13 @@ def test_an_inspection_runs_through_its_states(core):
         == "ERR_INSTANCE_IS_NOT_EXIST"
     # writes need a credential like every write action
     assert core.post("/demo_inspection/start", json={"target": "x"}).status_code == 401
+
+
+def test_an_unreachable_wuxing_is_a_failed_dependency(wuxing, tmp_path):
+    dead = _core(tmp_path, wuxing[1], f"http://127.0.0.1:{free_port()}")
+    status, body, reason = _post(dead, "start", target="web1")
+    assert (status, body["stat"]) == (424, "ERR_UNAVAILABLE") and "unreachable" in reason
+    assert dead.get("/demo_inspection/status?target=web1").status_code == 424
 
 
 def test_concurrent_advances_apply_once(core):

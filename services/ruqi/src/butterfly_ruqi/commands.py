@@ -20,37 +20,24 @@ logs name the same id as ruqi's history row.
 from __future__ import annotations
 
 import functools
-import http.client
-import io
 import json
 import os
-import re
 import shlex
 import shutil
-import socket
-import ssl
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from butterfly_common import Refusal, retstat
+from butterfly_common.httpclient import envelope_stat
 
-from butterfly_common import Refusal
-
-from . import safety, topics
+from . import http_transport, safety, topics
 from .allowlist import AllowList
 
 INTERPRETERS = ("python", "python3", "bash", "sh")
-USER_AGENT = "butterfly-ruqi"
 
 
 @dataclass(frozen=True)
@@ -158,247 +145,6 @@ def _cut(text: str) -> str:
     return safety.cut(text, safety.current().output_max_bytes)
 
 
-_local = threading.local()
-
-
-@functools.lru_cache(maxsize=1024)
-def _env_proxies(scheme: str, netloc: str) -> tuple[tuple[str, str], ...]:
-    # requests re-reads every environment variable on every call to find proxies; that was
-    # a third of a fire's CPU. The environment does not change, so ask once per host.
-    return tuple((requests.utils.get_environ_proxies(f"{scheme}://{netloc}/") or {}).items())
-
-
-def _proxies(scheme: str, netloc: str) -> dict[str, str]:
-    return dict(_env_proxies(scheme, netloc))
-
-
-class PeerRefused(OSError):
-    """The connected address is not allowed (a DNS answer changed after the check)."""
-
-
-def _check_peer(conn: HTTPConnection, sock: Any) -> None:
-    try:
-        safety.current().allow.check_peer(conn.host.strip("[]").lower(), conn.port,
-                                          sock.getpeername()[0])
-    except Refusal as exc:
-        sock.close()
-        raise PeerRefused(exc.reason) from None
-
-
-class _CheckedHTTP(HTTPConnection):
-    def _new_conn(self) -> Any:
-        sock = super()._new_conn()
-        _check_peer(self, sock)
-        return sock
-
-
-class _CheckedHTTPS(HTTPSConnection):
-    def _new_conn(self) -> Any:
-        sock = super()._new_conn()
-        _check_peer(self, sock)
-        return sock
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _CheckedHTTP
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _CheckedHTTPS
-
-
-def _session() -> requests.Session:
-    """One Session per executor thread: no per-call Session set-up, no env scanning.
-
-    Its direct connections check the peer address against ``RUQI_HTTP_ALLOW`` once
-    connected, so a name cannot pass the check and then resolve to 127.0.0.1."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False
-        adapter = HTTPAdapter(max_retries=0)
-        adapter.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-    return session
-
-
-class _FastHTTP(http.client.HTTPConnection):
-    """A bare http.client connection on a blocking socket (:func:`_open_blocking`) whose
-    peer address is checked once connected."""
-
-    def connect(self) -> None:
-        self.sock = _open_blocking(self.host, self.port, cast(float, self.timeout))
-        _check_sock(self.host, self.port, self.sock)
-
-    def answer_source(self) -> Any:
-        """What http.client reads the answer from: the blocking socket via _Received."""
-        return _Received(self.sock)
-
-
-def _open_blocking(host: str, port: int, timeout: float) -> socket.socket:
-    """A connected blocking socket on which any one call gives up after ``timeout``.
-
-    In Python's timeout mode a socket polls before every connect, send and receive, and
-    each poll lets go of the GIL: with a few fires in flight, every hand-over of the GIL
-    is a context switch, and those cost an engine more than the requests do. The kernel's
-    SO_SNDTIMEO / SO_RCVTIMEO bound the same calls, connect included (socket(7)), with
-    half the system calls per fire. An IP address is not passed to getaddrinfo."""
-    seconds, micros = int(timeout), int(timeout % 1 * 1_000_000)
-    limit = struct.pack("ll", seconds, micros if seconds or micros else 1)
-    error: OSError = OSError(f"{host} resolves to no address")
-    for family, kind, proto, _, address in _addresses(host, port):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-            sock.connect(address)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
-        except BlockingIOError:  # EINPROGRESS: the kernel's connect timeout
-            sock.close()
-            error = TimeoutError(f"connect timed out after {timeout}s")
-        except OSError as exc:
-            sock.close()
-            error = exc
-    raise error
-
-
-def _addresses(host: str, port: int) -> list[tuple[Any, ...]]:
-    """getaddrinfo's answer for ``host``, built directly when it is an IP address."""
-    for family, address in ((socket.AF_INET, (host, port)),
-                            (socket.AF_INET6, (host, port, 0, 0))):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
-    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-
-
-class _Received(io.RawIOBase):
-    """The answer's bytes for http.client, off a blocking socket with a receive timeout:
-    the kernel's EAGAIN is a TimeoutError, as in Python's timeout mode (its own socket
-    reader would take EAGAIN for the end of the answer)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(self)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._sock.recv_into(buffer)
-        except BlockingIOError:
-            raise TimeoutError("timed out") from None
-
-
-class _FastHTTPS(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        # the peer check comes before the TLS handshake: nothing is sent to a refused one
-        http.client.HTTPConnection.connect(self)
-        _check_sock(self.host, self.port, self.sock)
-        self.sock = self._context.wrap_socket(self.sock,  # type: ignore[attr-defined]
-                                              server_hostname=self.host)
-
-    def answer_source(self) -> Any:
-        """The TLS socket itself: it is in Python's timeout mode."""
-        return self.sock
-
-
-def _check_sock(host: str, port: int, sock: Any) -> None:
-    try:
-        safety.current().allow.check_peer(host.strip("[]").lower(), port,
-                                          sock.getpeername()[0])
-    except Refusal as exc:
-        sock.close()
-        raise PeerRefused(exc.reason) from None
-
-
-#: What the fast path sends as is; anything else (spaces, non-ASCII, IDNA) goes by requests.
-_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?")
-
-
-def _fast_target(target: str) -> tuple[str, str, int | None, str] | None:
-    """``(scheme, host, port, path)`` when ``target`` can go by bare http.client: a plain
-    ASCII URL and no proxy configured for it in the environment (requests handles those)."""
-    if not _PLAIN_URL.fullmatch(target):
-        return None
-    parts = urlsplit(target)
-    if _env_proxies(parts.scheme, parts.netloc) or not parts.hostname:
-        return None
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, parts.hostname, parts.port, path
-
-
-def _post_fast(scheme: str, host: str, port: int | None, path: str, body: bytes,
-               headers: dict[str, str], timeout: float,
-               limit: int) -> tuple[int, str | None, bytes, str]:
-    """POST with http.client: ``(status, Location, first limit+1 bytes, encoding)``.
-
-    A fifth of requests' CPU per call (no Session merging, hooks, cookies or adapters),
-    which at hundreds of fires a second per replica is most of an engine's CPU. The request
-    head is written in one piece (:func:`_request_head`); http.client reads the answer."""
-    conn: _FastHTTP | _FastHTTPS
-    if scheme == "https":
-        conn = _FastHTTPS(host, port, timeout=timeout, context=_tls_context())
-    else:
-        conn = _FastHTTP(host, port, timeout=timeout)
-    try:
-        head = _request_head(host, port or conn.default_port, conn.default_port, path,
-                             len(body), headers)
-        if head is None:  # a value http.client must check (and refuse) itself
-            conn.request("POST", path, body=body, headers={**BASE_HEADERS, **headers,
-                                                           "Connection": "close"})
-        else:
-            conn.connect()
-            cast(Any, conn.sock).sendall(head + body)
-        # http.client parses the answer (status, headers, chunks) off the socket
-        resp = conn.response_class(conn.answer_source(), method="POST")
-        resp.begin()
-        raw = resp.read(limit + 1)
-        encoding = requests.utils.get_encoding_from_headers(cast(Any, resp.msg)) or "utf-8"
-        return resp.status, resp.getheader("Location"), raw, encoding
-    except BlockingIOError:  # the kernel's send timeout on the blocking socket
-        raise TimeoutError(f"timed out after {timeout}s") from None
-    finally:
-        conn.close()
-
-
-#: Sent with every HTTP fire, before the fire's own x-reqid / x-ruqi-* headers.
-BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Content-Type": "application/json"}
-#: What a header value of the one-piece head may hold: printable ASCII and spaces.
-_PLAIN_VALUE = re.compile(r"[ -~]*")
-
-
-def _request_head(host: str, port: int, default_port: int, path: str, length: int,
-                  headers: dict[str, str]) -> bytes | None:
-    """The request line and headers as http.client would send them, built in one go.
-
-    http.client validates and writes each header on its own (a regex and an encode per
-    line), which was a fifth of an HTTP fire's CPU. The URL passed ``_PLAIN_URL`` already;
-    None when a value is anything but printable ASCII, so http.client judges it."""
-    if not all(_PLAIN_VALUE.fullmatch(v) for v in headers.values()):
-        return None
-    name = f"[{host}]" if ":" in host else host
-    lines = [f"POST {path} HTTP/1.1",
-             f"Host: {name}" if port == default_port else f"Host: {name}:{port}",
-             "Accept-Encoding: identity",
-             *(f"{k}: {v}" for k, v in BASE_HEADERS.items()),
-             *(f"{k}: {v}" for k, v in headers.items()),
-             f"Content-Length: {length}", "Connection: close", "", ""]
-    return "\r\n".join(lines).encode("ascii")
-
-
-@functools.lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
 def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outcome:
     """POST; success is a 2xx and, for a butterfly envelope, ``stat == "OK"``.
 
@@ -406,43 +152,25 @@ def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outco
     pooled connection the callee has dropped in the meantime would fail a POST we must not
     blindly retry. Redirects are not followed (a 3xx is recorded as the answer, failed):
     following one would leave the allow-list. Only ``RUQI_OUTPUT_MAX_BYTES`` of the body
-    are read.
+    are read. The transport (and its peer check) is http_transport.py.
     """
-    parts = urlsplit(command.target)
     limit = safety.current().output_max_bytes
-    fast = _fast_target(command.target)
     try:
-        if fast is not None:
-            body = json.dumps(command.body, allow_nan=False).encode()
-            status, location, raw, encoding = _post_fast(*fast, body, headers, timeout, limit)
-        else:
-            status, location, raw, encoding = _post_requests(command, parts.scheme,
-                                                             parts.netloc, headers, timeout,
-                                                             limit)
-    except (OSError, http.client.HTTPException, ValueError, requests.RequestException) as exc:
+        answer = http_transport.post(command.target, command.body, headers, timeout, limit)
+    except http_transport.ERRORS as exc:
         return Outcome(False, _cut(f"{type(exc).__name__}: {exc}"))
-    text = raw.decode(encoding, "replace")
-    ok = 200 <= status < 300
+    text = answer.raw.decode(answer.encoding, "replace")
+    ok = 200 <= answer.status < 300
     try:
-        answer = json.loads(text) if len(raw) <= limit else None
+        decoded = json.loads(text) if len(answer.raw) <= limit else None
     except ValueError:
-        answer = None
-    if ok and isinstance(answer, dict) and "stat" in answer:
-        ok = answer["stat"] == "OK"
-    if 300 <= status < 400:
-        text = f"redirect to {location!r} not followed\n{text}"
-    return Outcome(ok, _cut(f"HTTP {status} {text}"))
-
-
-def _post_requests(command: Command, scheme: str, netloc: str, headers: dict[str, str],
-                   timeout: float, limit: int) -> tuple[int, str | None, bytes, str]:
-    """POST through requests: proxies from the environment, IDNA names, odd URLs."""
-    with _session().post(command.target, json=command.body,
-                         headers={**headers, "Connection": "close"}, timeout=timeout,
-                         proxies=_proxies(scheme, netloc),
-                         allow_redirects=False, stream=True) as resp:
-        raw = resp.raw.read(limit + 1, decode_content=True)
-        return resp.status_code, resp.headers.get("Location"), raw, resp.encoding or "utf-8"
+        decoded = None
+    stat = envelope_stat(decoded)
+    if ok and stat is not None:
+        ok = stat == retstat.OK
+    if 300 <= answer.status < 400:
+        text = f"redirect to {answer.location!r} not followed\n{text}"
+    return Outcome(ok, _cut(f"HTTP {answer.status} {text}"))
 
 
 def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
@@ -458,8 +186,8 @@ def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
     state = topics.wait(published, timeout)
     if state is not None and state[0] in ("finished", "failed"):
         status, result = state
-        stat = (result or {}).get("stat")
-        ok = status == "finished" and stat in (None, "OK")
+        stat = envelope_stat(result)
+        ok = status == "finished" and stat in (None, retstat.OK)
         return Outcome(ok, _cut(f"msg_id={published} status={status} "
                                 f"result={json.dumps(result, default=str)}"))
     return Outcome(False, f"msg_id={published} no result within {timeout}s")

@@ -63,7 +63,7 @@ def _print(data: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``butterfly wuxing`` sub-command; 1 on a refusal, 2 on a usage error."""
-    from .client import WuxingClientError
+    from butterfly_common.httpclient import CallError
 
     wx = _client(args)
     try:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"butterfly wuxing import: not JSON: {exc}", file=sys.stderr)
                 return 2
             _print(wx.import_(document, args.namespace, args.dry_run))
-    except WuxingClientError as exc:
+    except CallError as exc:  # a refusal, or wuxing could not be reached
         print(f"butterfly wuxing {args.wuxing_command}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

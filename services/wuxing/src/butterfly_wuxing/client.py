@@ -7,93 +7,87 @@
     wx.update("demo", "web1", "i|port", 81, revision=...)   # CasFailed when it moved on
     for change in wx.watch("demo"):          # every change from now on, in order
         print(change["revision"], change["item_name"], change["item_value"])
+
+A thin layer over the framework's ``ServiceClient`` (reqid, token, pooled connections,
+time-outs, the envelope): its methods name wuxing's routes and return their ``data``; a
+refusal raises the ``ServiceError`` of its stat (``CasFailed``, ``Compacted``...), no
+answer a ``TransportError``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import requests
+from butterfly_common.httpclient import (
+    ServiceClient,
+    ServiceError,
+    TransportError,
+    errors_by_stat,
+    given,
+)
 
 DEFAULT_URL = "http://127.0.0.1:4200"
 
-
-class WuxingClientError(RuntimeError):
-    """A refused call: ``stat`` (e.g. ERR_INSTANCE_IS_NOT_EXIST), ``reason``, HTTP status."""
-
-    def __init__(self, stat: str, reason: str, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{stat}: {reason}" if reason else stat)
-        self.stat, self.reason, self.status, self.body = stat, reason, status, body
+#: A refused call: ``stat`` (e.g. ERR_INSTANCE_IS_NOT_EXIST), ``reason``, HTTP ``status``
+#: and the answered body as ``data``.
+WuxingClientError = ServiceError
 
 
-class CasFailed(WuxingClientError):
+class CasFailed(ServiceError):
     """The item changed since it was read; ``current`` holds its value and revision."""
+
+    STAT = "ERR_ITEM_UPDATE_FAILED"
 
     @property
     def current(self) -> dict[str, Any]:
-        return self.body.get("data") or {}
+        return self.data.get("data") or {}
 
 
-class Compacted(WuxingClientError):
+class Compacted(ServiceError):
     """``since`` is older than the retained history: re-read the state, watch from there."""
 
+    STAT = "ERR_REVISION_COMPACTED"
 
-class WuxingClient:
-    """Calls ``/wuxing/<handler>`` with JSON; raises WuxingClientError on a refusal."""
+
+class WuxingClient(ServiceClient):
+    """Calls ``/wuxing/<handler>``; ``base_url`` defaults to ``BUTTERFLY_WUXING_URL``, else
+    the installed wuxing's port."""
+
+    app = "wuxing"
+    errors = errors_by_stat(CasFailed, Compacted)
 
     def __init__(self, base_url: str | None = None, token: str | None = None,
                  timeout: float = 10.0) -> None:
-        self.base_url = (base_url or os.environ.get("BUTTERFLY_WUXING_URL")
-                         or DEFAULT_URL).rstrip("/")
-        self.timeout = timeout
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def call(self, handler: str, http_timeout: float | None = None,
-             **params: Any) -> dict[str, Any]:
-        """One call; the decoded body on OK."""
-        params = {k: v for k, v in params.items() if v is not None}
-        reply = self.session.post(f"{self.base_url}/wuxing/{handler}", json=params,
-                                  timeout=http_timeout or self.timeout)
-        try:
-            body = reply.json()
-        except ValueError:
-            raise WuxingClientError("ERR_BAD_REPLY", reply.text[:200], reply.status_code,
-                                    {}) from None
-        stat = body.get("stat")
-        if stat != "OK":
-            reason = reply.headers.get("x-reason", "")
-            cls = {"ERR_ITEM_UPDATE_FAILED": CasFailed,
-                   "ERR_REVISION_COMPACTED": Compacted}.get(stat, WuxingClientError)
-            raise cls(str(stat), reason, reply.status_code, body)
-        return body
+        super().__init__(base_url or "wuxing", token=token, timeout=timeout,
+                         default_url=DEFAULT_URL)
 
     def get(self, namespace: str, instance_name: str, items: list[str] | None = None,
             detail: bool = False) -> dict[str, Any]:
         """The instance's values (``detail``: item id, type, revision... per item)."""
-        return self.call("instance_get", namespace=namespace, instance_name=instance_name,
-                         items=",".join(items) if items else None,
-                         value_format="detail" if detail else "simple")["data"]
+        return self.data("instance_get", given(
+            namespace=namespace, instance_name=instance_name,
+            items=",".join(items) if items else None,
+            value_format="detail" if detail else "simple"))
 
     def update(self, namespace: str, instance_name: str, item_name: str, value: Any, *,
                revision: int | None = None, old: Any = None) -> dict[str, Any]:
         """Set one item; with ``revision`` (or ``old``) only if it did not change meanwhile."""
-        return self.call("instance_update_item", namespace=namespace,
-                         instance_name=instance_name, item_name=item_name, item_value=value,
-                         revision=revision, item_value_old=old)["data"]
+        return self.data("instance_update_item", given(
+            namespace=namespace, instance_name=instance_name, item_name=item_name,
+            item_value=value, revision=revision, item_value_old=old))
 
     def update_items(self, namespace: str, instance_name: str, items: dict[str, Any],
                      revision: int | None = None) -> dict[str, Any]:
         """Set several items in one transaction (all or nothing)."""
-        return self.call("instance_update_items", namespace=namespace,
-                         instance_name=instance_name, items=items, revision=revision)["data"]
+        return self.data("instance_update_items", given(
+            namespace=namespace, instance_name=instance_name, items=items,
+            revision=revision))
 
     def revision(self, namespace: str) -> int:
-        return self.call("namespace_get", namespace=namespace)["data"]["revision"]
+        """The namespace's last committed revision."""
+        return int(self.data("namespace_get", {"namespace": namespace})["revision"])
 
     def watch(self, namespace: str, since: int | None = None, poll: float = 30.0,
               stop_after: float | None = None) -> Iterator[dict[str, Any]]:
@@ -106,9 +100,9 @@ class WuxingClient:
         quiet_since = time.monotonic()
         while stop_after is None or time.monotonic() - quiet_since < stop_after:
             try:
-                data = self.call("watch", http_timeout=poll + 10, namespace=namespace,
-                                 since=last, timeout=poll)["data"]
-            except requests.RequestException:
+                data = self.data("watch", {"namespace": namespace, "since": last,
+                                           "timeout": poll}, timeout=poll + 10)
+            except TransportError:
                 time.sleep(0.2)
                 continue
             yield from data["changes"]
@@ -117,9 +111,11 @@ class WuxingClient:
             last = data["revision"]
 
     def export(self, namespace: str) -> dict[str, Any]:
-        return self.call("export", namespace=namespace)["data"]
+        """The namespace as one JSON document (``import_`` takes it back)."""
+        return self.data("export", {"namespace": namespace})
 
     def import_(self, document: dict[str, Any], namespace: str | None = None,
                 dry_run: bool = False) -> dict[str, Any]:
-        return self.call("import", document=document, namespace=namespace,
-                         dry_run=dry_run)["data"]
+        """Import an exported ``document`` (into ``namespace`` if given); the diff."""
+        return self.data("import", given(document=document, namespace=namespace,
+                                         dry_run=dry_run))
