@@ -27,10 +27,10 @@ import requests
 
 from . import retstat
 from .logs import current_reqid
+from .reqid import NO_REQID
 
 #: ``CallError.stat`` when the callee could not be reached or did not answer an envelope.
 ERR_CALL_FAILED = "ERR_CALL_FAILED"
-NO_REQID = "X" * 16
 
 
 class CallError(Exception):

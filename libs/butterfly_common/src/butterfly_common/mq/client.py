@@ -19,7 +19,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from .. import runtime
+from ..logs import current_reqid
 from ..polling import poll_until
+from ..reqid import NO_REQID
 from .broker import Broker
 from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
@@ -44,8 +47,6 @@ def broker() -> Broker:
     never hold a broker of an old Redis.
     """
     global _broker
-    from .. import runtime
-
     client = runtime.get_redis()
     current = _broker
     if current is None or current.client is not client:
@@ -63,10 +64,8 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     ``reqid`` is given, so one id follows the work across services.
     """
     if "reqid" not in options:
-        from ..logs import current_reqid
-
         rid = current_reqid.get()
-        options["reqid"] = None if rid == "X" * 16 else rid
+        options["reqid"] = None if rid == NO_REQID else rid
     return broker().publish(topic, data, **options)
 
 
