@@ -14,6 +14,13 @@ def test_redis_and_nutcracker(redis_server, nutcracker):
     assert proxy.get("plugin:k") == "v" and len(nutcracker.shard_ports) == 2
 
 
+def test_redis_starts_empty(redis_server, request):
+    make_redis(redis_server.url).set("plugin:left-over", "1")
+    redis = request.getfixturevalue("redis")  # (this package's conftest shadows `broker`)
+    assert redis.dbsize() == 0 and redis.connection_pool.connection_kwargs["port"] == \
+        redis_server.port
+
+
 def test_mariadb_database(mariadb_database):
     import pymysql
 

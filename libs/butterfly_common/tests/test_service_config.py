@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from butterfly_common import runtime
+from butterfly_common import mq, runtime
 from butterfly_common.app import create_app
 from butterfly_common.service import Service
 from butterfly_common.settings import SettingsError, env_number, load_settings
@@ -47,7 +47,8 @@ def test_config_is_read_once_and_shared(tmp_path):
         assert runtime.get_config(DemoConfig) is rt.config
         assert runtime.service_config() is rt.config
     assert len(READS) == 1
-    assert rt.broker.client is runtime.get_redis() and rt.database is not None
+    # the process's broker (mq.broker(), not carried by the runtime: runtime sits below mq)
+    assert mq.broker().client is rt.redis is runtime.get_redis() and rt.database is not None
 
 
 def test_bad_value_stops_the_start_naming_the_variable(tmp_path):

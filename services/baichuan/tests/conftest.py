@@ -1,8 +1,9 @@
 """Fixtures: a baichuan app on the plugin's private ``redis_server``, a broker to play
 consumer.
 
-Each test starts from an empty Redis (FLUSHALL on the private server), so tests never see
-each other's topics. "A live consumer" is a heartbeat written through the broker, and
+Each test starts from an empty Redis (the plugin's ``redis`` fixture: FLUSHALL on the
+private server), so tests never see each other's topics; ``broker`` is the plugin's too.
+"A live consumer" is a heartbeat written through the broker, and
 "processing" is claim + complete through the broker: no consumer process is needed.
 """
 
@@ -17,21 +18,7 @@ from baichuan_helpers import TOPIC, make_client
 from flask.testing import FlaskClient
 
 from butterfly_common.mq import Broker
-from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Any:
-    client = make_redis(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def broker(redis: Any) -> Broker:
-    return Broker(redis)
 
 
 @pytest.fixture

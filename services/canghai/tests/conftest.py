@@ -1,5 +1,6 @@
 """Fixtures: a fresh console app per test on the plugin's private redis-server (emptied
-per test), with users of each role."""
+per test by the plugin's ``redis`` fixture; ``broker`` comes from the plugin too), with
+users of each role."""
 
 from __future__ import annotations
 
@@ -11,22 +12,7 @@ import pytest
 from canghai_helpers import PASSWORD, close_db, make_app
 from flask.testing import FlaskClient
 
-from butterfly_common.mq import Broker
-from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Any:
-    client = make_redis(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def broker(redis: Any) -> Broker:
-    return Broker(redis)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A CAS incrementer run as its own process by test_wx_processes.py (not a test module).
+"""A CAS incrementer run as its own process by test_wuxing_processes.py (not a test module).
 
 ``python cas_client.py URL TOKEN THREADS INCREMENTS`` - each thread adds 1 to ``i|count`` of
 ``demo/counter`` INCREMENTS times with revision CAS, retrying on ERR_ITEM_UPDATE_FAILED

@@ -1,5 +1,6 @@
-"""Fixtures: a private redis-server, SQLite or a private MariaDB database, and an HTTP
-client for the wuxing app (Flask's test client over the real Gateway).
+"""Fixtures: a private redis-server (the plugin's ``redis_server``), SQLite or a private
+MariaDB database, and an HTTP client for the wuxing app (Flask's test client over the
+real Gateway).
 
 MariaDB tests create their own database (``wuxing_t_<random>``) on 127.0.0.1:3306 and drop it
 afterwards; they fail (never skip) when MariaDB is not reachable.
@@ -19,12 +20,6 @@ from butterfly_common.redis_client import make_redis
 from butterfly_common.settings import load_settings
 from butterfly_common.testing import RedisServer, mariadb_database
 from butterfly_wuxing import migrations
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "mysql"])

@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from . import health, metrics, retstat
 from .discovery import Route
 from .gateway import Gateway
-from .mq import Broker, Message
+from .mq import BrokerLike, Message
 from .mq.group_commit import GroupCommit, Interrupted
 from .protocol import Outcome
 from .reqid import is_valid_reqid, new_reqid
@@ -104,7 +104,7 @@ class Consumer:
     """Consumes the topics of one service's routes with ``threads`` runners."""
 
     def __init__(self, service: str, routes: Mapping[str, Route], gateway: Gateway,
-                 broker: Broker, *, threads: int = 8, max_idle: float = 0.5,
+                 broker: BrokerLike, *, threads: int = 8, max_idle: float = 0.5,
                  topics: tuple[str, ...] = (), grace: float = GRACE) -> None:
         self.service = service
         self.routes = routes
@@ -474,7 +474,7 @@ class Consumer:
 
 
 def build_consumer(service: Service, settings: Settings,
-                   broker: Broker | None = None) -> Consumer:
+                   broker: BrokerLike | None = None) -> Consumer:
     """A consumer for ``service``'s topics configured from ``settings``.
 
     It shares the process's :class:`~butterfly_common.runtime.ServiceRuntime` (routes,

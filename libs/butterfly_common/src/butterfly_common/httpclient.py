@@ -42,10 +42,10 @@ from requests.adapters import HTTPAdapter
 
 from . import retstat
 from .logs import current_reqid
+from .reqid import NO_REQID
 
 #: ``CallError.stat`` when the callee could not be reached or did not answer an envelope.
 ERR_CALL_FAILED = "ERR_CALL_FAILED"
-NO_REQID = "X" * 16
 #: The longest a client waits for a connection unless told otherwise (s): a service on
 #: the operator's network accepts within milliseconds or not at all.
 CONNECT_TIMEOUT = 3.0

@@ -23,6 +23,7 @@ from .logfiles import (
     BufferedStreamHandler,
     SizeRotatingFileHandler,
 )
+from .reqid import NO_REQID
 from .request import Request
 from .settings import Settings
 
@@ -32,7 +33,7 @@ init_log = logging.getLogger("butterfly.init")
 
 #: The reqid of the call being served in this thread/context, for ``common.log`` lines.
 current_reqid: contextvars.ContextVar[str] = contextvars.ContextVar("reqid",
-                                                                    default="X" * 16)
+                                                                    default=NO_REQID)
 
 #: The strings of the secret parameters of the call being served (``params.Secret``):
 #: every log line written while it runs has them masked, whatever the logger.

@@ -17,6 +17,9 @@ import threading
 import time
 
 EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+#: The reqid logged outside any call (the log context's default). Never sent on: a call
+#: made outside a request gets a fresh id from its callee instead of this placeholder.
+NO_REQID = "X" * 16
 _VALID = re.compile(r"^[0-9A-F]{16}$")
 
 

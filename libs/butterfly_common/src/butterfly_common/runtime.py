@@ -8,6 +8,10 @@ and one validated config per service, whatever number of handlers use them.
 Gateway with its hooks, its config); :func:`build_runtime` makes it once per process and
 ``create_app``, the queue consumer and engine-only processes (``python -m butterfly_ruqi``)
 all share it.
+
+This module sits below ``mq``: the queue client builds the process's broker over
+:func:`get_redis`, so nothing here imports ``mq`` (``mq.broker()`` is the process's
+broker; a service's runtime does not carry one).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from .settings import Settings, load_settings
 if TYPE_CHECKING:
     from .discovery import Route
     from .gateway import Gateway
-    from .mq import Broker
     from .service import Service
 
 C = TypeVar("C")
@@ -120,13 +123,6 @@ class ServiceRuntime:
     config: Any
     routes: dict[str, Route]
     gateway: Gateway
-
-    @property
-    def broker(self) -> Broker:
-        """The process-wide queue Broker (``mq.broker()``)."""
-        from .mq import client
-
-        return client.broker()
 
     @property
     def redis(self) -> RedisLike:

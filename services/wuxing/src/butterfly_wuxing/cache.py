@@ -31,6 +31,7 @@ from typing import Any
 from butterfly_common.redis_client import RedisLike, Script, make_redis
 
 from .config import WuxingConfig
+from .revisions import namespace_revision
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +258,6 @@ def read_through(namespace: str, key: str, load: Any) -> Any:
         return value
     if tag is None and cache.enabled and cache.version(namespace) is None \
             and time.monotonic() >= cache._broken_until:
-        from .store import namespace_revision
-
         cache.advance(namespace, namespace_revision(namespace)[0])
     value = load()
     if value is not None:

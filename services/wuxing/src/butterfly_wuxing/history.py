@@ -18,7 +18,8 @@ from .errors import WuxingError
 from .itemrows import set_value, value_of
 from .listing import page
 from .models import History, Item, Namespace
-from .store import Write, namespace_revision, run_write
+from .revisions import namespace_revision
+from .store import Write, run_write
 
 log = logging.getLogger(__name__)
 

@@ -118,9 +118,3 @@ def run_write(namespace: str, user: str, change: Callable[[Write], T]) -> tuple[
     cache.commit(namespace, write.revision)
     return result, write.revision
 
-
-def namespace_revision(namespace: str) -> tuple[int, int]:
-    """``(revision, compacted)`` of ``namespace`` ((0, 0) if nothing was written yet)."""
-    row = (Namespace.select(Namespace.revision, Namespace.compacted)
-           .where(Namespace.namespace == namespace).tuples().first())
-    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -15,7 +15,8 @@ from . import instances, sections, values
 from .errors import WuxingError
 from .itemrows import create_item, set_value, value_of
 from .models import Instance, Section
-from .store import Write, namespace_revision, run_write
+from .revisions import namespace_revision
+from .store import Write, run_write
 
 FORMAT = "butterfly-wuxing/1"
 

@@ -20,7 +20,7 @@ from .config import WuxingConfig
 from .errors import WuxingError
 from .history import change_of
 from .models import History
-from .store import namespace_revision
+from .revisions import namespace_revision
 
 DB_POLL = 0.25
 

@@ -1,12 +1,15 @@
 """百川 baichuan's queue protocol over Redis, Twemproxy or Redis Cluster.
 
 Modules: ``keys`` (key layout), ``message`` (record + ids), ``errors``, ``scripts`` (Lua
-loading), ``broker`` (queue operations), ``registry`` (workers and topics), ``client``
+loading), ``broker`` (queue operations), ``brokerlike`` (the ``BrokerLike`` protocol the
+consumer needs, which the Redis ``Broker`` and the testing ``StubBroker`` satisfy),
+``registry`` (workers and topics), ``client``
 (``broker`` / ``publish`` / ``get`` / ``wait`` / ``valid_topic`` on the process's
 Redis).
 """
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
+from .brokerlike import BrokerLike
 from .client import broker, get, get_many, publish, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
 from .keys import topic_problem, valid_topic
@@ -25,7 +28,7 @@ from .registry import HEARTBEAT_TTL, Registry
 
 __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
-    "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker",
+    "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker", "BrokerLike",
     "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer", "PublishResult",
     "Registry", "broker", "get", "get_many", "new_id", "publish", "topic_problem",
     "valid_topic", "wait",

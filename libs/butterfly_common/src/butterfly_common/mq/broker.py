@@ -49,6 +49,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def backoff(attempts: int, min_backoff: float = 1.0, max_backoff: float = 300.0) -> float:
+    """Retry delay after the ``attempts``-th try: doubling from ``min_backoff``, capped at
+    ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
+    base = min(max_backoff, min_backoff * 2 ** max(0, attempts - 1))
+    return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
+
+
 class Broker:
     """Queue operations over a client from :func:`butterfly_common.redis_client.make_redis`.
 
@@ -238,10 +245,8 @@ class Broker:
                             result_ttl=NOTICE_RESULT_TTL).msg_id
 
     def backoff(self, attempts: int) -> float:
-        """Retry delay after the ``attempts``-th try: doubling from ``min_backoff``, capped
-        at ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
-        base = min(self.max_backoff, self.min_backoff * 2 ** max(0, attempts - 1))
-        return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
+        """Retry delay after the ``attempts``-th try (see :func:`backoff`)."""
+        return backoff(attempts, self.min_backoff, self.max_backoff)
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
              cost: float = 0.0, retry: bool = True) -> str:
@@ -251,14 +256,14 @@ class Broker:
         Retries while ``attempts <= max_retries``; ``retry=False`` dead-letters at once
         (bad parameters will not get better by retrying)."""
         k = self.keys(msg.topic)
-        backoff = self.backoff(msg.attempts) if retry and msg.attempts <= msg.max_retries \
+        delay = self.backoff(msg.attempts) if retry and msg.attempts <= msg.max_retries \
             else -1.0
         pipe = self.client.pipeline(transaction=False)
         call = scripts.queue_in(
             pipe, "fail", [k.started, k.delayed, k.failed, k.msg(msg.id)],
             [msg.id, msg.token, error, _json(result) if result is not None else "",
-             f"{cost:.6f}", to_ms(backoff) if backoff >= 0 else -1])
-        index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg, max(backoff, 0.0)))
+             f"{cost:.6f}", to_ms(delay) if delay >= 0 else -1])
+        index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg, max(delay, 0.0)))
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
                                  best_effort=[1])
         index.ignore_errors(results, [1], "id index refresh")

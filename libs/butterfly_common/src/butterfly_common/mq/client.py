@@ -16,18 +16,25 @@ one connection pool and one poll loop per process, whoever asks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from .. import runtime
+from ..logs import current_reqid
 from ..polling import poll_until
+from ..reqid import NO_REQID
 from .broker import Broker
+from .brokerlike import BrokerLike
 from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
 
-__all__ = ["broker", "get", "get_many", "publish", "valid_topic", "wait"]
+__all__ = ["broker", "get", "get_many", "publish", "stand_in", "valid_topic", "wait"]
 
 _lock = threading.Lock()
 _broker: Broker | None = None
+#: What publish/get/get_many/wait use instead of :func:`broker` (tests: a StubBroker).
+_stand_in: BrokerLike | None = None
 
 #: :func:`wait` polls after 10 ms first (a fast handler is done by then), then backs off
 #: by half again each time up to 200 ms: a slow message costs ~5 reads a second per waiter
@@ -44,8 +51,6 @@ def broker() -> Broker:
     never hold a broker of an old Redis.
     """
     global _broker
-    from .. import runtime
-
     client = runtime.get_redis()
     current = _broker
     if current is None or current.client is not client:
@@ -56,6 +61,25 @@ def broker() -> Broker:
     return current
 
 
+@contextmanager
+def stand_in(replacement: BrokerLike) -> Iterator[BrokerLike]:
+    """Within the block, :func:`publish`, :func:`get`, :func:`get_many` and :func:`wait`
+    use ``replacement`` instead of the Redis broker: a handler under test that publishes
+    (a next step, a notice) publishes to the test's
+    :class:`~butterfly_common.testing.stub_broker.StubBroker`. :func:`broker` (the
+    administration a service does on Redis) is unchanged."""
+    global _stand_in
+    previous, _stand_in = _stand_in, replacement
+    try:
+        yield replacement
+    finally:
+        _stand_in = previous
+
+
+def _source() -> BrokerLike:
+    return _stand_in if _stand_in is not None else broker()
+
+
 def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     """Queue ``data`` on ``topic``; options as :meth:`Broker.publish` (msg_id, delay, ...).
 
@@ -63,23 +87,21 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     ``reqid`` is given, so one id follows the work across services.
     """
     if "reqid" not in options:
-        from ..logs import current_reqid
-
         rid = current_reqid.get()
-        options["reqid"] = None if rid == "X" * 16 else rid
-    return broker().publish(topic, data, **options)
+        options["reqid"] = None if rid == NO_REQID else rid
+    return _source().publish(topic, data, **options)
 
 
 def get(msg_id: str, topic: str | None = None) -> Message | None:
     """The message with ``msg_id`` (by id alone unless ``topic`` is given), or None when
     unknown or expired."""
-    return broker().get(msg_id, topic)
+    return _source().get(msg_id, topic)
 
 
 def get_many(msg_ids: Sequence[str]) -> list[Message | None]:
     """The messages of ``msg_ids`` in order (None where unknown), in as few round trips as
     the broker offers (one per shard when it has ``get_many``)."""
-    current = broker()
+    current = _source()
     many = getattr(current, "get_many", None)
     if many is not None:
         return list(many(list(msg_ids)))
@@ -87,14 +109,14 @@ def get_many(msg_ids: Sequence[str]) -> list[Message | None]:
 
 
 def wait(msg_id: str, timeout: float = 10.0, *, topic: str | None = None,
-         via: Broker | None = None) -> Message | None:
+         via: BrokerLike | None = None) -> Message | None:
     """Poll until the message is finished or failed, or ``timeout`` seconds pass.
 
     Returns the message as last seen (check ``status``: not terminal means the time ran
     out), or None when it is unknown (never published, deleted, expired) - also when it
     disappears mid-wait. ``via``: the broker to read (default: :func:`broker`).
     """
-    source = via or broker()
+    source = via or _source()
     where = [topic]
 
     def read() -> Message | None:

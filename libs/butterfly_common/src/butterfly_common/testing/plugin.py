@@ -3,6 +3,10 @@ butterfly-common is installed. Fixtures:
 
 - ``redis_server`` (session): a private redis-server on a free port;
 - ``nutcracker`` (session): Twemproxy in front of two private redis-server shards;
+- ``redis``: a client of ``redis_server``, emptied (FLUSHALL) before the test, so no test
+  sees another's keys, topics or workers;
+- ``broker``: the queue :class:`~butterfly_common.mq.Broker` over ``redis`` (play a
+  consumer with ``heartbeat`` + ``claim`` + ``complete``, no consumer process needed);
 - ``mariadb_database``: the URL of a private MariaDB database, dropped afterwards
   (``BUTTERFLY_TEST_MYSQL_HOST`` / ``_PORT``, default 127.0.0.1:3306; fails, never
   skips, when the server is down);
@@ -14,21 +18,31 @@ butterfly-common is installed. Fixtures:
 - ``service_queue(name, **env)``: service ``name``'s queue consumer running in this
   process on the private Redis: ``.publish(topic, data)`` -> message id, ``.wait(id)`` ->
   the finished message; stopped at the end of the test;
+- ``stub_broker(name, **env)``: a :class:`~butterfly_common.testing.stub_broker.StubBroker`
+  serving service ``name`` in memory (no Redis, no threads): ``.publish(topic, data)``,
+  ``.join()`` runs the messages through the service's handlers, ``.get(msg_id)`` their
+  outcome; ``mq.publish`` / ``mq.get`` / ``mq.wait`` use it for the test's duration;
 - ``callee``: a :class:`~butterfly_common.testing.callee.Callee` recording HTTP server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import ButterflyService, Nutcracker, RedisServer
 from . import mariadb_database as private_database
 from .callee import Callee
+
+if TYPE_CHECKING:
+    from ..mq import Broker
+    from ..service import Service
+    from .stub_broker import StubBroker
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +58,25 @@ def nutcracker() -> Iterator[Nutcracker]:
     ``.shard_ports`` to look behind it."""
     with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Any]:
+    """A client of the session's private redis-server, emptied before the test."""
+    from ..redis_client import make_redis
+
+    client = make_redis(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def broker(redis: Any) -> Broker:
+    """The queue broker over ``redis`` (default timings, as a service's)."""
+    from ..mq import Broker
+
+    return Broker(redis)
 
 
 @pytest.fixture
@@ -138,6 +171,42 @@ def service_queue(request: pytest.FixtureRequest, tmp_path: Path
     yield start
     for consumer in reversed(started):
         consumer.stop()
+
+
+#: The stub's processes have no Redis: a handler that reaches for one anyway fails at
+#: once (connection refused) instead of touching the machine's Redis on 6379. Pass
+#: ``BUTTERFLY_REDIS_URL=redis_server.url`` for handlers that need a real one.
+NO_REDIS_URL = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def stub_broker(tmp_path: Path) -> Iterator[Callable[..., StubBroker]]:
+    """``stub_broker("core", **env)`` -> a StubBroker serving every topic of service
+    ``core`` (a name or a Service) in this process; ``stub_broker()`` -> one serving
+    nothing (publish with ``force``). ``mq.publish`` and friends use the last one built
+    until the test ends."""
+    from ..mq.client import stand_in
+    from .stub_broker import StubBroker
+
+    with contextlib.ExitStack() as stack:
+        def build(service: Service | str | None = None, **env: Any) -> StubBroker:
+            from ..service import get_service
+            from ..settings import load_settings
+
+            stub = StubBroker()
+            if service is not None:
+                if isinstance(service, str):
+                    service = get_service(service)
+                values = {"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
+                          "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
+                          "BUTTERFLY_REDIS_URL": NO_REDIS_URL, **env}
+                settings = load_settings({k: str(v) for k, v in values.items()
+                                          if v is not None}, default_port=service.port)
+                stub.attach(service, settings)
+            stack.enter_context(stand_in(stub))
+            return stub
+
+        yield build
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
 from butterfly_wuxing.context import get_config
 from butterfly_wuxing.errors import HTTP_STATUS
-from butterfly_wuxing.store import namespace_revision
+from butterfly_wuxing.revisions import namespace_revision
 
 OK = retstat.OK
 #: Every refusal's HTTP status, declared on the routes so /openapi.json documents them.

@@ -1,4 +1,4 @@
-"""Issue 12, defect 6: a frozen Redis (SIGSTOP) must not stall the fleet.
+"""A frozen Redis (SIGSTOP) must not stall the fleet (issue 12, defect 6).
 
 Real processes: one redis-server, core consuming from it and baichuan in front, both under
 gunicorn. With Redis stopped and 32 publishes in flight, ``/healthz`` of both answers in
@@ -43,7 +43,7 @@ def timed_get(url: str) -> tuple[float, int]:
     return time.monotonic() - started, status
 
 
-def test_defect_06_frozen_redis_healthz_fast_publishes_503_then_resume(fleet):
+def test_frozen_redis_healthz_fast_publishes_503_then_resume(fleet):
     redis_server, core, baichuan = fleet
     pid = redis_server.proc.pid
     results: list[tuple[float, int, str]] = []

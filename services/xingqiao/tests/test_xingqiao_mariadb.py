@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_xq_api import (  # noqa: F401 - collected again against MariaDB
+from test_xingqiao_api import (  # noqa: F401 - collected again against MariaDB
     finished_job,
     test_create_job_errors,
     test_list_jobs_filters_paging_and_order,
     test_state_refusals,
 )
-from test_xq_engine import (  # noqa: F401
+from test_xingqiao_engine import (  # noqa: F401
     test_cancel_fences_the_running_task_and_stops_dispatch,
     test_hello_demo_finishes_fast_with_its_saved_result,
     test_retries_with_fixed_and_exponential_backoff,
@@ -20,7 +20,7 @@ from test_xq_engine import (  # noqa: F401
     test_task_timeout_then_retry_then_timed_out,
     test_trigger_rules,
 )
-from test_xq_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
+from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
 from xq_helpers import XQ, fleet
 
 from butterfly_common.testing import mariadb_database

@@ -1,11 +1,12 @@
-"""Issue 12 against real processes: core (consuming) and baichuan under gunicorn, behind
-a real nutcracker in front of two redis-server shards.
+"""A Twemproxy fleet against hostile input and a lost shard (issue 12's defects 1, 7 and
+10): core (consuming) and baichuan under gunicorn, behind a real nutcracker in front of
+two redis-server shards.
 
-- defect 1 (acceptance): 20 publishes of depth-600 data, then 10 ordinary messages: all
+- deep messages (acceptance): 20 publishes of depth-600 data, then 10 ordinary messages: all
   10 finish within 30 s, no consumer thread lost (metric), ``/readyz`` 200;
-- defect 7: one shard killed, a topic on the live shard still publishes at 100 % and
+- a shard lost: one shard killed, a topic on the live shard still publishes at 100 % and
   ``/readyz`` names what is down;
-- defect 10: a chunked body past ``BUTTERFLY_MAX_BODY_BYTES`` is 413, as with
+- a chunked body past ``BUTTERFLY_MAX_BODY_BYTES`` is 413, as with
   Content-Length.
 """
 
@@ -63,7 +64,7 @@ def metric(service: ButterflyService, name: str) -> float:
                                                       re.M))
 
 
-def test_defect_01_poison_message_acceptance(fleet):
+def test_deep_messages_never_stall_the_ordinary_ones(fleet):
     baichuan, core, proxy = fleet["baichuan"], fleet["core"], fleet["proxy"]
     for _ in range(20):
         body = '{"topic": "%s", "data": %s}' % (TOPIC, '{"a":' * 600 + "1" + "}" * 600)  # noqa: UP031
@@ -89,7 +90,7 @@ def test_defect_01_poison_message_acceptance(fleet):
     assert consumers and all(w["alive"] and w["info"]["healthy"] for w in consumers)
 
 
-def test_defect_10_chunked_body_over_the_limit_is_413(fleet):
+def test_a_chunked_body_over_the_limit_is_413(fleet):
     core = fleet["core"]
 
     def chunked(payload: bytes):
@@ -114,7 +115,7 @@ def shard_of(shards: list[RedisServer], topic: str) -> int:
     return next(i for i, s in enumerate(shards) if make_redis(s.url).exists(key))
 
 
-def test_defect_07_one_shard_down_other_shard_topics_publish_at_100_percent(fleet):
+def test_one_shard_down_topics_on_the_other_publish_at_100_percent(fleet):
     baichuan, shards, proxy = fleet["baichuan"], fleet["shards"], fleet["proxy"]
     broker = Broker(make_redis(proxy.url))
     topics = [f"/app{i}/handler" for i in range(12)]

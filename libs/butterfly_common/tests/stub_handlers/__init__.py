@@ -1,0 +1,1 @@
+"""Handlers the stub broker's tests run on the stub and on a real consumer alike."""
