@@ -56,6 +56,19 @@ def backoff(attempts: int, min_backoff: float = 1.0, max_backoff: float = 300.0)
     return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
 
 
+def check_publish(data: Any, max_depth: int, notify: str | None, **numbers: float) -> None:
+    """The checks of a publish that come before any key is touched, shared by every
+    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, and
+    ``timeout`` > 0 with ``delay``, ``max_retries`` and the ttls >= 0."""
+    if not isinstance(data, dict):
+        raise TypeError(f"message data must be a dict, not {type(data).__name__}")
+    if numbers["timeout"] <= 0 or any(v < 0 for k, v in numbers.items() if k != "timeout"):
+        raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
+    nesting.check(data, max_depth, "data")
+    if notify:
+        check_topic(notify)
+
+
 class Broker:
     """Queue operations over a client from :func:`butterfly_common.redis_client.make_redis`.
 
@@ -129,13 +142,8 @@ class Broker:
         must also sweep for messages that ended without telling it.
         """
         k = self.keys(topic)
-        if not isinstance(data, dict):
-            raise TypeError(f"message data must be a dict, not {type(data).__name__}")
-        if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
-            raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
-        nesting.check(data, self.max_depth, "data")
-        if notify:
-            check_topic(notify)
+        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = new_id() if msg_id is None else check_id(msg_id)

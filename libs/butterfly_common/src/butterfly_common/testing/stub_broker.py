@@ -30,7 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import nesting
 from ..mq.broker import (
     DEFAULT_FAILURE_TTL,
     DEFAULT_RESULT_TTL,
@@ -38,9 +37,10 @@ from ..mq.broker import (
     LEASE,
     NOTICE_RESULT_TTL,
     backoff,
+    check_publish,
 )
 from ..mq.errors import NoConsumer
-from ..mq.keys import TopicKeys, check_id, check_topic
+from ..mq.keys import TopicKeys, check_id
 from ..mq.message import (
     DELAYED,
     FAILED,
@@ -132,13 +132,8 @@ class StubBroker:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
         refusals); returns ``PublishResult(msg_id, created, status)``."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
-        if not isinstance(data, dict):
-            raise TypeError(f"message data must be a dict, not {type(data).__name__}")
-        if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
-            raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
-        nesting.check(data, self.max_depth, "data")
-        if notify:
-            check_topic(notify)
+        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         known = self._record(topic, msg_id)
         if known is not None:
