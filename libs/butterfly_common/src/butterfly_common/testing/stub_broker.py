@@ -48,10 +48,12 @@ from ..mq.message import (
     QUEUED,
     STARTED,
     STATUSES,
+    ErrorKind,
     Message,
     PublishResult,
     new_id,
 )
+from ..mq.progress import normalize as normalize_progress
 
 if TYPE_CHECKING:
     from ..consumer import Consumer
@@ -265,6 +267,7 @@ class StubBroker:
             msg.attempts += 1
             msg.token += 1
             msg.status, msg.started_at, msg.worker = STARTED, self._now(), worker_id
+            msg.progress = msg.error_kind = None  # a new attempt starts clean, as on Redis
             out.append(replace(msg))
         return out
 
@@ -301,15 +304,19 @@ class StubBroker:
         return out
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
-             cost: float = 0.0, retry: bool = True) -> str:
+             cost: float = 0.0, retry: bool = True,
+             kind: ErrorKind | str = ErrorKind.EXCEPTION) -> str:
         """Record a failed attempt: ``"delayed"`` (a retry, while ``attempts <=
-        max_retries``), ``"failed"`` (dead-lettered) or ``""`` (fenced out)."""
+        max_retries``), ``"failed"`` (dead-lettered) or ``""`` (fenced out); ``kind`` is
+        kept as ``error_kind`` (ValueError outside :class:`ErrorKind`), as on Redis."""
+        kind = ErrorKind(kind)
         stored = json.loads(_json(result)) if result is not None else None
         record = self._fenced(msg)
         if record is None:
             return ""
         now = self._now()
         record.ended_at, record.error, record.result = now, error, stored
+        record.error_kind = kind.value
         record.cost = round(cost, 6)
         if retry and msg.attempts <= msg.max_retries:
             record.status = DELAYED
@@ -321,6 +328,14 @@ class StubBroker:
         else:
             record.status = FAILED
         return FAILED
+
+    def progress(self, msg: Message, done: int, total: int, note: str = "") -> bool:
+        """Keep how far the running attempt got, normalized and fenced as on Redis."""
+        record = self._fenced(msg)
+        if record is None:
+            return False
+        record.progress = normalize_progress(done, total, note)
+        return True
 
     def notify(self, msg: Message, status: str, stat: str, cost: float = 0.0) -> str | None:
         """Publish the completion notice ``{msg_id, topic, status, stat, cost}`` to
