@@ -6,7 +6,9 @@ import re
 
 from canghai_helpers import sign_in
 
+from butterfly_common.logs import current_reqid
 from butterfly_common.mq import Broker
+from butterfly_common.reqid import NO_REQID
 
 TOPICS = ("/a/one", "/b/two", "/c/three")
 
@@ -129,3 +131,10 @@ def test_topic_counts_through_twemproxy_with_cold_shards(nutcracker) -> None:
     rows = {r.topic: r for r in queues.topic_counts(broker)}
     assert [rows[t].counts["queued"] for t in topics] == [n % 4 + 1 for n in range(40)]
     assert [rows[t].consumers for t in topics[:4]] == [1, 1, 1, 0]
+
+
+def test_a_pages_reqid_ends_with_the_page(client) -> None:
+    """The reqid a page sets for its logs and calls does not outlive it in the thread."""
+    reply = client.get("/console/login", headers={"x-reqid": "0E30ABCDEF012345"})
+    assert reply.status_code == 200
+    assert current_reqid.get() == NO_REQID

@@ -262,6 +262,25 @@ def test_python_client_create_wait_retry(xq: XQ):
     assert flows.wait(job_id, 20)["job_status"] == "finished"
 
 
+def test_python_client_starts_two_flows_within_one_call(xq: XQ):
+    """Inside a handler the client passes the call's reqid on: two flows started there
+    must not both take the reqid as their default name."""
+    from xq_helpers import TOKEN
+
+    from butterfly_common.logs import current_reqid
+    from butterfly_common.reqid import new_reqid
+    from butterfly_xingqiao.client import FlowClient
+
+    flows = FlowClient(xq.url, token=TOKEN)
+    token = current_reqid.set(new_reqid())
+    try:
+        first, second = (flows.create("hello", {"str_info": "twice"}) for _ in range(2))
+    finally:
+        current_reqid.reset(token)
+    assert first != second
+    assert flows.get(first)["job_name"] != flows.get(second)["job_name"]
+
+
 def test_consumer_interrupt_at_the_timeout_is_a_timeout_too():
     """Without the sweep's deadline (XINGQIAO_SWEEP=0) the consumer interrupting the
     handler at the message's timeout gives the same verdict: timed_out. The verdict comes

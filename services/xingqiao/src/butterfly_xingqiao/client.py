@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from butterfly_common.httpclient import ServiceClient, ServiceError
+from butterfly_common.reqid import new_reqid
 
 ENDED = ("finished", "failed", "canceled", "timed_out")
 DEFAULT_URL = "http://127.0.0.1:4700"
@@ -41,7 +42,12 @@ class FlowClient(ServiceClient):
 
     def create(self, job_type: str, job_extra: dict[str, Any] | None = None,
                job_namespace: str = "default", **options: Any) -> int:
-        """Start a flow; returns its job_id (options: job_name, job_timeout)."""
+        """Start a flow; returns its job_id (options: job_name, job_timeout).
+
+        Without a ``job_name`` it names the flow with a fresh id: the service's default is
+        the request's reqid, and this client passes on the reqid of the call it is made
+        in, so a handler starting two flows would otherwise name both alike."""
+        options.setdefault("job_name", new_reqid())
         return int(self.data("create_job", {
             "job_type": job_type, "job_namespace": job_namespace,
             "job_extra": job_extra or {}, **options})["job_id"])

@@ -26,7 +26,7 @@ from butterfly_common import __version__
 from butterfly_common.app import header_safe
 from butterfly_common.auth import client_identity
 from butterfly_common.logs import current_reqid
-from butterfly_common.reqid import is_valid_reqid, new_reqid
+from butterfly_common.reqid import NO_REQID, is_valid_reqid, new_reqid
 from butterfly_common.runtime import get_settings
 
 from .. import audit, sessions
@@ -79,6 +79,7 @@ def install(app: Flask) -> None:
     app.register_blueprint(auth.huoyan)
     app.before_request(_before)
     app.after_request(_after)
+    app.teardown_request(_forget_reqid)
     for code in (400, 401, 403, 405, 413, 502):
         app.register_error_handler(code, _refused)
     app.jinja_env.globals.update(t=_t, fmt_time=fmt_time, fmt_json=fmt_json,
@@ -113,6 +114,12 @@ def csrf_token() -> str:
     if not token:
         token = session["csrf"] = secrets.token_urlsafe(32)
     return token
+
+
+def _forget_reqid(_: BaseException | None) -> None:
+    """The page's reqid ends with the page: a thread that serves nothing next (or a test
+    process) must not send it on with its own calls to other services."""
+    current_reqid.set(NO_REQID)
 
 
 def _before() -> None:
