@@ -1,11 +1,30 @@
 """The handler contract (docs/handlers.md, docs/architecture.md "The request
-path"), rule by rule, through Flask's test client (real app, real routing)."""
+path"), rule by rule, through Flask's test client (real app, real routing).
+
+Every test here runs twice: with the fast paths on (the default) and with
+``BUTTERFLY_FASTPATH=0`` (only werkzeug's and the other libraries' public behaviour), so
+the contract holds whichever way an answer leaves (docs/architecture.md, "Fast paths")."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
+
+
+@pytest.fixture(params=["1", "0"], ids=["fastpath-on", "fastpath-off"])
+def make_app(make_app: Callable[..., Flask], request: pytest.FixtureRequest
+             ) -> Callable[..., Flask]:
+    """The sample app with ``BUTTERFLY_FASTPATH`` set one way, then the other (``client``
+    is built through this one too)."""
+
+    def build(**env: str) -> Flask:
+        return make_app(**{"BUTTERFLY_FASTPATH": request.param, **env})
+
+    return build
+
 
 OK_ECHO = {"a": "x", "b": 0, "flag": False, "tags": None, "opts": None, "ratio": 1.0,
            "anything": None}
