@@ -195,3 +195,17 @@ def test_x_reason_cannot_inject_headers(client):
     assert response.status_code == 400
     assert "Set-Cookie" not in response.headers
     assert "\n" not in response.headers["x-reason"]
+
+
+
+def test_a_leading_double_slash_reaches_the_route_through_flask(client):
+    """A path that is no route goes through Flask's routing, whose slash merging takes
+    ``//kinds/echo`` to the catch-all as ``kinds/echo``: the handler answers. Part of the
+    wire contract (a dispatcher without Flask would answer 404 here)."""
+    def get(path: str):
+        return client.get("/", query_string="a=x", environ_overrides={"PATH_INFO": path})
+
+    response = get("//kinds/echo")
+    assert response.status_code == 200
+    assert json.loads(response.data) == {"stat": "OK", **OK_ECHO}
+    assert get("/kinds//echo").status_code == 404  # only slashes before the path merge
