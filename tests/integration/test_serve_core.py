@@ -79,7 +79,7 @@ def test_graceful_sigterm(tmp_path):
 
 
 def test_an_answer_arrives_in_one_piece(core):
-    """A worker sends an answer's head and body in one write (one_write.py): a client
+    """A worker sends an answer's head and body in one write (fastpath/one_write.py): a client
     already blocked in recv() gets the whole answer from its first read, every time."""
     host, port = core.url.removeprefix("http://").split(":")
     request = f"GET /demo_api/ping HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()

@@ -1,11 +1,30 @@
 """The handler contract (docs/handlers.md, docs/architecture.md "The request
-path"), rule by rule, through Flask's test client (real app, real routing)."""
+path"), rule by rule, through Flask's test client (real app, real routing).
+
+Every test here runs twice: with the fast paths on (the default) and with
+``BUTTERFLY_FASTPATH=0`` (only werkzeug's and the other libraries' public behaviour), so
+the contract holds whichever way an answer leaves (docs/architecture.md, "Fast paths")."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
+
+
+@pytest.fixture(params=["1", "0"], ids=["fastpath-on", "fastpath-off"])
+def make_app(make_app: Callable[..., Flask], request: pytest.FixtureRequest
+             ) -> Callable[..., Flask]:
+    """The sample app with ``BUTTERFLY_FASTPATH`` set one way, then the other (``client``
+    is built through this one too)."""
+
+    def build(**env: str) -> Flask:
+        return make_app(**{"BUTTERFLY_FASTPATH": request.param, **env})
+
+    return build
+
 
 OK_ECHO = {"a": "x", "b": 0, "flag": False, "tags": None, "opts": None, "ratio": 1.0,
            "anything": None}
@@ -176,3 +195,17 @@ def test_x_reason_cannot_inject_headers(client):
     assert response.status_code == 400
     assert "Set-Cookie" not in response.headers
     assert "\n" not in response.headers["x-reason"]
+
+
+
+def test_a_leading_double_slash_reaches_the_route_through_flask(client):
+    """A path that is no route goes through Flask's routing, whose slash merging takes
+    ``//kinds/echo`` to the catch-all as ``kinds/echo``: the handler answers. Part of the
+    wire contract (a dispatcher without Flask would answer 404 here)."""
+    def get(path: str):
+        return client.get("/", query_string="a=x", environ_overrides={"PATH_INFO": path})
+
+    response = get("//kinds/echo")
+    assert response.status_code == 200
+    assert json.loads(response.data) == {"stat": "OK", **OK_ECHO}
+    assert get("/kinds//echo").status_code == 404  # only slashes before the path merge

@@ -17,8 +17,8 @@ from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
-from butterfly_common import one_write
-from butterfly_common.one_write import JOIN_LIMIT, OneWriteResponse
+from butterfly_common.fastpath import one_write
+from butterfly_common.fastpath.one_write import JOIN_LIMIT, OneWriteResponse
 
 PEER = ("127.0.0.1", 40000)
 SERVER = ("127.0.0.1", 8000)

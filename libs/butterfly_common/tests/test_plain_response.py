@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from werkzeug.wrappers import Response
 
-from butterfly_common.app import plain_answer, respond_plain
+from butterfly_common.fastpath.response import plain_answer, respond_plain
 from butterfly_common.protocol import JSON_TYPE, Outcome
 
 GATEWAY = [("butterfly", "1.0"), ("x-reqid", "0123456789ABCDEF"), ("x-cost", "0.000100"),

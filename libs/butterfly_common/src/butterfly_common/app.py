@@ -16,7 +16,6 @@ from typing import Any, cast
 
 from flask import Flask, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
-from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
@@ -25,6 +24,7 @@ from . import __version__, health, metrics, nesting, periodic, retstat, runtime
 from .auth import check_read, check_role, client_identity, request_identity
 from .db import ping_db
 from .discovery import Route
+from .fastpath.response import plain_answer, respond_plain
 from .gateway import Gateway
 from .logs import configure_logging, init_log
 from .mq.probe import describe, unreachable
@@ -129,6 +129,8 @@ class ServiceApp:
             "/metrics": self.metrics, "/openapi.json": self.openapi,
         }
         self._openapi = dumps(build_spec(service.name, self.routes, service.description))
+        #: ``BUTTERFLY_FASTPATH_RESPONSE``: API answers as plain WSGI (fastpath.response)
+        self.fast_response = settings.fastpath_response
         #: Flask's own WSGI app, for paths that are not routes (set by create_app).
         self.flask_wsgi: WSGIApp = self._unset_flask
 
@@ -197,7 +199,7 @@ class ServiceApp:
         http = HttpRequest(environ)
         http.max_content_length = self.settings.max_body_bytes
         outcome, gateway_headers = self.answer(http, key)
-        if plain_answer(outcome):
+        if self.fast_response and plain_answer(outcome):
             return respond_plain(outcome, gateway_headers, http.method, start_response)
         return self._response(http, outcome, gateway_headers)(environ, start_response)
 
@@ -276,38 +278,6 @@ class ServiceApp:
             return response
         return Response(outcome.body, status=outcome.status,
                         headers=[*outcome.headers, *gateway_headers])
-
-
-def plain_answer(outcome: Outcome) -> bool:
-    """True for the common answer :func:`respond_plain` can send without werkzeug: a body
-    with a status that has one, and no handler header werkzeug would rewrite (Location,
-    Content-Length) or check for line breaks: just the JSON content type, or nothing."""
-    return (outcome.file is None and 200 <= outcome.status < 600
-            and outcome.status not in (204, 304)
-            and all(h == JSON_TYPE for h in outcome.headers))
-
-
-def respond_plain(outcome: Outcome, gateway_headers: list[tuple[str, str]], method: str,
-                  start_response: Callable[..., Any]) -> list[bytes]:
-    """The WSGI answer werkzeug's Response would give for a :func:`plain_answer`, byte for
-    byte (same status line, headers and order, Content-Length last), at a fraction of its
-    cost: this is every API call's way out."""
-    headers = [*outcome.headers, *gateway_headers]
-    if not outcome.headers:
-        headers.append(DEFAULT_TYPE)
-    body = outcome.body
-    headers.append(("Content-Length", str(len(body))))
-    start_response(STATUS_LINES.get(outcome.status) or status_line(outcome.status), headers)
-    return [] if method == "HEAD" else [body]
-
-
-def status_line(code: int) -> str:
-    return f"{code} {HTTP_STATUS_CODES.get(code, 'UNKNOWN').upper()}"
-
-
-STATUS_LINES = {code: status_line(code) for code in HTTP_STATUS_CODES}
-#: werkzeug's default for a body without a Content-Type
-DEFAULT_TYPE = ("Content-Type", "text/plain; charset=utf-8")
 
 
 def create_app(service: str | Service, settings: Settings | None = None) -> Flask:

@@ -39,7 +39,8 @@ def _handshake_kwargs(cls: type) -> dict[str, Any]:
     return kwargs
 
 
-def make_redis(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> RedisLike:
+def make_redis(url: str, *, socket_timeout: float = 1.0, retries: int = 1,
+               watch_sockets: bool = True) -> RedisLike:
     """Build a client for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``).
 
     ``socket_timeout`` bounds the connect and every reply (``BUTTERFLY_REDIS_TIMEOUT``,
@@ -52,6 +53,8 @@ def make_redis(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> Re
     Plain Redis and Twemproxy clients fail fast while the server is silent
     (:mod:`butterfly_common.redis_guard`: stall after ``socket_timeout / 2`` without any
     reply, cool down ``socket_timeout``), so a frozen Redis cannot pin every thread.
+    ``watch_sockets=False`` (``BUTTERFLY_FASTPATH_BREAKER_SOCKET=0``): no watchdog on
+    redis-py's sockets, a silent server is noticed when a read times out.
     """
     parts = urlsplit(url)
     common: dict[str, Any] = {
@@ -71,7 +74,7 @@ def make_redis(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> Re
     base = redis_guard.BASES.get(parts.scheme)
     if base is not None:
         common["connection_class"] = redis_guard.guarded_class(base, socket_timeout / 2,
-                                                               socket_timeout)
+                                                               socket_timeout, watch_sockets)
     return redis.Redis.from_url(url, **common, **_handshake_kwargs(redis.Redis))
 
 

@@ -21,16 +21,18 @@ Redis, waits in line for a free thread. So each server address gets a small brea
   still fail fast); its reply closes the breaker, its failure opens it again. So
   everything resumes by itself within about one cooldown of the server answering again.
 
+The watchdog's look at the sockets goes through redis-py's private ``Connection._sock``
+(:mod:`.fastpath.breaker_socket`). With ``BUTTERFLY_FASTPATH_BREAKER_SOCKET=0`` there is no
+watchdog: a stall is only noticed when a read times out (the full timeout), which opens
+the breaker as above.
+
 A command failed by the breaker may still run on the server later (it was sent, like
 any command whose reply timed out): at-least-once, as everywhere in the queue protocol.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import select
-import socket
 import threading
 import time
 import weakref
@@ -41,6 +43,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .fastpath import breaker_socket
+
 log = logging.getLogger(__name__)
 
 WATCH_EVERY = 0.05
@@ -49,8 +53,11 @@ WATCH_EVERY = 0.05
 class Breaker:
     """The state of one server address (shared by every client of the process)."""
 
-    def __init__(self, address: str, stall_after: float, cooldown: float) -> None:
+    def __init__(self, address: str, stall_after: float, cooldown: float,
+                 watch: bool = True) -> None:
         self.address = address
+        #: the watchdog may look at and shut the sockets (fastpath.breaker_socket)
+        self.watch = watch
         self.stall_after = stall_after
         self.cooldown = cooldown
         self._lock = threading.Lock()
@@ -81,6 +88,8 @@ class Breaker:
                                    f"failing fast, retrying every {self.cooldown:g}s")
 
     def waiting(self, conn: Any) -> None:
+        if not self.watch:  # no watchdog: the read's own timeout ends the wait
+            return
         with self._lock:
             self._waiting[id(conn)] = (conn, time.monotonic())
         _watchdog.wake()
@@ -145,7 +154,7 @@ class Breaker:
             waiting = [conn for conn, _ in self._waiting.values()]
         if quiet <= self.stall_after:
             return True
-        if _any_readable(waiting):
+        if breaker_socket.any_readable(waiting):
             # the reply is there, our own process is just slow to read it (CPU or GIL
             # starved): the server is alive, do not trip
             with self._lock:
@@ -156,28 +165,8 @@ class Breaker:
             self._waiting.clear()
         self.trip(f"no reply for {quiet:.2f}s")
         for conn in victims:
-            _abort(conn)
+            breaker_socket.abort(conn)
         return True
-
-
-def _any_readable(conns: list[Any]) -> bool:
-    poller = select.poll()  # no FD_SETSIZE limit, unlike select()
-    try:
-        for conn in conns:
-            sock = getattr(conn, "_sock", None)
-            if sock is not None:
-                poller.register(sock.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):  # a socket closed meanwhile: that read is over anyway
-        return True
-
-
-def _abort(conn: Any) -> None:
-    """Wake a thread blocked reading ``conn``: its recv returns and redis-py raises."""
-    sock = getattr(conn, "_sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -224,17 +213,18 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
-_breakers: dict[tuple[str, float, float], Breaker] = {}
+_breakers: dict[tuple[str, float, float, bool], Breaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(address: str, stall_after: float, cooldown: float) -> Breaker:
-    """The process's breaker of ``address`` (one per address and timing)."""
-    key = (address, stall_after, cooldown)
+def breaker_for(address: str, stall_after: float, cooldown: float,
+                watch: bool = True) -> Breaker:
+    """The process's breaker of ``address`` (one per address, timing and watching)."""
+    key = (address, stall_after, cooldown, watch)
     with _breakers_lock:
         breaker = _breakers.get(key)
         if breaker is None:
-            breaker = _breakers[key] = Breaker(address, stall_after, cooldown)
+            breaker = _breakers[key] = Breaker(address, stall_after, cooldown, watch)
             _watchdog.add(breaker)
         return breaker
 
@@ -247,6 +237,7 @@ class GuardedMixin:
 
     guard_stall: float = 0.5
     guard_cooldown: float = 1.0
+    guard_watch: bool = True
     _breaker: Breaker | None = None
 
     def _guard(self) -> Breaker:
@@ -254,12 +245,12 @@ class GuardedMixin:
         if breaker is None:
             address = getattr(self, "path", "") or f"{self.host}:{self.port}"  # type: ignore[attr-defined]
             breaker = self._breaker = breaker_for(address, self.guard_stall,
-                                                  self.guard_cooldown)
+                                                  self.guard_cooldown, self.guard_watch)
         return breaker
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         # every way of (re)connecting goes through here in redis-py 7.x/8.x
-        if getattr(self, "_sock", None) is not None:
+        if self.is_connected:  # type: ignore[attr-defined]  # redis-py's public property
             return
         breaker = self._guard()
         breaker.admit()
@@ -305,16 +296,19 @@ class GuardedMixin:
         return replies
 
 
-_classes: dict[tuple[type, float, float], type] = {}
+_classes: dict[tuple[type, float, float, bool], type] = {}
 
 
-def guarded_class(base: type, stall_after: float, cooldown: float) -> type:
-    """A subclass of redis-py's ``base`` connection class wired to the breaker."""
-    key = (base, stall_after, cooldown)
+def guarded_class(base: type, stall_after: float, cooldown: float,
+                  watch: bool = True) -> type:
+    """A subclass of redis-py's ``base`` connection class wired to the breaker; ``watch``:
+    the watchdog may release a silent server's reads (``BUTTERFLY_FASTPATH_BREAKER_SOCKET``)."""
+    key = (base, stall_after, cooldown, watch)
     cls = _classes.get(key)
     if cls is None:
         cls = _classes[key] = type(f"Guarded{base.__name__}", (GuardedMixin, base),
-                                   {"guard_stall": stall_after, "guard_cooldown": cooldown})
+                                   {"guard_stall": stall_after, "guard_cooldown": cooldown,
+                                    "guard_watch": watch})
     return cls
 
 

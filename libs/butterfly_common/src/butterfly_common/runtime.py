@@ -68,7 +68,8 @@ def get_redis() -> RedisLike:
         with _lock:
             if _redis is None:
                 _redis = make_redis(settings.redis_url, socket_timeout=settings.redis_timeout,
-                                    retries=settings.redis_retries)
+                                    retries=settings.redis_retries,
+                                    watch_sockets=settings.fastpath_breaker_socket)
     return _redis
 
 

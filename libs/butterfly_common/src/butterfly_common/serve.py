@@ -18,8 +18,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from . import one_write
 from .announce import announce_starter
+from .fastpath import one_write
 from .service import Service, Starter
 from .settings import Settings
 
@@ -106,7 +106,8 @@ class ButterflyServer(BaseApplication):
         return create_app(self.service, self.settings)
 
     def _post_worker_init(self, worker: Any) -> None:
-        one_write.install()  # an answer's head and body in one sendall
+        if self.settings.fastpath_one_write:
+            one_write.install()  # an answer's head and body in one sendall
         self._stoppers = start_background(self.service, self.settings)
         # an HTTP server (not an engine-only process) tells the fleet where it answers
         stop_announcing = announce_starter(self.service)(self.settings)

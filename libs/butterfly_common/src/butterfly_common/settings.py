@@ -11,7 +11,7 @@ import ipaddress
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,13 @@ class Settings:
     redis_retries: int = 1
     workers: int = 2
     threads: int = 8
+    #: ``BUTTERFLY_FASTPATH_RESPONSE``: API answers as plain WSGI, not werkzeug's Response
+    fastpath_response: bool = True
+    #: ``BUTTERFLY_FASTPATH_ONE_WRITE``: gunicorn sends an answer's head and body in one write
+    fastpath_one_write: bool = True
+    #: ``BUTTERFLY_FASTPATH_BREAKER_SOCKET``: the Redis breaker releases a silent server's
+    #: reads after half the timeout (through redis-py's socket), not at the timeout
+    fastpath_breaker_socket: bool = True
     timeout: int = 60
     #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
     #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
@@ -298,11 +305,30 @@ def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8
         kwargs["threads"] = _int("BUTTERFLY_THREADS", raw, 1, 1024)
     if (raw := get("BUTTERFLY_TIMEOUT")) is not None:
         kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
+    kwargs.update(_fastpaths(get))
     kwargs["service_urls"] = _service_urls(env)
     kwargs["env"] = dict(env)
     settings = Settings(**kwargs)
     _check_download_root(settings)
     return settings
+
+
+#: The fast paths (``butterfly_common.fastpath``): Settings field -> its own variable.
+FASTPATHS = {"fastpath_response": "BUTTERFLY_FASTPATH_RESPONSE",
+             "fastpath_one_write": "BUTTERFLY_FASTPATH_ONE_WRITE",
+             "fastpath_breaker_socket": "BUTTERFLY_FASTPATH_BREAKER_SOCKET"}
+
+
+def _fastpaths(get: Callable[[str], str | None]) -> dict[str, bool]:
+    """Each fast path is on unless its variable or ``BUTTERFLY_FASTPATH`` says 0: the
+    master switch turns them all off, whatever the others say."""
+    raw = get("BUTTERFLY_FASTPATH")
+    every = True if raw is None else _bool("BUTTERFLY_FASTPATH", raw)
+    switches = {}
+    for field_name, name in FASTPATHS.items():
+        raw = get(name)
+        switches[field_name] = every and (True if raw is None else _bool(name, raw))
+    return switches
 
 
 def _check_download_root(settings: Settings) -> None:

@@ -56,11 +56,13 @@ def entry_key(namespace: str, kind: str, *parts: Any) -> str:
 class Cache:
     """One process's view of the cache (a short-timeout client and a circuit breaker)."""
 
-    def __init__(self, redis_url: str, config: WuxingConfig) -> None:
+    def __init__(self, redis_url: str, config: WuxingConfig,
+                 watch_sockets: bool = True) -> None:
         self.enabled = config.cache
         self.ttl_ms = int(config.cache_ttl * 1000)
+        # watch_sockets: BUTTERFLY_FASTPATH_BREAKER_SOCKET, as for the process's client
         self.client: RedisLike = make_redis(redis_url, socket_timeout=config.cache_timeout,
-                                            retries=0)
+                                            retries=0, watch_sockets=watch_sockets)
         self._lock = threading.Lock()
         self._broken_until = 0.0
         #: namespace -> revision whose version advance failed (retried before any use).
@@ -225,7 +227,8 @@ def get_cache() -> Cache:
     current = _cache
     if current is None or current[0] is not settings:
         with _cache_lock:
-            current = (settings, Cache(settings.redis_url, get_config()))
+            current = (settings, Cache(settings.redis_url, get_config(),
+                                       settings.fastpath_breaker_socket))
             _cache = current
     return current[1]
 

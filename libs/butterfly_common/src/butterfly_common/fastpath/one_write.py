@@ -1,5 +1,10 @@
 """gunicorn responses whose head and small body leave in one ``sendall``.
 
+Replaces: gunicorn's own ``gunicorn.http.wsgi.Response`` (``BUTTERFLY_FASTPATH_ONE_WRITE``;
+off, gunicorn writes as it always does). It overrides gunicorn's private
+``Response._emit_body`` and the public-but-undocumented ``write`` / ``send_headers``;
+``tests/test_fastpath_contract.py`` pins their signatures and behaviour.
+
 gunicorn writes a response's head and then each body chunk with a ``sendall`` each: for an
 API answer (a few hundred bytes of head, a small JSON body) that is two system calls and
 two TCP segments where one does, and the client wakes twice to read it. On a 2-core
