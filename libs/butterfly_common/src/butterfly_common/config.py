@@ -64,7 +64,7 @@ def setting(env: str, default: Any = None, *, min: float | None = None,
     spec = Setting(env=env, help=help, secret=secret, minimum=min, maximum=max,
                    choices=choices, lower=lower, min_len=min_len, strip=strip,
                    env_default=env_default, check=check)
-    return dataclasses.field(default=default, metadata={META: spec})
+    return dataclasses.field(default=default, metadata={META: spec}, repr=not secret)
 
 
 class SettingInfo(NamedTuple):
