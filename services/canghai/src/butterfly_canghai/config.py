@@ -161,11 +161,3 @@ def current_secret() -> FleetSecret:
     if _secret is None or _secret[0] is not settings:
         _secret = (settings, fleet_secret(settings))
     return _secret[1]
-
-
-def current() -> CanghaiConfig:
-    """The validated config of this process (read once by the framework)."""
-    from butterfly_common.runtime import get_config
-
-    return get_config(CanghaiConfig)
-

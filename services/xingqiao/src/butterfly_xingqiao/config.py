@@ -53,10 +53,3 @@ class XingqiaoConfig(Config):
         """Backoff stops at the maximum, so the maximum cannot be below the first delay."""
         if self.max_retry_delay < self.retry_delay:
             raise SettingsError("XINGQIAO_MAX_RETRY_DELAY must be >= XINGQIAO_RETRY_DELAY")
-
-
-def get_config() -> XingqiaoConfig:
-    """The config read once at start with the framework settings."""
-    from butterfly_common import runtime
-
-    return runtime.get_config(XingqiaoConfig)
