@@ -18,13 +18,15 @@ for ``butterfly config``. The type comes from the annotation: ``int``, ``float``
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Self
+from urllib.parse import urlsplit, urlunsplit
 
-from .settings import SettingsError, _bool, _float
+from .settings import Settings, SettingsError, _bool, _float
 
 #: The key of a field's :class:`Setting` in ``dataclasses.field(metadata=...)``.
 META = "butterfly_setting"
@@ -163,3 +165,41 @@ class Config:
 
     def validate(self) -> None:
         """Checks across fields (one's bound is another): raise SettingsError naming them."""
+
+
+#: ``Settings`` fields that hold a credential: ``butterfly config`` shows them as ``****``.
+FRAMEWORK_SECRETS = frozenset({"admin_token", "operator_token", "read_token", "secret_key"})
+
+
+def mask_url(url: str) -> str:
+    """``redis://:pw@host`` -> ``redis://:****@host``: a URL's password is a secret too."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def describe_settings(settings: Settings) -> list[SettingInfo]:
+    """The framework's ``BUTTERFLY_*`` settings as ``describe`` rows (variable = the field's
+    name in capitals), then each ``BUTTERFLY_<SVC>_URL``; URL passwords are masked."""
+    env = settings.env
+    rows = []
+    for f in dataclasses.fields(settings):
+        if f.name in ("service_urls", "env"):
+            continue
+        name = f"BUTTERFLY_{f.name.upper()}"
+        value = getattr(settings, f.name)
+        if f.name in ("redis_url", "db_url"):
+            value = mask_url(value)
+        elif isinstance(value, tuple):
+            value = ",".join(str(item) for item in value)
+        elif isinstance(value, Mapping):
+            value = json.dumps(value, sort_keys=True)
+        source = "env" if (env.get(name) or "").strip() else "default"
+        rows.append(SettingInfo(name, value, source, "", f.name in FRAMEWORK_SECRETS))
+    for service, url in sorted(settings.service_urls.items()):
+        rows.append(SettingInfo(f"BUTTERFLY_{service.upper()}_URL", mask_url(url), "env",
+                                f"base URL of service {service}", False))
+    return rows
