@@ -109,3 +109,32 @@ def test_an_unsupported_annotation_is_refused():
 
     with pytest.raises(TypeError, match="unsupported setting type"):
         Odd.from_env({})
+
+
+def test_the_framework_settings_are_declared_the_same_way():
+    from butterfly_common.settings import Settings, describe_settings, load_settings
+
+    env = {"BUTTERFLY_THREADS": "16", "BUTTERFLY_ADMIN_TOKEN": "a" * 20,
+           "BUTTERFLY_RUQI_URL": "http://ruqi:4100/",
+           "BUTTERFLY_DB_URL": "mysql://root:dbpass@127.0.0.1:3306/test"}
+    settings = Settings.from_env(env)
+    assert settings == load_settings(env)
+    assert settings.service_urls == {"ruqi": "http://ruqi:4100"} and settings.env == env
+    assert "a" * 20 not in repr(settings)
+    rows = {row.env: row for row in describe_settings(load_settings(env, default_port=4300))}
+    assert rows["BUTTERFLY_THREADS"].value == 16 and rows["BUTTERFLY_THREADS"].source == "env"
+    assert (rows["BUTTERFLY_PORT"].value, rows["BUTTERFLY_PORT"].source) == (4300, "default")
+    assert rows["BUTTERFLY_ADMIN_TOKEN"].shown() == "****"
+    assert rows["BUTTERFLY_DB_URL"].shown() == "mysql://root:****@127.0.0.1:3306/test"
+    assert rows["BUTTERFLY_RUQI_URL"].shown() == "http://ruqi:4100"
+    assert rows["BUTTERFLY_TRUSTED_PROXIES"].shown() == ""
+
+
+def test_whole_number_settings_refuse_fractions():
+    from butterfly_common.settings import load_settings
+
+    with pytest.raises(SettingsError, match=r"BUTTERFLY_WORKERS='1\.5': expected a whole number"):
+        load_settings({"BUTTERFLY_WORKERS": "1.5"})
+    with pytest.raises(SettingsError, match=r"BUTTERFLY_LOG_BACKUPS='0': expected a number in "
+                                            r"1\.\.1000"):
+        load_settings({"BUTTERFLY_LOG_BACKUPS": "0"})

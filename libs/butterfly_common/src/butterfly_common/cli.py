@@ -53,8 +53,9 @@ def _call(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     """Every setting of the framework and of the services, with its value and its source,
     read from the current environment; a bad value is a SettingsError (exit 2, one line)."""
-    from .config import Config, SettingInfo, describe_settings
+    from .config import Config, SettingInfo
     from .service import get_service, installed_services
+    from .settings import describe_settings
 
     services = ([get_service(name) for name in args.service] if args.service
                 else list(installed_services().values()))

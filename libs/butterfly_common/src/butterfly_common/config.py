@@ -23,10 +23,44 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from .settings import Settings, SettingsError, _bool, _float
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise SettingsError(f"{name}={raw!r}: expected a number in {bound}")
+    return value
+
+
+def _float(name: str, raw: str, minimum: float, maximum: float = math.inf) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        bound = f">= {minimum:g}" if maximum == math.inf else f"in {minimum:g}..{maximum:g}"
+        raise SettingsError(f"{name}={raw!r}: expected a number {bound}")
+    return value
 
 #: The key of a field's :class:`Setting` in ``dataclasses.field(metadata=...)``.
 META = "butterfly_setting"
@@ -54,6 +88,11 @@ class Setting:
     env_default: Callable[[Mapping[str, str]], Any] | None = None
     #: Further check of the parsed value: None when fine, else what is wrong.
     check: Callable[[Any], str | None] | None = None
+    #: ``int`` only: a whole number (``"1.5"`` refused) rather than a number cut to int.
+    whole: bool = False
+    #: Parse the (stripped) text yourself: ``parse(variable, raw)``, SettingsError naming
+    #: the variable; for types the annotation cannot say (URLs, networks, JSON...).
+    parse: Callable[[str, str], Any] | None = None
 
 
 def setting(env: str, default: Any = None, *, min: float | None = None,
@@ -61,11 +100,12 @@ def setting(env: str, default: Any = None, *, min: float | None = None,
             secret: bool = False, choices: tuple[str, ...] = (), lower: bool = False,
             min_len: int = 0, strip: bool = True,
             env_default: Callable[[Mapping[str, str]], Any] | None = None,
-            check: Callable[[Any], str | None] | None = None) -> Any:
+            check: Callable[[Any], str | None] | None = None, whole: bool = False,
+            parse: Callable[[str, str], Any] | None = None) -> Any:
     """A config field read from variable ``env`` (see :class:`Setting` for the options)."""
     spec = Setting(env=env, help=help, secret=secret, minimum=min, maximum=max,
                    choices=choices, lower=lower, min_len=min_len, strip=strip,
-                   env_default=env_default, check=check)
+                   env_default=env_default, check=check, whole=whole, parse=parse)
     return dataclasses.field(default=default, metadata={META: spec}, repr=not secret)
 
 
@@ -80,19 +120,26 @@ class SettingInfo(NamedTuple):
 
     def shown(self) -> str:
         """The value as printed: secrets that are set become ``****``."""
-        if self.secret and self.value not in (None, ""):
+        value = self.value
+        if self.secret and value not in (None, "", ()):
             return MASK
-        return "" if self.value is None else str(self.value)
+        if value is None:
+            return ""
+        if isinstance(value, tuple):
+            return ",".join(str(item) for item in value)
+        if isinstance(value, Mapping):
+            return json.dumps(value, sort_keys=True)
+        return mask_url(value) if isinstance(value, str) and "://" in value else str(value)
 
 
 def _kind(annotation: Any) -> type:
-    """``int``, ``float``, ``bool`` or ``str`` of a field's annotation (``X | None``: X)."""
+    """``int``, ``float``, ``bool``, ``str`` or ``Path`` of an annotation (``X | None``: X)."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
             raise TypeError(f"unsupported setting type {annotation!r}")
         annotation = args[0]
-    if annotation not in (int, float, bool, str):
+    if annotation not in (int, float, bool, str, Path):
         raise TypeError(f"unsupported setting type {annotation!r}")
     return annotation  # type: ignore[no-any-return]
 
@@ -104,8 +151,13 @@ def _choices(values: tuple[str, ...]) -> str:
 def _parse(spec: Setting, kind: type, raw: str) -> Any:
     """The value of a set variable (``raw`` not blank), or SettingsError naming it."""
     name = spec.env
+    if spec.parse is not None:
+        return spec.parse(name, raw.strip())
     if kind is bool:
         return _bool(name, raw.strip())
+    if kind is int and spec.whole:
+        return _int(name, raw.strip(), int(spec.minimum or 0),
+                    None if spec.maximum is None else int(spec.maximum))
     if kind in (int, float):
         low = -math.inf if spec.minimum is None else spec.minimum
         high = math.inf if spec.maximum is None else spec.maximum
@@ -118,7 +170,7 @@ def _parse(spec: Setting, kind: type, raw: str) -> Any:
         raise SettingsError(f"{name}={text!r}: expected {_choices(spec.choices)}")
     if spec.min_len and len(text) < spec.min_len:
         raise SettingsError(f"{name}: use at least {spec.min_len} characters")
-    return text
+    return Path(text) if kind is Path else text
 
 
 class Config:
@@ -133,16 +185,21 @@ class Config:
                 yield f, spec
 
     @classmethod
-    def _read(cls, env: Mapping[str, str]) -> Iterator[tuple[str, Setting, Any, str]]:
-        """(field name, setting, value, source) of every field, checked."""
+    def _read(cls, env: Mapping[str, str], defaults: Mapping[str, Any] | None = None,
+              ) -> Iterator[tuple[str, Setting, Any, str]]:
+        """(field name, setting, value, source) of every field, checked; ``defaults``
+        replaces field defaults by field name (a service's own port...)."""
         hints = typing.get_type_hints(cls)
         for f, spec in cls.settings():
-            kind = _kind(hints[f.name])
+            kind = str if spec.parse is not None else _kind(hints[f.name])
             raw = env.get(spec.env)
             if raw is not None and (raw.strip() if spec.strip else raw) != "":
                 value, source = _parse(spec, kind, raw), "env"
             else:
-                value = spec.env_default(env) if spec.env_default else f.default
+                if defaults and f.name in defaults:
+                    value = defaults[f.name]
+                else:
+                    value = spec.env_default(env) if spec.env_default else f.default
                 source = "default"
             if spec.check is not None and value is not None:
                 problem = spec.check(value)
@@ -151,24 +208,27 @@ class Config:
             yield f.name, spec, value, source
 
     @classmethod
+    def values(cls, env: Mapping[str, str],
+               defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``{field: value}`` of every declared field, parsed and checked."""
+        return {name: value for name, _, value, _ in cls._read(env, defaults)}
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Parse and check every declared variable; SettingsError names a bad one."""
-        config = cls(**{name: value for name, _, value, _ in cls._read(env)})
+        config = cls(**cls.values(env))
         config.validate()
         return config
 
     @classmethod
-    def describe(cls, env: Mapping[str, str]) -> list[SettingInfo]:
+    def describe(cls, env: Mapping[str, str],
+                 defaults: Mapping[str, Any] | None = None) -> list[SettingInfo]:
         """Every setting with its value and source (``env`` / ``default``), for people."""
         return [SettingInfo(spec.env, value, source, spec.help, spec.secret)
-                for _, spec, value, source in cls._read(env)]
+                for _, spec, value, source in cls._read(env, defaults)]
 
     def validate(self) -> None:
         """Checks across fields (one's bound is another): raise SettingsError naming them."""
-
-
-#: ``Settings`` fields that hold a credential: ``butterfly config`` shows them as ``****``.
-FRAMEWORK_SECRETS = frozenset({"admin_token", "operator_token", "read_token", "secret_key"})
 
 
 def mask_url(url: str) -> str:
@@ -179,27 +239,3 @@ def mask_url(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-
-
-def describe_settings(settings: Settings) -> list[SettingInfo]:
-    """The framework's ``BUTTERFLY_*`` settings as ``describe`` rows (variable = the field's
-    name in capitals), then each ``BUTTERFLY_<SVC>_URL``; URL passwords are masked."""
-    env = settings.env
-    rows = []
-    for f in dataclasses.fields(settings):
-        if f.name in ("service_urls", "env"):
-            continue
-        name = f"BUTTERFLY_{f.name.upper()}"
-        value = getattr(settings, f.name)
-        if f.name in ("redis_url", "db_url"):
-            value = mask_url(value)
-        elif isinstance(value, tuple):
-            value = ",".join(str(item) for item in value)
-        elif isinstance(value, Mapping):
-            value = json.dumps(value, sort_keys=True)
-        source = "env" if (env.get(name) or "").strip() else "default"
-        rows.append(SettingInfo(name, value, source, "", f.name in FRAMEWORK_SECRETS))
-    for service, url in sorted(settings.service_urls.items()):
-        rows.append(SettingInfo(f"BUTTERFLY_{service.upper()}_URL", mask_url(url), "env",
-                                f"base URL of service {service}", False))
-    return rows
