@@ -125,6 +125,9 @@ def test_new_project_installs_passes_its_tests_and_serves(outside):
             routes = run([str(bin_dir / "butterfly"), "routes", "demo_shop"], cwd=outside,
                          **env).stdout
             assert "/demo_shop/greet" in routes and "/demo_shop/add" in routes
+            called = run([str(bin_dir / "butterfly"), "call", "/demo_shop/add", "2", "3"],
+                         cwd=outside, **env).stdout
+            assert "('OK', {'sum': 5})" in called.splitlines()[-2], called[-500:]
             published = run([str(bin_dir / "butterfly"), "publish", "/demo_shop/greet",
                              '{"name": "queue"}', "--wait"], cwd=outside, **env)
             done = json.loads(published.stdout.splitlines()[-1])

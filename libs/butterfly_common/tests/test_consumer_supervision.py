@@ -11,7 +11,7 @@ from butterfly_common.consumer import Consumer
 from butterfly_common.discovery import discover
 from butterfly_common.gateway import Gateway
 from butterfly_common.logs import configure_logging
-from butterfly_common.mq import FAILED, FINISHED, Broker
+from butterfly_common.mq import FAILED, FINISHED, Broker, ErrorKind
 from butterfly_common.protocol import ProtocolSettings
 from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import configure
@@ -104,6 +104,7 @@ def test_defect_01_unstorable_result_fails_the_message_not_the_thread(setup, mon
     assert wait_until(lambda: done(broker, good), 20).status == FINISHED
     failed = wait_until(lambda: done(broker, bad), 20)
     assert failed.status == FAILED and "could not be stored: RecursionError" in failed.error
+    assert failed.error_kind == ErrorKind.UNSTORABLE
     assert consumer.health()["healthy"]
 
 

@@ -59,7 +59,8 @@ def on_stub(tmp_path: Path, topic: str, data: dict[str, Any], **options: Any) ->
 
 def outcome(message: Message) -> tuple[Any, ...]:
     return (message.status, message.result, message.attempts, message.worker != "",
-            message.error.splitlines()[:1], message.reqid)
+            message.error.splitlines()[:1], message.error_kind, message.progress,
+            message.reqid)
 
 
 CASES = {
@@ -104,6 +105,9 @@ def test_the_outcomes_are_those_of_a_service(tmp_path):
     assert "RuntimeError: the handler blew up" in raised.error
     assert dead.status == FAILED and dead.attempts == 3
     assert bad.status == FAILED and bad.attempts == 1 and "name" in bad.error
+    assert (raised.error_kind, dead.error_kind, bad.error_kind) == (
+        "exception", "exception", "refused")
+    assert answered.error_kind is None and refused.error_kind is None
     assert stub.counts("/tasks/boom") == {"queued": 0, "delayed": 0, "started": 0,
                                           "finished": 0, "failed": 2}
 

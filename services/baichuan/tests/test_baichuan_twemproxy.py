@@ -94,7 +94,9 @@ def test_refusals_and_admin_through_twemproxy(proxied):
     assert client.post("/baichuan/publish", json={"topic": TOPICS[3], "data": {},
                                                   "msg_id": "tw-1"}).get_json()["created"]
     [msg] = broker.claim(topic, "w1")
-    broker.fail(msg, "boom", retry=False)
+    broker.fail(msg, "boom", retry=False, kind="timeout")
+    dead = client.get(f"/baichuan/msg?msg_id=tw-1&topic={topic}").get_json()
+    assert dead["status"] == "failed" and dead["error_kind"] == "timeout"
     assert client.post("/baichuan/requeue", json={"topic": topic, "all": True},
                        headers=ADMIN).get_json() == {"stat": "OK", "requeued": 1}
     assert client.post("/baichuan/delete", json={"topic": topic, "msg_id": "tw-1"},

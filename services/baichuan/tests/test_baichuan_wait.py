@@ -42,7 +42,7 @@ def test_wait_returns_as_soon_as_finished(client, served, broker):
     worker.join(5)
     body = response.get_json()
     assert response.status_code == 200 and body["stat"] == "OK"
-    assert body["status"] == "finished"
+    assert body["status"] == "finished" and body["error_kind"] is None
     assert body["result"] == {"stat": "OK", "echo": {"str_info": "hi"}}
     assert 0.25 <= elapsed < 2.0, elapsed
 
@@ -54,7 +54,7 @@ def test_wait_answers_failed_messages_too(client, served, broker):
     body = client.get("/baichuan/wait", query_string={"msg_id": msg_id}).get_json()
     worker.join(5)
     assert body["stat"] == "OK" and body["status"] == "failed"
-    assert "boom" in body["error"]
+    assert "boom" in body["error"] and body["error_kind"] == "exception"
 
 
 def test_wait_already_finished_is_immediate(client, served, broker):

@@ -73,15 +73,29 @@ def test_msg_show_fields(client, broker) -> None:
         data = client.get(f"{path}?msg_id={ids['finished']}", headers=ADMIN).get_json()["data"]
         assert set(data) == {"id", "msg_data", "status", "origin", "created_at",
                              "enqueued_at", "started_at", "ended_at", "handle_worker",
-                             "result", "exc_info", "description", "cost", "progress"}
+                             "result", "exc_info", "description", "cost", "progress",
+                             "error_kind"}
         assert data["status"] == "finished" and data["origin"] == TOPIC
         assert data["progress"] is None  # its handler reported none
+        assert data["error_kind"] is None  # it did not fail
         assert data["handle_worker"] == "w1" and data["cost"] == 0.01
         assert data["result"] == '{"stat": "OK", "str_info": "finished"}'
         for key in ("created_at", "enqueued_at", "started_at", "ended_at"):
             assert TIME.match(data[key]), key
+    failed = client.get(f"/canghai/msg_show?msg_id={ids['failed']}", headers=ADMIN)
+    assert failed.get_json()["data"]["error_kind"] == "exception"  # Broker.fail's default
     missing = client.get("/canghai/msg_show?msg_id=NOPE", headers=ADMIN)
     assert missing.status_code == 404 and missing.get_json() == {"stat": "ERR_MSG_NOT_EXIST"}
+
+
+def test_message_page_shows_the_error_kind_only_when_set(client, broker) -> None:
+    ids = _messages(broker)
+    sign_in(client, "vera")
+    html = client.get(f"/console/message?id={ids['failed']}").text
+    assert '<dd class="mono" data-field="error-kind">exception</dd>' in html
+    assert "<dt>错误类型</dt>" in html and 'data-field="error">Traceback: boom</pre>' in html
+    for plain in (ids["finished"], ids["queued"]):
+        assert 'data-field="error-kind"' not in client.get(f"/console/message?id={plain}").text
 
 
 def _in_progress(broker: Broker, note: str) -> str:

@@ -227,6 +227,7 @@ def test_failed_message_requeued_finishes(fleet: dict, admin: Watched) -> None:
     page.click(f'a[href="/console/message?id={fleet["failed"]}"]')
     expect(page.locator("[data-status]")).to_have_attribute("data-status", "failed")
     expect(page.locator('[data-field="error"]')).to_have_text("ConnectionError: down")
+    expect(page.locator('[data-field="error-kind"]')).to_have_text("exception")
     shot(page, "message-failed")
     page.click("button:has-text('Requeue')")
 
@@ -236,6 +237,7 @@ def test_failed_message_requeued_finishes(fleet: dict, admin: Watched) -> None:
 
     wait_until(finished, 45, 0.5, "the requeued message finished")
     expect(page.locator('[data-field="result"]')).to_contain_text('"str_info": "retry me"')
+    expect(page.locator('[data-field="error-kind"]')).to_have_count(0)  # the claim cleared it
     shot(page, "message-finished")
 
 

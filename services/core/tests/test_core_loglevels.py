@@ -24,7 +24,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(tmp_path, monkeypatch):
+    # a fresh Redis starts its version at 0, as a fresh worker does: without this, the
+    # version an earlier test's worker applied could equal the new store's first bump
+    monkeypatch.setattr(loglevels, "_applied", 0)
     with RedisServer() as server:
         settings = load_settings({"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
                                   "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),

@@ -264,14 +264,25 @@ def test_python_client_create_wait_retry(xq: XQ):
 
 def test_consumer_interrupt_at_the_timeout_is_a_timeout_too():
     """Without the sweep's deadline (XINGQIAO_SWEEP=0) the consumer interrupting the
-    handler at the message's timeout gives the same verdict: timed_out."""
+    handler at the message's timeout gives the same verdict: timed_out. The verdict comes
+    from the record's ``error_kind``: a handler's own error worded like the consumer's
+    timeout ("timeout after 1s") is a plain failure."""
     from xq_helpers import fleet
 
     with fleet(XINGQIAO_SWEEP="0") as alone:
         k = key()
         alone.flow_type(f"interrupt-{k}", [{"label": "slow", "cmd": "/xqt/sleep",
                                             "params": {"seconds": 30}, "timeout": 1}])
+        alone.flow_type(f"mimic-{k}", [{"label": "liar", "cmd": "/xqt/mimic",
+                                        "params": {"text": "timeout after 1s"},
+                                        "timeout": 30}])
+        mimic_id = alone.create(f"mimic-{k}")
         job = alone.wait(alone.create(f"interrupt-{k}"), 20)
         slow = alone.tasks(job["job_id"])["slow"]
         assert slow["task_status"] == "timed_out" and slow["ret_stat"] == "ERR_TASK_TIMEOUT"
         assert job["job_status"] == "failed"
+        mimic = alone.wait(mimic_id, 20)
+        liar = alone.tasks(mimic_id)["liar"]
+        assert mimic["job_status"] == "failed", liar
+        assert liar["task_status"] == "failed" and liar["ret_stat"] == "ERR_SERVER_EXCEPTION"
+        assert "timeout after 1s" in liar["task_reason"]

@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from . import health, metrics, retstat
 from .discovery import Route
 from .gateway import Gateway
-from .mq import BrokerLike, Message
+from .mq import BrokerLike, ErrorKind, Message
 from .mq.group_commit import GroupCommit, Interrupted
 from .protocol import Outcome
 from .reqid import is_valid_reqid, new_reqid
@@ -321,9 +321,11 @@ class Consumer:
         req.log_res.add(f"msg_id={msg.id}")
         req.log_res.add(f"attempt={msg.attempts}")
         req.progress_sink = self._progress_sink(msg)
+        timed_out = False
         try:
             outcome = self.gateway.call(route, req, msg.data)
         except TimeLimitExceeded:
+            timed_out = True  # recorded as ErrorKind.TIMEOUT, whatever the text says
             req.error_str = f"timeout after {msg.timeout:g}s"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
         except Exception as exc:  # the gateway's own step failed (e.g. rendering)
@@ -332,7 +334,7 @@ class Consumer:
             req.error_str = f"{type(exc).__name__} outside the handler"
             req.error_detail = f"{type(exc).__name__}: {str(exc)[:500]}"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
-        self._record(msg, req, outcome)
+        self._record(msg, req, outcome, timed_out)
         if outcome.stat != retstat.OK:
             self.failed += 1
         try:
@@ -355,30 +357,35 @@ class Consumer:
 
         return store
 
-    def _record(self, msg: Message, req: Request, outcome: Outcome) -> None:
+    def _record(self, msg: Message, req: Request, outcome: Outcome,
+                timed_out: bool = False) -> None:
         try:
-            self._store(msg, req, outcome)
+            self._store(msg, req, outcome, timed_out)
         except Exception as exc:  # an outcome that cannot be stored (not JSON-able ...)
             log.exception("%s: recording the outcome failed; failing the message", msg.id)
             metrics.consumer_error("record")
             try:
                 self.broker.fail(msg, f"the outcome could not be stored: "
                                       f"{type(exc).__name__}: {str(exc)[:300]}",
-                                 None, req.cost, retry=False)
+                                 None, req.cost, retry=False, kind=ErrorKind.UNSTORABLE)
             except Exception:
                 log.exception("%s: could not fail it either; its lease will lapse", msg.id)
 
-    def _store(self, msg: Message, req: Request, outcome: Outcome) -> None:
+    def _store(self, msg: Message, req: Request, outcome: Outcome, timed_out: bool) -> None:
+        """Complete or fail the message by its stat; a failure gets its ``error_kind``
+        here, from what happened (never from the error's wording)."""
         cost = req.cost
         reason = req.error_str or outcome.reason
+        kind = ErrorKind.TIMEOUT if timed_out else ErrorKind.EXCEPTION
         for attempt in range(5):
             try:
                 done: str | bool
                 if outcome.stat == retstat.ERR_BAD_PARAMS:
-                    done = self.broker.fail(msg, reason, outcome.data, cost, retry=False)
+                    done = self.broker.fail(msg, reason, outcome.data, cost, retry=False,
+                                            kind=ErrorKind.REFUSED)
                 elif outcome.stat == retstat.ERR_SERVER_EXCEPTION:
                     done = self.broker.fail(msg, req.error_detail or reason, outcome.data,
-                                            cost, retry=True)
+                                            cost, retry=True, kind=kind)
                 else:  # shares a round trip with the runners finishing meanwhile
                     done = self._completions.submit((msg, outcome.data, cost))
                 if not done:

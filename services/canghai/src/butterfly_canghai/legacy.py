@@ -76,4 +76,6 @@ def msg_detail(m: Message) -> dict[str, Any]:
             "result": _json(m.result) if m.result is not None else "",
             "exc_info": m.error, "description": m.topic, "cost": round(m.cost, 6),
             # how far the (last) attempt got, as its handler reported: {done, total, note}
-            "progress": m.progress}
+            "progress": m.progress,
+            # why the latest attempt failed (mq.ErrorKind: timeout, exception, ...), or None
+            "error_kind": m.error_kind}

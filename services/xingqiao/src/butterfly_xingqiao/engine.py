@@ -21,7 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from butterfly_common import mq, retstat
-from butterfly_common.mq import FAILED, FINISHED, Message
+from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.runtime import get_config
 
 from . import dataflow, store
@@ -36,8 +36,6 @@ ERR_TASK_PROVIDES = "ERR_TASK_PROVIDES_MISSING"
 ERR_TASK_TIMEOUT = "ERR_TASK_TIMEOUT"
 ERR_JOB_EXE_FAILED = "ERR_JOB_EXE_FAILED"
 ERR_JOB_EXE_TIMEOUT = "ERR_JOB_EXE_TIMEOUT"
-#: How the consumer words the error of a handler it interrupted at the message's timeout.
-CONSUMER_TIMEOUT = "timeout after "
 
 
 def msg_id_of(job: Job, task: Task, run: int) -> str:
@@ -197,9 +195,10 @@ def apply_outcome(task: Task, msg: Message, job: Job | None = None) -> bool:
             moved = _failed_attempt(job, task, msg.id, ERR_TASK_PROVIDES,
                                     f"task {task.task_label}: result lacks provides: "
                                     f"{', '.join(missing)}", result, msg.cost)
-    elif msg.status == FAILED and msg.error.startswith(CONSUMER_TIMEOUT):
+    elif msg.status == FAILED and msg.error_kind == ErrorKind.TIMEOUT:
         # the consumer interrupted the handler at the message's timeout: the same verdict
-        # as the sweep's deadline, whichever of the two sees it first
+        # as the sweep's deadline, whichever of the two sees it first. The record's kind
+        # says so, not the error's wording, which a handler's own error could imitate
         moved = _failed_attempt(job, task, msg.id, ERR_TASK_TIMEOUT,
                                 f"task {task.task_label}: no result within "
                                 f"{task.task_timeout or msg.timeout:g}s", result, msg.cost,

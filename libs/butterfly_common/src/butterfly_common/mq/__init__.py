@@ -20,6 +20,7 @@ from .message import (
     QUEUED,
     STARTED,
     STATUSES,
+    ErrorKind,
     Message,
     PublishResult,
     new_id,
@@ -29,7 +30,7 @@ from .registry import HEARTBEAT_TTL, Registry
 __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker", "BrokerLike",
-    "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer", "PublishResult",
-    "Registry", "broker", "get", "get_many", "new_id", "publish", "topic_problem",
-    "valid_topic", "wait",
+    "ErrorKind", "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer",
+    "PublishResult", "Registry", "broker", "get", "get_many", "new_id", "publish",
+    "topic_problem", "valid_topic", "wait",
 ]

@@ -28,7 +28,7 @@ from ..redis_client import pipeline
 from . import index, scripts
 from .errors import NoConsumer
 from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
-from .message import STATUSES, Message, PublishResult, new_id
+from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
 
@@ -54,6 +54,19 @@ def backoff(attempts: int, min_backoff: float = 1.0, max_backoff: float = 300.0)
     ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
     base = min(max_backoff, min_backoff * 2 ** max(0, attempts - 1))
     return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
+
+
+def check_publish(data: Any, max_depth: int | None, notify: str | None, **numbers: float) -> None:
+    """The checks of a publish that come before any key is touched, shared by every
+    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, and
+    ``timeout`` > 0 with ``delay``, ``max_retries`` and the ttls >= 0."""
+    if not isinstance(data, dict):
+        raise TypeError(f"message data must be a dict, not {type(data).__name__}")
+    if numbers["timeout"] <= 0 or any(v < 0 for k, v in numbers.items() if k != "timeout"):
+        raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
+    nesting.check(data, max_depth, "data")
+    if notify:
+        check_topic(notify)
 
 
 class Broker:
@@ -129,13 +142,8 @@ class Broker:
         must also sweep for messages that ended without telling it.
         """
         k = self.keys(topic)
-        if not isinstance(data, dict):
-            raise TypeError(f"message data must be a dict, not {type(data).__name__}")
-        if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
-            raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
-        nesting.check(data, self.max_depth, "data")
-        if notify:
-            check_topic(notify)
+        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = new_id() if msg_id is None else check_id(msg_id)
@@ -249,12 +257,16 @@ class Broker:
         return backoff(attempts, self.min_backoff, self.max_backoff)
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
-             cost: float = 0.0, retry: bool = True) -> str:
+             cost: float = 0.0, retry: bool = True,
+             kind: ErrorKind | str = ErrorKind.EXCEPTION) -> str:
         """Record a failed attempt; returns ``"delayed"`` (a retry is scheduled),
         ``"failed"`` (dead-lettered, kept ``failure_ttl``) or ``""`` (fenced out).
 
         Retries while ``attempts <= max_retries``; ``retry=False`` dead-letters at once
-        (bad parameters will not get better by retrying)."""
+        (bad parameters will not get better by retrying). ``kind`` (an :class:`ErrorKind`,
+        ValueError for anything else) is stored as ``error_kind`` by the same script
+        that stores ``error``."""
+        kind = ErrorKind(kind)
         k = self.keys(msg.topic)
         delay = self.backoff(msg.attempts) if retry and msg.attempts <= msg.max_retries \
             else -1.0
@@ -262,7 +274,7 @@ class Broker:
         call = scripts.queue_in(
             pipe, "fail", [k.started, k.delayed, k.failed, k.msg(msg.id)],
             [msg.id, msg.token, error, _json(result) if result is not None else "",
-             f"{cost:.6f}", to_ms(delay) if delay >= 0 else -1])
+             f"{cost:.6f}", to_ms(delay) if delay >= 0 else -1, kind.value])
         index.queue_write(pipe, msg.id, msg.topic, self._index_ttl(msg, max(delay, 0.0)))
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
                                  best_effort=[1])
@@ -304,13 +316,14 @@ class Broker:
         return n
 
     def reap(self, topic: str) -> int:
-        """Return lease-expired messages to the front of the queue (or dead-letter them,
-        see the module doc) and trim expired finished/failed records. Atomic, so any
-        number of consumers may call it concurrently. Returns the expired count handled."""
+        """Return lease-expired messages to the front of the queue (or dead-letter them
+        with ``error_kind`` ``lost``, see the module doc) and trim expired finished/failed
+        records. Atomic, so any number of consumers may call it concurrently. Returns the
+        expired count handled."""
         k = self.keys(topic)
         returned, _trimmed = scripts.run(
             self.client, "reap", [k.queue, k.started, k.finished, k.failed],
-            [k.msg_prefix, self.batch, self.lost_grace])
+            [k.msg_prefix, self.batch, self.lost_grace, ErrorKind.LOST.value])
         return int(returned)
 
     # -- administration ---------------------------------------------------------------

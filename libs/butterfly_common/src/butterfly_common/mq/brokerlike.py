@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from .message import Message, PublishResult
+from .message import ErrorKind, Message, PublishResult
 
 
 class BrokerLike(Protocol):
@@ -43,7 +43,9 @@ class BrokerLike(Protocol):
                       ) -> list[bool]: ...
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = ...,
-             cost: float = ..., retry: bool = ...) -> str: ...
+             cost: float = ..., retry: bool = ..., kind: ErrorKind | str = ...) -> str: ...
+
+    def progress(self, msg: Message, done: int, total: int, note: str = ...) -> bool: ...
 
     def notify(self, msg: Message, status: str, stat: str,
                cost: float = ...) -> str | None: ...

@@ -26,7 +26,8 @@ for i = 1, #ids do
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HINCRBY', key, 'token', 1)
     redis.call('HSET', key, 'status', 'started', 'started_at', NOW, 'worker', ARGV[2])
-    redis.call('HDEL', key, 'progress')  -- a new attempt starts from nothing done
+    -- a new attempt starts from nothing done, and has not failed (yet)
+    redis.call('HDEL', key, 'progress', 'error_kind')
     append_record(out, key)
   end
 end

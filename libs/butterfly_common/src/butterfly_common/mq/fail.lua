@@ -1,12 +1,12 @@
 -- KEYS: started, delayed, failed, msg
--- ARGV: id, token, error, result_json, cost, backoff_ms (< 0: dead-letter now)
+-- ARGV: id, token, error, result_json, cost, backoff_ms (< 0: dead-letter now), error_kind
 -- Reply: 'delayed' (retry scheduled) | 'failed' (dead letter) | '' ignored (fenced out)
 if not fenced(KEYS[4], ARGV[2]) then
   return ''
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[4], 'ended_at', NOW, 'error', ARGV[3], 'result', ARGV[4],
-  'cost', ARGV[5])
+redis.call('HSET', KEYS[4], 'ended_at', NOW, 'error', ARGV[3], 'error_kind', ARGV[7],
+  'result', ARGV[4], 'cost', ARGV[5])
 local backoff = tonumber(ARGV[6])
 if backoff >= 0 then
   redis.call('HSET', KEYS[4], 'status', 'delayed')

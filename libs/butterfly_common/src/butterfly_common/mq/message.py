@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from .. import nesting
@@ -24,6 +25,42 @@ FAILED = "failed"
 STATUSES = (QUEUED, DELAYED, STARTED, FINISHED, FAILED)
 
 _NFIELDS = len(FIELDS)
+
+
+class ErrorKind(StrEnum):
+    """Why an attempt failed: the record's ``error_kind``, set with its ``error``.
+
+    A closed set, so a reader (xingqiao telling a timeout from a crash, a dashboard)
+    branches on a value instead of matching the wording of ``error``, which is free text
+    a handler's own exception can imitate. Set by the one script that writes ``error``
+    (``fail.lua``, ``reap.lua``); a claim clears it, so it always describes the latest
+    attempt: a retry scheduled (``delayed``) or the final ``failed`` record.
+    """
+
+    #: The handler ran past the message's ``timeout`` and was interrupted by its consumer.
+    TIMEOUT = "timeout"
+    #: The handler (or the gateway around it) raised: ``ERR_SERVER_EXCEPTION``, retried
+    #: while attempts remain.
+    EXCEPTION = "exception"
+    #: The call was refused as ``ERR_BAD_PARAMS``: dead-lettered at once, never retried
+    #: (other refusals are answers and finish the message).
+    REFUSED = "refused"
+    #: The consumer vanished: the lease lapsed again and again until ``reap`` gave up
+    #: (``attempts > max_retries + lost_grace``).
+    LOST = "lost"
+    #: The handler answered, but its outcome could not be stored (not JSON-able ...).
+    UNSTORABLE = "unstorable"
+
+
+def _error_kind(value: str | None) -> str | None:
+    """The stored kind: an :class:`ErrorKind` when known, a newer writer's unknown value
+    kept as is (a reader must not lose it), None when unset."""
+    if not value:
+        return None
+    try:
+        return ErrorKind(value)
+    except ValueError:
+        return value
 
 
 def new_id() -> str:
@@ -89,6 +126,9 @@ class Message:
     #: How far the running (or last) attempt got: ``{"done", "total", "note"}`` as its
     #: handler reported with ``req.progress``; None when it reported nothing.
     progress: dict[str, Any] | None = None
+    #: Why the latest attempt failed (an :class:`ErrorKind` value); None while it has
+    #: not failed. ``error`` says it in words, this is what a program should branch on.
+    error_kind: str | None = None
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -106,7 +146,7 @@ class Message:
             worker=v["worker"] or "", result=_loads(result) if result else None,
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
-            progress=parse_progress(v["progress"]),
+            progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
         )
 
     @classmethod

@@ -1,5 +1,5 @@
 -- KEYS: queue, started, finished, failed
--- ARGV: msg_prefix, limit, lost_grace
+-- ARGV: msg_prefix, limit, lost_grace, lost_kind (the error_kind of a dead-lettered one)
 -- Started ids past their lease go back to the FRONT of the queue (oldest deadline first),
 -- or to the dead letters once attempts > max_retries + lost_grace (a crash loop must end).
 -- Then drop finished/failed records whose expiry passed. Reply: {returned, trimmed}.
@@ -16,7 +16,8 @@ for i = #expired, 1, -1 do
   if r[1] then
     returned = returned + 1
     if tonumber(r[1]) > tonumber(r[2]) + grace then
-      redis.call('HSET', key, 'error', 'lease expired after ' .. r[1] .. ' attempts')
+      redis.call('HSET', key, 'error', 'lease expired after ' .. r[1] .. ' attempts',
+        'error_kind', ARGV[4])
       bury(KEYS[4], key, id)
     else
       redis.call('HSET', key, 'status', 'queued', 'enqueued_at', NOW)

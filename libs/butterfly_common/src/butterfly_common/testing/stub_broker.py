@@ -30,7 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import nesting
 from ..mq.broker import (
     DEFAULT_FAILURE_TTL,
     DEFAULT_RESULT_TTL,
@@ -38,9 +37,10 @@ from ..mq.broker import (
     LEASE,
     NOTICE_RESULT_TTL,
     backoff,
+    check_publish,
 )
 from ..mq.errors import NoConsumer
-from ..mq.keys import TopicKeys, check_id, check_topic
+from ..mq.keys import TopicKeys, check_id
 from ..mq.message import (
     DELAYED,
     FAILED,
@@ -48,10 +48,12 @@ from ..mq.message import (
     QUEUED,
     STARTED,
     STATUSES,
+    ErrorKind,
     Message,
     PublishResult,
     new_id,
 )
+from ..mq.progress import normalize as normalize_progress
 
 if TYPE_CHECKING:
     from ..consumer import Consumer
@@ -132,13 +134,8 @@ class StubBroker:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
         refusals); returns ``PublishResult(msg_id, created, status)``."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
-        if not isinstance(data, dict):
-            raise TypeError(f"message data must be a dict, not {type(data).__name__}")
-        if timeout <= 0 or delay < 0 or max_retries < 0 or result_ttl < 0 or failure_ttl < 0:
-            raise ValueError("timeout must be > 0; delay, max_retries and ttls >= 0")
-        nesting.check(data, self.max_depth, "data")
-        if notify:
-            check_topic(notify)
+        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         known = self._record(topic, msg_id)
         if known is not None:
@@ -270,6 +267,7 @@ class StubBroker:
             msg.attempts += 1
             msg.token += 1
             msg.status, msg.started_at, msg.worker = STARTED, self._now(), worker_id
+            msg.progress = msg.error_kind = None  # a new attempt starts clean, as on Redis
             out.append(replace(msg))
         return out
 
@@ -306,15 +304,19 @@ class StubBroker:
         return out
 
     def fail(self, msg: Message, error: str, result: dict[str, Any] | None = None,
-             cost: float = 0.0, retry: bool = True) -> str:
+             cost: float = 0.0, retry: bool = True,
+             kind: ErrorKind | str = ErrorKind.EXCEPTION) -> str:
         """Record a failed attempt: ``"delayed"`` (a retry, while ``attempts <=
-        max_retries``), ``"failed"`` (dead-lettered) or ``""`` (fenced out)."""
+        max_retries``), ``"failed"`` (dead-lettered) or ``""`` (fenced out); ``kind`` is
+        kept as ``error_kind`` (ValueError outside :class:`ErrorKind`), as on Redis."""
+        kind = ErrorKind(kind)
         stored = json.loads(_json(result)) if result is not None else None
         record = self._fenced(msg)
         if record is None:
             return ""
         now = self._now()
         record.ended_at, record.error, record.result = now, error, stored
+        record.error_kind = kind.value
         record.cost = round(cost, 6)
         if retry and msg.attempts <= msg.max_retries:
             record.status = DELAYED
@@ -326,6 +328,14 @@ class StubBroker:
         else:
             record.status = FAILED
         return FAILED
+
+    def progress(self, msg: Message, done: int, total: int, note: str = "") -> bool:
+        """Keep how far the running attempt got, normalized and fenced as on Redis."""
+        record = self._fenced(msg)
+        if record is None:
+            return False
+        record.progress = normalize_progress(done, total, note)
+        return True
 
     def notify(self, msg: Message, status: str, stat: str, cost: float = 0.0) -> str | None:
         """Publish the completion notice ``{msg_id, topic, status, stat, cost}`` to

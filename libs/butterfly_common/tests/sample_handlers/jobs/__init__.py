@@ -57,3 +57,11 @@ def stepped(req: Request, steps: int, gate: str):
             time.sleep(0.01)
     stored.append(req.progress(steps, steps, "done"))
     return retstat.OK, {"stored": stored, "method": req.method}
+
+
+@api
+def worded(req: Request, text: str):
+    """Fail as a server error worded ``text``: the consumer's own timeout wording from a
+    handler must still be recorded as an exception, not a timeout."""
+    req.error_str = text
+    return retstat.ERR_SERVER_EXCEPTION

@@ -28,6 +28,7 @@ def boom(req: Request):
 def flaky(req: Request, key: str, failures: int):
     """Raise until called ``failures`` times for ``key``, then answer."""
     CALLS[key] += 1
+    req.progress(CALLS[key], failures + 1, f"call {CALLS[key]}")
     if CALLS[key] <= failures:
         raise RuntimeError(f"failure {CALLS[key]}")
     return retstat.OK, {"calls": CALLS[key]}

@@ -63,6 +63,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "ended": ("结束时间", "Ended"),
     "error": ("错误", "Error"),
     "last_error": ("上一次尝试的错误", "Error of an earlier attempt"),
+    "error_kind": ("错误类型", "Error kind"),
     "order": ("顺序", "Order"),
     "attempts": ("尝试次数", "Attempts"),
     "progress": ("进度", "Progress"),

@@ -46,3 +46,11 @@ def sleep(req, seconds: float, key: str = ""):
     while time.monotonic() < deadline:
         time.sleep(0.01)
     return retstat.OK, {"slept": seconds}
+
+
+@api
+def mimic(req, text: str):
+    """Fail as a server error whose wording is ``text`` (e.g. the consumer's own timeout
+    wording): only the record's ``error_kind`` may tell a real timeout apart."""
+    req.error_str = text
+    return retstat.ERR_SERVER_EXCEPTION
