@@ -13,7 +13,8 @@ STAMP  := $(VENV)/.installed
 FLEET_ARGS ?=  # e.g. make run FLEET_ARGS="--port-offset 10000": a second fleet beside one
 
 .DEFAULT_GOAL := help
-.PHONY: help install frontend system-deps run test lint docs compose compose-check compose-env dist bench clean
+.PHONY: help install frontend system-deps run test lint docs compose compose-check compose-env dist bench clean \
+	settings-docs settings-docs-check
 
 help: ## list the targets (this text)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +81,12 @@ compose: $(STAMP) ## regenerate deploy/compose*.yml from deploy/fleet.toml
 
 compose-check: $(STAMP) ## fail when deploy/compose*.yml is stale
 	$(BIN)/python scripts/gen_compose.py --check
+
+settings-docs: $(STAMP) ## docs/configuration.md defaults (and missing rows) from the declared settings
+	$(BIN)/python scripts/gen_settings_docs.py
+
+settings-docs-check: $(STAMP) ## fail when docs/configuration.md disagrees with the declared settings
+	$(BIN)/python scripts/gen_settings_docs.py --check
 
 # Standard library only: works before `make install`, on a host that only runs compose.
 compose-env: ## write deploy/.env with fresh secrets for docker compose (keeps existing ones)

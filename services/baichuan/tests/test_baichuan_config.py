@@ -27,3 +27,11 @@ def test_handlers_read_the_runtime_config(app_for):
                                                       "data": {"x": "y" * 100},
                                                       "force": True})
     assert response.status_code == 413 and "64" in response.headers["x-reason"]
+
+
+def test_max_waiters_defaults_to_half_the_threads():
+    assert BaichuanConfig.from_env({}).max_waiters == 4
+    assert BaichuanConfig.from_env({"BUTTERFLY_THREADS": "20"}).max_waiters == 10
+    assert BaichuanConfig.from_env({"BUTTERFLY_THREADS": "1"}).max_waiters == 1
+    assert BaichuanConfig.from_env({"BUTTERFLY_THREADS": "20",
+                                    "BAICHUAN_MAX_WAITERS": "3"}).max_waiters == 3

@@ -67,11 +67,12 @@ def test_purge_confirm_shows_the_count(client, broker) -> None:
 
 def test_sampler_buckets(app, redis) -> None:
     from butterfly_canghai import sampler
-    from butterfly_canghai.config import current
+    from butterfly_canghai.config import CanghaiConfig
+    from butterfly_common.runtime import get_config
 
     broker = Broker(redis)
     broker.publish("/a/one", {}, force=True)
-    s = sampler.Sampler(redis, current())
+    s = sampler.Sampler(redis, get_config(CanghaiConfig))
     now = 1_800_000_000.0
     assert s.sample(now) is True
     assert s.sample(now) is False  # the same tick is sampled once across processes

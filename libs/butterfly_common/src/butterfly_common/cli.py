@@ -50,6 +50,42 @@ def _call(args: argparse.Namespace) -> int:
     return call(args.path, args.args)
 
 
+def _config(args: argparse.Namespace) -> int:
+    """Every setting of the framework and of the services, with its value and its source,
+    read from the current environment; a bad value is a SettingsError (exit 2, one line)."""
+    from .config import Config, SettingInfo
+    from .service import get_service, installed_services
+    from .settings import describe_settings
+
+    services = ([get_service(name) for name in args.service] if args.service
+                else list(installed_services().values()))
+    # one service: its port is BUTTERFLY_PORT's default, as under ``butterfly serve``
+    settings = load_settings(default_port=services[0].port if len(args.service) == 1
+                             else 8585)
+    sections: list[tuple[str, list[SettingInfo] | str]] = [
+        ("butterfly", describe_settings(settings))]
+    for service in services:
+        declared = service.config
+        if declared is None:
+            sections.append((service.name, "declares no config"))
+        elif isinstance(declared, type) and issubclass(declared, Config):
+            declared.from_env(settings.env)  # cross-field checks too
+            sections.append((service.name, declared.describe(settings.env)))
+        else:
+            service.read_config(settings)
+            sections.append((service.name, f"{declared.__name__} is valid; it does not "
+                                           "declare its variables (butterfly_common.config)"))
+    for title, rows in sections:
+        print(f"# {title}")
+        if isinstance(rows, str):
+            print(f"  ({rows})")
+            continue
+        width = max((len(row.env) for row in rows), default=0)
+        for row in rows:
+            print(f"{row.env:<{width}} = {row.shown():<24} ({row.source})")
+    return 0
+
+
 def _routes(args: argparse.Namespace) -> int:
     from .discovery import discover
     from .service import get_service, installed_services
@@ -162,7 +198,7 @@ def _worker_healthcheck() -> int:
     return 1
 
 
-BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes", "new")
+BUILTIN = ("serve", "call", "worker", "publish", "healthcheck", "routes", "new", "config")
 
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
@@ -202,6 +238,10 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("routes", help="list routes of installed services")
     p.add_argument("service", nargs="?", help="only this service")
     p.set_defaults(func=_routes)
+    p = sub.add_parser("config", help="print every setting: value and source (env or "
+                                      "default), secrets masked; exit 2 on a bad value")
+    p.add_argument("service", nargs="*", help="only these services (default: every one)")
+    p.set_defaults(func=_config)
     p = sub.add_parser("new", help="scaffold a project of your own: a service, an app, tests")
     p.add_argument("name", help="the service, its package and its app (e.g. demo_shop)")
     p.add_argument("--port", type=int, default=8600, help="its HTTP port (8600)")

@@ -11,152 +11,19 @@ import ipaddress
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .config import Config, SettingInfo, _bool, _float, setting
+from .config import SettingsError as SettingsError  # its home for every caller
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class SettingsError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
-
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Typed view of the environment. Build it with :func:`load_settings`."""
-
-    redis_url: str = DEFAULT_REDIS_URL
-    db_url: str = ""
-    #: ``BUTTERFLY_HOST``: this machine only unless told otherwise (the container image
-    #: sets 0.0.0.0)
-    host: str = "127.0.0.1"
-    port: int = 8585
-    #: ``BUTTERFLY_ANNOUNCE``: the URL ``butterfly serve`` announces in Redis for the
-    #: console (``announce.py``); empty: from host and port; ``off``: none
-    announce: str = ""
-    data_dir: Path = Path("var/data")
-    #: Where ``@download`` handlers serve files from; None: ``<data dir>/download``.
-    download_dir: Path | None = None
-    log_dir: str = "var/log"
-    log_level: str = "INFO"
-    log_max_bytes: int = 64 * 1024 * 1024
-    log_backups: int = 10
-    #: acc.log lines are written in batches at most this often (0: every line at once)
-    log_flush_ms: int = 100
-    consume: bool = False
-    consume_threads: int = 8
-    consume_topics: tuple[str, ...] = ()
-    consume_max_idle: float = 0.5
-    mq_lease: float = 30.0
-    admin_token: str = ""
-    #: Write actions (``@api(write=True)``) accept this token besides the admin token.
-    operator_token: str = ""
-    trusted_proxies: tuple[Network, ...] = ()
-    #: ``BUTTERFLY_READ_AUTH``: who may call the routes that need no role (reads, publish):
-    #: ``open`` (anyone), ``token`` (a bearer credential: admin / operator / read token or
-    #: a huoyan JWT) or ``signed-in`` (any identity with a role, a trusted proxy's user too)
-    read_auth: str = "open"
-    #: ``BUTTERFLY_READ_TOKEN``: a bearer token that may read (the viewer role) and no more
-    read_token: str = field(default="", repr=False)
-    #: ``BUTTERFLY_SECRET_KEY``: the fleet's signing key; huoyan (canghai) signs JWTs with
-    #: it and every service verifies them with it (auth.identify). Empty: no JWTs.
-    secret_key: str = field(default="", repr=False)
-    legacy_status: bool = False
-    stat_adaptor: Mapping[str, Any] | None = None
-    max_body_bytes: int = 1024 * 1024
-    #: ``BUTTERFLY_MAX_JSON_DEPTH``: deepest nesting of a client's JSON (body, dict
-    #: params, published data); deeper is ERR_BAD_PARAMS before anything is stored.
-    max_json_depth: int = 64
-    #: ``BUTTERFLY_REDIS_TIMEOUT``: seconds to connect to Redis and to wait for a reply.
-    redis_timeout: float = 1.0
-    #: ``BUTTERFLY_REDIS_RETRIES``: retries after a refused/dropped connection (never
-    #: after a reply timed out: the command may have run).
-    redis_retries: int = 1
-    workers: int = 2
-    threads: int = 8
-    #: ``BUTTERFLY_FASTPATH_RESPONSE``: API answers as plain WSGI, not werkzeug's Response
-    fastpath_response: bool = True
-    #: ``BUTTERFLY_FASTPATH_ONE_WRITE``: gunicorn sends an answer's head and body in one write
-    fastpath_one_write: bool = True
-    #: ``BUTTERFLY_FASTPATH_BREAKER_SOCKET``: the Redis breaker releases a silent server's
-    #: reads after half the timeout (through redis-py's socket), not at the timeout
-    fastpath_breaker_socket: bool = True
-    timeout: int = 60
-    #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
-    #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
-    service_urls: Mapping[str, str] = field(default_factory=dict)
-    #: The environment these settings were read from; a service's own variables
-    #: (``RUQI_*``...) are read from it by the ``config`` the Service declares.
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    def service_env(self, prefix: str) -> dict[str, str]:
-        """The variables of one service's ``env_prefix`` (``RUQI`` -> ``RUQI_*``), verbatim."""
-        head = prefix.upper().rstrip("_") + "_"
-        return {k: v for k, v in self.env.items() if k.startswith(head)}
-
-    @property
-    def extra(self) -> dict[str, str]:
-        """Every variable that is not ``BUTTERFLY_*``; prefer :meth:`service_env`."""
-        return {k: v for k, v in self.env.items() if not k.startswith("BUTTERFLY_")}
-
-    @property
-    def log_to_stdout(self) -> bool:
-        """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
-        return self.log_dir == "-"
-
-    @property
-    def download_root(self) -> Path:
-        """The folder downloads come from: never the data dir itself, which holds SQLite."""
-        return self.download_dir or self.data_dir / "download"
-
-    @property
-    def database_url(self) -> str:
-        """The DB URL, defaulting to a SQLite file in the data dir."""
-        return self.db_url or f"sqlite:///{self.data_dir / 'butterfly.db'}"
-
-
-def _secret(name: str, raw: str, minimum: int) -> str:
-    """A token or key: long enough to resist guessing, else SettingsError naming it."""
-    if len(raw) < minimum:
-        raise SettingsError(f"{name}: use at least {minimum} characters")
-    return raw
-
-
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
-
-
-def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise SettingsError(f"{name}={raw!r}: expected a number in {bound}")
-    return value
-
-
-def _float(name: str, raw: str, minimum: float, maximum: float = math.inf) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if not math.isfinite(value) or not minimum <= value <= maximum:
-        bound = f">= {minimum:g}" if maximum == math.inf else f"in {minimum:g}..{maximum:g}"
-        raise SettingsError(f"{name}={raw!r}: expected a number {bound}")
-    return value
 
 
 def env_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
@@ -225,110 +92,193 @@ DB_SCHEMES = ("sqlite", "mysql", "mysql+pool", "postgres", "postgresql", "postgr
               "postgresql+pool")
 
 
+def _db_url(name: str, raw: str) -> str:
+    return _url(name, raw, DB_SCHEMES)
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name}={raw!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _topics(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+def _read_auth(name: str, raw: str) -> str:
+    if raw.lower() not in READ_AUTH:
+        raise SettingsError(f"{name}={raw!r}: expected {', '.join(READ_AUTH)}")
+    return raw.lower()
+
+
+def _announce(name: str, raw: str) -> str:
+    return "off" if raw.lower() == "off" else _url(name, raw, ("http", "https")).rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings(Config):
+    """Typed view of the environment. Build it with :func:`load_settings`."""
+
+    redis_url: str = setting(
+        "BUTTERFLY_REDIS_URL", DEFAULT_REDIS_URL, parse=_redis_url,
+        help="Redis (or a Twemproxy listener, or redis+cluster://); database 0 only")
+    db_url: str = setting("BUTTERFLY_DB_URL", "", parse=_db_url,
+                          help="peewee URL; empty: SQLite butterfly.db in the data dir")
+    host: str = setting("BUTTERFLY_HOST", "127.0.0.1",
+                        help="listen address: this machine only unless told (the image: "
+                             "0.0.0.0)")
+    port: int = setting("BUTTERFLY_PORT", 8585, whole=True, min=1, max=65535,
+                        help="listen port (default: the service's)")
+    announce: str = setting(
+        "BUTTERFLY_ANNOUNCE", "", parse=_announce,
+        help="the URL 'butterfly serve' announces in Redis for the console; empty: from "
+             "host and port; off: none")
+    data_dir: Path = setting("BUTTERFLY_DATA_DIR", Path("var/data"),
+                             help="SQLite file, service data")
+    download_dir: Path | None = setting(
+        "BUTTERFLY_DOWNLOAD_DIR", None,
+        help="where @download handlers serve files from; unset: <data dir>/download")
+    log_dir: str = setting("BUTTERFLY_LOG_DIR", "var/log",
+                           help="logs go to <dir>/<service>/; -: everything to stdout")
+    log_level: str = setting("BUTTERFLY_LOG_LEVEL", "INFO", parse=_log_level,
+                             help="level of common.log")
+    log_max_bytes: int = setting("BUTTERFLY_LOG_MAX_BYTES", 64 * 1024 * 1024, whole=True,
+                                 min=1024, help="size rotation of each log file")
+    log_backups: int = setting("BUTTERFLY_LOG_BACKUPS", 10, whole=True, min=1, max=1000,
+                               help="rotated files kept per log")
+    log_flush_ms: int = setting(
+        "BUTTERFLY_LOG_FLUSH_MS", 100, whole=True, min=0, max=10_000,
+        help="acc.log lines are written in batches at most this often (0: every line)")
+    consume: bool = setting("BUTTERFLY_CONSUME", False,
+                            help="serve this service's topics from the queue in every worker")
+    consume_threads: int = setting("BUTTERFLY_CONSUME_THREADS", 8, whole=True, min=1,
+                                   max=256, help="handler threads per consumer")
+    consume_topics: tuple[str, ...] = setting(
+        "BUTTERFLY_CONSUME_TOPICS", (), parse=_topics,
+        help="comma-separated topics to consume (default: every queueable handler)")
+    consume_max_idle: float = setting(
+        "BUTTERFLY_CONSUME_MAX_IDLE", 0.5, min=0.01, max=30.0,
+        help="longest pause (s) between polls of an idle queue")
+    mq_lease: float = setting(
+        "BUTTERFLY_MQ_LEASE", 30.0, min=0.1, max=3600.0,
+        help="seconds a claimed message stays invisible unless its consumer extends it")
+    admin_token: str = setting("BUTTERFLY_ADMIN_TOKEN", "", min_len=16, secret=True,
+                               help="bearer token of admin handlers; unset: admin actions off")
+    #: Write actions (``@api(write=True)``) accept this token besides the admin token.
+    operator_token: str = setting("BUTTERFLY_OPERATOR_TOKEN", "", min_len=16, secret=True,
+                                  help="bearer token of write actions (admin's works too)")
+    trusted_proxies: tuple[Network, ...] = setting(
+        "BUTTERFLY_TRUSTED_PROXIES", (), parse=_networks,
+        help="comma-separated IPs/CIDRs whose X-Real-IP / X-Forwarded-For / X-Username / "
+             "X-Role are believed")
+    #: ``open`` (anyone), ``token`` (a bearer credential: admin / operator / read token or
+    #: a huoyan JWT) or ``signed-in`` (any identity with a role, a trusted proxy's user too)
+    read_auth: str = setting("BUTTERFLY_READ_AUTH", "open", parse=_read_auth,
+                             help="who may call the routes that need no role: open, token "
+                                  "or signed-in")
+    read_token: str = setting("BUTTERFLY_READ_TOKEN", "", min_len=16, secret=True,
+                              help="a bearer token that may read (the viewer role) and no more")
+    #: huoyan (canghai) signs JWTs with it and every service verifies them with it
+    #: (auth.identify). Empty: no JWTs.
+    secret_key: str = setting("BUTTERFLY_SECRET_KEY", "", min_len=32, secret=True,
+                              help="the fleet's signing key (JWTs); at least 32 characters")
+    legacy_status: bool = setting(
+        "BUTTERFLY_LEGACY_STATUS", False,
+        help="answer framework errors and refusals with the original's status codes (200)")
+    stat_adaptor: Mapping[str, Any] | None = setting(
+        "BUTTERFLY_STAT_ADAPTOR", None, parse=_stat_adaptor,
+        help="JSON: adds success / message-style keys to answers")
+    max_body_bytes: int = setting("BUTTERFLY_MAX_BODY_BYTES", 1024 * 1024, whole=True, min=1,
+                                  help="request body limit (413 above)")
+    max_json_depth: int = setting(
+        "BUTTERFLY_MAX_JSON_DEPTH", 64, whole=True, min=2, max=512,
+        help="deepest nesting of a client's JSON; deeper is ERR_BAD_PARAMS before anything "
+             "is stored")
+    redis_timeout: float = setting(
+        "BUTTERFLY_REDIS_TIMEOUT", 1.0, min=0.05, max=60.0,
+        help="seconds to connect to Redis and to wait for a reply")
+    redis_retries: int = setting(
+        "BUTTERFLY_REDIS_RETRIES", 1, whole=True, min=0, max=10,
+        help="retries after a refused/dropped connection (never after a reply timed out: "
+             "the command may have run)")
+    workers: int = setting("BUTTERFLY_WORKERS", 2, whole=True, min=1, max=256,
+                           help="gunicorn processes")
+    threads: int = setting("BUTTERFLY_THREADS", 8, whole=True, min=1, max=1024,
+                           help="gunicorn threads per process")
+    timeout: int = setting("BUTTERFLY_TIMEOUT", 60, whole=True, min=1,
+                           help="gunicorn worker timeout (s)")
+    #: The fast paths (``butterfly_common.fastpath``): each on unless its own variable or
+    #: ``BUTTERFLY_FASTPATH`` says 0; the master switch turns them all off.
+    fastpath: bool = setting(
+        "BUTTERFLY_FASTPATH", True,
+        help="0 turns every fast path off (only the libraries' public behaviour)")
+    fastpath_response: bool = setting(
+        "BUTTERFLY_FASTPATH_RESPONSE", True,
+        help="API answers as plain WSGI, not werkzeug's Response")
+    fastpath_one_write: bool = setting(
+        "BUTTERFLY_FASTPATH_ONE_WRITE", True,
+        help="gunicorn sends an answer's head and body in one write")
+    fastpath_breaker_socket: bool = setting(
+        "BUTTERFLY_FASTPATH_BREAKER_SOCKET", True,
+        help="the Redis breaker releases a silent server's reads after half the timeout "
+             "(through redis-py's socket), not at the timeout")
+    #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
+    #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
+    service_urls: Mapping[str, str] = field(default_factory=dict)
+    #: The environment these settings were read from; a service's own variables
+    #: (``RUQI_*``...) are read from it by the ``config`` the Service declares.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """:func:`load_settings` with the service URLs and the environment kept too."""
+        return load_settings(env)
+
+    def service_env(self, prefix: str) -> dict[str, str]:
+        """The variables of one service's ``env_prefix`` (``RUQI`` -> ``RUQI_*``), verbatim."""
+        head = prefix.upper().rstrip("_") + "_"
+        return {k: v for k, v in self.env.items() if k.startswith(head)}
+
+    @property
+    def extra(self) -> dict[str, str]:
+        """Every variable that is not ``BUTTERFLY_*``; prefer :meth:`service_env`."""
+        return {k: v for k, v in self.env.items() if not k.startswith("BUTTERFLY_")}
+
+    @property
+    def log_to_stdout(self) -> bool:
+        """``BUTTERFLY_LOG_DIR=-`` sends every log to stdout, as containers want."""
+        return self.log_dir == "-"
+
+    @property
+    def download_root(self) -> Path:
+        """The folder downloads come from: never the data dir itself, which holds SQLite."""
+        return self.download_dir or self.data_dir / "download"
+
+    @property
+    def database_url(self) -> str:
+        """The DB URL, defaulting to a SQLite file in the data dir."""
+        return self.db_url or f"sqlite:///{self.data_dir / 'butterfly.db'}"
+
+
+#: The fast paths' own switches, which ``BUTTERFLY_FASTPATH=0`` overrides.
+FASTPATHS = ("fastpath_response", "fastpath_one_write", "fastpath_breaker_socket")
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8585) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``), raising SettingsError on bad input."""
     env = os.environ if env is None else env
 
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    kwargs: dict[str, Any] = {}
-    if (raw := get("BUTTERFLY_REDIS_URL")) is not None:
-        kwargs["redis_url"] = _redis_url("BUTTERFLY_REDIS_URL", raw)
-    if (raw := get("BUTTERFLY_DB_URL")) is not None:
-        kwargs["db_url"] = _url("BUTTERFLY_DB_URL", raw, DB_SCHEMES)
-    if (raw := get("BUTTERFLY_HOST")) is not None:
-        kwargs["host"] = raw
-    kwargs["port"] = _int("BUTTERFLY_PORT", get("BUTTERFLY_PORT") or str(default_port), 1, 65535)
-    if (raw := get("BUTTERFLY_DATA_DIR")) is not None:
-        kwargs["data_dir"] = Path(raw)
-    if (raw := get("BUTTERFLY_DOWNLOAD_DIR")) is not None:
-        kwargs["download_dir"] = Path(raw)
-    if (raw := get("BUTTERFLY_LOG_DIR")) is not None:
-        kwargs["log_dir"] = raw
-    if (raw := get("BUTTERFLY_LOG_LEVEL")) is not None:
-        level = raw.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise SettingsError(f"BUTTERFLY_LOG_LEVEL={raw!r}: expected DEBUG, INFO, WARNING, "
-                                "ERROR or CRITICAL")
-        kwargs["log_level"] = level
-    if (raw := get("BUTTERFLY_LOG_MAX_BYTES")) is not None:
-        kwargs["log_max_bytes"] = _int("BUTTERFLY_LOG_MAX_BYTES", raw, 1024)
-    if (raw := get("BUTTERFLY_LOG_BACKUPS")) is not None:
-        kwargs["log_backups"] = _int("BUTTERFLY_LOG_BACKUPS", raw, 1, 1000)
-    if (raw := get("BUTTERFLY_LOG_FLUSH_MS")) is not None:
-        kwargs["log_flush_ms"] = _int("BUTTERFLY_LOG_FLUSH_MS", raw, 0, 10_000)
-    if (raw := get("BUTTERFLY_CONSUME")) is not None:
-        kwargs["consume"] = _bool("BUTTERFLY_CONSUME", raw)
-    if (raw := get("BUTTERFLY_CONSUME_THREADS")) is not None:
-        kwargs["consume_threads"] = _int("BUTTERFLY_CONSUME_THREADS", raw, 1, 256)
-    if (raw := get("BUTTERFLY_CONSUME_TOPICS")) is not None:
-        kwargs["consume_topics"] = tuple(t.strip() for t in raw.split(",") if t.strip())
-    if (raw := get("BUTTERFLY_CONSUME_MAX_IDLE")) is not None:
-        kwargs["consume_max_idle"] = _float("BUTTERFLY_CONSUME_MAX_IDLE", raw, 0.01, 30.0)
-    if (raw := get("BUTTERFLY_MQ_LEASE")) is not None:
-        kwargs["mq_lease"] = _float("BUTTERFLY_MQ_LEASE", raw, 0.1, 3600.0)
-    if (raw := get("BUTTERFLY_ADMIN_TOKEN")) is not None:
-        kwargs["admin_token"] = _secret("BUTTERFLY_ADMIN_TOKEN", raw, 16)
-    if (raw := get("BUTTERFLY_OPERATOR_TOKEN")) is not None:
-        kwargs["operator_token"] = _secret("BUTTERFLY_OPERATOR_TOKEN", raw, 16)
-    if (raw := get("BUTTERFLY_READ_AUTH")) is not None:
-        if raw.lower() not in READ_AUTH:
-            raise SettingsError(f"BUTTERFLY_READ_AUTH={raw!r}: expected "
-                                f"{', '.join(READ_AUTH)}")
-        kwargs["read_auth"] = raw.lower()
-    if (raw := get("BUTTERFLY_READ_TOKEN")) is not None:
-        kwargs["read_token"] = _secret("BUTTERFLY_READ_TOKEN", raw, 16)
-    if (raw := get("BUTTERFLY_SECRET_KEY")) is not None:
-        kwargs["secret_key"] = _secret("BUTTERFLY_SECRET_KEY", raw, 32)
-    if (raw := get("BUTTERFLY_TRUSTED_PROXIES")) is not None:
-        kwargs["trusted_proxies"] = _networks("BUTTERFLY_TRUSTED_PROXIES", raw)
-    if (raw := get("BUTTERFLY_LEGACY_STATUS")) is not None:
-        kwargs["legacy_status"] = _bool("BUTTERFLY_LEGACY_STATUS", raw)
-    if (raw := get("BUTTERFLY_ANNOUNCE")) is not None:
-        kwargs["announce"] = ("off" if raw.lower() == "off" else
-                              _url("BUTTERFLY_ANNOUNCE", raw, ("http", "https")).rstrip("/"))
-    if (raw := get("BUTTERFLY_STAT_ADAPTOR")) is not None:
-        kwargs["stat_adaptor"] = _stat_adaptor("BUTTERFLY_STAT_ADAPTOR", raw)
-    if (raw := get("BUTTERFLY_MAX_BODY_BYTES")) is not None:
-        kwargs["max_body_bytes"] = _int("BUTTERFLY_MAX_BODY_BYTES", raw, 1)
-    if (raw := get("BUTTERFLY_MAX_JSON_DEPTH")) is not None:
-        kwargs["max_json_depth"] = _int("BUTTERFLY_MAX_JSON_DEPTH", raw, 2, 512)
-    if (raw := get("BUTTERFLY_REDIS_TIMEOUT")) is not None:
-        kwargs["redis_timeout"] = _float("BUTTERFLY_REDIS_TIMEOUT", raw, 0.05, 60.0)
-    if (raw := get("BUTTERFLY_REDIS_RETRIES")) is not None:
-        kwargs["redis_retries"] = _int("BUTTERFLY_REDIS_RETRIES", raw, 0, 10)
-    if (raw := get("BUTTERFLY_WORKERS")) is not None:
-        kwargs["workers"] = _int("BUTTERFLY_WORKERS", raw, 1, 256)
-    if (raw := get("BUTTERFLY_THREADS")) is not None:
-        kwargs["threads"] = _int("BUTTERFLY_THREADS", raw, 1, 1024)
-    if (raw := get("BUTTERFLY_TIMEOUT")) is not None:
-        kwargs["timeout"] = _int("BUTTERFLY_TIMEOUT", raw, 1)
-    kwargs.update(_fastpaths(get))
+    kwargs = Settings.values(env, {"port": default_port})
+    if not kwargs["fastpath"]:
+        for name in FASTPATHS:
+            kwargs[name] = False
     kwargs["service_urls"] = _service_urls(env)
     kwargs["env"] = dict(env)
     settings = Settings(**kwargs)
     _check_download_root(settings)
     return settings
-
-
-#: The fast paths (``butterfly_common.fastpath``): Settings field -> its own variable.
-FASTPATHS = {"fastpath_response": "BUTTERFLY_FASTPATH_RESPONSE",
-             "fastpath_one_write": "BUTTERFLY_FASTPATH_ONE_WRITE",
-             "fastpath_breaker_socket": "BUTTERFLY_FASTPATH_BREAKER_SOCKET"}
-
-
-def _fastpaths(get: Callable[[str], str | None]) -> dict[str, bool]:
-    """Each fast path is on unless its variable or ``BUTTERFLY_FASTPATH`` says 0: the
-    master switch turns them all off, whatever the others say."""
-    raw = get("BUTTERFLY_FASTPATH")
-    every = True if raw is None else _bool("BUTTERFLY_FASTPATH", raw)
-    switches = {}
-    for field_name, name in FASTPATHS.items():
-        raw = get(name)
-        switches[field_name] = every and (True if raw is None else _bool(name, raw))
-    return switches
 
 
 def _check_download_root(settings: Settings) -> None:
@@ -361,3 +311,13 @@ def _service_urls(env: Mapping[str, str]) -> dict[str, str]:
             continue
         urls[service] = _url(name, raw.strip(), ("http", "https")).rstrip("/")
     return urls
+
+
+def describe_settings(settings: Settings) -> list[SettingInfo]:
+    """The framework's ``BUTTERFLY_*`` settings as :meth:`Config.describe` rows, then each
+    ``BUTTERFLY_<SVC>_URL`` set; ``butterfly config`` prints them."""
+    rows = Settings.describe(settings.env, {"port": settings.port})
+    for service, url in sorted(settings.service_urls.items()):
+        rows.append(SettingInfo(f"BUTTERFLY_{service.upper()}_URL", url, "env",
+                                f"base URL of service {service}", False))
+    return rows

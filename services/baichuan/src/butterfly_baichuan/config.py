@@ -10,48 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from butterfly_common.settings import Settings, env_number
+from butterfly_common.config import Config, setting
+from butterfly_common.settings import Settings
 
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_WAIT = 60.0
 MAINTENANCE_INTERVAL = 15.0
 PRUNE_WORKERS_AFTER = 600.0
-
-
-@dataclass(frozen=True)
-class BaichuanConfig:
-    """Limits of the HTTP API and the cadence of the maintenance thread."""
-
-    #: ``BAICHUAN_MAX_MESSAGE_BYTES``: largest serialized ``data`` publish accepts.
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    #: ``BAICHUAN_MAX_WAIT``: longest long-poll of ``/baichuan/wait`` (seconds); a long
-    #: wait holds one server thread, so it is bounded whatever the caller asks.
-    max_wait: float = MAX_WAIT
-    #: ``BAICHUAN_MAINTENANCE_INTERVAL``: seconds between reap / prune / gauge passes.
-    maintenance_interval: float = MAINTENANCE_INTERVAL
-    #: ``BAICHUAN_PRUNE_WORKERS_AFTER``: a worker silent this long leaves the registry.
-    #: Longer than the heartbeat TTL, so a dead worker stays visible (``alive: false``) for
-    #: a while; publish checks liveness itself and does not depend on pruning.
-    prune_workers_after: float = PRUNE_WORKERS_AFTER
-    #: ``BAICHUAN_MAX_WAITERS``: ``wait`` calls one worker process serves at once (each
-    #: holds a thread); more answer 429 at once, so waits can never take every thread
-    #: (``/healthz`` and every other route keep theirs). Default: half the threads.
-    max_waiters: int = 4
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BaichuanConfig:
-        """Parse BAICHUAN_* variables; SettingsError names the malformed one."""
-        return cls(
-            max_message_bytes=int(env_number(env, "BAICHUAN_MAX_MESSAGE_BYTES",
-                                          MAX_MESSAGE_BYTES, 1)),
-            max_wait=env_number(env, "BAICHUAN_MAX_WAIT", MAX_WAIT, 0),
-            maintenance_interval=env_number(env, "BAICHUAN_MAINTENANCE_INTERVAL",
-                                         MAINTENANCE_INTERVAL, 0.05),
-            prune_workers_after=env_number(env, "BAICHUAN_PRUNE_WORKERS_AFTER",
-                                        PRUNE_WORKERS_AFTER, 1),
-            max_waiters=int(env_number(env, "BAICHUAN_MAX_WAITERS",
-                                       max(1, _threads(env) // 2), 1, 10_000)),
-        )
 
 
 def _threads(env: Mapping[str, str]) -> int:
@@ -60,6 +25,35 @@ def _threads(env: Mapping[str, str]) -> int:
         return max(1, int((env.get("BUTTERFLY_THREADS") or "8").strip()))
     except ValueError:
         return 8
+
+
+def _half_the_threads(env: Mapping[str, str]) -> int:
+    return max(1, _threads(env) // 2)
+
+
+@dataclass(frozen=True)
+class BaichuanConfig(Config):
+    """Limits of the HTTP API and the cadence of the maintenance thread."""
+
+    max_message_bytes: int = setting(
+        "BAICHUAN_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, min=1,
+        help="largest serialized data publish accepts")
+    max_wait: float = setting(
+        "BAICHUAN_MAX_WAIT", MAX_WAIT, min=0,
+        help="longest long-poll of /baichuan/wait (s); a wait holds one server thread")
+    maintenance_interval: float = setting(
+        "BAICHUAN_MAINTENANCE_INTERVAL", MAINTENANCE_INTERVAL, min=0.05,
+        help="seconds between reap / prune / gauge passes")
+    #: Longer than the heartbeat TTL, so a dead worker stays visible (``alive: false``) for
+    #: a while; publish checks liveness itself and does not depend on pruning.
+    prune_workers_after: float = setting(
+        "BAICHUAN_PRUNE_WORKERS_AFTER", PRUNE_WORKERS_AFTER, min=1,
+        help="a worker silent this long (s) leaves the registry")
+    #: Each wait holds a thread; more answer 429 at once, so waits can never take every
+    #: thread (``/healthz`` and every other route keep theirs).
+    max_waiters: int = setting(
+        "BAICHUAN_MAX_WAITERS", 4, min=1, max=10_000, env_default=_half_the_threads,
+        help="wait calls one worker process serves at once; default: half the threads")
 
 
 def config_of(settings: Settings) -> BaichuanConfig:

@@ -25,11 +25,11 @@ PRUNE_PREFIX = "canghai:audit:prune"
 
 def _over_limit(action: str, ip: str) -> tuple[bool, bool]:
     """``(drop, last)``: drop this refusal's entry, or write it as the last of the minute."""
-    from butterfly_common.runtime import get_redis
+    from butterfly_common.runtime import get_config, get_redis
 
-    from .config import current
+    from .config import CanghaiConfig
 
-    limit = current().audit_failures_per_minute
+    limit = get_config(CanghaiConfig).audit_failures_per_minute
     minute = int(time.time() // 60)
     digest = hashlib.sha256(f"{action}|{ip}".encode()).hexdigest()[:24]
     key = f"{RATE_PREFIX}:{digest}:{minute}"

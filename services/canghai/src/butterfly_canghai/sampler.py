@@ -158,11 +158,9 @@ def start_sampler(settings: Any) -> Callable[[], None] | None:
     """The sampler loop of this server process (a starter of the canghai Service): at
     once, then just past every multiple of ``CANGHAI_SAMPLE_SECONDS`` of the wall clock,
     so every process competes for the same tick."""
-    from butterfly_common.runtime import get_redis
+    from butterfly_common.runtime import get_config, get_redis
 
-    from .config import current
-
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     sampler = Sampler(get_redis(), cfg)
     loop = Periodic("canghai-sampler", cfg.sample_seconds, sampler.sample, align=True,
                     first_delay=0, logger=log).start()

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from butterfly_common.settings import Settings, SettingsError, env_flag, env_number
+from butterfly_common.config import Config, setting
 
 OVERLAPS = ("allow", "forbid")
 
 
-def _local_zone() -> str:
+def _local_zone(env: Mapping[str, str] | None = None) -> str:
+    """The machine's zone name (the default of RUQI_TIMEZONE), else UTC."""
     try:
         import tzlocal
 
@@ -28,55 +29,38 @@ def _local_zone() -> str:
 
 
 @dataclass(frozen=True)
-class RuqiConfig:
+class RuqiConfig(Config):
     """Everything ruqi reads from the environment, with its defaults."""
 
-    script_dir: str | None = None
-    timezone: str = "UTC"
-    misfire_grace_time: int = 30
-    coalesce: bool = False
-    overlap: str = "allow"
-    timeout: float = 60.0
-    cmd_max_len: int = 4096
-    engine: bool = True
-    workers: int = 32
-    poll_interval: float = 0.2
-    #: At most one claim round per this many seconds: fires due within it are claimed in
-    #: one round trip, at most this much later than their time.
-    claim_interval: float = 0.02
-    node_ttl: float = 3.0
-    #: A fire waiting this many seconds past its time is coalesced into the job's next one.
-    coalesce_after: float = 5.0
-    history_max_age_days: float = 30.0
-    history_max_per_job: int = 1000
-    history_prune_interval: float = 600.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RuqiConfig:
-        """Parse ``settings``' RUQI_* variables afresh (prefer ``runtime.get_config``)."""
-        return cls.from_env(settings.service_env("RUQI"))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RuqiConfig:
-        """Parse RUQI_* variables; SettingsError names the malformed one."""
-        overlap = env.get("RUQI_OVERLAP", "").strip() or "allow"
-        if overlap not in OVERLAPS:
-            raise SettingsError(f"RUQI_OVERLAP={overlap!r}: expected allow or forbid")
-        return cls(
-            script_dir=env.get("RUQI_SCRIPT_DIR", "").strip() or None,
-            timezone=env.get("RUQI_TIMEZONE", "").strip() or _local_zone(),
-            misfire_grace_time=int(env_number(env, "RUQI_MISFIRE_GRACE_TIME", 30, 1)),
-            coalesce=env_flag(env, "RUQI_COALESCE", False),
-            overlap=overlap,
-            timeout=env_number(env, "RUQI_TIMEOUT", 60.0, 0.1),
-            cmd_max_len=int(env_number(env, "RUQI_CMD_MAX_LEN", 4096, 16)),
-            engine=env_flag(env, "RUQI_ENGINE", True),
-            workers=int(env_number(env, "RUQI_WORKERS", 32, 1)),
-            poll_interval=env_number(env, "RUQI_POLL_INTERVAL", 0.2, 0.01),
-            claim_interval=env_number(env, "RUQI_CLAIM_INTERVAL", 0.02, 0.0),
-            node_ttl=env_number(env, "RUQI_NODE_TTL", 3.0, 0.5),
-            coalesce_after=env_number(env, "RUQI_COALESCE_AFTER", 5.0, 0.0),
-            history_max_age_days=env_number(env, "RUQI_HISTORY_MAX_AGE_DAYS", 30.0, 0.0),
-            history_max_per_job=int(env_number(env, "RUQI_HISTORY_MAX_PER_JOB", 1000, 1)),
-            history_prune_interval=env_number(env, "RUQI_HISTORY_PRUNE_INTERVAL", 600.0, 1.0),
-        )
+    script_dir: str | None = setting(
+        "RUQI_SCRIPT_DIR", None, help="folder that script jobs run from (none: no scripts)")
+    timezone: str = setting("RUQI_TIMEZONE", "UTC", env_default=_local_zone,
+                            help="zone of cron expressions; default: the machine's zone")
+    misfire_grace_time: int = setting("RUQI_MISFIRE_GRACE_TIME", 30, min=1,
+                                      help="seconds a late fire may still run")
+    coalesce: bool = setting("RUQI_COALESCE", False,
+                             help="run missed fires of a job once instead of each")
+    overlap: str = setting("RUQI_OVERLAP", "allow", choices=OVERLAPS,
+                           help="allow or forbid a job's fire while its last still runs")
+    timeout: float = setting("RUQI_TIMEOUT", 60.0, min=0.1, help="seconds a job run may take")
+    cmd_max_len: int = setting("RUQI_CMD_MAX_LEN", 4096, min=16,
+                               help="longest command a job may have (characters)")
+    engine: bool = setting("RUQI_ENGINE", True, help="run the scheduling engine in this process")
+    workers: int = setting("RUQI_WORKERS", 32, min=1, help="job runs at once per process")
+    poll_interval: float = setting("RUQI_POLL_INTERVAL", 0.2, min=0.01,
+                                   help="seconds between the engine's polls")
+    claim_interval: float = setting(
+        "RUQI_CLAIM_INTERVAL", 0.02, min=0.0,
+        help="at most one claim round per this many seconds: fires due within it are "
+             "claimed in one round trip, at most this much later than their time")
+    node_ttl: float = setting("RUQI_NODE_TTL", 3.0, min=0.5,
+                              help="seconds a silent engine replica counts as alive")
+    coalesce_after: float = setting(
+        "RUQI_COALESCE_AFTER", 5.0, min=0.0,
+        help="a fire waiting this many seconds past its time is coalesced into the next")
+    history_max_age_days: float = setting("RUQI_HISTORY_MAX_AGE_DAYS", 30.0, min=0.0,
+                                          help="run history older than this is pruned")
+    history_max_per_job: int = setting("RUQI_HISTORY_MAX_PER_JOB", 1000, min=1,
+                                       help="runs kept per job")
+    history_prune_interval: float = setting("RUQI_HISTORY_PRUNE_INTERVAL", 600.0, min=1.0,
+                                            help="seconds between history prunes")

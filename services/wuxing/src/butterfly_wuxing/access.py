@@ -11,13 +11,14 @@ import hmac
 
 from butterfly_common import runtime
 from butterfly_common.request import Request
+from butterfly_common.runtime import get_config
 
-from .context import get_config
+from .config import WuxingConfig
 from .errors import WuxingError
 
 
 def check_read(req: Request) -> None:
-    token = get_config().read_token
+    token = get_config(WuxingConfig).read_token
     if not token:
         return
     if req.username and req.username != "-":

@@ -221,13 +221,11 @@ def get_cache() -> Cache:
     global _cache
     from butterfly_common import runtime
 
-    from .context import get_config
-
     settings = runtime.get_settings()
     current = _cache
     if current is None or current[0] is not settings:
         with _cache_lock:
-            current = (settings, Cache(settings.redis_url, get_config(),
+            current = (settings, Cache(settings.redis_url, runtime.get_config(WuxingConfig),
                                        settings.fastpath_breaker_socket))
             _cache = current
     return current[1]

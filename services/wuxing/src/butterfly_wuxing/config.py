@@ -6,57 +6,46 @@ local Redis. A malformed value stops start-up with a :class:`SettingsError` nami
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from butterfly_common.settings import SettingsError, env_flag, env_number
+from butterfly_common.config import Config, setting
 
 
 @dataclass(frozen=True)
-class WuxingConfig:
+class WuxingConfig(Config):
     """Everything wuxing reads from the environment, with its defaults."""
 
-    #: History rows older than this many days are pruned (the revision feed is compacted).
-    history_days: float = 90.0
-    #: Seconds between two retention passes in each server process.
-    history_prune_interval: float = 3600.0
-    #: Read through the Redis cache (off: every read goes to the database).
-    cache: bool = True
-    #: Seconds a cache entry lives even when nothing changes (bounds staleness after an
-    #: outage that swallowed an invalidation; see docs/architecture.md, wuxing cache).
-    cache_ttl: float = 3600.0
-    #: Seconds a process trusts a version it read from Redis (no round trip on a hit
-    #: meanwhile); every write answers that much later. 0: ask Redis on every read.
-    #: Use the same value in every wuxing process of a fleet.
-    cache_lease: float = 0.01
-    #: Socket timeout of cache commands: a slow Redis must not slow reads down much.
-    cache_timeout: float = 0.2
-    #: When set, reads need ``Authorization: Bearer <token>`` (or a write credential).
-    read_token: str = ""
-    #: Longest long poll of ``/wuxing/watch`` (keep it below BUTTERFLY_TIMEOUT).
-    watch_max_timeout: float = 50.0
-    #: Most changes one watch answer carries (whole revisions are never split).
-    watch_max_changes: int = 1000
-    #: Upper bound of the watch's adaptive poll interval on the version key, seconds.
-    watch_poll_max: float = 0.02
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WuxingConfig:
-        """Build from the ``WUXING_*`` variables; raises SettingsError naming a bad one."""
-        token = (env.get("WUXING_READ_TOKEN") or "").strip()
-        if token and len(token) < 16:
-            raise SettingsError("WUXING_READ_TOKEN: use at least 16 characters")
-        return cls(
-            history_days=env_number(env, "WUXING_HISTORY_DAYS", 90.0, 0.0),
-            history_prune_interval=env_number(env, "WUXING_HISTORY_PRUNE_INTERVAL", 3600.0,
-                                              1.0),
-            cache=env_flag(env, "WUXING_CACHE", True),
-            cache_ttl=env_number(env, "WUXING_CACHE_TTL", 3600.0, 1.0),
-            cache_lease=env_number(env, "WUXING_CACHE_LEASE", 0.01, 0.0, 1.0),
-            cache_timeout=env_number(env, "WUXING_CACHE_TIMEOUT", 0.2, 0.01, 10.0),
-            read_token=token,
-            watch_max_timeout=env_number(env, "WUXING_WATCH_MAX_TIMEOUT", 50.0, 0.0, 3600.0),
-            watch_max_changes=int(env_number(env, "WUXING_WATCH_MAX_CHANGES", 1000, 1,
-                                             100_000)),
-            watch_poll_max=env_number(env, "WUXING_WATCH_POLL_MAX", 0.02, 0.001, 5.0),
-        )
+    history_days: float = setting(
+        "WUXING_HISTORY_DAYS", 90.0, min=0.0,
+        help="history rows older than this many days are pruned (the revision feed is "
+             "compacted)")
+    history_prune_interval: float = setting(
+        "WUXING_HISTORY_PRUNE_INTERVAL", 3600.0, min=1.0,
+        help="seconds between two retention passes in each server process")
+    cache: bool = setting("WUXING_CACHE", True,
+                          help="read through the Redis cache (off: every read goes to the DB)")
+    #: Bounds staleness after an outage that swallowed an invalidation; see
+    #: docs/architecture.md, wuxing cache.
+    cache_ttl: float = setting(
+        "WUXING_CACHE_TTL", 3600.0, min=1.0,
+        help="seconds a cache entry lives even when nothing changes")
+    #: No round trip on a hit meanwhile; every write answers that much later. Use the same
+    #: value in every wuxing process of a fleet.
+    cache_lease: float = setting(
+        "WUXING_CACHE_LEASE", 0.01, min=0.0, max=1.0,
+        help="seconds a process trusts a version it read from Redis (0: ask on every read)")
+    cache_timeout: float = setting(
+        "WUXING_CACHE_TIMEOUT", 0.2, min=0.01, max=10.0,
+        help="socket timeout of cache commands: a slow Redis must not slow reads down much")
+    read_token: str = setting(
+        "WUXING_READ_TOKEN", "", min_len=16, secret=True,
+        help="when set, reads need Authorization: Bearer <token> (or a write credential)")
+    watch_max_timeout: float = setting(
+        "WUXING_WATCH_MAX_TIMEOUT", 50.0, min=0.0, max=3600.0,
+        help="longest long poll of /wuxing/watch (keep it below BUTTERFLY_TIMEOUT)")
+    watch_max_changes: int = setting(
+        "WUXING_WATCH_MAX_CHANGES", 1000, min=1, max=100_000,
+        help="most changes one watch answer carries (whole revisions are never split)")
+    watch_poll_max: float = setting(
+        "WUXING_WATCH_POLL_MAX", 0.02, min=0.001, max=5.0,
+        help="upper bound of the watch's adaptive poll interval on the version key (s)")

@@ -22,9 +22,10 @@ from redis.exceptions import RedisError
 
 from butterfly_common import mq, retstat
 from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
+from butterfly_common.runtime import get_config
 
 from . import dataflow, store
-from .config import NOTICE_TOPIC, get_config
+from .config import NOTICE_TOPIC, XingqiaoConfig
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
 from .models import Job, Task, dumps, loads, now_dt, split_list
 
@@ -57,7 +58,7 @@ def _params_for(job: Job, task: Task, by_label: dict[str, Task]) -> tuple[dict, 
 
 def _publish(job: Job, task: Task, params: dict[str, Any], delay: float = 0.0) -> None:
     """Queue the current attempt of ``task`` (idempotent: its id is the attempt's)."""
-    cfg = get_config()
+    cfg = get_config(XingqiaoConfig)
     mq.broker().publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
                         timeout=task.task_timeout or cfg.task_timeout, max_retries=0,
                         result_ttl=cfg.result_ttl, failure_ttl=cfg.result_ttl,
@@ -142,7 +143,7 @@ def _verdict(job: Job, tasks: list[Task]) -> str:
 # -- outcomes -----------------------------------------------------------------------------
 
 def _retry_delay(task: Task) -> float:
-    cfg = get_config()
+    cfg = get_config(XingqiaoConfig)
     base = task.task_retry_delay if task.task_retry_delay is not None else cfg.retry_delay
     if task.task_retry_backoff == "exponential":
         base *= 2 ** task.task_retrycount
@@ -214,7 +215,7 @@ def apply_outcome(task: Task, msg: Message, job: Job | None = None) -> bool:
 def on_notice(msg_id: str, topic: str) -> str:
     """A completion notice: re-read the message (the notice is only a hint, so a forged
     or repeated one changes nothing) and advance its flow."""
-    drop = get_config().drop_notices
+    drop = get_config(XingqiaoConfig).drop_notices
     if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
     row = (Task.select(Task, Job).join(Job, on=(Task.job_id == Job.job_id), attr="flow")

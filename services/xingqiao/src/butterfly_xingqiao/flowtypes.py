@@ -120,9 +120,11 @@ def plugins() -> PluginSet:
 def reload_local(version: int | None = None) -> PluginSet:
     """Load the plugin folder again in this process."""
     global _plugins
-    from .config import get_config
+    from butterfly_common.runtime import get_config
 
-    loaded = load_plugins(get_config().plugin_dir)
+    from .config import XingqiaoConfig
+
+    loaded = load_plugins(get_config(XingqiaoConfig).plugin_dir)
     loaded.version = version if version is not None else (_plugins.version if _plugins
                                                           else 0)
     with _lock:

@@ -16,9 +16,10 @@ import peewee
 from redis.exceptions import RedisError
 
 from butterfly_common import Refusal, mq
+from butterfly_common.runtime import get_config
 
 from . import engine, flowtypes, store
-from .config import get_config
+from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
 from .models import Job, Task, dumps, loads, now_dt, split_list
@@ -91,7 +92,7 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
     """Insert the flow and its tasks in one transaction, then dispatch its first tasks."""
     extra = parse_extra(job_extra)
     specs, version = build_tasks(job_type, extra)
-    timeout = job_timeout or get_config().job_timeout
+    timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
     def insert() -> Job:
         with store.tx():
             job = Job.create(job_namespace=job_namespace, job_reqid=reqid,

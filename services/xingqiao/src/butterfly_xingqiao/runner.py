@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from butterfly_common import db
-from butterfly_common.runtime import get_redis
+from butterfly_common.runtime import get_config, get_redis
 from butterfly_common.settings import Settings
 
 from . import flowtypes
-from .config import get_config
+from .config import XingqiaoConfig
 from .models import MODELS
 from .sweep import Sweeper
 
@@ -23,4 +23,4 @@ def setup(settings: Settings) -> None:
 
 def start_sweeper(settings: Settings) -> Callable[[], None]:
     """This process's sweep loop; returns its graceful stop."""
-    return Sweeper(get_redis(), get_config()).start().stop
+    return Sweeper(get_redis(), get_config(XingqiaoConfig)).start().stop

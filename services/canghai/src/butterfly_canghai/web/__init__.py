@@ -27,11 +27,11 @@ from butterfly_common.app import header_safe
 from butterfly_common.auth import client_identity
 from butterfly_common.logs import current_reqid
 from butterfly_common.reqid import NO_REQID, is_valid_reqid, new_reqid
-from butterfly_common.runtime import get_settings
+from butterfly_common.runtime import get_config, get_settings
 
 from .. import audit, sessions
 from ..access import Identity, from_session_data
-from ..config import current, current_secret
+from ..config import CanghaiConfig, current_secret
 from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
@@ -56,7 +56,7 @@ def install(app: Flask) -> None:
         traffic_pages,
     )
 
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     app.secret_key = current_secret().key("session")
     app.config.update(
         SESSION_COOKIE_NAME=sessions.COOKIE, SESSION_COOKIE_HTTPONLY=True,
@@ -126,7 +126,7 @@ def _before() -> None:
     incoming = (request.headers.get("x-reqid") or "").upper()
     g.reqid = incoming if is_valid_reqid(incoming) else new_reqid()
     current_reqid.set(g.reqid)  # logs and calls to other services carry the page's reqid
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     g.lang = pick_lang(request.cookies.get("canghai_lang"),
                        request.headers.get("Accept-Language", ""), cfg.default_lang)
     g.user = from_session_data(dict(session)) if "u" in session else None

@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 from flask import Blueprint, g, jsonify, make_response, redirect, request, session
 
-from butterfly_common.runtime import get_redis
+from butterfly_common.runtime import get_config, get_redis
 
 from .. import audit, tokens, users
 from ..access import Identity
-from ..config import current, current_secret
+from ..config import CanghaiConfig, current_secret
 from ..lockout import Lockout
 from . import client_ip
 from .common import page, safe_next
@@ -32,7 +32,7 @@ TOKEN_COOKIE = "butterfly_token"  # noqa: S105 - a cookie name, not a secret
 
 
 def _lockout() -> Lockout:
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     return Lockout(get_redis(), cfg.lockout_failures, cfg.lockout_ip_failures,
                    cfg.lockout_minutes)
 
@@ -93,7 +93,7 @@ def logout() -> Any:
 
 
 def _token_for(user: users.User) -> str:
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     ttl = cfg.session_hours * 3600
     try:
         users.publish_epoch(user, ttl + 60)  # the services check the token's ep against it
@@ -104,7 +104,7 @@ def _token_for(user: users.User) -> str:
 
 
 def _with_token_cookie(response: Any, token: str) -> Any:
-    cfg = current()
+    cfg = get_config(CanghaiConfig)
     # not HttpOnly: the original admin pages read it to send ``Bearer: <token>``
     response.set_cookie(TOKEN_COOKIE, token, max_age=int(cfg.session_hours * 3600), path="/",
                         secure=cfg.cookie_secure, samesite="Lax")

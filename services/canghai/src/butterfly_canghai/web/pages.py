@@ -15,10 +15,10 @@ from flask import Blueprint, abort, jsonify, redirect, request
 
 from butterfly_common.mq import STATUSES, Message
 from butterfly_common.reqid import is_valid_reqid
-from butterfly_common.runtime import get_redis
+from butterfly_common.runtime import get_config, get_redis
 
 from .. import audit, fleet, queues, sampler, users
-from ..config import current
+from ..config import CanghaiConfig
 from .common import int_arg, needs, page, safe_next
 
 bp = Blueprint("console", __name__, url_prefix="/console", static_folder="../static",
@@ -31,7 +31,7 @@ def switch_lang(code: str) -> Any:
         abort(404)
     response = redirect(safe_next(request.args.get("next")))
     response.set_cookie("canghai_lang", code, max_age=365 * 86400, samesite="Lax",
-                        httponly=True, secure=current().cookie_secure)
+                        httponly=True, secure=get_config(CanghaiConfig).cookie_secure)
     return response
 
 
@@ -40,7 +40,7 @@ def switch_lang(code: str) -> Any:
 def _overview_data() -> dict[str, Any]:
     rows = queues.topic_counts()
     workers = queues.workers()
-    return {"fleet": fleet.probe_all(current()), "totals": queues.totals(rows),
+    return {"fleet": fleet.probe_all(get_config(CanghaiConfig)), "totals": queues.totals(rows),
             "alive": queues.consumers_alive(workers), "workers": len(workers),
             "topics": len(rows)}
 

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, g, request
 
 from butterfly_common.reqid import is_valid_reqid
-from butterfly_common.runtime import get_settings
+from butterfly_common.runtime import get_config, get_settings
 
 from .. import search
-from ..config import current
+from ..config import CanghaiConfig
 from .common import needs, page
 
 bp = Blueprint("search", __name__, url_prefix="/console/search")
@@ -26,7 +26,7 @@ def search_page() -> Any:
         return page("search.html", active="search", reqid=reqid, searched=False,
                     error="bad_reqid"), 400
     user = g.user.username
-    dirs = search.log_dirs(current().log_dirs, str(get_settings().log_dir))
+    dirs = search.log_dirs(get_config(CanghaiConfig).log_dirs, str(get_settings().log_dir))
     flows, flows_error = search.flows(reqid, user)
     runs, runs_error = search.runs(reqid, user)
     return page("search.html", active="search", reqid=reqid, searched=True, error="",

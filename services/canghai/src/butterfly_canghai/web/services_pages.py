@@ -7,8 +7,10 @@ from typing import Any
 
 from flask import Blueprint
 
+from butterfly_common.runtime import get_config
+
 from .. import catalog
-from ..config import current
+from ..config import CanghaiConfig
 from .common import needs, page
 
 bp = Blueprint("services", __name__, url_prefix="/console/services")
@@ -17,5 +19,5 @@ bp = Blueprint("services", __name__, url_prefix="/console/services")
 @bp.get("")
 @needs("viewer")
 def services_page() -> Any:
-    return page("services.html", active="services", services=catalog.services(current()),
-                minutes=catalog.WINDOW)
+    services = catalog.services(get_config(CanghaiConfig))
+    return page("services.html", active="services", services=services, minutes=catalog.WINDOW)

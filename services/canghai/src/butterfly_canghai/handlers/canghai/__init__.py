@@ -11,11 +11,12 @@ None of them is a queue topic.
 """
 
 from butterfly_canghai import catalog, legacy, queues
-from butterfly_canghai.config import current
+from butterfly_canghai.config import CanghaiConfig
 from butterfly_canghai.guard import identity_of, log_action
 from butterfly_common import Refusal, __version__, api, retstat
 from butterfly_common.mq import STATUSES
 from butterfly_common.paging import check_page
+from butterfly_common.runtime import get_config
 
 REGISTRIES = STATUSES  # queued, delayed, started, finished, failed
 
@@ -96,7 +97,7 @@ def service_list(req, minutes: int = catalog.WINDOW):
     identity_of(req)
     if not 1 <= minutes <= 1440:
         raise _bad("minutes must be 1..1440")
-    return retstat.OK, {"data": {"services": catalog.services(current(), minutes),
+    return retstat.OK, {"data": {"services": catalog.services(get_config(CanghaiConfig), minutes),
                                  "minutes": minutes}}
 
 

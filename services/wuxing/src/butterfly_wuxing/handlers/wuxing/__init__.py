@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from butterfly_common import api, retstat
 from butterfly_common.params import SECRET, Secret
+from butterfly_common.runtime import get_config
 from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
 from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
-from butterfly_wuxing.context import get_config
+from butterfly_wuxing.config import WuxingConfig
 from butterfly_wuxing.errors import HTTP_STATUS
 from butterfly_wuxing.revisions import namespace_revision
 
@@ -242,7 +243,7 @@ def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0):
     (long poll). No ``since``: the current revision at once. A ``since`` older than the
     retention is ERR_REVISION_COMPACTED."""
     check_read(req)
-    return OK, {"data": feed.watch(namespace, since, timeout, get_config())}
+    return OK, {"data": feed.watch(namespace, since, timeout, get_config(WuxingConfig))}
 
 
 @api(statuses=STATUSES)

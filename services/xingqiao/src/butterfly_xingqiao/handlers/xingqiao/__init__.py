@@ -17,8 +17,9 @@ from typing import Any
 from butterfly_common import Refusal, api, mq, raw, retstat
 from butterfly_common.params import ParamError
 from butterfly_common.request import Request
+from butterfly_common.runtime import get_config
 from butterfly_xingqiao import engine, flowtypes, graph, operations, queries
-from butterfly_xingqiao.config import get_config
+from butterfly_xingqiao.config import XingqiaoConfig
 from butterfly_xingqiao.definitions import DefinitionError, unserved_warnings
 from butterfly_xingqiao.models import FlowType, loads
 
@@ -138,7 +139,7 @@ def get_graph(req: Request, job_id: int, format: str = "svg") -> Any:
     if format not in graph.FORMATS:
         raise ParamError("invalid: format (svg or png)")
     try:
-        body = graph.render(_graph_of(job_id), format, get_config().graph_timeout)
+        body = graph.render(_graph_of(job_id), format, get_config(XingqiaoConfig).graph_timeout)
     except graph.GraphError as exc:
         raise Refusal("ERR_GRAPH_FAILED", str(exc), http=503) from None
     return 200, body, [("Content-Type", graph.FORMATS[format]),
