@@ -649,11 +649,29 @@ def test_message_page_shows_job_progress(fleet: dict, admin: Watched) -> None:
     shot(page, "message-progress-done")
 
 
+def test_services_page_lists_routes_and_their_calls(fleet: dict, admin: Watched) -> None:
+    """The Services page: each service of the fleet with its instances, its routes and the
+    calls the sampler counted per route."""
+    page = admin.page
+    for _ in range(3):
+        requests.get(f"{fleet['procs']['core'].url}/demo_api/ping", timeout=10)
+
+    def ping_counted() -> bool:
+        page.goto("/console/services")
+        row = page.locator('[data-service="core"] tr[data-route="/demo_api/ping"]')
+        return row.count() == 1 and int(row.locator('[data-field="calls"]').inner_text()) >= 3
+
+    wait_until(ping_counted, 60, 1.0, "core's ping calls on the services page")
+    expect(page.locator('[data-service="canghai"]')).to_have_count(1)
+    expect(page.locator('[data-service="core"] tr[data-instance]')).not_to_have_count(0)
+    shot(page, "services")
+
+
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
                  "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
                  "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
-                 "search", "message-progress", "message-progress-done"):
+                 "search", "message-progress", "message-progress-done", "services"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600
