@@ -79,7 +79,7 @@ def topic(broker: Broker) -> str:
 
 # Framework fixtures (sample service app) live in their own module; redis_server,
 # nutcracker, callee... come from the butterfly pytest plugin (butterfly_common.testing).
-from fixtures_app import client, make_app  # noqa: E402, F401
+from fixtures_app import client, make_app, sample_consumers  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module", params=["redis", "twemproxy"])

@@ -5,45 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from butterfly_common import mq
-from butterfly_common.consumer import Consumer
-from butterfly_common.discovery import discover
-from butterfly_common.gateway import Gateway
-from butterfly_common.logs import access_log, configure_logging
+from butterfly_common.logs import access_log
 from butterfly_common.mq import FAILED, FINISHED, QUEUED, Broker
-from butterfly_common.protocol import ProtocolSettings
-from butterfly_common.redis_client import make_redis
-from butterfly_common.runtime import configure
-from butterfly_common.settings import load_settings
 from butterfly_common.testing import wait_until
-
-from fixtures_app import SAMPLE
-
-
-@pytest.fixture
-def setup(redis_url, tmp_path):
-    settings = load_settings({"BUTTERFLY_REDIS_URL": redis_url,
-                              "BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
-                              "BUTTERFLY_DATA_DIR": str(tmp_path / "data")})
-    configure(settings)
-    configure_logging(settings, "sample")
-    routes = discover(SAMPLE.handlers)
-    gateway = Gateway(ProtocolSettings(), settings.download_root)
-    broker = Broker(make_redis(redis_url), lease=1.0, min_backoff=0.05, max_backoff=0.2)
-    consumers: list[Consumer] = []
-
-    def start(**options) -> Consumer:
-        options.setdefault("threads", 4)
-        options.setdefault("max_idle", 0.05)
-        consumer = Consumer("sample", routes, gateway, broker, **options).start()
-        consumers.append(consumer)
-        return consumer
-
-    yield broker, start, tmp_path / "log" / "sample"
-    for consumer in consumers:
-        consumer.stop()
 
 
 def access_line_of(log_dir: Path, msg_id: str) -> str | None:
@@ -59,8 +24,8 @@ def finished(broker: Broker, msg_id: str):
     return message if message and message.status in (FINISHED, FAILED) else None
 
 
-def test_topics_exclude_admin_and_http_only(setup):
-    _, start, _ = setup
+def test_topics_exclude_admin_and_http_only(sample_consumers):
+    _, start, _ = sample_consumers
     consumer = start()
     assert "/jobs/add" in consumer.topics and "/kinds/echo" in consumer.topics
     assert "/jobs/admin_only" not in consumer.topics
@@ -68,8 +33,8 @@ def test_topics_exclude_admin_and_http_only(setup):
     assert "/kinds/raw_int" not in consumer.topics and "/kinds/fetch" not in consumer.topics
 
 
-def test_message_runs_through_the_gateway(setup):
-    broker, start, log_dir = setup
+def test_message_runs_through_the_gateway(sample_consumers):
+    broker, start, log_dir = sample_consumers
     start()
     result = broker.publish("/jobs/add", {"a": "2", "b": 3}, reqid="00000000CAFEF00D")
     message = wait_until(lambda: finished(broker, result.msg_id), 10, what="finished")
@@ -84,9 +49,9 @@ def test_message_runs_through_the_gateway(setup):
     assert "stat:OK" in fields and "params:a=2;b=3" in fields
 
 
-def test_heartbeat_carries_busy_and_counts(setup):
+def test_heartbeat_carries_busy_and_counts(sample_consumers):
     """The console's consumers page shows busy/idle threads and processed/failed counts."""
-    broker, start, _ = setup
+    broker, start, _ = sample_consumers
     consumer = start(threads=2)
     ok = broker.publish("/jobs/add", {"a": 1, "b": 2}).msg_id
     bad = broker.publish("/jobs/add", {"a": 1}).msg_id  # ERR_BAD_PARAMS: failed
@@ -99,8 +64,8 @@ def test_heartbeat_carries_busy_and_counts(setup):
     assert row["info"]["busy"] == 0 and row["info"]["threads"] == 2
 
 
-def test_bad_params_fail_at_once_without_retry(setup):
-    broker, start, _ = setup
+def test_bad_params_fail_at_once_without_retry(sample_consumers):
+    broker, start, _ = sample_consumers
     start()
     result = broker.publish("/jobs/add", {"a": 1, "c": 2}, max_retries=5)
     message = wait_until(lambda: finished(broker, result.msg_id), 10)
@@ -109,8 +74,8 @@ def test_bad_params_fail_at_once_without_retry(setup):
     assert "missing: b" in message.error and "unknown: c" in message.error
 
 
-def test_exceptions_retry_with_backoff_then_succeed_or_dead_letter(setup):
-    broker, start, _ = setup
+def test_exceptions_retry_with_backoff_then_succeed_or_dead_letter(sample_consumers):
+    broker, start, _ = sample_consumers
     start()
     key = str(time.time_ns())
     ok = broker.publish("/jobs/flaky", {"key": key, "failures": 2}, max_retries=3)
@@ -124,8 +89,8 @@ def test_exceptions_retry_with_backoff_then_succeed_or_dead_letter(setup):
     assert message.result == {"stat": "ERR_SERVER_EXCEPTION"}
 
 
-def test_timeout_interrupts_the_handler(setup):
-    broker, start, _ = setup
+def test_timeout_interrupts_the_handler(sample_consumers):
+    broker, start, _ = sample_consumers
     start()
     result = broker.publish("/jobs/slow", {"seconds": 30}, timeout=0.5)
     started = time.monotonic()
@@ -134,8 +99,8 @@ def test_timeout_interrupts_the_handler(setup):
     assert message.status == FAILED and "timeout after 0.5s" in message.error
 
 
-def test_long_handler_keeps_its_lease(setup):
-    broker, start, _ = setup
+def test_long_handler_keeps_its_lease(sample_consumers):
+    broker, start, _ = sample_consumers
     start()
     # lease is 1 s: without extension, reaping would hand it out again mid-run
     result = broker.publish("/jobs/slow", {"seconds": 2.5}, timeout=10)
@@ -143,8 +108,8 @@ def test_long_handler_keeps_its_lease(setup):
     assert message.status == FINISHED and message.attempts == 1
 
 
-def test_graceful_stop_hands_prefetched_back_to_the_front(setup):
-    broker, start, _ = setup
+def test_graceful_stop_hands_prefetched_back_to_the_front(sample_consumers):
+    broker, start, _ = sample_consumers
     from sample_handlers.jobs import STARTED
 
     STARTED.clear()
@@ -164,8 +129,8 @@ def test_graceful_stop_hands_prefetched_back_to_the_front(setup):
     assert all(broker.get(i).attempts == 0 for i in add_ids)
 
 
-def test_client_publish_get_wait(setup):
-    _, start, _ = setup
+def test_client_publish_get_wait(sample_consumers):
+    _, start, _ = sample_consumers
     start()
     result = mq.publish("/jobs/add", {"a": 40, "b": 2})
     message = mq.wait(result.msg_id, timeout=10)
@@ -174,8 +139,8 @@ def test_client_publish_get_wait(setup):
     assert mq.get("0" * 24) is None
 
 
-def test_queue_access_log_masks_nested_secrets(setup):
-    broker, start, log_dir = setup
+def test_queue_access_log_masks_nested_secrets(sample_consumers):
+    broker, start, log_dir = sample_consumers
     start()
     data = {"a": "x", "opts": {"token": "s3cret", "page": [{"api_key": "k3y"}], "n": 1}}
     result = broker.publish("/kinds/echo", data)

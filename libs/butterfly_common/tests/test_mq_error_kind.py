@@ -11,18 +11,8 @@ import uuid
 
 import pytest
 
-from butterfly_common.consumer import Consumer
-from butterfly_common.discovery import discover
-from butterfly_common.gateway import Gateway
-from butterfly_common.logs import configure_logging
 from butterfly_common.mq import DELAYED, FAILED, FINISHED, QUEUED, Broker, ErrorKind, Message
-from butterfly_common.protocol import ProtocolSettings
-from butterfly_common.redis_client import make_redis
-from butterfly_common.runtime import configure
-from butterfly_common.settings import load_settings
 from butterfly_common.testing import wait_until
-
-from fixtures_app import SAMPLE
 
 
 def wait_lease_expired(broker: Broker, topic: str) -> None:
@@ -118,36 +108,14 @@ def test_an_unknown_stored_kind_is_kept_as_written(broker: Broker, topic: str) -
 
 # -- the consumer -------------------------------------------------------------------------
 
-@pytest.fixture
-def setup(redis_url, tmp_path):
-    settings = load_settings({"BUTTERFLY_REDIS_URL": redis_url,
-                              "BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
-                              "BUTTERFLY_DATA_DIR": str(tmp_path / "data")})
-    configure(settings)
-    configure_logging(settings, "sample")
-    broker = Broker(make_redis(redis_url), lease=1.0, min_backoff=0.05, max_backoff=0.2)
-    consumers: list[Consumer] = []
-
-    def start() -> Consumer:
-        consumer = Consumer("sample", discover(SAMPLE.handlers),
-                            Gateway(ProtocolSettings(), settings.download_root), broker,
-                            threads=2, max_idle=0.05).start()
-        consumers.append(consumer)
-        return consumer
-
-    yield broker, start
-    for consumer in consumers:
-        consumer.stop()
-
-
 def ended(broker: Broker, msg_id: str) -> Message | None:
     msg = broker.get(msg_id)
     return msg if msg and msg.status in (FINISHED, FAILED) else None
 
 
-def test_the_consumer_records_why_each_message_failed(setup) -> None:
-    broker, start = setup
-    start()
+def test_the_consumer_records_why_each_message_failed(sample_consumers) -> None:
+    broker, start, _ = sample_consumers
+    start(threads=2)
     key = uuid.uuid4().hex
     slow = broker.publish("/jobs/slow", {"seconds": 30}, timeout=0.5).msg_id
     raised = broker.publish("/jobs/flaky", {"key": key, "failures": 9}).msg_id
@@ -171,14 +139,14 @@ def test_the_consumer_records_why_each_message_failed(setup) -> None:
     assert got[recovered].error and got[recovered].error_kind is None
 
 
-def test_the_consumer_reaps_a_dead_consumers_message_as_lost(setup) -> None:
-    broker, start = setup
+def test_the_consumer_reaps_a_dead_consumers_message_as_lost(sample_consumers) -> None:
+    broker, start, _ = sample_consumers
     broker.lost_grace = 0  # the first lapsed lease ends it (max_retries=0)
     mid = broker.publish("/jobs/add", {"a": 1, "b": 2}, force=True).msg_id
     # claimed (with anything an earlier test left queued), never run: its consumer is gone
     claimed = broker.claim("/jobs/add", "dead-worker", 1000)
     assert mid in {m.id for m in claimed}
-    start()  # a live consumer's keeper reaps the topic
+    start(threads=2)  # a live consumer's keeper reaps the topic
     rec = wait_until(lambda: ended(broker, mid), 15, what="the lost message dead-lettered")
     assert rec.status == FAILED and rec.error_kind == ErrorKind.LOST
     assert rec.to_dict()["error_kind"] == "lost"

@@ -10,6 +10,7 @@ import pytest
 from butterfly_common import Refusal, mq
 from butterfly_common.app import create_app
 from butterfly_common.consumer import build_consumer
+from butterfly_common.middleware import Middleware
 from butterfly_common.mq import FINISHED
 from butterfly_common.service import Service
 from butterfly_common.settings import load_settings
@@ -20,26 +21,26 @@ from sample_handlers.refuse import StoreDown
 AUDIT: list[tuple[str, str, object]] = []
 
 
-def _refusal_of(exc: Exception) -> Refusal | None:
-    if isinstance(exc, StoreDown):
-        return Refusal("ERR_STORE_DOWN", f"store unavailable: {exc}", http=503)
-    return None
+class Hooks(Middleware):
+    """A service's own middleware: maps an exception, refuses 13, audits every call."""
+
+    def on_exception(self, req, route, exc: Exception) -> Refusal | None:
+        if isinstance(exc, StoreDown):
+            return Refusal("ERR_STORE_DOWN", f"store unavailable: {exc}", http=503)
+        return None
+
+    def before_handler(self, req, route, params) -> None:
+        if params.get("n") == 13:
+            raise Refusal("ERR_UNLUCKY", "13 is refused by the before_handler hook", http=403)
+        req.log_res.add("checked=1")
+
+    def after_call(self, req, route, outcome) -> None:
+        AUDIT.append((req.method, route.path, outcome.stat))
+        if route.path == "/refuse/ok" and outcome.stat == "OK":
+            raise RuntimeError("an audit hook that fails must not change the answer")
 
 
-def _before(req, route, params) -> None:
-    if params.get("n") == 13:
-        raise Refusal("ERR_UNLUCKY", "13 is refused by the before_call hook", http=403)
-    req.log_res.add("checked=1")
-
-
-def _after(req, route, outcome) -> None:
-    AUDIT.append((req.method, route.path, outcome.stat))
-    if route.path == "/refuse/ok" and outcome.stat == "OK":
-        raise RuntimeError("an audit hook that fails must not change the answer")
-
-
-HOOKED = Service(name="hooked", port=18001, handlers="sample_handlers",
-                 before_call=_before, after_call=_after, refusal_of=_refusal_of)
+HOOKED = Service(name="hooked", port=18001, handlers="sample_handlers", middleware=[Hooks()])
 
 
 def answer(response) -> tuple[int, dict, str]:
@@ -94,7 +95,7 @@ def test_hooks_see_every_call_and_map_exceptions(tmp_path, redis_server):
     assert answer(client.get("/refuse/store_down")) == (
         503, {"stat": "ERR_STORE_DOWN"}, "store unavailable: connection refused")
     assert answer(client.get("/refuse/ok?n=13")) == (
-        403, {"stat": "ERR_UNLUCKY"}, "13 is refused by the before_call hook")
+        403, {"stat": "ERR_UNLUCKY"}, "13 is refused by the before_handler hook")
     assert answer(client.get("/refuse/ok?n=2")) == (200, {"stat": "OK", "n": 2, "user": "-"},
                                                      "")
     assert answer(client.get("/refuse/plain"))[0] == 400

@@ -15,7 +15,9 @@ __version__ = "2.0.0"
 
 from . import retstat
 from .decorators import api, download, raw
+from .middleware import Middleware
 from .refusal import Refusal
 from .request import Request
 
-__all__ = ["Refusal", "Request", "__version__", "api", "download", "raw", "retstat"]
+__all__ = ["Middleware", "Refusal", "Request", "__version__", "api", "download", "raw",
+           "retstat"]

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
 
 from . import __version__, health, metrics, nesting, periodic, retstat, runtime
-from .auth import check_read, check_role, client_identity, request_identity
+from .auth import client_identity
 from .db import ping_db
 from .discovery import Route
 from .fastpath.response import plain_answer, respond_plain
@@ -242,27 +242,23 @@ class ServiceApp:
         return outcome, gateway_headers
 
     def _serve(self, http: HttpRequest, route: Route, req: Request) -> Outcome:
-        if route.spec.role is not None:
-            # the one role check of every route that declares one (docs/architecture.md)
-            refused = check_role(request_identity(req, self.settings), route.spec.role,
-                                 self.settings)
-            if refused:
-                return self.conf.error(*refused)
-        elif self.settings.read_auth != "open" and not route.spec.public:
-            refused = check_read(request_identity(req, self.settings), self.settings)
-            if refused:
-                return self.conf.error(*refused)
+        # the body is read only once the middleware's before_call hooks (the role check)
+        # let the call through
+        return self.gateway.call(route, req, lambda: self._values(http, req))
+
+    def _values(self, http: HttpRequest, req: Request) -> Mapping[str, Any] | Outcome:
+        """The call's parameters (query + body), or the answer to a body that is too large
+        or malformed."""
         try:
             if http.environ.get(TOO_LARGE):
                 raise RequestEntityTooLarge()
-            values = request_values(http)
+            return request_values(http)
         except RequestEntityTooLarge:
             limit = self.settings.max_body_bytes
             return self.conf.error(413, retstat.ERR_BODY_TOO_LARGE,
                                    f"body larger than {limit} bytes")
         except ParamError as exc:
             return self.gateway.bad_params(req, str(exc), {})
-        return self.gateway.call(route, req, values)
 
     @staticmethod
     def _response(http: HttpRequest, outcome: Outcome,

@@ -238,33 +238,17 @@ def check_read(identity: Identity, settings: Settings) -> AdminRefusal | None:
                         f"reads need an identity (BUTTERFLY_READ_AUTH={policy}): {what}")
 
 
-def request_identity(req: Request, settings: Settings | None = None) -> Identity:
-    """The identity of ``req`` (resolved once per request; queue calls are anonymous)."""
+def request_identity(req: Request, settings: Settings, redis: Any = None) -> Identity:
+    """The identity of ``req`` (resolved once per request; queue calls are anonymous);
+    ``redis`` as for :func:`identify`."""
     found = getattr(req, "identity", None)
     if found is None:
-        from . import runtime
-
         remote = (req.wsgienv or {}).get("REMOTE_ADDR")
         if req.method == "QUEUE" or remote is None:
             found = ANONYMOUS
         else:
-            found = identify(remote, req.headers, settings or runtime.get_settings(),
-                             runtime.get_redis)
+            found = identify(remote, req.headers, settings, redis)
             if found.via == "jwt":
                 req.username = found.username  # the access log names the token's user
         req.identity = found
     return found
-
-
-def require_role(req: Request, needed: str) -> Identity:
-    """The caller's identity, or a :class:`~butterfly_common.Refusal` when it lacks
-    ``needed`` (for a role that depends on a parameter, e.g. baichuan's ``requeue
-    all=true``)."""
-    from . import runtime
-    from .refusal import Refusal
-
-    identity = request_identity(req)
-    refused = check_role(identity, needed, runtime.get_settings())
-    if refused:
-        raise Refusal(refused.stat, refused.reason, http=refused.status)
-    return identity

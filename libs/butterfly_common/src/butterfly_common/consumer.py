@@ -321,22 +321,31 @@ class Consumer:
         req.log_res.add(f"msg_id={msg.id}")
         req.log_res.add(f"attempt={msg.attempts}")
         req.progress_sink = self._progress_sink(msg)
+        chain = self.gateway.chain
         timed_out = False
         try:
+            for mw in chain.before_process:
+                mw.before_process(msg, req)
             outcome = self.gateway.call(route, req, msg.data)
         except TimeLimitExceeded:
             timed_out = True  # recorded as ErrorKind.TIMEOUT, whatever the text says
             req.error_str = f"timeout after {msg.timeout:g}s"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
+            chain.notify("on_timeout", msg, req)
         except Exception as exc:  # the gateway's own step failed (e.g. rendering)
             log.exception("%s on %s: the call failed outside the handler", msg.id, msg.topic)
             metrics.consumer_error("call")
             req.error_str = f"{type(exc).__name__} outside the handler"
             req.error_detail = f"{type(exc).__name__}: {str(exc)[:500]}"
             outcome = self.gateway.conf.error(500, retstat.ERR_SERVER_EXCEPTION, req.error_str)
-        self._record(msg, req, outcome, timed_out)
+        settled = self._record(msg, req, outcome, timed_out)
         if outcome.stat != retstat.OK:
             self.failed += 1
+        if settled == "delayed":
+            chain.notify("on_retry", msg, req, outcome)
+        elif settled == "failed":
+            chain.notify("on_dead_letter", msg, req, outcome)
+        chain.notify("after_process", msg, req, outcome)
         try:
             self.gateway.finish(req, outcome, route.path)
         except Exception:
@@ -358,20 +367,24 @@ class Consumer:
         return store
 
     def _record(self, msg: Message, req: Request, outcome: Outcome,
-                timed_out: bool = False) -> None:
+                timed_out: bool = False) -> str | bool:
+        """How the message was settled: the broker's answer (``"delayed"``: to be retried,
+        ``"failed"``: in the failed set, else finished), False when fenced or not stored."""
         try:
-            self._store(msg, req, outcome, timed_out)
+            return self._store(msg, req, outcome, timed_out)
         except Exception as exc:  # an outcome that cannot be stored (not JSON-able ...)
             log.exception("%s: recording the outcome failed; failing the message", msg.id)
             metrics.consumer_error("record")
             try:
-                self.broker.fail(msg, f"the outcome could not be stored: "
-                                      f"{type(exc).__name__}: {str(exc)[:300]}",
-                                 None, req.cost, retry=False, kind=ErrorKind.UNSTORABLE)
+                return self.broker.fail(msg, f"the outcome could not be stored: "
+                                             f"{type(exc).__name__}: {str(exc)[:300]}",
+                                        None, req.cost, retry=False, kind=ErrorKind.UNSTORABLE)
             except Exception:
                 log.exception("%s: could not fail it either; its lease will lapse", msg.id)
+                return False
 
-    def _store(self, msg: Message, req: Request, outcome: Outcome, timed_out: bool) -> None:
+    def _store(self, msg: Message, req: Request, outcome: Outcome,
+               timed_out: bool) -> str | bool:
         """Complete or fail the message by its stat; a failure gets its ``error_kind``
         here, from what happened (never from the error's wording)."""
         cost = req.cost
@@ -393,12 +406,13 @@ class Consumer:
                 elif msg.notify and done != "delayed":  # a final outcome, not a retry
                     self._notify(msg, "failed" if done == "failed" else "finished",
                                  outcome.stat, cost)
-                return
+                return done
             except (RedisError, Interrupted) as exc:
                 log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
                 if self._stopping.wait(0.2 * 2 ** attempt):
                     break
         log.error("gave up recording %s; its lease will lapse and it will run again", msg.id)
+        return False
 
     def _notify(self, msg: Message, status: str, stat: str, cost: float) -> None:
         """Tell the publisher's notice topic, AFTER the result is recorded (so a notice

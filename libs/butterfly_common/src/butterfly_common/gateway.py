@@ -1,62 +1,68 @@
-"""The one pipeline every call goes through, whether it came over HTTP or from the queue.
+"""The one pipeline every call goes through, whether it came over HTTP or the queue.
 
-bind params -> call the handler -> render its return -> access log + metrics. The HTTP
-app and the queue consumer only differ in how they build the Request and the parameter
-dict, and in what they do with the :class:`Outcome`.
+middleware ``before_call`` -> read + bind params -> ``before_handler`` -> the handler ->
+render its return -> ``after_call`` -> (the caller answers) -> ``after_answer`` (metrics,
+access log). The HTTP app and the queue consumer only differ in how they build the Request
+and the parameter dict, and in what they do with the :class:`Outcome`.
 
-A handler says no by raising :class:`~butterfly_common.Refusal`; the service's
-``refusal_of`` hook may turn other exceptions into one (a store outage -> 503), and its
-``before_call`` / ``after_call`` hooks see every call (see docs/architecture.md).
+A handler says no by raising :class:`~butterfly_common.Refusal`; a middleware's
+``on_exception`` may turn other exceptions into one (a store outage -> 503). The chain and
+its hook order: :mod:`butterfly_common.middleware` and docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import metrics, retstat
-from .db import database
+from . import retstat
 from .discovery import Route
-from .logs import MASK, current_reqid, current_secrets, error_log, secret_strings, write_access
+from .logs import MASK, current_secrets, error_log, secret_strings
+from .middleware import Chain
+from .middleware.defaults import default_middleware
 from .params import ParamError
 from .protocol import Outcome, ProtocolSettings, render_api, render_download, render_raw
 from .refusal import DEFAULT_HTTP, Refusal
 from .request import Request
-from .service import AfterCall, BeforeCall, RefusalOf
+
+#: What :meth:`Gateway.call` takes as the call's parameters: the dict, or a function that
+#: reads it (HTTP: only once the ``before_call`` hooks let the call through) and may answer
+#: an Outcome instead (a body too large).
+Values = Mapping[str, Any] | Callable[[], "Mapping[str, Any] | Outcome"]
 
 
 class Gateway:
-    """Calls handlers of one service and records each call."""
+    """Calls handlers of one service through its middleware chain."""
 
-    def __init__(self, conf: ProtocolSettings, download_root: Path, *,
-                 before_call: BeforeCall | None = None, after_call: AfterCall | None = None,
-                 refusal_of: RefusalOf | None = None) -> None:
+    def __init__(self, conf: ProtocolSettings, download_root: Path,
+                 chain: Chain | None = None) -> None:
         self.conf = conf
         #: ``Settings.download_root``: never the data dir, which holds the database.
         self.download_root = download_root
-        self.before_call = before_call
-        self.after_call = after_call
-        self.refusal_of = refusal_of
+        #: default: the framework's own middleware only (access log, metrics...)
+        self.chain = chain if chain is not None else Chain(default_middleware())
 
-    def call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
-        """Bind ``values`` to the handler, run it and render what it returned."""
-        token = current_reqid.set(req.reqid)
+    def call(self, route: Route, req: Request, values: Values) -> Outcome:
+        """Run the chain's call hooks around binding ``values`` to the handler, running it
+        and rendering what it returned."""
+        chain = self.chain
+        outcome: Outcome | None = None
         try:
-            outcome = self._call(route, req, values)
-            if self.after_call is not None:
-                try:
-                    self.after_call(req, route, outcome)
-                except Exception:
-                    error_log.exception("%s after_call hook of %s failed", req.reqid,
-                                        route.path)
+            for mw in chain.before_call:
+                mw.before_call(req, route)
+        except Refusal as exc:  # before the parameters: answered like the framework's own
+            req.error_str = exc.reason
+            outcome = self.conf.error(exc.http or DEFAULT_HTTP, exc.stat, exc.reason)
+            chain.notify("on_refusal", req, route, exc)
+        try:
+            if outcome is None:
+                read = values() if callable(values) else values
+                outcome = read if isinstance(read, Outcome) else self._call(route, req, read)
             return outcome
         finally:
-            current_reqid.reset(token)
-            if database.obj is not None and not database.is_closed():
-                database.close()  # back to the pool; next call opens lazily
+            chain.notify("after_call", req, route, outcome)
 
     def _call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
         secret = route.binder.secret
@@ -85,15 +91,15 @@ class Gateway:
         else:
             req.log_params.update(kwargs)
         try:
-            if self.before_call is not None:
-                self.before_call(req, route, kwargs)
+            for mw in self.chain.before_handler:
+                mw.before_handler(req, route, kwargs)
             ret = route.func(req, **kwargs)
         except Refusal as exc:
             return self.refused(req, route, exc)
         except ParamError as exc:  # a handler's own validation of the client's input
             return self.bad_params(req, str(exc), {})
         except Exception as exc:
-            refusal = self.refusal_of(exc) if self.refusal_of is not None else None
+            refusal = self.refusal_of(req, route, exc)
             if refusal is not None:
                 return self.refused(req, route, refusal)
             req.error_str = req.error_str or "API Processing Exception"
@@ -115,10 +121,20 @@ class Gateway:
                             outcome.reason, route.path)
         return outcome
 
+    def refusal_of(self, req: Request, route: Route, exc: Exception) -> Refusal | None:
+        """The Refusal the first middleware's ``on_exception`` names for ``exc``, or None."""
+        for mw in self.chain.on_exception:
+            refusal = mw.on_exception(req, route, exc)
+            if refusal is not None:
+                return refusal
+        return None
+
     def refused(self, req: Request, route: Route, refusal: Refusal) -> Outcome:
         """``{"stat": stat, **data}``, ``x-reason`` = the reason, the policy's HTTP code:
-        the refusal's own, else the route's ``statuses``, else 400 (200 in legacy mode)."""
+        the refusal's own, else the route's ``statuses`` (the service's map under the
+        handler's own), else 400 (200 in legacy mode)."""
         req.error_str = refusal.reason
+        self.chain.notify("on_refusal", req, route, refusal)
         outcome = render_api((refusal.stat, refusal.data), route.spec, self.conf)
         if outcome.stat != refusal.stat:  # data not JSON-serialisable: a handler bug
             return outcome
@@ -138,12 +154,11 @@ class Gateway:
         return self.conf.error(400, retstat.ERR_BAD_PARAMS, reason)
 
     def finish(self, req: Request, outcome: Outcome, label: str) -> None:
-        """Write the access-log line and count the call under the metrics ``label``."""
+        """The call is answered: the chain's ``after_answer`` hooks (metrics, access log)
+        with the metrics ``label``."""
         if outcome.reason and not req.error_str:
             req.error_str = outcome.reason
-        stat = req.log_ret_code if req.log_ret_code is not None else outcome.stat
-        write_access(req, stat)
-        metrics.observe(label, req.method, stat, time.perf_counter() - req.init_tm)
+        self.chain.notify("after_answer", req, outcome, label)
 
 
 def _masked(values: Mapping[str, Any], secret: frozenset[str]) -> dict[str, Any]:

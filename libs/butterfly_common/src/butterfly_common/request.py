@@ -16,9 +16,10 @@ class Request:
     Field names follow the original butterfly so handlers port over unchanged.
     """
 
-    __slots__ = ("_tm", "cookie_header", "error_detail", "error_str", "funcname", "headers",
-                 "identity", "init_tm", "ip", "log_params", "log_res", "log_ret_code", "log_talk",
-                 "method", "progress_sink", "reqid", "secrets", "username", "wsgienv")
+    __slots__ = ("_tm", "context", "cookie_header", "error_detail", "error_str", "funcname",
+                 "headers", "identity", "init_tm", "ip", "log_params", "log_res",
+                 "log_ret_code", "log_talk", "method", "progress_sink", "reqid", "secrets",
+                 "username", "wsgienv")
 
     def __init__(self, reqid: str, *, ip: str = "0.0.0.0", username: str = "-",
                  method: str = "GET", funcname: str = "",
@@ -44,6 +45,8 @@ class Request:
         self.secrets: tuple[str, ...] = ()
         #: where :meth:`progress` goes: set by the queue consumer, None over HTTP
         self.progress_sink: ProgressSink | None = None
+        #: per-call scratch space of middleware (key: the middleware's own name)
+        self.context: dict[str, Any] = {}
         self.init_tm = self._tm = time.perf_counter()
 
     def start_timming(self) -> None:

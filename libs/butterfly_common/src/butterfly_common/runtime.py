@@ -17,7 +17,8 @@ broker; a service's runtime does not carry one).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import db, nesting
@@ -144,6 +145,7 @@ def build_runtime(service: Service, settings: Settings | None = None) -> Service
     global _runtime
     from .discovery import discover
     from .gateway import Gateway
+    from .middleware import chain_for, install
     from .protocol import ProtocolSettings
 
     if settings is not None:
@@ -155,11 +157,22 @@ def build_runtime(service: Service, settings: Settings | None = None) -> Service
             return _runtime
         config = load_config(service)
         conf = ProtocolSettings(settings.legacy_status, settings.stat_adaptor)
-        gateway = Gateway(conf, settings.download_root, before_call=service.before_call,
-                          after_call=service.after_call, refusal_of=service.refusal_of)
-        _runtime = ServiceRuntime(service, settings, config, discover(service.handlers),
-                                  gateway)
+        chain = chain_for(service, settings, get_redis)  # SettingsError: BUTTERFLY_MIDDLEWARE
+        install(chain)  # what mq.publish runs in this process
+        gateway = Gateway(conf, settings.download_root, chain)
+        routes = with_statuses(discover(service.handlers), service.statuses)
+        _runtime = ServiceRuntime(service, settings, config, routes, gateway)
         return _runtime
+
+
+def with_statuses(routes: dict[str, Route], statuses: Mapping[str, int]) -> dict[str, Route]:
+    """``routes`` with the service's stat -> HTTP map under each handler's own, so a
+    returned and a raised stat answer the same code (and the OpenAPI lists it)."""
+    if not statuses:
+        return routes
+    return {path: replace(route, spec=replace(route.spec,
+                                              statuses={**statuses, **route.spec.statuses}))
+            for path, route in routes.items()}
 
 
 def current_runtime() -> ServiceRuntime | None:

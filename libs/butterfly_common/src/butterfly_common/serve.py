@@ -18,6 +18,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from . import middleware
 from .announce import announce_starter
 from .fastpath import one_write
 from .service import Service, Starter
@@ -108,6 +109,8 @@ class ButterflyServer(BaseApplication):
     def _post_worker_init(self, worker: Any) -> None:
         if self.settings.fastpath_one_write:
             one_write.install()  # an answer's head and body in one sendall
+        for mw in middleware.active().on_fork:  # the chain create_app installed
+            mw.on_fork(self.service, self.settings)
         self._stoppers = start_background(self.service, self.settings)
         # an HTTP server (not an engine-only process) tells the fleet where it answers
         stop_announcing = announce_starter(self.service)(self.settings)
@@ -122,6 +125,7 @@ class ButterflyServer(BaseApplication):
         from .logfiles import flush_all
 
         stop_background(self._stoppers)
+        middleware.active().notify("on_shutdown", self.service)
         flush_all()  # the access lines still batched (logging's atexit hook does it too)
 
     @staticmethod
@@ -142,6 +146,8 @@ def prepare(service: Service, settings: Settings) -> None:
         service.setup(settings)
         if db.database.obj is not None and not db.database.is_closed():
             db.database.close()
+    for mw in middleware.chain_for(service, settings).on_boot:
+        mw.on_boot(service, settings)
 
 
 def serve(service: Service, settings: Settings, **overrides: Any) -> None:

@@ -15,10 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .discovery import Route
-    from .protocol import Outcome
-    from .refusal import Refusal
-    from .request import Request
+    from .middleware import Middleware
 
 class ServiceConfig(Protocol):
     """What ``Service(config=...)`` takes: a (frozen dataclass) class with ``from_env``."""
@@ -32,14 +29,6 @@ class ServiceConfig(Protocol):
 #: Background work: started once per server process after fork, given the settings; it
 #: returns a callable that stops it gracefully (or None when there is nothing to stop).
 Starter = Callable[[Settings], Callable[[], None] | None]
-#: Runs before every handler call (HTTP and queue) with the bound parameters; raise
-#: :class:`~butterfly_common.Refusal` to refuse the call (auth, quotas...).
-BeforeCall = Callable[["Request", "Route", Mapping[str, Any]], None]
-#: Runs after every handler call with its outcome (audit, tracing); must not raise.
-AfterCall = Callable[["Request", "Route", "Outcome"], None]
-#: Maps an exception a handler let through to the Refusal it stands for (a store outage
-#: -> 503), or None for a real bug (500 with the traceback in err.log).
-RefusalOf = Callable[[Exception], "Refusal | None"]
 
 
 @dataclass
@@ -64,10 +53,12 @@ class Service:
     #: variable), read once with the settings from the environment they came from, and
     #: returned by ``runtime.get_config(cls)`` / ``runtime.service_config()``.
     config: type[ServiceConfig] | None = None
-    #: Gateway hooks, see :data:`BeforeCall` / :data:`AfterCall` / :data:`RefusalOf`.
-    before_call: BeforeCall | None = None
-    after_call: AfterCall | None = None
-    refusal_of: RefusalOf | None = None
+    #: The service's own middleware (:mod:`butterfly_common.middleware`), inside the
+    #: framework's defaults and outside the ones ``BUTTERFLY_MIDDLEWARE`` names.
+    middleware: list[Middleware] = field(default_factory=list)
+    #: The service's one stat -> HTTP code map, for returned and raised stats alike; a
+    #: handler's own ``@api(statuses=)`` and a Refusal's explicit ``http`` come first.
+    statuses: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.env_prefix = (self.env_prefix or self.name).upper().rstrip("_")

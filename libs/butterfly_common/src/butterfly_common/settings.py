@@ -224,6 +224,10 @@ class Settings(Config):
         "BUTTERFLY_FASTPATH_BREAKER_SOCKET", True,
         help="the Redis breaker releases a silent server's reads after half the timeout "
              "(through redis-py's socket), not at the timeout")
+    middleware: str = setting(
+        "BUTTERFLY_MIDDLEWARE", "",
+        help="comma-separated module:attr of extra middleware (a Middleware instance or "
+             "class), run inside the framework's and the service's own")
     #: ``BUTTERFLY_<SVC>_URL``: base URL of service ``<svc>`` (lower-case) for
     #: :mod:`butterfly_common.httpclient`; unset services default to their local port.
     service_urls: Mapping[str, str] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from butterfly_common.service import Service
 
 from .config import BaichuanConfig, check_config
 from .maintenance import start_maintenance
-from .refusals import refusal_of
+from .refusals import HTTP_CODES, QueueRefusals
 
 service = Service(
     name="baichuan",
@@ -23,5 +23,6 @@ service = Service(
     setup=check_config,
     env_prefix="BAICHUAN",
     config=BaichuanConfig,
-    refusal_of=refusal_of,
+    middleware=[QueueRefusals()],
+    statuses=HTTP_CODES,
 )

@@ -1,8 +1,8 @@
 """Why baichuan says no: one stat per refusal and its HTTP code.
 
 Domain code raises the framework's :class:`~butterfly_common.Refusal` (or lets a
-queue-protocol / Redis exception through); the service's ``refusal_of`` hook
-(:func:`refusal_of`) names the refusal such an exception stands for, and the Gateway
+queue-protocol / Redis exception through); the service's :class:`QueueRefusals`
+middleware names the refusal such an exception stands for, and the Gateway
 answers ``{"stat": ...}`` with the reason in ``x-reason`` and the code of
 :data:`HTTP_CODES`. So every refusal has a specific, stable stat for programs and a
 sentence for people, and a Redis outage is a 503 ``ERR_MQ_UNAVAILABLE`` instead of a 500
@@ -16,7 +16,10 @@ import logging
 from redis.exceptions import RedisError
 
 from butterfly_common import Refusal, retstat
+from butterfly_common.discovery import Route
+from butterfly_common.middleware import Middleware
 from butterfly_common.mq import InvalidTopic, MessageIdConflict, MQError, NoConsumer
+from butterfly_common.request import Request
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,13 @@ HTTP_CODES: dict[str, int] = {
     retstat.ERR_UNAUTHORIZED: retstat.HTTP_UNAUTHORIZED,
     retstat.ERR_FORBIDDEN: retstat.HTTP_FORBIDDEN,
 }
+
+
+class QueueRefusals(Middleware):
+    """A queue-protocol or Redis exception a handler let through -> its refusal."""
+
+    def on_exception(self, req: Request, route: Route, exc: Exception) -> Refusal | None:
+        return refusal_of(exc)
 
 
 def refusal_of(exc: Exception) -> Refusal | None:

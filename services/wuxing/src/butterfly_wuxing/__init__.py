@@ -9,6 +9,7 @@ See docs/architecture.md ("wuxing") for how the pieces fit.
 from butterfly_common.service import Service
 
 from .config import WuxingConfig
+from .errors import HTTP_STATUS
 from .runner import setup, start_pruner
 
 service = Service(
@@ -20,6 +21,7 @@ service = Service(
     setup=setup,
     env_prefix="WUXING",
     config=WuxingConfig,
+    statuses=HTTP_STATUS,
 )
 
 __all__ = ["service"]

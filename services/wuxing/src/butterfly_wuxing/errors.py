@@ -49,7 +49,8 @@ ERR_IMPORT_INVALID = "ERR_IMPORT_INVALID"
 ERR_IMPORT_CONFLICT = "ERR_IMPORT_CONFLICT"
 ERR_PARAM_IS_INVALID = "ERR_PARAM_IS_INVALID"
 
-#: HTTP status per stat (everything else a refusal answers is 400).
+#: HTTP status per stat, the service's ``statuses`` (everything else a refusal answers is
+#: 400).
 HTTP_STATUS: dict[str, int] = {
     ERR_SECTION_IS_NOT_EXIST: 404,
     ERR_SECTION_ITEM_IS_NOT_EXIST: 404,
@@ -75,4 +76,4 @@ class WuxingError(Refusal):
 
     def __init__(self, stat: str, reason: str, data: dict[str, Any] | None = None,
                  http: int | None = None) -> None:
-        super().__init__(stat, reason, data, http or HTTP_STATUS.get(stat, 400))
+        super().__init__(stat, reason, data, http)  # else the service's map, HTTP_STATUS

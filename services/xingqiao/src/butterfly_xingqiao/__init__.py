@@ -4,7 +4,7 @@ timeouts, trigger rules and rerun from failure, on any number of replicas."""
 from butterfly_common.service import Service
 
 from .config import XingqiaoConfig
-from .operations import refusal_of
+from .operations import HTTP_CODES, StoreRefusals
 from .runner import setup, start_sweeper
 
 service = Service(
@@ -16,7 +16,8 @@ service = Service(
     setup=setup,
     env_prefix="XINGQIAO",
     config=XingqiaoConfig,
-    refusal_of=refusal_of,
+    middleware=[StoreRefusals()],
+    statuses=HTTP_CODES,
 )
 
 __all__ = ["service"]

@@ -16,6 +16,9 @@ import peewee
 from redis.exceptions import RedisError
 
 from butterfly_common import Refusal, mq
+from butterfly_common.discovery import Route
+from butterfly_common.middleware import Middleware
+from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
 
 from . import engine, flowtypes, store
@@ -44,8 +47,8 @@ HTTP_CODES = {
 
 
 def refuse(stat: str, reason: str, data: dict[str, Any] | None = None) -> Refusal:
-    """A Refusal carrying its HTTP code, so raw routes (graphs) answer it the same."""
-    return Refusal(stat, reason, data, http=HTTP_CODES.get(stat))
+    """A Refusal; its HTTP code comes from the service's map (:data:`HTTP_CODES`)."""
+    return Refusal(stat, reason, data)
 
 
 def parse_extra(job_extra: Any) -> dict[str, Any]:
@@ -124,6 +127,13 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
         "u_ts": time.time(),
     }
+
+
+class StoreRefusals(Middleware):
+    """A store outage a handler let through means 503 to the caller, not a 500."""
+
+    def on_exception(self, req: Request, route: Route, exc: Exception) -> Refusal | None:
+        return refusal_of(exc)
 
 
 def refusal_of(exc: Exception) -> Refusal | None:

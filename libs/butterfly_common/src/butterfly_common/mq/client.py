@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .. import runtime
+from .. import middleware, runtime
 from ..logs import current_reqid
 from ..polling import poll_until
 from ..reqid import NO_REQID
@@ -83,13 +83,20 @@ def _source() -> BrokerLike:
 def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     """Queue ``data`` on ``topic``; options as :meth:`Broker.publish` (msg_id, delay, ...).
 
+    The process's middleware see it (``before_publish`` may change ``options``).
+
     The current request's id (when called from a handler) travels with the message unless
     ``reqid`` is given, so one id follows the work across services.
     """
     if "reqid" not in options:
         rid = current_reqid.get()
         options["reqid"] = None if rid == NO_REQID else rid
-    return _source().publish(topic, data, **options)
+    chain = middleware.active()
+    for mw in chain.before_publish:
+        mw.before_publish(topic, data, options)
+    result = _source().publish(topic, data, **options)
+    chain.notify("after_publish", topic, data, result)
+    return result
 
 
 def get(msg_id: str, topic: str | None = None) -> Message | None:

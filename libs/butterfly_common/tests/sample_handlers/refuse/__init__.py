@@ -4,7 +4,7 @@ from butterfly_common import Refusal, Request, api, raw, retstat
 
 
 class StoreDown(Exception):
-    """Stands for a dependency failure a service's refusal_of hook maps to 503."""
+    """Stands for a dependency failure a middleware's on_exception maps to 503."""
 
 
 @api

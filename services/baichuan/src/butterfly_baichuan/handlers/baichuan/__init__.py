@@ -1,7 +1,7 @@
 """``/baichuan/*``: publish to the queue, fetch and await results, inspect and clean topics.
 
 Every reply is ``{"stat": ..., **data}``. Refusals (the framework's ``Refusal``, raised by
-``queue_admin`` or mapped from queue / Redis errors by the service's ``refusal_of`` hook)
+``queue_admin`` or mapped from queue / Redis errors by the service's QueueRefusals middleware)
 answer a specific stat, the reason in ``x-reason`` and an HTTP code from
 :data:`~butterfly_baichuan.refusals.HTTP_CODES`
 (400 bad topic/status, 404 not found, 409 conflict / no consumer / not failed, 413 too
@@ -30,8 +30,8 @@ from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
 from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS, HTTP_CODES
 from butterfly_common import Refusal, Request, api, mq, retstat, runtime
-from butterfly_common.auth import require_role
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+from butterfly_common.roles import require_role
 
 OK = retstat.OK
 
