@@ -17,11 +17,11 @@ import os
 import pwd
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from butterfly_common.config import Config, SettingsError, setting
 from butterfly_common.logs import SECRET
 from butterfly_common.runtime import get_config
-from butterfly_common.settings import SettingsError, env_number
 
 from .allowlist import AllowList, AllowListError
 
@@ -34,15 +34,35 @@ OUTPUT_MAX_LIMIT = 60_000
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _env_pass(name: str, raw: str) -> tuple[str, ...]:
+    """``RUQI_SCRIPT_ENV_PASS``: variable names, never one that looks like a secret."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for var in names:
+        if not _VAR.match(var):
+            raise SettingsError(f"{name}: {var!r} is not a variable name")
+        if SECRET.search(var) or var in NEVER_PASS:
+            raise SettingsError(f"{name}: {var} looks like a secret; scripts never get "
+                                "secrets")
+    return names
+
+
 @dataclass(frozen=True)
-class Safety:
+class Safety(Config):
     """The checked values of ruqi's security settings."""
 
-    allow: AllowList
-    output_max_bytes: int = 4096
-    script_env_pass: tuple[str, ...] = ()
-    #: ``RUQI_SCRIPT_USER``: ``(uid, gid, home)`` scripts run as, None: ruqi's own user
-    script_user: tuple[int, int, str] | None = None
+    #: ``RUQI_HTTP_ALLOW`` (default ``fleet``): read by :meth:`from_env`, since ``fleet``
+    #: means the ``BUTTERFLY_<SVC>_URL`` hosts of the same environment
+    allow: AllowList = field(default_factory=lambda: AllowList(()))
+    output_max_bytes: int = setting(
+        "RUQI_OUTPUT_MAX_BYTES", 4096, whole=True, min=64, max=OUTPUT_MAX_LIMIT,
+        help="bytes of a fire's output kept in its history row; the rest is never read")
+    script_env_pass: tuple[str, ...] = setting(
+        "RUQI_SCRIPT_ENV_PASS", (), parse=_env_pass,
+        help="comma-separated variables passed to scripts besides PATH, LANG, HOME, TZ")
+    #: ``(uid, gid, home)`` scripts run as; None: ruqi's own user
+    script_user: tuple[int, int, str] | None = setting(
+        "RUQI_SCRIPT_USER", None, parse=lambda name, raw: _script_user(raw),
+        help="user (name or uid) scripts run as")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Safety:
@@ -50,19 +70,7 @@ class Safety:
             allow = AllowList.from_env(env)
         except AllowListError as exc:
             raise SettingsError(str(exc)) from None
-        names = tuple(n.strip() for n in (env.get("RUQI_SCRIPT_ENV_PASS") or "").split(",")
-                      if n.strip())
-        for name in names:
-            if not _VAR.match(name):
-                raise SettingsError(f"RUQI_SCRIPT_ENV_PASS: {name!r} is not a variable name")
-            if SECRET.search(name) or name in NEVER_PASS:
-                raise SettingsError(f"RUQI_SCRIPT_ENV_PASS: {name} looks like a secret; "
-                                    "scripts never get secrets")
-        return cls(allow=allow,
-                   output_max_bytes=int(env_number(env, "RUQI_OUTPUT_MAX_BYTES", 4096, 64,
-                                                   OUTPUT_MAX_LIMIT)),
-                   script_env_pass=names,
-                   script_user=_script_user((env.get("RUQI_SCRIPT_USER") or "").strip()))
+        return cls(allow, **cls.values(env))
 
     def script_env(self, job_vars: Mapping[str, str]) -> dict[str, str]:
         """A script's whole environment: PATH, LANG, HOME, TZ, the pass list, the job's
