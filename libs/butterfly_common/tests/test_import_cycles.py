@@ -1,5 +1,6 @@
-"""The framework's modules import each other as a hierarchy, never in a loop (a lazy
-import inside a function counts: it only postpones the loop to the first call)."""
+"""The framework's and every service's modules import each other as a hierarchy, never in
+a loop (a lazy import inside a function counts: it only postpones the loop to the first
+call)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from butterfly_common.testing.imports import import_cycles, import_graph
 
 def test_the_framework_has_no_import_cycle():
     assert import_cycles("butterfly_common") == []
+
+
+@pytest.mark.parametrize("package", ["butterfly_baichuan", "butterfly_canghai", "butterfly_core",
+                                     "butterfly_ruqi", "butterfly_wuxing", "butterfly_xingqiao"])
+def test_no_service_has_an_import_cycle(package: str):
+    assert import_cycles(package) == []
 
 
 def test_runtime_sits_below_the_queue_client():

@@ -15,8 +15,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from flask import Flask, abort, g, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
@@ -24,14 +23,14 @@ from werkzeug.exceptions import HTTPException
 
 from butterfly_common import __version__
 from butterfly_common.app import header_safe
-from butterfly_common.auth import client_identity
 from butterfly_common.logs import current_reqid
 from butterfly_common.reqid import NO_REQID, is_valid_reqid, new_reqid
-from butterfly_common.runtime import get_config, get_settings
+from butterfly_common.runtime import get_config
 
 from .. import audit, sessions
 from ..access import Identity, from_session_data
 from ..config import CanghaiConfig, current_secret
+from .common import client_ip
 from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
@@ -102,11 +101,6 @@ def fmt_time(ts: float | None) -> str:
 
 def fmt_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
-
-
-def client_ip() -> str:
-    headers = cast(Mapping[str, str], request.headers)
-    return client_identity(request.remote_addr, headers, get_settings().trusted_proxies)[0]
 
 
 def csrf_token() -> str:

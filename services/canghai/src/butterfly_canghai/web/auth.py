@@ -22,8 +22,7 @@ from .. import audit, tokens, users
 from ..access import Identity
 from ..config import CanghaiConfig, current_secret
 from ..lockout import Lockout
-from . import client_ip
-from .common import page, safe_next
+from .common import client_ip, page, safe_next
 
 bp = Blueprint("console_auth", __name__, url_prefix="/console")
 huoyan = Blueprint("huoyan", __name__)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 from flask import abort, g, redirect, render_template, request
 
+from butterfly_common.auth import client_identity
+from butterfly_common.runtime import get_settings
+
 from .. import audit
-from . import client_ip
+
+
+def client_ip() -> str:
+    """The caller's address (a trusted proxy's X-Real-IP / X-Forwarded-For believed)."""
+    headers = cast(Mapping[str, str], request.headers)
+    return client_identity(request.remote_addr, headers, get_settings().trusted_proxies)[0]
 
 
 def needs(role: str) -> Callable:
