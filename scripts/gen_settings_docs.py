@@ -25,6 +25,7 @@ from typing import Any
 from butterfly_common.config import Config
 from butterfly_common.service import installed_services
 from butterfly_common.settings import Settings
+from butterfly_common.tracing import TracingConfig
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 #: Defaults that depend on something besides the declaration (``load_settings``'s port).
@@ -58,7 +59,8 @@ def _literal(default: Any) -> str | None:
 
 def declared() -> dict[str, list[Declared]]:
     """``{section key: [Declared...]}``: ``butterfly`` for the framework, then each service."""
-    out: dict[str, list[Declared]] = {"butterfly": list(_of(Settings))}
+    out: dict[str, list[Declared]] = {"butterfly": list(_of(Settings)),
+                                      "tracing": list(_of(TracingConfig))}
     for name, service in installed_services().items():
         if isinstance(service.config, type) and issubclass(service.config, Config):
             out[name] = list(_of(service.config))

@@ -56,6 +56,7 @@ def _config(args: argparse.Namespace) -> int:
     from .config import Config, SettingInfo
     from .service import get_service, installed_services
     from .settings import describe_settings
+    from .tracing import TracingConfig
 
     services = ([get_service(name) for name in args.service] if args.service
                 else list(installed_services().values()))
@@ -63,7 +64,8 @@ def _config(args: argparse.Namespace) -> int:
     settings = load_settings(default_port=services[0].port if len(args.service) == 1
                              else 8585)
     sections: list[tuple[str, list[SettingInfo] | str]] = [
-        ("butterfly", describe_settings(settings))]
+        ("butterfly", describe_settings(settings)),
+        ("tracing", TracingConfig.describe(settings.env))]
     for service in services:
         declared = service.config
         if declared is None:

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, cast
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import retstat
+from . import retstat, tracing
 from .logs import current_reqid
 from .reqid import NO_REQID
 
@@ -259,9 +259,11 @@ class ServiceClient:
         """As :meth:`call`, with the parameters as a dict and an optional read time-out (s)."""
         url = self.base_url + self.route(path)
         read = timeout or self.timeout
+        headers = self.headers()
         try:
-            response = self.session().post(url, json=params or {}, headers=self.headers(),
-                                           timeout=(min(self.connect_timeout, read), read))
+            with tracing.client_span("POST", url, headers):  # a no-op unless tracing is on
+                response = self.session().post(url, json=params or {}, headers=headers,
+                                               timeout=(min(self.connect_timeout, read), read))
         except requests.Timeout as exc:
             raise CallTimeout(_failure(url, exc)) from None
         except requests.RequestException as exc:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import nesting
+from . import nesting, tracing
 from .logfiles import (
     BatchingHandler,
     BufferedRotatingFileHandler,
@@ -85,6 +85,12 @@ class _ReqIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.reqid = current_reqid.get()
+        if record.levelno >= logging.WARNING and not hasattr(record, "trace_fields"):
+            # err.log lines name the active span (tracing on), appended after the message
+            fields = tracing.log_fields()
+            record.trace_fields = fields  # once per record (several handlers filter it)
+            if fields:
+                record.msg, record.args = f"{record.getMessage()}\t{fields}", None
         secrets = current_secrets.get()
         if secrets:
             record.msg, record.args = scrub(record.getMessage(), secrets), None
@@ -175,6 +181,9 @@ def access_line(req: Request, stat: Any) -> str:
         f"talk:{talk}", f"params:{format_params(req.log_params)}",
         f"error_msg:{escape(req.error_str)}", f"res:{';'.join(escape(r) for r in req.log_res)}",
     ))
+    appended = req.context.get("access_fields")  # e.g. trace_id/span_id: after the columns
+    if appended:
+        line = f"{line}\t{appended}"
     return scrub(line, req.secrets) if req.secrets else line
 
 

@@ -44,10 +44,25 @@ def _cookie_secure_default(env: Mapping[str, str]) -> bool:
     return not is_development(env)
 
 
+def _trace_url_problem(value: str) -> str | None:
+    """``CANGHAI_TRACE_URL``: an http(s) URL with ``{trace_id}`` where the id goes."""
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        return "expected an http(s) URL"
+    if value.count("{trace_id}") != 1 or value.replace("{trace_id}", "").count("{"):
+        return "expected exactly one {trace_id} placeholder and no other braces"
+    return None
+
+
 @dataclass(frozen=True)
 class CanghaiConfig(Config):
     """Sign-in, session, lockout, sampling and fleet settings of the console."""
 
+    trace_url: str = setting(
+        "CANGHAI_TRACE_URL", "", check=_trace_url_problem,
+        help="link from a request to its trace, e.g. "
+             "http://jaeger:16686/trace/{trace_id} (tracing: docs/operations.md)")
     admin_user: str = setting(
         "CANGHAI_ADMIN_USER", "admin", check=_username_problem,
         help="the first admin, created at the first start when the user table is empty")

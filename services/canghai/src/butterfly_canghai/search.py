@@ -15,6 +15,7 @@ Sources, each bounded so a search costs the same on a large fleet:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +45,20 @@ def messages(reqid: str) -> list[Any]:
 def log_dirs(setting: str, default: str) -> list[Path]:
     parts = [p for p in (setting or default).split(os.pathsep) if p.strip() and p != "-"]
     return [Path(p.strip()) for p in parts]
+
+
+_TRACE_ID = re.compile(r"\ttrace_id:([0-9a-f]{32})(?:\t|$)")
+
+
+def trace_ids(lines: list[dict[str, str]]) -> list[str]:
+    """The trace ids the lines name (an access line with tracing on ends in
+    ``trace_id:<hex>\tspan_id:<hex>``), first seen first."""
+    found: dict[str, None] = {}
+    for line in lines:
+        match = _TRACE_ID.search(line["line"])
+        if match:
+            found.setdefault(match[1])
+    return list(found)
 
 
 def log_lines(reqid: str, dirs: list[Path]) -> list[dict[str, str]]:

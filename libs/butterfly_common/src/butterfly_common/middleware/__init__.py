@@ -67,10 +67,13 @@ def chain_for(service: Service, settings: Settings, redis: Any = None) -> Chain:
     """The chain of ``service`` under ``settings``: the framework's defaults, the service's
     own, then the ones the setting names (docs/architecture.md). ``redis``: the process's
     client or a callable returning it (the role check's JWT epochs)."""
+    from ..tracing import middleware_for
     from .defaults import default_middleware
 
     extra: Sequence[Middleware] = load_named(settings.middleware) if settings.middleware else ()
-    return Chain([*default_middleware(settings, redis), *service.middleware, *extra])
+    tracing = middleware_for(settings, service.name)  # [] unless OTEL_* asks for traces
+    return Chain([*tracing, *default_middleware(settings, redis), *service.middleware,
+                  *extra])
 
 
 __all__ = ["HOOKS", "Chain", "Middleware", "active", "chain_for", "install", "load_named"]

@@ -63,7 +63,7 @@ class Middleware:
         """Before ``mq.publish``; may change ``options`` (msg_id, delay, reqid...) or raise."""
 
     def after_publish(self, topic: str, data: dict[str, Any], result: Any) -> None:
-        """After a publish was accepted (``result``: its ``PublishResult``)."""
+        """After a publish (``result``: its ``PublishResult``, None when it raised)."""
 
     # -- a message in the consumer ------------------------------------------------------
     def before_process(self, msg: Message, req: Request) -> None:

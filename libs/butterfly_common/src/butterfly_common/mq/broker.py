@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -54,6 +55,15 @@ def backoff(attempts: int, min_backoff: float = 1.0, max_backoff: float = 300.0)
     ``max_backoff``, with jitter in [50 %, 100 %] so retries do not stampede."""
     base = min(max_backoff, min_backoff * 2 ** max(0, attempts - 1))
     return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def check_trace(trace: str | None) -> str:
+    """``trace`` when it is a W3C ``traceparent``, else "": tracing never fails a publish,
+    and nothing but a traceparent is stored (the record is read by the console)."""
+    return trace if trace and _TRACEPARENT.match(trace) else ""
 
 
 def check_publish(data: Any, max_depth: int | None, notify: str | None, **numbers: float) -> None:
@@ -120,7 +130,8 @@ class Broker:
                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
-                force: bool = False, notify: str | None = None) -> PublishResult:
+                force: bool = False, notify: str | None = None,
+                trace: str | None = None) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
 
         A caller-chosen ``msg_id`` makes publishing idempotent *per topic*: a second
@@ -140,6 +151,9 @@ class Broker:
         ``consumer.py``). At-least-once: a notice may come twice, and one lost to a
         consumer crash between recording and notifying never comes, so the publisher
         must also sweep for messages that ended without telling it.
+
+        ``trace``: the publisher's W3C ``traceparent`` (the tracing middleware sets it),
+        kept in the record for the consumer's span.
         """
         k = self.keys(topic)
         check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
@@ -149,7 +163,7 @@ class Broker:
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
-                int(force), to_ms(self.heartbeat_ttl), notify or ""]
+                int(force), to_ms(self.heartbeat_ttl), notify or "", check_trace(trace)]
         pipe = pipeline(self.client)
         call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
                                                   k.msg(msg_id)], args)

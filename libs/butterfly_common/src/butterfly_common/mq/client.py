@@ -94,7 +94,11 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     chain = middleware.active()
     for mw in chain.before_publish:
         mw.before_publish(topic, data, options)
-    result = _source().publish(topic, data, **options)
+    try:
+        result = _source().publish(topic, data, **options)
+    except Exception:
+        chain.notify("after_publish", topic, data, None)  # None: it failed (and raises)
+        raise
     chain.notify("after_publish", topic, data, result)
     return result
 

@@ -47,7 +47,7 @@ MAX_ID_LEN = 200
 FIELDS: tuple[str, ...] = (
     "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
     "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
-    "error", "cost", "reqid", "token", "notify", "progress", "error_kind",
+    "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "trace",
 )
 
 

@@ -129,6 +129,9 @@ class Message:
     #: Why the latest attempt failed (an :class:`ErrorKind` value); None while it has
     #: not failed. ``error`` says it in words, this is what a program should branch on.
     error_kind: str | None = None
+    #: The W3C ``traceparent`` of the publish (its producer span), when tracing was on:
+    #: written once by the publish script, so the consumer's span links to it.
+    trace: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -147,6 +150,7 @@ class Message:
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
             progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
+            trace=v["trace"] or "",
         )
 
     @classmethod

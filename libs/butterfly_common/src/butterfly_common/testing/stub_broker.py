@@ -38,6 +38,7 @@ from ..mq.broker import (
     NOTICE_RESULT_TTL,
     backoff,
     check_publish,
+    check_trace,
 )
 from ..mq.errors import NoConsumer
 from ..mq.keys import TopicKeys, check_id
@@ -130,7 +131,8 @@ class StubBroker:
                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
-                force: bool = False, notify: str | None = None) -> PublishResult:
+                force: bool = False, notify: str | None = None,
+                trace: str | None = None) -> PublishResult:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
         refusals); returns ``PublishResult(msg_id, created, status)``."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
@@ -148,7 +150,8 @@ class StubBroker:
             id=msg_id, topic=topic, data=json.loads(_json(data)), status=status,
             max_retries=int(max_retries), timeout=float(timeout),
             result_ttl=float(result_ttl), failure_ttl=float(failure_ttl), created_at=now,
-            enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "")
+            enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "",
+            trace=check_trace(trace))
         if delay > 0:
             self._delayed.setdefault(topic, {})[msg_id] = now + delay
         elif at_front:

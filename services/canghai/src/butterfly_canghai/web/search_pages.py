@@ -29,8 +29,12 @@ def search_page() -> Any:
     dirs = search.log_dirs(get_config(CanghaiConfig).log_dirs, str(get_settings().log_dir))
     flows, flows_error = search.flows(reqid, user)
     runs, runs_error = search.runs(reqid, user)
+    lines = search.log_lines(reqid, dirs)
+    template = get_config(CanghaiConfig).trace_url  # CANGHAI_TRACE_URL, checked at start
+    traces = [(tid, template.replace("{trace_id}", tid) if template else "")
+              for tid in search.trace_ids(lines)]
     return page("search.html", active="search", reqid=reqid, searched=True, error="",
-                messages=search.messages(reqid), lines=search.log_lines(reqid, dirs),
+                messages=search.messages(reqid), lines=lines, traces=traces,
                 flows=flows, flows_error=flows_error, runs=runs, runs_error=runs_error,
                 audit=search.audit_entries(reqid), dirs=dirs,
                 scan=search.SCAN_PER_STATUS)

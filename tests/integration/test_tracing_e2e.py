@@ -1,0 +1,101 @@
+"""OpenTelemetry end to end, real parts only: two real services (gunicorn) with the real
+SDK and OTLP/HTTP exporter, sending to a receiver in the test that decodes the protobuf.
+
+One HTTP call (with the caller's ``traceparent``) -> a publish -> a consumer -> a call to
+another service: every span in the caller's trace, each parented as the semantic
+conventions say (the consumer span parented to and linked with the producer span whose
+context travelled in the message record), on Redis and through nutcracker; the access
+lines carry the trace and span ids."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from butterfly_common.testing import ButterflyService, Nutcracker, RedisServer, wait_until
+from butterfly_common.testing.otlp import OtlpReceiver, ReceivedSpan
+
+HERE = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def store(kind: str) -> Iterator[str]:
+    if kind == "redis":
+        with RedisServer() as server:
+            yield server.url
+    else:
+        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
+            yield proxy.url
+
+
+def one(spans: list[ReceivedSpan], **want: str) -> ReceivedSpan:
+    found = [s for s in spans if all(getattr(s, k) == v for k, v in want.items())]
+    assert len(found) == 1, (want, [(s.service, s.name, s.kind) for s in spans])
+    return found[0]
+
+
+@pytest.mark.parametrize("kind", ["redis", "twemproxy"])
+def test_one_trace_from_http_through_the_queue_to_another_service(kind):
+    with OtlpReceiver() as receiver, store(kind) as url:
+        env = {"BUTTERFLY_REDIS_URL": url, "BUTTERFLY_WORKERS": "1",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        core = ButterflyService("core", env)
+        with core:
+            traced = ButterflyService("traced_app:service", {
+                **env, "BUTTERFLY_CONSUME": "1", "BUTTERFLY_CORE_URL": core.url,
+                "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])})
+            with traced:
+                for svc in (core, traced):
+                    wait_until(lambda s=svc: requests.get(f"{s.url}/readyz", timeout=2).ok,
+                               30, what=f"{svc.service} ready")
+                trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+                answer = requests.get(f"{traced.url}/traced/front",
+                                      headers={"traceparent": f"00-{trace_id}-{caller}-01"},
+                                      timeout=10)
+                assert answer.ok, answer.text
+                reqid = answer.headers["x-reqid"]
+                msg_id = answer.json()["msg_id"]
+                wait_until(lambda: len([s for s in receiver.spans
+                                        if s.trace_id == trace_id]) >= 5, 20,
+                           what="the five spans of the call exported")
+                acc = core.log_dir / "acc.log"
+                ping_line = wait_until(
+                    lambda: next((ln for ln in acc.read_text().splitlines()
+                                  if "/demo_api/ping" in ln), None) if acc.exists() else None,
+                    15, what="core's access line")
+
+        spans = [s for s in receiver.spans if s.trace_id == trace_id]
+        front = one(spans, name="GET /traced/front", kind="server")
+        send = one(spans, name="send /traced/back", kind="producer")
+        process = one(spans, name="process /traced/back", kind="consumer")
+        client = one(spans, kind="client", service="traced")
+        ping = one(spans, name="POST /demo_api/ping", kind="server")
+
+        assert front.service == "traced" and front.parent_id == caller
+        assert front.attributes["http.route"] == "/traced/front"
+        assert front.attributes["http.response.status_code"] == 200
+        assert front.attributes["butterfly.reqid"] == reqid
+        assert "publish" in front.events  # req.timming() points
+        assert send.parent_id == front.span_id
+        assert send.attributes["messaging.system"] == "butterfly"
+        assert send.attributes["messaging.operation.type"] == "send"
+        assert send.attributes["messaging.destination.name"] == "/traced/back"
+        assert send.attributes["messaging.message.id"] == msg_id
+        # the consumer continues the producer's context from the record, and links to it
+        assert process.parent_id == send.span_id
+        assert process.links == [(trace_id, send.span_id)]
+        assert process.attributes["messaging.message.id"] == msg_id
+        assert process.attributes["messaging.message.conversation_id"] == reqid
+        assert process.attributes["butterfly.stat"] == "OK"
+        assert client.parent_id == process.span_id
+        assert client.name == f"POST {core.url}/demo_api/ping"
+        assert ping.service == "core" and ping.parent_id == client.span_id
+        # the access line names the span it belongs to, after the original's columns
+        assert ping_line.split("\t")[-2:] == [f"trace_id:{trace_id}",
+                                              f"span_id:{ping.span_id}"]
