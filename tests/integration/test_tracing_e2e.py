@@ -44,7 +44,8 @@ def one(spans: list[ReceivedSpan], **want: str) -> ReceivedSpan:
 def test_one_trace_from_http_through_the_queue_to_another_service(kind):
     with OtlpReceiver() as receiver, store(kind) as url:
         env = {"BUTTERFLY_REDIS_URL": url, "BUTTERFLY_WORKERS": "1",
-               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "OTEL_METRIC_EXPORT_INTERVAL": "200"}
         core = ButterflyService("core", env)
         with core:
             traced = ButterflyService("traced_app:service", {
@@ -64,6 +65,11 @@ def test_one_trace_from_http_through_the_queue_to_another_service(kind):
                 wait_until(lambda: len([s for s in receiver.spans
                                         if s.trace_id == trace_id]) >= 5, 20,
                            what="the five spans of the call exported")
+                wait_until(lambda: {"http.server.request.duration",
+                                    "messaging.client.sent.messages",
+                                    "messaging.client.consumed.messages",
+                                    "messaging.process.duration"} <= {
+                    p.name for p in receiver.points}, 20, what="the metrics exported")
                 acc = core.log_dir / "acc.log"
                 ping_line = wait_until(
                     lambda: next((ln for ln in acc.read_text().splitlines()
@@ -96,6 +102,21 @@ def test_one_trace_from_http_through_the_queue_to_another_service(kind):
         assert client.parent_id == process.span_id
         assert client.name == f"POST {core.url}/demo_api/ping"
         assert ping.service == "core" and ping.parent_id == client.span_id
+        # metrics with the conventions' names and bounded attributes (routes, topics)
+        def points(name: str, service: str) -> list:
+            return [p for p in receiver.points if p.name == name and p.service == service]
+
+        assert any(p.attributes == {"http.request.method": "GET", "http.route": "/traced/front",
+                                    "http.response.status_code": 200} and p.value >= 1
+                   for p in points("http.server.request.duration", "traced"))
+        topic = {"messaging.system": "butterfly", "messaging.destination.name": "/traced/back"}
+        assert any(p.attributes == {**topic, "messaging.operation.name": "send"}
+                   and p.value >= 1 for p in points("messaging.client.sent.messages", "traced"))
+        assert any(p.attributes == {**topic, "messaging.operation.name": "process"}
+                   and p.value >= 1
+                   for p in points("messaging.client.consumed.messages", "traced"))
+        assert any(p.attributes == {**topic, "messaging.operation.name": "process"}
+                   for p in points("messaging.process.duration", "traced"))
         # the access line names the span it belongs to, after the original's columns
         assert ping_line.split("\t")[-2:] == [f"trace_id:{trace_id}",
                                               f"span_id:{ping.span_id}"]

@@ -2,7 +2,8 @@
 
 Services under test export to it with ``OTEL_EXPORTER_OTLP_ENDPOINT=<receiver.url>``; it
 decodes each ``POST /v1/traces`` body (protobuf ``ExportTraceServiceRequest``, through
-``opentelemetry-proto``) into :class:`ReceivedSpan` rows a test can assert on.
+``opentelemetry-proto``) into :class:`ReceivedSpan` rows, and each ``POST /v1/metrics``
+into :class:`ReceivedPoint` rows, that a test can assert on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -39,6 +44,16 @@ class ReceivedSpan:
     status: int = 0  # 0 unset, 1 ok, 2 error
 
 
+@dataclass
+class ReceivedPoint:
+    """One data point of an exported metric: a sum's value, a histogram's count."""
+
+    service: str
+    name: str
+    attributes: dict[str, Any]
+    value: float
+
+
 def _value(v: Any) -> Any:
     kind = v.WhichOneof("value")
     return getattr(v, kind) if kind else None
@@ -49,6 +64,7 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.points: list[ReceivedPoint] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -60,12 +76,16 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                if self.path != "/v1/traces":
+                if self.path == "/v1/traces":
+                    receiver._keep(body)
+                    answer = ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics":
+                    receiver._keep_metrics(body)
+                    answer = ExportMetricsServiceResponse().SerializeToString()
+                else:
                     self.send_response(404)
                     self.end_headers()
                     return
-                receiver._keep(body)
-                answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(answer)))
@@ -97,6 +117,25 @@ class OtlpReceiver:
                         events=[e.name for e in span.events], status=span.status.code))
         with self._lock:
             self.spans.extend(found)
+
+    def _keep_metrics(self, body: bytes) -> None:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        found = []
+        for resource_metrics in request.resource_metrics:
+            resource = {a.key: _value(a.value) for a in resource_metrics.resource.attributes}
+            service = str(resource.get("service.name", ""))
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        value = (point.count if kind == "histogram"
+                                 else point.as_int or point.as_double)
+                        found.append(ReceivedPoint(
+                            service, metric.name,
+                            {a.key: _value(a.value) for a in point.attributes}, float(value)))
+        with self._lock:
+            self.points.extend(found)
 
     def named(self, name: str) -> list[ReceivedSpan]:
         with self._lock:

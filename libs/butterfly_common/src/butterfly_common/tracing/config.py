@@ -42,6 +42,24 @@ class TracingConfig(Config):
     schedule_delay_ms: int = setting("OTEL_BSP_SCHEDULE_DELAY", 5000, whole=True, min=1,
                                      max=600_000,
                                      help="ms between two exports of finished spans")
+    metrics_exporter: str = setting("OTEL_METRICS_EXPORTER", "", lower=True,
+                                    choices=("otlp", "console", "none"),
+                                    help="otlp, console or none; unset: otlp when tracing "
+                                         "exports over OTLP, else none (Prometheus's "
+                                         "/metrics is always there)")
+    metrics_endpoint: str = setting("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "",
+                                    help="full URL for metrics, instead of the endpoint's "
+                                         "/v1/metrics")
+    metric_interval_ms: int = setting("OTEL_METRIC_EXPORT_INTERVAL", 60_000, whole=True,
+                                      min=100, max=3_600_000,
+                                      help="ms between two exports of the metrics")
+
+    @property
+    def metrics_kind(self) -> str:
+        """Where the OpenTelemetry metrics go: otlp, console or none."""
+        if self.metrics_exporter:
+            return self.metrics_exporter
+        return "otlp" if self.wanted and self.exporter in ("", "otlp") else "none"
 
     @property
     def wanted(self) -> bool:

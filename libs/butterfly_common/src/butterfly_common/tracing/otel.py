@@ -12,6 +12,11 @@ attributes):
 - a ``ServiceClient`` call: a CLIENT span, its ``traceparent`` sent along;
 - ``req.timming(name)`` points become events of the call's span.
 
+Metrics, beside Prometheus's ``/metrics`` (bounded attributes: routes and topics, never
+ids): ``http.server.request.duration``, ``messaging.client.sent.messages``,
+``messaging.client.operation.duration`` (send), ``messaging.client.consumed.messages``
+and ``messaging.process.duration``, exported by ``OTEL_METRICS_EXPORTER``.
+
 The tracer provider is made on the first span in each process (after gunicorn forked),
 made the global one (so handlers use the plain API: ``trace.get_tracer(__name__)``), and
 flushed by the ``on_shutdown`` hook.
@@ -20,12 +25,20 @@ flushed by the ``on_shutdown`` hook.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context, trace
+from opentelemetry import context, metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -67,6 +80,7 @@ except PackageNotFoundError:  # pragma: no cover - a source tree without metadat
 MESSAGING_SYSTEM = "butterfly"
 _SPAN = "otel.span"
 _ATTACHED = "otel.attached"  # req.context: what detaches the call's context
+_STARTED = "otel.started"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -114,6 +128,51 @@ def _exporter(cfg: TracingConfig) -> SpanExporter:
     return OTLPSpanExporter(endpoint=url, headers=headers)
 
 
+def _metric_reader(cfg: TracingConfig) -> MetricReader | None:
+    kind = cfg.metrics_kind
+    if kind == "none":
+        return None
+    exporter: MetricExporter
+    if kind == "console":
+        exporter = ConsoleMetricExporter()
+    elif cfg.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        endpoint = cfg.metrics_endpoint or cfg.endpoint or None
+        exporter = GrpcMetricExporter(endpoint=endpoint, headers=_headers(cfg.headers) or None,
+                                      insecure=bool(endpoint and endpoint.startswith("http://")))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        url = cfg.metrics_endpoint or (cfg.endpoint.rstrip("/") + "/v1/metrics"
+                                       if cfg.endpoint else None)
+        exporter = OTLPMetricExporter(endpoint=url, headers=_headers(cfg.headers) or None)
+    return PeriodicExportingMetricReader(exporter,
+                                         export_interval_millis=cfg.metric_interval_ms)
+
+
+class _Instruments:
+    """The conventions' instruments, on the process's meter."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.http_duration = meter.create_histogram(
+            "http.server.request.duration", unit="s", description="HTTP calls served")
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages", unit="{message}",
+            description="messages published")
+        self.send_duration = meter.create_histogram(
+            "messaging.client.operation.duration", unit="s",
+            description="time to publish a message")
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages", unit="{message}",
+            description="messages claimed and handed to a handler (each attempt)")
+        self.process_duration = meter.create_histogram(
+            "messaging.process.duration", unit="s",
+            description="time a handler took with a message (each attempt)")
+
+
 class TracingMiddleware(Middleware):
     """Spans of calls, publishes and messages; the first middleware of the chain, so its
     span covers everything the others do (a refused role check included)."""
@@ -123,7 +182,9 @@ class TracingMiddleware(Middleware):
         self.service_name = cfg.service_name or service_name
         self._lock = threading.Lock()
         self._provider: TracerProvider | None = None
+        self._meter_provider: MeterProvider | None = None
         self._tracer: trace.Tracer | None = None
+        self._instruments: _Instruments | None = None
         self._publishing = threading.local()
 
     # -- the provider, made once per process on first use ----------------------------------
@@ -141,10 +202,21 @@ class TracingMiddleware(Middleware):
                         _exporter(self.cfg), schedule_delay_millis=self.cfg.schedule_delay_ms))
                     trace.set_tracer_provider(provider)
                     self._provider = provider
+                    reader = _metric_reader(self.cfg)
+                    meters = MeterProvider(resource=provider.resource,
+                                           metric_readers=[reader] if reader else [])
+                    self._meter_provider = meters
+                    self._instruments = _Instruments(meters.get_meter("butterfly", __version__))
                     self._tracer = provider.get_tracer("butterfly", __version__)
                     activate(self)
                 tracer = self._tracer
         return tracer
+
+    @property
+    def instruments(self) -> _Instruments:
+        _ = self.tracer  # made with the tracer
+        assert self._instruments is not None
+        return self._instruments
 
     def on_fork(self, service: Service, settings: Any) -> None:
         activate(self)  # client spans and log fields from the first request on
@@ -153,6 +225,8 @@ class TracingMiddleware(Middleware):
     def on_shutdown(self, service: Service) -> None:
         if self._provider is not None:
             self._provider.shutdown()  # exports what is still batched
+        if self._meter_provider is not None:
+            self._meter_provider.shutdown()  # and the metrics' last interval
 
     # -- HTTP calls -------------------------------------------------------------------------
     def before_call(self, req: Request, route: Route) -> None:
@@ -177,6 +251,10 @@ class TracingMiddleware(Middleware):
             span.set_attribute("butterfly.stat", str(outcome.stat))
             if outcome.status >= 500:
                 span.set_status(Status(StatusCode.ERROR, req.error_str or None))
+            self.instruments.http_duration.record(
+                time.perf_counter() - req.init_tm,
+                {"http.request.method": req.method, "http.route": route.path,
+                 "http.response.status_code": outcome.status})
         self._events(req, span)
         self._leave(req, span)
 
@@ -194,21 +272,26 @@ class TracingMiddleware(Middleware):
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         if "traceparent" in carrier:
             options["trace"] = carrier["traceparent"]
-        self._stack().append(span)
+        self._stack().append((span, time.perf_counter()))
 
     def after_publish(self, topic: str, data: dict[str, Any], result: Any) -> None:
         stack = self._stack()
         if not stack:
             return
-        span = stack.pop()
+        span, started = stack.pop()
+        attributes = {"messaging.system": MESSAGING_SYSTEM, "messaging.operation.name": "send",
+                      "messaging.destination.name": topic}
         if result is None:
             span.set_status(Status(StatusCode.ERROR, "publish failed"))
+            attributes["error.type"] = "publish_failed"
         else:
             span.set_attribute("messaging.message.id", result.msg_id)
         span.end()
+        self.instruments.sent.add(1, attributes)
+        self.instruments.send_duration.record(time.perf_counter() - started, attributes)
 
-    def _stack(self) -> list[Any]:
-        stack: list[Any] | None = getattr(self._publishing, "spans", None)
+    def _stack(self) -> list[tuple[Any, float]]:
+        stack: list[tuple[Any, float]] | None = getattr(self._publishing, "spans", None)
         if stack is None:
             stack = self._publishing.spans = []
         return stack
@@ -228,6 +311,10 @@ class TracingMiddleware(Middleware):
                         "messaging.message.conversation_id": req.reqid,
                         "butterfly.attempt": msg.attempts})
         self._enter(req, span, created)
+        req.context[_STARTED] = time.perf_counter()
+        self.instruments.consumed.add(1, {"messaging.system": MESSAGING_SYSTEM,
+                                          "messaging.operation.name": "process",
+                                          "messaging.destination.name": msg.topic})
 
     def on_timeout(self, msg: Message, req: Request) -> None:
         span = req.context.get(_SPAN)
@@ -259,6 +346,13 @@ class TracingMiddleware(Middleware):
             span.set_status(Status(StatusCode.ERROR, req.error_str))
         self._events(req, span)
         self._leave(req, span)
+        attributes = {"messaging.system": MESSAGING_SYSTEM, "messaging.operation.name": "process",
+                      "messaging.destination.name": msg.topic}
+        if outcome.stat != "OK":
+            attributes["error.type"] = str(outcome.stat)  # a stat: a bounded set
+        started = req.context.pop(_STARTED, None)
+        if started is not None:
+            self.instruments.process_duration.record(time.perf_counter() - started, attributes)
 
     # -- the span of a call -------------------------------------------------------------------
     def _enter(self, req: Request, span: Any, parent: Any) -> None:
