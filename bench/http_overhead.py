@@ -16,6 +16,7 @@ Target: butterfly / bare Flask req/s >= 0.9 (issue 13), every response header
 and the access-log line kept.
 
     make bench            # or: .venv/bin/python bench/http_overhead.py --seconds 8 --rounds 5
+    .venv/bin/python bench/http_overhead.py --tracing   # + butterfly with tracing on
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def parse_wrk(text: str) -> dict[str, float]:
 
 def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
     common = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": workdir}
-    if name == "butterfly":
+    if name.startswith("butterfly"):
         env = {**os.environ, "BUTTERFLY_PORT": str(port), "BUTTERFLY_HOST": "127.0.0.1",
                "BUTTERFLY_WORKERS": str(WORKERS), "BUTTERFLY_THREADS": str(THREADS),
-               "BUTTERFLY_LOG_DIR": str(workdir / "log"), "BUTTERFLY_DATA_DIR": str(workdir)}
+               "BUTTERFLY_LOG_DIR": str(workdir / name / "log"),
+               "BUTTERFLY_DATA_DIR": str(workdir / name)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if name == TRACED:  # every request sampled, its spans made and dropped
+            env.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                        "OTEL_TRACES_SAMPLER": "always_on"})
         argv = [str(BIN / "butterfly"), "serve", "core"]
     else:
         env = {**os.environ, "PYTHONPATH": str(HERE)}
@@ -74,6 +79,8 @@ def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
 
 
 PING = "http://127.0.0.1:{}/demo_api/ping"
+#: ``--tracing``: butterfly with OpenTelemetry on (issue 26: within 10 % of tracing off)
+TRACED = "butterfly traced"
 
 
 def wrk_run(url: str, seconds: float, connections: int) -> dict[str, float]:
@@ -151,6 +158,9 @@ def main() -> int:
     parser.add_argument("--together", action=argparse.BooleanOptionalAction, default=True,
                         help="load both servers at once, each with its own wrk (default), "
                              "or one after the other (--no-together)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="add a third server: butterfly with tracing on (every span "
+                             "made, none exported)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk (make bench does)", file=sys.stderr)
@@ -158,7 +168,7 @@ def main() -> int:
     report = Report("http_overhead",
                     f"GET /demo_api/ping, gunicorn gthread {WORKERS}x{THREADS}, "
                     f"wrk -c{args.connections}, {args.seconds} s per round and server")
-    names = ("bare flask", "butterfly")
+    names: tuple[str, ...] = ("bare flask", "butterfly", *((TRACED,) if args.tracing else ()))
     with tempfile.TemporaryDirectory() as tmp:
         procs: dict[str, subprocess.Popen] = {}
         ports = {}
@@ -186,6 +196,9 @@ def main() -> int:
     report.target("butterfly / bare flask req/s (paired)",
                   report.paired_ratio("butterfly", "bare flask", "req/s"), ">=", 0.9)
     report.target("butterfly non-2xx", report.median("butterfly", "non-2xx"), "<=", 0)
+    if args.tracing:
+        report.target("traced / butterfly req/s (paired)",
+                      report.paired_ratio(TRACED, "butterfly", "req/s"), ">=", 0.9)
     return report.finish()
 
 

@@ -203,19 +203,21 @@ class TracingMiddleware(Middleware):
                     trace.set_tracer_provider(provider)
                     self._provider = provider
                     reader = _metric_reader(self.cfg)
-                    meters = MeterProvider(resource=provider.resource,
-                                           metric_readers=[reader] if reader else [])
-                    self._meter_provider = meters
-                    self._instruments = _Instruments(meters.get_meter("butterfly", __version__))
+                    if reader is not None:  # none: no instrument is even updated
+                        meters = MeterProvider(resource=provider.resource,
+                                               metric_readers=[reader])
+                        self._meter_provider = meters
+                        self._instruments = _Instruments(
+                            meters.get_meter("butterfly", __version__))
                     self._tracer = provider.get_tracer("butterfly", __version__)
                     activate(self)
                 tracer = self._tracer
         return tracer
 
     @property
-    def instruments(self) -> _Instruments:
+    def instruments(self) -> _Instruments | None:
+        """The metric instruments, None when metrics are not exported."""
         _ = self.tracer  # made with the tracer
-        assert self._instruments is not None
         return self._instruments
 
     def on_fork(self, service: Service, settings: Any) -> None:
@@ -236,8 +238,7 @@ class TracingMiddleware(Middleware):
         span = self.tracer.start_span(
             f"{req.method} {route.path}", context=parent, kind=SpanKind.SERVER,
             attributes={"http.request.method": req.method, "http.route": route.path,
-                        "url.path": route.path, "client.address": req.ip,
-                        "butterfly.reqid": req.reqid})
+                        "client.address": req.ip, "butterfly.reqid": req.reqid})
         self._enter(req, span, parent)
 
     def after_call(self, req: Request, route: Route, outcome: Outcome | None) -> None:
@@ -251,10 +252,12 @@ class TracingMiddleware(Middleware):
             span.set_attribute("butterfly.stat", str(outcome.stat))
             if outcome.status >= 500:
                 span.set_status(Status(StatusCode.ERROR, req.error_str or None))
-            self.instruments.http_duration.record(
-                time.perf_counter() - req.init_tm,
-                {"http.request.method": req.method, "http.route": route.path,
-                 "http.response.status_code": outcome.status})
+            instruments = self.instruments
+            if instruments is not None:
+                instruments.http_duration.record(
+                    time.perf_counter() - req.init_tm,
+                    {"http.request.method": req.method, "http.route": route.path,
+                     "http.response.status_code": outcome.status})
         self._events(req, span)
         self._leave(req, span)
 
@@ -287,8 +290,10 @@ class TracingMiddleware(Middleware):
         else:
             span.set_attribute("messaging.message.id", result.msg_id)
         span.end()
-        self.instruments.sent.add(1, attributes)
-        self.instruments.send_duration.record(time.perf_counter() - started, attributes)
+        instruments = self.instruments
+        if instruments is not None:
+            instruments.sent.add(1, attributes)
+            instruments.send_duration.record(time.perf_counter() - started, attributes)
 
     def _stack(self) -> list[tuple[Any, float]]:
         stack: list[tuple[Any, float]] | None = getattr(self._publishing, "spans", None)
@@ -312,9 +317,11 @@ class TracingMiddleware(Middleware):
                         "butterfly.attempt": msg.attempts})
         self._enter(req, span, created)
         req.context[_STARTED] = time.perf_counter()
-        self.instruments.consumed.add(1, {"messaging.system": MESSAGING_SYSTEM,
-                                          "messaging.operation.name": "process",
-                                          "messaging.destination.name": msg.topic})
+        instruments = self.instruments
+        if instruments is not None:
+            instruments.consumed.add(1, {"messaging.system": MESSAGING_SYSTEM,
+                                         "messaging.operation.name": "process",
+                                         "messaging.destination.name": msg.topic})
 
     def on_timeout(self, msg: Message, req: Request) -> None:
         span = req.context.get(_SPAN)
@@ -351,8 +358,9 @@ class TracingMiddleware(Middleware):
         if outcome.stat != "OK":
             attributes["error.type"] = str(outcome.stat)  # a stat: a bounded set
         started = req.context.pop(_STARTED, None)
-        if started is not None:
-            self.instruments.process_duration.record(time.perf_counter() - started, attributes)
+        instruments = self.instruments
+        if started is not None and instruments is not None:
+            instruments.process_duration.record(time.perf_counter() - started, attributes)
 
     # -- the span of a call -------------------------------------------------------------------
     def _enter(self, req: Request, span: Any, parent: Any) -> None:
