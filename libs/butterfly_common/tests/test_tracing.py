@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_common import tracing
+from butterfly_common import middleware, tracing
 from butterfly_common.app import create_app
 from butterfly_common.config import SettingsError
 from butterfly_common.logfiles import flush_all
@@ -27,6 +27,19 @@ from butterfly_common.testing.otlp import OtlpReceiver
 from butterfly_common.tracing.otel import TracingMiddleware
 
 from fixtures_app import SAMPLE
+
+
+@pytest.fixture(autouse=True)
+def _tracing_left_off():
+    """Each test starts with tracing off in this process and leaves it so (an app built
+    with an exporter activates its middleware for the whole process)."""
+    tracing.deactivate()
+    yield
+    for mw in middleware.active():
+        if isinstance(mw, TracingMiddleware):
+            mw.on_shutdown(SAMPLE)
+    middleware.install(Chain())
+    tracing.deactivate()
 
 
 def test_off_adds_no_middleware_and_does_not_load_the_sdk():
@@ -74,7 +87,8 @@ def test_asked_for_but_not_installed_is_refused(monkeypatch):
 def test_outcomes_become_settle_spans_and_events(sample_consumers, redis_url):
     broker, start, _ = sample_consumers
     with OtlpReceiver() as receiver:
-        cfg = tracing.TracingConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+        cfg = tracing.TracingConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                                              "OTEL_BSP_SCHEDULE_DELAY": "100"})
         traced = TracingMiddleware(cfg, "sample")
         consumer = start(chain=Chain([traced, *default_middleware()]), threads=2)
         key = uuid.uuid4().hex
@@ -85,9 +99,13 @@ def test_outcomes_become_settle_spans_and_events(sample_consumers, redis_url):
         for mid in (retried, refused, slow):
             wait_until(lambda m=mid: broker.get(m).status in (FINISHED, FAILED), 15,
                        what=f"{mid} ended")
-        # four attempts (flaky twice): each span ends before its attempt is counted
+        # four attempts (flaky twice) and three settles, exported as they end
         wait_until(lambda: consumer.processed == 4, 10, what="every attempt processed")
-        traced.on_shutdown(SAMPLE)  # flushes what the batch still holds
+        wait_until(lambda: len([s for s in receiver.spans if s.attributes.get(
+            "messaging.message.id") in (retried, refused, slow)]) >= 7, 20,
+            what="seven spans received")
+        traced.on_shutdown(SAMPLE)
+        tracing.deactivate()
         spans = receiver.spans
 
     def of(msg_id: str, name: str) -> list:
@@ -125,3 +143,28 @@ def test_an_error_log_line_names_its_span(tmp_path, redis_server):
     assert f"trace_id:{'ab' * 16}" in line and "span_id:" in line
     (access,) = [ln for ln in acc.splitlines() if answer.headers["x-reqid"] in ln]
     assert access.split("\t")[-2] == f"trace_id:{'ab' * 16}"
+
+
+def test_off_a_service_span_is_nothing():
+    with tracing.span("fire /a/b", {"job": 1}) as span:
+        assert span is None and tracing.traceparent() == ""
+
+
+def test_a_service_span_continues_a_stored_traceparent():
+    with OtlpReceiver() as receiver:
+        cfg = tracing.TracingConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+        traced = TracingMiddleware(cfg, "svc")
+        traced.on_fork(SAMPLE, load_settings({}))  # what a worker does: activates it
+        try:
+            with tracing.span("flow demo", {"butterfly.job_id": 7}):
+                stored = tracing.traceparent()  # kept in a record, continued elsewhere
+            with tracing.span("task one", parent=stored):
+                pass
+            traced.on_shutdown(SAMPLE)
+        finally:
+            tracing.deactivate()
+        flow = receiver.named("flow demo")[0]
+        task = receiver.named("task one")[0]
+    assert stored.startswith(f"00-{flow.trace_id}-{flow.span_id}-")
+    assert flow.kind == "internal" and flow.attributes == {"butterfly.job_id": 7}
+    assert (task.trace_id, task.parent_id) == (flow.trace_id, flow.span_id)

@@ -18,7 +18,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 from .config import SAMPLERS, TracingConfig
-from .state import activate, client_span, deactivate, log_fields
+from .state import activate, client_span, deactivate, log_fields, span, traceparent
 
 if TYPE_CHECKING:
     from ..middleware.base import Middleware
@@ -52,4 +52,4 @@ def middleware_for(settings: Settings, service_name: str) -> list[Middleware]:
 
 
 __all__ = ["SAMPLERS", "TracingConfig", "activate", "client_span", "config_of", "deactivate",
-           "installed", "log_fields", "middleware_for"]
+           "installed", "log_fields", "middleware_for", "span", "traceparent"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
@@ -393,6 +393,19 @@ class TracingMiddleware(Middleware):
         ) as span:
             _PROPAGATOR.inject(headers)
             yield span
+
+    @contextmanager
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None,
+             parent: str = "") -> Iterator[Any]:
+        ctx = _PROPAGATOR.extract({"traceparent": parent}) if parent else None
+        with self.tracer.start_as_current_span(name, context=ctx, kind=SpanKind.INTERNAL,
+                                               attributes=dict(attributes or {})) as span:
+            yield span
+
+    def traceparent(self) -> str:
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        return carrier.get("traceparent", "")
 
     def log_fields(self) -> str:
         ids = trace.get_current_span().get_span_context()
