@@ -104,7 +104,7 @@ def create(namespace: str, instance_name: str, section_name: str, section_versio
         for name, value in initial.items():
             create_item(write, namespace, section_name, instance_name, name, value)
 
-    return run_write(namespace, user, change)[1]
+    return run_write(namespace, user, change, direct=bool(items_data))[1]
 
 
 def _cas_failed(item: Item, why: str) -> WuxingError:
@@ -191,7 +191,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
         return {name: {"item_id": rows[name].id, "item_value": value}
                 for name, value in new.items()}
 
-    result, rev = run_write(namespace, user, change)
+    result, rev = run_write(namespace, user, change, direct=True)
     return {"revision": rev, "items": result}
 
 

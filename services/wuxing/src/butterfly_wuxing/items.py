@@ -102,5 +102,5 @@ def update(item_id: int, item_value: Any, user: str, *, item_type: str | None = 
         instances._touch(write, instance)
         return {"item_id": item.id, "item_value": value}
 
-    result, rev = run_write(namespace, user, change)
+    result, rev = run_write(namespace, user, change, direct=True)
     return {**result, "revision": rev}

@@ -175,5 +175,5 @@ def import_(document: dict[str, Any], namespace: str | None, dry_run: bool,
             set_value(write, item, change_["item_value"], cmd="import")
         return diff
 
-    diff, revision = run_write(namespace, user, change)
+    diff, revision = run_write(namespace, user, change, direct=True)
     return {"dry_run": False, "namespace": namespace, "revision": revision, "diff": diff}

@@ -13,9 +13,11 @@ open unless ``WUXING_READ_TOKEN`` is set. Refusals answer the original's stats w
 from typing import Annotated, Any
 
 from butterfly_common import api, retstat
+from butterfly_common.auth import request_identity
 from butterfly_common.params import SECRET, Secret
 from butterfly_common.runtime import get_config
 from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
+from butterfly_wuxing import review as review_mod
 from butterfly_wuxing import watch as feed
 from butterfly_wuxing.access import check_read
 from butterfly_wuxing.config import WuxingConfig
@@ -262,3 +264,120 @@ def namespace_import(req, document: Annotated[dict, SECRET], namespace: str | No
 
 
 globals()["import"] = namespace_import  # /wuxing/import (a keyword, so set by name)
+
+
+# -- reviewed publishing: draft -> publish (-> approval) -> release ---------------------------
+
+def _who(req) -> str:
+    """The caller's name as wuxing/canghai identify it (auth.request_identity): a trusted
+    proxy's user, a huoyan JWT's user, or the token's name (``admin-token``...)."""
+    name = request_identity(req).username
+    return name if name and name != "-" else req.username
+
+
+@api(statuses=STATUSES)
+def review_get(req, namespace: str):
+    """The namespace's publishing mode (``review``, ``approval``), how many items its draft
+    holds, the publish waiting for approval (or null) and the latest release's revision."""
+    check_read(req)
+    return OK, {"data": review_mod.get_settings(namespace)}
+
+
+@api(write=True, role="admin", statuses=STATUSES)
+def review_set(req, namespace: str, review: bool, approval: bool = False):
+    """Turn reviewed publishing on (a baseline release of the current values is recorded)
+    or off (the draft must be empty, nothing pending); ``approval``: a publish needs a
+    second person. Audited."""
+    return OK, {"data": review_mod.set_settings(namespace, review, approval, _who(req))}
+
+
+@api(write=True, statuses=STATUSES)
+def draft_set(req, namespace: str, instance_name: str, items: Annotated[dict, SECRET]):
+    """Put values (``{item_name: value}``) of one instance into the namespace's draft,
+    each checked against its section now and again at publish. Clients keep reading the
+    live values until the draft is published."""
+    return OK, {"data": review_mod.draft_set(namespace, instance_name, items, _who(req))}
+
+
+@api(write=True, statuses=STATUSES)
+def draft_discard(req, namespace: str, instance_name: str | None = None,
+                  items: list[str] | None = None):
+    """Drop draft entries: all of them, one instance's, or some ``items`` of it."""
+    return OK, {"data": review_mod.draft_discard(namespace, instance_name,
+                                                 lists._names(items), _who(req))}
+
+
+@api(statuses=STATUSES)
+def draft_get(req, namespace: str):
+    """The draft's entries (draft value, live value, who set it) and the pending publish."""
+    check_read(req)
+    return OK, {"data": review_mod.draft_get(namespace)}
+
+
+@api(statuses=STATUSES)
+def draft_diff(req, namespace: str):
+    """What publishing now would change against the latest release, item by item
+    (``added`` / ``removed`` / ``changed`` with ``old`` and ``new``)."""
+    check_read(req)
+    return OK, {"data": review_mod.draft_diff(namespace)}
+
+
+@api(write=True, statuses=STATUSES)
+def publish(req, namespace: str, message: str):
+    """Publish the whole draft as one release (one revision, ``message``, the caller as
+    author); with approval on, ask for it (``state: pending``): the draft is then frozen
+    until publish_approve or publish_reject. A value that no longer fits its section refuses
+    the publish with every violation in ``data.violations``."""
+    return OK, {"data": review_mod.publish(namespace, message, _who(req))}
+
+
+@api(write=True, statuses=STATUSES)
+def publish_approve(req, namespace: str, comment: str):
+    """Approve the pending publish (with a comment): it is published at once. Refused to
+    its author and to anyone who edited the draft (ERR_SELF_APPROVAL)."""
+    return OK, {"data": review_mod.approve(namespace, comment, _who(req))}
+
+
+@api(write=True, statuses=STATUSES)
+def publish_reject(req, namespace: str, comment: str):
+    """Close the pending publish without publishing (its author may so withdraw it); the
+    draft stays."""
+    return OK, {"data": review_mod.reject(namespace, comment, _who(req))}
+
+
+@api(statuses=STATUSES)
+def release_list(req, namespace: str, state: str | None = None, page_index: int = 1,
+                 page_size: int = 10):
+    """Releases and publish requests, newest first; ``state``: pending, published or
+    rejected."""
+    check_read(req)
+    return OK, {"data": review_mod.release_list(namespace, state, page_index, page_size)}
+
+
+@api(statuses=STATUSES)
+def release_get(req, namespace: str, revision: int):
+    """One release with every value of the namespace at it (``values``)."""
+    check_read(req)
+    return OK, {"data": review_mod.release_get(namespace, revision)}
+
+
+@api(statuses=STATUSES)
+def release_diff(req, namespace: str, from_revision: int, to_revision: int):
+    """The changes from one release to another, item by item."""
+    check_read(req)
+    return OK, {"data": review_mod.release_diff(namespace, from_revision, to_revision)}
+
+
+@api(write=True, statuses=STATUSES)
+def release_rollback(req, namespace: str, revision: int, message: str | None = None):
+    """A new release with the values of release ``revision`` (items that still exist);
+    needs an empty draft; with approval on it is a publish request like any other."""
+    return OK, {"data": review_mod.rollback(namespace, revision, message, _who(req))}
+
+
+@api(statuses=STATUSES)
+def review_log(req, namespace: str, page_index: int = 1, page_size: int = 10):
+    """The audit of reviewed publishing, newest first: settings, draft_set, draft_discard,
+    request, publish, approve, reject, rollback, with user, comment and revision."""
+    check_read(req)
+    return OK, {"data": review_mod.review_log(namespace, page_index, page_size)}
