@@ -58,6 +58,9 @@ ERR_PUBLISH_PENDING = "ERR_PUBLISH_PENDING"
 ERR_PUBLISH_NOT_PENDING = "ERR_PUBLISH_NOT_PENDING"
 ERR_SELF_APPROVAL = "ERR_SELF_APPROVAL"
 ERR_RELEASE_NOT_FOUND = "ERR_RELEASE_NOT_FOUND"
+# -- JSON Schema per item / section --------------------------------------------------------------
+ERR_SCHEMA_VIOLATION = "ERR_SCHEMA_VIOLATION"
+ERR_SECTION_SCHEMA_INVALID = "ERR_SECTION_SCHEMA_INVALID"
 
 #: HTTP status per stat (everything else a refusal answers is 400).
 HTTP_STATUS: dict[str, int] = {

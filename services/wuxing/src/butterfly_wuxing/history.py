@@ -101,6 +101,7 @@ def item_rollback(item_id: int, revision: int, user: str) -> dict[str, Any]:
         instance = instances.find(namespace, item.instance_name)
         template = instances._template_for(instance)
         if _restore(write, item, row, template):
+            instances.check_instance(namespace, instance)
             instances._touch(write, instance)
         return {"item_id": item_id, "item_value": value_of(item)}
 
@@ -122,6 +123,7 @@ def instance_rollback(namespace: str, instance_name: str, revision: int,
         changed = [name for name, item in rows.items()
                    if _restore(write, item, past.get(item.id), template)]
         if changed:
+            instances.check_instance(namespace, instance)
             instances._touch(write, instance)
         return changed
 

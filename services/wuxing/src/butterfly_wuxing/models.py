@@ -228,3 +228,18 @@ class ReviewLog(BaseModel):
 
 
 REVIEW_MODELS: list[type[peewee.Model]] = [NamespaceSetting, Draft, Release, ReviewLog]
+
+
+class SectionSchema(BaseModel):
+    """A section version's JSON Schema for a whole instance ``{item_name: value}``
+    (migration 3; an item's own schema lives in the template, beside its constraints)."""
+
+    id = peewee.AutoField()
+    namespace = peewee.CharField(max_length=16)
+    section_name = peewee.CharField(max_length=64)
+    section_version = peewee.CharField(max_length=16)
+    schema = peewee.TextField()
+
+    class Meta:
+        table_name = "wuxing_section_schema"
+        indexes = ((("namespace", "section_name", "section_version"), True),)

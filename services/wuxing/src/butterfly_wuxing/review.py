@@ -23,7 +23,7 @@ from typing import Any
 from butterfly_common.protocol import json_default
 
 from . import errors as E
-from . import instances, values
+from . import instances, sections, values
 from .errors import WuxingError
 from .itemrows import set_value, value_of
 from .listing import page
@@ -182,6 +182,48 @@ def _check_value(namespace: str, instance_name: str, item_name: str, value: Any,
     return instances.checked(template, item_name, value)
 
 
+def _flatten(instance_name: str, item_name: str, exc: WuxingError) -> list[dict[str, Any]]:
+    """One refusal as violation entries: one per JSON Schema violation, else one."""
+    found = exc.data.get("violations")
+    if not found:
+        return [{"instance_name": instance_name, "item_name": item_name, "stat": exc.stat,
+                 "reason": exc.reason}]
+    out = []
+    for v in found:
+        item = item_name or (v["path"].split("/")[1] if v["path"].count("/") >= 1 else "")
+        out.append({"instance_name": instance_name, "item_name": item, "stat": exc.stat,
+                    "path": v["path"], "reason": v["message"]})
+    return out
+
+
+def _check_document(namespace: str, instance_name: str,
+                    new: Mapping[str, Any]) -> None:
+    """The instance's live values, its draft and ``new`` on top, against its section
+    schema (ERR_SCHEMA_VIOLATION with every violation)."""
+    instance = instances.find(namespace, instance_name)
+    schema = sections.schema_for(namespace, instance.section_name, instance.section_version,
+                                 instance.section_md5)
+    if schema is None:
+        return
+    document = {name: value_of(item) for name, item in
+                instances.items_of(namespace, instance_name).items()}
+    for row in Draft.select().where((Draft.namespace == namespace)
+                                    & (Draft.instance_name == instance_name)):
+        document[row.item_name] = json.loads(row.value)
+    document.update(new)
+    sections.check_document(namespace, instance.section_name, instance.section_version,
+                            instance.section_md5, document, instance_name)
+
+
+def _invalid_draft(violations: list[dict[str, Any]]) -> WuxingError:
+    return WuxingError(E.ERR_DRAFT_INVALID,
+                       f"{len(violations)} violation(s): "
+                       + "; ".join(f"{v['instance_name']}/{v['item_name']}"
+                                   f"{v.get('path', '')}: {v['reason']}"
+                                   for v in violations)[:900],
+                       {"violations": violations})
+
+
 def draft_set(namespace: str, instance_name: str, items: Mapping[str, Any],
               user: str) -> dict[str, Any]:
     """Put checked values into the draft (a value equal to the live one leaves it)."""
@@ -193,9 +235,20 @@ def draft_set(namespace: str, instance_name: str, items: Mapping[str, Any],
     def change() -> dict[str, Any]:
         _require_review(namespace)
         _refuse_if_pending(namespace)
+        instances.find(namespace, instance_name)
         templates: dict[str, dict[str, Any] | None] = {}
-        checked = {name: _check_value(namespace, instance_name, name, value, templates)
-                   for name, value in items.items()}
+        checked, failed = {}, []
+        for name, value in items.items():
+            try:
+                checked[name] = _check_value(namespace, instance_name, name, value, templates)
+            except WuxingError as exc:
+                failed.append(exc)
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            raise _invalid_draft([v for exc in failed for v in _flatten(
+                instance_name, exc.data.get("item_name", ""), exc)])
+        _check_document(namespace, instance_name, checked)
         live = {name: value_of(i) for name, i in instances.items_of(
             namespace, instance_name, sorted(checked)).items()}
         changed, same = {}, []
@@ -353,17 +406,20 @@ def _apply(write: Write, namespace: str) -> list[str]:
             value = _check_value(namespace, row.instance_name, row.item_name,
                                  json.loads(row.value), templates)
         except WuxingError as exc:
-            violations.append({"instance_name": row.instance_name,
-                               "item_name": row.item_name, "stat": exc.stat,
-                               "reason": exc.reason})
+            violations.extend(_flatten(row.instance_name, row.item_name, exc))
             continue
         plan.append((row, value))
+    # each instance as a whole, as it would be published, against its section schema
+    for name in sorted({row.instance_name for row, _ in plan}):
+        if templates.get(name) is None:
+            continue
+        try:
+            _check_document(namespace, name, {row.item_name: value for row, value in plan
+                                              if row.instance_name == name})
+        except WuxingError as exc:
+            violations.extend(_flatten(name, "", exc))
     if violations:
-        raise WuxingError(E.ERR_DRAFT_INVALID,
-                          f"{len(violations)} draft value(s) break their section: "
-                          + "; ".join(f"{v['instance_name']}/{v['item_name']}: {v['reason']}"
-                                      for v in violations)[:900],
-                          {"violations": violations})
+        raise _invalid_draft(violations)
     editors = sorted({row.user for row in rows})
     touched: dict[str, Any] = {}
     for row, value in plan:

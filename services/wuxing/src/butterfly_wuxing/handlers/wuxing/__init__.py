@@ -55,15 +55,30 @@ def section_create(req, namespace: str, section_name: str, section_version: str)
 def section_item_add(req, namespace: str, section_name: str, section_version: str,
                      item_name: str, item_default: Secret, item_description: str = "",
                      item_enum: list | None = None, item_min: float | None = None,
-                     item_max: float | None = None, item_regex: str | None = None):
+                     item_max: float | None = None, item_regex: str | None = None,
+                     item_schema: dict | None = None):
     """Add a typed item (prefix i| f| s| b| t|) to a disabled section; optional constraints:
     ``item_enum`` (list or comma list), ``item_min``/``item_max`` (value, or length for
-    strings), ``item_regex`` (strings)."""
+    strings), ``item_regex`` (strings), ``item_schema`` (a JSON Schema, Draft 2020-12, for
+    the value; with ``"contentMediaType": "application/json"`` an s|/t| value is a JSON
+    document checked against ``contentSchema``). The default must satisfy them all."""
     enum = item_enum[0] if isinstance(item_enum, list) and len(item_enum) == 1 \
         and isinstance(item_enum[0], str) else item_enum
     constraints = {"enum": enum, "min_": item_min, "max_": item_max, "regex": item_regex}
     return _done(sections.item_add(namespace, section_name, section_version, item_name,
-                                   item_default, item_description, req.username, constraints))
+                                   item_default, item_description, req.username, constraints,
+                                   item_schema))
+
+
+@api(write=True, statuses=STATUSES)
+def section_schema_set(req, namespace: str, section_name: str, section_version: str,
+                       section_schema: dict | None = None):
+    """Set the JSON Schema (Draft 2020-12) every instance of this disabled section version
+    must satisfy as a whole ``{item_name: value}`` (cross-item rules); without
+    ``section_schema`` it is removed. Checked on every write of values, at draft time and
+    at publish; enabling checks the item defaults against it."""
+    return _done(sections.schema_set(namespace, section_name, section_version,
+                                     section_schema, req.username))
 
 
 @api(write=True, role="admin", statuses=STATUSES)
