@@ -319,3 +319,58 @@ def test_review_through_real_processes(redis_server, db_url):
         assert got["stat"] == "OK" and got["data"]["item_value"] == 82
         assert set(got["data"]) == {"revision", "item_id", "item_value"}
         assert ok("instance_get", namespace="plain", instance_name="a") == {"i|port": 82}
+
+
+def test_no_direct_write_slips_past_the_switch_to_review(redis_server, db_url):
+    """Writers hammer direct writes through gunicorn while review is turned on: every write
+    that succeeded has a revision below the baseline release, every one after is refused,
+    and the baseline holds the last directly written values."""
+    make_redis(redis_server.url).flushall()
+    env = {"BUTTERFLY_REDIS_URL": redis_server.url, "BUTTERFLY_DB_URL": db_url,
+           "BUTTERFLY_ADMIN_TOKEN": TOKEN, "BUTTERFLY_TIMEOUT": "600",
+           "BUTTERFLY_WORKERS": "2", "BUTTERFLY_THREADS": "4"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with ButterflyService("wuxing", env) as svc:
+        def call(handler: str, **params) -> dict:
+            return requests.post(f"{svc.url}/wuxing/{handler}", json=params, headers=auth,
+                                 timeout=60).json()
+
+        call("section_create", namespace=NS, section_name="s", section_version="1")
+        call("section_item_add", namespace=NS, section_name="s", section_version="1",
+             item_name="i|n", item_default=0)
+        call("section_enable", namespace=NS, section_name="s", section_version="1")
+        for w in range(4):
+            assert call("instance_create", namespace=NS, instance_name=f"w{w}",
+                        section_name="s", section_version="1")["stat"] == "OK"
+        answers: dict[int, list[dict]] = {w: [] for w in range(4)}
+        started = threading.Event()
+
+        def writer(w: int) -> None:
+            for n in range(1, 10_000):
+                body = call("instance_update_item", namespace=NS, instance_name=f"w{w}",
+                            item_name="i|n", item_value=n)
+                answers[w].append(body)
+                if n == 5:
+                    started.set()
+                if body["stat"] != "OK":
+                    return
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        assert started.wait(60)
+        body = call("review_set", namespace=NS, review=True)
+        assert body["stat"] == "OK", body
+        baseline = body["data"]["baseline_revision"]
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        release = call("release_get", namespace=NS, revision=baseline)["data"]["values"]
+        for w, got in answers.items():
+            *done, last = got
+            assert last["stat"] == "ERR_NAMESPACE_REVIEWED", last
+            assert all(b["stat"] == "OK" and b["data"]["revision"] <= baseline for b in done)
+            assert done, "each writer wrote before the switch"
+            # the baseline holds exactly the last value each writer got answered
+            assert release[f"w{w}"]["i|n"] == done[-1]["data"]["item_value"]
+        assert call("namespace_get", namespace=NS)["data"]["revision"] == baseline
