@@ -2,7 +2,7 @@
 
 A known secret goes through every wuxing route that takes a value (item defaults,
 instance values one and many at a time, by item id, a value a constraint refuses, an
-import document, a search by value), over JSON and over a form body, into items whose
+import document, a search by value, a draft), over JSON and over a form body, into items whose
 names look like nothing secret. Then every log file of wuxing and canghai is read, and
 the console's request search for each of those requests: the secret is nowhere, while
 the requests themselves are (so the search did look).
@@ -103,6 +103,11 @@ def test_item_values_are_masked_in_every_log_and_in_the_console_search(fleet):
         **NS, "item_name": "s|note", "item_value_operator": "=", "item_value": value()}, timeout=30)
     reqids.append(r.headers["x-reqid"])
     assert r.json()["stat"] == "OK"
+    # reviewed publishing: a drafted value, and one its constraint refuses, are masked too
+    assert call("review_set", **NS, review=True)["stat"] == "OK"
+    assert call("draft_set", **INSTANCE, items={"s|note": value()})["stat"] == "OK"
+    assert call("draft_set", **INSTANCE, items={"s|code": "UPPER" + value()})["stat"] != "OK"
+    assert call("publish", **NS, message="rotate the note")["stat"] == "OK"
 
     logs = [wuxing.log_dir, canghai.log_dir]
     # every request has its access line (flushed in batches): wait for the last one

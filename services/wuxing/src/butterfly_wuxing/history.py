@@ -101,10 +101,11 @@ def item_rollback(item_id: int, revision: int, user: str) -> dict[str, Any]:
         instance = instances.find(namespace, item.instance_name)
         template = instances._template_for(instance)
         if _restore(write, item, row, template):
+            instances.check_instance(namespace, instance)
             instances._touch(write, instance)
         return {"item_id": item_id, "item_value": value_of(item)}
 
-    result, rev = run_write(namespace, user, change)
+    result, rev = run_write(namespace, user, change, direct=True)
     return {**result, "revision": rev}
 
 
@@ -122,10 +123,11 @@ def instance_rollback(namespace: str, instance_name: str, revision: int,
         changed = [name for name, item in rows.items()
                    if _restore(write, item, past.get(item.id), template)]
         if changed:
+            instances.check_instance(namespace, instance)
             instances._touch(write, instance)
         return changed
 
-    changed, rev = run_write(namespace, user, change)
+    changed, rev = run_write(namespace, user, change, direct=True)
     return {"revision": rev, "items": sorted(changed)}
 
 

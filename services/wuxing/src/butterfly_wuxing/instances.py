@@ -57,13 +57,28 @@ def enabled_template(namespace: str, section_name: str, section_version: str) ->
 
 
 def _rules(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: spec[k] for k in ("enum", "min", "max", "regex") if k in spec}
+    return {k: spec[k] for k in ("enum", "min", "max", "regex", "schema") if k in spec}
 
 
 def checked(template: Mapping[str, Any], item_name: str, value: Any) -> Any:
     """``value`` converted to the item's type and checked against its constraints."""
     spec = template[item_name]
     return values.check(item_name[0], value, item_name, _rules(spec))
+
+
+def check_instance(namespace: str, instance: Instance,
+                   new: Mapping[str, Any] | None = None) -> None:
+    """The instance's values (as the transaction sees them, with ``new`` on top) against
+    its section's JSON Schema, when the section has one: ERR_SCHEMA_VIOLATION listing
+    every violation. Call it after writing, inside the write: a refusal rolls back."""
+    if sections.schema_for(namespace, instance.section_name, instance.section_version,
+                           instance.section_md5) is None:
+        return
+    document = {name: value_of(item) for name, item in
+                items_of(namespace, instance.instance_name).items()}
+    document.update(new or {})
+    sections.check_document(namespace, instance.section_name, instance.section_version,
+                            instance.section_md5, document, instance.instance_name)
 
 
 def _touch(write: Write, instance: Instance) -> None:
@@ -96,6 +111,8 @@ def create(namespace: str, instance_name: str, section_name: str, section_versio
         initial = {name: checked(template, name, items_data[name]
                                  if items_data.get(name) is not None else spec["item_default"])
                    for name, spec in template.items()}
+        sections.check_document(namespace, section_name, section_version, section.section_md5,
+                                initial, instance_name)
         Instance.create(namespace=namespace, instance_name=instance_name,
                         section_name=section_name, section_version=section_version,
                         section_md5=section.section_md5, user=user, revision=write.revision)
@@ -104,7 +121,7 @@ def create(namespace: str, instance_name: str, section_name: str, section_versio
         for name, value in initial.items():
             create_item(write, namespace, section_name, instance_name, name, value)
 
-    return run_write(namespace, user, change)[1]
+    return run_write(namespace, user, change, direct=bool(items_data))[1]
 
 
 def _cas_failed(item: Item, why: str) -> WuxingError:
@@ -187,11 +204,12 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
             new[name] = checked(template, name, value)
         for name, value in new.items():
             set_value(write, rows[name], value)
+        check_instance(namespace, instance)
         _touch(write, instance)
         return {name: {"item_id": rows[name].id, "item_value": value}
                 for name, value in new.items()}
 
-    result, rev = run_write(namespace, user, change)
+    result, rev = run_write(namespace, user, change, direct=True)
     return {"revision": rev, "items": result}
 
 
@@ -274,6 +292,7 @@ def update_section(namespace: str, instance_name: str, section_version: str,
         Instance.update(section_version=section_version, section_md5=target.section_md5,
                         revision=write.revision, u_time=now(), user=user).where(
             Instance.id == instance.id).execute()
+        check_instance(namespace, find(namespace, instance_name))
         write.record("instance", "upgrade", section_name=instance.section_name,
                      section_version=section_version, instance_name=instance_name,
                      value_old=instance.section_version, value_new=section_version)

@@ -99,8 +99,9 @@ def update(item_id: int, item_value: Any, user: str, *, item_type: str | None = 
             raise WuxingError(E.ERR_ITEM_IS_NOT_EXIST, f"{item.item_name} is not in the section")
         value = instances.checked(template, item.item_name, item_value)
         set_value(write, item, value)
+        instances.check_instance(namespace, instance)
         instances._touch(write, instance)
         return {"item_id": item.id, "item_value": value}
 
-    result, rev = run_write(namespace, user, change)
+    result, rev = run_write(namespace, user, change, direct=True)
     return {**result, "revision": rev}

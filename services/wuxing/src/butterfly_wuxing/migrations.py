@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from butterfly_common import db
 
-from .models import MODELS, SchemaVersion
+from .models import MODELS, REVIEW_MODELS, SchemaVersion, SectionSchema
 
 
 def _v1_tables() -> None:
@@ -19,9 +19,21 @@ def _v1_tables() -> None:
     db.database.create_tables(MODELS, safe=True)
 
 
+def _v2_review() -> None:
+    """Reviewed publishing: namespace settings, drafts, releases and their audit log."""
+    db.database.create_tables(REVIEW_MODELS, safe=True)
+
+
+def _v3_section_schema() -> None:
+    """JSON Schema per section version (an item's own schema is part of the template)."""
+    db.database.create_tables([SectionSchema], safe=True)
+
+
 #: (version, step): append, never edit or reorder a released step.
 STEPS: list[tuple[int, Callable[[], None]]] = [
     (1, _v1_tables),
+    (2, _v2_review),
+    (3, _v3_section_schema),
 ]
 LATEST = STEPS[-1][0]
 

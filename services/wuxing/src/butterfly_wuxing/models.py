@@ -141,3 +141,105 @@ class History(BaseModel):
 
 
 MODELS: list[type[peewee.Model]] = [Namespace, Section, Instance, Item, History]
+
+
+# -- reviewed publishing (migration 2): drafts, releases, approvals, their audit ---------------
+
+class LongTextField(peewee.TextField):
+    """LONGTEXT on MySQL/MariaDB (a TEXT column stops at 64 KiB); plain text on SQLite."""
+
+    field_type = "LONGTEXT"
+
+
+class NamespaceSetting(BaseModel):
+    """A namespace's publishing mode (no row: direct writes, as always)."""
+
+    namespace = peewee.CharField(max_length=16, primary_key=True)
+    #: Values change only through draft -> publish.
+    review = peewee.BooleanField(default=False)
+    #: A publish needs a second person's approval.
+    approval = peewee.BooleanField(default=False)
+    user = peewee.CharField(max_length=128, default="-")
+    u_time = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "wuxing_namespace_setting"
+
+
+class Draft(BaseModel):
+    """One pending value of a reviewed namespace (JSON of the checked value)."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    instance_name = peewee.CharField(max_length=64)
+    item_name = peewee.CharField(max_length=64)
+    value = peewee.TextField()
+    user = peewee.CharField(max_length=128, default="-")
+    u_time = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "wuxing_draft"
+        indexes = ((("namespace", "instance_name", "item_name"), True),)
+
+
+class Release(BaseModel):
+    """A publish request (``pending``, then ``published`` or ``rejected``) and, once
+    published, the release: its namespace revision and every value of the namespace."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    #: pending | published | rejected
+    state = peewee.CharField(max_length=12)
+    #: publish | rollback | baseline
+    kind = peewee.CharField(max_length=12, default="publish")
+    revision = peewee.BigIntegerField(null=True)
+    rollback_of = peewee.BigIntegerField(null=True)
+    message = peewee.TextField(default="")
+    author = peewee.CharField(max_length=128, default="-")
+    approver = peewee.CharField(max_length=128, default="")
+    comment = peewee.TextField(default="")
+    #: JSON ``{instance_name: {item_name: value}}`` of the whole namespace once published.
+    snapshot = LongTextField(null=True)
+    c_time = peewee.DateTimeField(default=now)
+    p_time = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "wuxing_release"
+        indexes = ((("namespace", "revision"), True), (("namespace", "state"), False))
+
+
+class ReviewLog(BaseModel):
+    """The audit of reviewed publishing: who set, discarded, asked, approved, rejected."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    #: settings | draft_set | draft_discard | request | publish | approve | reject | rollback
+    action = peewee.CharField(max_length=16)
+    user = peewee.CharField(max_length=128, default="-")
+    comment = peewee.TextField(default="")
+    revision = peewee.BigIntegerField(null=True)
+    #: JSON details (items touched, settings set)
+    detail = peewee.TextField(default="{}")
+    c_time = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "wuxing_review_log"
+        indexes = ((("namespace", "id"), False),)
+
+
+REVIEW_MODELS: list[type[peewee.Model]] = [NamespaceSetting, Draft, Release, ReviewLog]
+
+
+class SectionSchema(BaseModel):
+    """A section version's JSON Schema for a whole instance ``{item_name: value}``
+    (migration 3; an item's own schema lives in the template, beside its constraints)."""
+
+    id = peewee.AutoField()
+    namespace = peewee.CharField(max_length=16)
+    section_name = peewee.CharField(max_length=64)
+    section_version = peewee.CharField(max_length=16)
+    schema = peewee.TextField()
+
+    class Meta:
+        table_name = "wuxing_section_schema"
+        indexes = ((("namespace", "section_name", "section_version"), True),)

@@ -8,11 +8,11 @@ from typing import Any
 
 from butterfly_common.protocol import json_default
 
-from . import cache, values
+from . import cache, schemas, values
 from . import errors as E
 from .errors import WuxingError
 from .listing import order_clause, page
-from .models import Instance, Section, now
+from .models import Instance, Section, SectionSchema, now
 from .store import Write, run_write
 
 DESCRIPTION_MAX = 1024
@@ -22,6 +22,50 @@ def template_md5(template: dict[str, Any]) -> str:
     """First 8 hex digits of the md5 of the template JSON, as the original."""
     text = json.dumps(template, sort_keys=True, ensure_ascii=False)
     return hashlib.md5(text.encode()).hexdigest()[:8]  # noqa: S324 - a fingerprint, not security
+
+
+def section_md5(template: dict[str, Any], schema: dict[str, Any] | None) -> str:
+    """The section's fingerprint: its template's md5 (as the original), or with a section
+    schema, the md5 of both (so an instance's md5 pins the schema too)."""
+    if schema is None:
+        return template_md5(template)
+    return template_md5({"section_template": template, "section_schema": schema})
+
+
+def schema_of(namespace: str, section_name: str, section_version: str) -> dict[str, Any] | None:
+    """The section version's own JSON Schema (None: none set)."""
+    raw = SectionSchema.select(SectionSchema.schema).where(
+        (SectionSchema.namespace == namespace) & (SectionSchema.section_name == section_name)
+        & (SectionSchema.section_version == section_version)).scalar()
+    return None if raw is None else dict(json.loads(raw))
+
+
+_schemas: dict[tuple[str, str, str, str], dict[str, Any] | None] = {}
+
+
+def schema_for(namespace: str, section_name: str, section_version: str,
+               md5: str) -> dict[str, Any] | None:
+    """The section schema an instance recorded by ``md5``, kept per process: a section in
+    use cannot change (edited only while disabled), and its md5 covers the schema."""
+    key = (namespace, section_name, section_version, md5)
+    if key in _schemas:
+        return _schemas[key]
+    row = Section.get_or_none(_where(namespace, section_name, section_version))
+    found = schema_of(namespace, section_name, section_version)
+    if row is not None and row.section_md5 == md5:
+        if len(_schemas) > 4096:
+            _schemas.clear()
+        _schemas[key] = found
+    return found
+
+
+def check_document(namespace: str, section_name: str, section_version: str, md5: str,
+                   document: dict[str, Any], instance_name: str) -> None:
+    """Refuse an instance's values ``{item: value}`` that break its section's schema,
+    every violation listed (ERR_SCHEMA_VIOLATION)."""
+    schema = schema_for(namespace, section_name, section_version, md5)
+    schemas.check(schema, document, E.ERR_SCHEMA_VIOLATION,
+                  f"instance {instance_name} (section schema)", instance_name=instance_name)
 
 
 def check_key(namespace: str, section_name: str, section_version: str) -> None:
@@ -64,7 +108,8 @@ def _record(write: Write, row: Section, cmd: str, **extra: Any) -> None:
 def _save(row: Section, write: Write, template: dict[str, Any] | None = None) -> None:
     if template is not None:
         row.section_template = json.dumps(template, ensure_ascii=False)
-        row.section_md5 = template_md5(template)
+        row.section_md5 = section_md5(template, schema_of(row.namespace, row.section_name,
+                                                          row.section_version))
     row.user, row.revision, row.u_time = write.user, write.revision, now()
     row.save()
 
@@ -96,13 +141,16 @@ def _editable(namespace: str, section_name: str, section_version: str) -> Sectio
 
 def item_add(namespace: str, section_name: str, section_version: str, item_name: str,
              item_default: Any, item_description: str, user: str,
-             constraints: dict[str, Any] | None = None) -> int:
+             constraints: dict[str, Any] | None = None, schema: Any = None) -> int:
     check_key(namespace, section_name, section_version)
     kind = values.item_type(item_name)
     if len(item_description) > DESCRIPTION_MAX:
         raise WuxingError(E.ERR_PARAM_IS_INVALID,
                           f"item_description longer than {DESCRIPTION_MAX} characters")
     rules = values.build_constraints(kind, item_name, **(constraints or {}))
+    if schema is not None:
+        rules["schema"] = schemas.parse(schema, E.ERR_SECTION_ITEM_CONSTRAINT_INVALID,
+                                        f"{item_name}: item_schema")
     try:
         default = values.check(kind, item_default, item_name, rules)
     except WuxingError as exc:
@@ -146,6 +194,14 @@ def enable(namespace: str, section_name: str, section_version: str, user: str) -
         row = find(namespace, section_name, section_version)
         if row.is_enabled:
             raise WuxingError(E.ERR_SECTION_ENABLE_FAILED, "section is already enabled")
+        schema = schema_of(namespace, section_name, section_version)
+        if schema is not None:
+            defaults = {name: spec["item_default"] for name, spec in template_of(row).items()}
+            try:
+                schemas.check(schema, defaults, E.ERR_SECTION_ENABLE_FAILED,
+                              "the item defaults break the section schema")
+            except WuxingError as exc:
+                raise WuxingError(exc.stat, exc.reason, exc.data, http=400) from None
         row.is_enabled = True
         _save(row, write)
         _record(write, row, "enable")
@@ -180,7 +236,35 @@ def delete(namespace: str, section_name: str, section_version: str, user: str) -
         if users:
             raise WuxingError(E.ERR_SECTION_IN_USE, f"{users} instance(s) use this section")
         row.delete_instance()
+        SectionSchema.delete().where(
+            (SectionSchema.namespace == namespace) & (SectionSchema.section_name == section_name)
+            & (SectionSchema.section_version == section_version)).execute()
         _record(write, row, "delete", value_old=template_of(row))
+
+    return run_write(namespace, user, change)[1]
+
+
+def schema_set(namespace: str, section_name: str, section_version: str, schema: Any,
+               user: str) -> int:
+    """Set (or with None, remove) the JSON Schema every instance of this disabled section
+    version must satisfy as a whole ``{item_name: value}``."""
+    check_key(namespace, section_name, section_version)
+    parsed = None if schema is None else schemas.parse(schema, E.ERR_SECTION_SCHEMA_INVALID,
+                                                       "section_schema")
+
+    def change(write: Write) -> None:
+        row = _editable(namespace, section_name, section_version)
+        where = ((SectionSchema.namespace == namespace)
+                 & (SectionSchema.section_name == section_name)
+                 & (SectionSchema.section_version == section_version))
+        old = schema_of(namespace, section_name, section_version)
+        SectionSchema.delete().where(where).execute()
+        if parsed is not None:
+            SectionSchema.create(namespace=namespace, section_name=section_name,
+                                 section_version=section_version,
+                                 schema=json.dumps(parsed, ensure_ascii=False))
+        _save(row, write, template_of(row))
+        _record(write, row, "schema", value_old=old, value_new=parsed)
 
     return run_write(namespace, user, change)[1]
 
@@ -188,9 +272,13 @@ def delete(namespace: str, section_name: str, section_version: str, user: str) -
 # -- reads -----------------------------------------------------------------------------------
 
 def _doc(row: Section) -> dict[str, Any]:
-    return {"section_template": template_of(row), "is_enabled": row.is_enabled,
-            "section_md5": row.section_md5, "revision": row.revision,
-            "u_time": json_default(row.u_time)}
+    doc = {"section_template": template_of(row), "is_enabled": row.is_enabled,
+           "section_md5": row.section_md5, "revision": row.revision,
+           "u_time": json_default(row.u_time)}
+    schema = schema_of(row.namespace, row.section_name, row.section_version)
+    if schema is not None:  # (only then: a section without one answers as it always did)
+        doc["section_schema"] = schema
+    return doc
 
 
 def get(namespace: str, section_name: str, section_version: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import peewee
 from butterfly_common import db
 
 from . import cache
-from .models import History, Namespace, now
+from .errors import ERR_NAMESPACE_REVIEWED, WuxingError
+from .models import History, Namespace, NamespaceSetting, now
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,24 +98,70 @@ def _bump(namespace: str) -> int:
     raise RuntimeError(f"namespace {namespace!r}: could not take a revision")
 
 
-def run_write(namespace: str, user: str, change: Callable[[Write], T]) -> tuple[T, int]:
-    """Run ``change`` as one write of ``namespace``; return its result and the revision.
+def reviewed(namespace: str) -> bool:
+    """True when ``namespace`` publishes through drafts (namespace_setting.review)."""
+    return bool(NamespaceSetting.select(NamespaceSetting.review)
+                .where(NamespaceSetting.namespace == namespace).scalar())
 
-    A WuxingError raised by ``change`` rolls everything back (nothing is half written).
-    """
+
+def _refuse_direct(namespace: str) -> None:
+    if reviewed(namespace):
+        raise WuxingError(ERR_NAMESPACE_REVIEWED,
+                          f"namespace {namespace} publishes reviewed releases: change values "
+                          "with draft_set then publish (release_rollback to roll back)")
+
+
+def _attempts(namespace: str, body: Callable[[], T]) -> T:
+    """``body`` in one write transaction, run again on a deadlock / busy database."""
     for attempt in range(RETRIES):
         try:
             with db.database.connection_context(), _transaction():
-                write = Write(namespace, _bump(namespace), user)
-                result = change(write)
-                if write.rows:
-                    History.insert_many(write.rows).execute()
-            break
+                return body()
         except (peewee.OperationalError, peewee.InternalError) as exc:
             if attempt == RETRIES - 1 or not _retryable(exc):
                 raise
             log.info("write of %s retried after %s", namespace, exc)
             time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def run_write(namespace: str, user: str, change: Callable[[Write], T], *,
+              direct: bool = False) -> tuple[T, int]:
+    """Run ``change`` as one write of ``namespace``; return its result and the revision.
+
+    A WuxingError raised by ``change`` rolls everything back (nothing is half written).
+    ``direct``: the write sets values directly, refused (ERR_NAMESPACE_REVIEWED) in a
+    namespace that publishes through drafts - checked under the namespace's lock, so a
+    concurrent switch to review cannot slip a direct write in.
+    """
+    def body() -> tuple[T, Write]:
+        write = Write(namespace, _bump(namespace), user)
+        if direct:
+            _refuse_direct(namespace)
+        result = change(write)
+        if write.rows:
+            History.insert_many(write.rows).execute()
+        return result, write
+
+    result, write = _attempts(namespace, body)
     cache.commit(namespace, write.revision)
     return result, write.revision
 
+
+def run_locked(namespace: str, change: Callable[[], T]) -> T:
+    """Run ``change`` in one transaction holding the namespace's lock without taking a
+    revision (draft edits, settings): serialised with every write of the namespace."""
+    table = Namespace._meta.table_name
+
+    def body() -> T:
+        if not isinstance(db.database.obj, peewee.SqliteDatabase):  # SQLite: BEGIN IMMEDIATE
+            for _ in range(2):
+                cursor = db.database.execute_sql(
+                    f"SELECT revision FROM {table} WHERE namespace = %s "  # noqa: S608
+                    "FOR UPDATE", (namespace,))
+                if cursor.fetchone() is not None:
+                    break
+                Namespace.insert(namespace=namespace, revision=0).on_conflict_ignore().execute()
+        return change()
+
+    return _attempts(namespace, body)

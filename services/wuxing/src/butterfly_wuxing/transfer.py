@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from . import errors as E
-from . import instances, sections, values
+from . import instances, schemas, sections, values
 from .errors import WuxingError
 from .itemrows import create_item, set_value, value_of
 from .models import Instance, Section
@@ -56,6 +56,9 @@ def _validate(document: dict[str, Any]) -> None:
     for sec in document["sections"]:
         if not isinstance(sec, dict) or not isinstance(sec.get("section_template"), dict):
             raise _bad("each section needs section_name, section_version, section_template")
+        for item_name, spec in sec["section_template"].items():
+            if isinstance(spec, dict) and "schema" in spec:
+                schemas.parse(spec["schema"], E.ERR_IMPORT_INVALID, f"{item_name}: schema")
     for inst in document["instances"]:
         if not isinstance(inst, dict) or not isinstance(inst.get("items"), dict):
             raise _bad("each instance needs instance_name, section_name, section_version, "
@@ -173,7 +176,11 @@ def import_(document: dict[str, Any], namespace: str | None, dry_run: bool,
         for change_ in diff["items_changed"]:
             item = instances.items_of(namespace, change_["instance_name"])[change_["item_name"]]
             set_value(write, item, change_["item_value"], cmd="import")
+        touched = {i["instance_name"] for i in diff["instances_created"]} | {
+            c["instance_name"] for c in diff["items_changed"]}
+        for name in sorted(touched):
+            instances.check_instance(namespace, instances.find(namespace, name))
         return diff
 
-    diff, revision = run_write(namespace, user, change)
+    diff, revision = run_write(namespace, user, change, direct=True)
     return {"dry_run": False, "namespace": namespace, "revision": revision, "diff": diff}

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import errors as E
+from . import schemas
 from .errors import WuxingError
 
 TYPES = {"i": "int", "f": "float", "s": "string", "b": "bool", "t": "text"}
@@ -176,4 +177,6 @@ def check(kind: str, value: Any, item: str, rules: Mapping[str, Any] | None) -> 
         raise _invalid(item, f"{what} {measure} is above the maximum {rules['max']}")
     if "regex" in rules and not re.fullmatch(rules["regex"], value):
         raise _invalid(item, f"{value!r} does not match {rules['regex']!r}")
+    if "schema" in rules:
+        schemas.check(rules["schema"], value, E.ERR_SCHEMA_VIOLATION, item, item_name=item)
     return value
