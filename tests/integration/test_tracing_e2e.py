@@ -120,3 +120,40 @@ def test_one_trace_from_http_through_the_queue_to_another_service(kind):
         # the access line names the span it belongs to, after the original's columns
         assert ping_line.split("\t")[-2:] == [f"trace_id:{trace_id}",
                                               f"span_id:{ping.span_id}"]
+
+
+def test_a_wuxing_write_is_a_span_of_its_call_with_the_revision_it_made():
+    token = "t" * 32
+    with OtlpReceiver() as receiver, RedisServer() as server:
+        wuxing = ButterflyService("wuxing", {
+            "BUTTERFLY_REDIS_URL": server.url, "BUTTERFLY_WORKERS": "1",
+            "BUTTERFLY_ADMIN_TOKEN": token, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRICS_EXPORTER": "none"})
+        with wuxing:
+            wait_until(lambda: requests.get(f"{wuxing.url}/readyz", timeout=2).ok, 30,
+                       what="wuxing ready")
+
+            def call(handler: str, **params) -> dict:
+                answer = requests.post(f"{wuxing.url}/wuxing/{handler}", json=params,
+                                       headers={"Authorization": f"Bearer {token}"},
+                                       timeout=10)
+                assert answer.json()["stat"] == "OK", (handler, answer.text)
+                return answer.json()
+
+            section = {"namespace": "traced", "section_name": "web", "section_version": "1"}
+            call("section_create", **section)
+            call("section_item_add", **section, item_name="i|port", item_default=80)
+            call("section_enable", **section)
+            call("instance_create", **section, instance_name="web1")
+            updated = call("instance_update_item", namespace="traced", instance_name="web1",
+                           item_name="i|port", item_value=81)
+            wait_until(lambda: receiver.named("POST /wuxing/instance_update_item"), 20,
+                       what="the update's server span")
+            wait_until(lambda: len(receiver.named("wuxing write")) >= 4, 20,
+                       what="a span per write")
+        (server_span,) = receiver.named("POST /wuxing/instance_update_item")
+        (write,) = [s for s in receiver.named("wuxing write")
+                    if s.parent_id == server_span.span_id]
+    assert write.trace_id == server_span.trace_id and write.service == "wuxing"
+    assert write.attributes["butterfly.namespace"] == "traced"
+    assert write.attributes["butterfly.revision"] == updated["data"]["revision"]

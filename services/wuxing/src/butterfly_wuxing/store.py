@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import peewee
 
-from butterfly_common import db
+from butterfly_common import db, tracing
 
 from . import cache
 from .errors import ERR_NAMESPACE_REVIEWED, WuxingError
@@ -143,8 +143,12 @@ def run_write(namespace: str, user: str, change: Callable[[Write], T], *,
             History.insert_many(write.rows).execute()
         return result, write
 
-    result, write = _attempts(namespace, body)
-    cache.commit(namespace, write.revision)
+    with tracing.span("wuxing write", {"butterfly.namespace": namespace}) as span:
+        result, write = _attempts(namespace, body)
+        cache.commit(namespace, write.revision)
+        if span is not None:  # tracing on: the revision this write made
+            span.set_attribute("butterfly.revision", write.revision)
+            span.set_attribute("butterfly.history_rows", len(write.rows))
     return result, write.revision
 
 

@@ -24,7 +24,8 @@ from butterfly_wuxing.config import WuxingConfig
 from butterfly_wuxing.revisions import namespace_revision
 
 OK = retstat.OK
-#: Every refusal's HTTP status, declared on the routes so /openapi.json documents them.
+
+
 def _done(revision: int, **data: Any):
     return OK, {"data": {"revision": revision, **data}}
 
