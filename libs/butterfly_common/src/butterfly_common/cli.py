@@ -55,14 +55,14 @@ def _config(args: argparse.Namespace) -> int:
     read from the current environment; a bad value is a SettingsError (exit 2, one line)."""
     from .config import Config, SettingInfo
     from .service import get_service, installed_services
-    from .settings import describe_settings
+    from .settings import DEFAULT_PORT, describe_settings
     from .tracing import TracingConfig
 
     services = ([get_service(name) for name in args.service] if args.service
                 else list(installed_services().values()))
     # one service: its port is BUTTERFLY_PORT's default, as under ``butterfly serve``
     settings = load_settings(default_port=services[0].port if len(args.service) == 1
-                             else 8585)
+                             else DEFAULT_PORT)
     sections: list[tuple[str, list[SettingInfo] | str]] = [
         ("butterfly", describe_settings(settings)),
         ("tracing", TracingConfig.describe(settings.env))]
@@ -168,7 +168,9 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
     if args.worker:
         return _worker_healthcheck()
-    port = args.port or int(os.environ.get("BUTTERFLY_PORT") or 8585)
+    from .settings import DEFAULT_PORT
+
+    port = args.port or int(os.environ.get("BUTTERFLY_PORT") or DEFAULT_PORT)
     try:
         url = f"http://127.0.0.1:{port}/healthz"  # fixed scheme and host: the local service
         with urllib.request.urlopen(url, timeout=3) as reply:

@@ -21,6 +21,9 @@ from .config import Config, SettingInfo, _bool, _float, setting
 from .config import SettingsError as SettingsError  # its home for every caller
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: ``BUTTERFLY_PORT`` when unset (also what ``butterfly healthcheck`` asks, without
+#: loading the settings)
+DEFAULT_PORT = 8585
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -129,7 +132,7 @@ class Settings(Config):
     host: str = setting("BUTTERFLY_HOST", "127.0.0.1",
                         help="listen address: this machine only unless told (the image: "
                              "0.0.0.0)")
-    port: int = setting("BUTTERFLY_PORT", 8585, whole=True, min=1, max=65535,
+    port: int = setting("BUTTERFLY_PORT", DEFAULT_PORT, whole=True, min=1, max=65535,
                         help="listen port (default: the service's)")
     announce: str = setting(
         "BUTTERFLY_ANNOUNCE", "", parse=_announce,
@@ -270,7 +273,8 @@ class Settings(Config):
 FASTPATHS = ("fastpath_response", "fastpath_one_write", "fastpath_breaker_socket")
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, default_port: int = 8585) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, *,
+                  default_port: int = DEFAULT_PORT) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``), raising SettingsError on bad input."""
     env = os.environ if env is None else env
 
