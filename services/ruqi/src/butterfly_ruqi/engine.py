@@ -80,6 +80,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -116,8 +117,12 @@ START_TRIES = 3
 class Engine:
     """One replica's scheduler. ``start()`` it after fork; ``stop()`` is graceful."""
 
-    def __init__(self, redis: Any, config: RuqiConfig, owner: str | None = None) -> None:
+    def __init__(self, redis: Any, config: RuqiConfig, owner: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Epoch seconds now: fire times are compared with it (tests inject a simulated
+        #: clock to run a schedule across days - DST changes - in seconds).
+        self.clock = clock
         self.owner = owner or make_owner()
         self.claims = Claims(redis, self.owner)
         self.writer = HistoryWriter(self.claims)
@@ -127,7 +132,7 @@ class Engine:
         self._specs: dict[str, JobSpec] = {}
         self._slots: dict[str, Slot] = {}
         self._heap: list[tuple[float, str, int]] = []
-        self.watcher = Watcher(self.claims, self._submit, self._record_lost)
+        self.watcher = Watcher(self.claims, self._submit, self._record_lost, clock)
         self._retry: list[Fire] = []
         self._nodes: list[str] = [self.owner]
         #: job id -> whether this engine owns it under ``_nodes`` (cleared when they change)
@@ -217,12 +222,12 @@ class Engine:
         next_round = 0.0
         while not self._stopping.is_set():
             with self._lock:
-                first = self._heap[0][0] if self._heap else time.time() + 1.0
+                first = self._heap[0][0] if self._heap else self.clock() + 1.0
             pause = next_round - time.monotonic()
             if pause > 0:  # a few ms: a plain sleep costs less than an Event's wait
                 time.sleep(pause)
                 continue
-            wait = first - time.time()
+            wait = first - self.clock()
             if wait > 0:
                 self._wake.wait(min(wait, 1.0))
                 self._wake.clear()
@@ -235,7 +240,7 @@ class Engine:
                 time.sleep(0.05)
 
     def _fire_due(self) -> None:
-        now = time.time()
+        now = self.clock()
         due: list[Fire] = []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
@@ -285,7 +290,7 @@ class Engine:
             self.stats["views"] += 1
             gone = set(old) - set(live)
             if gone:
-                now = time.time()
+                now = self.clock()
                 back = min(self.config.node_ttl + 2 * self.config.poll_interval + 1.0,
                            DONE_TTL_EXTRA)
                 for job_id, slot in self._slots.items():
@@ -320,7 +325,7 @@ class Engine:
                     self._running -= len(fires)
                 self._retry.extend(fires)
             return
-        now = time.time()
+        now = self.clock()
         with self._lock:
             self._batch += 1
             batch = self._batch
@@ -350,7 +355,7 @@ class Engine:
                 self._running += 1
             if not fire.manual and not fire.started:
                 waiting = self._queued.setdefault(job_id, [])
-                limit = time.time() - self.config.coalesce_after
+                limit = self.clock() - self.config.coalesce_after
                 for old in waiting:
                     if old.batch < fire.batch and old.ts < fire.ts and old.ts < limit:
                         old.superseded = fire.ts
@@ -414,7 +419,7 @@ class Engine:
     def _execute_inner(self, fire: Fire) -> None:
         spec = fire.spec
         running = f"{RUNNING}|{self.owner}|{fire.reqid}"
-        late = time.time() - fire.ts
+        late = self.clock() - fire.ts
         if not fire.manual and late > spec.misfire_grace_time:
             # Marked running first, like a real start: a peer that took the claim over
             # meanwhile runs it, and this engine must then record nothing (one row a fire).
@@ -433,11 +438,11 @@ class Engine:
         try:
             if not self._begin(fire):
                 return
-            started = time.time()
+            started = self.clock()
             outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
                                   timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
                                   scheduled=fire.ts, wait_result=spec.wait_result)
-            ended = time.time()
+            ended = self.clock()
         finally:
             if spec.overlap == "forbid":
                 try:
@@ -512,7 +517,7 @@ class Engine:
             if full:
                 self._last_full = mono
             self.reload(full)
-        self._check_time = time.time()
+        self._check_time = self.clock()
         live = sorted({*self.claims.live_owners(), self.owner})
         if live != self._nodes:
             self._membership(live)
@@ -573,7 +578,7 @@ class Engine:
     def _retry_claims(self) -> None:
         with self._lock:
             fires, self._retry = self._retry, []
-        now = time.time()
+        now = self.clock()
         fires = [f for f in fires if f.manual or now - f.ts <= f.spec.misfire_grace_time]
         if fires:
             self._claim(fires)
@@ -622,7 +627,7 @@ class Engine:
             nxt = self._heap[0][0] if self._heap else None
             scheduled, running = len(self._slots), self._running
         watching = len(self.watcher)
-        now = time.time()
+        now = self.clock()
         return {
             "instance": self.owner,
             "live_engines": list(self._nodes),

@@ -134,10 +134,11 @@ def _get(job_id: str) -> Job:
 
 
 def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-            opts: Options) -> dict[str, Any]:
+            opts: Options, now: float | None = None) -> dict[str, Any]:
+    """Create a job; ``now`` (epoch seconds) is the save time (tests simulate the clock)."""
     job_id = _check_text("job_id", job_id, 64)
     job_name = _check_text("job_name", job_name, 64)
-    now = time.time()
+    now = time.time() if now is None else now
     fields = _fields(job_trigger, rule, cmd, opts, None, now)
     with db.database.connection_context():
         if Job.get_or_none(Job.id == job_id) is not None:
