@@ -298,8 +298,15 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     expect(page.locator("td", has_text="tick every second")).to_be_visible()
     shot(page, "scheduler")
     page.goto("/console/scheduler/job?id=tick")
+    expect(page.locator("[data-field=next-runs] li")).to_have_count(5)
+    page.fill("input[name=note]", "upstream maintenance")
     page.click("button[value=pause]")
     expect(page.locator("button[value=resume]")).to_be_visible()
+    # the note, who and when: on the job and in the list
+    expect(page.locator("[data-field=pause-note]")).to_have_text("upstream maintenance")
+    expect(page.locator("[data-field=paused-by]")).not_to_have_text("-")
+    page.goto("/console/scheduler/")
+    expect(page.locator("[data-field=pause-note]")).to_contain_text("upstream maintenance")
 
 
 def test_charts_count_processed_messages(fleet: dict, admin: Watched) -> None:

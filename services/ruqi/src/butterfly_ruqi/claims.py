@@ -19,6 +19,7 @@ Keys (``ruqi:`` prefix):
                                 once while it finishes its running fires
 ``own:nodes``           ZSET    owner -> last beat, of the group above
 ``lock:<job>``          STRING  overlap=forbid run lock, value ``<owner>|<ms>``
+``fails:<job>``         STRING  the job's consecutive failed runs (pause_on_failure)
 ``version``             STRING  bumped on every job change; engines poll it
 ``manual``              LIST    run_job requests for whichever engine pops first
 ``prune``               STRING  history retention lease (one pruner per interval)
@@ -45,6 +46,14 @@ CLAIMED, RUNNING, DONE = "c", "r", "d"
 def fire_key(job_id: str, ms: int, manual: bool = False) -> str:
     """The claim key of one (job, scheduled time); manual runs get their own namespace."""
     return f"{PREFIX}:fire:{job_id}:{'m' if manual else ''}{ms}"
+
+
+def failures_key(job_id: str) -> str:
+    return f"{PREFIX}:fails:{job_id}"
+
+
+#: A failure count is forgotten after this long without a run (seconds).
+FAILURES_TTL = 30 * 86400
 
 
 def node_key(owner: str) -> str:
@@ -169,6 +178,19 @@ class Claims:
 
     def unlock(self, job_id: str, token: str) -> None:
         cad(self.redis, lock_key(job_id), token)
+
+    # -- pause_on_failure ------------------------------------------------------------------
+    def count_run(self, job_id: str, failed: bool) -> int:
+        """The job's consecutive failures after this run (one key: INCR, or DEL on success);
+        shared by every replica."""
+        key = failures_key(job_id)
+        if not failed:
+            self.redis.delete(key)
+            return 0
+        pipe = pipeline(self.redis)
+        pipe.execute_command("INCR", key)
+        pipe.execute_command("EXPIRE", key, FAILURES_TTL)
+        return int(pipe.execute()[0])
 
     # -- changes ---------------------------------------------------------------------------
     def version(self) -> str | None:

@@ -89,7 +89,7 @@ from butterfly_common.coordination import once, owner_of
 from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
 
-from . import rules
+from . import jobs, rules
 from .claims import DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
 from .commands import run_command
 from .config import RuqiConfig
@@ -246,7 +246,8 @@ class Engine:
             while self._heap and self._heap[0][0] <= now:
                 ts, job_id, version = heapq.heappop(self._heap)
                 slot = self._slots.get(job_id)
-                if slot is None or slot.spec.version != version or slot.next_ts != ts \
+                if slot is None or slot.spec.version != version or slot.next_ts is None \
+                        or slot.due(slot.next_ts) != ts \
                         or slot.parked:
                     continue
                 if not self._owns(job_id):
@@ -263,7 +264,7 @@ class Engine:
                 due.extend(fires)
                 slot.next_ts = nxt
                 if nxt is not None:
-                    heapq.heappush(self._heap, (nxt, job_id, version))
+                    heapq.heappush(self._heap, (slot.due(nxt), job_id, version))
                 else:
                     del self._slots[job_id]
         if due:
@@ -301,7 +302,8 @@ class Engine:
                     catch.extend(catch_up_fires(slot, since, now))
                     slot.next_ts = rules.first_fire(slot.trig, slot.tz, now)
                     if slot.next_ts is not None:
-                        heapq.heappush(self._heap, (slot.next_ts, job_id, slot.spec.version))
+                        heapq.heappush(self._heap, (slot.due(slot.next_ts), job_id,
+                                                    slot.spec.version))
                 self.stats["caught_up"] += len(catch)
         if gone or len(live) != len(old):
             log.info("engine %s: live engines %s (gone: %s); %d run times caught up",
@@ -451,6 +453,26 @@ class Engine:
                     log.exception("releasing the run lock of %s failed", spec.id)
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
                      outcome.output)
+        if spec.pause_on_failure > 0:
+            self._count_run(spec, outcome.success, outcome.output)
+
+    def _count_run(self, spec: JobSpec, success: bool, output: str) -> None:
+        """pause_on_failure: the run that makes it N consecutive failures pauses the job,
+        with a note saying so (the count is shared by every replica, in Redis)."""
+        try:
+            failures = self.claims.count_run(spec.id, not success)
+            if failures != spec.pause_on_failure:
+                return
+            last = "".join(c if c.isprintable() else " " for c in output[:200]).strip()
+            note = (f"paused by ruqi after {failures} consecutive failed runs "
+                    f"(pause_on_failure={spec.pause_on_failure}); last output: {last}")
+            if jobs.pause_job(spec.id, note=note, by="ruqi", now=self.clock(),
+                              if_running=True):
+                log.warning("job %s paused after %d consecutive failures", spec.id, failures)
+        except Refusal:
+            pass  # removed meanwhile
+        except Exception:
+            log.exception("pause_on_failure of job %s failed", spec.id)
 
     def _begin(self, fire: Fire) -> bool:
         """Whether this engine runs (or records) the fire: claimed as running already, or
@@ -563,14 +585,18 @@ class Engine:
                     continue
                 try:
                     tz = rules.get_timezone(spec.timezone)
-                    trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time)
+                    trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time,
+                                               spec.start_at, spec.end_at)
                 except Refusal as exc:
                     log.error("job %s cannot be scheduled: %s", job_id, exc.reason)
                     continue
-                self._slots[job_id] = Slot(spec, trig, tz, spec.next_run_time)
-                heapq.heappush(self._heap, (spec.next_run_time, job_id, spec.version))
+                slot = Slot(spec, trig, tz, spec.next_run_time)
+                self._slots[job_id] = slot
+                heapq.heappush(self._heap, (slot.due(spec.next_run_time), job_id,
+                                            spec.version))
             if len(self._heap) > 4 * len(self._slots) + 64:
-                self._heap = [(s.next_ts, i, s.spec.version) for i, s in self._slots.items()
+                self._heap = [(s.due(s.next_ts), i, s.spec.version)
+                              for i, s in self._slots.items()
                               if s.next_ts is not None and not s.parked]
                 heapq.heapify(self._heap)
         self._wake.set()

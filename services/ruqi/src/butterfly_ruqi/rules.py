@@ -32,6 +32,7 @@ Daylight saving time (docs/services/ruqi.md "Time zones and DST"), as cron does 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -284,8 +285,50 @@ def normalize_rule(trigger: str, rule: str, tz: ZoneInfo, now: float) -> str:
     return rule
 
 
-def build_trigger(trigger: str, rule: str, tz: ZoneInfo, start_time: float) -> BaseTrigger:
-    """The APScheduler trigger for a stored job; identical on every replica."""
+class Bounded(BaseTrigger):  # type: ignore[misc]
+    """A trigger's fires within a job's ``start_at`` / ``end_at`` (either may be None)."""
+
+    def __init__(self, inner: BaseTrigger, tz: ZoneInfo, start_at: float | None,
+                 end_at: float | None) -> None:
+        self.inner = inner
+        self.start = None if start_at is None else dt.datetime.fromtimestamp(start_at, tz)
+        self.end_at = end_at
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None,
+                           now: dt.datetime) -> dt.datetime | None:
+        if self.start is not None and (previous_fire_time or now) < self.start:
+            fire = self.inner.get_next_fire_time(None, self.start)  # the first at/after it
+        else:
+            fire = self.inner.get_next_fire_time(previous_fire_time, now)
+        if fire is None or (self.end_at is not None and fire.timestamp() > self.end_at):
+            return None
+        return fire
+
+    def __str__(self) -> str:
+        return f"bounded[{self.inner}]"
+
+
+def jitter_delay(job_id: str, ts: float, jitter: float) -> float:
+    """The delay (whole ms in ``[0, jitter]`` s) of the fire of ``job_id`` scheduled at
+    ``ts``: a hash of both, so every replica computes the same one, and it differs from
+    slot to slot and job to job (1,000 jobs on one minute spread over the jitter)."""
+    if jitter <= 0:
+        return 0.0
+    digest = hashlib.blake2b(f"{job_id}|{round(ts * 1000)}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % (round(jitter * 1000) + 1)) / 1000
+
+
+def build_trigger(trigger: str, rule: str, tz: ZoneInfo, start_time: float,
+                  start_at: float | None = None, end_at: float | None = None) -> BaseTrigger:
+    """The trigger for a stored job (bounded by ``start_at`` / ``end_at`` when given);
+    identical on every replica."""
+    trig = _build_trigger(trigger, rule, tz, start_time)
+    if start_at is None and end_at is None:
+        return trig
+    return Bounded(trig, tz, start_at, end_at)
+
+
+def _build_trigger(trigger: str, rule: str, tz: ZoneInfo, start_time: float) -> BaseTrigger:
     start = dt.datetime.fromtimestamp(start_time, tz)
     if trigger == "interval":
         return IntervalTrigger(seconds=interval_seconds(rule), start_date=start, timezone=tz)
