@@ -68,9 +68,15 @@ How it holds together (see also claims.py for the keys):
   stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer;
   its own outcome, stored later, replaces that row (history rows are keyed by the fire,
   see history.py), so the history still has one row per fire.
-* Overlap. ``forbid`` takes ``ruqi:lock:<job>`` (SET NX PX, released by compare-and-delete,
-  stolen only from a dead owner) for the whole run; a fire finding it held is ``skipped``,
-  like Kubernetes' ``concurrencyPolicy: Forbid``. ``allow`` runs fires side by side.
+* Overlap. A job's policy other than ``allow`` keeps its state in ONE hash,
+  ``ruqi:ov:<job>`` (overlap.lua): the fire running (``run``, with a lease of timeout + 30 s
+  in Redis server time) and the fires waiting (``q``). A fire finding a run goes into the
+  buffer (``buffer_one``: one place, ``buffer_all``: ``BUFFER_ALL_LIMIT``) - its key moves
+  to ``b|<me>|<reqid>`` and its history row says ``buffered`` - or, with no place left
+  (``skip``, alias ``forbid``: none), is recorded ``skipped``. The engine ending a run takes
+  the oldest waiting fire in the same script call and runs it (its key moves to ``r|<me>``,
+  its outcome replaces the ``buffered`` row), until the buffer is empty. A holder whose
+  heartbeat is gone, or whose lease ended, is replaced by the next fire; the buffer stays.
 """
 
 from __future__ import annotations
@@ -85,14 +91,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from butterfly_common import Refusal, db
-from butterfly_common.coordination import once, owner_of
+from butterfly_common.coordination import ms, once, owner_of
 from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
 
 from . import jobs, rules
-from .claims import DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
+from .claims import (
+    BUFFERED,
+    BUFFERED_TTL,
+    DONE,
+    MANUAL_KEY,
+    PRUNE_KEY,
+    RUNNING,
+    Claims,
+    fire_key,
+)
 from .commands import run_command
-from .config import RuqiConfig
+from .config import BUFFER_LIMITS, OVERLAP_ALIASES, RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
 from .recovery import Watcher
@@ -112,6 +127,14 @@ FULL_RELOAD_EVERY = 30.0
 HEARTBEAT_EVERY = 0.5
 #: Attempts to mark a fire running when Redis errors (0.5 s, then 1 s apart).
 START_TRIES = 3
+
+
+def _holder_ts(holder: str) -> str:
+    """The scheduled time in an overlap token ``<owner>|<ms>``, for a history note."""
+    try:
+        return f"{int(holder.rsplit('|', 1)[1]) / 1000:.3f}"
+    except (ValueError, IndexError):
+        return holder or "?"
 
 
 class Engine:
@@ -430,31 +453,96 @@ class Engine:
                 self._record(fire, "missed", running, None, None, f"started {late:.3f}s "
                              f"late, misfire_grace_time={spec.misfire_grace_time}s")
             return
-        token = f"{self.owner}|{round(fire.ts * 1000)}"
-        if spec.overlap == "forbid" and not self.claims.lock(spec.id, token,
-                                                             spec.timeout + 30):
+        policy = OVERLAP_ALIASES.get(spec.overlap, spec.overlap)
+        if policy not in BUFFER_LIMITS:  # allow: fires run side by side
             if self._begin(fire):
-                self._record(fire, "skipped", running, None, None,
-                             "previous run still active (overlap=forbid)")
+                self._run(fire, running)
+            return
+        if not self._begin(fire):
+            return
+        token = f"{self.owner}|{round(fire.ts * 1000)}"
+        lease = spec.timeout + 30
+        item = json.dumps({"ts": fire.ts, "key": fire.key, "reqid": fire.reqid,
+                           "by": self.owner})
+        verdict, holder = self.claims.overlap_acquire(spec.id, token, lease,
+                                                      BUFFER_LIMITS[policy], item)
+        if verdict == "skip":
+            full = " (the buffer is full)" if BUFFER_LIMITS[policy] else ""
+            self._record(fire, "skipped", running, None, None,
+                         f"skipped: overlap{full}: the run of {_holder_ts(holder)} is still "
+                         f"active (overlap={spec.overlap})")
+            return
+        if verdict == "buffered":
+            waiting = f"{BUFFERED}|{self.owner}|{fire.reqid}"
+            if self.claims.transition(fire.key, running, waiting, BUFFERED_TTL):
+                self._record(fire, "buffered", None, None, None,
+                             f"buffered: waits for the run of {_holder_ts(holder)} "
+                             f"(overlap={spec.overlap})")
             return
         try:
-            if not self._begin(fire):
-                return
-            started = self.clock()
-            outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
-                                  timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
-                                  scheduled=fire.ts, wait_result=spec.wait_result)
-            ended = self.clock()
+            self._run(fire, running)
         finally:
-            if spec.overlap == "forbid":
-                try:
-                    self.claims.unlock(spec.id, token)
-                except Exception:
-                    log.exception("releasing the run lock of %s failed", spec.id)
+            self._drain_buffer(spec.id, token, lease)
+
+    def _run(self, fire: Fire, running: str, note: str = "") -> None:
+        """Run the command of a fire marked ``running``; record its outcome."""
+        spec = fire.spec
+        started = self.clock()
+        outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
+                              timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
+                              scheduled=fire.ts, wait_result=spec.wait_result)
+        ended = self.clock()
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
-                     outcome.output)
+                     note + outcome.output)
         if spec.pause_on_failure > 0:
             self._count_run(spec, outcome.success, outcome.output)
+
+    def _drain_buffer(self, job_id: str, token: str, lease: float) -> None:
+        """End our run under an overlap policy; run the fires buffered behind it, oldest
+        first, each handed to us with the run (one Lua call on the job's key)."""
+        while True:
+            try:
+                verdict, item = self.claims.overlap_release(job_id, token, lease)
+            except Exception:
+                log.exception("releasing the run of %s failed (its lease expires)", job_id)
+                return
+            if verdict != "next":
+                return
+            fire = self._adopt(job_id, item)
+            if fire is None:
+                continue
+            running = f"{RUNNING}|{self.owner}|{fire.reqid}"
+            waited = self.clock() - fire.ts
+            try:
+                self._run(fire, running, f"[buffered: ran {waited:.3f}s after its time, "
+                                         f"behind an overlapping run] ")
+            except Exception:
+                log.exception("buffered fire %s crashed", fire.key)
+
+    def _adopt(self, job_id: str, item: str) -> Fire | None:
+        """A buffered fire handed to us: its key moves to running by us (from ``b`` or
+        ``r`` of the engine that buffered it; set anew if it expired)."""
+        try:
+            data = json.loads(item)
+            ts, key, reqid, by = float(data["ts"]), str(data["key"]), str(data["reqid"]), \
+                str(data["by"])
+        except (ValueError, KeyError, TypeError):
+            log.error("bad buffered fire %r", item)
+            return None
+        with self._lock:
+            spec = self._specs.get(job_id)
+        if spec is None:
+            log.warning("buffered fire %s: its job is gone", key)
+            return None
+        fire = Fire(spec, ts, key, reqid, started=True)
+        mine = f"{RUNNING}|{self.owner}|{reqid}"
+        for prev in (f"{BUFFERED}|{by}|{reqid}", f"{RUNNING}|{by}|{reqid}"):
+            if self.claims.transition(key, prev, mine, fire.claim_ttl):
+                return fire
+        if self.claims.redis.set(key, mine, nx=True, px=ms(fire.claim_ttl)):
+            return fire
+        log.warning("buffered fire %s was handled elsewhere", key)
+        return None
 
     def _count_run(self, spec: JobSpec, success: bool, output: str) -> None:
         """pause_on_failure: the run that makes it N consecutive failures pauses the job,

@@ -44,7 +44,7 @@ class Job(BaseModel):
     next_run_time = peewee.DoubleField(null=True, index=True)
     misfire_grace_time = peewee.IntegerField()
     coalesce = peewee.BooleanField()
-    overlap = peewee.CharField(max_length=8)
+    overlap = peewee.CharField(max_length=16)
     timeout = peewee.DoubleField()
     wait_result = peewee.BooleanField(default=False)
     version = peewee.IntegerField(default=1)
@@ -78,7 +78,7 @@ class History(BaseModel):
     job_id = peewee.CharField(max_length=64, index=True)
     job_name = peewee.CharField(max_length=64, index=True)
     cmd = peewee.TextField()
-    #: ok | failed | missed | skipped | lost
+    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs)
     status = peewee.CharField(max_length=8)
     cmd_is_success = peewee.BooleanField(index=True)
     cmd_output = peewee.TextField()
@@ -135,6 +135,21 @@ def migrate() -> None:
         add(History, "fire_key", unique=True)
         for name in JOB_ADDED:
             add(Job, name)
+        _widen_overlap()
+
+
+def _widen_overlap() -> None:
+    """``overlap`` was VARCHAR(8); ``buffer_one`` needs more (MySQL/MariaDB enforce it,
+    SQLite does not)."""
+    if not isinstance(db.database.obj, peewee.MySQLDatabase):
+        return
+    table = Job._meta.table_name
+    row = db.database.execute_sql(
+        "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE "
+        "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = 'overlap'",
+        (table,)).fetchone()
+    if row and row[0] is not None and int(row[0]) < 16:
+        db.database.execute_sql(f"ALTER TABLE {table} MODIFY overlap VARCHAR(16) NOT NULL")
 
 
 def format_ts(ts: float | None) -> str | None:
