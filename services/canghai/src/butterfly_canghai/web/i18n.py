@@ -110,6 +110,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "paused_at": ("暂停时间", "Paused at"),
     "pause_on_failure": ("连续失败几次后暂停", "Pause after N failures"),
     "jitter": ("抖动(秒)", "Jitter (s)"),
+    "overlap": ("重叠策略", "Overlap policy"),
     "start_at": ("开始于", "Start at"),
     "end_at": ("结束于", "End at"),
     "next_runs": ("接下来的运行", "Next runs"),

@@ -23,7 +23,9 @@ ACTIONS = {"pause": ("pause_job", "operator"), "resume": ("resume_job", "operato
 FIELDS = ("job_id", "job_name", "job_trigger", "rule", "cmd")
 #: Optional job settings the form offers; an empty field means "none" (bounds) or the
 #: default / unchanged (numbers).
-OPTIONS = ("pause_on_failure", "jitter", "start_at", "end_at")
+OPTIONS = ("overlap", "pause_on_failure", "jitter", "start_at", "end_at")
+#: ruqi's overlap policies (``forbid`` is shown as it is stored, ``skip``'s old name)
+OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "forbid")
 BOUNDS = ("start_at", "end_at")
 
 
@@ -66,16 +68,17 @@ def job() -> Any:
             abort(404)
         return page("error.html", message="ruqi_down", detail=exc.reason), 502
     return page("job.html", active="scheduler", job=found, form=found, error="",
-                triggers=TRIGGERS, new=False)
+                triggers=TRIGGERS, new=False, overlaps=OVERLAPS)
 
 
 @bp.get("/new")
 @needs("operator")
 def new() -> Any:
     blank = {"job_id": "", "job_name": "", "job_trigger": "interval", "rule": "",
-             "cmd": "", "pause_on_failure": "", "jitter": "", "start_at": "", "end_at": ""}
+             "cmd": "", "overlap": "", "pause_on_failure": "", "jitter": "", "start_at": "",
+             "end_at": ""}
     return page("job.html", active="scheduler", job=None, form=blank, error="",
-                triggers=TRIGGERS, new=True)
+                triggers=TRIGGERS, new=True, overlaps=OVERLAPS)
 
 
 @bp.post("/save")
@@ -91,7 +94,8 @@ def save() -> Any:
     except RuqiError as exc:
         log("job_add" if new_job else "job_modify", form["job_id"], exc.reason, ok=False)
         return page("job.html", active="scheduler", job=None if new_job else form, form=form,
-                    error=exc.reason or exc.stat, triggers=TRIGGERS, new=new_job), 400
+                    error=exc.reason or exc.stat, triggers=TRIGGERS, new=new_job,
+                    overlaps=OVERLAPS), 400
     log("job_add" if new_job else "job_modify", form["job_id"],
         f"{form['job_trigger']} {form['rule']}")
     return redirect("/console/scheduler/job?" + urlencode({"id": form["job_id"]}))
