@@ -5,16 +5,19 @@ engine and the next on another see the same run and the same buffer."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import peewee
 import pytest
 
 from butterfly_common import Refusal, db, runtime
+from butterfly_common.reqid import new_reqid
 from butterfly_common.testing import wait_until
 from butterfly_ruqi import jobs
-from butterfly_ruqi.claims import Claims, overlap_key
+from butterfly_ruqi.claims import Claims, fire_key, overlap_key
 from butterfly_ruqi.config import BUFFER_ALL_LIMIT
 from butterfly_ruqi.models import History, Job
+from butterfly_ruqi.schedule import Fire
 
 
 def rows(job_id: str) -> list[History]:
@@ -145,3 +148,36 @@ def test_an_old_overlap_column_is_widened(redis_server, mariadb_database,
     migrate()
     add("w", "http://127.0.0.1:9/x", rule="10s", overlap="buffer_all")
     assert jobs.get_job("w")["overlap"] == "buffer_all"
+
+
+def test_a_fire_on_another_replica_waits_for_the_run_and_is_run_by_its_holder(
+        env, engines, callee, add):
+    """Replica A runs a fire; replica B claims the next one: B buffers it in the shared
+    state, and A - ending its run - runs it (history: one row, B's ``buffered`` replaced
+    by A's outcome)."""
+    add("x1", f"{callee.url}/slow?sleep=1.5", rule="1h", overlap="buffer_one")
+    a, b = engines.start(2)
+    wait_until(lambda: "x1" in a._specs and "x1" in b._specs, timeout=5)
+
+    def manual(engine, ts: float) -> Fire:
+        return Fire(engine._specs["x1"], ts, fire_key("x1", round(ts * 1000), manual=True),
+                    new_reqid(), manual=True)
+
+    first = manual(a, round(time.time(), 3))
+    a._claim([first])
+    wait_until(lambda: callee.active == 1, timeout=5, what="A's run started")
+    second = manual(b, first.ts + 0.5)
+    b._claim([second])
+    wait_until(lambda: any(r.status == "buffered" for r in rows("x1")), timeout=5,
+               what="B's fire buffered")
+    buffered = next(r for r in rows("x1") if r.status == "buffered")
+    assert buffered.scheduler_name == b.owner and buffered.fire_key == second.key
+    wait_until(lambda: len(rows("x1")) == 2 and all(r.status == "ok" for r in rows("x1")),
+               timeout=10, what="both ran")
+    by_key = {r.fire_key: r for r in rows("x1")}
+    assert by_key[first.key].scheduler_name == a.owner
+    assert by_key[second.key].scheduler_name == a.owner  # the holder ran it
+    assert by_key[second.key].cmd_output.startswith("[buffered:")
+    assert callee.max_active == 1
+    starts = sorted(c["at"] for c in callee.of("x1"))
+    assert len(starts) == 2 and starts[1] - starts[0] >= 1.45
