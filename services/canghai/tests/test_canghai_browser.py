@@ -281,6 +281,8 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     expect(check).to_have_attribute("data-rule-ok", "1")
     expect(page.locator("#rule-check ol.fires li")).to_have_count(5)
     page.fill("input[name=cmd]", TOPIC + '#{"str_info": "tick"}')
+    page.select_option("select[name=overlap]", "buffer_one")
+    page.fill("input[name=jitter]", "0.5")
     shot(page, "scheduler-new")
     page.click("form.form button[type=submit]")
     expect(page).to_have_url(re.compile(r"/console/scheduler/job\?id=tick"))
@@ -298,8 +300,17 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     expect(page.locator("td", has_text="tick every second")).to_be_visible()
     shot(page, "scheduler")
     page.goto("/console/scheduler/job?id=tick")
+    expect(page.locator("[data-field=next-runs] li")).to_have_count(5)
+    expect(page.locator("[data-field=overlap]")).to_have_text("buffer_one")
+    expect(page.locator("[data-field=jitter]")).to_have_text("0.5")
+    page.fill("input[name=note]", "upstream maintenance")
     page.click("button[value=pause]")
     expect(page.locator("button[value=resume]")).to_be_visible()
+    # the note, who and when: on the job and in the list
+    expect(page.locator("[data-field=pause-note]")).to_have_text("upstream maintenance")
+    expect(page.locator("[data-field=paused-by]")).not_to_have_text("-")
+    page.goto("/console/scheduler/")
+    expect(page.locator("[data-field=pause-note]")).to_contain_text("upstream maintenance")
 
 
 def test_charts_count_processed_messages(fleet: dict, admin: Watched) -> None:

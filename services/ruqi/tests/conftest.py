@@ -76,10 +76,12 @@ class Engines:
     def __init__(self) -> None:
         self.engines: list[Engine] = []
 
-    def start(self, n: int = 1, **overrides: Any) -> list[Engine]:
+    def start(self, n: int = 1, clock: Any = None, **overrides: Any) -> list[Engine]:
+        """``clock``: the engines' epoch-seconds clock (a simulated one), default real."""
         cfg = RuqiConfig(**{"timezone": "UTC", "poll_interval": 0.1, "node_ttl": 1.0,
                             "workers": 8, **overrides})
-        new = [Engine(runtime.get_redis(), cfg).start() for _ in range(n)]
+        extra = {"clock": clock} if clock is not None else {}
+        new = [Engine(runtime.get_redis(), cfg, **extra).start() for _ in range(n)]
         self.engines.extend(new)
         return new
 

@@ -22,7 +22,7 @@ from butterfly_common.testing import (
     wait_until,
 )
 from butterfly_ruqi import jobs
-from butterfly_ruqi.claims import fire_key
+from butterfly_ruqi.claims import Claims, fire_key
 from butterfly_ruqi.models import History, Job
 
 # nutcracker is installed by `make system-deps`: no skip, a missing binary fails the test.
@@ -71,3 +71,26 @@ def test_engines_through_twemproxy(proxied, engines, callee, add):
         statuses = Counter(r.status for r in History.select())
     assert set(statuses) <= {"ok", "skipped"}
     assert sum(e.watcher.taken_over for e in group) == 1
+
+
+def test_overlap_buffer_through_twemproxy(proxied, engines, callee, add):
+    """overlap.lua (one hash key per job, EVAL) through nutcracker: buffered fires run
+    one after the other."""
+    add("tw5", f"{callee.url}/b?sleep=1.5", overlap="buffer_one")
+    engines.start(2)
+
+    def outputs() -> list[str]:
+        with db.database.connection_context():
+            return [r.cmd_output for r in History.select().where(History.job_id == "tw5")]
+
+    wait_until(lambda: any(o.startswith("[buffered:") for o in outputs()), timeout=15,
+               what="a buffered fire ran")
+    jobs.pause_job("tw5")
+    claims = Claims(runtime.get_redis(), "probe")
+    wait_until(lambda: claims.overlap_state("tw5") == ("", 0), timeout=10)
+    engines.stop_all()
+    starts = sorted(c["at"] for c in callee.of("tw5"))
+    assert all(b - a >= 1.45 for a, b in itertools.pairwise(starts)), starts
+    with db.database.connection_context():
+        statuses = {r.status for r in History.select().where(History.job_id == "tw5")}
+    assert statuses <= {"ok", "skipped"}

@@ -4,7 +4,7 @@ framework's coordination primitives (``butterfly_common.coordination``).
 Every command touches ONE key (plain commands, non-transactional pipelines, or a one-key
 Lua script), so it works unchanged through Twemproxy and on Redis Cluster. The engines are
 :class:`~butterfly_common.coordination.Members` of group ``ruqi``; fire keys move by
-compare-and-set; the overlap lock is released by compare-and-delete; job changes are a
+compare-and-set; a job's overlap state is one hash changed by one script; job changes are a
 :class:`~butterfly_common.coordination.Version`.
 
 Keys (``ruqi:`` prefix):
@@ -18,7 +18,11 @@ Keys (``ruqi:`` prefix):
                                 engine drops it first, so peers take its jobs over at
                                 once while it finishes its running fires
 ``own:nodes``           ZSET    owner -> last beat, of the group above
-``lock:<job>``          STRING  overlap=forbid run lock, value ``<owner>|<ms>``
+``lock:<job>``          STRING  the run lock of releases before overlap policies (unused)
+``ov:<job>``            HASH    overlap policies: ``run`` (``<owner>|<ms>`` of the fire
+                                running), ``exp`` (its lease end, server ms), ``q`` (the
+                                buffered fires, JSON, oldest first); overlap.lua
+``fails:<job>``         STRING  the job's consecutive failed runs (pause_on_failure)
 ``version``             STRING  bumped on every job change; engines poll it
 ``manual``              LIST    run_job requests for whichever engine pops first
 ``prune``               STRING  history retention lease (one pruner per interval)
@@ -30,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from butterfly_common.coordination import Members, Version, cad, cas, cas_many, ms
-from butterfly_common.redis_client import pipeline
+from butterfly_common.coordination import Members, Version, cas, cas_many, ms
+from butterfly_common.redis_client import Script, pipeline
 
 PREFIX = "ruqi"
 VERSION_KEY = f"{PREFIX}:version"
@@ -40,11 +44,28 @@ NODES_KEY = f"{PREFIX}:nodes"
 PRUNE_KEY = f"{PREFIX}:prune"
 
 CLAIMED, RUNNING, DONE = "c", "r", "d"
+#: A fire waiting in a job's overlap buffer (``b|<owner>|<reqid>``): not watched, not lost.
+BUFFERED = "b"
+#: How long a buffered fire's key lives (the buffer's fires wait at most that long).
+BUFFERED_TTL = 86400.0
+_overlap = Script.from_package("butterfly_ruqi", "overlap.lua")
+
+
+def overlap_key(job_id: str) -> str:
+    return f"{PREFIX}:ov:{job_id}"
 
 
 def fire_key(job_id: str, ms: int, manual: bool = False) -> str:
     """The claim key of one (job, scheduled time); manual runs get their own namespace."""
     return f"{PREFIX}:fire:{job_id}:{'m' if manual else ''}{ms}"
+
+
+def failures_key(job_id: str) -> str:
+    return f"{PREFIX}:fails:{job_id}"
+
+
+#: A failure count is forgotten after this long without a run (seconds).
+FAILURES_TTL = 30 * 86400
 
 
 def node_key(owner: str) -> str:
@@ -153,22 +174,46 @@ class Claims:
         self.members.forget(older_than)
         self.owners.forget(older_than)
 
-    # -- overlap=forbid lock ---------------------------------------------------------------
-    def lock(self, job_id: str, token: str, ttl: float) -> bool:
-        """Take the job's run lock; steal it only from an engine whose heartbeat is gone."""
-        key = lock_key(job_id)
-        if self.redis.set(key, token, nx=True, px=ms(ttl)):
-            return True
-        holder = self.redis.get(key)
-        if holder is None:
-            return bool(self.redis.set(key, token, nx=True, px=ms(ttl)))
-        owner = holder.rsplit("|", 1)[0]
-        if owner != self.owner and not self.alive([owner])[owner]:
-            return self.transition(key, holder, token, ttl)
-        return False
+    # -- overlap policies (overlap.lua, one key per job) ------------------------------------
+    def overlap_acquire(self, job_id: str, token: str, lease: float, limit: int,
+                        item: str) -> tuple[str, str]:
+        """``("run" | "buffered" | "skip", holder)``: run now, wait in the job's buffer
+        (``limit`` places), or skip. A holder whose engine has no heartbeat is replaced."""
+        key = overlap_key(job_id)
+        holder, _ = _overlap(self.redis, [key], ["peek", token, ms(lease), 0, "", ""])
+        steal = ""
+        if holder:
+            owner = str(holder).rsplit("|", 1)[0]
+            if owner != self.owner and not self.alive([owner])[owner]:
+                steal = str(holder)
+        verdict, other = _overlap(self.redis, [key],
+                                  ["acquire", token, ms(lease), limit, item, steal])
+        return str(verdict), str(other)
 
-    def unlock(self, job_id: str, token: str) -> None:
-        cad(self.redis, lock_key(job_id), token)
+    def overlap_release(self, job_id: str, token: str, lease: float) -> tuple[str, str]:
+        """End the run ``token``: ``("next", item)`` hands us the oldest buffered fire."""
+        verdict, item = _overlap(self.redis, [overlap_key(job_id)],
+                                 ["release", token, ms(lease), 0, "", ""])
+        return str(verdict), str(item)
+
+    def overlap_state(self, job_id: str) -> tuple[str, int]:
+        """``(holder, waiting)`` of a job (status and tests)."""
+        holder, waiting = _overlap(self.redis, [overlap_key(job_id)],
+                                   ["peek", "", 1, 0, "", ""])
+        return str(holder), int(waiting)
+
+    # -- pause_on_failure ------------------------------------------------------------------
+    def count_run(self, job_id: str, failed: bool) -> int:
+        """The job's consecutive failures after this run (one key: INCR, or DEL on success);
+        shared by every replica."""
+        key = failures_key(job_id)
+        if not failed:
+            self.redis.delete(key)
+            return 0
+        pipe = pipeline(self.redis)
+        pipe.execute_command("INCR", key)
+        pipe.execute_command("EXPIRE", key, FAILURES_TTL)
+        return int(pipe.execute()[0])
 
     # -- changes ---------------------------------------------------------------------------
     def version(self) -> str | None:

@@ -68,9 +68,15 @@ How it holds together (see also claims.py for the keys):
   stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer;
   its own outcome, stored later, replaces that row (history rows are keyed by the fire,
   see history.py), so the history still has one row per fire.
-* Overlap. ``forbid`` takes ``ruqi:lock:<job>`` (SET NX PX, released by compare-and-delete,
-  stolen only from a dead owner) for the whole run; a fire finding it held is ``skipped``,
-  like Kubernetes' ``concurrencyPolicy: Forbid``. ``allow`` runs fires side by side.
+* Overlap. A job's policy other than ``allow`` keeps its state in ONE hash,
+  ``ruqi:ov:<job>`` (overlap.lua): the fire running (``run``, with a lease of timeout + 30 s
+  in Redis server time) and the fires waiting (``q``). A fire finding a run goes into the
+  buffer (``buffer_one``: one place, ``buffer_all``: ``BUFFER_ALL_LIMIT``) - its key moves
+  to ``b|<me>|<reqid>`` and its history row says ``buffered`` - or, with no place left
+  (``skip``, alias ``forbid``: none), is recorded ``skipped``. The engine ending a run takes
+  the oldest waiting fire in the same script call and runs it (its key moves to ``r|<me>``,
+  its outcome replaces the ``buffered`` row), until the buffer is empty. A holder whose
+  heartbeat is gone, or whose lease ended, is replaced by the next fire; the buffer stays.
 """
 
 from __future__ import annotations
@@ -80,18 +86,28 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from butterfly_common import Refusal, db
-from butterfly_common.coordination import once, owner_of
+from butterfly_common.coordination import ms, once, owner_of
 from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
 
-from . import rules
-from .claims import DONE, MANUAL_KEY, PRUNE_KEY, RUNNING, Claims, fire_key
+from . import jobs, rules
+from .claims import (
+    BUFFERED,
+    BUFFERED_TTL,
+    DONE,
+    MANUAL_KEY,
+    PRUNE_KEY,
+    RUNNING,
+    Claims,
+    fire_key,
+)
 from .commands import run_command
-from .config import RuqiConfig
+from .config import BUFFER_LIMITS, OVERLAP_ALIASES, RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
 from .recovery import Watcher
@@ -113,11 +129,23 @@ HEARTBEAT_EVERY = 0.5
 START_TRIES = 3
 
 
+def _holder_ts(holder: str) -> str:
+    """The scheduled time in an overlap token ``<owner>|<ms>``, for a history note."""
+    try:
+        return f"{int(holder.rsplit('|', 1)[1]) / 1000:.3f}"
+    except (ValueError, IndexError):
+        return holder or "?"
+
+
 class Engine:
     """One replica's scheduler. ``start()`` it after fork; ``stop()`` is graceful."""
 
-    def __init__(self, redis: Any, config: RuqiConfig, owner: str | None = None) -> None:
+    def __init__(self, redis: Any, config: RuqiConfig, owner: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Epoch seconds now: fire times are compared with it (tests inject a simulated
+        #: clock to run a schedule across days - DST changes - in seconds).
+        self.clock = clock
         self.owner = owner or make_owner()
         self.claims = Claims(redis, self.owner)
         self.writer = HistoryWriter(self.claims)
@@ -127,7 +155,7 @@ class Engine:
         self._specs: dict[str, JobSpec] = {}
         self._slots: dict[str, Slot] = {}
         self._heap: list[tuple[float, str, int]] = []
-        self.watcher = Watcher(self.claims, self._submit, self._record_lost)
+        self.watcher = Watcher(self.claims, self._submit, self._record_lost, clock)
         self._retry: list[Fire] = []
         self._nodes: list[str] = [self.owner]
         #: job id -> whether this engine owns it under ``_nodes`` (cleared when they change)
@@ -217,12 +245,12 @@ class Engine:
         next_round = 0.0
         while not self._stopping.is_set():
             with self._lock:
-                first = self._heap[0][0] if self._heap else time.time() + 1.0
+                first = self._heap[0][0] if self._heap else self.clock() + 1.0
             pause = next_round - time.monotonic()
             if pause > 0:  # a few ms: a plain sleep costs less than an Event's wait
                 time.sleep(pause)
                 continue
-            wait = first - time.time()
+            wait = first - self.clock()
             if wait > 0:
                 self._wake.wait(min(wait, 1.0))
                 self._wake.clear()
@@ -235,13 +263,14 @@ class Engine:
                 time.sleep(0.05)
 
     def _fire_due(self) -> None:
-        now = time.time()
+        now = self.clock()
         due: list[Fire] = []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 ts, job_id, version = heapq.heappop(self._heap)
                 slot = self._slots.get(job_id)
-                if slot is None or slot.spec.version != version or slot.next_ts != ts \
+                if slot is None or slot.spec.version != version or slot.next_ts is None \
+                        or slot.due(slot.next_ts) != ts \
                         or slot.parked:
                     continue
                 if not self._owns(job_id):
@@ -258,7 +287,7 @@ class Engine:
                 due.extend(fires)
                 slot.next_ts = nxt
                 if nxt is not None:
-                    heapq.heappush(self._heap, (nxt, job_id, version))
+                    heapq.heappush(self._heap, (slot.due(nxt), job_id, version))
                 else:
                     del self._slots[job_id]
         if due:
@@ -285,7 +314,7 @@ class Engine:
             self.stats["views"] += 1
             gone = set(old) - set(live)
             if gone:
-                now = time.time()
+                now = self.clock()
                 back = min(self.config.node_ttl + 2 * self.config.poll_interval + 1.0,
                            DONE_TTL_EXTRA)
                 for job_id, slot in self._slots.items():
@@ -296,7 +325,8 @@ class Engine:
                     catch.extend(catch_up_fires(slot, since, now))
                     slot.next_ts = rules.first_fire(slot.trig, slot.tz, now)
                     if slot.next_ts is not None:
-                        heapq.heappush(self._heap, (slot.next_ts, job_id, slot.spec.version))
+                        heapq.heappush(self._heap, (slot.due(slot.next_ts), job_id,
+                                                    slot.spec.version))
                 self.stats["caught_up"] += len(catch)
         if gone or len(live) != len(old):
             log.info("engine %s: live engines %s (gone: %s); %d run times caught up",
@@ -320,7 +350,7 @@ class Engine:
                     self._running -= len(fires)
                 self._retry.extend(fires)
             return
-        now = time.time()
+        now = self.clock()
         with self._lock:
             self._batch += 1
             batch = self._batch
@@ -350,7 +380,7 @@ class Engine:
                 self._running += 1
             if not fire.manual and not fire.started:
                 waiting = self._queued.setdefault(job_id, [])
-                limit = time.time() - self.config.coalesce_after
+                limit = self.clock() - self.config.coalesce_after
                 for old in waiting:
                     if old.batch < fire.batch and old.ts < fire.ts and old.ts < limit:
                         old.superseded = fire.ts
@@ -414,7 +444,7 @@ class Engine:
     def _execute_inner(self, fire: Fire) -> None:
         spec = fire.spec
         running = f"{RUNNING}|{self.owner}|{fire.reqid}"
-        late = time.time() - fire.ts
+        late = self.clock() - fire.ts
         if not fire.manual and late > spec.misfire_grace_time:
             # Marked running first, like a real start: a peer that took the claim over
             # meanwhile runs it, and this engine must then record nothing (one row a fire).
@@ -423,29 +453,114 @@ class Engine:
                 self._record(fire, "missed", running, None, None, f"started {late:.3f}s "
                              f"late, misfire_grace_time={spec.misfire_grace_time}s")
             return
-        token = f"{self.owner}|{round(fire.ts * 1000)}"
-        if spec.overlap == "forbid" and not self.claims.lock(spec.id, token,
-                                                             spec.timeout + 30):
+        policy = OVERLAP_ALIASES.get(spec.overlap, spec.overlap)
+        if policy not in BUFFER_LIMITS:  # allow: fires run side by side
             if self._begin(fire):
-                self._record(fire, "skipped", running, None, None,
-                             "previous run still active (overlap=forbid)")
+                self._run(fire, running)
+            return
+        if not self._begin(fire):
+            return
+        token = f"{self.owner}|{round(fire.ts * 1000)}"
+        lease = spec.timeout + 30
+        item = json.dumps({"ts": fire.ts, "key": fire.key, "reqid": fire.reqid,
+                           "by": self.owner})
+        verdict, holder = self.claims.overlap_acquire(spec.id, token, lease,
+                                                      BUFFER_LIMITS[policy], item)
+        if verdict == "skip":
+            full = " (the buffer is full)" if BUFFER_LIMITS[policy] else ""
+            self._record(fire, "skipped", running, None, None,
+                         f"skipped: overlap{full}: the run of {_holder_ts(holder)} is still "
+                         f"active (overlap={spec.overlap})")
+            return
+        if verdict == "buffered":
+            waiting = f"{BUFFERED}|{self.owner}|{fire.reqid}"
+            if self.claims.transition(fire.key, running, waiting, BUFFERED_TTL):
+                self._record(fire, "buffered", None, None, None,
+                             f"buffered: waits for the run of {_holder_ts(holder)} "
+                             f"(overlap={spec.overlap})")
             return
         try:
-            if not self._begin(fire):
-                return
-            started = time.time()
-            outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
-                                  timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
-                                  scheduled=fire.ts, wait_result=spec.wait_result)
-            ended = time.time()
+            self._run(fire, running)
         finally:
-            if spec.overlap == "forbid":
-                try:
-                    self.claims.unlock(spec.id, token)
-                except Exception:
-                    log.exception("releasing the run lock of %s failed", spec.id)
+            self._drain_buffer(spec.id, token, lease)
+
+    def _run(self, fire: Fire, running: str, note: str = "") -> None:
+        """Run the command of a fire marked ``running``; record its outcome."""
+        spec = fire.spec
+        started = self.clock()
+        outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
+                              timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
+                              scheduled=fire.ts, wait_result=spec.wait_result)
+        ended = self.clock()
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
-                     outcome.output)
+                     note + outcome.output)
+        if spec.pause_on_failure > 0:
+            self._count_run(spec, outcome.success, outcome.output)
+
+    def _drain_buffer(self, job_id: str, token: str, lease: float) -> None:
+        """End our run under an overlap policy; run the fires buffered behind it, oldest
+        first, each handed to us with the run (one Lua call on the job's key)."""
+        while True:
+            try:
+                verdict, item = self.claims.overlap_release(job_id, token, lease)
+            except Exception:
+                log.exception("releasing the run of %s failed (its lease expires)", job_id)
+                return
+            if verdict != "next":
+                return
+            fire = self._adopt(job_id, item)
+            if fire is None:
+                continue
+            running = f"{RUNNING}|{self.owner}|{fire.reqid}"
+            waited = self.clock() - fire.ts
+            try:
+                self._run(fire, running, f"[buffered: ran {waited:.3f}s after its time, "
+                                         f"behind an overlapping run] ")
+            except Exception:
+                log.exception("buffered fire %s crashed", fire.key)
+
+    def _adopt(self, job_id: str, item: str) -> Fire | None:
+        """A buffered fire handed to us: its key moves to running by us (from ``b`` or
+        ``r`` of the engine that buffered it; set anew if it expired)."""
+        try:
+            data = json.loads(item)
+            ts, key, reqid, by = float(data["ts"]), str(data["key"]), str(data["reqid"]), \
+                str(data["by"])
+        except (ValueError, KeyError, TypeError):
+            log.error("bad buffered fire %r", item)
+            return None
+        with self._lock:
+            spec = self._specs.get(job_id)
+        if spec is None:
+            log.warning("buffered fire %s: its job is gone", key)
+            return None
+        fire = Fire(spec, ts, key, reqid, started=True)
+        mine = f"{RUNNING}|{self.owner}|{reqid}"
+        for prev in (f"{BUFFERED}|{by}|{reqid}", f"{RUNNING}|{by}|{reqid}"):
+            if self.claims.transition(key, prev, mine, fire.claim_ttl):
+                return fire
+        if self.claims.redis.set(key, mine, nx=True, px=ms(fire.claim_ttl)):
+            return fire
+        log.warning("buffered fire %s was handled elsewhere", key)
+        return None
+
+    def _count_run(self, spec: JobSpec, success: bool, output: str) -> None:
+        """pause_on_failure: the run that makes it N consecutive failures pauses the job,
+        with a note saying so (the count is shared by every replica, in Redis)."""
+        try:
+            failures = self.claims.count_run(spec.id, not success)
+            if failures != spec.pause_on_failure:
+                return
+            last = "".join(c if c.isprintable() else " " for c in output[:200]).strip()
+            note = (f"paused by ruqi after {failures} consecutive failed runs "
+                    f"(pause_on_failure={spec.pause_on_failure}); last output: {last}")
+            if jobs.pause_job(spec.id, note=note, by="ruqi", now=self.clock(),
+                              if_running=True):
+                log.warning("job %s paused after %d consecutive failures", spec.id, failures)
+        except Refusal:
+            pass  # removed meanwhile
+        except Exception:
+            log.exception("pause_on_failure of job %s failed", spec.id)
 
     def _begin(self, fire: Fire) -> bool:
         """Whether this engine runs (or records) the fire: claimed as running already, or
@@ -512,7 +627,7 @@ class Engine:
             if full:
                 self._last_full = mono
             self.reload(full)
-        self._check_time = time.time()
+        self._check_time = self.clock()
         live = sorted({*self.claims.live_owners(), self.owner})
         if live != self._nodes:
             self._membership(live)
@@ -558,14 +673,18 @@ class Engine:
                     continue
                 try:
                     tz = rules.get_timezone(spec.timezone)
-                    trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time)
+                    trig = rules.build_trigger(spec.trigger, spec.rule, tz, spec.start_time,
+                                               spec.start_at, spec.end_at)
                 except Refusal as exc:
                     log.error("job %s cannot be scheduled: %s", job_id, exc.reason)
                     continue
-                self._slots[job_id] = Slot(spec, trig, tz, spec.next_run_time)
-                heapq.heappush(self._heap, (spec.next_run_time, job_id, spec.version))
+                slot = Slot(spec, trig, tz, spec.next_run_time)
+                self._slots[job_id] = slot
+                heapq.heappush(self._heap, (slot.due(spec.next_run_time), job_id,
+                                            spec.version))
             if len(self._heap) > 4 * len(self._slots) + 64:
-                self._heap = [(s.next_ts, i, s.spec.version) for i, s in self._slots.items()
+                self._heap = [(s.due(s.next_ts), i, s.spec.version)
+                              for i, s in self._slots.items()
                               if s.next_ts is not None and not s.parked]
                 heapq.heapify(self._heap)
         self._wake.set()
@@ -573,7 +692,7 @@ class Engine:
     def _retry_claims(self) -> None:
         with self._lock:
             fires, self._retry = self._retry, []
-        now = time.time()
+        now = self.clock()
         fires = [f for f in fires if f.manual or now - f.ts <= f.spec.misfire_grace_time]
         if fires:
             self._claim(fires)
@@ -622,7 +741,7 @@ class Engine:
             nxt = self._heap[0][0] if self._heap else None
             scheduled, running = len(self._slots), self._running
         watching = len(self.watcher)
-        now = time.time()
+        now = self.clock()
         return {
             "instance": self.owner,
             "live_engines": list(self._nodes),

@@ -181,8 +181,9 @@ def insert_sql(table: str, mysql: bool, param: str) -> str:
     """One row per fire, whatever the interleaving: INSERT keyed on ``fire_key``.
 
     A second row of the same fire is never added. When it carries the real outcome and the
-    stored row says ``lost`` (a peer gave up on an owner that was only stalled), the
-    outcome replaces it; anything else (a retried batch, a late ``lost``) changes nothing.
+    stored row says ``lost`` (a peer gave up on an owner that was only stalled) or
+    ``buffered`` (the fire waited behind an overlapping run), the outcome replaces it;
+    anything else (a retried batch, a late ``lost``) changes nothing.
     """
     cols = (*HISTORY_COLUMNS, "c_time")
     head = (f"INSERT INTO {table} ({', '.join(cols)}) "  # noqa: S608
@@ -190,13 +191,15 @@ def insert_sql(table: str, mysql: bool, param: str) -> str:
     if mysql:
         # MySQL evaluates the assignments left to right: ``status`` goes last, so every
         # test still sees the stored value.
-        cond = "status = 'lost' AND VALUES(status) <> 'lost'"
+        cond = ("status IN ('lost', 'buffered') "
+                "AND VALUES(status) NOT IN ('lost', 'buffered')")
         sets = ", ".join(f"{c} = IF({cond}, VALUES({c}), {c})"
                          for c in (*(c for c in _OUTCOME if c != "status"), "status"))
         return f"{head} ON DUPLICATE KEY UPDATE {sets}"
     sets = ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME)
     return (f"{head} ON CONFLICT (fire_key) DO UPDATE SET {sets} "
-            f"WHERE {table}.status = 'lost' AND excluded.status <> 'lost'")
+            f"WHERE {table}.status IN ('lost', 'buffered') "
+            f"AND excluded.status NOT IN ('lost', 'buffered')")
 
 
 def _db_value(value: Any) -> Any:

@@ -8,6 +8,7 @@ the new definition (the original kept the old next run time after a modify).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from butterfly_common.paging import check_page
 from butterfly_common.runtime import get_config, get_redis
 
 from . import rules
-from .claims import MANUAL_KEY, VERSION_KEY
+from .claims import MANUAL_KEY, VERSION_KEY, failures_key
 from .commands import parse_command
 from .config import OVERLAPS, RuqiConfig
 from .models import History, Job, format_ts, history_to_dict, job_to_dict
@@ -53,6 +54,63 @@ class Options:
     overlap: str | None = None
     timeout: float | None = None
     wait_result: bool | None = None
+    pause_on_failure: int | None = None
+    #: ``YYYY-MM-DD HH:MM:SS`` in the job's zone (or with an offset); "" clears (modify)
+    start_at: str | None = None
+    end_at: str | None = None
+    jitter: float | None = None
+
+
+#: pause_on_failure: consecutive failures (0: never pause).
+MAX_PAUSE_ON_FAILURE = 1000
+#: The longest jitter (seconds).
+MAX_JITTER = 3600
+#: The longest pause note (characters).
+MAX_NOTE = 500
+#: Fires looked at to check that the jitter is shorter than the time between fires.
+JITTER_CHECK_FIRES = 10
+
+
+def _bound(name: str, text: str | None, tz: Any, base: float | None) -> float | None:
+    """A start_at / end_at value: None keeps ``base``, "" clears it."""
+    if text is None:
+        return base
+    text = text.strip()
+    if not text:
+        return None
+    if len(text) > 40:
+        raise Refusal(ERR_BAD_JOB, f"{name} must be YYYY-MM-DD HH:MM:SS")
+    try:
+        return round(rules.parse_date(text, tz).timestamp(), 3)
+    except Refusal:
+        raise Refusal(ERR_BAD_JOB, f"{name} {text!r}: expected YYYY-MM-DD HH:MM:SS "
+                      "(in the job's timezone, or with an offset such as +0000)") from None
+
+
+def _check_jitter(jitter: float, trig: Any, tz: Any, first: float | None) -> None:
+    if not 0 <= jitter <= MAX_JITTER:  # also refuses NaN
+        raise Refusal(ERR_BAD_JOB, f"jitter must be 0..{MAX_JITTER} seconds")
+    if jitter == 0 or first is None:
+        return
+    times = [first]
+    while len(times) < JITTER_CHECK_FIRES:
+        nxt = rules.next_fire(trig, tz, times[-1], times[-1])
+        if nxt is None:
+            break
+        times.append(nxt)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    if gaps and jitter >= min(gaps):
+        raise Refusal(ERR_BAD_JOB, f"jitter ({jitter:g} s) must be shorter than the time "
+                      f"between fires ({min(gaps):g} s)")
+
+
+def _check_note(note: str | None) -> str | None:
+    if note is None:
+        return None
+    note = note.strip()
+    if len(note) > MAX_NOTE or any(not c.isprintable() and c not in "\n\t" for c in note):
+        raise Refusal(ERR_BAD_JOB, f"note must be at most {MAX_NOTE} printable characters")
+    return note or None
 
 
 def _check_text(name: str, value: str, limit: int) -> str:
@@ -64,14 +122,17 @@ def _check_text(name: str, value: str, limit: int) -> str:
     return value
 
 
-def interval_start(trigger: str, rule: str, now: float) -> float:
-    """Interval jobs first fire one interval after they are saved (APScheduler's default).
+def interval_start(trigger: str, rule: str, now: float, start_at: float | None = None) -> float:
+    """Interval jobs first fire one interval after they are saved (APScheduler's default),
+    or at ``start_at`` when that is later: the intervals count from there.
 
     Whole milliseconds: every run time is then a whole millisecond too, the same one in
     the fire key (``round(ts * 1000)``), the ``x-ruqi-scheduled`` header and the history,
     instead of a start like ``.4996 ms`` whose run times round one way in one place and
     the other way in another."""
     start = now + rules.interval_seconds(rule) if trigger == "interval" else now
+    if trigger == "interval" and start_at is not None and start_at > start:
+        start = start_at
     return round(start, 3)
 
 
@@ -95,6 +156,14 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
         return getattr(base, attr) if base is not None else default
 
     grace = pick(opts.misfire_grace_time, "misfire_grace_time", cfg.misfire_grace_time)
+    pof = pick(opts.pause_on_failure, "pause_on_failure", 0)
+    if not 0 <= pof <= MAX_PAUSE_ON_FAILURE:
+        raise Refusal(ERR_BAD_JOB, f"pause_on_failure must be 0..{MAX_PAUSE_ON_FAILURE}")
+    start_at = _bound("start_at", opts.start_at, tz, base.start_at if base else None)
+    end_at = _bound("end_at", opts.end_at, tz, base.end_at if base else None)
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise Refusal(ERR_BAD_JOB, "end_at must be later than start_at")
+    jitter = float(pick(opts.jitter, "jitter", 0.0))
     overlap = pick(opts.overlap, "overlap", cfg.overlap)
     timeout = pick(opts.timeout, "timeout", cfg.timeout)
     if not 1 <= grace <= MAX_GRACE:
@@ -103,13 +172,15 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
         raise Refusal(ERR_BAD_JOB, f"overlap must be one of {list(OVERLAPS)}")
     if not 0 < timeout <= MAX_TIMEOUT:
         raise Refusal(ERR_BAD_JOB, f"timeout must be in (0, {MAX_TIMEOUT}] seconds")
-    start = interval_start(job_trigger, stored_rule, now)
-    trig = rules.build_trigger(job_trigger, stored_rule, tz, start)
+    start = interval_start(job_trigger, stored_rule, now, start_at)
+    trig = rules.build_trigger(job_trigger, stored_rule, tz, start, start_at, end_at)
     first = rules.first_fire(trig, tz, now)
     if first is None or (job_trigger == "date" and first < now - grace):
         raise Refusal("ERR_BAD_RULE", f"{job_trigger} rule {stored_rule!r} never fires "
-                       "(it is in the past)")
+                       "(it is in the past, or outside start_at..end_at)")
+    _check_jitter(jitter, trig, tz, first)
     return {
+        "pause_on_failure": pof, "start_at": start_at, "end_at": end_at, "jitter": jitter,
         "trigger": job_trigger, "rule": stored_rule, "cmd": cmd.strip(), "timezone": tz_name,
         "start_time": start, "next_run_time": first,
         "misfire_grace_time": grace, "coalesce": pick(opts.coalesce, "coalesce", cfg.coalesce),
@@ -134,10 +205,11 @@ def _get(job_id: str) -> Job:
 
 
 def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-            opts: Options) -> dict[str, Any]:
+            opts: Options, now: float | None = None) -> dict[str, Any]:
+    """Create a job; ``now`` (epoch seconds) is the save time (tests simulate the clock)."""
     job_id = _check_text("job_id", job_id, 64)
     job_name = _check_text("job_name", job_name, 64)
-    now = time.time()
+    now = time.time() if now is None else now
     fields = _fields(job_trigger, rule, cmd, opts, None, now)
     with db.database.connection_context():
         if Job.get_or_none(Job.id == job_id) is not None:
@@ -148,13 +220,13 @@ def add_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             raise Refusal(ERR_JOB_EXIST, f"job {job_id!r} already exists") from None
         job = _get(job_id)
     announce()
-    return job_to_dict(job, job.next_run_time)
+    return job_to_dict(job, display_next(job, now))
 
 
 def modify_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
-               opts: Options) -> dict[str, Any]:
+               opts: Options, now: float | None = None) -> dict[str, Any]:
     job_name = _check_text("job_name", job_name, 64)
-    now = time.time()
+    now = time.time() if now is None else now
     with db.database.connection_context():
         job = _get(job_id)
         fields = _fields(job_trigger, rule, cmd, opts, job, now)
@@ -164,7 +236,7 @@ def modify_job(job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str
          .where(Job.id == job_id).execute())
         job = _get(job_id)
     announce()
-    return job_to_dict(job, job.next_run_time)
+    return job_to_dict(job, display_next(job, now))
 
 
 def remove_job(job_id: str) -> None:
@@ -174,12 +246,23 @@ def remove_job(job_id: str) -> None:
     announce()
 
 
-def pause_job(job_id: str) -> None:
+def pause_job(job_id: str, note: str | None = None, by: str = "-",
+              now: float | None = None, if_running: bool = False) -> bool:
+    """Pause on every replica, with a note: who (``by``), why (``note``), when.
+    ``if_running``: only a job not paused yet (pause_on_failure keeps an operator's note)."""
+    note = _check_note(note)
+    by = (by or "-")[:64]
     with db.database.connection_context():
         _get(job_id)
-        (Job.update(paused=True, next_run_time=None, version=Job.version + 1,
-                    u_time=dt.datetime.now()).where(Job.id == job_id).execute())
+        query = Job.update(paused=True, next_run_time=None, version=Job.version + 1,
+                           pause_note=note, paused_by=by,
+                           paused_at=time.time() if now is None else now,
+                           u_time=dt.datetime.now()).where(Job.id == job_id)
+        if if_running:
+            query = query.where(Job.paused == False)  # noqa: E712 (SQL, not Python)
+        changed = bool(query.execute())
     announce()
+    return changed
 
 
 def resume_job(job_id: str) -> dict[str, Any]:
@@ -188,9 +271,9 @@ def resume_job(job_id: str) -> dict[str, Any]:
     with db.database.connection_context():
         job = _get(job_id)
         tz = rules.get_timezone(job.timezone)
-        start = interval_start(job.trigger, job.rule, now) if job.trigger == "interval" \
-            else job.start_time
-        trig = rules.build_trigger(job.trigger, job.rule, tz, start)
+        start = interval_start(job.trigger, job.rule, now, job.start_at) \
+            if job.trigger == "interval" else job.start_time
+        trig = rules.build_trigger(job.trigger, job.rule, tz, start, job.start_at, job.end_at)
         nxt = rules.first_fire(trig, tz, now)
         if job.trigger == "date" and nxt is not None and nxt < now - job.misfire_grace_time:
             nxt = None
@@ -199,11 +282,21 @@ def resume_job(job_id: str) -> dict[str, Any]:
             announce()
             return {"removed": True}
         (Job.update(paused=False, next_run_time=nxt, start_time=start,
+                    pause_note=None, paused_by=None, paused_at=None,
                     version=Job.version + 1, u_time=dt.datetime.now())
          .where(Job.id == job_id).execute())
         job = _get(job_id)
+    reset_failures(job_id)
     announce()
-    return job_to_dict(job, job.next_run_time)
+    return job_to_dict(job, display_next(job, now))
+
+
+def reset_failures(job_id: str) -> None:
+    """Forget a job's consecutive failures (resume: the count starts again)."""
+    try:
+        get_redis().delete(failures_key(job_id))
+    except Exception:
+        log.exception("could not reset the failure count of %s", job_id)
 
 
 MAX_CHECK_FIRES = 20
@@ -234,25 +327,61 @@ def check_rule(job_trigger: str, rule: str, timezone: str | None = None, count: 
             "next_fire_times": [format_ts(f) for f in fires]}
 
 
-def display_next(job: Job, now: float | None = None) -> float | None:
-    """The next fire to show: the stored cursor, or the next one after now if it lags."""
+def _jittered(job: Job, ts: float | None) -> float | None:
+    if ts is None or not job.jitter:
+        return ts
+    return round(ts + rules.jitter_delay(job.id, ts, job.jitter), 3)
+
+
+def _nominal_next(job: Job, now: float) -> float | None:
     if job.paused or job.next_run_time is None:
         return None
-    now = time.time() if now is None else now
     if job.next_run_time >= now - 1 or job.trigger == "date":
-        return job.next_run_time
+        return float(job.next_run_time)
     try:
         tz = rules.get_timezone(job.timezone)
-        trig = rules.build_trigger(job.trigger, job.rule, tz, job.start_time)
+        trig = rules.build_trigger(job.trigger, job.rule, tz, job.start_time, job.start_at,
+                                   job.end_at)
         return rules.first_fire(trig, tz, now)
     except Refusal:
-        return job.next_run_time
+        return float(job.next_run_time)
 
 
-def get_job(job_id: str) -> dict[str, Any]:
+def display_next(job: Job, now: float | None = None) -> float | None:
+    """The next fire to show, jitter included: the stored cursor, or the next one after now
+    if it lags."""
+    return _jittered(job, _nominal_next(job, time.time() if now is None else now))
+
+
+NEXT_RUNS = 5
+
+
+def next_runs(job: Job, now: float | None = None, count: int = NEXT_RUNS) -> list[float]:
+    """The job's next ``count`` fires as the engines will run them (jitter and bounds
+    applied); empty when paused."""
+    nxt = _nominal_next(job, time.time() if now is None else now)
+    if nxt is None:
+        return []
+    try:
+        tz = rules.get_timezone(job.timezone)
+        trig = rules.build_trigger(job.trigger, job.rule, tz, job.start_time, job.start_at,
+                                   job.end_at)
+    except Refusal:
+        return []
+    out: list[float] = []
+    while nxt is not None and len(out) < count:
+        out.append(_jittered(job, nxt) or nxt)
+        nxt = rules.next_fire(trig, tz, nxt, nxt)
+    return out
+
+
+def get_job(job_id: str, now: float | None = None) -> dict[str, Any]:
+    """One job, with its next runs (jitter applied)."""
     with db.database.connection_context():
         job = _get(job_id)
-    return job_to_dict(job, display_next(job))
+    data = job_to_dict(job, display_next(job, now))
+    data["next_runs"] = [format_ts(t) for t in next_runs(job, now)]
+    return data
 
 
 #: The columns a list may be sorted by (``orderBy``, as the original admin UI sends it):

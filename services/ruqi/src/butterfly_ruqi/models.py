@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
@@ -43,10 +44,21 @@ class Job(BaseModel):
     next_run_time = peewee.DoubleField(null=True, index=True)
     misfire_grace_time = peewee.IntegerField()
     coalesce = peewee.BooleanField()
-    overlap = peewee.CharField(max_length=8)
+    overlap = peewee.CharField(max_length=16)
     timeout = peewee.DoubleField()
     wait_result = peewee.BooleanField(default=False)
     version = peewee.IntegerField(default=1)
+    #: Why, by whom and when (epoch s) the job was paused; NULL when it runs.
+    pause_note = peewee.TextField(null=True)
+    paused_by = peewee.CharField(max_length=64, null=True)
+    paused_at = peewee.DoubleField(null=True)
+    #: Pause the job after this many consecutive failed runs (0: never).
+    pause_on_failure = peewee.IntegerField(default=0)
+    #: Bounds (epoch s): no fire before ``start_at`` nor after ``end_at`` (NULL: none).
+    start_at = peewee.DoubleField(null=True)
+    end_at = peewee.DoubleField(null=True)
+    #: Each fire is delayed by a deterministic amount in [0, jitter] seconds (schedule.py).
+    jitter = peewee.DoubleField(default=0.0)
     c_time = peewee.DateTimeField(default=_now, index=True)
     u_time = peewee.DateTimeField(default=_now)
 
@@ -66,7 +78,7 @@ class History(BaseModel):
     job_id = peewee.CharField(max_length=64, index=True)
     job_name = peewee.CharField(max_length=64, index=True)
     cmd = peewee.TextField()
-    #: ok | failed | missed | skipped | lost
+    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs)
     status = peewee.CharField(max_length=8)
     cmd_is_success = peewee.BooleanField(index=True)
     cmd_output = peewee.TextField()
@@ -89,24 +101,55 @@ class History(BaseModel):
 MODELS: list[type[peewee.Model]] = [Job, History]
 
 
+#: Job columns added after the first release, in the order they came.
+JOB_ADDED = ("pause_note", "paused_by", "paused_at", "pause_on_failure", "start_at", "end_at",
+             "jitter")
+
+
 def migrate() -> None:
-    """Bring a history table created by an older release up to date (adds ``fire_key``).
+    """Bring tables created by an older release up to date: ``fire_key`` (history), the
+    pause note, pause_on_failure, bounds and jitter (jobs).
 
     Safe from many processes at once: a loser of the race finds the column there."""
     from playhouse.migrate import SchemaMigrator
     from playhouse.migrate import migrate as run
 
-    table = History._meta.table_name
-    with db.database.connection_context():
-        if "fire_key" in {c.name for c in db.database.get_columns(table)}:
+    def columns(table: str) -> set[str]:
+        return {c.name for c in db.database.get_columns(table)}
+
+    def add(model: type[BaseModel], name: str, unique: bool | None = None) -> None:
+        table = model._meta.table_name
+        if name in columns(table):
             return
         migrator = SchemaMigrator.from_database(db.database.obj)
+        ops = [migrator.add_column(table, name, model._meta.fields[name])]
+        if unique is not None:
+            ops.append(migrator.add_index(table, (name,), unique))
         try:
-            run(migrator.add_column(table, "fire_key", History.fire_key),
-                migrator.add_index(table, ("fire_key",), True))
+            run(*ops)
         except peewee.DatabaseError:
-            if "fire_key" not in {c.name for c in db.database.get_columns(table)}:
+            if name not in columns(table):
                 raise
+
+    with db.database.connection_context():
+        add(History, "fire_key", unique=True)
+        for name in JOB_ADDED:
+            add(Job, name)
+        _widen_overlap()
+
+
+def _widen_overlap() -> None:
+    """``overlap`` was VARCHAR(8); ``buffer_one`` needs more (MySQL/MariaDB enforce it,
+    SQLite does not)."""
+    if not isinstance(db.database.obj, peewee.MySQLDatabase):
+        return
+    table = Job._meta.table_name
+    row = db.database.execute_sql(
+        "SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE "
+        "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = 'overlap'",
+        (table,)).fetchone()
+    if row and row[0] is not None and int(row[0]) < 16:
+        db.database.execute_sql(f"ALTER TABLE {table} MODIFY overlap VARCHAR(16) NOT NULL")
 
 
 def format_ts(ts: float | None) -> str | None:
@@ -116,8 +159,21 @@ def format_ts(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def format_bound(ts: float | None, zone: str) -> str | None:
+    """A start_at / end_at in the job's own zone with its offset (``2026-06-01
+    12:00:00+0000``): exactly the instant, and what add_job/modify_job accept back."""
+    if ts is None:
+        return None
+    try:
+        tz: dt.tzinfo = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = dt.UTC
+    return dt.datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
 def job_to_dict(job: Job, next_run_time: float | None) -> dict[str, Any]:
-    """The API view of a job, with the original's field names first."""
+    """The API view of a job, with the original's field names first; ``next_run_time``
+    includes the job's jitter."""
     return {
         "job_id": job.id,
         "job_name": job.name,
@@ -134,6 +190,13 @@ def job_to_dict(job: Job, next_run_time: float | None) -> dict[str, Any]:
         "timeout": job.timeout,
         "wait_result": job.wait_result,
         "version": job.version,
+        "pause_note": job.pause_note,
+        "paused_by": job.paused_by,
+        "paused_at": format_ts(job.paused_at),
+        "pause_on_failure": job.pause_on_failure,
+        "start_at": format_bound(job.start_at, job.timezone),
+        "end_at": format_bound(job.end_at, job.timezone),
+        "jitter": job.jitter,
         "c_time": job.c_time,
         "u_time": job.u_time,
     }

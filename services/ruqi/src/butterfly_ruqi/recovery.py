@@ -32,8 +32,10 @@ class Watcher:
     """The watch list of one engine; :meth:`check` runs on the engine's control thread."""
 
     def __init__(self, claims: Claims, submit: Callable[[Fire], object],
-                 record_lost: Callable[[Fire, str], None]) -> None:
+                 record_lost: Callable[[Fire, str], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.claims = claims
+        self.clock = clock
         self.owner = claims.owner
         self._submit = submit
         self._record_lost = record_lost
@@ -52,7 +54,7 @@ class Watcher:
 
     def check(self) -> None:
         """Look at every due entry in two pipelined round trips; act on dead owners."""
-        now = time.time()
+        now = self.clock()
         with self._lock:
             fires = [f for f in self._fires.values() if f.check_at <= now]
         if not fires:

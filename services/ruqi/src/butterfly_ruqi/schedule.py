@@ -47,13 +47,18 @@ class JobSpec:
     wait_result: bool
     version: int
     next_run_time: float | None = field(compare=False, default=None)
+    pause_on_failure: int = 0
+    start_at: float | None = None
+    end_at: float | None = None
+    jitter: float = 0.0
 
     @classmethod
     def columns(cls) -> list[Any]:
         """The Job columns :meth:`from_tuple` takes, in order."""
         return [Job.id, Job.name, Job.trigger, Job.rule, Job.cmd, Job.timezone,
                 Job.start_time, Job.paused, Job.misfire_grace_time, Job.coalesce,
-                Job.overlap, Job.timeout, Job.wait_result, Job.version, Job.next_run_time]
+                Job.overlap, Job.timeout, Job.wait_result, Job.version, Job.next_run_time,
+                Job.pause_on_failure, Job.start_at, Job.end_at, Job.jitter]
 
     @classmethod
     def from_tuple(cls, t: tuple[Any, ...]) -> JobSpec:
@@ -61,14 +66,17 @@ class JobSpec:
         of 1,000 jobs several times a second was mostly peewee building models)."""
         return cls(t[0], t[1], t[2], t[3], t[4], t[5], float(t[6]), bool(t[7]), int(t[8]),
                    bool(t[9]), t[10], float(t[11]), bool(t[12]), int(t[13]),
-                   None if t[14] is None else float(t[14]))
+                   None if t[14] is None else float(t[14]), int(t[15] or 0),
+                   None if t[16] is None else float(t[16]),
+                   None if t[17] is None else float(t[17]), float(t[18] or 0.0))
 
     @classmethod
     def from_row(cls, row: Job) -> JobSpec:
         return cls(row.id, row.name, row.trigger, row.rule, row.cmd, row.timezone,
                    row.start_time, bool(row.paused), row.misfire_grace_time,
                    bool(row.coalesce), row.overlap, row.timeout, bool(row.wait_result),
-                   row.version, row.next_run_time)
+                   row.version, row.next_run_time, int(row.pause_on_failure or 0),
+                   row.start_at, row.end_at, float(row.jitter or 0.0))
 
 
 @dataclass
@@ -81,6 +89,17 @@ class Slot:
     next_ts: float | None
     #: A peer owns the job: out of the fire loop's heap until the owner leaves.
     parked: bool = False
+
+    def due(self, ts: float) -> float:
+        """When the run time ``ts`` fires: ``ts`` delayed by the job's jitter."""
+        return due_at(self.spec, ts)
+
+
+def due_at(spec: JobSpec, ts: float) -> float:
+    """Run time ``ts`` of ``spec`` with its jitter (the same on every replica)."""
+    if spec.jitter <= 0:
+        return ts
+    return round(ts + rules.jitter_delay(spec.id, ts, spec.jitter), 3)
 
 
 @dataclass
@@ -128,7 +147,7 @@ class Due:
 
 def due_times(slot: Slot, now: float) -> tuple[list[float], float | None, int]:
     """APScheduler's ``_get_run_times`` + coalesce, for one job: ``(run times, next, missed
-    in bulk)``."""
+    in bulk)``. Run times are nominal (no jitter); one is due when its jittered time is."""
     spec, grace = slot.spec, slot.spec.misfire_grace_time
     t = slot.next_ts
     assert t is not None
@@ -144,9 +163,9 @@ def due_times(slot: Slot, now: float) -> tuple[list[float], float | None, int]:
         t = max(t, jump)
     times: list[float] = []
     nxt: float | None = t
-    while nxt is not None and nxt <= now and len(times) < MAX_CATCHUP:
+    while nxt is not None and slot.due(nxt) <= now and len(times) < MAX_CATCHUP:
         times.append(nxt)
-        nxt = rules.next_fire(slot.trig, slot.tz, nxt, now)
+        nxt = rules.next_fire(slot.trig, slot.tz, nxt, max(now, nxt))
     if spec.coalesce and times:
         times = times[-1:]
     return times, nxt, missed
@@ -163,8 +182,8 @@ def due_fires(slot: Slot, now: float) -> Due:
     times, nxt, missed = due_times(slot, now)
     # Run times already past the grace are still claimed: the winner records them as
     # "missed" instead of running them (engine._execute), so history shows every fire.
-    fires = [Fire(slot.spec, ts, fire_key(slot.spec.id, round(ts * 1000)), new_reqid(),
-                  cursor=nxt, last=nxt is None) for ts in times]
+    fires = [Fire(slot.spec, slot.due(ts), fire_key(slot.spec.id, round(slot.due(ts) * 1000)),
+                  new_reqid(), cursor=nxt, last=nxt is None) for ts in times]
     return Due(fires, nxt, missed)
 
 
@@ -182,5 +201,6 @@ def catch_up_fires(slot: Slot, since: float, until: float) -> list[Fire]:
     if spec.coalesce and times:
         times = times[-1:]
     follow = [*times[1:], t]
-    return [Fire(spec, ts, fire_key(spec.id, round(ts * 1000)), new_reqid(), cursor=nx,
-                 last=nx is None) for ts, nx in zip(times, follow, strict=True)]
+    return [Fire(spec, slot.due(ts), fire_key(spec.id, round(slot.due(ts) * 1000)),
+                 new_reqid(), cursor=nx, last=nx is None)
+            for ts, nx in zip(times, follow, strict=True)]

@@ -21,6 +21,24 @@ TRIGGERS = ("cron", "interval", "date")
 ACTIONS = {"pause": ("pause_job", "operator"), "resume": ("resume_job", "operator"),
            "run": ("run_job", "operator"), "remove": ("remove_job", "admin")}
 FIELDS = ("job_id", "job_name", "job_trigger", "rule", "cmd")
+#: Optional job settings the form offers; an empty field means "none" (bounds) or the
+#: default / unchanged (numbers).
+OPTIONS = ("overlap", "pause_on_failure", "jitter", "start_at", "end_at")
+#: ruqi's overlap policies (``forbid`` is shown as it is stored, ``skip``'s old name)
+OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "forbid")
+BOUNDS = ("start_at", "end_at")
+
+
+def _options(form: dict[str, str], new_job: bool) -> dict[str, str | None]:
+    """The optional settings to send: an empty bound clears it on an edit."""
+    out: dict[str, str | None] = {}
+    for name in OPTIONS:
+        value = form.get(name, "")
+        if value:
+            out[name] = value
+        elif name in BOUNDS and not new_job:
+            out[name] = ""
+    return out
 
 
 def _user() -> str:
@@ -50,32 +68,34 @@ def job() -> Any:
             abort(404)
         return page("error.html", message="ruqi_down", detail=exc.reason), 502
     return page("job.html", active="scheduler", job=found, form=found, error="",
-                triggers=TRIGGERS, new=False)
+                triggers=TRIGGERS, new=False, overlaps=OVERLAPS)
 
 
 @bp.get("/new")
 @needs("operator")
 def new() -> Any:
     blank = {"job_id": "", "job_name": "", "job_trigger": "interval", "rule": "",
-             "cmd": ""}
+             "cmd": "", "overlap": "", "pause_on_failure": "", "jitter": "", "start_at": "",
+             "end_at": ""}
     return page("job.html", active="scheduler", job=None, form=blank, error="",
-                triggers=TRIGGERS, new=True)
+                triggers=TRIGGERS, new=True, overlaps=OVERLAPS)
 
 
 @bp.post("/save")
 @needs("operator")
 def save() -> Any:
-    form = {k: (request.form.get(k) or "").strip() for k in FIELDS}
+    form = {k: (request.form.get(k) or "").strip() for k in FIELDS + OPTIONS}
     new_job = request.form.get("new") == "1"
     if form["job_trigger"] not in TRIGGERS:
         abort(400, "unknown trigger")
     try:
         scheduler.call("add_job" if new_job else "modify_job", username=_user(),
-                       **form)
+                       **{k: form[k] for k in FIELDS}, **_options(form, new_job))
     except RuqiError as exc:
         log("job_add" if new_job else "job_modify", form["job_id"], exc.reason, ok=False)
         return page("job.html", active="scheduler", job=None if new_job else form, form=form,
-                    error=exc.reason or exc.stat, triggers=TRIGGERS, new=new_job), 400
+                    error=exc.reason or exc.stat, triggers=TRIGGERS, new=new_job,
+                    overlaps=OVERLAPS), 400
     log("job_add" if new_job else "job_modify", form["job_id"],
         f"{form['job_trigger']} {form['rule']}")
     return redirect("/console/scheduler/job?" + urlencode({"id": form["job_id"]}))
@@ -92,8 +112,11 @@ def action() -> Any:
     if not g.user.can(role):
         log("forbidden", f"job {name}", job_id, ok=False)
         abort(403, f"needs role {role}")
+    extra = {}
+    if name == "pause":  # why: stored with the job, with who and when (ruqi)
+        extra["note"] = (request.form.get("note") or "").strip()[:500] or None
     try:
-        scheduler.call(path, username=_user(), job_id=job_id)
+        scheduler.call(path, username=_user(), job_id=job_id, **extra)
     except RuqiError as exc:
         log(f"job_{name}", job_id, exc.reason, ok=False)
         abort(400, exc.reason or exc.stat)

@@ -14,6 +14,7 @@ unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 import time
 
 from butterfly_common import Request, api, retstat
+from butterfly_common.auth import request_identity
 from butterfly_ruqi import jobs, runner
 from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
@@ -23,10 +24,12 @@ FOUND = {jobs.ERR_JOB_NOT_FOUND: 404}
 SAVE = {jobs.ERR_JOB_NOT_FOUND: 404, jobs.ERR_JOB_EXIST: 409}
 
 
-def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result) -> Options:
+def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result,
+             pause_on_failure, start_at, end_at, jitter) -> Options:
     return Options(timezone=timezone, misfire_grace_time=misfire_grace_time,
                    coalesce=coalesce, overlap=overlap, timeout=timeout,
-                   wait_result=wait_result)
+                   wait_result=wait_result, pause_on_failure=pause_on_failure,
+                   start_at=start_at, end_at=end_at, jitter=jitter)
 
 
 @api
@@ -41,7 +44,8 @@ def get_jobs(req: Request, job_id: str | None = None, job_name: str | None = Non
 
 @api(statuses=FOUND)
 def get_job(req: Request, job_id: str):
-    """One job, with its next run time (null when paused)."""
+    """One job, with its next run time (null when paused) and ``next_runs`` (the next
+    five, jitter applied)."""
     return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
@@ -49,11 +53,16 @@ def get_job(req: Request, job_id: str):
 def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
-            timeout: float | None = None, wait_result: bool | None = None):
-    """Add a cron / interval / date job; every replica schedules it within a second."""
+            timeout: float | None = None, wait_result: bool | None = None,
+            pause_on_failure: int | None = None, start_at: str | None = None,
+            end_at: str | None = None, jitter: float | None = None):
+    """Add a cron / interval / date job; every replica schedules it within a second.
+    ``pause_on_failure`` (0..1000: pause after that many consecutive failed runs),
+    ``start_at`` / ``end_at`` (``YYYY-MM-DD HH:MM:SS`` in the job's zone: no fire outside),
+    ``jitter`` (0..3600 s: each fire is delayed by a deterministic amount up to it)."""
     data = jobs.add_job(job_trigger, job_id, job_name, cmd, rule,
                         _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
-                                 wait_result))
+                                 wait_result, pause_on_failure, start_at, end_at, jitter))
     req.log_res.add(f"job_id={job_id}")
     return retstat.OK, {"data": data}
 
@@ -62,11 +71,14 @@ def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str
 def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
-               timeout: float | None = None, wait_result: bool | None = None):
-    """Replace a job's definition; its next run is recomputed from the new rule."""
+               timeout: float | None = None, wait_result: bool | None = None,
+               pause_on_failure: int | None = None, start_at: str | None = None,
+               end_at: str | None = None, jitter: float | None = None):
+    """Replace a job's definition; its next run is recomputed from the new rule. Options
+    not given keep their value; ``start_at=""`` / ``end_at=""`` remove a bound."""
     data = jobs.modify_job(job_trigger, job_id, job_name, cmd, rule,
                            _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
-                                    wait_result))
+                                    wait_result, pause_on_failure, start_at, end_at, jitter))
     req.log_res.add(f"job_id={job_id}")
     return retstat.OK, {"data": data}
 
@@ -79,9 +91,13 @@ def remove_job(req: Request, job_id: str):
 
 
 @api(write=True, statuses=FOUND)
-def pause_job(req: Request, job_id: str):
-    """Stop firing a job on every replica until it is resumed."""
-    jobs.pause_job(job_id)
+def pause_job(req: Request, job_id: str, note: str | None = None):
+    """Stop firing a job on every replica until it is resumed; ``note`` (up to 500
+    characters) says why, stored with the caller's name (a token's kind, e.g.
+    ``operator-token``, when the caller has no name) and the time."""
+    identity = request_identity(req)
+    by = identity.username if identity.username != "-" else identity.via
+    jobs.pause_job(job_id, note=note, by=by)
     return retstat.OK
 
 
