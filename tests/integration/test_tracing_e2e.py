@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from butterfly_common.testing import ButterflyService, Nutcracker, RedisServer, wait_until
+from butterfly_common.testing.callee import Callee
 from butterfly_common.testing.otlp import OtlpReceiver, ReceivedSpan
 
 HERE = Path(__file__).resolve().parent
@@ -157,3 +158,34 @@ def test_a_wuxing_write_is_a_span_of_its_call_with_the_revision_it_made():
     assert write.trace_id == server_span.trace_id and write.service == "wuxing"
     assert write.attributes["butterfly.namespace"] == "traced"
     assert write.attributes["butterfly.revision"] == updated["data"]["revision"]
+
+
+def test_a_ruqi_fire_is_a_trace_its_http_call_continues():
+    token = "t" * 32
+    with OtlpReceiver() as receiver, RedisServer() as server, Callee() as callee:
+        ruqi = ButterflyService("ruqi", {
+            "BUTTERFLY_REDIS_URL": server.url, "BUTTERFLY_WORKERS": "1",
+            "BUTTERFLY_ADMIN_TOKEN": token, "RUQI_HTTP_ALLOW": "127.0.0.1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRICS_EXPORTER": "none"})
+        with ruqi:
+            wait_until(lambda: requests.get(f"{ruqi.url}/readyz", timeout=2).ok, 30,
+                       what="ruqi ready")
+            added = requests.post(f"{ruqi.url}/ruqi/add_job", json={
+                "job_trigger": "interval", "job_id": "traced", "job_name": "traced",
+                "rule": "1h", "cmd": f"{callee.url}/hook"},
+                headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert added.json()["stat"] == "OK", added.text
+            ran = requests.post(f"{ruqi.url}/ruqi/run_job", json={"job_id": "traced"},
+                                headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert ran.json()["stat"] == "OK", ran.text
+            call = wait_until(lambda: next(iter(callee.calls), None), 20, what="the fire's call")
+            fire = wait_until(lambda: next(iter(receiver.named("fire traced")), None), 20,
+                              what="the fire's span")
+    version, trace_id, parent, _ = call["headers"]["traceparent"].split("-")
+    assert (version, trace_id, parent) == ("00", fire.trace_id, fire.span_id)
+    assert fire.service == "ruqi" and fire.kind == "internal"
+    assert fire.attributes["butterfly.job_id"] == "traced"
+    assert fire.attributes["butterfly.fire_key"].startswith("ruqi:")
+    assert fire.attributes["butterfly.lateness_s"] >= 0
+    assert fire.attributes["butterfly.reqid"] == call["headers"]["x-reqid"]

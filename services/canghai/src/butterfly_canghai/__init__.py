@@ -9,6 +9,7 @@ names for the original admin pages; users, sessions, CSRF, an audit log and JWTs
 from butterfly_common.service import Service
 
 from .config import CanghaiConfig
+from .guard import HTTP_CODES
 from .runner import setup
 from .sampler import start_sampler
 from .web import install
@@ -23,6 +24,7 @@ service = Service(
     web=install,
     env_prefix="CANGHAI",
     config=CanghaiConfig,
+    statuses=HTTP_CODES,
 )
 
 __all__ = ["service"]

@@ -13,6 +13,11 @@ from butterfly_common import Refusal, retstat
 from . import audit
 from .access import Identity, csrf_ok, from_headers
 
+#: canghai's stat -> HTTP map (the Service's), so /openapi.json documents each refusal
+HTTP_CODES = {retstat.ERR_UNAUTHORIZED: 401, retstat.ERR_FORBIDDEN: 403,
+              "ERR_METHOD_NOT_ALLOWED": 405, "ERR_MSG_NOT_EXIST": 404,
+              "ERR_WORKER_NOT_EXIST": 404}
+
 
 def identity_of(req, role: str = "viewer", write: bool = False) -> Identity:
     """The caller, or a Refusal (401 without identity, 403 without the role or CSRF)."""

@@ -7,6 +7,7 @@ replicas agree on who runs each fire through one-key Redis commands (see ``engin
 from butterfly_common.service import Service
 
 from .config import RuqiConfig
+from .jobs import HTTP_CODES
 from .runner import setup, start_engine
 
 service = Service(
@@ -18,6 +19,7 @@ service = Service(
     setup=setup,
     env_prefix="RUQI",
     config=RuqiConfig,
+    statuses=HTTP_CODES,
 )
 
 __all__ = ["service"]

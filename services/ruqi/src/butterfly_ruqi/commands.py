@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from butterfly_common import Refusal, retstat
+from butterfly_common import Refusal, retstat, tracing
 from butterfly_common.httpclient import envelope_stat
 
 from . import http_transport, safety, topics
@@ -234,6 +234,9 @@ def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str,
     ms = round(scheduled * 1000)
     if command.kind == "http":
         headers = {"x-reqid": reqid, "x-ruqi-job": job_id, "x-ruqi-scheduled": str(ms)}
+        traceparent = tracing.traceparent()  # the fire's span, when tracing is on
+        if traceparent:
+            headers["traceparent"] = traceparent
         return run_http(command, timeout, headers)
     if command.kind == "topic":
         return run_topic(command, timeout, reqid, f"ruqi:{job_id}:{ms}", wait_result)

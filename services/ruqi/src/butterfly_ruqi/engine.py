@@ -90,7 +90,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from butterfly_common import Refusal, db
+from butterfly_common import Refusal, db, tracing
 from butterfly_common.coordination import ms, once, owner_of
 from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
@@ -488,9 +488,15 @@ class Engine:
         """Run the command of a fire marked ``running``; record its outcome."""
         spec = fire.spec
         started = self.clock()
-        outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
-                              timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
-                              scheduled=fire.ts, wait_result=spec.wait_result)
+        with tracing.span(f"fire {spec.id}", {
+                "butterfly.job_id": spec.id, "butterfly.fire_key": fire.key,
+                "butterfly.scheduled_time": fire.ts, "butterfly.lateness_s": started - fire.ts,
+                "butterfly.reqid": fire.reqid}) as span:
+            outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
+                                  timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
+                                  scheduled=fire.ts, wait_result=spec.wait_result)
+            if span is not None and not outcome.success:
+                span.set_attribute("butterfly.failed", True)
         ended = self.clock()
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
                      note + outcome.output)

@@ -32,6 +32,8 @@ log = logging.getLogger("butterfly.ruqi.jobs")
 ERR_JOB_EXIST = "ERR_JOB_EXIST"
 ERR_JOB_NOT_FOUND = "ERR_JOB_NOT_FOUND"
 ERR_BAD_JOB = "ERR_BAD_JOB"
+#: ruqi's stat -> HTTP map (the Service's: every route answers these codes)
+HTTP_CODES = {ERR_JOB_NOT_FOUND: 404, ERR_JOB_EXIST: 409}
 #: misfire_grace_time and timeout are bounded so TTLs and DB columns never overflow.
 MAX_GRACE = 86400
 MAX_TIMEOUT = 86400

@@ -186,6 +186,9 @@ class TracingMiddleware(Middleware):
         self._tracer: trace.Tracer | None = None
         self._instruments: _Instruments | None = None
         self._publishing = threading.local()
+        # tracing.span / client_span of this process come here from now on (an engine-only
+        # process never forks; a gunicorn worker builds its own after the fork)
+        activate(self)
 
     # -- the provider, made once per process on first use ----------------------------------
     @property

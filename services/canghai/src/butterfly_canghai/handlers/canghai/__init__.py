@@ -20,12 +20,6 @@ from butterfly_common.runtime import get_config
 
 REGISTRIES = STATUSES  # queued, delayed, started, finished, failed
 
-#: The refusals each route can answer, so /openapi.json documents them.
-READ = {retstat.ERR_UNAUTHORIZED: 401, retstat.ERR_FORBIDDEN: 403, "ERR_MSG_NOT_EXIST": 404,
-        "ERR_WORKER_NOT_EXIST": 404}
-WRITE = {**READ, "ERR_METHOD_NOT_ALLOWED": 405}
-
-
 def _bad(reason: str) -> Refusal:
     return Refusal(retstat.ERR_BAD_PARAMS, reason, http=400)
 
@@ -34,7 +28,7 @@ def _no_message(msg_id: str) -> Refusal:
     return Refusal("ERR_MSG_NOT_EXIST", f"no message {msg_id!r}", http=404)
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def queue_list(req):
     """Every topic with its queued / started / finished / failed counts, sorted by name."""
     identity_of(req)
@@ -42,7 +36,7 @@ def queue_list(req):
     return retstat.OK, {"data": {"queues": [legacy.queue_row(r) for r in rows]}}
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def worker_list(req):
     """Every registered consumer, live ones first."""
     identity_of(req)
@@ -51,7 +45,7 @@ def worker_list(req):
     return retstat.OK, {"data": {"workers": rows}}
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def worker_show(req, name: str):
     """One consumer's record with the topics it serves."""
     identity_of(req)
@@ -61,7 +55,7 @@ def worker_show(req, name: str):
     raise Refusal("ERR_WORKER_NOT_EXIST", f"no worker {name!r}", http=404)
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def msg_list(req, queue_name: str, registry_name: str = "queued", page_size: int = 20,
              page_index: int = 1, newest_first: bool = False):
     """One page of a topic's messages in a status (queued in list order, others by
@@ -79,7 +73,7 @@ def msg_list(req, queue_name: str, registry_name: str = "queued", page_size: int
                                  "name": queue_name, "registry_name": registry_name}}
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def msg_show(req, msg_id: str):
     """One message: data, status, times, worker, result, error, cost."""
     identity_of(req)
@@ -89,7 +83,7 @@ def msg_show(req, msg_id: str):
     return retstat.OK, {"data": legacy.msg_detail(m)}
 
 
-@api(topic=False, statuses=READ)
+@api(topic=False)
 def service_list(req, minutes: int = catalog.WINDOW):
     """Every service of the fleet (fleet.toml's and those that announce themselves, e.g. a
     ``butterfly new`` project) with its instances and their state, its routes and the
@@ -101,7 +95,7 @@ def service_list(req, minutes: int = catalog.WINDOW):
                                  "minutes": minutes}}
 
 
-@api(topic=False, statuses=WRITE)
+@api(topic=False)
 def msg_delete(req, msg_id: str):
     """Delete one message whatever its status (admin)."""
     who = identity_of(req, "admin", write=True)
@@ -113,7 +107,7 @@ def msg_delete(req, msg_id: str):
     return retstat.OK, {"data": {"id": m.id}}
 
 
-@api(topic=False, statuses=WRITE)
+@api(topic=False)
 def queue_empty(req, queue_name: str, registry_name: str = "queued"):
     """Delete every message of a topic in a status, orphans included (admin)."""
     who = identity_of(req, "admin", write=True)

@@ -14,16 +14,13 @@ unknown job, 409 for a duplicate (200 with ``BUTTERFLY_LEGACY_STATUS=1``).
 import time
 
 from butterfly_common import Request, api, retstat
-from butterfly_common.auth import request_identity
+from butterfly_common.roles import identity_of
 from butterfly_ruqi import jobs, runner
 from butterfly_ruqi.jobs import Options
 from butterfly_ruqi.models import format_ts
 
+
 #: HTTP statuses of the refusals that are not a plain 400 (also listed in /openapi.json).
-FOUND = {jobs.ERR_JOB_NOT_FOUND: 404}
-SAVE = {jobs.ERR_JOB_NOT_FOUND: 404, jobs.ERR_JOB_EXIST: 409}
-
-
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result,
              pause_on_failure, start_at, end_at, jitter) -> Options:
     return Options(timezone=timezone, misfire_grace_time=misfire_grace_time,
@@ -42,14 +39,14 @@ def get_jobs(req: Request, job_id: str | None = None, job_name: str | None = Non
                                                orderBy, orderDir)}
 
 
-@api(statuses=FOUND)
+@api
 def get_job(req: Request, job_id: str):
     """One job, with its next run time (null when paused) and ``next_runs`` (the next
     five, jitter applied)."""
     return retstat.OK, {"data": jobs.get_job(job_id)}
 
 
-@api(write=True, statuses=SAVE)
+@api(write=True)
 def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
             timezone: str | None = None, misfire_grace_time: int | None = None,
             coalesce: bool | None = None, overlap: str | None = None,
@@ -67,7 +64,7 @@ def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str
     return retstat.OK, {"data": data}
 
 
-@api(write=True, statuses=SAVE)
+@api(write=True)
 def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str, rule: str,
                timezone: str | None = None, misfire_grace_time: int | None = None,
                coalesce: bool | None = None, overlap: str | None = None,
@@ -83,31 +80,31 @@ def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: 
     return retstat.OK, {"data": data}
 
 
-@api(write=True, role="admin", statuses=FOUND)
+@api(write=True, role="admin")
 def remove_job(req: Request, job_id: str):
     """Delete a job (its history stays until retention removes it)."""
     jobs.remove_job(job_id)
     return retstat.OK
 
 
-@api(write=True, statuses=FOUND)
+@api(write=True)
 def pause_job(req: Request, job_id: str, note: str | None = None):
     """Stop firing a job on every replica until it is resumed; ``note`` (up to 500
     characters) says why, stored with the caller's name (a token's kind, e.g.
     ``operator-token``, when the caller has no name) and the time."""
-    identity = request_identity(req)
+    identity = identity_of(req)
     by = identity.username if identity.username != "-" else identity.via
     jobs.pause_job(job_id, note=note, by=by)
     return retstat.OK
 
 
-@api(write=True, statuses=FOUND)
+@api(write=True)
 def resume_job(req: Request, job_id: str):
     """Resume a paused job from now; a job with no run left is removed, as the original."""
     return retstat.OK, {"data": jobs.resume_job(job_id)}
 
 
-@api(write=True, statuses=FOUND)
+@api(write=True)
 def run_job(req: Request, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
     return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
