@@ -237,7 +237,8 @@ class TracingMiddleware(Middleware):
     def before_call(self, req: Request, route: Route) -> None:
         if req.method == "QUEUE":
             return  # the consumer span of before_process is already current
-        parent = _PROPAGATOR.extract(req.headers)
+        # most calls come without one: extracting nothing is not free
+        parent = _PROPAGATOR.extract(req.headers) if req.headers.get("traceparent") else None
         span = self.tracer.start_span(
             f"{req.method} {route.path}", context=parent, kind=SpanKind.SERVER,
             attributes={"http.request.method": req.method, "http.route": route.path,
@@ -251,8 +252,8 @@ class TracingMiddleware(Middleware):
         if span is None:
             return
         if outcome is not None:
-            span.set_attribute("http.response.status_code", outcome.status)
-            span.set_attribute("butterfly.stat", str(outcome.stat))
+            span.set_attributes({"http.response.status_code": outcome.status,
+                                 "butterfly.stat": str(outcome.stat)})
             if outcome.status >= 500:
                 span.set_status(Status(StatusCode.ERROR, req.error_str or None))
             instruments = self.instruments
