@@ -469,6 +469,9 @@ def test_flow_created_in_the_form_turns_finished(fleet: dict, admin: Watched) ->
     assert "finished" in svg.text() or "OK" in svg.text()
     expect(page.locator("[data-task-status=finished]").first).to_be_visible()
     expect(page.locator('[data-field="flow-result"]')).to_contain_text("from the console")
+    # the plugin's content hash: the version this flow was built from and keeps
+    expect(page.locator('[data-field="job-version"]')).to_have_text(
+        re.compile(r"^[0-9a-f]{16}$"))
     shot(page, "flow")
     # rerun a task: the flow starts again and ends finished again
     page.locator("form[action='/console/flows/rerun'] button").first.click()

@@ -21,6 +21,10 @@ from test_xingqiao_engine import (  # noqa: F401
     test_trigger_rules,
 )
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
+from test_xingqiao_versions import (  # noqa: F401
+    test_json_flow_keeps_its_version_and_create_job_pins_one,
+    test_plugin_flow_keeps_its_hash_across_a_reload,
+)
 from xq_helpers import XQ, fleet
 
 from butterfly_common.testing import mariadb_database

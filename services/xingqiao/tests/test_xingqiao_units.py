@@ -149,3 +149,40 @@ def test_workflow_params_check_refuses():
     with pytest.raises(ValueError, match="who"):
         Strict({}).build()
     assert len(Strict({"who": 1}).build()) == 1
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def any_db(request, tmp_path):
+    """An empty database of each kind the fleet runs on."""
+    from butterfly_common.testing import mariadb_database
+
+    if request.param == "sqlite":
+        configure(load_settings({"BUTTERFLY_DATA_DIR": str(tmp_path)}))
+        yield
+        return
+    with mariadb_database("bf_xqmig") as url:
+        configure(load_settings({"BUTTERFLY_DATA_DIR": str(tmp_path), "BUTTERFLY_DB_URL": url}))
+        yield
+        db.database.close()
+
+
+def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run
+
+    from butterfly_xingqiao import migrations
+
+    db.create_tables(MODELS)
+    with db.database.connection_context():
+        migrator = SchemaMigrator.from_database(db.database.obj)
+        run(migrator.drop_column("workflow_job", "job_version"))
+        db.database.execute_sql(
+            "INSERT INTO workflow_job (job_namespace, job_reqid, job_name, job_status, "
+            "job_type, job_type_version, ret_stat, job_cost, job_timeout, exe_id, job_token, "
+            "operator, job_client, is_valid, c_time, s_time, s_ts) VALUES ('n', '', 'old', "
+            "'finished', 't', 0, 'OK', 0, 60, 1, '', '-', '', 1, '2026-01-01 00:00:00', "
+            "'2026-01-01 00:00:00', 0)")
+    assert migrations.migrate() == ["workflow_job.job_version"]
+    assert migrations.migrate() == []  # idempotent
+    with db.database.connection_context():
+        assert Job.get(Job.job_name == "old").job_version == ""

@@ -40,10 +40,13 @@ def _q(text: object) -> str:
 def to_dot(job: Job, tasks: list[Task]) -> str:
     labels = {t.task_label for t in tasks}
     has_children = {d for t in tasks for d in split_list(t.task_dependencies)}
-    lines = [f"// flow {job.job_id} ({job.job_type}) {job.job_status}",
+    title = (f"flow {job.job_id} {job.job_name} - {job.job_type} v{job.job_version} - "
+             f"{job.job_status}")
+    lines = [f"// flow {job.job_id} ({job.job_type} version {job.job_version}) "
+             f"{job.job_status}",
              f"digraph flow_{job.job_id} {{",
              "  compound=true; rankdir=LR; node [fontsize=10, shape=box, style=filled];",
-             f"  label={_q(f'flow {job.job_id} {job.job_name} - {job.job_status}')};",
+             f"  label={_q(title)};",
              '  begin0 [shape=diamond, label="begin", fillcolor=white];',
              '  end0 [shape=diamond, label="end", fillcolor=white];',
              '  subgraph cluster_sg0 { label="workflow";']

@@ -59,6 +59,9 @@ class Job(BaseModel):
     job_type = peewee.CharField(max_length=64)
     #: 0 for a plugin type, else the version of the JSON flow type it was built from.
     job_type_version = peewee.IntegerField(default=0)
+    #: The definition this run was built from and keeps: a JSON type's version number
+    #: ("3"), a plugin's content hash (16 hex of the sha256 of its file).
+    job_version = peewee.CharField(max_length=64, default="")
     ret_stat = peewee.CharField(max_length=64, default="OK")
     ret_data = peewee.TextField(null=True)
     job_cost = peewee.DoubleField(default=0.0)

@@ -16,6 +16,7 @@ import peewee
 from redis.exceptions import RedisError
 
 from butterfly_common import Refusal, mq
+from butterfly_common.params import ParamError
 from butterfly_common.runtime import get_config
 
 from . import engine, flowtypes, store
@@ -34,12 +35,13 @@ ERR_JOB_NOT_RUNNING = "ERR_JOB_NOT_RUNNING"
 ERR_JOB_RUNNING = "ERR_JOB_RUNNING"
 ERR_TASK_NOT_EXIST = "ERR_TASK_NOT_EXIST"
 ERR_TASK_RUNNING = "ERR_TASK_RUNNING"
+ERR_JOB_VERSION_NOT_EXIST = "ERR_JOB_VERSION_NOT_EXIST"
 
 HTTP_CODES = {
     ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
     ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
     ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
-    ERR_TASK_RUNNING: 409,
+    ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404,
 }
 
 
@@ -62,42 +64,66 @@ def parse_extra(job_extra: Any) -> dict[str, Any]:
     return job_extra
 
 
-def build_tasks(job_type: str, extra: dict[str, Any]) -> tuple[list[TaskSpec], int]:
-    """The tasks of a new flow of ``job_type`` and the JSON type version (0: plugin)."""
-    cls = flowtypes.plugins().types.get(job_type)
+def build_tasks(job_type: str, extra: dict[str, Any],
+                job_version: str | None = None) -> tuple[list[TaskSpec], int, str]:
+    """The tasks of a new flow of ``job_type``, the JSON type version (0: plugin) and the
+    version string the flow records (the JSON version, or the plugin's content hash).
+    ``job_version`` pins one: any stored version of a JSON type; for a plugin only the
+    loaded one (its code is what runs), so an older hash is refused."""
+    loaded = flowtypes.plugins()
+    cls = loaded.types.get(job_type)
     if cls is not None:
+        digest = loaded.hashes.get(job_type, "")
+        if job_version is not None and job_version != digest:
+            raise refuse(ERR_JOB_VERSION_NOT_EXIST, f"flow type {job_type} is plugin "
+                          f"version {digest}; version {job_version!r} is not loaded (a "
+                          "plugin runs only its loaded version)")
         runner = cls(extra)
         try:
-            return runner.build(), 0
+            return runner.build(), 0, digest
         except DefinitionError as exc:
             raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: {exc}",
                           {"errors": exc.errors}) from None
         except Exception as exc:  # params_check refused, or the plugin is broken
             raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: "
                                                  f"{type(exc).__name__}: {exc}") from None
-    row = flowtypes.latest_json_type(job_type)
+    if job_version is None:
+        row = flowtypes.latest_json_type(job_type)
+    else:
+        number = job_version.strip()
+        if not number.isdigit() or not 0 < int(number) < 2**31:
+            raise ParamError("invalid: job_version (a JSON flow type's version is a whole "
+                             "number >= 1; a plugin's is its content hash)")
+        row = flowtypes.json_type_version(job_type, int(number))
+        if row is None and flowtypes.latest_json_type(job_type) is not None:
+            raise refuse(ERR_JOB_VERSION_NOT_EXIST, f"flow type {job_type} has no version "
+                                                     f"{int(number)}")
     if row is None:
         raise refuse(ERR_JOB_TYPE_NOT_EXISTS, f"no flow type {job_type!r} (plugins: "
-                      f"{', '.join(sorted(flowtypes.plugins().types))}; or flow_type_create)")
+                      f"{', '.join(sorted(loaded.types))}; or flow_type_create)")
     specs, required = flowtypes.json_type_specs(row)
     missing = [name for name in required if name not in extra]
     if missing:
         raise refuse(ERR_JOB_EXTRA_INVALID, f"flow type {job_type} needs job_extra keys: "
                                              f"{', '.join(missing)}")
-    return validate(specs), row.version
+    return validate(specs), row.version, str(row.version)
 
 
 def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_extra: Any,
-               job_timeout: int | None, reqid: str, operator: str, client: str) -> int:
-    """Insert the flow and its tasks in one transaction, then dispatch its first tasks."""
+               job_timeout: int | None, reqid: str, operator: str, client: str,
+               job_version: str | None = None) -> int:
+    """Insert the flow and its tasks in one transaction, then dispatch its first tasks.
+    The tasks are the flow's own rows from here on: a later version of its type, or a
+    plugin reload, never changes a flow that exists (it keeps ``job_version``)."""
     extra = parse_extra(job_extra)
-    specs, version = build_tasks(job_type, extra)
+    specs, version, version_text = build_tasks(job_type, extra, job_version)
     timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
     def insert() -> Job:
         with store.tx():
             job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
                              job_name=job_name or reqid, job_type=job_type,
-                             job_type_version=version, job_extra=dumps(extra),
+                             job_type_version=version, job_version=version_text,
+                             job_extra=dumps(extra),
                              job_timeout=timeout, job_token=secrets.token_hex(3),
                              operator=operator, job_client=client[:64], s_ts=time.time())
             Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()

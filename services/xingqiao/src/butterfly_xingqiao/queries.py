@@ -12,8 +12,8 @@ from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, loads, split_list
 
 JOB_LIST_FIELDS = ("job_id", "job_namespace", "job_reqid", "job_name", "job_status",
-                   "job_type", "ret_stat", "operator", "job_client", "job_cost", "c_time",
-                   "s_time", "e_time")
+                   "job_type", "job_version", "ret_stat", "operator", "job_client",
+                   "job_cost", "c_time", "s_time", "e_time")
 JOB_ORDER = frozenset(JOB_LIST_FIELDS)
 TASK_ORDER = frozenset(("task_id", "task_label", "task_status", "task_cost", "ret_stat",
                         "c_time", "u_time"))

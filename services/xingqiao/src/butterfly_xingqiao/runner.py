@@ -9,15 +9,17 @@ from butterfly_common import db
 from butterfly_common.runtime import get_config, get_redis
 from butterfly_common.settings import Settings
 
-from . import flowtypes
+from . import flowtypes, migrations
 from .config import XingqiaoConfig
 from .models import MODELS
 from .sweep import Sweeper
 
 
 def setup(settings: Settings) -> None:
-    """Create the tables and load the plugins (the framework validated XINGQIAO_*)."""
+    """Create the tables, add the columns a newer release declares, load the plugins
+    (the framework validated XINGQIAO_*)."""
     db.create_tables(MODELS)
+    migrations.migrate()
     flowtypes.reload_local()
 
 

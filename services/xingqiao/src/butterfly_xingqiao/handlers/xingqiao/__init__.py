@@ -31,11 +31,17 @@ CODES = {**operations.HTTP_CODES, "ERR_FLOW_TYPE_INVALID": 400,
 
 @api(write=True, statuses=CODES)
 def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | None = None,
-               job_extra: Any = None, job_timeout: int | None = None) -> Any:
+               job_extra: Any = None, job_timeout: int | None = None,
+               job_version: str | None = None) -> Any:
     """Start a flow of ``job_type`` (a plugin or a JSON flow type). ``job_extra``: a JSON
     object (or a string of one) the tasks' ``requires`` draw from. ``job_name`` is unique
-    (default: the request id). Answers ``data.job_id``. ERR_JOB_EXIST,
-    ERR_JOB_TYPE_NOT_EXISTS, ERR_JOB_EXTRA_INVALID, ERR_JOB_CREATE_FAILED."""
+    (default: the request id). ``job_version`` pins the definition: a JSON type's version
+    number (default the newest), or a plugin's content hash (only the loaded one runs).
+    The flow records its version (``job_version``) and keeps it. Answers
+    ``data.job_id``. ERR_JOB_EXIST, ERR_JOB_TYPE_NOT_EXISTS, ERR_JOB_VERSION_NOT_EXIST,
+    ERR_JOB_EXTRA_INVALID, ERR_JOB_CREATE_FAILED."""
+    if job_version is not None and not 0 < len(job_version) <= 64:
+        raise ParamError("invalid: job_version (1..64 chars)")
     if job_timeout is not None and job_timeout <= 0:
         raise ParamError("invalid: job_timeout (seconds > 0)")
     if not 0 < len(job_namespace) <= 64 or (job_name is not None
@@ -44,7 +50,8 @@ def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | 
     job_id = operations.create_job(job_namespace=job_namespace, job_type=job_type,
                                    job_name=job_name, job_extra=job_extra,
                                    job_timeout=job_timeout, reqid=req.reqid,
-                                   operator=req.username, client=req.ip)
+                                   operator=req.username, client=req.ip,
+                                   job_version=job_version)
     return OK, {"data": {"job_id": job_id}}
 
 
@@ -181,11 +188,12 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
 
 @api(topic=False, statuses=CODES)
 def flow_type_list(req: Request) -> Any:
-    """Every flow type: plugins (``kind: plugin``) and the newest version of each JSON
-    type, as ``data: {total, list}``; ``errors`` lists plugin files that failed to load."""
+    """Every flow type: plugins (``kind: plugin``, ``hash``: the content hash new flows
+    record as their version) and the newest version of each JSON type, as
+    ``data: {total, list}``; ``errors`` lists plugin files that failed to load."""
     loaded = flowtypes.plugins()
-    items = [{"name": n, "kind": "plugin", "origin": loaded.origins[n], "version": 0}
-             for n in sorted(loaded.types)]
+    items = [{"name": n, "kind": "plugin", "origin": loaded.origins[n], "version": 0,
+              "hash": loaded.hashes.get(n, "")} for n in sorted(loaded.types)]
     newest: dict[str, FlowType] = {}
     for row in FlowType.select().order_by(FlowType.name, FlowType.version):
         newest[row.name] = row
@@ -212,10 +220,12 @@ def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
 @api(write=True, statuses=CODES)
 def reload_plugins(req: Request) -> Any:
     """Import XINGQIAO_PLUGIN_DIR again, here now and in every other process within one
-    sweep interval. Answers the loaded ``types`` and the files that failed (``errors``)."""
+    sweep interval. Answers the loaded ``types``, their content ``hashes`` (the version
+    new flows record) and the files that failed (``errors``). Flows that exist keep the
+    tasks (and version) they were created with."""
     loaded = flowtypes.reload_everywhere(mq.broker().client)
     return OK, {"data": {"types": sorted(loaded.types), "errors": loaded.errors,
-                         "version": loaded.version}}
+                         "version": loaded.version, "hashes": loaded.hashes}}
 
 
 @api(statuses=CODES)
