@@ -20,6 +20,12 @@ from test_xingqiao_engine import (  # noqa: F401
     test_task_timeout_then_retry_then_timed_out,
     test_trigger_rules,
 )
+from test_xingqiao_map import (  # noqa: F401
+    test_failed_item_follows_trigger_rules_and_retry_reruns_only_it,
+    test_map_in_a_plugin_flow_type,
+    test_map_over_an_upstream_list_bounded_retried_and_collected_in_order,
+    test_map_over_refusals_and_empty_lists,
+)
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
 from test_xingqiao_versions import (  # noqa: F401
     test_json_flow_keeps_its_version_and_create_job_pins_one,

@@ -8,6 +8,7 @@ refused when it is created, never half-way through a run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,11 @@ MAX_RETRIES = 100
 MAX_LABEL = 64
 MAX_CMD = 128
 ALL_TASKDATA = "all_taskdata"
+#: A map task's items: at most this many, each a child task ``<label>[<index>]``.
+MAX_MAP_ITEMS = 10_000
+MAX_MAP_LABEL = MAX_LABEL - len(f"[{MAX_MAP_ITEMS - 1}]")
+DEFAULT_MAX_PARALLEL = 32
+ITEM_LABEL = re.compile(r"\[\d+\]$")
 
 
 class DefinitionError(ValueError):
@@ -48,6 +54,11 @@ class TaskSpec:
     retry_delay: float | None = None
     retry_backoff: str = "fixed"
     trigger_rule: str = "all_success"
+    #: Dynamic map: the name (looked up as ``requires`` are) of a list; the task runs
+    #: once per item, at most ``max_parallel`` at a time, the item as param ``map_as``.
+    map_over: str | None = None
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    map_as: str = "item"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +130,25 @@ def _check_task(spec: TaskSpec) -> list[str]:
         errs.append(f"{who}: retry_backoff must be one of {', '.join(BACKOFFS)}")
     if spec.trigger_rule not in TRIGGER_RULES:
         errs.append(f"{who}: trigger_rule must be one of {', '.join(TRIGGER_RULES)}")
+    if ITEM_LABEL.search(spec.label):
+        errs.append(f"{who}: a label ending in [<number>] is reserved for map items")
+    return errs + _check_map(spec, who)
+
+
+def _check_map(spec: TaskSpec, who: str) -> list[str]:
+    errs: list[str] = []
+    if isinstance(spec.max_parallel, bool) or not isinstance(spec.max_parallel, int) \
+            or not 1 <= spec.max_parallel <= MAX_MAP_ITEMS:
+        errs.append(f"{who}: max_parallel must be a whole number 1..{MAX_MAP_ITEMS}")
+    if not isinstance(spec.map_as, str) or not 0 < len(spec.map_as) <= MAX_LABEL:
+        errs.append(f"{who}: map_as must be a name of 1..{MAX_LABEL} chars")
+    if spec.map_over is None:
+        return errs
+    if not isinstance(spec.map_over, str) or not 0 < len(spec.map_over) <= MAX_LABEL:
+        errs.append(f"{who}: map_over must be a name of 1..{MAX_LABEL} chars (a list in "
+                    "an upstream result or job_extra)")
+    if len(spec.label) > MAX_MAP_LABEL:
+        errs.append(f"{who}: a map task's label has at most {MAX_MAP_LABEL} chars")
     return errs
 
 
@@ -205,11 +235,15 @@ class Workflow:
                  dependencies: list[str] | None = None, retrymax: int = 0,
                  is_save: bool = False, timeout: float | None = None,
                  extra: dict | None = None, *, retry_delay: float | None = None,
-                 retry_backoff: str = "fixed", trigger_rule: str = "all_success") -> TaskSpec:
-        """Add one task: the original's parameters, then the new policy keywords."""
+                 retry_backoff: str = "fixed", trigger_rule: str = "all_success",
+                 map_over: str | None = None, max_parallel: int = DEFAULT_MAX_PARALLEL,
+                 map_as: str = "item") -> TaskSpec:
+        """Add one task: the original's parameters, then the new policy keywords
+        (``map_over``: run it once per item of that list, see the docs' Dynamic map)."""
         spec = TaskSpec(label, cmd, params, list(requires or []), list(provides or []),
                         list(dependencies or []), retrymax, is_save, timeout or None, extra,
-                        retry_delay, retry_backoff, trigger_rule)
+                        retry_delay, retry_backoff, trigger_rule, map_over, max_parallel,
+                        map_as)
         self.tasks.append(spec)
         return spec
 

@@ -7,6 +7,7 @@ the target looked up here, so a duplicated or reordered notice finds the row alr
 and changes nothing (rowcount 0). Diagram (also in docs/services/xingqiao.md)::
 
     task:  waiting --dispatch--> pending --sent--> started
+           waiting --expand--> started          (a map task: its items run, it waits)
            pending|started|retrying --succeed--> finished
            pending|started|retrying --retry--> retrying     (attempt failed, retries left)
            waiting|pending|started|retrying --fail--> failed
@@ -43,6 +44,7 @@ class TaskLifecycle(StateMachine):
     timed_out = State()
 
     dispatch = waiting.to(pending)
+    expand = waiting.to(started)  # a map task: its items are created, it waits for them
     sent = pending.to(started)
     succeed = pending.to(finished) | started.to(finished) | retrying.to(finished)
     retry = pending.to(retrying) | started.to(retrying) | retrying.to(retrying)

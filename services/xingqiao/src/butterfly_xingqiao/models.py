@@ -116,6 +116,13 @@ class Task(BaseModel):
     c_time = peewee.DateTimeField(default=now_dt)
     u_time = peewee.DateTimeField(default=now_dt)
     u_ts = peewee.DoubleField(default=0.0)
+    #: A map task: the name of its list, its parallelism and the items' param name.
+    task_map_over = peewee.CharField(max_length=64, null=True)
+    task_max_parallel = peewee.IntegerField(default=0)
+    task_map_as = peewee.CharField(max_length=64, default="item")
+    #: A map item: its map task's id (0: not an item) and its index in the list.
+    task_parent = peewee.BigIntegerField(default=0, index=True)
+    task_map_index = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "workflow_task"

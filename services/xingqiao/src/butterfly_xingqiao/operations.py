@@ -36,12 +36,13 @@ ERR_JOB_RUNNING = "ERR_JOB_RUNNING"
 ERR_TASK_NOT_EXIST = "ERR_TASK_NOT_EXIST"
 ERR_TASK_RUNNING = "ERR_TASK_RUNNING"
 ERR_JOB_VERSION_NOT_EXIST = "ERR_JOB_VERSION_NOT_EXIST"
+ERR_TASK_IS_MAP_ITEM = "ERR_TASK_IS_MAP_ITEM"
 
 HTTP_CODES = {
     ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
     ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
     ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
-    ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404,
+    ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404, ERR_TASK_IS_MAP_ITEM: 409,
 }
 
 
@@ -148,7 +149,8 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_is_save": spec.is_save, "task_retrymax": spec.retrymax,
         "task_retry_delay": spec.retry_delay, "task_retry_backoff": spec.retry_backoff,
         "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
-        "u_ts": time.time(),
+        "task_map_over": spec.map_over, "task_max_parallel": spec.max_parallel,
+        "task_map_as": spec.map_as, "u_ts": time.time(),
     }
 
 
@@ -196,7 +198,10 @@ _RESET = {"task_status": "waiting", "task_retrycount": 0, "ret_stat": None, "ret
 
 def _restart(job: Job, tasks: list[Task], labels: set[str],
              params: dict[str, Any] | None = None, rerun: str | None = None) -> None:
-    """One transaction: the flow back to started (if it ended), the tasks back to waiting."""
+    """One transaction: the flow back to started (if it ended), the tasks back to waiting.
+    ``retry_job`` (no ``rerun``) keeps a map's finished items (only the others run
+    again); ``rerun_task`` drops the items of every map it resets, so they are made again
+    from the list as it is then."""
     store.busy_retry(lambda: _restart_tx(job, tasks, labels, params, rerun))
 
 
@@ -210,6 +215,13 @@ def _restart_tx(job: Job, tasks: list[Task], labels: set[str],
             raise refuse(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
                                                      "again")
         ids = [t.task_id for t in tasks if t.task_label in labels]
+        if rerun is not None:
+            maps = [t.task_id for t in tasks if t.task_label in labels
+                    and t.task_map_over is not None]
+            if maps:
+                Task.delete().where(Task.task_parent.in_(maps)).execute()
+                ids = [t.task_id for t in tasks if t.task_label in labels
+                       and t.task_parent not in maps]
         values = {getattr(Task, k): v for k, v in _RESET.items()}
         values.update({Task.u_ts: now, Task.u_time: now_dt()})
         Task.update(values).where(Task.task_id.in_(ids)
@@ -238,6 +250,10 @@ def rerun_task(task_id: int, params: dict[str, Any] | None) -> dict[str, Any]:
     """Run one task again and everything downstream of it (``params`` replace its fixed
     params); the flow restarts if it had ended."""
     task = get_task(task_id)
+    if task.task_parent:
+        raise refuse(ERR_TASK_IS_MAP_ITEM, f"task {task.task_label} is an item of a map "
+                     f"(task_id {task.task_parent}): rerun the map task, or retry_job to "
+                     "run its failed items again")
     job = get_job(task.job_id)
     tasks = engine.tasks_of(job.job_id)
     labels = downstream(tasks, {task.task_label})

@@ -96,6 +96,25 @@ def status_counts(job_id: int) -> dict[str, int]:
     return counts
 
 
+def map_progress(job_id: int) -> dict[str, dict[str, int]]:
+    """Each map task's items by state (``total`` too), keyed by the map task's label."""
+    from peewee import fn
+
+    parents = {t.task_id: t.task_label for t in Task.select(Task.task_id, Task.task_label)
+               .where((Task.job_id == job_id) & Task.task_map_over.is_null(False))}
+    out: dict[str, dict[str, int]] = {label: {"total": 0} for label in parents.values()}
+    if not parents:
+        return out
+    rows: Any = (Task.select(Task.task_parent, Task.task_status, fn.COUNT(Task.task_id))
+                 .where((Task.job_id == job_id) & Task.task_parent.in_(list(parents)))
+                 .group_by(Task.task_parent, Task.task_status).tuples())
+    for parent, status, n in rows:
+        entry = out[parents[parent]]
+        entry[status] = int(n)
+        entry["total"] += int(n)
+    return out
+
+
 def job_lock(job: Job, counts: dict[str, int]) -> bool:
     """The original admin page's ``job_lock`` from xingqiao's own state.
 

@@ -52,6 +52,14 @@ def tx() -> Any:
     return db.database.atomic()
 
 
+def locked(query: Any) -> Any:
+    """``query`` as a locking read (``FOR UPDATE``) inside a transaction; on SQLite as is,
+    its IMMEDIATE transaction (:func:`tx`) already holds the one write lock."""
+    if isinstance(db.database.obj, peewee.SqliteDatabase):
+        return query
+    return query.for_update()
+
+
 def move_task(task: Task, event: str, *, msg_id: str | None = None,
               job_started: bool = False, **fields: Any) -> bool:
     """Apply ``event`` to ``task`` if its row is still in the state ``task`` was read in

@@ -62,8 +62,9 @@ def expire_flows(now: float) -> int:
         n += 1
         for task in engine.tasks_of(job.job_id):
             if task.task_status in TASK_ACTIVE:
-                with contextlib.suppress(RedisError):
-                    mq.broker().delete(task.task_cmd, task.task_reqid)
+                if task.task_reqid:  # a map task has no message of its own
+                    with contextlib.suppress(RedisError):
+                        mq.broker().delete(task.task_cmd, task.task_reqid)
                 store.end_task(task, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
                                task_reason="the flow timed out")
             elif task.task_status == "waiting":
@@ -92,8 +93,10 @@ def check_tasks(now: float, grace: float) -> int:
 
 
 def advance_idle_flows() -> int:
+    # flows with a message out are advanced by its notice; a map task (no message of
+    # its own) in started does not hold its flow: the advance ends it once its items did
     active = {t.job_id for t in Task.select(Task.job_id).where(
-        Task.task_status.in_(TASK_ACTIVE))}
+        Task.task_status.in_(TASK_ACTIVE) & (Task.task_reqid != ""))}
     n = 0
     for job in list(Job.select(Job.job_id).where((Job.job_status == "started")
                                                  & (Job.is_valid == True))):  # noqa: E712

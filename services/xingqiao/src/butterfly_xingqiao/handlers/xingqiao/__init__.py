@@ -75,12 +75,14 @@ def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None
 def get_job_detail(req: Request, job_id: int) -> Any:
     """Every column of one flow (``ret_data`` and ``job_extra`` parsed), its
     ``task_status`` counts and ``job_lock`` (the original admin page's flag: true while
-    an attempt of the flow is out on the queue, see ``queries.job_lock``).
+    an attempt of the flow is out on the queue, see ``queries.job_lock``), and ``maps``:
+    each map task's items by state (``{label: {total, finished, failed, ...}}``).
     ERR_JOB_NOT_EXIST."""
     job = operations.get_job(job_id)
     data = queries.job_row(job, full=True)
     data["task_status"] = counts = queries.status_counts(job_id)
     data["job_lock"] = queries.job_lock(job, counts)
+    data["maps"] = queries.map_progress(job_id)
     return OK, {"data": data}
 
 
@@ -116,7 +118,8 @@ def retry_job(req: Request, job_id: int) -> Any:
 @api(write=True, statuses=CODES)
 def rerun_task(req: Request, task_id: int, params: dict | None = None) -> Any:
     """Run one task and its downstream again (``params``: new fixed params for it); the
-    flow restarts if it had ended. ERR_TASK_RUNNING, ERR_TASK_NOT_EXIST."""
+    flow restarts if it had ended; a map task makes its items again. ERR_TASK_RUNNING,
+    ERR_TASK_NOT_EXIST, ERR_TASK_IS_MAP_ITEM (rerun its map task instead)."""
     return OK, {"data": operations.rerun_task(task_id, params)}
 
 
@@ -164,7 +167,8 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
                      extra_required: list[str] | None = None) -> Any:
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
     label, cmd, params, requires, provides, dependencies, retrymax, retry_delay,
-    retry_backoff, timeout, trigger_rule, is_save, extra. Validated now (ERR_FLOW_TYPE_INVALID
+    retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as.
+    Validated now (ERR_FLOW_TYPE_INVALID
     naming each bad task in ``errors``); topics no consumer ever served come back as
     ``warnings``. Answers ``data: {name, version, warnings}``."""
     if not 0 < len(name) <= flowtypes.NAME_MAX:
