@@ -1,5 +1,6 @@
-"""The engine and API suites again, with xingqiao on MariaDB (as in the fleet) instead of
-SQLite: the same test functions, collected here against a MariaDB-backed fleet."""
+"""The engine, API, version, map and signal suites again, with xingqiao on MariaDB (as in
+the fleet) instead of SQLite: the same test functions, collected here against a
+MariaDB-backed fleet."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ from test_xingqiao_map import (  # noqa: F401
     test_map_over_refusals_and_empty_lists,
 )
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
+from test_xingqiao_signals import (  # noqa: F401
+    test_signal_in_a_plugin_flow_type,
+    test_signal_refusals,
+    test_signal_to_a_waiting_task_moves_the_flow_through_the_client,
+    test_signals_sent_early_are_kept_and_taken_in_order,
+    test_timeout_policies_fail_skip_default,
+)
 from test_xingqiao_versions import (  # noqa: F401
     test_json_flow_keeps_its_version_and_create_job_pins_one,
     test_plugin_flow_keeps_its_hash_across_a_reload,

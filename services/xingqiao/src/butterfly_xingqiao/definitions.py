@@ -25,6 +25,9 @@ ALL_TASKDATA = "all_taskdata"
 MAX_MAP_ITEMS = 10_000
 MAX_MAP_LABEL = MAX_LABEL - len(f"[{MAX_MAP_ITEMS - 1}]")
 DEFAULT_MAX_PARALLEL = 32
+#: A signal task calls no handler: its cmd is this name (never published).
+SIGNAL_CMD = "/xingqiao/signal"
+ON_TIMEOUT = ("fail", "skip", "default")
 ITEM_LABEL = re.compile(r"\[\d+\]$")
 
 
@@ -59,6 +62,12 @@ class TaskSpec:
     map_over: str | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
     map_as: str = "item"
+    #: A signal task: waits for ``send_signal(job_id, signal, payload)``; the payload is
+    #: its result. ``timeout`` bounds the wait, then ``on_timeout``: fail (timed_out),
+    #: skip, or default (finish with ``default`` as the result).
+    signal: str | None = None
+    on_timeout: str = "fail"
+    default: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,11 +94,15 @@ def spec_from_dict(raw: Any, index: int) -> TaskSpec:
     name = raw.get("label") if isinstance(raw.get("label"), str) else f"#{index}"
     unknown = sorted(set(raw) - SPEC_KEYS)
     errors = [f"task {name}: unknown keys {', '.join(unknown)}"] if unknown else []
-    for key in ("label", "cmd"):
+    for key in ("label",) if "signal" in raw else ("label", "cmd"):
         if key not in raw:
             errors.append(f"task {name}: {key} is required")
+    if "signal" in raw and "cmd" in raw:
+        errors.append(f"task {name}: a signal task calls no handler: no cmd")
     if errors:
         raise DefinitionError(errors)
+    if "signal" in raw:
+        raw = {**raw, "cmd": SIGNAL_CMD}
     return TaskSpec(**{k: raw[k] for k in raw})
 
 
@@ -132,7 +145,25 @@ def _check_task(spec: TaskSpec) -> list[str]:
         errs.append(f"{who}: trigger_rule must be one of {', '.join(TRIGGER_RULES)}")
     if ITEM_LABEL.search(spec.label):
         errs.append(f"{who}: a label ending in [<number>] is reserved for map items")
-    return errs + _check_map(spec, who)
+    return errs + _check_map(spec, who) + _check_signal(spec, who)
+
+
+def _check_signal(spec: TaskSpec, who: str) -> list[str]:
+    errs: list[str] = []
+    if spec.on_timeout not in ON_TIMEOUT:
+        errs.append(f"{who}: on_timeout must be one of {', '.join(ON_TIMEOUT)}")
+    if spec.default is not None and not isinstance(spec.default, dict):
+        errs.append(f"{who}: default must be an object (the result on timeout)")
+    if spec.signal is None:
+        if spec.on_timeout != "fail" or spec.default is not None:
+            errs.append(f"{who}: on_timeout and default are for signal tasks")
+        return errs
+    if not isinstance(spec.signal, str) or not 0 < len(spec.signal) <= MAX_LABEL \
+            or not spec.signal.isprintable():
+        errs.append(f"{who}: signal must be a name of 1..{MAX_LABEL} printable chars")
+    if spec.map_over is not None:
+        errs.append(f"{who}: a signal task cannot map_over")
+    return errs
 
 
 def _check_map(spec: TaskSpec, who: str) -> list[str]:
@@ -210,7 +241,7 @@ def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
 def unserved_warnings(specs: list[TaskSpec], known_topics: set[str]) -> list[str]:
     """Warnings for tasks whose topic no consumer has ever served (maybe a typo)."""
     return [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
-            for s in specs if s.cmd not in known_topics]
+            for s in specs if s.cmd not in known_topics and s.signal is None]
 
 
 class Workflow:
@@ -244,6 +275,21 @@ class Workflow:
                         list(dependencies or []), retrymax, is_save, timeout or None, extra,
                         retry_delay, retry_backoff, trigger_rule, map_over, max_parallel,
                         map_as)
+        self.tasks.append(spec)
+        return spec
+
+    def add_signal(self, label: str, signal: str, dependencies: list[str] | None = None,
+                   timeout: float | None = None, on_timeout: str = "fail",
+                   default: dict | None = None, *, provides: list[str] | None = None,
+                   is_save: bool = False,
+                   trigger_rule: str = "all_success") -> TaskSpec:
+        """Add a task that waits for ``send_signal(job_id, signal, payload)`` (kept if
+        sent earlier); the payload becomes its result. After ``timeout`` seconds:
+        ``on_timeout`` fail, skip, or default (``default`` becomes the result)."""
+        spec = TaskSpec(label, SIGNAL_CMD, None, [], list(provides or []),
+                        list(dependencies or []), 0, is_save, timeout or None, None,
+                        trigger_rule=trigger_rule, signal=signal, on_timeout=on_timeout,
+                        default=default)
         self.tasks.append(spec)
         return spec
 

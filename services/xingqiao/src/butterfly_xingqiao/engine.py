@@ -25,7 +25,7 @@ from butterfly_common import mq, retstat
 from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.runtime import get_config
 
-from . import dataflow, store
+from . import dataflow, signals, store
 from .config import NOTICE_TOPIC, XingqiaoConfig
 from .definitions import MAX_MAP_ITEMS
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
@@ -134,6 +134,8 @@ def advance(job_id: int, job: Job | None = None) -> str:
             verdict = dataflow.readiness(task.task_trigger_rule, deps)
             if verdict == dataflow.READY and task.task_map_over is not None:
                 moved |= expand(job, task, by_label) and task.task_status in TASK_DONE
+            elif verdict == dataflow.READY and task.task_signal is not None:
+                moved |= signals.reach(task) and task.task_status in TASK_DONE
             elif verdict == dataflow.READY:
                 moved |= dispatch(job, task, by_label) and task.task_status in TASK_DONE
             elif verdict == dataflow.SKIP:

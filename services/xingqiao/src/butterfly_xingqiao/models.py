@@ -123,6 +123,10 @@ class Task(BaseModel):
     #: A map item: its map task's id (0: not an item) and its index in the list.
     task_parent = peewee.BigIntegerField(default=0, index=True)
     task_map_index = peewee.IntegerField(null=True)
+    #: A signal task: the signal's name, its timeout policy and default result.
+    task_signal = peewee.CharField(max_length=64, null=True)
+    task_on_timeout = peewee.CharField(max_length=16, default="fail")
+    task_default = peewee.TextField(null=True)
 
     class Meta:
         table_name = "workflow_task"
@@ -145,4 +149,22 @@ class FlowType(BaseModel):
         indexes = ((("name", "version"), True),)
 
 
-MODELS = [Job, Task, FlowType]
+class Signal(BaseModel):
+    """A signal sent to a flow: kept until a signal task of its name takes it (oldest
+    first), then ``task_id`` says which (0: not taken yet)."""
+
+    id = peewee.BigAutoField()
+    job_id = peewee.BigIntegerField()
+    name = peewee.CharField(max_length=64)
+    payload = peewee.TextField(null=True)
+    task_id = peewee.BigIntegerField(default=0)
+    operator = peewee.CharField(max_length=128, default="-")
+    c_time = peewee.DateTimeField(default=now_dt)
+    d_time = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "workflow_signal"
+        indexes = ((("job_id", "name", "task_id"), False),)
+
+
+MODELS = [Job, Task, FlowType, Signal]

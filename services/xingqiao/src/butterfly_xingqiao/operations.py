@@ -19,11 +19,11 @@ from butterfly_common import Refusal, mq
 from butterfly_common.params import ParamError
 from butterfly_common.runtime import get_config
 
-from . import engine, flowtypes, store
+from . import engine, flowtypes, signals, store
 from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
-from .models import Job, Task, dumps, loads, now_dt, split_list
+from .models import Job, Signal, Task, dumps, loads, now_dt, split_list
 
 ERR_JOB_EXIST = "ERR_JOB_EXIST"
 ERR_JOB_NOT_EXIST = "ERR_JOB_NOT_EXIST"
@@ -37,12 +37,15 @@ ERR_TASK_NOT_EXIST = "ERR_TASK_NOT_EXIST"
 ERR_TASK_RUNNING = "ERR_TASK_RUNNING"
 ERR_JOB_VERSION_NOT_EXIST = "ERR_JOB_VERSION_NOT_EXIST"
 ERR_TASK_IS_MAP_ITEM = "ERR_TASK_IS_MAP_ITEM"
+ERR_SIGNAL_UNKNOWN = "ERR_SIGNAL_UNKNOWN"
+ERR_SIGNAL_PAYLOAD_INVALID = "ERR_SIGNAL_PAYLOAD_INVALID"
 
 HTTP_CODES = {
     ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
     ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
     ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
     ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404, ERR_TASK_IS_MAP_ITEM: 409,
+    ERR_SIGNAL_UNKNOWN: 404, ERR_SIGNAL_PAYLOAD_INVALID: 400,
 }
 
 
@@ -150,7 +153,10 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_retry_delay": spec.retry_delay, "task_retry_backoff": spec.retry_backoff,
         "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
         "task_map_over": spec.map_over, "task_max_parallel": spec.max_parallel,
-        "task_map_as": spec.map_as, "u_ts": time.time(),
+        "task_map_as": spec.map_as, "task_signal": spec.signal,
+        "task_on_timeout": spec.on_timeout,
+        "task_default": dumps(spec.default) if spec.default is not None else None,
+        "u_ts": time.time(),
     }
 
 
@@ -296,10 +302,46 @@ def delete_job(job_id: int) -> dict[str, Any]:
     def remove() -> int:
         with store.tx():
             n = Task.delete().where(Task.job_id == job_id).execute()
+            Signal.delete().where(Signal.job_id == job_id).execute()
             Job.delete().where(Job.job_id == job_id).execute()
         return int(n)
 
     return {"job_id": job_id, "deleted_tasks": store.busy_retry(remove)}
+
+
+def send_signal(job_id: int, name: str, payload: dict[str, Any] | None,
+                operator: str) -> dict[str, Any]:
+    """Keep a signal for the flow's signal tasks of ``name``; a task already waiting
+    takes it at once (its payload becomes the task's result) and the flow moves on."""
+    job = get_job(job_id)
+    if job.job_status != "started":
+        raise refuse(ERR_JOB_NOT_RUNNING, f"flow {job_id} is {job.job_status}; signals go "
+                                           "to running flows")
+    named = list(Task.select().where((Task.job_id == job_id)
+                                     & Task.task_signal.is_null(False)))
+    targets = [t for t in named if t.task_signal == name]
+    if not targets:
+        known = sorted({str(t.task_signal) for t in named})
+        raise refuse(ERR_SIGNAL_UNKNOWN, f"flow {job_id} has no task waiting for signal "
+                     f"{name!r} (its signals: {', '.join(known) or 'none'})")
+    payload = payload or {}
+    for task in targets:
+        missing = sorted(set(split_list(task.task_provides)) - set(payload))
+        if missing:
+            raise refuse(ERR_SIGNAL_PAYLOAD_INVALID, f"task {task.task_label} needs payload "
+                                                      f"keys: {', '.join(missing)}")
+    signal = signals.send(job_id, name, payload, operator)
+    taken = None
+    for task in signals.waiting_tasks(job_id, name):
+        if signals.take(task):
+            taken = task.task_label
+            engine.advance(job_id)
+            break
+    if taken is None:  # maybe a task took it on being reached meanwhile
+        taken_by = Signal.get_by_id(signal.id).task_id
+        taken = next((t.task_label for t in targets if t.task_id == taken_by), None)
+    return {"job_id": job_id, "signal_id": int(signal.id), "name": name,
+            "delivered_to": taken, "kept": taken is None}
 
 
 def job_extra_of(job: Job) -> dict[str, Any]:

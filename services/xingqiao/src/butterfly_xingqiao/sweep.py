@@ -9,7 +9,9 @@ every ``XINGQIAO_SWEEP_INTERVAL``:
    ``XINGQIAO_NOTICE_GRACE`` has its message read: ended -> applied exactly as its notice
    would have been; missing -> published again (same id: idempotent); past its deadline ->
    the attempt timed out (retry or ``timed_out``);
-3. flows with no message out are advanced (a step that crashed between a task's end and
+3. signal tasks past their timeout get their ``on_timeout`` policy (and kept signals a
+   crashed sender did not deliver are delivered);
+4. flows with no message out are advanced (a step that crashed between a task's end and
    dispatching its dependents, or between the last task and the verdict).
 
 So a flow whose notices are all lost still ends within one interval (+ grace) of each
@@ -31,7 +33,7 @@ from butterfly_common.mq.keys import FIELDS
 from butterfly_common.mq.message import FAILED, FINISHED, Message
 from butterfly_common.periodic import Periodic
 
-from . import engine, flowtypes, store
+from . import engine, flowtypes, signals, store
 from .config import XingqiaoConfig
 from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, now_dt
@@ -107,12 +109,15 @@ def advance_idle_flows() -> int:
 
 
 def sweep_once(config: XingqiaoConfig) -> dict[str, int]:
-    """One pass of all three steps (also callable from tests)."""
+    """One pass of every step (also callable from tests)."""
     now = time.time()
     with db.database.connection_context():
-        return {"timed_out_flows": expire_flows(now),
-                "tasks": check_tasks(now, config.notice_grace),
-                "advanced": advance_idle_flows()}
+        expired = expire_flows(now)
+        moved = signals.sweep(now)
+        for job_id in moved:
+            engine.advance(job_id)
+        return {"timed_out_flows": expired, "tasks": check_tasks(now, config.notice_grace),
+                "signals": len(moved), "advanced": advance_idle_flows()}
 
 
 class Sweeper:

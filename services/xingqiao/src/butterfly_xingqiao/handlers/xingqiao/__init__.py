@@ -18,7 +18,7 @@ from butterfly_common import Refusal, api, mq, raw, retstat
 from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
-from butterfly_xingqiao import engine, flowtypes, graph, operations, queries
+from butterfly_xingqiao import engine, flowtypes, graph, operations, queries, signals
 from butterfly_xingqiao.config import XingqiaoConfig
 from butterfly_xingqiao.definitions import DefinitionError, unserved_warnings
 from butterfly_xingqiao.models import FlowType, loads
@@ -137,6 +137,29 @@ def delete_job(req: Request, job_id: int) -> Any:
     return OK, {"data": operations.delete_job(job_id)}
 
 
+@api(write=True, statuses=CODES)
+def send_signal(req: Request, job_id: int, name: str, payload: dict | None = None) -> Any:
+    """Send signal ``name`` to a running flow: its signal task of that name finishes with
+    ``payload`` (a JSON object) as its result, and the flow moves on. Sent before the task
+    is reached, the signal is kept until then (``kept: true``). Answers ``data: {job_id,
+    signal_id, name, delivered_to, kept}``. ERR_JOB_NOT_EXIST, ERR_JOB_NOT_RUNNING,
+    ERR_SIGNAL_UNKNOWN (no signal task of that name), ERR_SIGNAL_PAYLOAD_INVALID (the
+    payload lacks a key the task ``provides``)."""
+    if not 0 < len(name) <= 64 or not name.isprintable():
+        raise ParamError("invalid: name (1..64 printable chars)")
+    return OK, {"data": operations.send_signal(job_id, name, payload, req.username)}
+
+
+@api(topic=False, statuses=CODES)
+def list_signals(req: Request, job_id: int) -> Any:
+    """A flow's signals, oldest first, as ``data: {total, list}``: each with its
+    ``payload``, who sent it, and the task that took it (``task_id`` / ``task_label``,
+    null while kept). ERR_JOB_NOT_EXIST."""
+    operations.get_job(job_id)
+    items = signals.list_for(job_id)
+    return OK, {"data": {"total": len(items), "list": items}}
+
+
 def _graph_of(job_id: int) -> str:
     job = operations.get_job(job_id)
     return graph.to_dot(job, engine.tasks_of(job_id))
@@ -167,10 +190,10 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
                      extra_required: list[str] | None = None) -> Any:
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
     label, cmd, params, requires, provides, dependencies, retrymax, retry_delay,
-    retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as.
-    Validated now (ERR_FLOW_TYPE_INVALID
-    naming each bad task in ``errors``); topics no consumer ever served come back as
-    ``warnings``. Answers ``data: {name, version, warnings}``."""
+    retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as,
+    or for a signal task (no cmd) signal, timeout, on_timeout, default. Validated now
+    (ERR_FLOW_TYPE_INVALID naming each bad task in ``errors``); topics no consumer ever
+    served come back as ``warnings``. Answers ``data: {name, version, warnings}``."""
     if not 0 < len(name) <= flowtypes.NAME_MAX:
         raise ParamError(f"invalid: name (1..{flowtypes.NAME_MAX} chars)")
     if name in flowtypes.plugins().types:
