@@ -508,6 +508,35 @@ def test_flow_cancel_and_retry(fleet: dict, admin: Watched) -> None:
         expect(page.locator("td", has_text=action).first).to_be_visible()
 
 
+def test_flow_page_folds_a_map_and_names_a_signal(fleet: dict, admin: Watched) -> None:
+    """A map is one row whose items unfold under it with their progress; a signal task
+    names its signal; the signal, sent by the API, finishes the flow on the page."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers=auth, json={"name": "mapsig", "tasks": [
+                          {"label": "each", "cmd": "/demo_api/hello", "map_over": "words",
+                           "map_as": "str_info"},
+                          {"label": "go", "signal": "go", "dependencies": ["each"]}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/create_job", timeout=10, headers=auth,
+                      json={"job_namespace": "console", "job_type": "mapsig",
+                            "job_extra": {"words": ["a", "b", "c"]}})
+    job_id = r.json()["data"]["job_id"]
+    page = admin.page
+    page.goto(f"/console/flows/flow?id={job_id}")
+    expect(page.locator('tr[data-map="each"] [data-field="map-progress"]')).to_have_text(
+        "3/3")
+    expect(page.locator('tr[data-task="go"]')).to_contain_text("go")
+    page.locator('tr[data-map="each"] summary').click()
+    expect(page.locator('tr[data-task="each[1]"] [data-task-status]')).to_have_attribute(
+        "data-task-status", "finished")
+    shot(page, "flow-map")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/send_signal", timeout=10, headers=auth,
+                      json={"job_id": job_id, "name": "go", "payload": {"ok": True}})
+    assert r.json()["data"]["delivered_to"] == "go"
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+
+
 def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -> None:
     w = _session(browser, fleet["url"], "vic", VIEWER_PW)
     page = w.page

@@ -167,6 +167,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "start": ("启动", "Start"),
     "graph": ("流程图", "Graph"),
     "tasks": ("任务", "Tasks"),
+    "map_items": ("映射子任务", "Map items"),
+    "signal": ("信号", "Signal"),
     "label": ("标签", "Label"),
     "params": ("参数", "Params"),
     "retry": ("重试", "Retry"),
