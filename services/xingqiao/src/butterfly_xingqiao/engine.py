@@ -42,7 +42,10 @@ ERR_MAP_OVER = "ERR_TASK_MAP_OVER_INVALID"
 ERR_MAP_ITEM_FAILED = "ERR_MAP_ITEM_FAILED"
 #: Item attempts per expansion of a map (> 1 + MAX_RETRIES): see ``_item_row``.
 RUNS_PER_EXPANSION = 1000
-INSERT_CHUNK = 200  # rows per INSERT (SQLite's bound-variable limit)
+#: What dispatching an item reads of it (a full row costs 3x as much to build).
+ITEM_COLUMNS = (Task.task_id, Task.job_id, Task.task_cmd, Task.task_params, Task.task_run,
+                Task.task_timeout, Task.task_status, Task.task_parent)
+CLAIM_CHUNK = 200  # items per claiming UPDATE (SQLite's bound-variable limit)
 
 
 def msg_id_of(job: Job, task: Task, run: int) -> str:
@@ -214,9 +217,8 @@ def expand(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
                                    task_run=task.task_run + 1):
                 return False
             if not Task.select().where(Task.task_parent == task.task_id).exists():
-                rows = [_item_row(job, task, base, i, item) for i, item in enumerate(items)]
-                for start in range(0, len(rows), INSERT_CHUNK):
-                    Task.insert_many(rows[start:start + INSERT_CHUNK]).execute()
+                store.bulk_insert(Task, [_item_row(job, task, base, i, item)
+                                         for i, item in enumerate(items)])
         return True
 
     try:
@@ -252,10 +254,13 @@ def advance_map(job: Job, parent: Task) -> bool:
     map task ended (its dependents may be ready)."""
     if parent.task_status != "started":
         return False
-    claimed, counts = _claim_items(job, parent)
-    if claimed:
-        _send_items(job, claimed)
-        return False
+    counts: dict[str, Any] = map_counts(parent.task_id)
+    if counts.get("waiting") and _free(parent, counts) > 0:
+        # a slot is free: claim under the map's lock (counted again there)
+        claimed, counts = _claim_items(job, parent)
+        if claimed:
+            _send_items(job, claimed)
+            return False
     if counts.get("waiting", 0) or any(counts.get(s, 0) for s in TASK_ACTIVE) \
             or counts.get("map", "started") != "started":
         return False
@@ -277,6 +282,11 @@ def advance_map(job: Job, parent: Task) -> bool:
                            ret_data=dumps(data), task_cost=cost, task_reason=None)
 
 
+def _free(parent: Task, counts: dict[str, Any]) -> int:
+    """Slots of the map's ``max_parallel`` not taken by an item with a message out."""
+    return max(1, parent.task_max_parallel) - sum(counts.get(s, 0) for s in TASK_ACTIVE)
+
+
 def _claim_items(job: Job, parent: Task) -> tuple[list[tuple[Task, int, str]], dict[str, Any]]:
     """One transaction holding the map task's row lock (so two notices never both fill
     the same free slots): count the items by state, then move the first waiting ones
@@ -294,27 +304,45 @@ def _claim_items(job: Job, parent: Task) -> tuple[list[tuple[Task, int, str]], d
             if row is None or row.task_status != "started":
                 return {"map": row.task_status if row else "missing"}
             counts: dict[str, Any] = map_counts(parent.task_id)
-            free = max(1, parent.task_max_parallel) - sum(counts.get(s, 0)
-                                                          for s in TASK_ACTIVE)
+            free = _free(parent, counts)
             if not counts.get("waiting") or free <= 0:
                 return counts
-            for item in Task.select().where((Task.task_parent == parent.task_id)
-                                            & (Task.task_status == "waiting")) \
-                    .order_by(Task.task_map_index).limit(free):
-                run = item.task_run + 1
-                msg_id = msg_id_of(job, item, run)
-                n = Task.update({Task.task_status: "pending", Task.task_run: run,
-                                 Task.task_reqid: msg_id, Task.u_ts: now,
-                                 Task.u_time: now_dt(),
-                                 Task.task_deadline: _deadline(item, 0.0)}).where(
-                    (Task.task_id == item.task_id) & (Task.task_status == "waiting")
-                    & Task.job_id.in_(running)).execute()
-                if n == 1:
-                    moved.append((item, run, msg_id))
+            batch = list(Task.select(*ITEM_COLUMNS).where((Task.task_parent == parent.task_id)
+                                             & (Task.task_status == "waiting"))
+                         .order_by(Task.task_map_index).limit(free))
+            for start in range(0, len(batch), CLAIM_CHUNK):
+                moved.extend(_claim_chunk(job, batch[start:start + CLAIM_CHUNK], running,
+                                          now))
             return counts
 
     counts = store.busy_retry(step)
     return moved, counts
+
+
+def _claim_chunk(job: Job, chunk: list[Task], running: Any,
+                 now: float) -> list[tuple[Task, int, str]]:
+    """waiting -> pending for a chunk of one map's items in ONE statement (each gets its
+    attempt's message id through a CASE), only while the flow runs. The caller holds the
+    map's lock, so only a cancel or a flow timeout can move an item meanwhile: when fewer
+    rows moved than asked, the ones that did are read back by their new message ids."""
+    claims = {item.task_id: (item, item.task_run + 1, msg_id_of(job, item, item.task_run + 1))
+              for item in chunk}
+    ids = list(claims)
+    n = Task.update({Task.task_status: "pending", Task.task_run: Task.task_run + 1,
+                     Task.task_reqid: peewee.Case(Task.task_id, [(i, c[2]) for i, c
+                                                                 in claims.items()]),
+                     Task.u_ts: now, Task.u_time: now_dt(),
+                     Task.task_deadline: _deadline(chunk[0], 0.0)}).where(
+        Task.task_id.in_(ids) & (Task.task_status == "waiting")
+        & Task.job_id.in_(running)).execute()
+    if n == len(ids):
+        return list(claims.values())
+    if not n:
+        return []
+    got = {t.task_id for t in Task.select(Task.task_id).where(
+        Task.task_id.in_(ids) & Task.task_reqid.in_([c[2] for c in claims.values()])
+        & (Task.task_status == "pending"))}
+    return [c for i, c in claims.items() if i in got]
 
 
 def _send_items(job: Job, moved: list[tuple[Task, int, str]]) -> None:

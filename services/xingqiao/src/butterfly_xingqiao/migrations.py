@@ -2,7 +2,8 @@
 
 ``create_tables`` makes missing tables but never touches an existing one, so a database
 created by an older release lacks the newer columns. :func:`migrate` adds every column a
-model declares and its table lacks (with the model's default filled in, and its index),
+model declares and its table lacks (with the model's default filled in) and every declared
+index it lacks,
 idempotently and safely from several processes starting at once: a loser of the race
 finds the column there.
 """
@@ -27,12 +28,15 @@ def _columns(table: str) -> set[str]:
 
 
 def migrate() -> list[str]:
-    """Add the missing columns of every model; returns ``table.column`` of each added."""
+    """Add the missing columns of every existing table; returns ``table.column`` of each
+    added. Runs before ``create_tables``, whose new indexes may cover the new columns."""
     added: list[str] = []
     with db.database.connection_context():
         migrator = SchemaMigrator.from_database(db.database.obj)
         for model in MODELS:
             table = model._meta.table_name
+            if not db.database.table_exists(table):
+                continue  # create_tables makes it whole
             have = _columns(table)
             for field in model._meta.sorted_fields:
                 if field.column_name in have:
@@ -47,4 +51,29 @@ def migrate() -> list[str]:
                     continue  # another process added it meanwhile
                 added.append(f"{table}.{field.column_name}")
                 log.info("schema: added column %s.%s", table, field.column_name)
+            added += _add_indexes(model)
+    return added
+
+
+def _index_names(table: str) -> set[str]:
+    return {i.name for i in db.database.get_indexes(table)}
+
+
+def _add_indexes(model: type[peewee.Model]) -> list[str]:
+    """The model's declared indexes its existing table lacks (``create_tables`` skips an
+    existing table's indexes on MySQL/MariaDB)."""
+    table = model._meta.table_name
+    added: list[str] = []
+    for index in model._meta.fields_to_index():
+        name = index._name
+        if name in _index_names(table):
+            continue
+        try:
+            db.database.execute(model._schema._create_index(index, safe=False))  # type: ignore[attr-defined]
+        except peewee.DatabaseError:
+            if name not in _index_names(table):
+                raise
+            continue  # another process made it meanwhile
+        added.append(f"{table}.{name}")
+        log.info("schema: added index %s", name)
     return added

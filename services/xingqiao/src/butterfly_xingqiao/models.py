@@ -121,7 +121,7 @@ class Task(BaseModel):
     task_max_parallel = peewee.IntegerField(default=0)
     task_map_as = peewee.CharField(max_length=64, default="item")
     #: A map item: its map task's id (0: not an item) and its index in the list.
-    task_parent = peewee.BigIntegerField(default=0, index=True)
+    task_parent = peewee.BigIntegerField(default=0)
     task_map_index = peewee.IntegerField(null=True)
     #: A signal task: the signal's name, its timeout policy and default result.
     task_signal = peewee.CharField(max_length=64, null=True)
@@ -130,7 +130,8 @@ class Task(BaseModel):
 
     class Meta:
         table_name = "workflow_task"
-        indexes = ((("job_id", "task_label"), True),)
+        #: (task_parent, task_status): a map counts its items by state from the index
+        indexes = ((("job_id", "task_label"), True), (("task_parent", "task_status"), False))
 
 
 class FlowType(BaseModel):

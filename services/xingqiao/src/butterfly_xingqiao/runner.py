@@ -16,10 +16,10 @@ from .sweep import Sweeper
 
 
 def setup(settings: Settings) -> None:
-    """Create the tables, add the columns a newer release declares, load the plugins
+    """Add the columns a newer release declares, create the tables and indexes, load the plugins
     (the framework validated XINGQIAO_*)."""
+    migrations.migrate()  # first: an older table gets the columns new indexes name
     db.create_tables(MODELS)
-    migrations.migrate()
     flowtypes.reload_local()
 
 
