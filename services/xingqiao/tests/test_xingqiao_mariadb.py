@@ -29,6 +29,7 @@ from test_xingqiao_map import (  # noqa: F401
 )
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
 from test_xingqiao_signals import (  # noqa: F401
+    test_approval_task_is_listed_until_a_person_decides,
     test_signal_in_a_plugin_flow_type,
     test_signal_refusals,
     test_signal_to_a_waiting_task_moves_the_flow_through_the_client,

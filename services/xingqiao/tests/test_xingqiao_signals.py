@@ -114,7 +114,7 @@ def test_signal_refusals(xq: XQ):
     errors = "\n".join(bad["errors"])
     for text in ("task b: on_timeout must be one of fail, skip, default",
                  "task c: default must be an object",
-                 "task d: on_timeout and default are for signal tasks",
+                 "task d: on_timeout, default and approval are for signal tasks",
                  "task e: a signal task cannot map_over", "task f: signal must be a name"):
         assert text in errors, (text, errors)
     made = xq.flow_type(f"sigok-{k}", [{"label": "w", "signal": "go", "provides": ["who"]}])
@@ -140,6 +140,35 @@ def test_signal_refusals(xq: XQ):
             "ERR_JOB_NOT_RUNNING")
 
 
+def test_approval_task_is_listed_until_a_person_decides(xq: XQ):
+    k = key()
+    refused(xq.post("flow_type_create", name=f"apbad-{k}", tasks=[
+        {"label": "ask", "approval": "x" * 256}]), 400, "ERR_FLOW_TYPE_INVALID",
+        "approval must be a question of 1..255 chars")
+    xq.flow_type(f"ap-{k}", [
+        {"label": "ship", "approval": f"Ship {k}?", "timeout": 60},
+        {"label": "after", "cmd": "/xqt/ok", "dependencies": ["ship"]},
+    ])
+    job_id = xq.create(f"ap-{k}")
+
+    def listed() -> list[dict]:
+        rows = xq.ok(xq.get("list_approvals", page_size=1000))["list"]
+        return [r for r in rows if r["job_id"] == job_id]
+
+    wait_until(lambda: listed(), 10, what="the approval listed")
+    row = listed()[0]
+    assert (row["task_label"], row["signal"], row["approval"]) == ("ship", "ship",
+                                                                   f"Ship {k}?")
+    assert row["deadline"] > 0 and row["job_type"] == f"ap-{k}"
+    sent = signal(xq, job_id, "ship", approved=True, comment="go ahead")
+    assert sent["delivered_to"] == "ship"
+    job = xq.wait(job_id)
+    assert job["job_status"] == "finished" and listed() == []
+    assert xq.tasks(job_id)["ship"]["ret_data"] == {"approved": True, "comment": "go ahead",
+                                                    "stat": "OK"}
+    refused(xq.get("list_approvals", page_size=0), 400, "ERR_BAD_PARAMS")
+
+
 PLUGIN = '''
 from butterfly_xingqiao.definitions import Workflow
 
@@ -150,6 +179,8 @@ class Gate(Workflow):
                         default={{"value": "closed"}})
         self.add_task("after", "/xqt/ok", requires=["value"], dependencies=["gate"],
                       is_save=True)
+        self.add_approval("check", "Looks right?", dependencies=["after"], timeout=30,
+                          on_timeout="default", default={{"approved": False}})
 
 
 def setup(app):
@@ -164,5 +195,7 @@ def test_signal_in_a_plugin_flow_type(xq: XQ):
     assert f"gate-{k}" in xq.ok(xq.post("reload_plugins"))["types"]
     job_id = xq.create(f"gate-{k}")
     signal(xq, job_id, "open", value="opened")
+    signal(xq, job_id, "check", approved=True)  # kept until the approval is reached
     job = xq.wait(job_id)
     assert job["job_status"] == "finished" and job["ret_data"]["value"] == "opened"
+    assert xq.tasks(job_id)["check"]["task_approval"] == "Looks right?"

@@ -28,6 +28,7 @@ DEFAULT_MAX_PARALLEL = 32
 #: A signal task calls no handler: its cmd is this name (never published).
 SIGNAL_CMD = "/xingqiao/signal"
 ON_TIMEOUT = ("fail", "skip", "default")
+MAX_APPROVAL = 255
 ITEM_LABEL = re.compile(r"\[\d+\]$")
 
 
@@ -68,6 +69,9 @@ class TaskSpec:
     signal: str | None = None
     on_timeout: str = "fail"
     default: dict[str, Any] | None = None
+    #: An approval: a signal task waiting for a person (the console's "waiting for you"
+    #: list), ``approval`` the question shown; its signal defaults to the label.
+    approval: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,15 +98,18 @@ def spec_from_dict(raw: Any, index: int) -> TaskSpec:
     name = raw.get("label") if isinstance(raw.get("label"), str) else f"#{index}"
     unknown = sorted(set(raw) - SPEC_KEYS)
     errors = [f"task {name}: unknown keys {', '.join(unknown)}"] if unknown else []
-    for key in ("label",) if "signal" in raw else ("label", "cmd"):
+    waits = "signal" in raw or "approval" in raw
+    for key in ("label",) if waits else ("label", "cmd"):
         if key not in raw:
             errors.append(f"task {name}: {key} is required")
-    if "signal" in raw and "cmd" in raw:
+    if waits and "cmd" in raw:
         errors.append(f"task {name}: a signal task calls no handler: no cmd")
     if errors:
         raise DefinitionError(errors)
-    if "signal" in raw:
+    if waits:
         raw = {**raw, "cmd": SIGNAL_CMD}
+        if "signal" not in raw:
+            raw["signal"] = raw["label"]
     return TaskSpec(**{k: raw[k] for k in raw})
 
 
@@ -155,14 +162,18 @@ def _check_signal(spec: TaskSpec, who: str) -> list[str]:
     if spec.default is not None and not isinstance(spec.default, dict):
         errs.append(f"{who}: default must be an object (the result on timeout)")
     if spec.signal is None:
-        if spec.on_timeout != "fail" or spec.default is not None:
-            errs.append(f"{who}: on_timeout and default are for signal tasks")
+        if spec.on_timeout != "fail" or spec.default is not None \
+                or spec.approval is not None:
+            errs.append(f"{who}: on_timeout, default and approval are for signal tasks")
         return errs
     if not isinstance(spec.signal, str) or not 0 < len(spec.signal) <= MAX_LABEL \
             or not spec.signal.isprintable():
         errs.append(f"{who}: signal must be a name of 1..{MAX_LABEL} printable chars")
     if spec.map_over is not None:
         errs.append(f"{who}: a signal task cannot map_over")
+    if spec.approval is not None and (not isinstance(spec.approval, str)
+                                      or not 0 < len(spec.approval) <= MAX_APPROVAL):
+        errs.append(f"{who}: approval must be a question of 1..{MAX_APPROVAL} chars")
     return errs
 
 
@@ -291,6 +302,18 @@ class Workflow:
                         trigger_rule=trigger_rule, signal=signal, on_timeout=on_timeout,
                         default=default)
         self.tasks.append(spec)
+        return spec
+
+    def add_approval(self, label: str, question: str,
+                     dependencies: list[str] | None = None, timeout: float | None = None,
+                     on_timeout: str = "fail", default: dict | None = None, *,
+                     is_save: bool = False, trigger_rule: str = "all_success") -> TaskSpec:
+        """Add a task that waits for a person: the console lists it ("waiting for
+        you") with ``question``; Approve / Reject with a comment sends its signal (the
+        label) with ``{"approved", "comment", "by"}``, which becomes its result."""
+        spec = self.add_signal(label, label, dependencies, timeout, on_timeout, default,
+                               is_save=is_save, trigger_rule=trigger_rule)
+        spec.approval = question
         return spec
 
     def build(self) -> list[TaskSpec]:

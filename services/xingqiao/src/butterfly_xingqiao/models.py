@@ -127,6 +127,8 @@ class Task(BaseModel):
     task_signal = peewee.CharField(max_length=64, null=True)
     task_on_timeout = peewee.CharField(max_length=16, default="fail")
     task_default = peewee.TextField(null=True)
+    #: An approval task's question (a signal task a person answers in the console).
+    task_approval = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "workflow_task"

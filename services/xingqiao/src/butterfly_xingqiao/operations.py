@@ -156,6 +156,7 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_map_as": spec.map_as, "task_signal": spec.signal,
         "task_on_timeout": spec.on_timeout,
         "task_default": dumps(spec.default) if spec.default is not None else None,
+        "task_approval": spec.approval,
         "u_ts": time.time(),
     }
 

@@ -117,6 +117,22 @@ def sweep(now: float) -> set[int]:
     return moved
 
 
+def waiting_approvals(page_index: int, page_size: int) -> dict[str, Any]:
+    """Approval tasks waiting for a person, in running flows, oldest first."""
+    from .models import Job
+
+    query = (Task.select(Task, Job).join(Job, on=(Task.job_id == Job.job_id), attr="flow")
+             .where(Task.task_approval.is_null(False) & (Task.task_status == "started")
+                    & (Job.job_status == "started")))
+    total = query.count()
+    rows: Any = query.order_by(Task.u_ts, Task.task_id).paginate(page_index, page_size)
+    return {"total": total, "list": [
+        {"job_id": t.job_id, "job_type": t.flow.job_type, "job_name": t.flow.job_name,
+         "task_id": t.task_id, "task_label": t.task_label, "signal": t.task_signal,
+         "approval": t.task_approval, "since": t.u_time,
+         "deadline": t.task_deadline, "on_timeout": t.task_on_timeout} for t in rows]}
+
+
 def list_for(job_id: int) -> list[dict[str, Any]]:
     labels = {t.task_id: t.task_label for t in Task.select(Task.task_id, Task.task_label)
               .where((Task.job_id == job_id) & Task.task_signal.is_null(False))}

@@ -160,6 +160,16 @@ def list_signals(req: Request, job_id: int) -> Any:
     return OK, {"data": {"total": len(items), "list": items}}
 
 
+@api(topic=False, statuses=CODES)
+def list_approvals(req: Request, page_index: int = 1, page_size: int = 50) -> Any:
+    """Approval tasks waiting for a person in running flows, oldest first, as
+    ``data: {total, list}``: each with its flow, ``approval`` (the question), ``signal``
+    (send it with ``{"approved", "comment"}`` to decide) and ``deadline``."""
+    if page_index < 1 or not 1 <= page_size <= 1000:
+        raise ParamError("invalid: page_index >= 1 and page_size 1..1000")
+    return OK, {"data": signals.waiting_approvals(page_index, page_size)}
+
+
 def _graph_of(job_id: int) -> str:
     job = operations.get_job(job_id)
     return graph.to_dot(job, engine.tasks_of(job_id))
@@ -191,7 +201,8 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
     label, cmd, params, requires, provides, dependencies, retrymax, retry_delay,
     retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as,
-    or for a signal task (no cmd) signal, timeout, on_timeout, default. Validated now
+    or for a signal task (no cmd) signal, timeout, on_timeout, default, approval (a
+    question: a person answers it in the console). Validated now
     (ERR_FLOW_TYPE_INVALID naming each bad task in ``errors``); topics no consumer ever
     served come back as ``warnings``. Answers ``data: {name, version, warnings}``."""
     if not 0 < len(name) <= flowtypes.NAME_MAX:
