@@ -21,7 +21,7 @@ Report prints the table, the load and the verdicts and writes var/bench/xingqiao
 About 80 s by default.
 
     .venv/bin/python bench/xingqiao.py [--rounds 3] [--flows 20] [--throughput 500]
-        [--map 1000] [--map-rounds 3] [--only-map]
+        [--map 1000] [--map-rounds 3] [--only-map] [--mariadb]
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ from pathlib import Path
 import requests
 from harness import Report
 
-from butterfly_common.testing import ButterflyService, RedisServer, child_pids, wait_until
+from butterfly_common.testing import (
+    ButterflyService,
+    RedisServer,
+    child_pids,
+    mariadb_database,
+    wait_until,
+)
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -233,14 +239,20 @@ def main() -> int:
     parser.add_argument("--map", type=int, default=1000, help="items of the map flow")
     parser.add_argument("--map-rounds", type=int, default=3)
     parser.add_argument("--only-map", action="store_true", help="only the map rounds")
+    parser.add_argument("--mariadb", action="store_true",
+                        help="xingqiao on a private database of the MariaDB at 127.0.0.1:3306 "
+                             "(root, no password), as the fleet runs it; default SQLite")
     args = parser.parse_args()
     report = Report("xingqiao", f"xingqiao: a linear flow of 10 no-op tasks vs a Dramatiq "
                                 f"pipeline of 10 ({args.flows} flows a round), and "
                                 f"{args.throughput} 3-task flows at once, and a map of "
-                                f"{args.map} items (SQLite, one Redis)")
-    with RedisServer() as redis, \
+                                f"{args.map} items ({'MariaDB' if args.mariadb else 'SQLite'}, "
+                                "one Redis)")
+    database = mariadb_database("bf_bench") if args.mariadb else contextlib.nullcontext(None)
+    with database as db_url, RedisServer() as redis, \
             ButterflyService("mq_noop_app:service", env(redis.url)) as consumer, \
-            ButterflyService("xingqiao", env(redis.url)) as xq, \
+            ButterflyService("xingqiao", env(redis.url, **(
+                {"BUTTERFLY_DB_URL": db_url} if db_url else {}))) as xq, \
             (contextlib.nullcontext() if args.only_map else DramatiqWorker(redis.url)) as dq:
         client = Client(xq.url)
         client.post("flow_type_create", name="linear10", tasks=linear(10))

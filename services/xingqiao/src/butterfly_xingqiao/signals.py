@@ -42,6 +42,11 @@ def take(task: Task) -> bool:
     name; False when there is none or someone else moved either first."""
     if task.task_status != "started" or task.task_signal is None:
         return False
+    kept = Signal.select(Signal.id).where((Signal.job_id == task.job_id)
+                                          & (Signal.name == task.task_signal)
+                                          & (Signal.task_id == 0))
+    if not kept.exists():  # the common case (nothing sent yet): no write transaction
+        return False
     source = task.task_status
 
     def step() -> bool:
