@@ -61,7 +61,9 @@ def test_signal_to_a_waiting_task_moves_the_flow_through_the_client(xq: XQ):
     job_id = xq.create(f"sigwait-{k}")
     wait_until(lambda: xq.tasks(job_id)["approve"]["task_status"] == "started", 10,
                what="the signal task waiting")
-    assert xq.job(job_id)["job_status"] == "started"
+    waiting = xq.job(job_id)
+    assert waiting["job_status"] == "started"
+    assert waiting["job_lock"] is False  # nothing of it is out on the queue
     flows = FlowClient(xq.url, token=TOKEN)
     sent = flows.send_signal(job_id, "approved", {"value": "yes"})
     assert sent["delivered_to"] == "approve" and sent["kept"] is False

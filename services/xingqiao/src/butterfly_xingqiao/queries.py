@@ -124,4 +124,9 @@ def job_lock(job: Job, counts: dict[str, int]) -> bool:
     attempt is published (``pending``, ``started``, or ``retrying`` with its next attempt
     delayed), so its next step comes from that message's completion notice (or the sweep).
     False for an ended flow, and for a running one between two steps."""
-    return job.job_status == "started" and any(counts.get(s, 0) for s in TASK_ACTIVE)
+    if job.job_status != "started" or not any(counts.get(s, 0) for s in TASK_ACTIVE):
+        return False
+    # a map task or a signal task in started has no message of its own: it holds nothing
+    return bool(Task.select(Task.task_id).where(
+        (Task.job_id == job.job_id) & Task.task_status.in_(TASK_ACTIVE)
+        & (Task.task_reqid != "")).exists())
