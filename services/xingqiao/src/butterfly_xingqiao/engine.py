@@ -52,8 +52,13 @@ def msg_id_of(job: Job, task: Task, run: int) -> str:
     return f"xq{job.job_id}.{job.job_token}.{task.task_id}.{run}"
 
 
-def tasks_of(job_id: int) -> list[Task]:
-    return list(Task.select().where(Task.job_id == job_id).order_by(Task.task_id))
+def tasks_of(job_id: int, items: bool = True) -> list[Task]:
+    """The flow's tasks in order; without map items when ``items`` is false (a map task's
+    own state stands for them: it ends only once they all did, failed if one did)."""
+    query = Task.select().where(Task.job_id == job_id)
+    if not items:
+        query = query.where(Task.task_parent == 0)
+    return list(query.order_by(Task.task_id))
 
 
 # -- dispatching --------------------------------------------------------------------------
@@ -72,7 +77,7 @@ def _current_params(job: Job, task: Task) -> dict[str, Any]:
     """The params of a task's next attempt (a map item's are fixed at its creation)."""
     if task.task_parent:
         return dict(loads(task.task_params, {}))
-    return _params_for(job, task, {t.task_label: t for t in tasks_of(job.job_id)})[0]
+    return _params_for(job, task, {t.task_label: t for t in tasks_of(job.job_id, items=False)})[0]
 
 
 def _publish(job: Job, task: Task, params: dict[str, Any], delay: float = 0.0) -> None:
@@ -119,14 +124,12 @@ def advance(job_id: int, job: Job | None = None) -> str:
     job = job or Job.get_or_none(Job.job_id == job_id)
     if job is None or job.job_status != "started" or not job.is_valid:
         return job.job_status if job else "missing"
-    tasks = tasks_of(job_id)
+    tasks = tasks_of(job_id, items=False)  # a big map's items are its own business
     by_label = {t.task_label: t for t in tasks}
     moved = True
     while moved:  # skips cascade; a failed dispatch can make others ready
         moved = False
         for task in tasks:
-            if task.task_parent:  # a map item: its map task dispatches it
-                continue
             if task.task_status == "started" and task.task_map_over is not None:
                 moved |= advance_map(job, task)  # items of a crashed step, or its end
                 continue
