@@ -50,6 +50,7 @@ GET: dict[str, dict[str, dict]] = {
     "/console/flows/flow": {"id": INT},
     "/console/flows/flow/live": {"id": INT},
     "/console/flows/flow/graph.svg": {"id": INT},
+    "/console/flows/waiting": {},
     "/console/services": {},
     "/console/traffic": {"range": STR, "service": STR, "route": STR, "method": STR},
     "/console/traffic/series.json": {"range": STR, "service": STR, "route": STR, "method": STR},
@@ -71,6 +72,7 @@ POST: dict[str, dict[str, dict]] = {
     "/console/flows/create": {"job_namespace": STR, "job_type": STR, "job_extra": STR},
     "/console/flows/action": {"job_id": STR, "action": STR},
     "/console/flows/rerun": {"job_id": STR, "task_id": STR, "params": STR},
+    "/console/flows/decide": {"job_id": STR, "signal": STR, "decision": STR, "comment": STR},
 }
 
 ANY = {"default": {"description": "a page, a redirect or a refusal with x-reason"}}

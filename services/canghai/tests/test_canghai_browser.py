@@ -480,6 +480,9 @@ def test_flow_created_in_the_form_turns_finished(fleet: dict, admin: Watched) ->
     assert "finished" in svg.text() or "OK" in svg.text()
     expect(page.locator("[data-task-status=finished]").first).to_be_visible()
     expect(page.locator('[data-field="flow-result"]')).to_contain_text("from the console")
+    # the plugin's content hash: the version this flow was built from and keeps
+    expect(page.locator('[data-field="job-version"]')).to_have_text(
+        re.compile(r"^[0-9a-f]{16}$"))
     shot(page, "flow")
     # rerun a task: the flow starts again and ends finished again
     page.locator("form[action='/console/flows/rerun'] button").first.click()
@@ -514,6 +517,79 @@ def test_flow_cancel_and_retry(fleet: dict, admin: Watched) -> None:
     page.goto("/console/audit")
     for action in ("flow_cancel", "flow_retry"):
         expect(page.locator("td", has_text=action).first).to_be_visible()
+
+
+def test_flow_page_folds_a_map_and_names_a_signal(fleet: dict, admin: Watched) -> None:
+    """A map is one row whose items unfold under it with their progress; a signal task
+    names its signal; the signal, sent by the API, finishes the flow on the page."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers=auth, json={"name": "mapsig", "tasks": [
+                          {"label": "each", "cmd": "/demo_api/hello", "map_over": "words",
+                           "map_as": "str_info"},
+                          {"label": "go", "signal": "go", "dependencies": ["each"]}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/create_job", timeout=10, headers=auth,
+                      json={"job_namespace": "console", "job_type": "mapsig",
+                            "job_extra": {"words": ["a", "b", "c"]}})
+    job_id = r.json()["data"]["job_id"]
+    page = admin.page
+    page.goto(f"/console/flows/flow?id={job_id}")
+    expect(page.locator('tr[data-map="each"] [data-field="map-progress"]')).to_have_text(
+        "3/3")
+    expect(page.locator('tr[data-task="go"]')).to_contain_text("go")
+    page.locator('tr[data-map="each"] summary').click()
+    expect(page.locator('tr[data-task="each[1]"] [data-task-status]')).to_have_attribute(
+        "data-task-status", "finished")
+    shot(page, "flow-map")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/send_signal", timeout=10, headers=auth,
+                      json={"job_id": job_id, "name": "go", "payload": {"ok": True}})
+    assert r.json()["data"]["delivered_to"] == "go"
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+
+
+def test_approval_waits_for_an_operator_and_a_viewer_sees_no_buttons(
+        fleet: dict, admin: Watched, browser: Browser) -> None:
+    """An approval task waits in "Waiting for you"; a viewer sees it without buttons and
+    is refused server-side; an operator approves with a comment and the flow finishes,
+    the decision and comment its task's result, the action audited."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers=auth, json={"name": "release", "tasks": [
+                          {"label": "ship", "approval": "Ship it?", "timeout": 600},
+                          {"label": "done", "cmd": "/demo_api/ping",
+                           "dependencies": ["ship"]}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/create_job", timeout=10, headers=auth,
+                      json={"job_namespace": "console", "job_type": "release"})
+    job_id = r.json()["data"]["job_id"]
+    w = _session(browser, fleet["url"], "vic", VIEWER_PW)
+    w.page.goto("/console/flows/waiting")
+    expect(w.page.locator(f'tr[data-approval="{job_id}:ship"]')).to_contain_text("Ship it?")
+    assert w.page.locator("main form").count() == 0
+    csrf = w.page.evaluate("document.querySelector('input[name=csrf_token]').value")
+    forged = w.page.request.post("/console/flows/decide", form={
+        "job_id": str(job_id), "signal": "ship", "decision": "approve", "csrf_token": csrf})
+    assert forged.status == 403
+    w.page.context.close()
+    page = admin.page
+    page.goto("/console/flows/")
+    page.click("a[href='/console/flows/waiting']")
+    row = page.locator(f'tr[data-approval="{job_id}:ship"]')
+    row.locator("input[name=comment]").fill("looks good")
+    shot(page, "flow-waiting")
+    row.locator("button[value=approve]").click()
+    expect(page.locator(f'tr[data-approval="{job_id}:ship"]')).to_have_count(0)
+    page.goto(f"/console/flows/flow?id={job_id}")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+    expect(page.locator('tr[data-task="ship"]')).to_contain_text("looks good")
+    detail = requests.get(f"{fleet['xingqiao']}/xingqiao/get_tasklist_by_jobid", timeout=10,
+                          params={"job_id": job_id}).json()["data"]["list"]
+    ship = next(t for t in detail if t["task_label"] == "ship")
+    assert ship["ret_data"] == {"approved": True, "comment": "looks good", "by": "admin",
+                                "stat": "OK"}
+    page.goto("/console/audit")
+    expect(page.locator("td", has_text="flow_approve").first).to_be_visible()
 
 
 def test_viewer_is_refused_data_and_flow_writes(fleet: dict, browser: Browser) -> None:

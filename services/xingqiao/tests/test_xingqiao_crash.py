@@ -1,7 +1,8 @@
-"""Crash test: 200 diamond flows (a -> b, c -> d -> e) over core's handlers, two xingqiao
-replicas and two core consumers behind nutcracker, on MariaDB. One replica and one consumer
-are SIGKILLed mid-run and restarted: every flow finishes, every task ran at least once, and
-extra runs are bounded by the messages in flight at the kills."""
+"""Crash test: 200 diamond flows (a -> b, c, and a 5-item map m -> d -> e) over core's
+handlers, two xingqiao replicas and two core consumers behind nutcracker, on MariaDB. One
+replica and one consumer are SIGKILLed mid-run and restarted: every flow finishes, every
+task and map item ran at least once, each map collected its items in order, and extra runs
+are bounded by the messages in flight at the kills."""
 
 from __future__ import annotations
 
@@ -24,13 +25,17 @@ from butterfly_common.testing import (
 )
 
 FLOWS = 200
+WORDS = ["w0", "w1", "w2", "w3", "w4"]
+TASKS = 6 + len(WORDS)  # a b c m d e, and m's items
 TOPICS = ("/demo_api/hello", "/demo_api/ping", "/demo_api/collect")
 DIAMOND = [
     {"label": "a", "cmd": "/demo_api/hello", "params": {"str_info": "crash"}},
     {"label": "b", "cmd": "/demo_api/ping", "dependencies": ["a"]},
     {"label": "c", "cmd": "/demo_api/hello", "requires": ["str_info"], "dependencies": ["a"]},
+    {"label": "m", "cmd": "/demo_api/hello", "map_over": "words", "map_as": "str_info",
+     "max_parallel": 2, "dependencies": ["a"]},
     {"label": "d", "cmd": "/demo_api/collect", "requires": ["all_taskdata"],
-     "dependencies": ["b", "c"]},
+     "dependencies": ["b", "c", "m"]},
     {"label": "e", "cmd": "/demo_api/ping", "dependencies": ["d"], "is_save": True},
 ]
 
@@ -70,7 +75,8 @@ def test_crash_two_replicas_two_consumers():
             started = time.monotonic()
             pool = ThreadPoolExecutor(8)
             # creates go to the replica that survives; both replicas handle notices + sweep
-            futures = [pool.submit(clients[1].create, "diamond") for _ in range(FLOWS)]
+            futures = [pool.submit(clients[1].create, "diamond", {"words": WORDS})
+                       for _ in range(FLOWS)]
 
             def finished_count() -> int:
                 return clients[1].ok(clients[1].get("list_jobs", job_status="finished",
@@ -103,19 +109,23 @@ def test_crash_two_replicas_two_consumers():
                 assert job["job_status"] == "finished", job
                 for t in client.tasks(job_id).values():
                     assert t["task_status"] == "finished", t
+                    tasks_total += 1
+                    if t["task_map_over"] is not None:  # the map: no message of its own
+                        assert [r["str_info"] for r in t["ret_data"]["results"]] == WORDS
+                        continue
                     msg = broker.get(t["task_reqid"], t["task_cmd"])
                     assert msg is not None and msg.attempts >= 1
-                    attempts = msg.attempts + (t["task_run"] - 1)
+                    # an item's attempts count on from its map's expansion (x 1000)
+                    attempts = msg.attempts + (t["task_run"] - 1) % 1000
                     runs += attempts
                     redelivered += t["task_reqid"] in doomed and msg.attempts > 1
                     extra += attempts - 1
-                    tasks_total += 1
-            print(f"\ncrash test: {FLOWS} flows x 5 tasks = {tasks_total} tasks, all "
+            print(f"\ncrash test: {FLOWS} flows x {TASKS} tasks = {tasks_total} tasks, all "
                   f"finished in {took:.1f}s ({recovered:.1f}s after the kills); "
                   f"{done_at_kill} flows were done at the kills, {flight} messages in "
                   f"flight ({len(doomed)} claimed by the killed consumer, {redelivered} of "
                   f"them redelivered); handler runs {runs}, extra runs {extra}")
-            assert tasks_total == FLOWS * 5
+            assert tasks_total == FLOWS * TASKS
             assert extra <= flight
         finally:
             for service in replicas + consumers:

@@ -1,5 +1,6 @@
-"""The engine and API suites again, with xingqiao on MariaDB (as in the fleet) instead of
-SQLite: the same test functions, collected here against a MariaDB-backed fleet."""
+"""The engine, API, version, map and signal suites again, with xingqiao on MariaDB (as in
+the fleet) instead of SQLite: the same test functions, collected here against a
+MariaDB-backed fleet."""
 
 from __future__ import annotations
 
@@ -20,7 +21,25 @@ from test_xingqiao_engine import (  # noqa: F401
     test_task_timeout_then_retry_then_timed_out,
     test_trigger_rules,
 )
+from test_xingqiao_map import (  # noqa: F401
+    test_failed_item_follows_trigger_rules_and_retry_reruns_only_it,
+    test_map_in_a_plugin_flow_type,
+    test_map_over_an_upstream_list_bounded_retried_and_collected_in_order,
+    test_map_over_refusals_and_empty_lists,
+)
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
+from test_xingqiao_signals import (  # noqa: F401
+    test_approval_task_is_listed_until_a_person_decides,
+    test_signal_in_a_plugin_flow_type,
+    test_signal_refusals,
+    test_signal_to_a_waiting_task_moves_the_flow_through_the_client,
+    test_signals_sent_early_are_kept_and_taken_in_order,
+    test_timeout_policies_fail_skip_default,
+)
+from test_xingqiao_versions import (  # noqa: F401
+    test_json_flow_keeps_its_version_and_create_job_pins_one,
+    test_plugin_flow_keeps_its_hash_across_a_reload,
+)
 from xq_helpers import XQ, fleet
 
 from butterfly_common.testing import mariadb_database

@@ -12,7 +12,7 @@ from butterfly_xingqiao import dataflow, store
 from butterfly_xingqiao.definitions import DefinitionError, TaskSpec, Workflow, validate
 from butterfly_xingqiao.flowtypes import load_plugins
 from butterfly_xingqiao.lifecycle import FLOW_MOVES, TASK_MOVES, IllegalMove
-from butterfly_xingqiao.models import MODELS, Job, Task
+from butterfly_xingqiao.models import MODELS, Job, Signal, Task
 
 
 def errors_of(specs: list[TaskSpec]) -> list[str]:
@@ -149,3 +149,57 @@ def test_workflow_params_check_refuses():
     with pytest.raises(ValueError, match="who"):
         Strict({}).build()
     assert len(Strict({"who": 1}).build()) == 1
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def any_db(request, tmp_path):
+    """An empty database of each kind the fleet runs on."""
+    from butterfly_common.testing import mariadb_database
+
+    if request.param == "sqlite":
+        configure(load_settings({"BUTTERFLY_DATA_DIR": str(tmp_path)}))
+        yield
+        return
+    with mariadb_database("bf_xqmig") as url:
+        configure(load_settings({"BUTTERFLY_DATA_DIR": str(tmp_path), "BUTTERFLY_DB_URL": url}))
+        yield
+        db.database.close()
+
+
+def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
+    """An older release's tables (made here by dropping the newer columns and indexes),
+    then start-up's steps: migrate, create_tables. The columns come back with their
+    defaults on old rows, the new index too, and a second start changes nothing."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run
+
+    from butterfly_xingqiao import migrations
+
+    new_task_columns = ["task_map_over", "task_max_parallel", "task_map_as", "task_parent",
+                        "task_map_index", "task_signal", "task_on_timeout", "task_default"]
+    db.create_tables(MODELS)
+    with db.database.connection_context():
+        migrator = SchemaMigrator.from_database(db.database.obj)
+        run(migrator.drop_index("workflow_task", "workflow_task_task_parent_task_status"))
+        run(*[migrator.drop_column("workflow_task", c) for c in new_task_columns],
+            migrator.drop_column("workflow_job", "job_version"))
+        db.database.drop_tables([Signal])
+        db.database.execute_sql(
+            "INSERT INTO workflow_job (job_namespace, job_reqid, job_name, job_status, "
+            "job_type, job_type_version, ret_stat, job_cost, job_timeout, exe_id, job_token, "
+            "operator, job_client, is_valid, c_time, s_time, s_ts) VALUES ('n', '', 'old', "
+            "'finished', 't', 0, 'OK', 0, 60, 1, '', '-', '', 1, '2026-01-01 00:00:00', "
+            "'2026-01-01 00:00:00', 0)")
+    assert sorted(migrations.migrate()) == sorted(
+        ["workflow_job.job_version", "workflow_task.workflow_task_task_parent_task_status"]
+        + [f"workflow_task.{c}" for c in new_task_columns])
+    db.create_tables(MODELS)
+    assert migrations.migrate() == []  # idempotent
+    with db.database.connection_context():
+        assert Job.get(Job.job_name == "old").job_version == ""
+        assert db.database.table_exists("workflow_signal")
+        names = {i.name for i in db.database.get_indexes("workflow_task")}
+        assert "workflow_task_task_parent_task_status" in names, names
+        task = Task.create(job_id=1, task_label="a", task_cmd="/x/y")
+        assert (task.task_parent, task.task_on_timeout, task.task_map_as) == (0, "fail",
+                                                                              "item")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ FAST = {"XINGQIAO_SWEEP_INTERVAL": "0.3", "XINGQIAO_NOTICE_GRACE": "0.3",
 class XQ:
     """HTTP client of one xingqiao replica plus the Redis the fleet shares."""
 
-    def __init__(self, url: str, redis_url: str) -> None:
+    def __init__(self, url: str, redis_url: str, plugin_dir: Path | None = None) -> None:
         self.url = url
+        #: The replica's XINGQIAO_PLUGIN_DIR: a test writes a plugin there, then reloads.
+        self.plugin_dir = plugin_dir
         self.redis = make_redis(redis_url)
         self.http = requests.Session()
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -93,7 +96,10 @@ def xingqiao(redis_url: str, **extra: str) -> ButterflyService:
 
 @contextlib.contextmanager
 def fleet(**xq_env: str) -> Iterator[XQ]:
-    """Redis + core + the test app (both consuming) + one xingqiao replica."""
-    with RedisServer() as redis, core_consumer(redis.url), task_consumer(redis.url), \
-            xingqiao(redis.url, **xq_env) as xq:
-        yield XQ(xq.url, redis.url)
+    """Redis + core + the test app (both consuming) + one xingqiao replica, whose plugin
+    folder is a fresh temporary directory (``XQ.plugin_dir``)."""
+    with tempfile.TemporaryDirectory(prefix="xq-plugins-") as plugins:
+        xq_env.setdefault("XINGQIAO_PLUGIN_DIR", plugins)
+        with RedisServer() as redis, core_consumer(redis.url), task_consumer(redis.url), \
+                xingqiao(redis.url, **xq_env) as xq:
+            yield XQ(xq.url, redis.url, Path(xq_env["XINGQIAO_PLUGIN_DIR"]))

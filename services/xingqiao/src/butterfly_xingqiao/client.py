@@ -9,6 +9,7 @@
     job = flows.wait(job_id, timeout=30)          # the job detail once it ended
     if job["job_status"] != "finished":
         flows.retry(job_id)                       # rerun from where it failed
+    flows.send_signal(job_id, "approved", {"by": "ann"})   # a signal task's result
 
 A thin layer over the framework's ``ServiceClient`` (reqid, token, pooled connections,
 time-outs, the envelope): its methods name xingqiao's routes and return their ``data``.
@@ -75,6 +76,13 @@ class FlowClient(ServiceClient):
     def cancel(self, job_id: int) -> dict[str, Any]:
         """Cancel a flow that has not ended."""
         return self.data("cancel_job", {"job_id": job_id})
+
+    def send_signal(self, job_id: int, name: str,
+                    payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send signal ``name`` to flow ``job_id``: its signal task of that name finishes
+        with ``payload`` as its result (kept until the task is reached)."""
+        return self.data("send_signal", {"job_id": job_id, "name": name,
+                                         "payload": payload or {}})
 
     def tasks(self, job_id: int) -> list[dict[str, Any]]:
         """The flow's tasks, in order."""

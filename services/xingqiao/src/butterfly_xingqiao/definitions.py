@@ -8,6 +8,7 @@ refused when it is created, never half-way through a run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,15 @@ MAX_RETRIES = 100
 MAX_LABEL = 64
 MAX_CMD = 128
 ALL_TASKDATA = "all_taskdata"
+#: A map task's items: at most this many, each a child task ``<label>[<index>]``.
+MAX_MAP_ITEMS = 10_000
+MAX_MAP_LABEL = MAX_LABEL - len(f"[{MAX_MAP_ITEMS - 1}]")
+DEFAULT_MAX_PARALLEL = 32
+#: A signal task calls no handler: its cmd is this name (never published).
+SIGNAL_CMD = "/xingqiao/signal"
+ON_TIMEOUT = ("fail", "skip", "default")
+MAX_APPROVAL = 255
+ITEM_LABEL = re.compile(r"\[\d+\]$")
 
 
 class DefinitionError(ValueError):
@@ -48,6 +58,20 @@ class TaskSpec:
     retry_delay: float | None = None
     retry_backoff: str = "fixed"
     trigger_rule: str = "all_success"
+    #: Dynamic map: the name (looked up as ``requires`` are) of a list; the task runs
+    #: once per item, at most ``max_parallel`` at a time, the item as param ``map_as``.
+    map_over: str | None = None
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    map_as: str = "item"
+    #: A signal task: waits for ``send_signal(job_id, signal, payload)``; the payload is
+    #: its result. ``timeout`` bounds the wait, then ``on_timeout``: fail (timed_out),
+    #: skip, or default (finish with ``default`` as the result).
+    signal: str | None = None
+    on_timeout: str = "fail"
+    default: dict[str, Any] | None = None
+    #: An approval: a signal task waiting for a person (the console's "waiting for you"
+    #: list), ``approval`` the question shown; its signal defaults to the label.
+    approval: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,11 +98,18 @@ def spec_from_dict(raw: Any, index: int) -> TaskSpec:
     name = raw.get("label") if isinstance(raw.get("label"), str) else f"#{index}"
     unknown = sorted(set(raw) - SPEC_KEYS)
     errors = [f"task {name}: unknown keys {', '.join(unknown)}"] if unknown else []
-    for key in ("label", "cmd"):
+    waits = "signal" in raw or "approval" in raw
+    for key in ("label",) if waits else ("label", "cmd"):
         if key not in raw:
             errors.append(f"task {name}: {key} is required")
+    if waits and "cmd" in raw:
+        errors.append(f"task {name}: a signal task calls no handler: no cmd")
     if errors:
         raise DefinitionError(errors)
+    if waits:
+        raw = {**raw, "cmd": SIGNAL_CMD}
+        if "signal" not in raw:
+            raw["signal"] = raw["label"]
     return TaskSpec(**{k: raw[k] for k in raw})
 
 
@@ -119,6 +150,47 @@ def _check_task(spec: TaskSpec) -> list[str]:
         errs.append(f"{who}: retry_backoff must be one of {', '.join(BACKOFFS)}")
     if spec.trigger_rule not in TRIGGER_RULES:
         errs.append(f"{who}: trigger_rule must be one of {', '.join(TRIGGER_RULES)}")
+    if ITEM_LABEL.search(spec.label):
+        errs.append(f"{who}: a label ending in [<number>] is reserved for map items")
+    return errs + _check_map(spec, who) + _check_signal(spec, who)
+
+
+def _check_signal(spec: TaskSpec, who: str) -> list[str]:
+    errs: list[str] = []
+    if spec.on_timeout not in ON_TIMEOUT:
+        errs.append(f"{who}: on_timeout must be one of {', '.join(ON_TIMEOUT)}")
+    if spec.default is not None and not isinstance(spec.default, dict):
+        errs.append(f"{who}: default must be an object (the result on timeout)")
+    if spec.signal is None:
+        if spec.on_timeout != "fail" or spec.default is not None \
+                or spec.approval is not None:
+            errs.append(f"{who}: on_timeout, default and approval are for signal tasks")
+        return errs
+    if not isinstance(spec.signal, str) or not 0 < len(spec.signal) <= MAX_LABEL \
+            or not spec.signal.isprintable():
+        errs.append(f"{who}: signal must be a name of 1..{MAX_LABEL} printable chars")
+    if spec.map_over is not None:
+        errs.append(f"{who}: a signal task cannot map_over")
+    if spec.approval is not None and (not isinstance(spec.approval, str)
+                                      or not 0 < len(spec.approval) <= MAX_APPROVAL):
+        errs.append(f"{who}: approval must be a question of 1..{MAX_APPROVAL} chars")
+    return errs
+
+
+def _check_map(spec: TaskSpec, who: str) -> list[str]:
+    errs: list[str] = []
+    if isinstance(spec.max_parallel, bool) or not isinstance(spec.max_parallel, int) \
+            or not 1 <= spec.max_parallel <= MAX_MAP_ITEMS:
+        errs.append(f"{who}: max_parallel must be a whole number 1..{MAX_MAP_ITEMS}")
+    if not isinstance(spec.map_as, str) or not 0 < len(spec.map_as) <= MAX_LABEL:
+        errs.append(f"{who}: map_as must be a name of 1..{MAX_LABEL} chars")
+    if spec.map_over is None:
+        return errs
+    if not isinstance(spec.map_over, str) or not 0 < len(spec.map_over) <= MAX_LABEL:
+        errs.append(f"{who}: map_over must be a name of 1..{MAX_LABEL} chars (a list in "
+                    "an upstream result or job_extra)")
+    if len(spec.label) > MAX_MAP_LABEL:
+        errs.append(f"{who}: a map task's label has at most {MAX_MAP_LABEL} chars")
     return errs
 
 
@@ -180,7 +252,7 @@ def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
 def unserved_warnings(specs: list[TaskSpec], known_topics: set[str]) -> list[str]:
     """Warnings for tasks whose topic no consumer has ever served (maybe a typo)."""
     return [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
-            for s in specs if s.cmd not in known_topics]
+            for s in specs if s.cmd not in known_topics and s.signal is None]
 
 
 class Workflow:
@@ -205,12 +277,43 @@ class Workflow:
                  dependencies: list[str] | None = None, retrymax: int = 0,
                  is_save: bool = False, timeout: float | None = None,
                  extra: dict | None = None, *, retry_delay: float | None = None,
-                 retry_backoff: str = "fixed", trigger_rule: str = "all_success") -> TaskSpec:
-        """Add one task: the original's parameters, then the new policy keywords."""
+                 retry_backoff: str = "fixed", trigger_rule: str = "all_success",
+                 map_over: str | None = None, max_parallel: int = DEFAULT_MAX_PARALLEL,
+                 map_as: str = "item") -> TaskSpec:
+        """Add one task: the original's parameters, then the new policy keywords
+        (``map_over``: run it once per item of that list, see the docs' Dynamic map)."""
         spec = TaskSpec(label, cmd, params, list(requires or []), list(provides or []),
                         list(dependencies or []), retrymax, is_save, timeout or None, extra,
-                        retry_delay, retry_backoff, trigger_rule)
+                        retry_delay, retry_backoff, trigger_rule, map_over, max_parallel,
+                        map_as)
         self.tasks.append(spec)
+        return spec
+
+    def add_signal(self, label: str, signal: str, dependencies: list[str] | None = None,
+                   timeout: float | None = None, on_timeout: str = "fail",
+                   default: dict | None = None, *, provides: list[str] | None = None,
+                   is_save: bool = False,
+                   trigger_rule: str = "all_success") -> TaskSpec:
+        """Add a task that waits for ``send_signal(job_id, signal, payload)`` (kept if
+        sent earlier); the payload becomes its result. After ``timeout`` seconds:
+        ``on_timeout`` fail, skip, or default (``default`` becomes the result)."""
+        spec = TaskSpec(label, SIGNAL_CMD, None, [], list(provides or []),
+                        list(dependencies or []), 0, is_save, timeout or None, None,
+                        trigger_rule=trigger_rule, signal=signal, on_timeout=on_timeout,
+                        default=default)
+        self.tasks.append(spec)
+        return spec
+
+    def add_approval(self, label: str, question: str,
+                     dependencies: list[str] | None = None, timeout: float | None = None,
+                     on_timeout: str = "fail", default: dict | None = None, *,
+                     is_save: bool = False, trigger_rule: str = "all_success") -> TaskSpec:
+        """Add a task that waits for a person: the console lists it ("waiting for
+        you") with ``question``; Approve / Reject with a comment sends its signal (the
+        label) with ``{"approved", "comment", "by"}``, which becomes its result."""
+        spec = self.add_signal(label, label, dependencies, timeout, on_timeout, default,
+                               is_save=is_save, trigger_rule=trigger_rule)
+        spec.approval = question
         return spec
 
     def build(self) -> list[TaskSpec]:

@@ -9,6 +9,7 @@ Redis counter that every other process (and replica) notices on its next sweep t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import secrets
@@ -36,8 +37,11 @@ class PluginSet:
     types: dict[str, type[Workflow]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    #: type -> content hash of its plugin file: the version its new flows record.
+    hashes: dict[str, str] = field(default_factory=dict)
     version: int = 0
     _current: str = ""
+    _hash: str = ""
 
     def register_formatter(self, name: str, cls: type[Workflow]) -> None:
         """Called by a plugin's ``setup(app)``: flow type ``name`` is built by ``cls``."""
@@ -50,6 +54,7 @@ class PluginSet:
                              f"and {self._current})")
         self.types[name] = cls
         self.origins[name] = self._current
+        self.hashes[name] = self._hash
 
     register = register_formatter
 
@@ -66,6 +71,24 @@ def _import_file(path: Path) -> Any:
     finally:
         sys.modules.pop(name, None)
     return module
+
+
+HASH_LEN = 16
+
+
+def content_hash(module: Any) -> str:
+    """The first 16 hex digits of the sha256 of the module's source file: the version of
+    every flow type it defines (any edit of the file is a new version)."""
+    source = b""
+    path = getattr(module, "__file__", None)
+    if path:
+        try:
+            source = Path(path).read_bytes()
+        except OSError:
+            source = b""
+    if not source:
+        source = repr(sorted(vars(module))).encode()
+    return hashlib.sha256(source).hexdigest()[:HASH_LEN]
 
 
 def load_plugins(plugin_dir: str | None) -> PluginSet:
@@ -93,11 +116,13 @@ def load_plugins(plugin_dir: str | None) -> PluginSet:
             found.errors[origin] = "no setup(app) function"
             continue
         found._current = origin
+        found._hash = content_hash(module)
         before = dict(found.types)
         try:
             setup(found)
         except Exception as exc:
             found.types, found.origins = before, {k: found.origins[k] for k in before}
+            found.hashes = {k: found.hashes[k] for k in before}
             found.errors[origin] = f"{type(exc).__name__}: {exc}"
     for origin, error in found.errors.items():
         log.error("flow type plugin %s not loaded: %s", origin, error)
@@ -170,6 +195,10 @@ def json_specs(tasks: Any) -> list[TaskSpec]:
 def latest_json_type(name: str) -> FlowType | None:
     return (FlowType.select().where(FlowType.name == name)
             .order_by(FlowType.version.desc()).first())
+
+
+def json_type_version(name: str, version: int) -> FlowType | None:
+    return FlowType.get_or_none((FlowType.name == name) & (FlowType.version == version))
 
 
 def save_json_type(name: str, specs: list[TaskSpec], description: str, operator: str,

@@ -37,13 +37,32 @@ def _q(text: object) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _map_line(parent: Task, items: list[Task]) -> str:
+    """A map task's progress: items finished / total, failed, running."""
+    done = sum(t.task_status == "finished" for t in items)
+    bad = sum(t.task_status in ("failed", "timed_out") for t in items)
+    running = sum(t.task_status in ("pending", "started", "retrying") for t in items)
+    return (f"map {parent.task_map_over}: {done}/{len(items)} finished\n"
+            f"{bad} failed, {running} running")
+
+
 def to_dot(job: Job, tasks: list[Task]) -> str:
+    """The flow's DAG; a map task is one node showing its items' progress (the items
+    themselves are not drawn)."""
+    items: dict[int, list[Task]] = {}
+    for t in tasks:
+        if t.task_parent:
+            items.setdefault(t.task_parent, []).append(t)
+    tasks = [t for t in tasks if not t.task_parent]
     labels = {t.task_label for t in tasks}
     has_children = {d for t in tasks for d in split_list(t.task_dependencies)}
-    lines = [f"// flow {job.job_id} ({job.job_type}) {job.job_status}",
+    title = (f"flow {job.job_id} {job.job_name} - {job.job_type} v{job.job_version} - "
+             f"{job.job_status}")
+    lines = [f"// flow {job.job_id} ({job.job_type} version {job.job_version}) "
+             f"{job.job_status}",
              f"digraph flow_{job.job_id} {{",
              "  compound=true; rankdir=LR; node [fontsize=10, shape=box, style=filled];",
-             f"  label={_q(f'flow {job.job_id} {job.job_name} - {job.job_status}')};",
+             f"  label={_q(title)};",
              '  begin0 [shape=diamond, label="begin", fillcolor=white];',
              '  end0 [shape=diamond, label="end", fillcolor=white];',
              '  subgraph cluster_sg0 { label="workflow";']
@@ -51,8 +70,12 @@ def to_dot(job: Job, tasks: list[Task]) -> str:
         fill, style = STYLES.get(t.task_status, ("white", "filled"))
         text = (f"{t.task_label}\ntaskid={t.task_id}\nstat={t.ret_stat or '-'}\n"
                 f"cost={t.task_cost:.3f}\n{t.task_status}")
+        shape = ""
+        if t.task_map_over is not None:
+            text += "\n" + _map_line(t, items.get(t.task_id, []))
+            shape = ", shape=box3d"
         lines.append(f"    n{t.task_id} [label={_q(text)}, fillcolor={_q(fill)}, "
-                     f"style={_q(style)}, class={_q(t.task_status)}];")
+                     f"style={_q(style)}, class={_q(t.task_status)}{shape}];")
     lines.append("  }")
     ids = {t.task_label: t.task_id for t in tasks}
     for t in tasks:

@@ -7,10 +7,13 @@ the target looked up here, so a duplicated or reordered notice finds the row alr
 and changes nothing (rowcount 0). Diagram (also in docs/services/xingqiao.md)::
 
     task:  waiting --dispatch--> pending --sent--> started
+           waiting --expand--> started          (a map task: its items run, it waits)
+           waiting --wait--> started            (a signal task waits for its signal)
            pending|started|retrying --succeed--> finished
            pending|started|retrying --retry--> retrying     (attempt failed, retries left)
            waiting|pending|started|retrying --fail--> failed
            waiting --skip--> skipped                         (trigger rule cannot be met)
+           started --skip--> skipped                (a signal's timeout, on_timeout skip)
            pending|started|retrying --time_out--> timed_out
            waiting|pending|started|retrying --cancel--> canceled
            finished|failed|skipped|canceled|timed_out --reset--> waiting   (retry / rerun)
@@ -43,12 +46,14 @@ class TaskLifecycle(StateMachine):
     timed_out = State()
 
     dispatch = waiting.to(pending)
+    expand = waiting.to(started)  # a map task: its items are created, it waits for them
+    wait = waiting.to(started)  # a signal task: it waits for its signal
     sent = pending.to(started)
     succeed = pending.to(finished) | started.to(finished) | retrying.to(finished)
     retry = pending.to(retrying) | started.to(retrying) | retrying.to(retrying)
     fail = (waiting.to(failed) | pending.to(failed) | started.to(failed)
             | retrying.to(failed))
-    skip = waiting.to(skipped)
+    skip = waiting.to(skipped) | started.to(skipped)  # started: a signal's timeout
     time_out = pending.to(timed_out) | started.to(timed_out) | retrying.to(timed_out)
     cancel = (waiting.to(canceled) | pending.to(canceled) | started.to(canceled)
               | retrying.to(canceled))

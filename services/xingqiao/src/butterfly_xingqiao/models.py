@@ -59,6 +59,9 @@ class Job(BaseModel):
     job_type = peewee.CharField(max_length=64)
     #: 0 for a plugin type, else the version of the JSON flow type it was built from.
     job_type_version = peewee.IntegerField(default=0)
+    #: The definition this run was built from and keeps: a JSON type's version number
+    #: ("3"), a plugin's content hash (16 hex of the sha256 of its file).
+    job_version = peewee.CharField(max_length=64, default="")
     ret_stat = peewee.CharField(max_length=64, default="OK")
     ret_data = peewee.TextField(null=True)
     job_cost = peewee.DoubleField(default=0.0)
@@ -113,10 +116,24 @@ class Task(BaseModel):
     c_time = peewee.DateTimeField(default=now_dt)
     u_time = peewee.DateTimeField(default=now_dt)
     u_ts = peewee.DoubleField(default=0.0)
+    #: A map task: the name of its list, its parallelism and the items' param name.
+    task_map_over = peewee.CharField(max_length=64, null=True)
+    task_max_parallel = peewee.IntegerField(default=0)
+    task_map_as = peewee.CharField(max_length=64, default="item")
+    #: A map item: its map task's id (0: not an item) and its index in the list.
+    task_parent = peewee.BigIntegerField(default=0)
+    task_map_index = peewee.IntegerField(null=True)
+    #: A signal task: the signal's name, its timeout policy and default result.
+    task_signal = peewee.CharField(max_length=64, null=True)
+    task_on_timeout = peewee.CharField(max_length=16, default="fail")
+    task_default = peewee.TextField(null=True)
+    #: An approval task's question (a signal task a person answers in the console).
+    task_approval = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "workflow_task"
-        indexes = ((("job_id", "task_label"), True),)
+        #: (task_parent, task_status): a map counts its items by state from the index
+        indexes = ((("job_id", "task_label"), True), (("task_parent", "task_status"), False))
 
 
 class FlowType(BaseModel):
@@ -135,4 +152,22 @@ class FlowType(BaseModel):
         indexes = ((("name", "version"), True),)
 
 
-MODELS = [Job, Task, FlowType]
+class Signal(BaseModel):
+    """A signal sent to a flow: kept until a signal task of its name takes it (oldest
+    first), then ``task_id`` says which (0: not taken yet)."""
+
+    id = peewee.BigAutoField()
+    job_id = peewee.BigIntegerField()
+    name = peewee.CharField(max_length=64)
+    payload = peewee.TextField(null=True)
+    task_id = peewee.BigIntegerField(default=0)
+    operator = peewee.CharField(max_length=128, default="-")
+    c_time = peewee.DateTimeField(default=now_dt)
+    d_time = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "workflow_signal"
+        indexes = ((("job_id", "name", "task_id"), False),)
+
+
+MODELS = [Job, Task, FlowType, Signal]

@@ -18,14 +18,15 @@ from redis.exceptions import RedisError
 from butterfly_common import Refusal, mq
 from butterfly_common.discovery import Route
 from butterfly_common.middleware import Middleware
+from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
 
-from . import engine, flowtypes, store
+from . import engine, flowtypes, signals, store
 from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
-from .models import Job, Task, dumps, loads, now_dt, split_list
+from .models import Job, Signal, Task, dumps, loads, now_dt, split_list
 
 ERR_JOB_EXIST = "ERR_JOB_EXIST"
 ERR_JOB_NOT_EXIST = "ERR_JOB_NOT_EXIST"
@@ -37,12 +38,20 @@ ERR_JOB_NOT_RUNNING = "ERR_JOB_NOT_RUNNING"
 ERR_JOB_RUNNING = "ERR_JOB_RUNNING"
 ERR_TASK_NOT_EXIST = "ERR_TASK_NOT_EXIST"
 ERR_TASK_RUNNING = "ERR_TASK_RUNNING"
+ERR_JOB_VERSION_NOT_EXIST = "ERR_JOB_VERSION_NOT_EXIST"
+ERR_TASK_IS_MAP_ITEM = "ERR_TASK_IS_MAP_ITEM"
+ERR_SIGNAL_UNKNOWN = "ERR_SIGNAL_UNKNOWN"
+ERR_SIGNAL_PAYLOAD_INVALID = "ERR_SIGNAL_PAYLOAD_INVALID"
 
 HTTP_CODES = {
     ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
     ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
     ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
-    ERR_TASK_RUNNING: 409,
+    ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404, ERR_TASK_IS_MAP_ITEM: 409,
+    ERR_SIGNAL_UNKNOWN: 404, ERR_SIGNAL_PAYLOAD_INVALID: 400,
+    # raised by the flow-type and graph routes
+    "ERR_FLOW_TYPE_INVALID": 400, "ERR_FLOW_TYPE_IS_PLUGIN": 409,
+    "ERR_FLOW_TYPE_NOT_EXIST": 404, "ERR_GRAPH_FAILED": 503, "ERR_NOT_FROM_QUEUE": 403,
 }
 
 
@@ -65,42 +74,66 @@ def parse_extra(job_extra: Any) -> dict[str, Any]:
     return job_extra
 
 
-def build_tasks(job_type: str, extra: dict[str, Any]) -> tuple[list[TaskSpec], int]:
-    """The tasks of a new flow of ``job_type`` and the JSON type version (0: plugin)."""
-    cls = flowtypes.plugins().types.get(job_type)
+def build_tasks(job_type: str, extra: dict[str, Any],
+                job_version: str | None = None) -> tuple[list[TaskSpec], int, str]:
+    """The tasks of a new flow of ``job_type``, the JSON type version (0: plugin) and the
+    version string the flow records (the JSON version, or the plugin's content hash).
+    ``job_version`` pins one: any stored version of a JSON type; for a plugin only the
+    loaded one (its code is what runs), so an older hash is refused."""
+    loaded = flowtypes.plugins()
+    cls = loaded.types.get(job_type)
     if cls is not None:
+        digest = loaded.hashes.get(job_type, "")
+        if job_version is not None and job_version != digest:
+            raise refuse(ERR_JOB_VERSION_NOT_EXIST, f"flow type {job_type} is plugin "
+                          f"version {digest}; version {job_version!r} is not loaded (a "
+                          "plugin runs only its loaded version)")
         runner = cls(extra)
         try:
-            return runner.build(), 0
+            return runner.build(), 0, digest
         except DefinitionError as exc:
             raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: {exc}",
                           {"errors": exc.errors}) from None
         except Exception as exc:  # params_check refused, or the plugin is broken
             raise refuse(ERR_JOB_CREATE_FAILED, f"flow type {job_type}: "
                                                  f"{type(exc).__name__}: {exc}") from None
-    row = flowtypes.latest_json_type(job_type)
+    if job_version is None:
+        row = flowtypes.latest_json_type(job_type)
+    else:
+        number = job_version.strip()
+        if not number.isdigit() or not 0 < int(number) < 2**31:
+            raise ParamError("invalid: job_version (a JSON flow type's version is a whole "
+                             "number >= 1; a plugin's is its content hash)")
+        row = flowtypes.json_type_version(job_type, int(number))
+        if row is None and flowtypes.latest_json_type(job_type) is not None:
+            raise refuse(ERR_JOB_VERSION_NOT_EXIST, f"flow type {job_type} has no version "
+                                                     f"{int(number)}")
     if row is None:
         raise refuse(ERR_JOB_TYPE_NOT_EXISTS, f"no flow type {job_type!r} (plugins: "
-                      f"{', '.join(sorted(flowtypes.plugins().types))}; or flow_type_create)")
+                      f"{', '.join(sorted(loaded.types))}; or flow_type_create)")
     specs, required = flowtypes.json_type_specs(row)
     missing = [name for name in required if name not in extra]
     if missing:
         raise refuse(ERR_JOB_EXTRA_INVALID, f"flow type {job_type} needs job_extra keys: "
                                              f"{', '.join(missing)}")
-    return validate(specs), row.version
+    return validate(specs), row.version, str(row.version)
 
 
 def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_extra: Any,
-               job_timeout: int | None, reqid: str, operator: str, client: str) -> int:
-    """Insert the flow and its tasks in one transaction, then dispatch its first tasks."""
+               job_timeout: int | None, reqid: str, operator: str, client: str,
+               job_version: str | None = None) -> int:
+    """Insert the flow and its tasks in one transaction, then dispatch its first tasks.
+    The tasks are the flow's own rows from here on: a later version of its type, or a
+    plugin reload, never changes a flow that exists (it keeps ``job_version``)."""
     extra = parse_extra(job_extra)
-    specs, version = build_tasks(job_type, extra)
+    specs, version, version_text = build_tasks(job_type, extra, job_version)
     timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
     def insert() -> Job:
         with store.tx():
             job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
                              job_name=job_name or reqid, job_type=job_type,
-                             job_type_version=version, job_extra=dumps(extra),
+                             job_type_version=version, job_version=version_text,
+                             job_extra=dumps(extra),
                              job_timeout=timeout, job_token=secrets.token_hex(3),
                              operator=operator, job_client=client[:64], s_ts=time.time())
             Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
@@ -125,6 +158,11 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_is_save": spec.is_save, "task_retrymax": spec.retrymax,
         "task_retry_delay": spec.retry_delay, "task_retry_backoff": spec.retry_backoff,
         "task_timeout": spec.timeout, "task_trigger_rule": spec.trigger_rule,
+        "task_map_over": spec.map_over, "task_max_parallel": spec.max_parallel,
+        "task_map_as": spec.map_as, "task_signal": spec.signal,
+        "task_on_timeout": spec.on_timeout,
+        "task_default": dumps(spec.default) if spec.default is not None else None,
+        "task_approval": spec.approval,
         "u_ts": time.time(),
     }
 
@@ -180,7 +218,10 @@ _RESET = {"task_status": "waiting", "task_retrycount": 0, "ret_stat": None, "ret
 
 def _restart(job: Job, tasks: list[Task], labels: set[str],
              params: dict[str, Any] | None = None, rerun: str | None = None) -> None:
-    """One transaction: the flow back to started (if it ended), the tasks back to waiting."""
+    """One transaction: the flow back to started (if it ended), the tasks back to waiting.
+    ``retry_job`` (no ``rerun``) keeps a map's finished items (only the others run
+    again); ``rerun_task`` drops the items of every map it resets, so they are made again
+    from the list as it is then."""
     store.busy_retry(lambda: _restart_tx(job, tasks, labels, params, rerun))
 
 
@@ -194,6 +235,13 @@ def _restart_tx(job: Job, tasks: list[Task], labels: set[str],
             raise refuse(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
                                                      "again")
         ids = [t.task_id for t in tasks if t.task_label in labels]
+        if rerun is not None:
+            maps = [t.task_id for t in tasks if t.task_label in labels
+                    and t.task_map_over is not None]
+            if maps:
+                Task.delete().where(Task.task_parent.in_(maps)).execute()
+                ids = [t.task_id for t in tasks if t.task_label in labels
+                       and t.task_parent not in maps]
         values = {getattr(Task, k): v for k, v in _RESET.items()}
         values.update({Task.u_ts: now, Task.u_time: now_dt()})
         Task.update(values).where(Task.task_id.in_(ids)
@@ -222,6 +270,10 @@ def rerun_task(task_id: int, params: dict[str, Any] | None) -> dict[str, Any]:
     """Run one task again and everything downstream of it (``params`` replace its fixed
     params); the flow restarts if it had ended."""
     task = get_task(task_id)
+    if task.task_parent:
+        raise refuse(ERR_TASK_IS_MAP_ITEM, f"task {task.task_label} is an item of a map "
+                     f"(task_id {task.task_parent}): rerun the map task, or retry_job to "
+                     "run its failed items again")
     job = get_job(task.job_id)
     tasks = engine.tasks_of(job.job_id)
     labels = downstream(tasks, {task.task_label})
@@ -264,10 +316,46 @@ def delete_job(job_id: int) -> dict[str, Any]:
     def remove() -> int:
         with store.tx():
             n = Task.delete().where(Task.job_id == job_id).execute()
+            Signal.delete().where(Signal.job_id == job_id).execute()
             Job.delete().where(Job.job_id == job_id).execute()
         return int(n)
 
     return {"job_id": job_id, "deleted_tasks": store.busy_retry(remove)}
+
+
+def send_signal(job_id: int, name: str, payload: dict[str, Any] | None,
+                operator: str) -> dict[str, Any]:
+    """Keep a signal for the flow's signal tasks of ``name``; a task already waiting
+    takes it at once (its payload becomes the task's result) and the flow moves on."""
+    job = get_job(job_id)
+    if job.job_status != "started":
+        raise refuse(ERR_JOB_NOT_RUNNING, f"flow {job_id} is {job.job_status}; signals go "
+                                           "to running flows")
+    named = list(Task.select().where((Task.job_id == job_id)
+                                     & Task.task_signal.is_null(False)))
+    targets = [t for t in named if t.task_signal == name]
+    if not targets:
+        known = sorted({str(t.task_signal) for t in named})
+        raise refuse(ERR_SIGNAL_UNKNOWN, f"flow {job_id} has no task waiting for signal "
+                     f"{name!r} (its signals: {', '.join(known) or 'none'})")
+    payload = payload or {}
+    for task in targets:
+        missing = sorted(set(split_list(task.task_provides)) - set(payload))
+        if missing:
+            raise refuse(ERR_SIGNAL_PAYLOAD_INVALID, f"task {task.task_label} needs payload "
+                                                      f"keys: {', '.join(missing)}")
+    signal = signals.send(job_id, name, payload, operator)
+    taken = None
+    for task in signals.waiting_tasks(job_id, name):
+        if signals.take(task):
+            taken = task.task_label
+            engine.advance(job_id)
+            break
+    if taken is None:  # maybe a task took it on being reached meanwhile
+        taken_by = Signal.get_by_id(signal.id).task_id
+        taken = next((t.task_label for t in targets if t.task_id == taken_by), None)
+    return {"job_id": job_id, "signal_id": int(signal.id), "name": name,
+            "delivered_to": taken, "kept": taken is None}
 
 
 def job_extra_of(job: Job) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, loads, split_list
 
 JOB_LIST_FIELDS = ("job_id", "job_namespace", "job_reqid", "job_name", "job_status",
-                   "job_type", "ret_stat", "operator", "job_client", "job_cost", "c_time",
-                   "s_time", "e_time")
+                   "job_type", "job_version", "ret_stat", "operator", "job_client",
+                   "job_cost", "c_time", "s_time", "e_time")
 JOB_ORDER = frozenset(JOB_LIST_FIELDS)
 TASK_ORDER = frozenset(("task_id", "task_label", "task_status", "task_cost", "ret_stat",
                         "c_time", "u_time"))
@@ -96,6 +96,25 @@ def status_counts(job_id: int) -> dict[str, int]:
     return counts
 
 
+def map_progress(job_id: int) -> dict[str, dict[str, int]]:
+    """Each map task's items by state (``total`` too), keyed by the map task's label."""
+    from peewee import fn
+
+    parents = {t.task_id: t.task_label for t in Task.select(Task.task_id, Task.task_label)
+               .where((Task.job_id == job_id) & Task.task_map_over.is_null(False))}
+    out: dict[str, dict[str, int]] = {label: {"total": 0} for label in parents.values()}
+    if not parents:
+        return out
+    rows: Any = (Task.select(Task.task_parent, Task.task_status, fn.COUNT(Task.task_id))
+                 .where((Task.job_id == job_id) & Task.task_parent.in_(list(parents)))
+                 .group_by(Task.task_parent, Task.task_status).tuples())
+    for parent, status, n in rows:
+        entry = out[parents[parent]]
+        entry[status] = int(n)
+        entry["total"] += int(n)
+    return out
+
+
 def job_lock(job: Job, counts: dict[str, int]) -> bool:
     """The original admin page's ``job_lock`` from xingqiao's own state.
 
@@ -105,4 +124,9 @@ def job_lock(job: Job, counts: dict[str, int]) -> bool:
     attempt is published (``pending``, ``started``, or ``retrying`` with its next attempt
     delayed), so its next step comes from that message's completion notice (or the sweep).
     False for an ended flow, and for a running one between two steps."""
-    return job.job_status == "started" and any(counts.get(s, 0) for s in TASK_ACTIVE)
+    if job.job_status != "started" or not any(counts.get(s, 0) for s in TASK_ACTIVE):
+        return False
+    # a map task or a signal task in started has no message of its own: it holds nothing
+    return bool(Task.select(Task.task_id).where(
+        (Task.job_id == job.job_id) & Task.task_status.in_(TASK_ACTIVE)
+        & (Task.task_reqid != "")).exists())

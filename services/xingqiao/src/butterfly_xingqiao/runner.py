@@ -9,14 +9,16 @@ from butterfly_common import db
 from butterfly_common.runtime import get_config, get_redis
 from butterfly_common.settings import Settings
 
-from . import flowtypes
+from . import flowtypes, migrations
 from .config import XingqiaoConfig
 from .models import MODELS
 from .sweep import Sweeper
 
 
 def setup(settings: Settings) -> None:
-    """Create the tables and load the plugins (the framework validated XINGQIAO_*)."""
+    """Add the columns a newer release declares, create the tables and indexes, load the plugins
+    (the framework validated XINGQIAO_*)."""
+    migrations.migrate()  # first: an older table gets the columns new indexes name
     db.create_tables(MODELS)
     flowtypes.reload_local()
 

@@ -9,7 +9,9 @@ every ``XINGQIAO_SWEEP_INTERVAL``:
    ``XINGQIAO_NOTICE_GRACE`` has its message read: ended -> applied exactly as its notice
    would have been; missing -> published again (same id: idempotent); past its deadline ->
    the attempt timed out (retry or ``timed_out``);
-3. flows with no message out are advanced (a step that crashed between a task's end and
+3. signal tasks past their timeout get their ``on_timeout`` policy (and kept signals a
+   crashed sender did not deliver are delivered);
+4. flows with no message out are advanced (a step that crashed between a task's end and
    dispatching its dependents, or between the last task and the verdict).
 
 So a flow whose notices are all lost still ends within one interval (+ grace) of each
@@ -31,7 +33,7 @@ from butterfly_common.mq.keys import FIELDS
 from butterfly_common.mq.message import FAILED, FINISHED, Message
 from butterfly_common.periodic import Periodic
 
-from . import engine, flowtypes, store
+from . import engine, flowtypes, signals, store
 from .config import XingqiaoConfig
 from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, now_dt
@@ -62,8 +64,9 @@ def expire_flows(now: float) -> int:
         n += 1
         for task in engine.tasks_of(job.job_id):
             if task.task_status in TASK_ACTIVE:
-                with contextlib.suppress(RedisError):
-                    mq.broker().delete(task.task_cmd, task.task_reqid)
+                if task.task_reqid:  # a map task has no message of its own
+                    with contextlib.suppress(RedisError):
+                        mq.broker().delete(task.task_cmd, task.task_reqid)
                 store.end_task(task, "time_out", ret_stat=engine.ERR_JOB_EXE_TIMEOUT,
                                task_reason="the flow timed out")
             elif task.task_status == "waiting":
@@ -92,8 +95,10 @@ def check_tasks(now: float, grace: float) -> int:
 
 
 def advance_idle_flows() -> int:
+    # flows with a message out are advanced by its notice; a map task (no message of
+    # its own) in started does not hold its flow: the advance ends it once its items did
     active = {t.job_id for t in Task.select(Task.job_id).where(
-        Task.task_status.in_(TASK_ACTIVE))}
+        Task.task_status.in_(TASK_ACTIVE) & (Task.task_reqid != ""))}
     n = 0
     for job in list(Job.select(Job.job_id).where((Job.job_status == "started")
                                                  & (Job.is_valid == True))):  # noqa: E712
@@ -104,12 +109,15 @@ def advance_idle_flows() -> int:
 
 
 def sweep_once(config: XingqiaoConfig) -> dict[str, int]:
-    """One pass of all three steps (also callable from tests)."""
+    """One pass of every step (also callable from tests)."""
     now = time.time()
     with db.database.connection_context():
-        return {"timed_out_flows": expire_flows(now),
-                "tasks": check_tasks(now, config.notice_grace),
-                "advanced": advance_idle_flows()}
+        expired = expire_flows(now)
+        moved = signals.sweep(now)
+        for job_id in moved:
+            engine.advance(job_id)
+        return {"timed_out_flows": expired, "tasks": check_tasks(now, config.notice_grace),
+                "signals": len(moved), "advanced": advance_idle_flows()}
 
 
 class Sweeper:

@@ -180,6 +180,49 @@ def action() -> Any:
     return redirect(f"/console/flows/flow?id={job_id}")
 
 
+@bp.get("/waiting")
+@needs("viewer")
+def waiting() -> Any:
+    """"Waiting for you": approval tasks of running flows; operators decide here."""
+    try:
+        listed = fetch("xingqiao", "list_approvals", page_size=200)
+    except RemoteError as exc:
+        return refusal_page("xingqiao", exc)
+    return page("flow_waiting.html", active="flows", rows=listed["list"],
+                total=listed["total"], error=request.args.get("error", ""))
+
+
+DECISIONS = ("approve", "reject")
+
+
+@bp.post("/decide")
+@needs("operator")
+def decide() -> Any:
+    """Approve or reject an approval task, with a comment: its signal, sent as the
+    signed-in user, carries ``{"approved", "comment", "by"}`` (the task's result)."""
+    job_id = _job_id(request.form)
+    name = (request.form.get("signal") or "").strip()
+    decision = request.form.get("decision") or ""
+    if decision not in DECISIONS or not 0 < len(name) <= 64:
+        abort(400, "decision (approve or reject) and signal are required")
+    comment = (request.form.get("comment") or "").strip()
+    if len(comment) > 2000:
+        abort(400, "comment longer than 2000 characters")
+    payload = {"approved": decision == "approve", "comment": comment,
+               "by": g.user.username}
+    target = f"flow {job_id} {name}"
+    try:
+        envelope("xingqiao", "send_signal", job_id=job_id, name=name, payload=payload)
+    except RemoteError as exc:
+        log(f"flow_{decision}", target, f"{exc.stat}: {exc.reason}", ok=False)
+        if exc.unreachable:
+            return refusal_page("xingqiao", exc)
+        return redirect("/console/flows/waiting?"
+                        + urlencode({"error": f"{exc.stat}: {exc.reason}"}))
+    log(f"flow_{decision}", target, comment[:200])
+    return redirect("/console/flows/waiting")
+
+
 @bp.post("/rerun")
 @needs("operator")
 def rerun() -> Any:

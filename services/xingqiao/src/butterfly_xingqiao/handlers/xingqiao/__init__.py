@@ -18,24 +18,25 @@ from butterfly_common import Refusal, api, mq, raw, retstat
 from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
-from butterfly_xingqiao import engine, flowtypes, graph, operations, queries
+from butterfly_xingqiao import engine, flowtypes, graph, operations, queries, signals
 from butterfly_xingqiao.config import XingqiaoConfig
 from butterfly_xingqiao.definitions import DefinitionError, unserved_warnings
 from butterfly_xingqiao.models import FlowType, loads
 
 OK = retstat.OK
-CODES = {**operations.HTTP_CODES, "ERR_FLOW_TYPE_INVALID": 400,
-         "ERR_FLOW_TYPE_IS_PLUGIN": 409, "ERR_FLOW_TYPE_NOT_EXIST": 404,
-         "ERR_GRAPH_FAILED": 503, "ERR_NOT_FROM_QUEUE": 403}
-
-
-@api(write=True, statuses=CODES)
+@api(write=True)
 def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | None = None,
-               job_extra: Any = None, job_timeout: int | None = None) -> Any:
+               job_extra: Any = None, job_timeout: int | None = None,
+               job_version: str | None = None) -> Any:
     """Start a flow of ``job_type`` (a plugin or a JSON flow type). ``job_extra``: a JSON
     object (or a string of one) the tasks' ``requires`` draw from. ``job_name`` is unique
-    (default: the request id). Answers ``data.job_id``. ERR_JOB_EXIST,
-    ERR_JOB_TYPE_NOT_EXISTS, ERR_JOB_EXTRA_INVALID, ERR_JOB_CREATE_FAILED."""
+    (default: the request id). ``job_version`` pins the definition: a JSON type's version
+    number (default the newest), or a plugin's content hash (only the loaded one runs).
+    The flow records its version (``job_version``) and keeps it. Answers
+    ``data.job_id``. ERR_JOB_EXIST, ERR_JOB_TYPE_NOT_EXISTS, ERR_JOB_VERSION_NOT_EXIST,
+    ERR_JOB_EXTRA_INVALID, ERR_JOB_CREATE_FAILED."""
+    if job_version is not None and not 0 < len(job_version) <= 64:
+        raise ParamError("invalid: job_version (1..64 chars)")
     if job_timeout is not None and job_timeout <= 0:
         raise ParamError("invalid: job_timeout (seconds > 0)")
     if not 0 < len(job_namespace) <= 64 or (job_name is not None
@@ -44,11 +45,12 @@ def create_job(req: Request, job_namespace: str, job_type: str, job_name: str | 
     job_id = operations.create_job(job_namespace=job_namespace, job_type=job_type,
                                    job_name=job_name, job_extra=job_extra,
                                    job_timeout=job_timeout, reqid=req.reqid,
-                                   operator=req.username, client=req.ip)
+                                   operator=req.username, client=req.ip,
+                                   job_version=job_version)
     return OK, {"data": {"job_id": job_id}}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None = None,
               job_reqid: str | None = None, job_name: str | None = None,
               job_status: str | None = None, job_type: str | None = None,
@@ -64,26 +66,28 @@ def list_jobs(req: Request, job_namespace: str | None = None, job_id: int | None
     return OK, {"data": queries.list_jobs(filters, orderBy, orderDir, page_index, page_size)}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def get_job_detail(req: Request, job_id: int) -> Any:
     """Every column of one flow (``ret_data`` and ``job_extra`` parsed), its
     ``task_status`` counts and ``job_lock`` (the original admin page's flag: true while
-    an attempt of the flow is out on the queue, see ``queries.job_lock``).
+    an attempt of the flow is out on the queue, see ``queries.job_lock``), and ``maps``:
+    each map task's items by state (``{label: {total, finished, failed, ...}}``).
     ERR_JOB_NOT_EXIST."""
     job = operations.get_job(job_id)
     data = queries.job_row(job, full=True)
     data["task_status"] = counts = queries.status_counts(job_id)
     data["job_lock"] = queries.job_lock(job, counts)
+    data["maps"] = queries.map_progress(job_id)
     return OK, {"data": data}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def get_tasklist_by_jobid(req: Request, job_id: int) -> Any:
     """All tasks of a flow (every column) as ``data: {total, list}``. ERR_JOB_NOT_EXIST."""
     return OK, {"data": queries.list_tasks(job_id)}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def list_tasks(req: Request, job_id: int, orderBy: str | None = None,
                orderDir: str | None = None, page_index: int = 1,
                page_size: int = 100) -> Any:
@@ -92,13 +96,13 @@ def list_tasks(req: Request, job_id: int, orderBy: str | None = None,
                                            page_size)}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def get_task(req: Request, task_id: int) -> Any:
     """One task, every column. ERR_TASK_NOT_EXIST."""
     return OK, {"data": queries.task_row(operations.get_task(task_id))}
 
 
-@api(write=True, statuses=CODES)
+@api(write=True)
 def retry_job(req: Request, job_id: int) -> Any:
     """Rerun a failed / timed-out / canceled flow from where it failed: those tasks and
     their downstream go back to waiting, finished tasks keep their results.
@@ -106,25 +110,59 @@ def retry_job(req: Request, job_id: int) -> Any:
     return OK, {"data": operations.retry_job(job_id)}
 
 
-@api(write=True, statuses=CODES)
+@api(write=True)
 def rerun_task(req: Request, task_id: int, params: dict | None = None) -> Any:
     """Run one task and its downstream again (``params``: new fixed params for it); the
-    flow restarts if it had ended. ERR_TASK_RUNNING, ERR_TASK_NOT_EXIST."""
+    flow restarts if it had ended; a map task makes its items again. ERR_TASK_RUNNING,
+    ERR_TASK_NOT_EXIST, ERR_TASK_IS_MAP_ITEM (rerun its map task instead)."""
     return OK, {"data": operations.rerun_task(task_id, params)}
 
 
-@api(write=True, statuses=CODES)
+@api(write=True)
 def cancel_job(req: Request, job_id: int) -> Any:
     """Stop a running flow: no more dispatch, queued messages deleted, running ones
     fenced (their results are ignored). ERR_JOB_NOT_RUNNING."""
     return OK, {"data": operations.cancel_job(job_id)}
 
 
-@api(write=True, role="admin", statuses=CODES)
+@api(write=True, role="admin")
 def delete_job(req: Request, job_id: int) -> Any:
     """Delete a flow and its tasks; refused while it runs (ERR_JOB_RUNNING: cancel it
     first)."""
     return OK, {"data": operations.delete_job(job_id)}
+
+
+@api(write=True)
+def send_signal(req: Request, job_id: int, name: str, payload: dict | None = None) -> Any:
+    """Send signal ``name`` to a running flow: its signal task of that name finishes with
+    ``payload`` (a JSON object) as its result, and the flow moves on. Sent before the task
+    is reached, the signal is kept until then (``kept: true``). Answers ``data: {job_id,
+    signal_id, name, delivered_to, kept}``. ERR_JOB_NOT_EXIST, ERR_JOB_NOT_RUNNING,
+    ERR_SIGNAL_UNKNOWN (no signal task of that name), ERR_SIGNAL_PAYLOAD_INVALID (the
+    payload lacks a key the task ``provides``)."""
+    if not 0 < len(name) <= 64 or not name.isprintable():
+        raise ParamError("invalid: name (1..64 printable chars)")
+    return OK, {"data": operations.send_signal(job_id, name, payload, req.username)}
+
+
+@api(topic=False)
+def list_signals(req: Request, job_id: int) -> Any:
+    """A flow's signals, oldest first, as ``data: {total, list}``: each with its
+    ``payload``, who sent it, and the task that took it (``task_id`` / ``task_label``,
+    null while kept). ERR_JOB_NOT_EXIST."""
+    operations.get_job(job_id)
+    items = signals.list_for(job_id)
+    return OK, {"data": {"total": len(items), "list": items}}
+
+
+@api(topic=False)
+def list_approvals(req: Request, page_index: int = 1, page_size: int = 50) -> Any:
+    """Approval tasks waiting for a person in running flows, oldest first, as
+    ``data: {total, list}``: each with its flow, ``approval`` (the question), ``signal``
+    (send it with ``{"approved", "comment"}`` to decide) and ``deadline``."""
+    if page_index < 1 or not 1 <= page_size <= 1000:
+        raise ParamError("invalid: page_index >= 1 and page_size 1..1000")
+    return OK, {"data": signals.waiting_approvals(page_index, page_size)}
 
 
 def _graph_of(job_id: int) -> str:
@@ -152,14 +190,16 @@ def get_dot(req: Request, job_id: int) -> Any:
     return 200, _graph_of(job_id), [("Content-Type", "text/vnd.graphviz; charset=utf-8")]
 
 
-@api(write=True, statuses=CODES)
+@api(write=True)
 def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
                      extra_required: list[str] | None = None) -> Any:
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
     label, cmd, params, requires, provides, dependencies, retrymax, retry_delay,
-    retry_backoff, timeout, trigger_rule, is_save, extra. Validated now (ERR_FLOW_TYPE_INVALID
-    naming each bad task in ``errors``); topics no consumer ever served come back as
-    ``warnings``. Answers ``data: {name, version, warnings}``."""
+    retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as,
+    or for a signal task (no cmd) signal, timeout, on_timeout, default, approval (a
+    question: a person answers it in the console). Validated now
+    (ERR_FLOW_TYPE_INVALID naming each bad task in ``errors``); topics no consumer ever
+    served come back as ``warnings``. Answers ``data: {name, version, warnings}``."""
     if not 0 < len(name) <= flowtypes.NAME_MAX:
         raise ParamError(f"invalid: name (1..{flowtypes.NAME_MAX} chars)")
     if name in flowtypes.plugins().types:
@@ -179,13 +219,14 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
     return OK, {"data": {"name": name, "version": row.version, "warnings": warnings}}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def flow_type_list(req: Request) -> Any:
-    """Every flow type: plugins (``kind: plugin``) and the newest version of each JSON
-    type, as ``data: {total, list}``; ``errors`` lists plugin files that failed to load."""
+    """Every flow type: plugins (``kind: plugin``, ``hash``: the content hash new flows
+    record as their version) and the newest version of each JSON type, as
+    ``data: {total, list}``; ``errors`` lists plugin files that failed to load."""
     loaded = flowtypes.plugins()
-    items = [{"name": n, "kind": "plugin", "origin": loaded.origins[n], "version": 0}
-             for n in sorted(loaded.types)]
+    items = [{"name": n, "kind": "plugin", "origin": loaded.origins[n], "version": 0,
+              "hash": loaded.hashes.get(n, "")} for n in sorted(loaded.types)]
     newest: dict[str, FlowType] = {}
     for row in FlowType.select().order_by(FlowType.name, FlowType.version):
         newest[row.name] = row
@@ -194,7 +235,7 @@ def flow_type_list(req: Request) -> Any:
     return OK, {"data": {"total": len(items), "list": items, "errors": loaded.errors}}
 
 
-@api(topic=False, statuses=CODES)
+@api(topic=False)
 def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
     """One JSON flow type's definition (newest version unless ``version``)."""
     query = FlowType.select().where(FlowType.name == name)
@@ -209,16 +250,18 @@ def flow_type_get(req: Request, name: str, version: int | None = None) -> Any:
                          "c_time": row.c_time, **loads(row.definition, {})}}
 
 
-@api(write=True, statuses=CODES)
+@api(write=True)
 def reload_plugins(req: Request) -> Any:
     """Import XINGQIAO_PLUGIN_DIR again, here now and in every other process within one
-    sweep interval. Answers the loaded ``types`` and the files that failed (``errors``)."""
+    sweep interval. Answers the loaded ``types``, their content ``hashes`` (the version
+    new flows record) and the files that failed (``errors``). Flows that exist keep the
+    tasks (and version) they were created with."""
     loaded = flowtypes.reload_everywhere(mq.broker().client)
     return OK, {"data": {"types": sorted(loaded.types), "errors": loaded.errors,
-                         "version": loaded.version}}
+                         "version": loaded.version, "hashes": loaded.hashes}}
 
 
-@api(statuses=CODES)
+@api
 def task_notice(req: Request, msg_id: str, topic: str, status: str = "", stat: str = "",
                 cost: float = 0.0) -> Any:
     """Queue only: the completion notice of a task message (``publish(notify=...)``). The

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from butterfly_common import api, retstat, runtime
 
@@ -54,3 +55,42 @@ def mimic(req, text: str):
     wording): only the record's ``error_kind`` may tell a real timeout apart."""
     req.error_str = text
     return retstat.ERR_SERVER_EXCEPTION
+
+
+@api
+def numbers(req, n: int):
+    """A list for a map: ``numbers`` = 0..n-1."""
+    return retstat.OK, {"numbers": list(range(n))}
+
+
+_MAX = ("local m = tonumber(redis.call('get', KEYS[1]) or '0') "
+        "if tonumber(ARGV[1]) > m then redis.call('set', KEYS[1], ARGV[1]) end")
+
+
+@api
+def item(req, item: Any = None, key: str = "", seconds: float = 0.0,
+         flaky_items: list | None = None):
+    """One map item: counts its runs (``xqt:runs:<key>:<item>``) and the most items of
+    ``key`` running at once (``xqt:maxconc:<key>``); fails while ``xqt:block:<key>:<item>``
+    exists, and on the first run of an item in ``flaky_items``."""
+    r = runtime.get_redis()
+    runs = _count(f"{key}:{item}")
+    r.eval(_MAX, 1, f"xqt:maxconc:{key}", r.incr(f"xqt:conc:{key}"))
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        r.decr(f"xqt:conc:{key}")
+    if r.exists(f"xqt:block:{key}:{item}"):
+        return "ERR_TEST_BLOCKED", {"item": item}
+    if item in (flaky_items or []) and runs == 1:
+        return "ERR_TEST_FLAKY", {"item": item}
+    return retstat.OK, {"item": item, "double": item * 2 if isinstance(item, int) else item}
+
+
+@api
+def gather(req, results: list, failed: list | None = None):
+    """A map's collect step: the items in the order received (None for a failed one)."""
+    order = [r["item"] if isinstance(r, dict) else None for r in results]
+    return retstat.OK, {"data": {"order": order, "failed": failed or []}}
