@@ -189,3 +189,52 @@ def test_a_ruqi_fire_is_a_trace_its_http_call_continues():
     assert fire.attributes["butterfly.fire_key"].startswith("ruqi:")
     assert fire.attributes["butterfly.lateness_s"] >= 0
     assert fire.attributes["butterfly.reqid"] == call["headers"]["x-reqid"]
+
+
+def test_a_flow_of_three_tasks_is_one_trace_across_services():
+    """xingqiao's demo flow ``hello`` (three tasks over core's handlers): the flow's span
+    is stored with it, so each task, dispatched later by a notice in another request,
+    is its child; each task's message is processed in core under it."""
+    token = "o" * 32
+    with OtlpReceiver() as receiver, RedisServer() as server:
+        env = {"BUTTERFLY_REDIS_URL": server.url, "BUTTERFLY_WORKERS": "1",
+               "BUTTERFLY_CONSUME": "1", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
+               "BUTTERFLY_OPERATOR_TOKEN": token,
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+               "OTEL_METRICS_EXPORTER": "none"}
+        with ButterflyService("core", env) as core, ButterflyService("xingqiao", env) as xq:
+            for svc in (core, xq):
+                wait_until(lambda s=svc: requests.get(f"{s.url}/readyz", timeout=2).ok, 30,
+                           what=f"{svc.service} ready")
+            trace_id = secrets.token_hex(16)
+            created = requests.post(
+                f"{xq.url}/xingqiao/create_job",
+                json={"job_namespace": "traced", "job_type": "hello",
+                      "job_extra": {"str_info": "hi"}},
+                headers={"Authorization": f"Bearer {token}",
+                         "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+                timeout=10).json()
+            assert created["stat"] == "OK", created
+            job_id = created["data"]["job_id"]
+
+            def status() -> str:
+                return requests.get(f"{xq.url}/xingqiao/get_job_detail",
+                                    params={"job_id": job_id},
+                                    timeout=5).json()["data"]["job_status"]
+
+            wait_until(lambda: status() == "finished", 30, what="the flow finished")
+            wait_until(lambda: len([s for s in receiver.spans if s.trace_id == trace_id
+                                    and s.name.startswith("process /demo_api/")]) >= 3, 20,
+                       what="the three tasks' consumer spans")
+        spans = [s for s in receiver.spans if s.trace_id == trace_id]
+    create = one(spans, name="POST /xingqiao/create_job", kind="server")
+    flow = one(spans, name="flow hello", kind="internal")
+    assert flow.parent_id == create.span_id and flow.attributes["butterfly.job_id"] == job_id
+    for label, topic in (("task1", "/demo_api/hello"), ("task2", "/demo_api/ping"),
+                         ("task3", "/demo_api/collect")):
+        task = one(spans, name=f"task {label}")
+        assert task.parent_id == flow.span_id, label  # whoever dispatched it, when
+        send = one(spans, name=f"send {topic}", kind="producer")
+        assert send.parent_id == task.span_id
+        process = one(spans, name=f"process {topic}", kind="consumer")
+        assert process.service == "core" and process.parent_id == send.span_id

@@ -182,7 +182,8 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
         migrator = SchemaMigrator.from_database(db.database.obj)
         run(migrator.drop_index("workflow_task", "workflow_task_task_parent_task_status"))
         run(*[migrator.drop_column("workflow_task", c) for c in new_task_columns],
-            migrator.drop_column("workflow_job", "job_version"))
+            migrator.drop_column("workflow_job", "job_version"),
+            migrator.drop_column("workflow_job", "job_trace"))
         db.database.drop_tables([Signal])
         db.database.execute_sql(
             "INSERT INTO workflow_job (job_namespace, job_reqid, job_name, job_status, "
@@ -191,12 +192,14 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
             "'finished', 't', 0, 'OK', 0, 60, 1, '', '-', '', 1, '2026-01-01 00:00:00', "
             "'2026-01-01 00:00:00', 0)")
     assert sorted(migrations.migrate()) == sorted(
-        ["workflow_job.job_version", "workflow_task.workflow_task_task_parent_task_status"]
+        ["workflow_job.job_version", "workflow_job.job_trace",
+         "workflow_task.workflow_task_task_parent_task_status"]
         + [f"workflow_task.{c}" for c in new_task_columns])
     db.create_tables(MODELS)
     assert migrations.migrate() == []  # idempotent
     with db.database.connection_context():
-        assert Job.get(Job.job_name == "old").job_version == ""
+        old = Job.get(Job.job_name == "old")
+        assert (old.job_version, old.job_trace) == ("", "")
         assert db.database.table_exists("workflow_signal")
         names = {i.name for i in db.database.get_indexes("workflow_task")}
         assert "workflow_task_task_parent_task_status" in names, names

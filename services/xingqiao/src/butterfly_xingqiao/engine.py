@@ -21,7 +21,7 @@ from typing import Any
 import peewee
 from redis.exceptions import RedisError
 
-from butterfly_common import mq, retstat
+from butterfly_common import mq, retstat, tracing
 from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.runtime import get_config
 
@@ -83,10 +83,14 @@ def _current_params(job: Job, task: Task) -> dict[str, Any]:
 def _publish(job: Job, task: Task, params: dict[str, Any], delay: float = 0.0) -> None:
     """Queue the current attempt of ``task`` (idempotent: its id is the attempt's)."""
     cfg = get_config(XingqiaoConfig)
-    mq.broker().publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
-                        timeout=task.task_timeout or cfg.task_timeout, max_retries=0,
-                        result_ttl=cfg.result_ttl, failure_ttl=cfg.result_ttl,
-                        reqid=job.job_reqid or None, force=True, notify=NOTICE_TOPIC)
+    # through mq.publish, so the middleware see it (a producer span under the task's)
+    with tracing.span(f"task {task.task_label}", {
+            "butterfly.job_id": int(job.job_id), "butterfly.task_id": int(task.task_id),
+            "butterfly.task_cmd": task.task_cmd}, parent=job.job_trace):
+        mq.publish(task.task_cmd, params, msg_id=task.task_reqid, delay=max(0.0, delay),
+                   timeout=task.task_timeout or cfg.task_timeout, max_retries=0,
+                   result_ttl=cfg.result_ttl, failure_ttl=cfg.result_ttl,
+                   reqid=job.job_reqid or None, force=True, notify=NOTICE_TOPIC)
 
 
 def _deadline(task: Task, delay: float) -> float | None:

@@ -62,6 +62,8 @@ class Job(BaseModel):
     #: The definition this run was built from and keeps: a JSON type's version number
     #: ("3"), a plugin's content hash (16 hex of the sha256 of its file).
     job_version = peewee.CharField(max_length=64, default="")
+    #: The W3C traceparent of the flow's span (tracing on): its tasks are its children.
+    job_trace = peewee.CharField(max_length=64, default="")
     ret_stat = peewee.CharField(max_length=64, default="OK")
     ret_data = peewee.TextField(null=True)
     job_cost = peewee.DoubleField(default=0.0)

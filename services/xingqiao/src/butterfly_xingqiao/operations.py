@@ -15,7 +15,7 @@ from typing import Any
 import peewee
 from redis.exceptions import RedisError
 
-from butterfly_common import Refusal, mq
+from butterfly_common import Refusal, mq, tracing
 from butterfly_common.discovery import Route
 from butterfly_common.middleware import Middleware
 from butterfly_common.params import ParamError
@@ -128,23 +128,33 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
     extra = parse_extra(job_extra)
     specs, version, version_text = build_tasks(job_type, extra, job_version)
     timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
-    def insert() -> Job:
-        with store.tx():
-            job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
-                             job_name=job_name or reqid, job_type=job_type,
-                             job_type_version=version, job_version=version_text,
-                             job_extra=dumps(extra),
-                             job_timeout=timeout, job_token=secrets.token_hex(3),
-                             operator=operator, job_client=client[:64], s_ts=time.time())
-            Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
-            Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
-        return job
+    # tracing on: the flow is a span, and its context is stored with it, so every task
+    # dispatched later (by any replica, after any restart) is a child of it
+    with tracing.span(f"flow {job_type}", {"butterfly.job_namespace": job_namespace,
+                                           "butterfly.job_type": job_type,
+                                           "butterfly.job_version": version_text}) as span:
+        trace = tracing.traceparent()
 
-    try:
-        job = store.busy_retry(insert)
-    except peewee.IntegrityError:
-        raise refuse(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
-    engine.advance(job.job_id)
+        def insert() -> Job:
+            with store.tx():
+                job = Job.create(job_namespace=job_namespace, job_reqid=reqid,
+                                 job_name=job_name or reqid, job_type=job_type,
+                                 job_type_version=version, job_version=version_text,
+                                 job_extra=dumps(extra),
+                                 job_timeout=timeout, job_token=secrets.token_hex(3),
+                                 operator=operator, job_client=client[:64], s_ts=time.time(),
+                                 job_trace=trace)
+                Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
+                Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
+            return job
+
+        try:
+            job = store.busy_retry(insert)
+        except peewee.IntegrityError:
+            raise refuse(ERR_JOB_EXIST, f"a flow named {job_name or reqid!r} exists") from None
+        if span is not None:
+            span.set_attribute("butterfly.job_id", int(job.job_id))
+        engine.advance(job.job_id)
     return int(job.job_id)
 
 
