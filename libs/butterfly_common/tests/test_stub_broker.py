@@ -172,3 +172,16 @@ def test_the_plugin_fixture_routes_mq_publish_to_the_stub(stub_broker, tmp_path)
     assert stub.get(follow_up).result["greeting"] == "hello, next"
     assert mq.get(follow_up) == stub.get(follow_up)
     assert mq.wait(follow_up, timeout=1).status == FINISHED
+
+
+def test_the_stub_claims_by_priority_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    plan = [("a", 0), ("b", 0), ("c", 5), ("d", 5), ("e", -5), ("f", 100), ("g", 5)]
+    ids = {stub.publish("/tasks/greet", {"name": n}, priority=p).msg_id: n for n, p in plan}
+    front = stub.publish("/tasks/greet", {"name": "h"}, priority=5, at_front=True).msg_id
+    ids[front] = "h"
+    order = [ids[m.id] for m in stub.claim("/tasks/greet", "w", 3)]
+    order += [ids[m.id] for m in stub.claim("/tasks/greet", "w", 10)]
+    assert order == ["f", "h", "c", "d", "g", "a", "b", "e"]
+    with pytest.raises(ValueError, match="priority"):
+        stub.publish("/tasks/greet", {"name": "x"}, priority=101)

@@ -14,7 +14,16 @@ from collections import Counter
 from typing import Any
 
 from butterfly_common import Refusal, mq, nesting
-from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
+from butterfly_common.mq import (
+    FAILED,
+    FINISHED,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    STATUSES,
+    Broker,
+    Message,
+    check_priority,
+)
 from butterfly_common.mq.keys import check_id, check_topic, reserved_by
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
@@ -78,7 +87,7 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             msg_id: str | None = None, delay: float = 0.0, at_front: bool = False,
             timeout: float, max_retries: int = 0, result_ttl: float, failure_ttl: float,
             reqid: str | None = None, force: bool = False,
-            notify: str | None = None) -> dict[str, Any]:
+            notify: str | None = None, priority: int = 0) -> dict[str, Any]:
     """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``."""
     check_publish_topic(topic)
     if notify:
@@ -89,6 +98,11 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
     check_seconds("failure_ttl", failure_ttl)
     if not 0 <= max_retries <= MAX_RETRIES:
         raise ParamError(f"invalid: max_retries (must be 0..{MAX_RETRIES})")
+    try:
+        check_priority(priority)
+    except ValueError:
+        raise ParamError(f"invalid: priority (must be an integer {MIN_PRIORITY}.."
+                         f"{MAX_PRIORITY}, higher first)") from None
     if msg_id is not None:
         try:
             check_id(msg_id)
@@ -108,7 +122,8 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
                                          f"{max_bytes} (BAICHUAN_MAX_MESSAGE_BYTES)")
     done = broker.publish(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
                           timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-                          failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify)
+                          failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify,
+                          priority=priority)
     return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
 
 

@@ -27,3 +27,52 @@ local function bury(failed, key, id)
   redis.call('PEXPIRE', key, ttl)
   return 'failed'
 end
+
+-- Priorities. Ready ids of priority 0 wait in the topic's `queue` LIST (as before
+-- priorities existed); those of priority p ~= 0 in the LIST `queue .. ':' .. p`, and the
+-- ZSET `prios` (score and member p) names every such list that may be non-empty. Every
+-- list shares the topic's hash tag. A claim walks them highest priority first.
+
+-- The priority stored in record `key` (0 when unset: records older than priorities).
+local function priority_of(key)
+  return tonumber(redis.call('HGET', key, 'priority')) or 0
+end
+
+-- Make `id` ready at priority `p`: the tail of its list, or the head when `front`.
+local function enqueue(queue, prios, p, id, front)
+  local list = queue
+  if p ~= 0 then
+    list = queue .. ':' .. p
+    redis.call('ZADD', prios, p, p)
+  end
+  if front then
+    redis.call('LPUSH', list, id)
+  else
+    redis.call('RPUSH', list, id)
+  end
+end
+
+-- The ready lists in claim order: {list key, priority}, positive priorities (highest
+-- first), then `queue` (0), then negative ones. Just {{queue, 0}} when none is used.
+local function ready_lists(queue, prios)
+  local ps = redis.call('ZREVRANGE', prios, 0, -1)
+  local out = {}
+  local zero = false
+  for i = 1, #ps do
+    local p = tonumber(ps[i])
+    if p < 0 and not zero then
+      out[#out + 1] = {queue, 0}
+      zero = true
+    end
+    out[#out + 1] = {queue .. ':' .. ps[i], p}
+  end
+  if not zero then out[#out + 1] = {queue, 0} end
+  return out
+end
+
+-- Forget a priority list once it is empty (keeps `prios` short and claims cheap).
+local function drop_if_empty(prios, list, p)
+  if p ~= 0 and redis.call('EXISTS', list) == 0 then
+    redis.call('ZREM', prios, p)
+  end
+end

@@ -27,7 +27,7 @@ from .. import nesting
 from ..redis_client import pipeline
 from . import index, scripts
 from .errors import NoConsumer
-from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
+from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_priority, check_topic, to_ms
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
@@ -56,10 +56,13 @@ def backoff(attempts: int, min_backoff: float = 1.0, max_backoff: float = 300.0)
     return float(base * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrets
 
 
-def check_publish(data: Any, max_depth: int | None, notify: str | None, **numbers: float) -> None:
+def check_publish(data: Any, max_depth: int | None, notify: str | None,
+                  priority: int = 0, **numbers: float) -> None:
     """The checks of a publish that come before any key is touched, shared by every
-    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, and
-    ``timeout`` > 0 with ``delay``, ``max_retries`` and the ttls >= 0."""
+    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, ``priority``
+    an int in MIN_PRIORITY..MAX_PRIORITY, and ``timeout`` > 0 with ``delay``,
+    ``max_retries`` and the ttls >= 0."""
+    check_priority(priority)
     if not isinstance(data, dict):
         raise TypeError(f"message data must be a dict, not {type(data).__name__}")
     if numbers["timeout"] <= 0 or any(v < 0 for k, v in numbers.items() if k != "timeout"):
@@ -120,8 +123,14 @@ class Broker:
                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
-                force: bool = False, notify: str | None = None) -> PublishResult:
+                force: bool = False, notify: str | None = None,
+                priority: int = 0) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
+
+        ``priority`` (an int, -100..100, default 0): a claim takes the highest priority
+        ready, FIFO within one priority; ``at_front`` puts the message at the head of its
+        own priority. Strict: while higher priorities keep coming, lower ones wait (no
+        aging). A priority-0 publish touches exactly the keys it did before priorities.
 
         A caller-chosen ``msg_id`` makes publishing idempotent *per topic*: a second
         publish of a live id on the same topic queues nothing and returns
@@ -142,17 +151,17 @@ class Broker:
         must also sweep for messages that ended without telling it.
         """
         k = self.keys(topic)
-        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+        check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
-                int(force), to_ms(self.heartbeat_ttl), notify or ""]
+                int(force), to_ms(self.heartbeat_ttl), notify or "", priority]
         pipe = pipeline(self.client)
         call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
-                                                  k.msg(msg_id)], args)
+                                                  k.msg(msg_id), k.prios], args)
         extra = []
         if generated:
             # generated ids are unique (48 random bits per ms): index in the same trip
@@ -187,11 +196,12 @@ class Broker:
     # -- consuming --------------------------------------------------------------------
 
     def claim(self, topic: str, worker_id: str, count: int = 1) -> list[Message]:
-        """Take up to ``count`` messages (due delayed ones are promoted first), leased to
-        ``worker_id``. Each claim counts an attempt and issues a new fencing token."""
+        """Take up to ``count`` messages (due delayed ones are promoted first), highest
+        priority first, leased to ``worker_id``. Each claim counts an attempt and issues a
+        new fencing token."""
         k = self.keys(topic)
         count = max(1, min(int(count), MAX_CLAIM))
-        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started],
+        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started, k.prios],
                            [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM])
         return Message.many(flat)
 
@@ -312,7 +322,8 @@ class Broker:
             args: list[Any] = [k.msg_prefix]
             for m in group:
                 args += [m.id, m.token]
-            n += int(scripts.run(self.client, "release", [k.queue, k.started], args))
+            n += int(scripts.run(self.client, "release", [k.queue, k.started, k.prios],
+                                     args))
         return n
 
     def reap(self, topic: str) -> int:
@@ -322,7 +333,7 @@ class Broker:
         expired count handled."""
         k = self.keys(topic)
         returned, _trimmed = scripts.run(
-            self.client, "reap", [k.queue, k.started, k.finished, k.failed],
+            self.client, "reap", [k.queue, k.started, k.finished, k.failed, k.prios],
             [k.msg_prefix, self.batch, self.lost_grace, ErrorKind.LOST.value])
         return int(returned)
 
@@ -331,7 +342,7 @@ class Broker:
     def requeue(self, topic: str, msg_id: str, at_front: bool = False) -> bool:
         """Put one dead letter back in the queue with fresh attempts."""
         k = self.keys(topic)
-        n, _ = scripts.run(self.client, "requeue", [k.queue, k.failed],
+        n, _ = scripts.run(self.client, "requeue", [k.queue, k.failed, k.prios],
                            [k.msg_prefix, int(at_front), 1, msg_id])
         return bool(n)
 
@@ -340,7 +351,7 @@ class Broker:
         k = self.keys(topic)
         total = 0
         while True:
-            n, scanned = scripts.run(self.client, "requeue", [k.queue, k.failed],
+            n, scanned = scripts.run(self.client, "requeue", [k.queue, k.failed, k.prios],
                                      [k.msg_prefix, int(at_front), self.batch])
             total += int(n)
             if int(scanned) < self.batch:
@@ -350,7 +361,8 @@ class Broker:
         """Remove a message whatever its status; True if its record existed."""
         k = self.keys(topic)
         gone = int(scripts.run(self.client, "delete", [k.queue, k.delayed, k.started,
-                                                        k.finished, k.failed, k.msg(msg_id)],
+                                                        k.finished, k.failed, k.msg(msg_id),
+                                                        k.prios],
                                [msg_id]))
         if gone:
             index.forget(self.client, [msg_id], topic)
@@ -363,10 +375,10 @@ class Broker:
         statuses = STATUSES if status == "all" else (status,)
         total = 0
         for st in statuses:
-            container = k.by_status(st)
             kind = "list" if st == "queued" else "zset"
+            containers = [k.queue, k.prios] if kind == "list" else [k.by_status(st)]
             while True:
-                ids = scripts.run(self.client, "purge", [container],
+                ids = scripts.run(self.client, "purge", containers,
                                   [k.msg_prefix, kind, self.batch])
                 index.forget(self.client, list(ids), topic)
                 total += len(ids)
@@ -378,7 +390,8 @@ class Broker:
         """Sizes of the five containers of ``topic`` (one consistent snapshot)."""
         k = self.keys(topic)
         sizes = scripts.run(self.client, "counts",
-                            [k.queue, k.delayed, k.started, k.finished, k.failed], [])
+                            [k.queue, k.delayed, k.started, k.finished, k.failed, k.prios],
+                            [])
         return dict(zip(STATUSES, (int(n) for n in sizes), strict=True))
 
     def get(self, msg_id: str, topic: str | None = None) -> Message | None:
@@ -418,13 +431,16 @@ class Broker:
 
     def list(self, topic: str, status: str, page_index: int = 1, page_size: int = 20,
              newest_first: bool = True) -> tuple[int, list[Message]]:
-        """One page of messages in ``status`` and the status' total. Newest = last pushed
-        for ``queued``, otherwise highest score (due time, lease deadline, expiry)."""
+        """One page of messages in ``status`` and the status' total. ``queued`` oldest
+        first is claim order (highest priority first, FIFO within one), newest first its
+        reverse; other statuses: newest = highest score (due time, lease deadline, expiry)."""
         k = self.keys(topic)
         page_index, page_size = max(1, int(page_index)), max(1, min(int(page_size), 1000))
         start = (page_index - 1) * page_size
-        reply = scripts.run(self.client, "list", [k.by_status(status)],
-                            [k.msg_prefix, "list" if status == "queued" else "zset", start,
+        queued = status == "queued"
+        reply = scripts.run(self.client, "list",
+                            [k.queue, k.prios] if queued else [k.by_status(status)],
+                            [k.msg_prefix, "list" if queued else "zset", start,
                              start + page_size - 1, int(newest_first)])
         return int(reply[0]), Message.many(reply[1:])
 

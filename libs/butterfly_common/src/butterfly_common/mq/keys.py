@@ -7,7 +7,9 @@ change a topic's state atomically. Keys of different tags never meet in one comm
 Per topic ``T``:
 
 ===========================  ======  ==================================================
-``bc:{T}:queue``             LIST    ready ids, consumers pop from the head
+``bc:{T}:queue``             LIST    ready ids of priority 0, consumers pop from the head
+``bc:{T}:queue:<p>``         LIST    ready ids of priority ``p`` (-100..100, not 0)
+``bc:{T}:prios``             ZSET    p -> p for every priority list that may be non-empty
 ``bc:{T}:delayed``           ZSET    id -> due time (ms): delayed publish, retry backoff
 ``bc:{T}:started``           ZSET    id -> lease deadline (ms)
 ``bc:{T}:finished``          ZSET    id -> record expiry (ms)
@@ -47,8 +49,21 @@ MAX_ID_LEN = 200
 FIELDS: tuple[str, ...] = (
     "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
     "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
-    "error", "cost", "reqid", "token", "notify", "progress", "error_kind",
+    "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "priority",
 )
+
+#: A message's ``priority``: an int in this range, higher claimed first, 0 the default.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
+
+def check_priority(priority: object) -> int:
+    """An int in MIN_PRIORITY..MAX_PRIORITY (a bool or a float is refused, not rounded)."""
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or not MIN_PRIORITY <= priority <= MAX_PRIORITY):
+        raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}: "
+                         f"{priority!r}")
+    return priority
 
 
 def to_ms(seconds: float) -> int:
@@ -139,18 +154,25 @@ class TopicKeys:
     failed: str
     workers: str
     msg_prefix: str
+    prios: str
 
     @classmethod
     def of(cls, topic: str) -> TopicKeys:
         base = f"{PREFIX}:{{{check_topic(topic)}}}:"
         return cls(topic, base + "queue", base + "delayed", base + "started",
-                   base + "finished", base + "failed", base + "workers", base + "msg:")
+                   base + "finished", base + "failed", base + "workers", base + "msg:",
+                   base + "prios")
 
     def msg(self, msg_id: str) -> str:
         return self.msg_prefix + msg_id
 
+    def ready(self, priority: int) -> str:
+        """The LIST of ready ids of ``priority`` (0: the topic's ``queue``)."""
+        return self.queue if priority == 0 else f"{self.queue}:{priority}"
+
     def by_status(self, status: str) -> str:
-        """The container key holding ids in ``status`` (``queued`` is the LIST)."""
+        """The container key holding ids in ``status`` (``queued``: the priority 0 LIST,
+        the scripts find the other priorities' lists through ``prios``)."""
         try:
             return {"queued": self.queue, "delayed": self.delayed, "started": self.started,
                     "finished": self.finished, "failed": self.failed}[status]

@@ -129,6 +129,8 @@ class Message:
     #: Why the latest attempt failed (an :class:`ErrorKind` value); None while it has
     #: not failed. ``error`` says it in words, this is what a program should branch on.
     error_kind: str | None = None
+    #: Claim order: higher first (-100..100), FIFO within one priority; 0 the default.
+    priority: int = 0
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -147,6 +149,7 @@ class Message:
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
             progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
+            priority=_int(v["priority"]),
         )
 
     @classmethod

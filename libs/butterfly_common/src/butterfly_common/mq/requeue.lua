@@ -1,4 +1,4 @@
--- KEYS: queue, failed
+-- KEYS: queue, failed, prios
 -- ARGV: msg_prefix, at_front, limit, [id]
 -- Move one dead letter (id given) or up to `limit` of them back to the queue with fresh
 -- attempts. Reply: {requeued, ids looked at}.
@@ -17,11 +17,7 @@ for i = 1, #ids do
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
       'worker', '', 'started_at', '', 'ended_at', '')
-    if ARGV[2] == '1' then
-      redis.call('LPUSH', KEYS[1], id)
-    else
-      redis.call('RPUSH', KEYS[1], id)
-    end
+    enqueue(KEYS[1], KEYS[3], priority_of(key), id, ARGV[2] == '1')
     n = n + 1
   end
 end

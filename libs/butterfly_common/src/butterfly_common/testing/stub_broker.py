@@ -130,11 +130,12 @@ class StubBroker:
                 timeout: float = DEFAULT_TIMEOUT, max_retries: int = 0,
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
-                force: bool = False, notify: str | None = None) -> PublishResult:
+                force: bool = False, notify: str | None = None,
+                priority: int = 0) -> PublishResult:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
         refusals); returns ``PublishResult(msg_id, created, status)``."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
-        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+        check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         known = self._record(topic, msg_id)
@@ -148,7 +149,8 @@ class StubBroker:
             id=msg_id, topic=topic, data=json.loads(_json(data)), status=status,
             max_retries=int(max_retries), timeout=float(timeout),
             result_ttl=float(result_ttl), failure_ttl=float(failure_ttl), created_at=now,
-            enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "")
+            enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "",
+            priority=priority)
         if delay > 0:
             self._delayed.setdefault(topic, {})[msg_id] = now + delay
         elif at_front:
@@ -261,7 +263,7 @@ class StubBroker:
         queue = self._queues.get(topic, deque())
         out: list[Message] = []
         while queue and len(out) < max(1, count):
-            msg = self._record(topic, queue.popleft())
+            msg = self._record(topic, self._pop_highest(topic, queue))
             if msg is None:  # deleted meanwhile
                 continue
             msg.attempts += 1
@@ -270,6 +272,18 @@ class StubBroker:
             msg.progress = msg.error_kind = None  # a new attempt starts clean, as on Redis
             out.append(replace(msg))
         return out
+
+    def _pop_highest(self, topic: str, queue: deque[str]) -> str:
+        """Take the first id of the highest priority (FIFO within one, as on Redis)."""
+        best, best_at = None, 0
+        for at, msg_id in enumerate(queue):
+            msg = self._record(topic, msg_id)
+            p = msg.priority if msg is not None else 0
+            if best is None or p > best:
+                best, best_at = p, at
+        msg_id = queue[best_at]
+        del queue[best_at]
+        return msg_id
 
     def _fenced(self, msg: Message) -> Message | None:
         """The record still started under ``msg``'s claim, else None (fenced out)."""

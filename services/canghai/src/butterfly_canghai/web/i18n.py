@@ -53,6 +53,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "status": ("状态", "Status"),
     "newest": ("最新在前", "Newest first"),
     "oldest": ("最早在前", "Oldest first"),
+    "by_priority": ("按优先级（领取顺序）", "By priority (claim order)"),
+    "priority": ("优先级", "Priority"),
     "search_id": ("按消息 ID 或请求 ID 查找", "Find by message id or request id"),
     "find": ("查找", "Find"),
     "filter_topics": ("筛选主题", "Filter topics"),

@@ -41,7 +41,7 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             delay: float = 0.0, at_front: bool = False, timeout: float = DEFAULT_TIMEOUT,
             max_retries: int = 0, result_ttl: float = DEFAULT_RESULT_TTL,
             failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False,
-            notify: str | None = None) -> Any:
+            notify: str | None = None, priority: int = 0) -> Any:
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
@@ -53,13 +53,16 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     stored with the message, so the consumer's access log carries the same ``x-reqid``.
     ``notify`` (a topic): when the message finishes or finally fails, the consumer publishes
     ``{msg_id, topic, status, stat, cost}`` there (at-least-once; sweep for notices lost to
-    a crash).
+    a crash). ``priority`` (an integer -100..100, default 0): consumers take the highest
+    priority ready first, FIFO within one priority (``at_front``: the head of its own
+    priority); anything else is ERR_BAD_PARAMS.
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
         mq.broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-        failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify)
+        failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify,
+        priority=priority)
 
 
 @api(topic=False, statuses=HTTP_CODES)
@@ -139,7 +142,8 @@ def topics(req: Request, page_index: int = 1, page_size: int = 100) -> Any:
 def msgs(req: Request, topic: str, status: str = "queued", page_index: int = 1,
          page_size: int = 20, order: str = "newest") -> Any:
     """One page of ``topic``'s messages in ``status``, ``order`` newest (default) or
-    oldest first, as ``data: {total, list}``."""
+    oldest first, as ``data: {total, list}``; each record shows its ``priority``. Queued
+    messages oldest first are in claim order: highest priority first, FIFO within one."""
     return OK, {"data": queue_admin.msgs_page(mq.broker(), topic, status, page_index,
                                               page_size, order)}
 
