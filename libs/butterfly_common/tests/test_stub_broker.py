@@ -185,3 +185,26 @@ def test_the_stub_claims_by_priority_as_redis_does(tmp_path):
     assert order == ["f", "h", "c", "d", "g", "a", "b", "e"]
     with pytest.raises(ValueError, match="priority"):
         stub.publish("/tasks/greet", {"name": "x"}, priority=101)
+
+
+def test_the_stub_deduplicates_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    first = stub.publish("/tasks/greet", {"name": "a"}, dedup_key="k")
+    again = stub.publish("/tasks/greet", {"name": "b"}, dedup_key="k")
+    assert first.dedup == {"outcome": "new", "msg_id": first.msg_id}
+    assert again.dedup == {"outcome": "duplicate", "msg_id": first.msg_id}
+    assert (again.msg_id, again.created) == (first.msg_id, False)
+    assert stub.join() == 1
+    assert stub.publish("/tasks/greet", {"name": "c"}, dedup_key="k").dedup["outcome"] == "new"
+    opts = {"dedup_key": "d", "dedup_mode": "debounce", "dedup_ttl": 60.0}
+    one = stub.publish("/tasks/greet", {"name": "one"}, **opts)
+    two = stub.publish("/tasks/greet", {"name": "two"}, **opts)
+    assert two.dedup == {"outcome": "replaced", "msg_id": two.msg_id, "replaced": one.msg_id}
+    assert stub.get(one.msg_id) is None
+    t1 = stub.publish("/tasks/greet", {"name": "t"}, dedup_key="t", dedup_mode="throttle",
+                      dedup_ttl=60.0)
+    t2 = stub.publish("/tasks/greet", {"name": "t"}, dedup_key="t", dedup_mode="throttle",
+                      dedup_ttl=60.0)
+    assert t2.dedup == {"outcome": "throttled", "msg_id": t1.msg_id}
+    with pytest.raises(ValueError, match="dedup_mode"):
+        stub.publish("/tasks/greet", {"name": "x"}, dedup_key="k", dedup_mode="sometimes")

@@ -163,3 +163,12 @@ def test_messages_show_priority_and_sort_queued_by_it(client, broker) -> None:
     # priority order is the queue's own: other statuses keep their time order
     assert client.get("/console/messages/rows?topic=/p/prio&status=failed&order=priority"
                       ).status_code == 200
+
+
+def test_message_page_shows_priority_and_dedup_key(client, broker) -> None:
+    msg_id = broker.publish("/p/prio", {}, force=True, priority=12, dedup_key="inv-9",
+                            dedup_mode="throttle", dedup_ttl=60).msg_id
+    sign_in(client, "vera")
+    html = client.get(f"/console/message?id={msg_id}").text
+    assert re.search(r'data-field="priority">12</dd>', html)
+    assert 'data-field="dedup">inv-9 (throttle)</dd>' in html

@@ -24,7 +24,7 @@ from butterfly_common.mq import (
     Message,
     check_priority,
 )
-from butterfly_common.mq.keys import check_id, check_topic, reserved_by
+from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
 
@@ -87,8 +87,11 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             msg_id: str | None = None, delay: float = 0.0, at_front: bool = False,
             timeout: float, max_retries: int = 0, result_ttl: float, failure_ttl: float,
             reqid: str | None = None, force: bool = False,
-            notify: str | None = None, priority: int = 0) -> dict[str, Any]:
-    """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``."""
+            notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
+            dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+            dedup_extend: bool = False) -> dict[str, Any]:
+    """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``, a
+    publish with a ``dedup_key`` says which message stands in ``dedup``."""
     check_publish_topic(topic)
     if notify:
         check_publish_topic(notify)
@@ -103,6 +106,11 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
     except ValueError:
         raise ParamError(f"invalid: priority (must be an integer {MIN_PRIORITY}.."
                          f"{MAX_PRIORITY}, higher first)") from None
+    check_seconds("dedup_ttl", dedup_ttl)
+    try:
+        check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
+    except ValueError as exc:
+        raise ParamError(f"invalid: dedup ({exc})") from None
     if msg_id is not None:
         try:
             check_id(msg_id)
@@ -123,8 +131,13 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
     done = broker.publish(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
                           timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
                           failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify,
-                          priority=priority)
-    return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
+                          priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode,
+                          dedup_ttl=dedup_ttl, dedup_extend=dedup_extend)
+    answer: dict[str, Any] = {"msg_id": done.msg_id, "created": done.created,
+                              "status": done.status}
+    if done.dedup is not None:
+        answer["dedup"] = done.dedup
+    return answer
 
 
 def not_found(msg_id: str, topic: str | None = None) -> Refusal:

@@ -17,7 +17,11 @@ end
 
 -- Dead-letter: status failed, kept failure_ttl ms in the `failed` zset (0 = drop at once).
 local function bury(failed, key, id)
-  local ttl = tonumber(redis.call('HGET', key, 'failure_ttl')) or 0
+  local r = redis.call('HMGET', key, 'failure_ttl', 'dedup_ref')
+  local ttl = tonumber(r[1]) or 0
+  if r[2] and r[2] ~= '' and redis.call('GET', r[2]) == id then
+    redis.call('DEL', r[2])  -- an until_done message has ended: its key is free
+  end
   if ttl <= 0 then
     redis.call('DEL', key)
     return 'failed'
@@ -74,5 +78,14 @@ end
 local function drop_if_empty(prios, list, p)
   if p ~= 0 and redis.call('EXISTS', list) == 0 then
     redis.call('ZREM', prios, p)
+  end
+end
+
+-- Deduplication (publish.lua). A message published with dedup mode `until_done` holds the
+-- key `bc:{T}:dedup:<dedup_key>` (its name stored as the record's `dedup_ref`) while it is
+-- live; the script that ends or deletes it lets go of the key, if it still holds it.
+local function release_dedup(ref, id)
+  if ref and ref ~= '' and redis.call('GET', ref) == id then
+    redis.call('DEL', ref)
   end
 end

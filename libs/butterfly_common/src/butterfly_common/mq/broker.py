@@ -27,7 +27,16 @@ from .. import nesting
 from ..redis_client import pipeline
 from . import index, scripts
 from .errors import NoConsumer
-from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_priority, check_topic, to_ms
+from .keys import (
+    FIELDS,
+    TOPICS,
+    TopicKeys,
+    check_dedup,
+    check_id,
+    check_priority,
+    check_topic,
+    to_ms,
+)
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
@@ -124,7 +133,9 @@ class Broker:
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
                 force: bool = False, notify: str | None = None,
-                priority: int = 0) -> PublishResult:
+                priority: int = 0, dedup_key: str | None = None,
+                dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+                dedup_extend: bool = False) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
 
         ``priority`` (an int, -100..100, default 0): a claim takes the highest priority
@@ -149,19 +160,30 @@ class Broker:
         ``consumer.py``). At-least-once: a notice may come twice, and one lost to a
         consumer crash between recording and notifying never comes, so the publisher
         must also sweep for messages that ended without telling it.
+
+        ``dedup_key`` (independent of ``msg_id``) deduplicates by the caller's key, per
+        topic, in ``dedup_mode`` (``until_done`` by default, ``throttle``, ``debounce``;
+        ``dedup_ttl`` seconds, ``dedup_extend``: see :data:`.keys.DEDUP_MODES` and
+        docs/queue.md); the result's ``dedup`` says which message stands and why. Still
+        the one script: the key carries the topic's hash tag.
         """
         k = self.keys(topic)
         check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
                 int(force), to_ms(self.heartbeat_ttl), notify or "", priority]
+        keys = [k.queue, k.delayed, k.workers, k.msg(msg_id), k.prios]
+        if mode is not None:
+            assert dedup_key is not None
+            keys.append(k.dedup(dedup_key))
+            args += [dedup_key, mode, to_ms(dedup_ttl), int(dedup_extend)]
         pipe = pipeline(self.client)
-        call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
-                                                  k.msg(msg_id), k.prios], args)
+        call = scripts.queue_in(pipe, "publish", keys, args)
         extra = []
         if generated:
             # generated ids are unique (48 random bits per ms): index in the same trip
@@ -173,14 +195,25 @@ class Broker:
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
                                  best_effort=extra)
         index.ignore_errors(results, extra, "publish bookkeeping")
-        code, status = int(results[0][0]), results[0][1]
+        reply = results[0]
+        code, status = int(reply[0]), reply[1]
         if code < 0:
             if generated:
                 index.forget(self.client, [msg_id], topic)
             raise NoConsumer(topic)
         if code == 1 and not generated:
             index.write(self.client, msg_id, topic, idx_ttl)
-        return PublishResult(msg_id, code == 1, status)
+        if len(reply) < 4:
+            return PublishResult(msg_id, code == 1, status)
+        outcome, standing = reply[2], reply[3]
+        dedup = {"outcome": outcome, "msg_id": standing}
+        gone = [reply[4]] if len(reply) > 4 and reply[4] else []
+        if gone:
+            dedup["replaced"] = reply[4]
+        if code == 0 and generated:
+            gone.append(msg_id)  # indexed in the same trip, never created
+        index.forget(self.client, gone, topic)
+        return PublishResult(standing, code == 1, status, dedup)
 
     def _register_due(self, topic: str) -> bool:
         """True when this broker has not added ``topic`` to the registry in the last

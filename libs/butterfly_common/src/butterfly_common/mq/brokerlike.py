@@ -28,7 +28,9 @@ class BrokerLike(Protocol):
                 delay: float = ..., at_front: bool = ..., timeout: float = ...,
                 max_retries: int = ..., result_ttl: float = ..., failure_ttl: float = ...,
                 reqid: str | None = ..., force: bool = ...,
-                notify: str | None = ..., priority: int = ...) -> PublishResult: ...
+                notify: str | None = ..., priority: int = ...,
+                dedup_key: str | None = ..., dedup_mode: str | None = ...,
+                dedup_ttl: float = ..., dedup_extend: bool = ...) -> PublishResult: ...
 
     def get(self, msg_id: str, topic: str | None = ...) -> Message | None: ...
 

@@ -1,7 +1,9 @@
 -- KEYS: queue, delayed, started, finished, failed, msg, prios
 -- ARGV: id
 -- Remove a message wherever it is. Reply: 1 if its record existed.
-local p = priority_of(KEYS[6])
+local r = redis.call('HMGET', KEYS[6], 'priority', 'dedup_ref')
+local p = tonumber(r[1]) or 0
+release_dedup(r[2], ARGV[1])
 local n = redis.call('DEL', KEYS[6])
 local list = KEYS[1]
 if p ~= 0 then list = KEYS[1] .. ':' .. p end

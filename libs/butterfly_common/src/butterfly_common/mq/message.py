@@ -74,11 +74,18 @@ def new_id() -> str:
 
 
 class PublishResult(NamedTuple):
-    """What :meth:`Broker.publish` did: ``created`` is False for a repeated ``msg_id``."""
+    """What :meth:`Broker.publish` did: ``created`` is False for a repeated ``msg_id``.
+
+    With a ``dedup_key``, ``dedup`` says which message stands and why:
+    ``{"outcome": "new" | "replaced" | "duplicate" | "throttled", "msg_id": <standing id>}``
+    plus ``"replaced": <id>`` (the message the publish took the place of) for
+    ``replaced``; ``msg_id`` and ``status`` are then the standing message's. None without
+    a dedup key."""
 
     msg_id: str
     created: bool
     status: str
+    dedup: dict[str, str] | None = None
 
 
 def _loads(text: str) -> Any:
@@ -131,6 +138,9 @@ class Message:
     error_kind: str | None = None
     #: Claim order: higher first (-100..100), FIFO within one priority; 0 the default.
     priority: int = 0
+    #: The caller's deduplication key and mode ("" when published without).
+    dedup_key: str = ""
+    dedup_mode: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -149,7 +159,8 @@ class Message:
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
             progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
-            priority=_int(v["priority"]),
+            priority=_int(v["priority"]), dedup_key=v["dedup_key"] or "",
+            dedup_mode=v["dedup_mode"] or "",
         )
 
     @classmethod

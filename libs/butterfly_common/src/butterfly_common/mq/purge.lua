@@ -20,6 +20,8 @@ else
   end
 end
 for i = 1, #ids do
-  redis.call('DEL', ARGV[1] .. ids[i])
+  local key = ARGV[1] .. ids[i]
+  release_dedup(redis.call('HGET', key, 'dedup_ref'), ids[i])
+  redis.call('DEL', key)
 end
 return ids

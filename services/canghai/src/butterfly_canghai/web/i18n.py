@@ -55,6 +55,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "oldest": ("最早在前", "Oldest first"),
     "by_priority": ("按优先级（领取顺序）", "By priority (claim order)"),
     "priority": ("优先级", "Priority"),
+    "dedup_key": ("去重键", "Dedup key"),
     "search_id": ("按消息 ID 或请求 ID 查找", "Find by message id or request id"),
     "find": ("查找", "Find"),
     "filter_topics": ("筛选主题", "Filter topics"),

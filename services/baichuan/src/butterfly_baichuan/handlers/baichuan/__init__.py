@@ -41,7 +41,9 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             delay: float = 0.0, at_front: bool = False, timeout: float = DEFAULT_TIMEOUT,
             max_retries: int = 0, result_ttl: float = DEFAULT_RESULT_TTL,
             failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False,
-            notify: str | None = None, priority: int = 0) -> Any:
+            notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
+            dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+            dedup_extend: bool = False) -> Any:
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
@@ -56,13 +58,22 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     a crash). ``priority`` (an integer -100..100, default 0): consumers take the highest
     priority ready first, FIFO within one priority (``at_front``: the head of its own
     priority); anything else is ERR_BAD_PARAMS.
+    ``dedup_key`` (1..200 printable non-space chars, independent of ``msg_id``)
+    deduplicates per topic in ``dedup_mode``: ``until_done`` (default: while the message
+    holding the key is queued, delayed or started, a publish answers that one),
+    ``throttle`` (one message per key per ``dedup_ttl`` seconds) or ``debounce`` (within
+    ``dedup_ttl`` the latest publish replaces the one not started yet; ``dedup_extend``
+    restarts the ttl). The answer then has ``dedup: {outcome: new|replaced|duplicate|
+    throttled, msg_id: <the standing message>, replaced: <id>}``, and ``msg_id``/
+    ``status`` are the standing message's. Inconsistent dedup options are ERR_BAD_PARAMS.
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
         mq.broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
         failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify,
-        priority=priority)
+        priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode, dedup_ttl=dedup_ttl,
+        dedup_extend=dedup_extend)
 
 
 @api(topic=False, statuses=HTTP_CODES)
