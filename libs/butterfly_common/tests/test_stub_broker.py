@@ -12,6 +12,7 @@ import pytest
 from butterfly_common import mq
 from butterfly_common.consumer import Consumer
 from butterfly_common.mq import DELAYED, FAILED, FINISHED, QUEUED, Broker, Message, NoConsumer
+from butterfly_common.mq import client as mq_client
 from butterfly_common.mq.errors import InvalidTopic
 from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import build_runtime
@@ -208,3 +209,21 @@ def test_the_stub_deduplicates_as_redis_does(tmp_path):
     assert t2.dedup == {"outcome": "throttled", "msg_id": t1.msg_id}
     with pytest.raises(ValueError, match="dedup_mode"):
         stub.publish("/tasks/greet", {"name": "x"}, dedup_key="k", dedup_mode="sometimes")
+
+
+def test_the_stub_publishes_many_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    results = stub.publish_many([{"topic": "/tasks/greet", "data": {"name": "a"}},
+                                 {"topic": "/elsewhere/work", "data": {}},
+                                 {"topic": "/tasks/greet", "data": {"name": "b"},
+                                  "msg_id": "x"},
+                                 {"topic": "/tasks/greet", "data": {"name": "c"},
+                                  "msg_id": "x"}])
+    assert [(r.created, r.status) for r in results] == [
+        (True, QUEUED), (False, "no_consumer"), (True, QUEUED), (False, QUEUED)]
+    assert stub.join() == 2
+    with pytest.raises(ValueError, match="priority"):
+        stub.publish_many([{"topic": "/tasks/greet", "data": {}, "priority": 1000}])
+    with mq_client.stand_in(stub):
+        (one,) = mq.publish_many([{"topic": "/tasks/greet", "data": {"name": "d"}}])
+    assert stub.get(one.msg_id).status == QUEUED

@@ -10,7 +10,7 @@ Redis).
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
 from .brokerlike import BrokerLike
-from .client import broker, get, get_many, publish, wait
+from .client import broker, get, get_many, publish, publish_many, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
 from .keys import MAX_PRIORITY, MIN_PRIORITY, check_priority, topic_problem, valid_topic
 from .message import (
@@ -32,5 +32,6 @@ __all__ = [
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUED", "STARTED",
     "STATUSES", "Broker", "BrokerLike", "ErrorKind", "InvalidTopic", "MQError", "Message",
     "MessageIdConflict", "NoConsumer", "PublishResult", "Registry", "broker", "check_priority",
-    "get", "get_many", "new_id", "publish", "topic_problem", "valid_topic", "wait",
+    "get", "get_many", "new_id", "publish", "publish_many", "topic_problem", "valid_topic",
+    "wait",
 ]

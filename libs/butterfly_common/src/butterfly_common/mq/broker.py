@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from .. import nesting
 from ..redis_client import pipeline
@@ -35,11 +39,14 @@ from .keys import (
     check_id,
     check_priority,
     check_topic,
+    id_key,
     to_ms,
 )
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 180.0
 DEFAULT_RESULT_TTL = 86400.0
@@ -52,6 +59,30 @@ NOTICE_RESULT_TTL = 600.0
 #: registry never drops a topic, so repeating the ZADD NX on every message only cost a
 #: command per publish).
 REGISTER_EVERY = 1.0
+#: Messages per pipelined round trip of :meth:`Broker.publish_many`.
+PUBLISH_CHUNK = 500
+#: The status of a :meth:`Broker.publish_many` item refused for want of a live consumer
+#: (``publish`` raises :class:`NoConsumer` instead).
+NO_CONSUMER = "no_consumer"
+#: The per-message options of a publish and their defaults (``publish_many`` items).
+PUBLISH_OPTIONS: dict[str, Any] = {
+    "msg_id": None, "delay": 0.0, "at_front": False, "timeout": DEFAULT_TIMEOUT,
+    "max_retries": 0, "result_ttl": DEFAULT_RESULT_TTL, "failure_ttl": DEFAULT_FAILURE_TTL,
+    "reqid": None, "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None,
+    "dedup_ttl": 0.0, "dedup_extend": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One checked publish, ready to go out as a script call."""
+
+    topic: str
+    msg_id: str
+    generated: bool
+    idx_ttl: int
+    keys: list[str]
+    args: list[Any]
 
 
 def _json(value: Any) -> str:
@@ -167,6 +198,39 @@ class Broker:
         docs/queue.md); the result's ``dedup`` says which message stands and why. Still
         the one script: the key carries the topic's hash tag.
         """
+        one = self._prepare(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
+                            timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
+                            failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify,
+                            priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode,
+                            dedup_ttl=dedup_ttl, dedup_extend=dedup_extend)
+        pipe = pipeline(self.client)
+        call = scripts.queue_in(pipe, "publish", one.keys, one.args)
+        extra = []
+        if one.generated:
+            # generated ids are unique (48 random bits per ms): index in the same trip
+            index.queue_write(pipe, one.msg_id, topic, one.idx_ttl)
+            extra.append(1)
+        if force and self._register_due(topic):
+            pipe.zadd(TOPICS, {topic: 0}, nx=True)
+            extra.append(len(extra) + 1)
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
+                                 best_effort=extra)
+        index.ignore_errors(results, extra, "publish bookkeeping")
+        result, write, forget = self._outcome(one, results[0])
+        if result.status == NO_CONSUMER:
+            index.forget(self.client, forget, topic)
+            raise NoConsumer(topic)
+        if write:
+            index.write(self.client, one.msg_id, topic, one.idx_ttl)
+        index.forget(self.client, forget, topic)
+        return result
+
+    def _prepare(self, topic: str, data: dict[str, Any], *, msg_id: str | None,
+                 delay: float, at_front: bool, timeout: float, max_retries: int,
+                 result_ttl: float, failure_ttl: float, reqid: str | None, force: bool,
+                 notify: str | None, priority: int, dedup_key: str | None,
+                 dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool) -> _Prepared:
+        """Check one publish and build its script call (nothing touches Redis)."""
         k = self.keys(topic)
         check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
@@ -182,38 +246,112 @@ class Broker:
             assert dedup_key is not None
             keys.append(k.dedup(dedup_key))
             args += [dedup_key, mode, to_ms(dedup_ttl), int(dedup_extend)]
-        pipe = pipeline(self.client)
-        call = scripts.queue_in(pipe, "publish", keys, args)
-        extra = []
-        if generated:
-            # generated ids are unique (48 random bits per ms): index in the same trip
-            index.queue_write(pipe, msg_id, topic, idx_ttl)
-            extra.append(1)
-        if force and self._register_due(topic):
-            pipe.zadd(TOPICS, {topic: 0}, nx=True)
-            extra.append(len(extra) + 1)
-        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
-                                 best_effort=extra)
-        index.ignore_errors(results, extra, "publish bookkeeping")
-        reply = results[0]
+        return _Prepared(topic, msg_id, generated, idx_ttl, keys, args)
+
+    @staticmethod
+    def _outcome(one: _Prepared, reply: Any) -> tuple[PublishResult, bool, list[str]]:
+        """The result of one publish script's ``reply``, whether the id index still needs
+        writing (a caller-chosen id that was created) and the ids whose index entries
+        must go (a replaced message; a generated id indexed but never created)."""
         code, status = int(reply[0]), reply[1]
         if code < 0:
-            if generated:
-                index.forget(self.client, [msg_id], topic)
-            raise NoConsumer(topic)
-        if code == 1 and not generated:
-            index.write(self.client, msg_id, topic, idx_ttl)
+            return (PublishResult(one.msg_id, False, NO_CONSUMER),
+                    False, [one.msg_id] if one.generated else [])
+        write = code == 1 and not one.generated
         if len(reply) < 4:
-            return PublishResult(msg_id, code == 1, status)
+            return PublishResult(one.msg_id, code == 1, status), write, []
         outcome, standing = reply[2], reply[3]
         dedup = {"outcome": outcome, "msg_id": standing}
         gone = [reply[4]] if len(reply) > 4 and reply[4] else []
         if gone:
             dedup["replaced"] = reply[4]
-        if code == 0 and generated:
-            gone.append(msg_id)  # indexed in the same trip, never created
-        index.forget(self.client, gone, topic)
-        return PublishResult(standing, code == 1, status, dedup)
+        if code == 0 and one.generated:
+            gone.append(one.msg_id)  # indexed in the same trip, never created
+        return PublishResult(standing, code == 1, status, dedup), write, gone
+
+    def publish_many(self, messages: Iterable[dict[str, Any]], *, force: bool = False,
+                     chunk: int = PUBLISH_CHUNK, **defaults: Any) -> builtins.list[
+                         PublishResult]:
+        """Publish several messages in pipelined round trips (``chunk`` per trip): each
+        item is a dict of :meth:`publish`'s arguments (``topic`` and ``data`` required,
+        any other option per message), ``defaults`` fill in the options an item leaves
+        out; ``force`` is for all.
+
+        Every item is checked before anything is sent: a bad one raises (ValueError,
+        TypeError, InvalidTopic) with its index and nothing is published. Each message is
+        still its own publish script, so idempotent by its ``msg_id`` (a repeated id
+        answers ``created=False``) and deduplicated by its ``dedup_key`` like
+        :meth:`publish`. No exception for a topic without a live consumer: that item's
+        result is ``created=False`` with status ``no_consumer`` (nothing queued), the
+        others are published. Results come in the order of ``messages``.
+        """
+        unknown = set(defaults) - set(PUBLISH_OPTIONS)
+        if unknown:
+            raise TypeError(f"publish_many: unknown option(s) {', '.join(sorted(unknown))}")
+        prepared: builtins.list[_Prepared] = []
+        for i, item in enumerate(messages):
+            if not isinstance(item, dict) or "topic" not in item or "data" not in item:
+                raise TypeError(f"message {i}: a dict with topic and data is required")
+            options = {**defaults, **item}
+            bad = set(options) - {"topic", "data", *PUBLISH_OPTIONS}
+            if bad:
+                raise TypeError(f"message {i}: unknown option(s) {', '.join(sorted(bad))}")
+            topic, data = options.pop("topic"), options.pop("data")
+            try:
+                prepared.append(self._prepare(topic, data, force=force,
+                                              **{**PUBLISH_OPTIONS, **options}))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"message {i}: {exc}") from None
+        chunk = max(1, int(chunk))
+        out: builtins.list[PublishResult] = []
+        for start in range(0, len(prepared), chunk):
+            out += self._publish_chunk(prepared[start:start + chunk], force)
+        return out
+
+    def _publish_chunk(self, batch: builtins.list[_Prepared], force: bool
+                       ) -> builtins.list[PublishResult]:
+        """One pipelined round trip: every script, the index entries of generated ids and
+        the registry entries of forced topics; then one more for the index entries of
+        caller-chosen ids that were created and those to forget (only when there are)."""
+        pipe = pipeline(self.client)
+        calls: dict[int, tuple[Any, ...]] = {}
+        best_effort: builtins.list[int] = []
+        n = 0
+        for one in batch:
+            calls[n] = scripts.queue_in(pipe, "publish", one.keys, one.args)
+            n += 1
+            if one.generated:
+                index.queue_write(pipe, one.msg_id, one.topic, one.idx_ttl)
+                best_effort.append(n)
+                n += 1
+        if force:
+            for topic in dict.fromkeys(one.topic for one in batch):
+                if self._register_due(topic):
+                    pipe.zadd(TOPICS, {topic: 0}, nx=True)
+                    best_effort.append(n)
+                    n += 1
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
+                                 best_effort=best_effort)
+        index.ignore_errors(results, best_effort, "publish bookkeeping")
+        out = []
+        after = pipeline(self.client)
+        pending = 0
+        for one, i in zip(batch, calls, strict=True):
+            result, write, forget = self._outcome(one, results[i])
+            out.append(result)
+            if write:
+                index.queue_write(after, one.msg_id, one.topic, one.idx_ttl)
+                pending += 1
+            for gone in forget:
+                after.execute_command("DEL", id_key(gone))
+                pending += 1
+        if pending:
+            try:
+                index.ignore_errors(after.execute(raise_on_error=False), list(range(pending)),
+                                    "publish_many id index")
+            except RedisError as exc:  # best effort, like every index write
+                log.warning("publish_many id index writes failed: %s", exc)
+        return out
 
     def _register_due(self, topic: str) -> bool:
         """True when this broker has not added ``topic`` to the registry in the last

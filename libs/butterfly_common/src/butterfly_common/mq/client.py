@@ -29,7 +29,8 @@ from .brokerlike import BrokerLike
 from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
 
-__all__ = ["broker", "get", "get_many", "publish", "stand_in", "valid_topic", "wait"]
+__all__ = ["broker", "get", "get_many", "publish", "publish_many", "stand_in", "valid_topic",
+           "wait"]
 
 _lock = threading.Lock()
 _broker: Broker | None = None
@@ -90,6 +91,17 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
         rid = current_reqid.get()
         options["reqid"] = None if rid == NO_REQID else rid
     return _source().publish(topic, data, **options)
+
+
+def publish_many(messages: Sequence[dict[str, Any]], **options: Any) -> list[PublishResult]:
+    """Queue several messages in pipelined round trips; items and options as
+    :meth:`Broker.publish_many` (each item a dict with ``topic``, ``data`` and any
+    per-message option). The current request's id travels with them unless ``reqid``
+    is given (as an option or per item)."""
+    if "reqid" not in options:
+        rid = current_reqid.get()
+        options["reqid"] = None if rid == NO_REQID else rid
+    return _source().publish_many(messages, **options)
 
 
 def get(msg_id: str, topic: str | None = None) -> Message | None:

@@ -35,6 +35,7 @@ from ..mq.broker import (
     DEFAULT_RESULT_TTL,
     DEFAULT_TIMEOUT,
     LEASE,
+    NO_CONSUMER,
     NOTICE_RESULT_TTL,
     backoff,
     check_publish,
@@ -195,6 +196,29 @@ class StubBroker:
         if replaced:
             dedup["replaced"] = replaced
         return PublishResult(msg_id, True, status, dedup)
+
+    def publish_many(self, messages: Iterable[dict[str, Any]], *, force: bool = False,
+                     chunk: int = 500, **defaults: Any) -> list[PublishResult]:
+        """:meth:`publish` of each item (a dict with ``topic``, ``data`` and options), as
+        :meth:`Broker.publish_many`: every item checked first, a topic without consumer
+        answers status ``no_consumer`` instead of raising."""
+        items = [{**defaults, **item} for item in messages]
+        for i, item in enumerate(items):
+            if "topic" not in item or "data" not in item:
+                raise TypeError(f"message {i}: a dict with topic and data is required")
+            check_publish(item["data"], self.max_depth, item.get("notify"),
+                          item.get("priority", 0), timeout=item.get("timeout", 1.0),
+                          delay=item.get("delay", 0.0), max_retries=item.get("max_retries", 0),
+                          result_ttl=item.get("result_ttl", 0.0),
+                          failure_ttl=item.get("failure_ttl", 0.0))
+        out = []
+        for item in items:
+            topic, data = item.pop("topic"), item.pop("data")
+            try:
+                out.append(self.publish(topic, data, force=force, **item))
+            except NoConsumer:
+                out.append(PublishResult(item.get("msg_id") or "", False, NO_CONSUMER))
+        return out
 
     def get(self, msg_id: str, topic: str | None = None) -> Message | None:
         """A copy of the record of ``msg_id`` (of ``topic``, or found by id alone)."""

@@ -77,6 +77,26 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
 
 
 @api(topic=False, statuses=HTTP_CODES)
+def publish_many(req: Request, messages: list, force: bool = False) -> Any:
+    """Queue up to 1000 messages in one call, pipelined (far fewer round trips than one
+    ``publish`` each). ``messages`` is a list of objects, each with ``topic`` and ``data``
+    and any per-message option of ``publish`` (``msg_id``, ``delay``, ``at_front``,
+    ``timeout``, ``max_retries``, ``result_ttl``, ``failure_ttl``, ``notify``,
+    ``priority``, ``dedup_key``, ``dedup_mode``, ``dedup_ttl``, ``dedup_extend``);
+    ``force`` is for all. Every item is checked as ``publish`` checks it before anything
+    is queued: a refusal (ERR_BAD_PARAMS, ERR_BAD_TOPIC, ERR_MSG_TOO_LARGE,
+    ERR_MSG_ID_RESERVED) names ``messages[i]`` and queues nothing. Each message is still
+    idempotent by its ``msg_id`` and deduplicated by its ``dedup_key``. Answers
+    ``created`` (how many were queued) and ``results``: per item, in order, ``msg_id``,
+    ``created``, ``status`` (``no_consumer``: no live consumer serves its topic, nothing
+    queued for it) and ``dedup`` when it had a key.
+    """
+    max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
+    return OK, queue_admin.publish_many(mq.broker(), messages, max_bytes=max_bytes,
+                                        reqid=req.reqid, force=force)
+
+
+@api(topic=False, statuses=HTTP_CODES)
 def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     """A message's record: topic, data, status, attempts, result, error, worker, cost and
     times (epoch seconds). ERR_MSG_NOT_FOUND once deleted or expired. Without ``topic``

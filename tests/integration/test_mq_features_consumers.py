@@ -1,10 +1,12 @@
-"""Deduplication with real consumers (two worker processes of 8 threads), on plain Redis,
-through nutcracker with two shards and on a 3-node Redis Cluster.
+"""Deduplication and publish_many with real consumers (two worker processes of 8
+threads), on plain Redis, through nutcracker with two shards and on a 3-node Redis Cluster.
 
 - ``until_done``: a publisher hammers one key while consumers run its messages: the runs
   of that key never overlap (a new message is only created once the one before ended).
 - ``debounce`` with ``extend``: a burst of publishes runs once, with the last data.
 - ``throttle``: a burst runs once, with the first data.
+- ``publish_many``: 3000 messages, a third of them sent twice under the same ``msg_id``,
+  each runs exactly once.
 """
 
 from __future__ import annotations
@@ -117,3 +119,16 @@ def test_throttle_burst_runs_once_with_the_first_data(fleet: Broker) -> None:
     assert {r.msg_id for r in results} == {results[0].msg_id}
     wait_until(lambda: broker.counts(WORK)["finished"] == 1, 30, what="the one run")
     assert broker.client.hgetall(RUNS) == {"100": "1"}
+
+
+def test_publish_many_runs_each_message_once(fleet: Broker) -> None:
+    broker = fleet
+    items = [{"topic": WORK, "data": {"n": n}, "msg_id": f"bulk-{n}"} for n in range(3000)]
+    first = broker.publish_many(items[:2000])
+    second = broker.publish_many(items[1000:])  # 1000..1999 again: idempotent by id
+    assert all(r.created for r in first)
+    assert [r.created for r in second] == [False] * 1000 + [True] * 1000
+    wait_until(lambda: broker.counts(WORK)["finished"] == 3000, 60, interval=0.05,
+               what="every message finished")
+    runs = broker.client.hgetall(RUNS)
+    assert len(runs) == 3000 and set(runs.values()) == {"1"}
