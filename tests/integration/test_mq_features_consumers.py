@@ -12,6 +12,7 @@ threads), on plain Redis, through nutcracker with two shards and on a 3-node Red
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,20 @@ def start_worker(url: str, logdir: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    """SIGTERM every worker (woken first if frozen), SIGKILL any still up after 30 s: no
+    consumer may outlive its test (a later test's server could reuse its port)."""
+    for worker in workers:
+        worker.send_signal(signal.SIGCONT)
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+
+
 @pytest.fixture(params=["redis", "twemproxy", "cluster"])
 def fleet(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """A topology and two consumer processes serving reltest_app, both up."""
@@ -65,10 +80,7 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Broker]:
                        what="both consumers up")
             yield broker
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(30)
+            stop_workers(workers)
             if proxy is not None:
                 proxy.stop()
             for server in servers:

@@ -38,6 +38,20 @@ def start_worker(url: str, logdir: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    """SIGTERM every worker (woken first if frozen), SIGKILL any still up after 30 s: no
+    consumer may outlive its test (a later test's server could reuse its port)."""
+    for worker in workers:
+        worker.send_signal(signal.SIGCONT)
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+
+
 @pytest.fixture(params=["redis", "twemproxy", "cluster"])
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "redis":
@@ -76,11 +90,7 @@ def test_consumers_take_every_higher_priority_first(url: str) -> None:
             wait_until(lambda: broker.counts(TOPIC)["finished"] == total, 120, interval=0.05,
                        what="every message finished")
         finally:
-            for worker in workers:
-                worker.send_signal(signal.SIGCONT)
-                worker.terminate()
-            for worker in workers:
-                worker.wait(30)
+            stop_workers(workers)
     records = {p: broker.get_many([(i, TOPIC) for i in group]) for p, group in ids.items()}
     claimed = {p: [m.started_at for m in msgs if m is not None and m.started_at is not None]
                for p, msgs in records.items()}

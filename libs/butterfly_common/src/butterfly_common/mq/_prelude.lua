@@ -89,3 +89,82 @@ local function release_dedup(ref, id)
     redis.call('DEL', ref)
   end
 end
+
+-- One publish: publish.lua's, and each message of publish_many.lua. `a` holds the
+-- arguments in publish.lua's ARGV order, `msg` is the record's key, `prefix` the topic's
+-- record key prefix, `dkey` the dedup key (nil without). Reply: as publish.lua.
+local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
+  local status = redis.call('HGET', msg, 'status')
+  if status then
+    return {0, status}
+  end
+  local mode = a[16]
+  local holder, replaced = false, ''
+  if dkey then
+    holder = redis.call('GET', dkey)
+    if holder then
+      local held = redis.call('HGET', prefix .. holder, 'status')
+      if mode == 'throttle' then  -- the key lives one ttl: one message per window
+        return {0, held or '', 'throttled', holder}
+      end
+      if mode == 'until_done' and (held == 'queued' or held == 'delayed'
+          or held == 'started') then
+        return {0, held, 'duplicate', holder}
+      end
+      if mode == 'debounce' and (held == 'queued' or held == 'delayed') then
+        replaced = holder  -- not started yet: the latest publish takes its place
+      end
+    end
+  end
+  if a[11] ~= '1'
+      and redis.call('ZCOUNT', workers, NOW - tonumber(a[12]), '+inf') == 0 then
+    return {-1, ''}
+  end
+  local delay = tonumber(a[4])
+  local prio = tonumber(a[14])
+  status = 'queued'
+  local enqueued = NOW
+  if delay > 0 then
+    status = 'delayed'
+    enqueued = ''
+  end
+  redis.call('HSET', msg, 'id', a[1], 'topic', a[2], 'data', a[3],
+    'status', status, 'attempts', 0, 'max_retries', a[7], 'timeout', a[6],
+    'result_ttl', a[8], 'failure_ttl', a[9], 'created_at', NOW,
+    'enqueued_at', enqueued, 'reqid', a[10], 'token', 0, 'notify', a[13],
+    'priority', prio)
+  if delay > 0 then
+    redis.call('ZADD', delayed, NOW + delay, a[1])
+  else
+    enqueue(queue, prios, prio, a[1], a[5] == '1')
+  end
+  if not dkey then
+    return {1, status}
+  end
+  redis.call('HSET', msg, 'dedup_key', a[15], 'dedup_mode', mode)
+  if replaced ~= '' then
+    local old = prefix .. replaced
+    local p = priority_of(old)
+    local list = queue
+    if p ~= 0 then list = queue .. ':' .. p end
+    if redis.call('ZREM', delayed, replaced) == 0 then
+      redis.call('LREM', list, -1, replaced)  -- from the tail: it was published lately
+      drop_if_empty(prios, list, p)
+    end
+    redis.call('DEL', old)
+  end
+  local ttl = tonumber(a[17])
+  if mode == 'until_done' then
+    redis.call('HSET', msg, 'dedup_ref', dkey)
+  end
+  if holder and mode == 'debounce' and a[18] ~= '1' then
+    redis.call('SET', dkey, a[1], 'KEEPTTL')  -- the window still ends ttl after its first
+  elseif ttl > 0 then
+    redis.call('SET', dkey, a[1], 'PX', ttl)
+  else
+    redis.call('SET', dkey, a[1])
+  end
+  local outcome = 'new'
+  if replaced ~= '' then outcome = 'replaced' end
+  return {1, status, outcome, a[1], replaced}
+end

@@ -42,7 +42,7 @@ from .keys import (
     id_key,
     to_ms,
 )
-from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
+from .message import STATUSES, ErrorKind, Message, PublishResult, new_id, new_ids
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
 
@@ -71,6 +71,11 @@ PUBLISH_OPTIONS: dict[str, Any] = {
     "reqid": None, "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None,
     "dedup_ttl": 0.0, "dedup_extend": False,
 }
+
+
+#: Arguments per message of ``publish_many.lua``: publish.lua's ARGV with the dedup four.
+_WIDTH = 18
+_NO_DEDUP = ["", "", 0, 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +234,17 @@ class Broker:
                  delay: float, at_front: bool, timeout: float, max_retries: int,
                  result_ttl: float, failure_ttl: float, reqid: str | None, force: bool,
                  notify: str | None, priority: int, dedup_key: str | None,
-                 dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool) -> _Prepared:
-        """Check one publish and build its script call (nothing touches Redis)."""
+                 dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool,
+                 fresh_id: str | None = None) -> _Prepared:
+        """Check one publish and build its script call (nothing touches Redis);
+        ``fresh_id``: the generated id to use when ``msg_id`` is None."""
         k = self.keys(topic)
         check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
-        msg_id = new_id() if msg_id is None else check_id(msg_id)
+        msg_id = (fresh_id or new_id()) if msg_id is None else check_id(msg_id)
         args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
                 int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
                 int(force), to_ms(self.heartbeat_ttl), notify or "", priority]
@@ -289,6 +296,8 @@ class Broker:
         if unknown:
             raise TypeError(f"publish_many: unknown option(s) {', '.join(sorted(unknown))}")
         prepared: builtins.list[_Prepared] = []
+        messages = builtins.list(messages)
+        fresh = iter(new_ids(len(messages)))
         for i, item in enumerate(messages):
             if not isinstance(item, dict) or "topic" not in item or "data" not in item:
                 raise TypeError(f"message {i}: a dict with topic and data is required")
@@ -298,7 +307,7 @@ class Broker:
                 raise TypeError(f"message {i}: unknown option(s) {', '.join(sorted(bad))}")
             topic, data = options.pop("topic"), options.pop("data")
             try:
-                prepared.append(self._prepare(topic, data, force=force,
+                prepared.append(self._prepare(topic, data, force=force, fresh_id=next(fresh),
                                               **{**PUBLISH_OPTIONS, **options}))
             except (ValueError, TypeError) as exc:
                 raise type(exc)(f"message {i}: {exc}") from None
@@ -310,22 +319,34 @@ class Broker:
 
     def _publish_chunk(self, batch: builtins.list[_Prepared], force: bool
                        ) -> builtins.list[PublishResult]:
-        """One pipelined round trip: every script, the index entries of generated ids and
-        the registry entries of forced topics; then one more for the index entries of
-        caller-chosen ids that were created and those to forget (only when there are)."""
+        """One pipelined round trip: one ``publish_many`` script per topic (each message
+        in it exactly a ``publish``), the index entries of generated ids and the registry
+        entries of forced topics; then one more for the index entries of caller-chosen ids
+        that were created and those to forget (only when there are)."""
+        by_topic: dict[str, builtins.list[int]] = {}
+        for at, one in enumerate(batch):
+            by_topic.setdefault(one.topic, []).append(at)
         pipe = pipeline(self.client)
         calls: dict[int, tuple[Any, ...]] = {}
         best_effort: builtins.list[int] = []
         n = 0
-        for one in batch:
-            calls[n] = scripts.queue_in(pipe, "publish", one.keys, one.args)
+        for topic, ats in by_topic.items():
+            k = self.keys(topic)
+            args: builtins.list[Any] = [k.msg_prefix, k.dedup_prefix, _WIDTH]
+            for at in ats:
+                args += batch[at].args
+                if len(batch[at].args) < _WIDTH:
+                    args += _NO_DEDUP
+            calls[n] = scripts.queue_in(pipe, "publish_many",
+                                        [k.queue, k.delayed, k.workers, k.prios], args)
             n += 1
+        for one in batch:
             if one.generated:
                 index.queue_write(pipe, one.msg_id, one.topic, one.idx_ttl)
                 best_effort.append(n)
                 n += 1
         if force:
-            for topic in dict.fromkeys(one.topic for one in batch):
+            for topic in by_topic:
                 if self._register_due(topic):
                     pipe.zadd(TOPICS, {topic: 0}, nx=True)
                     best_effort.append(n)
@@ -333,11 +354,16 @@ class Broker:
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
                                  best_effort=best_effort)
         index.ignore_errors(results, best_effort, "publish bookkeeping")
+        replies: builtins.list[Any] = [None] * len(batch)
+        for (_, ats), flat in zip(by_topic.items(), (results[i] for i in calls), strict=True):
+            for j, at in enumerate(ats):
+                reply = flat[5 * j:5 * j + 5]
+                replies[at] = reply if reply[2] else reply[:2]
         out = []
         after = pipeline(self.client)
         pending = 0
-        for one, i in zip(batch, calls, strict=True):
-            result, write, forget = self._outcome(one, results[i])
+        for one, reply in zip(batch, replies, strict=True):
+            result, write, forget = self._outcome(one, reply)
             out.append(result)
             if write:
                 index.queue_write(after, one.msg_id, one.topic, one.idx_ttl)

@@ -7,6 +7,7 @@ names on the wire); :meth:`Message.from_values` turns that into a :class:`Messag
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field, fields
@@ -71,6 +72,14 @@ def new_id() -> str:
     colliding within one millisecond has odds of ~2**-48.
     """
     return f"{time.time_ns() // 1_000_000:012X}{secrets.randbits(48):012X}"
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh ids as :func:`new_id` makes them, from one read of the OS's random
+    source (``publish_many``: one system call per batch instead of one per message)."""
+    ms = f"{time.time_ns() // 1_000_000:012X}"
+    raw = os.urandom(6 * n)
+    return [ms + raw[6 * i:6 * i + 6].hex().upper() for i in range(n)]
 
 
 class PublishResult(NamedTuple):
