@@ -7,9 +7,10 @@ round and publishes ``--messages`` no-op messages from this one process, in call
 The rate is messages/s over the whole run, building the messages included. For scale the
 table also has baichuan's one-by-one ``publish`` (direct) on the same server kind.
 
-- baichuan ``Broker.publish_many``: every message still its own publish script (idempotent
-  by id), pipelined ``PUBLISH_CHUNK`` (500) per round trip, plus the id index entry of
-  each generated id in the same trip (``force``: no consumer runs).
+- baichuan ``Broker.publish_many``: every message through the steps of a publish
+  (idempotent by id), ``PUBLISH_CHUNK`` (500) per round trip as one script call per topic,
+  plus the id index entry of each generated id in the same trip (``force``: no consumer
+  runs).
 - RQ ``Queue.enqueue_many`` of ``Queue.prepare_data(noop)``: one pipeline per call.
 - Dramatiq has no bulk enqueue: ``group(messages).run()`` is its way of sending a list,
   one ``enqueue`` script call per message.

@@ -285,12 +285,13 @@ class Broker:
         out; ``force`` is for all.
 
         Every item is checked before anything is sent: a bad one raises (ValueError,
-        TypeError, InvalidTopic) with its index and nothing is published. Each message is
-        still its own publish script, so idempotent by its ``msg_id`` (a repeated id
-        answers ``created=False``) and deduplicated by its ``dedup_key`` like
-        :meth:`publish`. No exception for a topic without a live consumer: that item's
-        result is ``created=False`` with status ``no_consumer`` (nothing queued), the
-        others are published. Results come in the order of ``messages``.
+        TypeError, InvalidTopic) with its index and nothing is published. Each message
+        goes through the very steps of :meth:`publish` (``publish_one`` of the prelude,
+        one ``publish_many.lua`` call per topic and trip), so idempotent by its ``msg_id``
+        (a repeated id answers ``created=False``) and deduplicated by its ``dedup_key``.
+        No exception for a topic without a live consumer: that item's result is
+        ``created=False`` with status ``no_consumer`` (nothing queued), the others are
+        published. Results come in the order of ``messages``.
         """
         unknown = set(defaults) - set(PUBLISH_OPTIONS)
         if unknown:
