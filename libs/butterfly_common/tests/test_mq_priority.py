@@ -7,12 +7,17 @@ priority; counts, pages, delete and purge see every priority's list.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from butterfly_common.mq import MAX_PRIORITY, MIN_PRIORITY, Broker
-from butterfly_common.testing import wait_until
+from butterfly_common.redis_client import make_redis
+from butterfly_common.testing import RedisServer, wait_until
 
 
 def claim_ids(broker: Broker, topic: str, n: int = 1) -> list[str]:
@@ -153,3 +158,19 @@ def test_a_bad_priority_is_refused_before_anything_is_written(broker: Broker, to
     with pytest.raises(ValueError, match=r"priority must be an integer -100\.\.100"):
         broker.publish(topic, {}, priority=bad)  # type: ignore[arg-type]
     assert broker.counts(topic)["queued"] == 0
+
+
+def test_the_command_line_publishes_with_a_priority(tmp_path) -> None:
+    with RedisServer() as server:
+        env = {**os.environ, "BUTTERFLY_REDIS_URL": server.url,
+               "BUTTERFLY_LOG_DIR": str(tmp_path / "log")}
+        argv = [sys.executable, "-m", "butterfly_common.cli", "publish", "/cli/prio", "{}",
+                "--force"]
+        done = subprocess.run([*argv, "--priority", "7"], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        msg_id = json.loads(done.stdout)["msg_id"]
+        assert Broker(make_redis(server.url)).get(msg_id, "/cli/prio").priority == 7
+        bad = subprocess.run([*argv, "--priority", "500"], env=env, capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+        assert bad.returncode == 2 and "priority must be an integer -100..100" in bad.stderr
