@@ -29,9 +29,12 @@ def populate(b: Broker, topic: str) -> list[str]:
     m1, m2, _m3 = b.claim(topic, "w-topo", 3)
     b.complete(m1, {"ok": True})
     b.fail(m2, "x", retry=False)
+    ids.append(b.publish(topic, {}, priority=5).msg_id)  # a priority list and its index
+    ids.append(b.publish(topic, {}, dedup_key="once", dedup_mode="throttle",
+                         dedup_ttl=60).msg_id)
     k = b.keys(topic)
-    return [k.queue, k.delayed, k.started, k.finished, k.failed, k.workers,
-            *(k.msg(i) for i in ids)]
+    return [k.queue, k.delayed, k.started, k.finished, k.failed, k.workers, k.prios,
+            k.ready(5), k.dedup("once"), *(k.msg(i) for i in ids)]
 
 
 def test_one_topic_lives_on_one_shard(mq_twemproxy: MQBackend) -> None:
@@ -44,7 +47,7 @@ def test_one_topic_lives_on_one_shard(mq_twemproxy: MQBackend) -> None:
     (home,) = holders
     assert all(shards[home].exists(k) for k in keys)
     # and the proxy reads what the scripts wrote
-    assert b.counts(topic) == {"queued": 1, "delayed": 1, "started": 1, "finished": 1,
+    assert b.counts(topic) == {"queued": 3, "delayed": 1, "started": 1, "finished": 1,
                                "failed": 1}
 
 

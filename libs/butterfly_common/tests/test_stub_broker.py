@@ -12,6 +12,7 @@ import pytest
 from butterfly_common import mq
 from butterfly_common.consumer import Consumer
 from butterfly_common.mq import DELAYED, FAILED, FINISHED, QUEUED, Broker, Message, NoConsumer
+from butterfly_common.mq import client as mq_client
 from butterfly_common.mq.errors import InvalidTopic
 from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import build_runtime
@@ -172,3 +173,57 @@ def test_the_plugin_fixture_routes_mq_publish_to_the_stub(stub_broker, tmp_path)
     assert stub.get(follow_up).result["greeting"] == "hello, next"
     assert mq.get(follow_up) == stub.get(follow_up)
     assert mq.wait(follow_up, timeout=1).status == FINISHED
+
+
+def test_the_stub_claims_by_priority_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    plan = [("a", 0), ("b", 0), ("c", 5), ("d", 5), ("e", -5), ("f", 100), ("g", 5)]
+    ids = {stub.publish("/tasks/greet", {"name": n}, priority=p).msg_id: n for n, p in plan}
+    front = stub.publish("/tasks/greet", {"name": "h"}, priority=5, at_front=True).msg_id
+    ids[front] = "h"
+    order = [ids[m.id] for m in stub.claim("/tasks/greet", "w", 3)]
+    order += [ids[m.id] for m in stub.claim("/tasks/greet", "w", 10)]
+    assert order == ["f", "h", "c", "d", "g", "a", "b", "e"]
+    with pytest.raises(ValueError, match="priority"):
+        stub.publish("/tasks/greet", {"name": "x"}, priority=101)
+
+
+def test_the_stub_deduplicates_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    first = stub.publish("/tasks/greet", {"name": "a"}, dedup_key="k")
+    again = stub.publish("/tasks/greet", {"name": "b"}, dedup_key="k")
+    assert first.dedup == {"outcome": "new", "msg_id": first.msg_id}
+    assert again.dedup == {"outcome": "duplicate", "msg_id": first.msg_id}
+    assert (again.msg_id, again.created) == (first.msg_id, False)
+    assert stub.join() == 1
+    assert stub.publish("/tasks/greet", {"name": "c"}, dedup_key="k").dedup["outcome"] == "new"
+    opts = {"dedup_key": "d", "dedup_mode": "debounce", "dedup_ttl": 60.0}
+    one = stub.publish("/tasks/greet", {"name": "one"}, **opts)
+    two = stub.publish("/tasks/greet", {"name": "two"}, **opts)
+    assert two.dedup == {"outcome": "replaced", "msg_id": two.msg_id, "replaced": one.msg_id}
+    assert stub.get(one.msg_id) is None
+    t1 = stub.publish("/tasks/greet", {"name": "t"}, dedup_key="t", dedup_mode="throttle",
+                      dedup_ttl=60.0)
+    t2 = stub.publish("/tasks/greet", {"name": "t"}, dedup_key="t", dedup_mode="throttle",
+                      dedup_ttl=60.0)
+    assert t2.dedup == {"outcome": "throttled", "msg_id": t1.msg_id}
+    with pytest.raises(ValueError, match="dedup_mode"):
+        stub.publish("/tasks/greet", {"name": "x"}, dedup_key="k", dedup_mode="sometimes")
+
+
+def test_the_stub_publishes_many_as_redis_does(tmp_path):
+    stub = StubBroker.for_service(TASKS, settings_for(tmp_path))
+    results = stub.publish_many([{"topic": "/tasks/greet", "data": {"name": "a"}},
+                                 {"topic": "/elsewhere/work", "data": {}},
+                                 {"topic": "/tasks/greet", "data": {"name": "b"},
+                                  "msg_id": "x"},
+                                 {"topic": "/tasks/greet", "data": {"name": "c"},
+                                  "msg_id": "x"}])
+    assert [(r.created, r.status) for r in results] == [
+        (True, QUEUED), (False, "no_consumer"), (True, QUEUED), (False, QUEUED)]
+    assert stub.join() == 2
+    with pytest.raises(ValueError, match="priority"):
+        stub.publish_many([{"topic": "/tasks/greet", "data": {}, "priority": 1000}])
+    with mq_client.stand_in(stub):
+        (one,) = mq.publish_many([{"topic": "/tasks/greet", "data": {"name": "d"}}])
+    assert stub.get(one.msg_id).status == QUEUED

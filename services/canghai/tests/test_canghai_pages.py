@@ -6,6 +6,7 @@ import re
 
 from canghai_helpers import sign_in
 
+from butterfly_canghai import queues
 from butterfly_common.logs import current_reqid
 from butterfly_common.mq import Broker
 from butterfly_common.reqid import NO_REQID
@@ -146,3 +147,35 @@ def test_a_pages_reqid_ends_with_the_page(client) -> None:
     reply = client.get("/console/login", headers={"x-reqid": "0E30ABCDEF012345"})
     assert reply.status_code == 200
     assert current_reqid.get() == NO_REQID
+
+
+def test_messages_show_priority_and_sort_queued_by_it(client, broker) -> None:
+    low = broker.publish("/p/prio", {"n": "low"}, force=True, priority=-7).msg_id
+    plain = broker.publish("/p/prio", {"n": "plain"}, force=True).msg_id
+    high = broker.publish("/p/prio", {"n": "high"}, force=True, priority=9).msg_id
+    sign_in(client, "vera")
+
+    def rows(query: str) -> list[tuple[str, str]]:
+        html = client.get(f"/console/messages/rows?topic=/p/prio&{query}").text
+        return re.findall(r'<a href="/console/message\?id=([0-9A-F]+)">.*?'
+                          r'data-field="priority">(-?\d+)</td>', html, re.S)
+
+    assert rows("status=queued&order=priority") == [(high, "9"), (plain, "0"), (low, "-7")]
+    assert rows("status=queued&order=newest") == [(low, "-7"), (plain, "0"), (high, "9")]
+    page = client.get("/console/messages?topic=/p/prio&status=queued").text
+    assert 'order=priority">Priority' in page or 'order=priority">优先级' in page
+    # the topics' counts (one script per topic) see every priority's list
+    (row,) = [r for r in queues.topic_counts(broker) if r.topic == "/p/prio"]
+    assert row.counts["queued"] == 3
+    # priority order is the queue's own: other statuses keep their time order
+    assert client.get("/console/messages/rows?topic=/p/prio&status=failed&order=priority"
+                      ).status_code == 200
+
+
+def test_message_page_shows_priority_and_dedup_key(client, broker) -> None:
+    msg_id = broker.publish("/p/prio", {}, force=True, priority=12, dedup_key="inv-9",
+                            dedup_mode="throttle", dedup_ttl=60).msg_id
+    sign_in(client, "vera")
+    html = client.get(f"/console/message?id={msg_id}").text
+    assert re.search(r'data-field="priority">12</dd>', html)
+    assert 'data-field="dedup">inv-9 (throttle)</dd>' in html

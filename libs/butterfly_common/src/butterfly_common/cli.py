@@ -141,7 +141,8 @@ def _publish(args: argparse.Namespace) -> int:
     from .reqid import new_reqid
 
     runtime.configure(load_settings())
-    options = {"force": args.force, "delay": args.delay, "reqid": new_reqid()}
+    options = {"force": args.force, "delay": args.delay, "reqid": new_reqid(),
+               "priority": args.priority}
     if args.msg_id:
         options["msg_id"] = args.msg_id
     try:
@@ -224,7 +225,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=_worker)
     p = sub.add_parser("publish", help="publish a message to a topic (/app/handler)",
                        usage="butterfly publish /app/handler ['{\"k\": \"v\"}'] [--wait] "
-                             "[--timeout 30] [--delay S] [--msg-id ID] [--force]")
+                             "[--timeout 30] [--delay S] [--msg-id ID] [--priority N] [--force]")
     p.add_argument("topic", help="/app/handler")
     p.add_argument("data", nargs="?", default="{}", help="JSON object of the handler's params")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it")
@@ -232,6 +233,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="publish even with no live consumer")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before it may run")
     p.add_argument("--msg-id", help="idempotency key: the same id is never queued twice")
+    p.add_argument("--priority", type=int, default=0,
+                   help="-100..100, higher claimed first (0)")
     p.set_defaults(func=_publish)
     p = sub.add_parser("healthcheck", help="exit 0 when the local service answers /healthz")
     p.add_argument("--port", type=int, help="default: BUTTERFLY_PORT or 8585")

@@ -14,8 +14,21 @@ from collections import Counter
 from typing import Any
 
 from butterfly_common import Refusal, mq, nesting
-from butterfly_common.mq import FAILED, FINISHED, STATUSES, Broker, Message
-from butterfly_common.mq.keys import check_id, check_topic, reserved_by
+from butterfly_common.mq import (
+    DEFAULT_FAILURE_TTL,
+    DEFAULT_RESULT_TTL,
+    DEFAULT_TIMEOUT,
+    FAILED,
+    FINISHED,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    STATUSES,
+    Broker,
+    Message,
+    PublishResult,
+    check_priority,
+)
+from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
 
@@ -78,17 +91,59 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             msg_id: str | None = None, delay: float = 0.0, at_front: bool = False,
             timeout: float, max_retries: int = 0, result_ttl: float, failure_ttl: float,
             reqid: str | None = None, force: bool = False,
-            notify: str | None = None) -> dict[str, Any]:
-    """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``."""
+            notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
+            dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+            dedup_extend: bool = False) -> dict[str, Any]:
+    """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``, a
+    publish with a ``dedup_key`` says which message stands in ``dedup``."""
+    options: dict[str, Any] = {"msg_id": msg_id, "delay": delay, "at_front": at_front,
+                               "timeout": timeout,
+                               "max_retries": max_retries, "result_ttl": result_ttl,
+                               "failure_ttl": failure_ttl, "notify": notify,
+                               "priority": priority, "dedup_key": dedup_key,
+                               "dedup_mode": dedup_mode, "dedup_ttl": dedup_ttl,
+                               "dedup_extend": dedup_extend}
+    check_message(topic, data, max_bytes, options)
+    # through mq.publish: the middleware see it (tracing's producer span and context)
+    done = mq.publish(topic, data, via=broker, reqid=reqid, force=force, **options)
+    return publish_answer(done)
+
+
+def publish_answer(done: PublishResult) -> dict[str, Any]:
+    """The wire shape of one publish's result."""
+    answer: dict[str, Any] = {"msg_id": done.msg_id, "created": done.created,
+                              "status": done.status}
+    if done.dedup is not None:
+        answer["dedup"] = done.dedup
+    return answer
+
+
+def check_message(topic: str, data: dict[str, Any], max_bytes: int,
+                  options: dict[str, Any]) -> None:
+    """Every check of one publish before the broker is asked (``options`` as
+    :data:`PUBLISH_DEFAULTS`): ERR_BAD_TOPIC, ERR_MSG_ID_RESERVED, ERR_MSG_TOO_LARGE or
+    ERR_BAD_PARAMS."""
     check_publish_topic(topic)
-    if notify:
-        check_publish_topic(notify)
-    check_seconds("delay", delay)
-    check_seconds("timeout", timeout, positive=True)
-    check_seconds("result_ttl", result_ttl)
-    check_seconds("failure_ttl", failure_ttl)
-    if not 0 <= max_retries <= MAX_RETRIES:
+    if options["notify"]:
+        check_publish_topic(options["notify"])
+    check_seconds("delay", options["delay"])
+    check_seconds("timeout", options["timeout"], positive=True)
+    check_seconds("result_ttl", options["result_ttl"])
+    check_seconds("failure_ttl", options["failure_ttl"])
+    if not 0 <= options["max_retries"] <= MAX_RETRIES:
         raise ParamError(f"invalid: max_retries (must be 0..{MAX_RETRIES})")
+    try:
+        check_priority(options["priority"])
+    except ValueError:
+        raise ParamError(f"invalid: priority (must be an integer {MIN_PRIORITY}.."
+                         f"{MAX_PRIORITY}, higher first)") from None
+    check_seconds("dedup_ttl", options["dedup_ttl"])
+    try:
+        check_dedup(options["dedup_key"], options["dedup_mode"], options["dedup_ttl"],
+                    options["dedup_extend"])
+    except ValueError as exc:
+        raise ParamError(f"invalid: dedup ({exc})") from None
+    msg_id = options["msg_id"]
     if msg_id is not None:
         try:
             check_id(msg_id)
@@ -106,10 +161,75 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
     if size > max_bytes:
         raise Refusal(ERR_MSG_TOO_LARGE, f"data is {size} bytes as JSON; the limit is "
                                          f"{max_bytes} (BAICHUAN_MAX_MESSAGE_BYTES)")
-    done = broker.publish(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
-                          timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-                          failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify)
-    return {"msg_id": done.msg_id, "created": done.created, "status": done.status}
+
+
+#: What a ``publish_many`` item may say besides ``topic`` and ``data``, with the JSON
+#: types each accepts and its default (that of ``publish``).
+PUBLISH_DEFAULTS: dict[str, Any] = {
+    "msg_id": None, "delay": 0.0, "at_front": False, "timeout": DEFAULT_TIMEOUT,
+    "max_retries": 0, "result_ttl": DEFAULT_RESULT_TTL, "failure_ttl": DEFAULT_FAILURE_TTL,
+    "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None, "dedup_ttl": 0.0,
+    "dedup_extend": False,
+}
+_NUMBER = (int, float)
+ITEM_TYPES: dict[str, tuple[type, ...]] = {
+    "msg_id": (str,), "delay": _NUMBER, "at_front": (bool,), "timeout": _NUMBER,
+    "max_retries": (int,), "result_ttl": _NUMBER, "failure_ttl": _NUMBER,
+    "notify": (str,), "priority": (int,), "dedup_key": (str,), "dedup_mode": (str,),
+    "dedup_ttl": _NUMBER, "dedup_extend": (bool,),
+}
+#: Most messages one ``publish_many`` takes (the request body limit applies as well).
+MAX_PUBLISH_MANY = 1000
+
+
+def _item_options(i: int, item: object) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Topic, data and full options of ``messages[i]`` as sent (JSON types checked)."""
+    where = f"messages[{i}]"
+    if not isinstance(item, dict):
+        raise ParamError(f"invalid: {where} (must be an object with topic and data)")
+    unknown = set(item) - {"topic", "data", *PUBLISH_DEFAULTS}
+    if unknown:
+        raise ParamError(f"invalid: {where} (unknown: {', '.join(sorted(unknown))})")
+    topic, data = item.get("topic"), item.get("data")
+    if not isinstance(topic, str):
+        raise ParamError(f"invalid: {where}.topic (must be a string)")
+    if not isinstance(data, dict):
+        raise ParamError(f"invalid: {where}.data (must be an object)")
+    options = dict(PUBLISH_DEFAULTS)
+    for name, value in item.items():
+        if name in ("topic", "data") or (value is None and PUBLISH_DEFAULTS[name] is None):
+            continue
+        types = ITEM_TYPES[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ParamError(f"invalid: {where}.{name} (wrong type)")
+        options[name] = value
+    return topic, data, options
+
+
+def publish_many(broker: Broker, messages: list[Any], *, max_bytes: int,
+                 reqid: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Queue up to MAX_PUBLISH_MANY messages in pipelined round trips: every item is
+    checked as ``publish`` checks it before anything is queued (a refusal names
+    ``messages[i]``); answers ``created`` (how many) and ``results`` in order, an item
+    without a live consumer as ``created: false, status: no_consumer``."""
+    if not messages:
+        raise ParamError("invalid: messages (give at least one)")
+    if len(messages) > MAX_PUBLISH_MANY:
+        raise ParamError(f"invalid: messages (at most {MAX_PUBLISH_MANY} per call)")
+    items = []
+    for i, raw in enumerate(messages):
+        topic, data, options = _item_options(i, raw)
+        try:
+            check_message(topic, data, max_bytes, options)
+        except ParamError as exc:
+            raise ParamError(str(exc).replace("invalid: ", f"invalid: messages[{i}].", 1)
+                             ) from None
+        except Refusal as exc:
+            raise Refusal(exc.stat, f"messages[{i}]: {exc.reason}", http=exc.http) from None
+        items.append({"topic": topic, "data": data, **options})
+    results = [publish_answer(done)
+               for done in broker.publish_many(items, force=force, reqid=reqid)]
+    return {"created": sum(1 for r in results if r["created"]), "results": results}
 
 
 def not_found(msg_id: str, topic: str | None = None) -> Refusal:

@@ -35,7 +35,7 @@ ERR_MQ_UNAVAILABLE = "ERR_MQ_UNAVAILABLE"
 ERR_WAIT_TIMEOUT = "ERR_WAIT_TIMEOUT"
 ERR_TOO_MANY_WAITS = "ERR_TOO_MANY_WAITS"
 
-#: HTTP code of each stat (``@api(statuses=HTTP_CODES)``). Clients should branch on the
+#: HTTP code of each stat (the Service's ``statuses``). Clients should branch on the
 #: stat; the code is for proxies, dashboards and ``curl --fail``. ``ERR_WAIT_TIMEOUT`` is
 #: 200 on purpose: the wait worked, the message just is not done yet (poll again).
 HTTP_CODES: dict[str, int] = {

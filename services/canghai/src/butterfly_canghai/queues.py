@@ -42,7 +42,7 @@ _STATS = Script.from_package(__package__ or "butterfly_canghai", "topic_stats.lu
 def topic_counts(b: Broker | None = None) -> list[TopicCounts]:
     """Counts and live consumers of every registered topic, sorted by name.
 
-    One read-only script per topic (its six keys share the topic's hash tag), all in one
+    One read-only script per topic (its seven keys share the topic's hash tag), all in one
     non-transactional pipeline. A shard that does not know the script yet answers
     NOSCRIPT: one EVAL loads it there, and the misses go out again as one pipeline.
     """
@@ -54,13 +54,14 @@ def topic_counts(b: Broker | None = None) -> list[TopicCounts]:
     calls = {}
     for topic in topics:
         k = b.keys(topic)
-        calls[topic] = [k.queue, k.delayed, k.started, k.finished, k.failed, k.workers]
+        calls[topic] = [k.queue, k.delayed, k.started, k.finished, k.failed, k.workers,
+                        k.prios]
     results: dict[str, list[int]] = {}
     pending = list(topics)
     for _ in range(8):  # each round loads the script on at least one more shard
         pipe = b.client.pipeline(transaction=False)
         for topic in pending:
-            pipe.execute_command("EVALSHA", _STATS.sha, 6, *calls[topic], alive_after)
+            pipe.execute_command("EVALSHA", _STATS.sha, 7, *calls[topic], alive_after)
         missing = []
         for topic, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(reply, NoScriptError):

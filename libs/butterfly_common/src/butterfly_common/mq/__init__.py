@@ -10,9 +10,9 @@ Redis).
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
 from .brokerlike import BrokerLike
-from .client import broker, get, get_many, publish, wait
+from .client import broker, get, get_many, publish, publish_many, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
-from .keys import topic_problem, valid_topic
+from .keys import MAX_PRIORITY, MIN_PRIORITY, check_priority, topic_problem, valid_topic
 from .message import (
     DELAYED,
     FAILED,
@@ -29,8 +29,9 @@ from .registry import HEARTBEAT_TTL, Registry
 
 __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
-    "FINISHED", "HEARTBEAT_TTL", "LEASE", "QUEUED", "STARTED", "STATUSES", "Broker", "BrokerLike",
-    "ErrorKind", "InvalidTopic", "MQError", "Message", "MessageIdConflict", "NoConsumer",
-    "PublishResult", "Registry", "broker", "get", "get_many", "new_id", "publish",
-    "topic_problem", "valid_topic", "wait",
+    "FINISHED", "HEARTBEAT_TTL", "LEASE", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUED", "STARTED",
+    "STATUSES", "Broker", "BrokerLike", "ErrorKind", "InvalidTopic", "MQError", "Message",
+    "MessageIdConflict", "NoConsumer", "PublishResult", "Registry", "broker", "check_priority",
+    "get", "get_many", "new_id", "publish", "publish_many", "topic_problem", "valid_topic",
+    "wait",
 ]

@@ -17,7 +17,11 @@ end
 
 -- Dead-letter: status failed, kept failure_ttl ms in the `failed` zset (0 = drop at once).
 local function bury(failed, key, id)
-  local ttl = tonumber(redis.call('HGET', key, 'failure_ttl')) or 0
+  local r = redis.call('HMGET', key, 'failure_ttl', 'dedup_ref')
+  local ttl = tonumber(r[1]) or 0
+  if r[2] and r[2] ~= '' and redis.call('GET', r[2]) == id then
+    redis.call('DEL', r[2])  -- an until_done message has ended: its key is free
+  end
   if ttl <= 0 then
     redis.call('DEL', key)
     return 'failed'
@@ -26,4 +30,141 @@ local function bury(failed, key, id)
   redis.call('ZADD', failed, NOW + ttl, id)
   redis.call('PEXPIRE', key, ttl)
   return 'failed'
+end
+
+-- Priorities. Ready ids of priority 0 wait in the topic's `queue` LIST (as before
+-- priorities existed); those of priority p ~= 0 in the LIST `queue .. ':' .. p`, and the
+-- ZSET `prios` (score and member p) names every such list that may be non-empty. Every
+-- list shares the topic's hash tag. A claim walks them highest priority first.
+
+-- The priority stored in record `key` (0 when unset: records older than priorities).
+local function priority_of(key)
+  return tonumber(redis.call('HGET', key, 'priority')) or 0
+end
+
+-- Make `id` ready at priority `p`: the tail of its list, or the head when `front`.
+local function enqueue(queue, prios, p, id, front)
+  local list = queue
+  if p ~= 0 then
+    list = queue .. ':' .. p
+    redis.call('ZADD', prios, p, p)
+  end
+  if front then
+    redis.call('LPUSH', list, id)
+  else
+    redis.call('RPUSH', list, id)
+  end
+end
+
+-- The ready lists in claim order: {list key, priority}, positive priorities (highest
+-- first), then `queue` (0), then negative ones. Just {{queue, 0}} when none is used.
+local function ready_lists(queue, prios)
+  local ps = redis.call('ZREVRANGE', prios, 0, -1)
+  local out = {}
+  local zero = false
+  for i = 1, #ps do
+    local p = tonumber(ps[i])
+    if p < 0 and not zero then
+      out[#out + 1] = {queue, 0}
+      zero = true
+    end
+    out[#out + 1] = {queue .. ':' .. ps[i], p}
+  end
+  if not zero then out[#out + 1] = {queue, 0} end
+  return out
+end
+
+-- Forget a priority list once it is empty (keeps `prios` short and claims cheap).
+local function drop_if_empty(prios, list, p)
+  if p ~= 0 and redis.call('EXISTS', list) == 0 then
+    redis.call('ZREM', prios, p)
+  end
+end
+
+-- Deduplication (publish.lua). A message published with dedup mode `until_done` holds the
+-- key `bc:{T}:dedup:<dedup_key>` (its name stored as the record's `dedup_ref`) while it is
+-- live; the script that ends or deletes it lets go of the key, if it still holds it.
+local function release_dedup(ref, id)
+  if ref and ref ~= '' and redis.call('GET', ref) == id then
+    redis.call('DEL', ref)
+  end
+end
+
+-- One publish: publish.lua's, and each message of publish_many.lua. `a` holds the
+-- arguments in publish.lua's ARGV order, `msg` is the record's key, `prefix` the topic's
+-- record key prefix, `dkey` the dedup key (nil without). Reply: as publish.lua.
+local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
+  local status = redis.call('HGET', msg, 'status')
+  if status then
+    return {0, status}
+  end
+  local mode = a[16]
+  local holder, replaced = false, ''
+  if dkey then
+    holder = redis.call('GET', dkey)
+    if holder then
+      local held = redis.call('HGET', prefix .. holder, 'status')
+      if mode == 'throttle' then  -- the key lives one ttl: one message per window
+        return {0, held or '', 'throttled', holder}
+      end
+      if mode == 'until_done' and (held == 'queued' or held == 'delayed'
+          or held == 'started') then
+        return {0, held, 'duplicate', holder}
+      end
+      if mode == 'debounce' and (held == 'queued' or held == 'delayed') then
+        replaced = holder  -- not started yet: the latest publish takes its place
+      end
+    end
+  end
+  if a[11] ~= '1'
+      and redis.call('ZCOUNT', workers, NOW - tonumber(a[12]), '+inf') == 0 then
+    return {-1, ''}
+  end
+  local delay = tonumber(a[4])
+  local prio = tonumber(a[14])
+  status = 'queued'
+  local enqueued = NOW
+  if delay > 0 then
+    status = 'delayed'
+    enqueued = ''
+  end
+  redis.call('HSET', msg, 'id', a[1], 'topic', a[2], 'data', a[3],
+    'status', status, 'attempts', 0, 'max_retries', a[7], 'timeout', a[6],
+    'result_ttl', a[8], 'failure_ttl', a[9], 'created_at', NOW,
+    'enqueued_at', enqueued, 'reqid', a[10], 'token', 0, 'notify', a[13],
+    'priority', prio, 'trace', a[19] or '')
+  if delay > 0 then
+    redis.call('ZADD', delayed, NOW + delay, a[1])
+  else
+    enqueue(queue, prios, prio, a[1], a[5] == '1')
+  end
+  if not dkey then
+    return {1, status}
+  end
+  redis.call('HSET', msg, 'dedup_key', a[15], 'dedup_mode', mode)
+  if replaced ~= '' then
+    local old = prefix .. replaced
+    local p = priority_of(old)
+    local list = queue
+    if p ~= 0 then list = queue .. ':' .. p end
+    if redis.call('ZREM', delayed, replaced) == 0 then
+      redis.call('LREM', list, -1, replaced)  -- from the tail: it was published lately
+      drop_if_empty(prios, list, p)
+    end
+    redis.call('DEL', old)
+  end
+  local ttl = tonumber(a[17])
+  if mode == 'until_done' then
+    redis.call('HSET', msg, 'dedup_ref', dkey)
+  end
+  if holder and mode == 'debounce' and a[18] ~= '1' then
+    redis.call('SET', dkey, a[1], 'KEEPTTL')  -- the window still ends ttl after its first
+  elseif ttl > 0 then
+    redis.call('SET', dkey, a[1], 'PX', ttl)
+  else
+    redis.call('SET', dkey, a[1])
+  end
+  local outcome = 'new'
+  if replaced ~= '' then outcome = 'replaced' end
+  return {1, status, outcome, a[1], replaced}
 end

@@ -18,20 +18,36 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import random
 import re
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from .. import nesting
 from ..redis_client import pipeline
 from . import index, scripts
 from .errors import NoConsumer
-from .keys import FIELDS, TOPICS, TopicKeys, check_id, check_topic, to_ms
-from .message import STATUSES, ErrorKind, Message, PublishResult, new_id
+from .keys import (
+    FIELDS,
+    TOPICS,
+    TopicKeys,
+    check_dedup,
+    check_id,
+    check_priority,
+    check_topic,
+    id_key,
+    to_ms,
+)
+from .message import STATUSES, ErrorKind, Message, PublishResult, new_id, new_ids
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 180.0
 DEFAULT_RESULT_TTL = 86400.0
@@ -44,6 +60,36 @@ NOTICE_RESULT_TTL = 600.0
 #: registry never drops a topic, so repeating the ZADD NX on every message only cost a
 #: command per publish).
 REGISTER_EVERY = 1.0
+#: Messages per pipelined round trip of :meth:`Broker.publish_many`.
+PUBLISH_CHUNK = 500
+#: The status of a :meth:`Broker.publish_many` item refused for want of a live consumer
+#: (``publish`` raises :class:`NoConsumer` instead).
+NO_CONSUMER = "no_consumer"
+#: The per-message options of a publish and their defaults (``publish_many`` items).
+PUBLISH_OPTIONS: dict[str, Any] = {
+    "msg_id": None, "delay": 0.0, "at_front": False, "timeout": DEFAULT_TIMEOUT,
+    "max_retries": 0, "result_ttl": DEFAULT_RESULT_TTL, "failure_ttl": DEFAULT_FAILURE_TTL,
+    "reqid": None, "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None,
+    "dedup_ttl": 0.0, "dedup_extend": False,
+}
+
+
+#: Arguments per message of ``publish_many.lua``: publish.lua's ARGV with the dedup four
+#: and the trace.
+_WIDTH = 19
+_NO_DEDUP = ["", "", 0, 0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One checked publish, ready to go out as a script call."""
+
+    topic: str
+    msg_id: str
+    generated: bool
+    idx_ttl: int
+    keys: list[str]
+    args: list[Any]
 
 
 def _json(value: Any) -> str:
@@ -66,10 +112,13 @@ def check_trace(trace: str | None) -> str:
     return trace if trace and _TRACEPARENT.match(trace) else ""
 
 
-def check_publish(data: Any, max_depth: int | None, notify: str | None, **numbers: float) -> None:
+def check_publish(data: Any, max_depth: int | None, notify: str | None,
+                  priority: int = 0, **numbers: float) -> None:
     """The checks of a publish that come before any key is touched, shared by every
-    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, and
-    ``timeout`` > 0 with ``delay``, ``max_retries`` and the ttls >= 0."""
+    broker: ``data`` a dict within the nesting limit, a valid ``notify`` topic, ``priority``
+    an int in MIN_PRIORITY..MAX_PRIORITY, and ``timeout`` > 0 with ``delay``,
+    ``max_retries`` and the ttls >= 0."""
+    check_priority(priority)
     if not isinstance(data, dict):
         raise TypeError(f"message data must be a dict, not {type(data).__name__}")
     if numbers["timeout"] <= 0 or any(v < 0 for k, v in numbers.items() if k != "timeout"):
@@ -131,8 +180,15 @@ class Broker:
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
                 force: bool = False, notify: str | None = None,
-                trace: str | None = None) -> PublishResult:
+                priority: int = 0, dedup_key: str | None = None,
+                dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+                dedup_extend: bool = False, trace: str | None = None) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
+
+        ``priority`` (an int, -100..100, default 0): a claim takes the highest priority
+        ready, FIFO within one priority; ``at_front`` puts the message at the head of its
+        own priority. Strict: while higher priorities keep coming, lower ones wait (no
+        aging). A priority-0 publish touches exactly the keys it did before priorities.
 
         A caller-chosen ``msg_id`` makes publishing idempotent *per topic*: a second
         publish of a live id on the same topic queues nothing and returns
@@ -152,25 +208,27 @@ class Broker:
         consumer crash between recording and notifying never comes, so the publisher
         must also sweep for messages that ended without telling it.
 
+        ``dedup_key`` (independent of ``msg_id``) deduplicates by the caller's key, per
+        topic, in ``dedup_mode`` (``until_done`` by default, ``throttle``, ``debounce``;
+        ``dedup_ttl`` seconds, ``dedup_extend``: see :data:`.keys.DEDUP_MODES` and
+        docs/queue.md); the result's ``dedup`` says which message stands and why. Still
+        the one script: the key carries the topic's hash tag.
+
         ``trace``: the publisher's W3C ``traceparent`` (the tracing middleware sets it),
         kept in the record for the consumer's span.
         """
-        k = self.keys(topic)
-        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
-                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
-        idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
-        generated = msg_id is None
-        msg_id = new_id() if msg_id is None else check_id(msg_id)
-        args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
-                int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
-                int(force), to_ms(self.heartbeat_ttl), notify or "", check_trace(trace)]
+        one = self._prepare(topic, data, msg_id=msg_id, delay=delay, at_front=at_front,
+                            timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
+                            failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify,
+                            priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode,
+                            dedup_ttl=dedup_ttl, dedup_extend=dedup_extend,
+                            trace=trace)
         pipe = pipeline(self.client)
-        call = scripts.queue_in(pipe, "publish", [k.queue, k.delayed, k.workers,
-                                                  k.msg(msg_id)], args)
+        call = scripts.queue_in(pipe, "publish", one.keys, one.args)
         extra = []
-        if generated:
+        if one.generated:
             # generated ids are unique (48 random bits per ms): index in the same trip
-            index.queue_write(pipe, msg_id, topic, idx_ttl)
+            index.queue_write(pipe, one.msg_id, topic, one.idx_ttl)
             extra.append(1)
         if force and self._register_due(topic):
             pipe.zadd(TOPICS, {topic: 0}, nx=True)
@@ -178,14 +236,169 @@ class Broker:
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
                                  best_effort=extra)
         index.ignore_errors(results, extra, "publish bookkeeping")
-        code, status = int(results[0][0]), results[0][1]
-        if code < 0:
-            if generated:
-                index.forget(self.client, [msg_id], topic)
+        result, write, forget = self._outcome(one, results[0])
+        if result.status == NO_CONSUMER:
+            index.forget(self.client, forget, topic)
             raise NoConsumer(topic)
-        if code == 1 and not generated:
-            index.write(self.client, msg_id, topic, idx_ttl)
-        return PublishResult(msg_id, code == 1, status)
+        if write:
+            index.write(self.client, one.msg_id, topic, one.idx_ttl)
+        index.forget(self.client, forget, topic)
+        return result
+
+    def _prepare(self, topic: str, data: dict[str, Any], *, msg_id: str | None,
+                 delay: float, at_front: bool, timeout: float, max_retries: int,
+                 result_ttl: float, failure_ttl: float, reqid: str | None, force: bool,
+                 notify: str | None, priority: int, dedup_key: str | None,
+                 dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool,
+                 trace: str | None = None, fresh_id: str | None = None) -> _Prepared:
+        """Check one publish and build its script call (nothing touches Redis);
+        ``fresh_id``: the generated id to use when ``msg_id`` is None."""
+        k = self.keys(topic)
+        check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
+                      max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
+        idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
+        generated = msg_id is None
+        msg_id = (fresh_id or new_id()) if msg_id is None else check_id(msg_id)
+        args = [msg_id, topic, _json(data), to_ms(delay), int(at_front), to_ms(timeout),
+                int(max_retries), to_ms(result_ttl), to_ms(failure_ttl), reqid or "",
+                int(force), to_ms(self.heartbeat_ttl), notify or "", priority]
+        keys = [k.queue, k.delayed, k.workers, k.msg(msg_id), k.prios]
+        if mode is not None:
+            assert dedup_key is not None
+            keys.append(k.dedup(dedup_key))
+            args += [dedup_key, mode, to_ms(dedup_ttl), int(dedup_extend)]
+        traceparent = check_trace(trace)
+        if traceparent:  # ARGV[19]; without one the script stores ''
+            args += [*(() if mode is not None else _NO_DEDUP), traceparent]
+        return _Prepared(topic, msg_id, generated, idx_ttl, keys, args)
+
+    @staticmethod
+    def _outcome(one: _Prepared, reply: Any) -> tuple[PublishResult, bool, list[str]]:
+        """The result of one publish script's ``reply``, whether the id index still needs
+        writing (a caller-chosen id that was created) and the ids whose index entries
+        must go (a replaced message; a generated id indexed but never created)."""
+        code, status = int(reply[0]), reply[1]
+        if code < 0:
+            return (PublishResult(one.msg_id, False, NO_CONSUMER),
+                    False, [one.msg_id] if one.generated else [])
+        write = code == 1 and not one.generated
+        if len(reply) < 4:
+            return PublishResult(one.msg_id, code == 1, status), write, []
+        outcome, standing = reply[2], reply[3]
+        dedup = {"outcome": outcome, "msg_id": standing}
+        gone = [reply[4]] if len(reply) > 4 and reply[4] else []
+        if gone:
+            dedup["replaced"] = reply[4]
+        if code == 0 and one.generated:
+            gone.append(one.msg_id)  # indexed in the same trip, never created
+        return PublishResult(standing, code == 1, status, dedup), write, gone
+
+    def publish_many(self, messages: Iterable[dict[str, Any]], *, force: bool = False,
+                     chunk: int = PUBLISH_CHUNK, **defaults: Any) -> builtins.list[
+                         PublishResult]:
+        """Publish several messages in pipelined round trips (``chunk`` per trip): each
+        item is a dict of :meth:`publish`'s arguments (``topic`` and ``data`` required,
+        any other option per message), ``defaults`` fill in the options an item leaves
+        out; ``force`` is for all.
+
+        Every item is checked before anything is sent: a bad one raises (ValueError,
+        TypeError, InvalidTopic) with its index and nothing is published. Each message
+        goes through the very steps of :meth:`publish` (``publish_one`` of the prelude,
+        one ``publish_many.lua`` call per topic and trip), so idempotent by its ``msg_id``
+        (a repeated id answers ``created=False``) and deduplicated by its ``dedup_key``.
+        No exception for a topic without a live consumer: that item's result is
+        ``created=False`` with status ``no_consumer`` (nothing queued), the others are
+        published. Results come in the order of ``messages``.
+        """
+        unknown = set(defaults) - set(PUBLISH_OPTIONS)
+        if unknown:
+            raise TypeError(f"publish_many: unknown option(s) {', '.join(sorted(unknown))}")
+        prepared: builtins.list[_Prepared] = []
+        messages = builtins.list(messages)
+        fresh = iter(new_ids(len(messages)))
+        for i, item in enumerate(messages):
+            if not isinstance(item, dict) or "topic" not in item or "data" not in item:
+                raise TypeError(f"message {i}: a dict with topic and data is required")
+            options = {**defaults, **item}
+            bad = set(options) - {"topic", "data", *PUBLISH_OPTIONS}
+            if bad:
+                raise TypeError(f"message {i}: unknown option(s) {', '.join(sorted(bad))}")
+            topic, data = options.pop("topic"), options.pop("data")
+            try:
+                prepared.append(self._prepare(topic, data, force=force, fresh_id=next(fresh),
+                                              **{**PUBLISH_OPTIONS, **options}))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"message {i}: {exc}") from None
+        chunk = max(1, int(chunk))
+        out: builtins.list[PublishResult] = []
+        for start in range(0, len(prepared), chunk):
+            out += self._publish_chunk(prepared[start:start + chunk], force)
+        return out
+
+    def _publish_chunk(self, batch: builtins.list[_Prepared], force: bool
+                       ) -> builtins.list[PublishResult]:
+        """One pipelined round trip: one ``publish_many`` script per topic (each message
+        in it exactly a ``publish``), the index entries of generated ids and the registry
+        entries of forced topics; then one more for the index entries of caller-chosen ids
+        that were created and those to forget (only when there are)."""
+        by_topic: dict[str, builtins.list[int]] = {}
+        for at, one in enumerate(batch):
+            by_topic.setdefault(one.topic, []).append(at)
+        pipe = pipeline(self.client)
+        calls: dict[int, tuple[Any, ...]] = {}
+        best_effort: builtins.list[int] = []
+        n = 0
+        for topic, ats in by_topic.items():
+            k = self.keys(topic)
+            args: builtins.list[Any] = [k.msg_prefix, k.dedup_prefix, _WIDTH]
+            for at in ats:
+                args += batch[at].args
+                if len(batch[at].args) < _WIDTH - 1:
+                    args += _NO_DEDUP
+                if len(batch[at].args) < _WIDTH:
+                    args.append("")  # no trace
+            calls[n] = scripts.queue_in(pipe, "publish_many",
+                                        [k.queue, k.delayed, k.workers, k.prios], args)
+            n += 1
+        for one in batch:
+            if one.generated:
+                index.queue_write(pipe, one.msg_id, one.topic, one.idx_ttl)
+                best_effort.append(n)
+                n += 1
+        if force:
+            for topic in by_topic:
+                if self._register_due(topic):
+                    pipe.zadd(TOPICS, {topic: 0}, nx=True)
+                    best_effort.append(n)
+                    n += 1
+        results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
+                                 best_effort=best_effort)
+        index.ignore_errors(results, best_effort, "publish bookkeeping")
+        replies: builtins.list[Any] = [None] * len(batch)
+        for (_, ats), flat in zip(by_topic.items(), (results[i] for i in calls), strict=True):
+            for j, at in enumerate(ats):
+                reply = flat[5 * j:5 * j + 5]
+                replies[at] = reply if reply[2] else reply[:2]
+        out = []
+        after = pipeline(self.client)
+        pending = 0
+        for one, reply in zip(batch, replies, strict=True):
+            result, write, forget = self._outcome(one, reply)
+            out.append(result)
+            if write:
+                index.queue_write(after, one.msg_id, one.topic, one.idx_ttl)
+                pending += 1
+            for gone in forget:
+                after.execute_command("DEL", id_key(gone))
+                pending += 1
+        if pending:
+            try:
+                index.ignore_errors(after.execute(raise_on_error=False), list(range(pending)),
+                                    "publish_many id index")
+            except RedisError as exc:  # best effort, like every index write
+                log.warning("publish_many id index writes failed: %s", exc)
+        return out
 
     def _register_due(self, topic: str) -> bool:
         """True when this broker has not added ``topic`` to the registry in the last
@@ -201,11 +414,12 @@ class Broker:
     # -- consuming --------------------------------------------------------------------
 
     def claim(self, topic: str, worker_id: str, count: int = 1) -> list[Message]:
-        """Take up to ``count`` messages (due delayed ones are promoted first), leased to
-        ``worker_id``. Each claim counts an attempt and issues a new fencing token."""
+        """Take up to ``count`` messages (due delayed ones are promoted first), highest
+        priority first, leased to ``worker_id``. Each claim counts an attempt and issues a
+        new fencing token."""
         k = self.keys(topic)
         count = max(1, min(int(count), MAX_CLAIM))
-        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started],
+        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started, k.prios],
                            [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM])
         return Message.many(flat)
 
@@ -326,7 +540,8 @@ class Broker:
             args: list[Any] = [k.msg_prefix]
             for m in group:
                 args += [m.id, m.token]
-            n += int(scripts.run(self.client, "release", [k.queue, k.started], args))
+            n += int(scripts.run(self.client, "release", [k.queue, k.started, k.prios],
+                                     args))
         return n
 
     def reap(self, topic: str) -> int:
@@ -336,7 +551,7 @@ class Broker:
         expired count handled."""
         k = self.keys(topic)
         returned, _trimmed = scripts.run(
-            self.client, "reap", [k.queue, k.started, k.finished, k.failed],
+            self.client, "reap", [k.queue, k.started, k.finished, k.failed, k.prios],
             [k.msg_prefix, self.batch, self.lost_grace, ErrorKind.LOST.value])
         return int(returned)
 
@@ -345,7 +560,7 @@ class Broker:
     def requeue(self, topic: str, msg_id: str, at_front: bool = False) -> bool:
         """Put one dead letter back in the queue with fresh attempts."""
         k = self.keys(topic)
-        n, _ = scripts.run(self.client, "requeue", [k.queue, k.failed],
+        n, _ = scripts.run(self.client, "requeue", [k.queue, k.failed, k.prios],
                            [k.msg_prefix, int(at_front), 1, msg_id])
         return bool(n)
 
@@ -354,7 +569,7 @@ class Broker:
         k = self.keys(topic)
         total = 0
         while True:
-            n, scanned = scripts.run(self.client, "requeue", [k.queue, k.failed],
+            n, scanned = scripts.run(self.client, "requeue", [k.queue, k.failed, k.prios],
                                      [k.msg_prefix, int(at_front), self.batch])
             total += int(n)
             if int(scanned) < self.batch:
@@ -364,7 +579,8 @@ class Broker:
         """Remove a message whatever its status; True if its record existed."""
         k = self.keys(topic)
         gone = int(scripts.run(self.client, "delete", [k.queue, k.delayed, k.started,
-                                                        k.finished, k.failed, k.msg(msg_id)],
+                                                        k.finished, k.failed, k.msg(msg_id),
+                                                        k.prios],
                                [msg_id]))
         if gone:
             index.forget(self.client, [msg_id], topic)
@@ -377,10 +593,10 @@ class Broker:
         statuses = STATUSES if status == "all" else (status,)
         total = 0
         for st in statuses:
-            container = k.by_status(st)
             kind = "list" if st == "queued" else "zset"
+            containers = [k.queue, k.prios] if kind == "list" else [k.by_status(st)]
             while True:
-                ids = scripts.run(self.client, "purge", [container],
+                ids = scripts.run(self.client, "purge", containers,
                                   [k.msg_prefix, kind, self.batch])
                 index.forget(self.client, list(ids), topic)
                 total += len(ids)
@@ -392,7 +608,8 @@ class Broker:
         """Sizes of the five containers of ``topic`` (one consistent snapshot)."""
         k = self.keys(topic)
         sizes = scripts.run(self.client, "counts",
-                            [k.queue, k.delayed, k.started, k.finished, k.failed], [])
+                            [k.queue, k.delayed, k.started, k.finished, k.failed, k.prios],
+                            [])
         return dict(zip(STATUSES, (int(n) for n in sizes), strict=True))
 
     def get(self, msg_id: str, topic: str | None = None) -> Message | None:
@@ -432,13 +649,16 @@ class Broker:
 
     def list(self, topic: str, status: str, page_index: int = 1, page_size: int = 20,
              newest_first: bool = True) -> tuple[int, list[Message]]:
-        """One page of messages in ``status`` and the status' total. Newest = last pushed
-        for ``queued``, otherwise highest score (due time, lease deadline, expiry)."""
+        """One page of messages in ``status`` and the status' total. ``queued`` oldest
+        first is claim order (highest priority first, FIFO within one), newest first its
+        reverse; other statuses: newest = highest score (due time, lease deadline, expiry)."""
         k = self.keys(topic)
         page_index, page_size = max(1, int(page_index)), max(1, min(int(page_size), 1000))
         start = (page_index - 1) * page_size
-        reply = scripts.run(self.client, "list", [k.by_status(status)],
-                            [k.msg_prefix, "list" if status == "queued" else "zset", start,
+        queued = status == "queued"
+        reply = scripts.run(self.client, "list",
+                            [k.queue, k.prios] if queued else [k.by_status(status)],
+                            [k.msg_prefix, "list" if queued else "zset", start,
                              start + page_size - 1, int(newest_first)])
         return int(reply[0]), Message.many(reply[1:])
 

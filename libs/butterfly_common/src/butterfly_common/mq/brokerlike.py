@@ -28,7 +28,13 @@ class BrokerLike(Protocol):
                 delay: float = ..., at_front: bool = ..., timeout: float = ...,
                 max_retries: int = ..., result_ttl: float = ..., failure_ttl: float = ...,
                 reqid: str | None = ..., force: bool = ...,
-                notify: str | None = ..., trace: str | None = ...) -> PublishResult: ...
+                notify: str | None = ..., priority: int = ...,
+                dedup_key: str | None = ..., dedup_mode: str | None = ...,
+                dedup_ttl: float = ..., dedup_extend: bool = ...,
+                trace: str | None = ...) -> PublishResult: ...
+
+    def publish_many(self, messages: Iterable[dict[str, Any]], *, force: bool = ...,
+                     chunk: int = ..., **defaults: Any) -> list[PublishResult]: ...
 
     def get(self, msg_id: str, topic: str | None = ...) -> Message | None: ...
 

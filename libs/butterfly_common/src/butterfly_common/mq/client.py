@@ -29,7 +29,8 @@ from .brokerlike import BrokerLike
 from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
 
-__all__ = ["broker", "get", "get_many", "publish", "stand_in", "valid_topic", "wait"]
+__all__ = ["broker", "get", "get_many", "publish", "publish_many", "stand_in", "valid_topic",
+           "wait"]
 
 _lock = threading.Lock()
 _broker: Broker | None = None
@@ -80,10 +81,12 @@ def _source() -> BrokerLike:
     return _stand_in if _stand_in is not None else broker()
 
 
-def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
+def publish(topic: str, data: dict[str, Any], *, via: BrokerLike | None = None,
+            **options: Any) -> PublishResult:
     """Queue ``data`` on ``topic``; options as :meth:`Broker.publish` (msg_id, delay, ...).
 
     The process's middleware see it (``before_publish`` may change ``options``).
+    ``via``: the broker to publish with (default: :func:`broker`, or the test's stand-in).
 
     The current request's id (when called from a handler) travels with the message unless
     ``reqid`` is given, so one id follows the work across services.
@@ -95,12 +98,23 @@ def publish(topic: str, data: dict[str, Any], **options: Any) -> PublishResult:
     for mw in chain.before_publish:
         mw.before_publish(topic, data, options)
     try:
-        result = _source().publish(topic, data, **options)
+        result = (via or _source()).publish(topic, data, **options)
     except Exception:
         chain.notify("after_publish", topic, data, None)  # None: it failed (and raises)
         raise
     chain.notify("after_publish", topic, data, result)
     return result
+
+
+def publish_many(messages: Sequence[dict[str, Any]], **options: Any) -> list[PublishResult]:
+    """Queue several messages in pipelined round trips; items and options as
+    :meth:`Broker.publish_many` (each item a dict with ``topic``, ``data`` and any
+    per-message option). The current request's id travels with them unless ``reqid``
+    is given (as an option or per item)."""
+    if "reqid" not in options:
+        rid = current_reqid.get()
+        options["reqid"] = None if rid == NO_REQID else rid
+    return _source().publish_many(messages, **options)
 
 
 def get(msg_id: str, topic: str | None = None) -> Message | None:

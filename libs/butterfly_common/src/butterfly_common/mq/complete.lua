@@ -5,7 +5,9 @@ if not fenced(KEYS[3], ARGV[2]) then
   return 0
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-local ttl = tonumber(redis.call('HGET', KEYS[3], 'result_ttl')) or 0
+local r = redis.call('HMGET', KEYS[3], 'result_ttl', 'dedup_ref')
+local ttl = tonumber(r[1]) or 0
+release_dedup(r[2], ARGV[1])
 if ttl <= 0 then
   redis.call('DEL', KEYS[3])
   return 1

@@ -7,12 +7,15 @@ change a topic's state atomically. Keys of different tags never meet in one comm
 Per topic ``T``:
 
 ===========================  ======  ==================================================
-``bc:{T}:queue``             LIST    ready ids, consumers pop from the head
+``bc:{T}:queue``             LIST    ready ids of priority 0, consumers pop from the head
+``bc:{T}:queue:<p>``         LIST    ready ids of priority ``p`` (-100..100, not 0)
+``bc:{T}:prios``             ZSET    p -> p for every priority list that may be non-empty
 ``bc:{T}:delayed``           ZSET    id -> due time (ms): delayed publish, retry backoff
 ``bc:{T}:started``           ZSET    id -> lease deadline (ms)
 ``bc:{T}:finished``          ZSET    id -> record expiry (ms)
 ``bc:{T}:failed``            ZSET    id -> record expiry (ms), the dead letters
 ``bc:{T}:workers``           ZSET    worker id -> last heartbeat (ms)
+``bc:{T}:dedup:<key>``       STRING  id of the message standing for dedup key ``<key>``
 ``bc:{T}:msg:<id>``          HASH    the message record (fields: :data:`FIELDS`)
 ===========================  ======  ==================================================
 
@@ -47,8 +50,61 @@ MAX_ID_LEN = 200
 FIELDS: tuple[str, ...] = (
     "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
     "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
-    "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "trace",
+    "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "priority",
+    "dedup_key", "dedup_mode", "trace",
 )
+
+#: A message's ``priority``: an int in this range, higher claimed first, 0 the default.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
+
+def check_priority(priority: object) -> int:
+    """An int in MIN_PRIORITY..MAX_PRIORITY (a bool or a float is refused, not rounded)."""
+    if (isinstance(priority, bool) or not isinstance(priority, int)
+            or not MIN_PRIORITY <= priority <= MAX_PRIORITY):
+        raise ValueError(f"priority must be an integer {MIN_PRIORITY}..{MAX_PRIORITY}: "
+                         f"{priority!r}")
+    return priority
+
+
+#: Deduplication modes of a publish with a ``dedup_key`` (see docs/queue.md):
+#: ``until_done``: while the message holding the key is queued, delayed or started, a
+#: publish with the same key answers that message (``duplicate``); ``throttle``: one
+#: message per key per ``dedup_ttl`` (``throttled``); ``debounce``: within ``dedup_ttl``
+#: the latest publish replaces the one not started yet (``replaced``), ``dedup_extend``
+#: restarting the ttl at each publish.
+DEDUP_MODES = ("until_done", "throttle", "debounce")
+#: The outcome a publish with a ``dedup_key`` reports: created (new, replaced) or not.
+DEDUP_OUTCOMES = ("new", "replaced", "duplicate", "throttled")
+
+
+def check_dedup(dedup_key: object, mode: object, ttl: object, extend: object) -> str | None:
+    """The mode a publish's dedup options stand for (None: no dedup), or ValueError.
+
+    ``dedup_key`` is 1..MAX_ID_LEN printable non-space characters (it is part of a key
+    name, like a message id); ``mode`` one of DEDUP_MODES (default ``until_done``);
+    ``ttl`` seconds >= 0, required (> 0) by throttle and debounce, an upper bound of the
+    key's life with until_done; ``extend`` only with debounce."""
+    if dedup_key is None:
+        if mode is not None or ttl or extend:
+            raise ValueError("dedup_mode, dedup_ttl and dedup_extend need a dedup_key")
+        return None
+    if (not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > MAX_ID_LEN
+            or not dedup_key.isprintable() or any(c.isspace() for c in dedup_key)):
+        raise ValueError(f"dedup_key must be 1..{MAX_ID_LEN} printable non-space chars: "
+                         f"{dedup_key!r}")
+    mode = "until_done" if mode is None else mode
+    if mode not in DEDUP_MODES:
+        raise ValueError(f"dedup_mode must be one of {', '.join(DEDUP_MODES)}: {mode!r}")
+    if (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+            or not 0 <= ttl < float("inf")):
+        raise ValueError(f"dedup_ttl must be a finite number of seconds >= 0: {ttl!r}")
+    if mode != "until_done" and ttl <= 0:
+        raise ValueError(f"dedup_mode {mode} needs dedup_ttl > 0 (seconds)")
+    if extend and mode != "debounce":
+        raise ValueError("dedup_extend only applies to dedup_mode debounce")
+    return str(mode)
 
 
 def to_ms(seconds: float) -> int:
@@ -139,18 +195,30 @@ class TopicKeys:
     failed: str
     workers: str
     msg_prefix: str
+    prios: str
+    dedup_prefix: str
 
     @classmethod
     def of(cls, topic: str) -> TopicKeys:
         base = f"{PREFIX}:{{{check_topic(topic)}}}:"
         return cls(topic, base + "queue", base + "delayed", base + "started",
-                   base + "finished", base + "failed", base + "workers", base + "msg:")
+                   base + "finished", base + "failed", base + "workers", base + "msg:",
+                   base + "prios", base + "dedup:")
 
     def msg(self, msg_id: str) -> str:
         return self.msg_prefix + msg_id
 
+    def dedup(self, dedup_key: str) -> str:
+        """The key a message holds for ``dedup_key`` (see publish.lua)."""
+        return self.dedup_prefix + dedup_key
+
+    def ready(self, priority: int) -> str:
+        """The LIST of ready ids of ``priority`` (0: the topic's ``queue``)."""
+        return self.queue if priority == 0 else f"{self.queue}:{priority}"
+
     def by_status(self, status: str) -> str:
-        """The container key holding ids in ``status`` (``queued`` is the LIST)."""
+        """The container key holding ids in ``status`` (``queued``: the priority 0 LIST,
+        the scripts find the other priorities' lists through ``prios``)."""
         try:
             return {"queued": self.queue, "delayed": self.delayed, "started": self.started,
                     "finished": self.finished, "failed": self.failed}[status]

@@ -1,18 +1,37 @@
--- KEYS: one container (the queue LIST or a status ZSET)
+-- KEYS: one container (the queue LIST or a status ZSET), [prios with the queue]
 -- ARGV: msg_prefix, 'list' | 'zset', start, stop, newest_first
--- Reply: {total, record, record, ...} (records flat, FIELDS order). Newest = list tail,
--- or highest score (latest due / deadline / expiry) in a zset.
+-- Reply: {total, record, record, ...} (records flat, FIELDS order). The queue's oldest
+-- first is claim order (highest priority first, FIFO within one), newest first its exact
+-- reverse; in a zset newest = highest score (latest due / deadline / expiry).
 local start, stop = tonumber(ARGV[3]), tonumber(ARGV[4])
 local newest = ARGV[5] == '1'
 local total, ids
 if ARGV[2] == 'list' then
-  total = redis.call('LLEN', KEYS[1])
-  if newest then
-    local r = redis.call('LRANGE', KEYS[1], -stop - 1, -start - 1)
-    ids = {}
-    for i = #r, 1, -1 do ids[#ids + 1] = r[i] end
-  else
-    ids = redis.call('LRANGE', KEYS[1], start, stop)
+  local lists = ready_lists(KEYS[1], KEYS[2])
+  local lens = {}
+  total = 0
+  for i = 1, #lists do
+    lens[i] = redis.call('LLEN', lists[i][1])
+    total = total + lens[i]
+  end
+  ids = {}
+  local pos = 0  -- index, in the order asked, of the current list's first id
+  for j = 1, #lists do
+    local i = j
+    if newest then i = #lists + 1 - j end
+    local n = lens[i]
+    local lo, hi = math.max(start - pos, 0), math.min(stop - pos, n - 1)
+    if lo <= hi then
+      if newest then
+        local r = redis.call('LRANGE', lists[i][1], -hi - 1, -lo - 1)
+        for x = #r, 1, -1 do ids[#ids + 1] = r[x] end
+      else
+        local r = redis.call('LRANGE', lists[i][1], lo, hi)
+        for x = 1, #r do ids[#ids + 1] = r[x] end
+      end
+    end
+    pos = pos + n
+    if pos > stop then break end
   end
 else
   total = redis.call('ZCARD', KEYS[1])

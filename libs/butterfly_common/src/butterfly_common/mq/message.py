@@ -7,6 +7,7 @@ names on the wire); :meth:`Message.from_values` turns that into a :class:`Messag
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field, fields
@@ -73,12 +74,27 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012X}{secrets.randbits(48):012X}"
 
 
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh ids as :func:`new_id` makes them, from one read of the OS's random
+    source (``publish_many``: one system call per batch instead of one per message)."""
+    ms = f"{time.time_ns() // 1_000_000:012X}"
+    raw = os.urandom(6 * n)
+    return [ms + raw[6 * i:6 * i + 6].hex().upper() for i in range(n)]
+
+
 class PublishResult(NamedTuple):
-    """What :meth:`Broker.publish` did: ``created`` is False for a repeated ``msg_id``."""
+    """What :meth:`Broker.publish` did: ``created`` is False for a repeated ``msg_id``.
+
+    With a ``dedup_key``, ``dedup`` says which message stands and why:
+    ``{"outcome": "new" | "replaced" | "duplicate" | "throttled", "msg_id": <standing id>}``
+    plus ``"replaced": <id>`` (the message the publish took the place of) for
+    ``replaced``; ``msg_id`` and ``status`` are then the standing message's. None without
+    a dedup key."""
 
     msg_id: str
     created: bool
     status: str
+    dedup: dict[str, str] | None = None
 
 
 def _loads(text: str) -> Any:
@@ -129,6 +145,11 @@ class Message:
     #: Why the latest attempt failed (an :class:`ErrorKind` value); None while it has
     #: not failed. ``error`` says it in words, this is what a program should branch on.
     error_kind: str | None = None
+    #: Claim order: higher first (-100..100), FIFO within one priority; 0 the default.
+    priority: int = 0
+    #: The caller's deduplication key and mode ("" when published without).
+    dedup_key: str = ""
+    dedup_mode: str = ""
     #: The W3C ``traceparent`` of the publish (its producer span), when tracing was on:
     #: written once by the publish script, so the consumer's span links to it.
     trace: str = ""
@@ -150,7 +171,8 @@ class Message:
             error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
             token=_int(v["token"]), notify=v["notify"] or "",
             progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
-            trace=v["trace"] or "",
+            priority=_int(v["priority"]), dedup_key=v["dedup_key"] or "",
+            dedup_mode=v["dedup_mode"] or "", trace=v["trace"] or "",
         )
 
     @classmethod

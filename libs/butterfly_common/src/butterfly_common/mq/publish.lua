@@ -1,33 +1,12 @@
--- KEYS: queue, delayed, workers, msg
+-- KEYS: queue, delayed, workers, msg, prios, [dedup: bc:{T}:dedup:<dedup_key>]
 -- ARGV: id, topic, data, delay_ms, at_front, timeout, max_retries, result_ttl,
 --       failure_ttl, reqid, force, heartbeat_ttl_ms, notify (topic told when it ends, or ''),
---       trace (the producer's W3C traceparent, or '')
--- Reply: {1, status} created | {0, status} id exists | {-1, ''} no live consumer
-local status = redis.call('HGET', KEYS[4], 'status')
-if status then
-  return {0, status}
-end
-if ARGV[11] ~= '1'
-    and redis.call('ZCOUNT', KEYS[3], NOW - tonumber(ARGV[12]), '+inf') == 0 then
-  return {-1, ''}
-end
-local delay = tonumber(ARGV[4])
-status = 'queued'
-local enqueued = NOW
-if delay > 0 then
-  status = 'delayed'
-  enqueued = ''
-end
-redis.call('HSET', KEYS[4], 'id', ARGV[1], 'topic', ARGV[2], 'data', ARGV[3],
-  'status', status, 'attempts', 0, 'max_retries', ARGV[7], 'timeout', ARGV[6],
-  'result_ttl', ARGV[8], 'failure_ttl', ARGV[9], 'created_at', NOW,
-  'enqueued_at', enqueued, 'reqid', ARGV[10], 'token', 0, 'notify', ARGV[13],
-  'trace', ARGV[14])
-if delay > 0 then
-  redis.call('ZADD', KEYS[2], NOW + delay, ARGV[1])
-elseif ARGV[5] == '1' then
-  redis.call('LPUSH', KEYS[1], ARGV[1])
-else
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-end
-return {1, status}
+--       priority, dedup_key, dedup_mode (until_done | throttle | debounce), dedup_ttl_ms
+--       (0: none), dedup_extend ('1': a debounce restarts the ttl), trace (the producer's
+--       W3C traceparent, or '')
+-- Reply: {1, status} created | {0, status} id exists | {-1, ''} no live consumer; with a
+-- dedup key {code, status, outcome, standing id, replaced id or ''}, outcome one of
+-- new | replaced (created) | duplicate | throttled (nothing created: the standing
+-- message's status).
+local prefix = string.sub(KEYS[4], 1, #KEYS[4] - #ARGV[1])
+return publish_one(KEYS[1], KEYS[2], KEYS[3], KEYS[5], prefix, KEYS[4], KEYS[6], ARGV)

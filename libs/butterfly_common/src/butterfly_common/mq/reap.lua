@@ -1,7 +1,8 @@
--- KEYS: queue, started, finished, failed
+-- KEYS: queue, started, finished, failed, prios
 -- ARGV: msg_prefix, limit, lost_grace, lost_kind (the error_kind of a dead-lettered one)
--- Started ids past their lease go back to the FRONT of the queue (oldest deadline first),
--- or to the dead letters once attempts > max_retries + lost_grace (a crash loop must end).
+-- Started ids past their lease go back to the FRONT of their priority's list (oldest
+-- deadline first), or to the dead letters once attempts > max_retries + lost_grace (a
+-- crash loop must end).
 -- Then drop finished/failed records whose expiry passed. Reply: {returned, trimmed}.
 local prefix = ARGV[1]
 local limit = tonumber(ARGV[2])
@@ -12,7 +13,7 @@ for i = #expired, 1, -1 do
   local id = expired[i]
   local key = prefix .. id
   redis.call('ZREM', KEYS[2], id)
-  local r = redis.call('HMGET', key, 'attempts', 'max_retries')
+  local r = redis.call('HMGET', key, 'attempts', 'max_retries', 'priority')
   if r[1] then
     returned = returned + 1
     if tonumber(r[1]) > tonumber(r[2]) + grace then
@@ -21,7 +22,7 @@ for i = #expired, 1, -1 do
       bury(KEYS[4], key, id)
     else
       redis.call('HSET', key, 'status', 'queued', 'enqueued_at', NOW)
-      redis.call('LPUSH', KEYS[1], id)
+      enqueue(KEYS[1], KEYS[5], tonumber(r[3]) or 0, id, true)
     end
   end
 end

@@ -1,7 +1,8 @@
--- KEYS: queue, started
+-- KEYS: queue, started, prios
 -- ARGV: msg_prefix, id1, token1, id2, token2, ...
--- Hand back claimed-but-unstarted ids to the FRONT of the queue in their original order,
--- without counting the attempt. Fenced per id. Reply: how many were handed back.
+-- Hand back claimed-but-unstarted ids to the FRONT of their priority's list in their
+-- original order, without counting the attempt. Fenced per id. Reply: how many were
+-- handed back.
 local prefix = ARGV[1]
 local n = 0
 for i = #ARGV - 1, 2, -2 do
@@ -11,7 +12,7 @@ for i = #ARGV - 1, 2, -2 do
     redis.call('ZREM', KEYS[2], id)
     redis.call('HINCRBY', key, 'attempts', -1)
     redis.call('HSET', key, 'status', 'queued', 'worker', '', 'started_at', '')
-    redis.call('LPUSH', KEYS[1], id)
+    enqueue(KEYS[1], KEYS[3], priority_of(key), id, true)
     n = n + 1
   end
 end

@@ -1,4 +1,4 @@
--- KEYS: queue, failed
+-- KEYS: queue, failed, prios
 -- ARGV: msg_prefix, at_front, limit, [id]
 -- Move one dead letter (id given) or up to `limit` of them back to the queue with fresh
 -- attempts. Reply: {requeued, ids looked at}.
@@ -17,10 +17,10 @@ for i = 1, #ids do
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
       'worker', '', 'started_at', '', 'ended_at', '')
-    if ARGV[2] == '1' then
-      redis.call('LPUSH', KEYS[1], id)
-    else
-      redis.call('RPUSH', KEYS[1], id)
+    local r = redis.call('HMGET', key, 'priority', 'dedup_ref')
+    enqueue(KEYS[1], KEYS[3], tonumber(r[1]) or 0, id, ARGV[2] == '1')
+    if r[2] and r[2] ~= '' then  -- live again: an until_done key free since takes it back
+      redis.call('SET', r[2], id, 'NX')
     end
     n = n + 1
   end

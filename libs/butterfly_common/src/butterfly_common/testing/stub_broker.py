@@ -35,13 +35,14 @@ from ..mq.broker import (
     DEFAULT_RESULT_TTL,
     DEFAULT_TIMEOUT,
     LEASE,
+    NO_CONSUMER,
     NOTICE_RESULT_TTL,
     backoff,
     check_publish,
     check_trace,
 )
 from ..mq.errors import NoConsumer
-from ..mq.keys import TopicKeys, check_id
+from ..mq.keys import TopicKeys, check_dedup, check_id
 from ..mq.message import (
     DELAYED,
     FAILED,
@@ -90,6 +91,8 @@ class StubBroker:
         self._records: dict[tuple[str, str], Message] = {}
         self._queues: dict[str, deque[str]] = {}
         self._delayed: dict[str, dict[str, float]] = {}  # topic -> id -> due time
+        # (topic, dedup_key) -> (standing id, expiry or None), as bc:{T}:dedup:<key>
+        self._dedup: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._served: dict[str, set[str]] = {"stub": set(serves)}  # worker -> topics
         self._consumers: list[Consumer] = []
         self._skew = 0.0  # seconds join() moved the clock forward
@@ -132,25 +135,45 @@ class StubBroker:
                 result_ttl: float = DEFAULT_RESULT_TTL,
                 failure_ttl: float = DEFAULT_FAILURE_TTL, reqid: str | None = None,
                 force: bool = False, notify: str | None = None,
-                trace: str | None = None) -> PublishResult:
+                priority: int = 0, dedup_key: str | None = None,
+                dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+                dedup_extend: bool = False, trace: str | None = None) -> PublishResult:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
         refusals); returns ``PublishResult(msg_id, created, status)``."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
-        check_publish(data, self.max_depth, notify, timeout=timeout, delay=delay,
+        check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
+        mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         known = self._record(topic, msg_id)
         if known is not None:
             return PublishResult(msg_id, False, known.status)
+        now = self._now()
+        slot, replaced = None, ""
+        if mode is not None:
+            assert dedup_key is not None
+            slot = self._dedup.get((topic, dedup_key))
+            if slot is not None and slot[1] is not None and slot[1] <= now:
+                slot = None  # the key expired
+            if slot is not None:
+                holder = self._record(topic, slot[0])
+                held = holder.status if holder is not None else ""
+                if mode == "throttle" or (mode == "until_done"
+                                          and held in (QUEUED, DELAYED, STARTED)):
+                    outcome = "throttled" if mode == "throttle" else "duplicate"
+                    return PublishResult(slot[0], False, held,
+                                         {"outcome": outcome, "msg_id": slot[0]})
+                if mode == "debounce" and held in (QUEUED, DELAYED):
+                    replaced = slot[0]
         if not force and not self.serves(topic):
             raise NoConsumer(topic)
-        now = self._now()
         status = DELAYED if delay > 0 else QUEUED
         self._records[(topic, msg_id)] = Message(
             id=msg_id, topic=topic, data=json.loads(_json(data)), status=status,
             max_retries=int(max_retries), timeout=float(timeout),
             result_ttl=float(result_ttl), failure_ttl=float(failure_ttl), created_at=now,
             enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "",
+            priority=priority, dedup_key=dedup_key or "", dedup_mode=mode or "",
             trace=check_trace(trace))
         if delay > 0:
             self._delayed.setdefault(topic, {})[msg_id] = now + delay
@@ -158,7 +181,46 @@ class StubBroker:
             self._queues.setdefault(topic, deque()).appendleft(msg_id)
         else:
             self._queues.setdefault(topic, deque()).append(msg_id)
-        return PublishResult(msg_id, True, status)
+        if mode is None:
+            return PublishResult(msg_id, True, status)
+        assert dedup_key is not None
+        if replaced:
+            self._records.pop((topic, replaced), None)
+            self._delayed.get(topic, {}).pop(replaced, None)
+            queue = self._queues.get(topic, deque())
+            if replaced in queue:
+                queue.remove(replaced)
+        keep = slot is not None and mode == "debounce" and not dedup_extend
+        expires = slot[1] if keep and slot is not None else (
+            now + dedup_ttl if dedup_ttl > 0 else None)
+        self._dedup[(topic, dedup_key)] = (msg_id, expires)
+        dedup = {"outcome": "replaced" if replaced else "new", "msg_id": msg_id}
+        if replaced:
+            dedup["replaced"] = replaced
+        return PublishResult(msg_id, True, status, dedup)
+
+    def publish_many(self, messages: Iterable[dict[str, Any]], *, force: bool = False,
+                     chunk: int = 500, **defaults: Any) -> list[PublishResult]:
+        """:meth:`publish` of each item (a dict with ``topic``, ``data`` and options), as
+        :meth:`Broker.publish_many`: every item checked first, a topic without consumer
+        answers status ``no_consumer`` instead of raising."""
+        items = [{**defaults, **item} for item in messages]
+        for i, item in enumerate(items):
+            if "topic" not in item or "data" not in item:
+                raise TypeError(f"message {i}: a dict with topic and data is required")
+            check_publish(item["data"], self.max_depth, item.get("notify"),
+                          item.get("priority", 0), timeout=item.get("timeout", 1.0),
+                          delay=item.get("delay", 0.0), max_retries=item.get("max_retries", 0),
+                          result_ttl=item.get("result_ttl", 0.0),
+                          failure_ttl=item.get("failure_ttl", 0.0))
+        out = []
+        for item in items:
+            topic, data = item.pop("topic"), item.pop("data")
+            try:
+                out.append(self.publish(topic, data, force=force, **item))
+            except NoConsumer:
+                out.append(PublishResult(item.get("msg_id") or "", False, NO_CONSUMER))
+        return out
 
     def get(self, msg_id: str, topic: str | None = None) -> Message | None:
         """A copy of the record of ``msg_id`` (of ``topic``, or found by id alone)."""
@@ -264,7 +326,7 @@ class StubBroker:
         queue = self._queues.get(topic, deque())
         out: list[Message] = []
         while queue and len(out) < max(1, count):
-            msg = self._record(topic, queue.popleft())
+            msg = self._record(topic, self._pop_highest(topic, queue))
             if msg is None:  # deleted meanwhile
                 continue
             msg.attempts += 1
@@ -273,6 +335,18 @@ class StubBroker:
             msg.progress = msg.error_kind = None  # a new attempt starts clean, as on Redis
             out.append(replace(msg))
         return out
+
+    def _pop_highest(self, topic: str, queue: deque[str]) -> str:
+        """Take the first id of the highest priority (FIFO within one, as on Redis)."""
+        best, best_at = None, 0
+        for at, msg_id in enumerate(queue):
+            msg = self._record(topic, msg_id)
+            p = msg.priority if msg is not None else 0
+            if best is None or p > best:
+                best, best_at = p, at
+        msg_id = queue[best_at]
+        del queue[best_at]
+        return msg_id
 
     def _fenced(self, msg: Message) -> Message | None:
         """The record still started under ``msg``'s claim, else None (fenced out)."""

@@ -109,7 +109,11 @@ def _messages_context() -> dict[str, Any]:
     status = request.args.get("status") or "queued"
     if status not in STATUSES:
         abort(400, "unknown status")
-    order = "oldest" if request.args.get("order") == "oldest" else "newest"
+    # "priority": the queued messages in claim order, highest priority first (the order
+    # the queue keeps them in); the other statuses are kept by time, not by priority
+    order = request.args.get("order")
+    if order not in ("oldest", "priority") or (order == "priority" and status != "queued"):
+        order = "newest"
     page_index = int_arg("page", 1, 1, 10**9)
     page_size = int_arg("size", 20, 1, 200)
     total, counts = 0, {}

@@ -28,7 +28,7 @@ from typing import Any
 
 from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
-from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS, HTTP_CODES
+from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS
 from butterfly_common import Refusal, Request, api, mq, retstat, runtime
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
 from butterfly_common.roles import require_role
@@ -36,12 +36,14 @@ from butterfly_common.roles import require_role
 OK = retstat.OK
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
 def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             delay: float = 0.0, at_front: bool = False, timeout: float = DEFAULT_TIMEOUT,
             max_retries: int = 0, result_ttl: float = DEFAULT_RESULT_TTL,
             failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False,
-            notify: str | None = None) -> Any:
+            notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
+            dedup_mode: str | None = None, dedup_ttl: float = 0.0,
+            dedup_extend: bool = False) -> Any:
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
@@ -53,16 +55,48 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     stored with the message, so the consumer's access log carries the same ``x-reqid``.
     ``notify`` (a topic): when the message finishes or finally fails, the consumer publishes
     ``{msg_id, topic, status, stat, cost}`` there (at-least-once; sweep for notices lost to
-    a crash).
+    a crash). ``priority`` (an integer -100..100, default 0): consumers take the highest
+    priority ready first, FIFO within one priority (``at_front``: the head of its own
+    priority); anything else is ERR_BAD_PARAMS.
+    ``dedup_key`` (1..200 printable non-space chars, independent of ``msg_id``)
+    deduplicates per topic in ``dedup_mode``: ``until_done`` (default: while the message
+    holding the key is queued, delayed or started, a publish answers that one),
+    ``throttle`` (one message per key per ``dedup_ttl`` seconds) or ``debounce`` (within
+    ``dedup_ttl`` the latest publish replaces the one not started yet; ``dedup_extend``
+    restarts the ttl). The answer then has ``dedup: {outcome: new|replaced|duplicate|
+    throttled, msg_id: <the standing message>, replaced: <id>}``, and ``msg_id``/
+    ``status`` are the standing message's. Inconsistent dedup options are ERR_BAD_PARAMS.
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
         mq.broker(), topic, data, max_bytes=max_bytes, msg_id=msg_id, delay=delay,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
-        failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify)
+        failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify,
+        priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode, dedup_ttl=dedup_ttl,
+        dedup_extend=dedup_extend)
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
+def publish_many(req: Request, messages: list, force: bool = False) -> Any:
+    """Queue up to 1000 messages in one call, pipelined (far fewer round trips than one
+    ``publish`` each). ``messages`` is a list of objects, each with ``topic`` and ``data``
+    and any per-message option of ``publish`` (``msg_id``, ``delay``, ``at_front``,
+    ``timeout``, ``max_retries``, ``result_ttl``, ``failure_ttl``, ``notify``,
+    ``priority``, ``dedup_key``, ``dedup_mode``, ``dedup_ttl``, ``dedup_extend``);
+    ``force`` is for all. Every item is checked as ``publish`` checks it before anything
+    is queued: a refusal (ERR_BAD_PARAMS, ERR_BAD_TOPIC, ERR_MSG_TOO_LARGE,
+    ERR_MSG_ID_RESERVED) names ``messages[i]`` and queues nothing. Each message is still
+    idempotent by its ``msg_id`` and deduplicated by its ``dedup_key``. Answers
+    ``created`` (how many were queued) and ``results``: per item, in order, ``msg_id``,
+    ``created``, ``status`` (``no_consumer``: no live consumer serves its topic, nothing
+    queued for it) and ``dedup`` when it had a key.
+    """
+    max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
+    return OK, queue_admin.publish_many(mq.broker(), messages, max_bytes=max_bytes,
+                                        reqid=req.reqid, force=force)
+
+
+@api(topic=False)
 def msg(req: Request, msg_id: str, topic: str | None = None) -> Any:
     """A message's record: topic, data, status, attempts, result, error, worker, cost and
     times (epoch seconds). ERR_MSG_NOT_FOUND once deleted or expired. Without ``topic``
@@ -84,7 +118,7 @@ def _wait_slots(limit: int) -> threading.BoundedSemaphore:
         return _waiters[1]
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
 def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = None) -> Any:
     """Wait up to ``timeout`` seconds (capped by BAICHUAN_MAX_WAIT, default 60) for the
     message to finish or fail, then answer its record as ``msg`` does. When time runs out
@@ -103,7 +137,7 @@ def wait(req: Request, msg_id: str, timeout: float = 10.0, topic: str | None = N
         slots.release()
 
 
-@api(write=True, statuses=HTTP_CODES)
+@api(write=True)
 def requeue(req: Request, topic: str, msg_id: str | None = None, all: bool = False) -> Any:
     """Put a failed message (``msg_id``) back in the queue with fresh attempts; ``all=true``
     requeues every failed message of the topic and needs the admin role (a bulk re-run).
@@ -114,37 +148,38 @@ def requeue(req: Request, topic: str, msg_id: str | None = None, all: bool = Fal
     return OK, queue_admin.requeue(mq.broker(), topic, msg_id, all)
 
 
-@api(admin=True, statuses=HTTP_CODES)
+@api(admin=True)
 def delete(req: Request, topic: str, msg_id: str) -> Any:
     """Admin: remove one message of ``topic`` whatever its status (a consumer still
     running it is fenced out: its late result is ignored)."""
     return OK, queue_admin.delete(mq.broker(), topic, msg_id)
 
 
-@api(admin=True, statuses=HTTP_CODES)
+@api(admin=True)
 def purge(req: Request, topic: str, status: str = "failed") -> Any:
     """Admin: delete every message of ``topic`` in ``status`` (queued, delayed, started,
     finished, failed, or all); answers ``purged``."""
     return OK, queue_admin.purge(mq.broker(), topic, status)
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
 def topics(req: Request, page_index: int = 1, page_size: int = 100) -> Any:
     """Known topics, each with queued/delayed/started/finished/failed counts and its live
     ``consumers``, as ``data: {total, list}``."""
     return OK, {"data": queue_admin.topics_page(mq.broker(), page_index, page_size)}
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
 def msgs(req: Request, topic: str, status: str = "queued", page_index: int = 1,
          page_size: int = 20, order: str = "newest") -> Any:
     """One page of ``topic``'s messages in ``status``, ``order`` newest (default) or
-    oldest first, as ``data: {total, list}``."""
+    oldest first, as ``data: {total, list}``; each record shows its ``priority``. Queued
+    messages oldest first are in claim order: highest priority first, FIFO within one."""
     return OK, {"data": queue_admin.msgs_page(mq.broker(), topic, status, page_index,
                                               page_size, order)}
 
 
-@api(topic=False, statuses=HTTP_CODES)
+@api(topic=False)
 def workers(req: Request, page_index: int = 1, page_size: int = 100) -> Any:
     """Registered consumers: id, topics, info, ttl, last_seen (epoch s) and ``alive``, as
     ``data: {total, list}``."""
