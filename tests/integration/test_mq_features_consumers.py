@@ -11,49 +11,21 @@ threads), on plain Redis, through nutcracker with two shards and on a 3-node Red
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
+from reltest_workers import start_worker, stop_workers
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import Nutcracker, RedisClusterServers, RedisServer, wait_until
 
-HERE = Path(__file__).resolve().parent
 SLOW = "/rel/slow"
 WORK = "/rel/work"
 RUNS = "reltest:{runs}"  # reltest_app's work handler counts its runs per n there
-
-
-def start_worker(url: str, logdir: str) -> subprocess.Popen:
-    env = {**os.environ, "BUTTERFLY_REDIS_URL": url, "BUTTERFLY_CONSUME_THREADS": "8",
-           "BUTTERFLY_CONSUME_MAX_IDLE": "0.05", "BUTTERFLY_LOG_DIR": logdir,
-           "PYTHONPATH": str(HERE)}
-    return subprocess.Popen([sys.executable, "-m", "butterfly_common.cli", "worker",
-                             "reltest_app:service"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """SIGTERM every worker (woken first if frozen), SIGKILL any still up after 30 s: no
-    consumer may outlive its test (a later test's server could reuse its port)."""
-    for worker in workers:
-        worker.send_signal(signal.SIGCONT)
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
 
 
 @pytest.fixture(params=["redis", "twemproxy", "cluster"])
@@ -72,7 +44,7 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Broker]:
             servers = [RedisClusterServers(3).start()]  # type: ignore[list-item]
             url = servers[0].url
             proxy = None
-        workers = [start_worker(url, logdir) for _ in range(2)]
+        workers = [start_worker(url, logdir, max_idle="0.05") for _ in range(2)]
         broker = Broker(make_redis(url))
         try:
             wait_until(lambda: sum(1 for w in broker.workers() if w.get("alive")

@@ -10,46 +10,19 @@ overlap at the boundary: a consumer runs the messages of one claim side by side.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from reltest_workers import start_worker, stop_workers
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import Nutcracker, RedisClusterServers, RedisServer, wait_until
 
-HERE = Path(__file__).resolve().parent
 TOPIC = "/rel/work"
 PLAN = {5: 300, 0: 300, -5: 100}  # priority -> messages
-
-
-def start_worker(url: str, logdir: str) -> subprocess.Popen:
-    env = {**os.environ, "BUTTERFLY_REDIS_URL": url, "BUTTERFLY_CONSUME_THREADS": "8",
-           "BUTTERFLY_CONSUME_MAX_IDLE": "0.1", "BUTTERFLY_LOG_DIR": logdir,
-           "PYTHONPATH": str(HERE)}
-    return subprocess.Popen([sys.executable, "-m", "butterfly_common.cli", "worker",
-                             "reltest_app:service"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """SIGTERM every worker (woken first if frozen), SIGKILL any still up after 30 s: no
-    consumer may outlive its test (a later test's server could reuse its port)."""
-    for worker in workers:
-        worker.send_signal(signal.SIGCONT)
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
 
 
 @pytest.fixture(params=["redis", "twemproxy", "cluster"])

@@ -6,33 +6,21 @@ from messages that were in flight (claimed by the killed consumer) at a kill.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from reltest_workers import start_worker
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import Nutcracker, RedisServer, wait_until
 
-HERE = Path(__file__).resolve().parent
 TOPIC = "/rel/work"
 TOTAL = 10_000
 KILL_AT = (1500, 4000, 6500)
-
-
-def start_worker(url: str, logdir: str, lease: str = "2") -> subprocess.Popen:
-    env = {**os.environ, "BUTTERFLY_REDIS_URL": url, "BUTTERFLY_MQ_LEASE": lease,
-           "BUTTERFLY_CONSUME_THREADS": "8", "BUTTERFLY_CONSUME_MAX_IDLE": "0.1",
-           "BUTTERFLY_LOG_DIR": logdir, "PYTHONPATH": str(HERE)}
-    return subprocess.Popen([sys.executable, "-m", "butterfly_common.cli", "worker",
-                             "reltest_app:service"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 def in_flight_of(broker: Broker, pid: int) -> int:
@@ -56,7 +44,7 @@ def test_sigkill_loses_nothing(proxy):
                 for n in range(TOTAL)]
     assert len(set(ids)) == TOTAL
     with tempfile.TemporaryDirectory() as logdir:
-        workers = [start_worker(proxy.url, logdir) for _ in range(3)]
+        workers = [start_worker(proxy.url, logdir, lease="2") for _ in range(3)]
         in_flight = []
         try:
             for i, threshold in enumerate(KILL_AT):
@@ -66,7 +54,7 @@ def test_sigkill_loses_nothing(proxy):
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(10)
                 in_flight.append(in_flight_of(broker, victim.pid))
-                workers[i % len(workers)] = start_worker(proxy.url, logdir)
+                workers[i % len(workers)] = start_worker(proxy.url, logdir, lease="2")
             wait_until(lambda: broker.counts(TOPIC)["finished"] == TOTAL, 180, interval=0.1,
                        what="all finished")
         finally:
