@@ -125,10 +125,14 @@ class Chain:
         for mw in self.middleware:
             if not isinstance(mw, Middleware):
                 raise TypeError(f"{mw!r} is not a butterfly Middleware")
+        #: per hook, the bound methods :meth:`notify` calls (looked up once, not per call)
+        self._bound: dict[str, tuple[Any, ...]] = {}
         for hook in HOOKS:
             users = [mw for mw in self.middleware
                      if getattr(type(mw), hook) is not getattr(Middleware, hook)]
-            setattr(self, hook, tuple(reversed(users) if hook in REVERSED else users))
+            ordered = tuple(reversed(users) if hook in REVERSED else users)
+            setattr(self, hook, ordered)
+            self._bound[hook] = tuple(getattr(mw, hook) for mw in ordered)
 
     def __iter__(self) -> Any:
         return iter(self.middleware)
@@ -139,8 +143,8 @@ class Chain:
     def notify(self, hook: str, *args: Any) -> None:
         """Run ``hook`` of every middleware that has it, in its order; what one raises is
         logged and dropped (the after hooks, which must not change a decided answer)."""
-        for mw in getattr(self, hook):
+        for call in self._bound[hook]:
             try:
-                getattr(mw, hook)(*args)
+                call(*args)
             except Exception:
-                log.exception("middleware %r: %s failed", mw, hook)
+                log.exception("middleware %r: %s failed", call.__self__, hook)
