@@ -66,7 +66,7 @@ def mq_client(mq_backend: MQBackend) -> Iterator[Any]:
 def broker(mq_client: Any) -> Broker:
     """A broker with short timings, so lease expiry and backoff take ~0.1 s, not minutes."""
     return Broker(mq_client, lease=0.3, heartbeat_ttl=5.0, min_backoff=0.05,
-                  max_backoff=0.2)
+                  max_backoff=0.2, settle_grace=0.2)
 
 
 @pytest.fixture

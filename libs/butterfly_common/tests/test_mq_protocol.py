@@ -179,9 +179,24 @@ def test_extend_is_fenced_and_capped_by_timeout(broker: Broker, topic: str) -> N
     assert broker.extend(msg, 0.5)
     assert broker.client.zscore(started_key, msg.id) > first
     assert broker.extend(msg, 60)
-    assert broker.client.zscore(started_key, msg.id) == msg.started_at * 1000 + 800
+    # capped at the timeout plus the settle grace (0.2 s in this fixture)
+    assert broker.client.zscore(started_key, msg.id) == msg.started_at * 1000 + 800 + 200
     wait_until(lambda: not broker.extend(msg, 60), 5, what="timeout reached")
-    assert broker.reap(topic) == 1
+    wait_until(lambda: broker.reap(topic) == 1, 5, what="reaped after the grace")
+
+
+def test_a_timed_out_attempt_is_not_reaped_while_its_failure_is_recorded(
+        mq_client, topic: str) -> None:
+    """Past ``timeout`` the consumer interrupts the handler and records the failure; a
+    reaper running in between must not hand the message out again as lost."""
+    slow = Broker(mq_client, lease=30.0, settle_grace=2.0)
+    mid = slow.publish(topic, {}, timeout=0.2, max_retries=0).msg_id
+    (msg,) = slow.claim(topic, "w1")
+    wait_until(lambda: not slow.extend(msg), 5, what="timeout reached")
+    assert slow.reap(topic) == 0  # inside the grace: still the consumer's
+    assert slow.fail(msg, "timeout after 0.2s", retry=True) == "failed"
+    record = slow.get(mid)
+    assert (record.status, record.attempts) == ("failed", 1)
 
 
 def test_reap_is_idempotent_under_concurrent_reapers(broker: Broker, topic: str) -> None:

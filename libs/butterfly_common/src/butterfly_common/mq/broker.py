@@ -4,8 +4,11 @@ Every state change is ONE Lua script over keys of ONE topic's hash tag, timed by
 server clock, so it is atomic on plain Redis, through Twemproxy and on Redis Cluster.
 
 Delivery is at-least-once. A claimed message is *leased*: its deadline in ``started`` is
-``now + min(timeout, lease)``; consumers :meth:`Broker.extend` it while working (never past
-``started_at + timeout``). :meth:`Broker.reap` puts messages whose lease ran out back at
+``now + min(timeout + settle_grace, lease)``; consumers :meth:`Broker.extend` it while
+working (never past ``started_at + timeout + settle_grace``). The grace is the consumer's
+time to interrupt a handler past its ``timeout`` and record that failure: without it a
+reaper could hand a timed-out message out again as *lost* while its failure is being
+written. :meth:`Broker.reap` puts messages whose lease ran out back at
 the front of the queue, and dead-letters them once ``attempts > max_retries +
 lost_grace`` so a message that kills its consumer cannot loop forever.
 
@@ -53,6 +56,9 @@ DEFAULT_TIMEOUT = 180.0
 DEFAULT_RESULT_TTL = 86400.0
 DEFAULT_FAILURE_TTL = 7 * 86400.0
 LEASE = 30.0
+#: Time past a message's ``timeout`` its consumer has to interrupt it and record the
+#: failure before a reaper may treat the attempt as lost.
+SETTLE_GRACE = 2.0
 MAX_CLAIM = 1000
 #: How long a completion notice's own record is kept once handled (it is tiny, but many).
 NOTICE_RESULT_TTL = 600.0
@@ -135,6 +141,7 @@ class Broker:
     consumer. ``heartbeat_ttl``: how fresh a consumer heartbeat must be for publish to
     accept a topic. ``min_backoff``/``max_backoff``: retry delay bounds (exponential with
     jitter). ``lost_grace``: redeliveries after lost leases beyond ``max_retries``.
+    ``settle_grace``: seconds past a message's ``timeout`` before its lease lapses.
     ``index_slack``: extra life of the id->topic index beyond the record's own TTL.
     ``max_depth``: nesting limit of published data (None: the process's
     ``BUTTERFLY_MAX_JSON_DEPTH``).
@@ -144,9 +151,10 @@ class Broker:
                  heartbeat_ttl: float = HEARTBEAT_TTL, min_backoff: float = 1.0,
                  max_backoff: float = 300.0, lost_grace: int = 2,
                  index_slack: float = 3600.0, batch: int = 500,
-                 max_depth: int | None = None) -> None:
+                 max_depth: int | None = None, settle_grace: float = SETTLE_GRACE) -> None:
         self.client = client
         self.lease = lease
+        self.settle_grace = settle_grace
         self.heartbeat_ttl = heartbeat_ttl
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
@@ -420,7 +428,8 @@ class Broker:
         k = self.keys(topic)
         count = max(1, min(int(count), MAX_CLAIM))
         flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started, k.prios],
-                           [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM])
+                           [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM,
+                            to_ms(self.settle_grace)])
         return Message.many(flat)
 
     def _index_ttl(self, msg: Message, extra: float = 0.0) -> int:
@@ -511,11 +520,12 @@ class Broker:
 
     def extend(self, msg: Message, seconds: float | None = None) -> bool:
         """Push the lease deadline to ``now + seconds`` (default: the broker lease), capped
-        at ``started_at + timeout``. False when fenced out or the timeout has passed."""
+        at ``started_at + timeout + settle_grace``. False when fenced out or the timeout
+        has passed."""
         k = self.keys(msg.topic)
         seconds = self.lease if seconds is None else seconds
         return bool(scripts.run(self.client, "extend", [k.started, k.msg(msg.id)],
-                                [msg.id, msg.token, to_ms(seconds)]))
+                                [msg.id, msg.token, to_ms(seconds), to_ms(self.settle_grace)]))
 
     def progress(self, msg: Message, done: int, total: int, note: str = "") -> bool:
         """Store how far the running attempt of ``msg`` got (see :mod:`.progress`).

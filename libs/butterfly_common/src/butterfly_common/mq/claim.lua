@@ -1,5 +1,5 @@
 -- KEYS: queue, delayed, started, prios
--- ARGV: count, worker, lease_ms, msg_prefix, promote_limit
+-- ARGV: count, worker, lease_ms, msg_prefix, promote_limit, settle_grace_ms
 -- Promote due delayed ids to the tail of their priority's list, then pop up to `count`
 -- ids, highest priority first (FIFO within one), and mark them started. Reply: the
 -- claimed records, flat (FIELDS order).
@@ -34,12 +34,13 @@ for _, ready in ipairs(ready_lists(KEYS[1], KEYS[4])) do
   if #ids >= want then break end
 end
 local lease = tonumber(ARGV[3])
+local grace = tonumber(ARGV[6])
 for i = 1, #ids do
   local id = ids[i]
   local key = prefix .. id
   local timeout = tonumber(redis.call('HGET', key, 'timeout'))
   if timeout then  -- a vanished record (deleted, expired) is dropped
-    redis.call('ZADD', KEYS[3], NOW + math.min(timeout, lease), id)
+    redis.call('ZADD', KEYS[3], NOW + math.min(timeout + grace, lease), id)
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HINCRBY', key, 'token', 1)
     redis.call('HSET', key, 'status', 'started', 'started_at', NOW, 'worker', ARGV[2])
