@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -74,7 +75,13 @@ def test_graceful_sigterm(tmp_path):
         service.start()
         wait_until(lambda: requests.get(f"{service.url}/healthz", timeout=2).ok, 30)
         service.proc.send_signal(signal.SIGTERM)
-        assert service.proc.wait(30) == 0
+        try:
+            code = service.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            pytest.fail("core still running 30 s after SIGTERM; its output:\n"
+                        + service.output_tail())
+        assert code == 0, service.output_tail()
         assert not port_open(service.port)
 
 

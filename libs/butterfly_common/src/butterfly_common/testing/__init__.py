@@ -72,17 +72,34 @@ class ManagedProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> ManagedProcess:
-        # argv list from the test itself, never a shell string
-        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=subprocess.DEVNULL,  # noqa: S603
-                                     stderr=subprocess.DEVNULL, env=self.env)
+        # argv list from the test itself, never a shell string; its output is kept in
+        # the workdir so a failing test can show it (:meth:`output_tail`)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_path, "ab") as output:
+            self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=output,  # noqa: S603
+                                         stderr=subprocess.STDOUT, env=self.env)
         wait_until(lambda: self._alive_or_raise() and port_open(self.port), timeout,
                    what=f"{self.argv[0]} listening on {self.port}")
         return self
 
+    @property
+    def output_path(self) -> Path:
+        """Where the process's stdout and stderr go."""
+        return self.workdir / "output.log"
+
+    def output_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines the process printed (for a failing test's message)."""
+        try:
+            text = self.output_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def _alive_or_raise(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}")
+            raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n"
+                               f"{self.output_tail()}")
         return True
 
     def kill(self) -> None:
