@@ -93,6 +93,22 @@ def test_jitter_spreads_the_pauses(loops):
     assert max(gaps) - min(gaps) > 0.005, gaps  # not one fixed pause
 
 
+def test_paced_fn_sets_its_own_pause_capped_at_the_interval(loops):
+    """``paced``: each run returns the pause before the next one (a loop that sleeps
+    until its next due item); a longer one is cut to ``interval``."""
+    calls = Calls()
+    asked = iter([0.3, 0.02, 5.0])
+
+    def fn() -> float:
+        calls()
+        return next(asked, 60.0)
+
+    loops("paced", 0.5, fn, paced=True, first_delay=0)
+    wait_until(lambda: len(calls) >= 4, 5, what="four paced runs")
+    gaps = [b - a for a, b in zip(calls.times, calls.times[1:], strict=False)]
+    assert gaps[0] >= 0.29 and gaps[1] < 0.4 and 0.49 <= gaps[2] < 3, gaps
+
+
 def test_align_ticks_on_the_wall_clock(loops):
     stamps: list[float] = []
     loops("align", 0.2, lambda: stamps.append(time.time()), align=True)

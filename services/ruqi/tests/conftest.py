@@ -87,7 +87,7 @@ class Engines:
 
     def stop_all(self) -> None:
         for engine in self.engines:
-            if not engine._stopping.is_set():
+            if not engine.stopped:
                 engine.stop(timeout=5)
 
 

@@ -26,10 +26,6 @@ def crash(engine: Engine) -> None:
         writer.put = drop  # type: ignore[method-assign]
         writer._buf.clear()
     writer._loop.stop(5)
-    engine._stopping.set()
-    engine._wake.set()
-    for thread in engine._threads:
-        thread.join(5)
-    for loop in (engine._control, engine._prune):
+    for loop in (engine._fire, engine._control, engine._prune):
         loop.stop(5)
     engine._pool.shutdown(wait=False, cancel_futures=True)

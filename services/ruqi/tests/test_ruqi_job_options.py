@@ -47,7 +47,7 @@ def drive(engines_, clock: SimClock, until: float, count: callable) -> None:
         before = count()
         clock.t = nxt + 0.01
         for engine in engines_:
-            engine._wake.set()
+            engine.tick()
         wait_until(lambda b=before: count() > b, timeout=10, what=f"the fire at {nxt}")
 
 

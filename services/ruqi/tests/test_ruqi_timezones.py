@@ -302,11 +302,11 @@ def test_engine_records_the_dst_fire_times(env, engines, callee, zone, month):
     for t in sorted(set(itertools.chain.from_iterable(expected.values()))):
         clock.t = t + 0.01
         want = sum(1 for v in expected.values() for x in v if x <= t)
-        engine._wake.set()
+        engine.tick()
         wait_until(lambda w=want: sum(len(recorded(j)) for j in specs) >= w, timeout=10,
                    what=f"the fires up to {local(t, zone)}")
     clock.t = until
-    engine._wake.set()
+    engine.tick()
     engines.stop_all()
     assert {j: recorded(j) for j in specs} == expected
     assert sum(len(v) for v in expected.values()) == total

@@ -6,7 +6,8 @@ one loop behind all of them:
 
 - ``fn`` runs every ``interval`` seconds (the pause counts from the end of a run, so runs
   never pile up), ``jitter`` spreads processes started together, ``align`` makes every
-  process tick together on the wall clock instead; ``wake()`` runs it now;
+  process tick together on the wall clock instead, ``paced`` lets ``fn`` return its own
+  next pause (ruqi's fire loop sleeps until the next fire); ``wake()`` runs it now;
 - ``stop(timeout)`` ends the loop at once (the pause is an ``Event`` wait, never a sleep)
   and may be called any number of times; :func:`stop_all` - called by
   ``serve.stop_background``, which gunicorn's ``worker_exit`` runs - stops whatever a
@@ -61,14 +62,17 @@ class Periodic:
     < 1). ``first_delay``: the pause before the first run (default: one pause; 0 runs at
     once). ``retry``: the pause after a failed run (default: the usual one). ``align``:
     pause until just past the next multiple of ``interval`` of the wall clock instead.
-    ``lease``: run only while holding it (its TTL must outlast a pause). ``logger``: where
-    outages, recoveries and lease changes are logged (the service's own logger).
+    ``lease``: run only while holding it (its TTL must outlast a pause). ``paced``: ``fn``
+    returns the pause before its next run (seconds, at most ``interval``), for a loop that
+    sleeps until its next due item. ``logger``: where outages, recoveries and lease
+    changes are logged (the service's own logger).
     """
 
     def __init__(self, name: str, interval: float, fn: Callable[[], object], *,
                  jitter: float = 0.0, lease: Lease | None = None,
                  first_delay: float | None = None, retry: float | None = None,
-                 align: bool = False, logger: logging.Logger | None = None) -> None:
+                 align: bool = False, paced: bool = False,
+                 logger: logging.Logger | None = None) -> None:
         if not interval > 0:
             raise ValueError(f"periodic {name}: interval must be > 0, not {interval!r}")
         if not 0 <= jitter < 1:
@@ -85,6 +89,9 @@ class Periodic:
         self.first_delay = first_delay
         self.retry = retry
         self.align = align
+        self.paced = paced
+        #: with ``paced``: the pause the last successful run asked for
+        self._asked: float | None = None
         self.log = logger or log
         #: This process's name in the lease (unique per loop, so two loops of one process
         #: compete like two processes would).
@@ -174,6 +181,8 @@ class Periodic:
                         _running.remove(self)
 
     def _pause(self, failed: bool) -> float:
+        if self.paced and not failed and self._asked is not None:
+            return min(self._asked, self.interval)
         if self.align:
             return self.interval - time.time() % self.interval + ALIGN_SLACK
         base = self.retry if failed and self.retry is not None else self.interval
@@ -188,7 +197,9 @@ class Periodic:
             if self.lease is not None and not self._owns(self.lease):
                 self._ok(ran=False)
                 return True
-            self.fn()
+            asked = self.fn()
+            if self.paced:
+                self._asked = float(asked)  # type: ignore[arg-type]
         except Exception as exc:
             self._failed(exc)
             return False

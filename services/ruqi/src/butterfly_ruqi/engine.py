@@ -150,8 +150,6 @@ class Engine:
         self.claims = Claims(redis, self.owner)
         self.writer = HistoryWriter(self.claims)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._specs: dict[str, JobSpec] = {}
         self._slots: dict[str, Slot] = {}
         self._heap: list[tuple[float, str, int]] = []
@@ -170,9 +168,10 @@ class Engine:
         self._last_full = 0.0
         self._check_time = 0.0
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
-        #: The fire loop: not a Periodic - it sleeps until the earliest fire (or a wakeup),
-        #: at most one claim round per ``claim_interval``; see :meth:`_loop`.
-        self._threads: list[threading.Thread] = []
+        #: The fire loop: sleeps until the earliest fire (or a wakeup), at most one claim
+        #: round per ``claim_interval``, at least one a second; see :meth:`_fire_turn`.
+        self._fire = Periodic("ruqi-fire", 1.0, self._fire_turn, paced=True, first_delay=0,
+                              retry=0.05, logger=log)
         #: Propagation, membership, watch list, manual runs (every ``poll_interval``).
         self._control = Periodic("ruqi-control", config.poll_interval, self._control_once,
                                  logger=log)
@@ -196,10 +195,7 @@ class Engine:
         except Exception:
             log.exception("engine %s starts without Redis/DB; retrying in the background",
                           self.owner)
-        thread = threading.Thread(target=self._loop, name="ruqi-loop", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        for loop in (self._control, self._beat, self._prune):
+        for loop in (self._fire, self._control, self._beat, self._prune):
             loop.start()
         log.info("engine %s started", self.owner)
         return self
@@ -211,10 +207,7 @@ class Engine:
         still finishing belongs to a dead engine (they would record it lost, or steal its
         overlap lock).
         """
-        self._stopping.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
+        self._fire.stop(timeout)
         self._control.stop(timeout)
         # No more claims from here: hand our jobs to the peers now, not after the drain.
         self._owning = False
@@ -232,35 +225,35 @@ class Engine:
             log.exception("engine %s could not remove its heartbeat", self.owner)
         log.info("engine %s stopped", self.owner)
 
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` began."""
+        return self._fire.stopped
+
+    def tick(self) -> None:
+        """Look for due fires now, not at the next planned turn (a test that jumps a
+        simulated clock forward calls it)."""
+        self._fire.wake()
+
     def wakeup(self) -> None:
         """Re-read the jobs now (also what a ``ruqi:version`` bump does on every replica)."""
         self._seen_version = "<wakeup>"
-        self._wake.set()
+        self._fire.wake()
 
     # -- the fire loop -------------------------------------------------------------------
-    def _loop(self) -> None:
-        """Sleep until the earliest fire, claim what is due, repeat - at most one claim
-        round per ``claim_interval``: 1,000 jobs at 1 s spread over the second otherwise
-        made a round (a wake-up and a round trip) for nearly every fire."""
-        next_round = 0.0
-        while not self._stopping.is_set():
-            with self._lock:
-                first = self._heap[0][0] if self._heap else self.clock() + 1.0
-            pause = next_round - time.monotonic()
-            if pause > 0:  # a few ms: a plain sleep costs less than an Event's wait
-                time.sleep(pause)
-                continue
-            wait = first - self.clock()
-            if wait > 0:
-                self._wake.wait(min(wait, 1.0))
-                self._wake.clear()
-                continue
-            next_round = time.monotonic() + self.config.claim_interval
-            try:
-                self._fire_due()
-            except Exception:
-                log.exception("fire loop error")
-                time.sleep(0.05)
+    def _fire_turn(self) -> float:
+        """One turn of the fire loop: claim what is due, if anything; the pause until the
+        next turn: until the earliest fire, but at least ``claim_interval`` after a claim
+        round (1,000 jobs at 1 s spread over the second otherwise made a round - a wake-up
+        and a round trip - for nearly every fire) and at most a second."""
+        if self._earliest() <= self.clock():
+            self._fire_due()
+            return min(max(self._earliest() - self.clock(), self.config.claim_interval), 1.0)
+        return min(self._earliest() - self.clock(), 1.0)
+
+    def _earliest(self) -> float:
+        with self._lock:
+            return self._heap[0][0] if self._heap else self.clock() + 1.0
 
     def _fire_due(self) -> None:
         now = self.clock()
@@ -693,7 +686,7 @@ class Engine:
                               for i, s in self._slots.items()
                               if s.next_ts is not None and not s.parked]
                 heapq.heapify(self._heap)
-        self._wake.set()
+        self._fire.wake()
 
     def _retry_claims(self) -> None:
         with self._lock:
