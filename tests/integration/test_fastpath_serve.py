@@ -54,7 +54,7 @@ def exchange(service: ButterflyService, method: str, target: str, body: bytes = 
     ("POST", "/demo_api/hello", f'{{"str_info": "{LARGE}"}}'.encode()),  # large answer
     ("HEAD", "/demo_api/hello?str_info=x", b""),
     ("GET", "/demo_api/hello", b""),  # 400
-    ("GET", "/no/such", b""),  # 404 through Flask
+    ("GET", "/no/such", b""),  # 404 of a path that is no route
     ("DELETE", "/demo_api/ping", b""),  # every method reaches the handler
     ("GET", "/healthz", b""),
     ("GET", "/openapi.json", b""),

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from flask import Flask
 
-from butterfly_common.app import create_app
+from butterfly_common.app import ServiceApp, create_app
 from butterfly_common.consumer import Consumer
 from butterfly_common.discovery import discover
 from butterfly_common.gateway import Gateway
@@ -26,15 +25,14 @@ SAMPLE = Service(name="sample", port=18000, handlers="sample_handlers")
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, redis_server) -> Callable[..., Flask]:
+def make_app(tmp_path: Path, redis_server) -> Callable[..., ServiceApp]:
     """Build the sample service's app with extra ``BUTTERFLY_*`` settings."""
 
-    def build(**env: str) -> Flask:
+    def build(**env: str) -> ServiceApp:
         base = {"BUTTERFLY_LOG_DIR": str(tmp_path / "log"),
                 "BUTTERFLY_DATA_DIR": str(tmp_path / "data"),
                 "BUTTERFLY_REDIS_URL": redis_server.url}
         app = create_app(SAMPLE, load_settings({**base, **env}))
-        app.config["LOG_DIR"] = tmp_path / "log" / "sample"
         return app
 
     return build

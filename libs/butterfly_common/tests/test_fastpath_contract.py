@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
@@ -33,6 +32,7 @@ from werkzeug.wrappers import Response
 
 from butterfly_common import app as app_module
 from butterfly_common import redis_guard
+from butterfly_common.app import ServiceApp
 from butterfly_common.fastpath import breaker_socket, one_write, response
 from butterfly_common.protocol import JSON_TYPE, Outcome
 from butterfly_common.serve import ButterflyServer
@@ -363,7 +363,7 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/kinds/boom", {}),  # 500
     ("GET", "/kinds/bad_format", {}),
     ("GET", "/kinds/mapped", {}),  # a handler's own status
-    ("GET", "/nope", {}),  # 404 through Flask
+    ("GET", "/nope", {}),  # 404 of a path that is no route
     ("GET", "/kinds/Echo", {}),
     ("BREW", "/kinds/echo", {}),  # 405
     ("GET", "/kinds/stat_only", {}),
@@ -379,14 +379,14 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def wire(app: Flask, method: str, url: str, kwargs: dict[str, Any]
+def wire(app: ServiceApp, method: str, url: str, kwargs: dict[str, Any]
          ) -> tuple[str, list[tuple[str, str]], bytes]:
     """What the WSGI app hands the server: status line, headers in order, body bytes (the
     time spent, ``x-cost``, aside)."""
     environ = EnvironBuilder(path=url, method=method, headers={"X-Reqid": REQID},
                              **kwargs).get_environ()
     seen: dict[str, Any] = {}
-    chunks = app.wsgi_app(environ, lambda s, h, e=None: seen.update(s=s, h=list(h)))
+    chunks = app(environ, lambda s, h, e=None: seen.update(s=s, h=list(h)))
     try:
         body = b"".join(chunks)
     finally:
@@ -396,7 +396,7 @@ def wire(app: Flask, method: str, url: str, kwargs: dict[str, Any]
 
 
 @pytest.fixture
-def apps(make_app) -> tuple[Flask, Flask]:
+def apps(make_app) -> tuple[ServiceApp, ServiceApp]:
     return make_app(), make_app(BUTTERFLY_FASTPATH="0")
 
 

@@ -7,7 +7,6 @@ Defect 2 (deep JSON answered HTML 500), the lone-surrogate part of defect 9, def
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from butterfly_common.logs import access_log, escape, format_params, masked
 
@@ -26,7 +25,7 @@ def deep_text(levels: int) -> str:
 def acc_lines(app) -> list[str]:
     for handler in access_log.handlers:
         handler.flush()
-    return (Path(app.config["LOG_DIR"]) / "acc.log").read_text(encoding="utf-8").split("\n")[:-1]
+    return (app.log_dir / "acc.log").read_text(encoding="utf-8").split("\n")[:-1]
 
 
 def test_defect_02_deep_json_body_is_400_with_reason_not_500(make_app):

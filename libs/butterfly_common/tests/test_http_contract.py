@@ -1,5 +1,5 @@
 """The handler contract (docs/handlers.md, docs/architecture.md "The request
-path"), rule by rule, through Flask's test client (real app, real routing).
+path"), rule by rule, through werkzeug's test client (real app, real routing).
 
 Every test here runs twice: with the fast paths on (the default) and with
 ``BUTTERFLY_FASTPATH=0`` (only werkzeug's and the other libraries' public behaviour), so
@@ -11,16 +11,17 @@ import json
 from collections.abc import Callable
 
 import pytest
-from flask import Flask
+
+from butterfly_common.app import ServiceApp
 
 
 @pytest.fixture(params=["1", "0"], ids=["fastpath-on", "fastpath-off"])
-def make_app(make_app: Callable[..., Flask], request: pytest.FixtureRequest
-             ) -> Callable[..., Flask]:
+def make_app(make_app: Callable[..., ServiceApp], request: pytest.FixtureRequest
+             ) -> Callable[..., ServiceApp]:
     """The sample app with ``BUTTERFLY_FASTPATH`` set one way, then the other (``client``
     is built through this one too)."""
 
-    def build(**env: str) -> Flask:
+    def build(**env: str) -> ServiceApp:
         return make_app(**{"BUTTERFLY_FASTPATH": request.param, **env})
 
     return build
@@ -198,10 +199,10 @@ def test_x_reason_cannot_inject_headers(client):
 
 
 
-def test_a_leading_double_slash_reaches_the_route_through_flask(client):
-    """A path that is no route goes through Flask's routing, whose slash merging takes
-    ``//kinds/echo`` to the catch-all as ``kinds/echo``: the handler answers. Part of the
-    wire contract (a dispatcher without Flask would answer 404 here)."""
+def test_a_leading_double_slash_reaches_the_route(client):
+    """Leading slashes count as one (what Flask's slash merging gave when it routed the
+    paths that are no route): ``//kinds/echo`` reaches the handler, ``/kinds//echo`` is a
+    404. Part of the wire contract."""
     def get(path: str):
         return client.get("/", query_string="a=x", environ_overrides={"PATH_INFO": path})
 

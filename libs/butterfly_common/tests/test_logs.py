@@ -26,7 +26,7 @@ ACCESS = re.compile(
 def access_lines(app) -> list[re.Match]:
     for handler in __import__("logging").getLogger("butterfly.access").handlers:
         handler.flush()
-    text = (Path(app.config["LOG_DIR"]) / "acc.log").read_text()
+    text = (app.log_dir / "acc.log").read_text()
     lines = text.splitlines()
     matches = [ACCESS.match(line) for line in lines]
     assert all(matches), [line for line, m in zip(lines, matches, strict=True) if not m]
@@ -78,7 +78,7 @@ def test_declared_secret_params_are_masked_in_every_log_line_whatever_their_name
     flush_all()
     for handler in [*error_log.handlers, *logging.getLogger().handlers]:
         handler.flush()
-    text = "\n".join(p.read_text() for p in Path(app.config["LOG_DIR"]).glob("*"))
+    text = "\n".join(p.read_text() for p in app.log_dir.glob("*"))
     assert "storing n1=***" in text and "RuntimeError: could not store '***'" in text
     assert [h for h in hidden if h in text] == []
 
@@ -88,7 +88,7 @@ def test_bad_params_logged_with_reason(make_app):
     app.test_client().get("/kinds/echo?b=x")
     for handler in error_log.handlers:
         handler.flush()
-    err = (Path(app.config["LOG_DIR"]) / "err.log").read_text()
+    err = (app.log_dir / "err.log").read_text()
     assert "err_info=Param_check_failed" in err and "missing: a" in err
 
 
@@ -97,7 +97,7 @@ def test_exception_traceback_goes_to_err_log(make_app):
     app.test_client().get("/kinds/boom")
     for handler in error_log.handlers:
         handler.flush()
-    err = (Path(app.config["LOG_DIR"]) / "err.log").read_text()
+    err = (app.log_dir / "err.log").read_text()
     assert "RuntimeError: secret internal detail" in err and "Traceback" in err
 
 

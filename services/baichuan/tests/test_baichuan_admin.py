@@ -102,7 +102,7 @@ def test_requeue_of_one_failed_message_is_an_operators_write(client, served, bro
     assert body.get_json() == {"stat": "OK", "requeued": 1, "msg_id": msg_id}
     assert broker.get(msg_id).status == "queued"
     assert broker.get(msg_id).attempts == 0
-    assert not client.application.extensions["butterfly"].routes["/baichuan/requeue"].is_topic
+    assert not client.application.routes["/baichuan/requeue"].is_topic
 
 
 def test_requeue_refusals(client, served, broker):

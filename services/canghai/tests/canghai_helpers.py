@@ -19,7 +19,7 @@ PASSWORD = "correct horse battery"
 
 
 def make_app(tmp_path: Path, redis_url: str, **env: str) -> Any:
-    """The canghai Flask app on ``redis_url`` and a fresh SQLite DB under ``tmp_path``."""
+    """The canghai app on ``redis_url`` and a fresh SQLite DB under ``tmp_path``."""
     from butterfly_canghai import service
 
     fleet = tmp_path / "fleet.toml"

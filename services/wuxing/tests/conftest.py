@@ -1,5 +1,5 @@
 """Fixtures: a private redis-server (the plugin's ``redis_server``), SQLite or a private
-MariaDB database, and an HTTP client for the wuxing app (Flask's test client over the
+MariaDB database, and an HTTP client for the wuxing app (werkzeug's test client over the
 real Gateway).
 
 MariaDB tests create their own database (``wuxing_t_<random>``) on 127.0.0.1:3306 and drop it

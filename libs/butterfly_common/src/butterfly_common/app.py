@@ -1,10 +1,11 @@
-"""The WSGI app of a service: Flask in front, the shared :class:`Gateway` behind.
+"""The WSGI app of a service: the framework's own callable, the shared :class:`Gateway`
+behind it, and Flask only where a service has web pages.
 
 Paths are looked up in the route table (exact, case-sensitive, one trailing slash
-ignored), so routing stays the original's and costs one dict lookup. Known routes are
-served straight from WSGI without Flask's per-request context; anything else falls through
-to Flask, whose catch-all rule answers the 404 (and where a service may add its own Flask
-routes, e.g. static files).
+ignored), so routing stays the original's and costs one dict lookup. Handler routes and
+the built-ins are served straight from WSGI; any other path gets the JSON 404 - or, in a
+service with ``Service.web`` (canghai's console), goes to that service's Flask app, which
+sits *behind* the routes and never wraps them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
-from flask import Flask, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+from werkzeug.test import Client
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request as HttpRequest
 from werkzeug.wrappers import Response
@@ -59,8 +61,11 @@ def route_key(path: str) -> str:
 
 def request_values(http: HttpRequest) -> dict[str, Any]:
     """Query params, then a JSON object or form body over them (body wins)."""
-    args = http.args
-    values = multidict_params((k, args.getlist(k)) for k in args) if args else {}
+    if http.environ.get("QUERY_STRING"):
+        args = http.args
+        values = multidict_params((k, args.getlist(k)) for k in args)
+    else:  # most calls: no query string to parse
+        values = {}
     if http.method not in BODY_METHODS:
         return values
     if http.mimetype in FORM_TYPES:
@@ -111,6 +116,15 @@ def _bound_chunked(environ: dict[str, Any], limit: int) -> None:
     environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores the length otherwise
 
 
+class LocalClient(Client):
+    """werkzeug's test client, with the peer address a real server always sets (without
+    it a call would count as a queue call, which has no caller to identify)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["environ_base"] = {"REMOTE_ADDR": "127.0.0.1", **(kwargs.get("environ_base") or {})}
+        return super().open(*args, **kwargs)
+
+
 class ServiceApp:
     """Everything one service's HTTP front needs, built once per process."""
 
@@ -131,12 +145,27 @@ class ServiceApp:
         self._openapi = dumps(build_spec(service.name, self.routes, service.description))
         #: ``BUTTERFLY_FASTPATH_RESPONSE``: API answers as plain WSGI (fastpath.response)
         self.fast_response = settings.fastpath_response
-        #: Flask's own WSGI app, for paths that are not routes (set by create_app).
-        self.flask_wsgi: WSGIApp = self._unset_flask
+        #: The service's web pages (``Service.web``): a Flask app for the paths that are
+        #: not routes; None answers them the JSON 404 here (see :func:`create_app`).
+        self.web: Any = None
+        self._web_wsgi: WSGIApp | None = None
 
-    @staticmethod
-    def _unset_flask(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        raise RuntimeError("ServiceApp used outside create_app()")
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self.wsgi(environ, start_response)
+
+    def mount_web(self, web: Any) -> None:
+        """Serve the paths that are not routes with ``web`` (a Flask app)."""
+        self.web = web
+        self._web_wsgi = web.wsgi_app
+
+    def test_client(self) -> Client:
+        """An in-process test client of this app (cookies kept, like a browser's)."""
+        return LocalClient(self)
+
+    @property
+    def log_dir(self) -> Path:
+        """Where this service writes its access and error logs."""
+        return Path(self.settings.log_dir) / self.service.name
 
     # -- built-in endpoints -------------------------------------------------------------
     def healthz(self, http: HttpRequest | None = None) -> Outcome:
@@ -183,19 +212,23 @@ class ServiceApp:
 
     # -- the request pipeline -----------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        """Fast path for handler and built-in routes; the rest goes to Flask.
+        """Handler and built-in routes, and the 404 of any other path (which goes to the
+        service's web pages instead when it has some).
 
         A method outside :data:`METHODS` is answered 405 here, before any routing, so a
         made-up method reaches neither a handler nor a metrics label of its own.
         """
         key = route_key(environ.get("PATH_INFO") or "/")
-        known = key in self.routes or key in self.ops
         if environ.get("REQUEST_METHOD") not in KNOWN_METHODS:
-            known = True  # dispatch_request answers the 405
-        elif not known:
-            return self.flask_wsgi(environ, start_response)
-        else:
+            pass  # answer() gives the 405
+        elif key in self.routes or key in self.ops:
             _bound_chunked(environ, self.settings.max_body_bytes)
+        elif self._web_wsgi is not None:
+            return self._web_wsgi(environ, start_response)
+        elif key.startswith("//"):
+            key = "/" + key.lstrip("/")  # leading slashes are one: the wire contract's
+            if key in self.routes or key in self.ops:
+                _bound_chunked(environ, self.settings.max_body_bytes)
         http = HttpRequest(environ)
         http.max_content_length = self.settings.max_body_bytes
         outcome, gateway_headers = self.answer(http, key)
@@ -203,8 +236,11 @@ class ServiceApp:
             return respond_plain(outcome, gateway_headers, http.method, start_response)
         return self._response(http, outcome, gateway_headers)(environ, start_response)
 
-    def flask_view(self, path: str = "") -> Response:
-        """Flask's catch-all rule: unknown paths (routes are served by :meth:`wsgi`)."""
+    def web_not_found(self, path: str = "") -> Response:
+        """The web pages' catch-all rule: the JSON 404 of a path neither a route nor a
+        page (the same answer and access-log line as a service without pages)."""
+        from flask import request
+
         http: HttpRequest = request._get_current_object()  # type: ignore[attr-defined]
         return self._response(http, *self.answer(http, route_key("/" + path)))
 
@@ -276,30 +312,36 @@ class ServiceApp:
                         headers=[*outcome.headers, *gateway_headers])
 
 
-def create_app(service: str | Service, settings: Settings | None = None) -> Flask:
-    """The Flask app serving ``service``'s handlers plus healthz/readyz/metrics/openapi."""
+def create_app(service: str | Service, settings: Settings | None = None) -> ServiceApp:
+    """The WSGI app serving ``service``'s handlers plus healthz/readyz/metrics/openapi,
+    and its web pages (``Service.web``) on a Flask app behind them."""
     if isinstance(service, str):
         service = get_service(service)
     rt = runtime.build_runtime(service, settings)  # validates the service's config
     settings = rt.settings
     configure_logging(settings, service.name)
-    state = ServiceApp(service, settings, rt)
-    app = Flask(f"butterfly_{service.name}")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.add_url_rule("/", "dispatch", state.flask_view, methods=METHODS)
-    app.add_url_rule("/<path:path>", "dispatch_path", state.flask_view, methods=METHODS)
-    # paths the catch-all rule cannot match (a newline in the path) get the same JSON
-    # 404 with x-reason and an access-log line, never Flask's HTML page
-    app.register_error_handler(NotFound, lambda exc: state.flask_view(request.path[1:]))
-    app.extensions["butterfly"] = state
+    app = ServiceApp(service, settings, rt)
     if service.web is not None:
-        service.web(app)
-    state.flask_wsgi = app.wsgi_app
-    app.wsgi_app = state.wsgi  # type: ignore[method-assign]
+        app.mount_web(_web_app(app, service.web))
     started = time.perf_counter()
-    for route in state.routes.values():
+    for route in app.routes.values():
         init_log.info("route %s kind=%s admin=%s topic=%s", route.path, route.spec.kind,
                       route.spec.admin, route.is_topic)
-    init_log.info("service %s ready with %d routes in %.3fs", service.name, len(state.routes),
-                  time.perf_counter() - started)
+    init_log.info("service %s ready with %d routes in %.3fs", app.service.name,
+                  len(app.routes), time.perf_counter() - started)
     return app
+
+
+def _web_app(app: ServiceApp, install: Callable[[Any], None]) -> Any:
+    """The Flask app of a service's pages: ``install`` adds its routes; a path matching
+    none gets the framework's JSON 404 (also a path the catch-all rule cannot match, such
+    as one with a newline), never Flask's HTML page."""
+    from flask import Flask, request
+
+    web = Flask(f"butterfly_{app.service.name}")
+    web.config["MAX_CONTENT_LENGTH"] = app.settings.max_body_bytes
+    web.add_url_rule("/", "not_found", app.web_not_found, methods=METHODS)
+    web.add_url_rule("/<path:path>", "not_found_path", app.web_not_found, methods=METHODS)
+    web.register_error_handler(NotFound, lambda exc: app.web_not_found(request.path[1:]))
+    install(web)
+    return web

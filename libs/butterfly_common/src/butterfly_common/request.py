@@ -30,8 +30,9 @@ class Request:
         self.username = username
         self.method = method
         self.funcname = funcname
-        self.headers: Mapping[str, str] = headers or {}
-        self.wsgienv: Mapping[str, Any] = wsgienv or {}
+        # `is None`, not `or`: the truth of werkzeug's EnvironHeaders walks the environ
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.wsgienv: Mapping[str, Any] = wsgienv if wsgienv is not None else {}
         self.cookie_header = self.headers.get("Cookie", "")
         self.log_params: dict[str, Any] = {}
         self.log_talk: dict[str, float] = {}

@@ -44,8 +44,8 @@ class Service:
     starters: list[Starter] = field(default_factory=list)
     #: Runs once per process before serving, e.g. to create tables.
     setup: Callable[[Settings], None] | None = None
-    #: Adds the service's own Flask routes (pages, static files) to its app; handler
-    #: routes still come first, Flask sees only the other paths.
+    #: Adds the service's web pages (routes, static files) to a Flask app it is given,
+    #: which serves the paths that are not handler routes (only then is Flask used).
     web: Callable[[Any], None] | None = None
     #: Prefix of the service's own variables (``RUQI`` -> ``RUQI_*``); default: the name.
     env_prefix: str = ""
