@@ -249,11 +249,13 @@ class ServiceApp:
         headers (the caller turns them into the HTTP response)."""
         # werkzeug's Headers answers .get() like the Mapping the rest of the code reads
         headers = cast(Mapping[str, str], http.headers)
-        incoming = headers.get("x-reqid")
+        environ = http.environ
+        incoming = environ.get("HTTP_X_REQID")  # what headers.get("x-reqid") reads
         reqid = incoming.upper() if incoming and is_valid_reqid(incoming.upper()) else new_reqid()
-        ip, username = client_identity(http.remote_addr, headers, self.settings.trusted_proxies)
+        ip, username = client_identity(environ.get("REMOTE_ADDR"), headers,
+                                       self.settings.trusted_proxies)
         req = Request(reqid, ip=ip, username=username, method=http.method, funcname=key,
-                      headers=headers, wsgienv=http.environ)
+                      headers=headers, wsgienv=environ)
         route = self.routes.get(key)
         extra: list[tuple[str, str]] = []
         if http.method not in KNOWN_METHODS:

@@ -345,7 +345,8 @@ class Consumer:
             chain.notify("on_retry", msg, req, outcome)
         elif settled == "failed":
             chain.notify("on_dead_letter", msg, req, outcome)
-        chain.notify("after_process", msg, req, outcome)
+        if chain.after_process:
+            chain.notify("after_process", msg, req, outcome)
         try:
             self.gateway.finish(req, outcome, route.path)
         except Exception:

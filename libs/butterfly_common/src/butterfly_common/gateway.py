@@ -59,15 +59,18 @@ class Gateway:
         try:
             if outcome is None:
                 read = values() if callable(values) else values
-                outcome = read if isinstance(read, Outcome) else self._call(route, req, read)
+                if isinstance(read, Outcome):
+                    outcome = read
+                elif route.binder.secret:
+                    outcome = self._secret_call(route, req, read)
+                else:
+                    outcome = self._bound_call(route, req, read)
             return outcome
         finally:
             chain.notify("after_call", req, route, outcome)
 
-    def _call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
+    def _secret_call(self, route: Route, req: Request, values: Mapping[str, Any]) -> Outcome:
         secret = route.binder.secret
-        if not secret:
-            return self._bound_call(route, req, values)
         # declared secret (params.Secret): masked in the access line, and every string in
         # them masked in whatever is logged while the call runs (docs/architecture.md)
         req.secrets = secret_strings([values[k] for k in secret if k in values])

@@ -175,16 +175,32 @@ def format_params(params: dict[str, Any]) -> str:
 def access_line(req: Request, stat: Any) -> str:
     """The access log message (after the date, pid and location columns)."""
     talk = ";".join(f"{k}={v:.3f}" for k, v in req.log_talk.items())
+    stat = stat if isinstance(stat, str) else str(stat)
+    fields = (req.ip, req.reqid, req.method, req.funcname, stat, req.username,
+              req.error_str, *req.log_res)
+    if not _plain(fields):  # else every field is its own escape: skip nine calls
+        fields = tuple(escape(f) for f in fields)
+    ip, reqid, method, funcname, stat, username, error_str, *res = fields
     line = "\t".join((
-        escape(req.ip), escape(req.reqid), escape(req.method), escape(req.funcname),
-        f"cost:{req.cost:.6f}", f"stat:{escape(stat)}", f"user:{escape(req.username)}",
-        f"talk:{talk}", f"params:{format_params(req.log_params)}",
-        f"error_msg:{escape(req.error_str)}", f"res:{';'.join(escape(r) for r in req.log_res)}",
+        ip, reqid, method, funcname, f"cost:{req.cost:.6f}", f"stat:{stat}",
+        f"user:{username}", f"talk:{talk}", f"params:{format_params(req.log_params)}",
+        f"error_msg:{error_str}", f"res:{';'.join(res)}",
     ))
     appended = req.context.get("access_fields")  # e.g. trace_id/span_id: after the columns
     if appended:
         line = f"{line}\t{appended}"
     return scrub(line, req.secrets) if req.secrets else line
+
+
+def _plain(fields: tuple[Any, ...]) -> bool:
+    """True when :func:`escape` would return each of ``fields`` unchanged (all short
+    printable ASCII strings without a backslash), checked in one pass over them all."""
+    try:
+        joined = "".join(fields)
+    except TypeError:  # not all strings
+        return False
+    return (joined.isascii() and joined.isprintable() and "\\" not in joined
+            and (len(joined) <= MAX_VALUE or max(map(len, fields)) <= MAX_VALUE))
 
 
 def write_access(req: Request, stat: Any) -> None:

@@ -33,7 +33,9 @@ class Request:
         # `is None`, not `or`: the truth of werkzeug's EnvironHeaders walks the environ
         self.headers: Mapping[str, str] = headers if headers is not None else {}
         self.wsgienv: Mapping[str, Any] = wsgienv if wsgienv is not None else {}
-        self.cookie_header = self.headers.get("Cookie", "")
+        # from the environ when there is one: the same value, without werkzeug's lookup
+        self.cookie_header = (wsgienv.get("HTTP_COOKIE", "") if wsgienv is not None
+                              else self.headers.get("Cookie", ""))
         self.log_params: dict[str, Any] = {}
         self.log_talk: dict[str, float] = {}
         self.log_res: set[str] = set()

@@ -26,6 +26,13 @@ FAILED = "failed"
 STATUSES = (QUEUED, DELAYED, STARTED, FINISHED, FAILED)
 
 _NFIELDS = len(FIELDS)
+#: The order :meth:`Message.from_values` unpacks a record in; it must be FIELDS'.
+_UNPACKED = ("id", "topic", "data", "status", "attempts", "max_retries", "timeout",
+             "result_ttl", "failure_ttl", "created_at", "enqueued_at", "started_at",
+             "ended_at", "worker", "result", "error", "cost", "reqid", "token", "notify",
+             "progress", "error_kind", "priority", "dedup_key", "dedup_mode", "trace")
+if _UNPACKED != FIELDS:  # a field added to keys.FIELDS must be unpacked here too
+    raise ImportError("mq.message unpacks records in another order than keys.FIELDS")
 
 
 class ErrorKind(StrEnum):
@@ -156,23 +163,27 @@ class Message:
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
-        """Build from an HMGET-ordered list (see :data:`keys.FIELDS`)."""
-        v = dict(zip(FIELDS, values, strict=True))
-        result = v["result"]
+        """Build from an HMGET-ordered list (see :data:`keys.FIELDS`, which
+        :data:`_UNPACKED` mirrors: every claimed message comes through here)."""
+        (id_, topic, data, status, attempts, max_retries, timeout, result_ttl, failure_ttl,
+         created_at, enqueued_at, started_at, ended_at, worker, result, error, cost, reqid,
+         token, notify, progress, error_kind, priority, dedup_key, dedup_mode,
+         trace) = values
         return cls(
-            id=v["id"], topic=v["topic"], data=_loads(v["data"] or "{}"),
-            status=v["status"] or "", attempts=_int(v["attempts"]),
-            max_retries=_int(v["max_retries"]), timeout=_ms_to_s(v["timeout"]) or 0.0,
-            result_ttl=_ms_to_s(v["result_ttl"]) or 0.0,
-            failure_ttl=_ms_to_s(v["failure_ttl"]) or 0.0,
-            created_at=_ms_to_s(v["created_at"]), enqueued_at=_ms_to_s(v["enqueued_at"]),
-            started_at=_ms_to_s(v["started_at"]), ended_at=_ms_to_s(v["ended_at"]),
-            worker=v["worker"] or "", result=_loads(result) if result else None,
-            error=v["error"] or "", cost=float(v["cost"] or 0.0), reqid=v["reqid"] or "",
-            token=_int(v["token"]), notify=v["notify"] or "",
-            progress=parse_progress(v["progress"]), error_kind=_error_kind(v["error_kind"]),
-            priority=_int(v["priority"]), dedup_key=v["dedup_key"] or "",
-            dedup_mode=v["dedup_mode"] or "", trace=v["trace"] or "",
+            id=id_, topic=topic, data=_loads(data or "{}"), status=status or "",
+            attempts=_int(attempts), max_retries=_int(max_retries),
+            timeout=_ms_to_s(timeout) or 0.0, result_ttl=_ms_to_s(result_ttl) or 0.0,
+            failure_ttl=_ms_to_s(failure_ttl) or 0.0, created_at=_ms_to_s(created_at),
+            enqueued_at=_ms_to_s(enqueued_at), started_at=_ms_to_s(started_at),
+            ended_at=_ms_to_s(ended_at), worker=worker or "",
+            result=_loads(result) if result else None, error=error or "",
+            cost=float(cost or 0.0), reqid=reqid or "", token=_int(token),
+            notify=notify or "",
+            # most records have neither: no call for them
+            progress=parse_progress(progress) if progress else None,
+            error_kind=_error_kind(error_kind) if error_kind else None,
+            priority=_int(priority), dedup_key=dedup_key or "",
+            dedup_mode=dedup_mode or "", trace=trace or "",
         )
 
     @classmethod
