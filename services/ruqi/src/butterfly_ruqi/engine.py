@@ -81,6 +81,7 @@ How it holds together (see also claims.py for the keys):
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -97,6 +98,7 @@ from butterfly_common.reqid import new_reqid
 
 from . import jobs, rules
 from .claims import (
+    BACKFILL_KEY,
     BUFFERED,
     BUFFERED_TTL,
     DONE,
@@ -127,6 +129,12 @@ FULL_RELOAD_EVERY = 30.0
 HEARTBEAT_EVERY = 0.5
 #: Attempts to mark a fire running when Redis errors (0.5 s, then 1 s apart).
 START_TRIES = 3
+#: Backfill fires claimed per round trip (one pipeline).
+BACKFILL_CLAIM_CHUNK = 1000
+
+
+def _policy(spec: JobSpec) -> str:
+    return OVERLAP_ALIASES.get(spec.overlap, spec.overlap)
 
 
 def _holder_ts(holder: str) -> str:
@@ -280,7 +288,6 @@ class Engine:
                     continue
                 found = due_fires(slot, now)
                 fires, nxt = found.fires, found.next_ts
-                self.stats["missed"] += found.missed
                 if nxt is None and not fires and slot.spec.trigger == "date":
                     # a date job whose only run time is long gone: its row can go
                     self.writer.put(Record(row=None, delete=(slot.spec.id, slot.spec.version)))
@@ -357,17 +364,48 @@ class Engine:
             if direct:
                 self._running -= won.count(False)  # no worker needed for those
         superseded: list[Fire] = []
+        chains: dict[str, list[Fire]] = {}
         for fire, ok in zip(fires, won, strict=True):
             if ok:
                 self.stats["claimed"] += 1
                 fire.batch = batch
                 fire.started = direct
-                superseded += self._submit(fire, reserved=direct)
+                if (fire.catchup or fire.backfill) and fire.missed is None \
+                        and _policy(fire.spec) in BUFFER_LIMITS:
+                    chains.setdefault(fire.spec.id, []).append(fire)
+                else:
+                    superseded += self._submit(fire, reserved=direct)
             else:
                 self.stats["lost_claims"] += 1
                 self.watcher.add(fire, now)
+        for chain in chains.values():
+            self._submit_chain(chain, reserved=direct)
         if superseded:
             self._coalesce(superseded)
+
+    def _submit_chain(self, fires: list[Fire], reserved: bool) -> None:
+        """The catch-up or backfill fires of one job under an overlap policy other than
+        ``allow``: one task meets the policy with each, in time order (the first runs, the
+        next ones wait in the buffer or are skipped, as the policy says), so they run in
+        order. ``allow`` fires are submitted one by one (started in order, side by side)."""
+        with self._lock:
+            if not reserved:
+                self._running += len(fires)
+        try:
+            self._pool.submit(self._execute_chain, fires)
+        except RuntimeError:  # pool shut down: leave the claims for a peer to take over
+            with self._lock:
+                self._running -= len(fires)
+
+    def _execute_chain(self, fires: list[Fire]) -> None:
+        for fire in fires:
+            try:
+                self._execute_inner(fire, hand_off=True)
+            except Exception:
+                log.exception("fire %s crashed", fire.key)
+            finally:
+                with self._lock:
+                    self._running -= 1
 
     def _submit(self, fire: Fire, reserved: bool = False) -> list[Fire]:
         """Queue a won fire; returns the waiting fires of the same job it supersedes (see
@@ -378,7 +416,8 @@ class Engine:
         with self._lock:
             if not reserved:
                 self._running += 1
-            if not fire.manual and not fire.started:
+            if not (fire.manual or fire.started or fire.catchup or fire.backfill
+                    or fire.missed is not None):
                 waiting = self._queued.setdefault(job_id, [])
                 limit = self.clock() - self.config.coalesce_after
                 for old in waiting:
@@ -441,48 +480,79 @@ class Engine:
             with self._lock:
                 self._running -= 1
 
-    def _execute_inner(self, fire: Fire) -> None:
+    def _execute_inner(self, fire: Fire, hand_off: bool = False) -> None:
+        """Run one fire under its job's overlap policy. ``hand_off`` (a chain, see
+        :meth:`_submit_chain`): a fire that may run is handed to another worker, so the
+        chain meets the policy with its next fire while this one runs."""
         spec = fire.spec
         running = f"{RUNNING}|{self.owner}|{fire.reqid}"
         late = self.clock() - fire.ts
-        if not fire.manual and late > spec.misfire_grace_time:
+        tag = "[backfill] " if fire.backfill else ""
+        if fire.missed is not None or (not fire.manual and late > fire.late_limit):
             # Marked running first, like a real start: a peer that took the claim over
             # meanwhile runs it, and this engine must then record nothing (one row a fire).
             if self._begin(fire):
                 self.stats["missed"] += 1
-                self._record(fire, "missed", running, None, None, f"started {late:.3f}s "
-                             f"late, misfire_grace_time={spec.misfire_grace_time}s")
+                limit = (f"catch-up window={spec.window:g}s" if fire.catchup
+                         else f"misfire_grace_time={spec.misfire_grace_time}s")
+                self._record(fire, "missed", running, None, None,
+                             fire.missed or f"started {late:.3f}s late, {limit}")
             return
-        policy = OVERLAP_ALIASES.get(spec.overlap, spec.overlap)
+        policy = _policy(spec)
         if policy not in BUFFER_LIMITS:  # allow: fires run side by side
             if self._begin(fire):
-                self._run(fire, running)
+                self._run(fire, running, tag)
             return
         if not self._begin(fire):
             return
         token = f"{self.owner}|{round(fire.ts * 1000)}"
         lease = spec.timeout + 30
         item = json.dumps({"ts": fire.ts, "key": fire.key, "reqid": fire.reqid,
-                           "by": self.owner})
+                           "by": self.owner, "bf": fire.backfill})
         verdict, holder = self.claims.overlap_acquire(spec.id, token, lease,
                                                       BUFFER_LIMITS[policy], item)
         if verdict == "skip":
             full = " (the buffer is full)" if BUFFER_LIMITS[policy] else ""
             self._record(fire, "skipped", running, None, None,
-                         f"skipped: overlap{full}: the run of {_holder_ts(holder)} is still "
-                         f"active (overlap={spec.overlap})")
+                         f"{tag}skipped: overlap{full}: the run of {_holder_ts(holder)} is "
+                         f"still active (overlap={spec.overlap})")
             return
         if verdict == "buffered":
             waiting = f"{BUFFERED}|{self.owner}|{fire.reqid}"
             if self.claims.transition(fire.key, running, waiting, BUFFERED_TTL):
                 self._record(fire, "buffered", None, None, None,
-                             f"buffered: waits for the run of {_holder_ts(holder)} "
+                             f"{tag}buffered: waits for the run of {_holder_ts(holder)} "
                              f"(overlap={spec.overlap})")
             return
+        if hand_off:
+            self._hand_off(fire, running, token, lease, tag)
+            return
         try:
-            self._run(fire, running)
+            self._run(fire, running, tag)
         finally:
             self._drain_buffer(spec.id, token, lease)
+
+    def _hand_off(self, fire: Fire, running: str, token: str, lease: float,
+                  tag: str) -> None:
+        """Run a chain's fire (and then the buffer behind it) on another worker."""
+        def task() -> None:
+            try:
+                try:
+                    self._run(fire, running, tag)
+                finally:
+                    self._drain_buffer(fire.spec.id, token, lease)
+            except Exception:
+                log.exception("fire %s crashed", fire.key)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        with self._lock:
+            self._running += 1
+        try:
+            self._pool.submit(task)
+        except RuntimeError:  # shutting down: run it here
+            task()
 
     def _run(self, fire: Fire, running: str, note: str = "") -> None:
         """Run the command of a fire marked ``running``; record its outcome."""
@@ -519,8 +589,9 @@ class Engine:
                 continue
             running = f"{RUNNING}|{self.owner}|{fire.reqid}"
             waited = self.clock() - fire.ts
+            tag = "[backfill] " if fire.backfill else ""
             try:
-                self._run(fire, running, f"[buffered: ran {waited:.3f}s after its time, "
+                self._run(fire, running, f"{tag}[buffered: ran {waited:.3f}s after its time, "
                                          f"behind an overlapping run] ")
             except Exception:
                 log.exception("buffered fire %s crashed", fire.key)
@@ -532,6 +603,7 @@ class Engine:
             data = json.loads(item)
             ts, key, reqid, by = float(data["ts"]), str(data["key"]), str(data["reqid"]), \
                 str(data["by"])
+            backfill = bool(data.get("bf"))
         except (ValueError, KeyError, TypeError):
             log.error("bad buffered fire %r", item)
             return None
@@ -540,7 +612,7 @@ class Engine:
         if spec is None:
             log.warning("buffered fire %s: its job is gone", key)
             return None
-        fire = Fire(spec, ts, key, reqid, started=True)
+        fire = Fire(spec, ts, key, reqid, started=True, backfill=backfill)
         mine = f"{RUNNING}|{self.owner}|{reqid}"
         for prev in (f"{BUFFERED}|{by}|{reqid}", f"{RUNNING}|{by}|{reqid}"):
             if self.claims.transition(key, prev, mine, fire.claim_ttl):
@@ -639,6 +711,7 @@ class Engine:
             self._membership(live)
         self._retry_claims()
         self._drain_manual()
+        self._drain_backfill()
         self.watcher.check()
 
     def reload(self, full: bool = True) -> None:
@@ -699,7 +772,8 @@ class Engine:
         with self._lock:
             fires, self._retry = self._retry, []
         now = self.clock()
-        fires = [f for f in fires if f.manual or now - f.ts <= f.spec.misfire_grace_time]
+        fires = [f for f in fires if f.manual or f.missed is not None
+                 or now - f.ts <= f.late_limit]
         if fires:
             self._claim(fires)
 
@@ -728,6 +802,37 @@ class Engine:
                               reqid, manual=True))
         if fires:
             self._claim(fires)
+
+    def _drain_backfill(self) -> None:
+        """Take one backfill request (jobs.backfill_job) off ``BACKFILL_KEY`` and claim
+        its fires: each slot's own scheduled time, its own key ``fire:<job>:b<ms>``."""
+        raw = self.claims.redis.lpop(BACKFILL_KEY)
+        if raw is None:
+            return
+        try:
+            req = json.loads(raw)
+            job_id, stamps = str(req["job_id"]), [int(x) for x in req["ms"]]
+            overlap = req.get("overlap")
+        except (ValueError, KeyError, TypeError):
+            log.error("bad backfill request %r", raw[:200])
+            return
+        with self._lock:
+            spec = self._specs.get(job_id)
+        if spec is None:
+            self.reload(full=False)
+            with self._lock:
+                spec = self._specs.get(job_id)
+        if spec is None:
+            log.warning("backfill of unknown job %r dropped", job_id)
+            return
+        if overlap and overlap != spec.overlap:
+            spec = dataclasses.replace(spec, overlap=overlap)
+        log.info("engine %s: backfill %s of job %s, %d fires", self.owner,
+                 req.get("reqid"), job_id, len(stamps))
+        for i in range(0, len(stamps), BACKFILL_CLAIM_CHUNK):
+            self._claim([Fire(spec, ms_ / 1000, fire_key(job_id, ms_, backfill=True),
+                              new_reqid(), backfill=True)
+                         for ms_ in stamps[i:i + BACKFILL_CLAIM_CHUNK]])
 
     def _prune_if_due(self) -> None:
         """History retention, by the first engine of the fleet to try in each interval
