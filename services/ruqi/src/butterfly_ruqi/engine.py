@@ -52,17 +52,28 @@ How it holds together (see also claims.py for the keys):
   An engine stopped gracefully deletes its heartbeat after finishing its running fires,
   so peers take over its unstarted claims at once.
 * Misfires and coalescing follow APScheduler: all run times between the cursor and now are
-  computed; with ``coalesce`` only the latest is kept; a run time later than
-  ``misfire_grace_time`` when it would start is not run - the engine that claims it records
-  it ``missed`` (after an outage longer than the grace, such run times are skipped in bulk
-  and only logged).
+  computed; with ``coalesce`` only the latest runs (the others are recorded ``missed``); a
+  run time later than ``misfire_grace_time`` when it would start is not run - the engine
+  that claims it records it ``missed``.
+* Catch-up (schedule.due_times). After an outage of the fleet or a pause, the run times
+  within the job's window - ``max(misfire_grace_time, catchup_window)`` - run, each once
+  (``Fire.catchup``: it may start up to the window late, and is never coalesced), and
+  the older ones are claimed only to be recorded ``missed`` with the reason (the first
+  ``MAX_MISSED_ROWS`` one by one, the rest as one row). Under an overlap policy other than
+  ``allow`` the fires of one catch-up - or one backfill - are a chain: one task meets the
+  policy with each in time order and hands the one that may run to another worker
+  (``_submit_chain``), so ``buffer_all`` runs them in order. Done markers live for the
+  window, so a restart whose cursor lags finds the fires that ran.
+* Backfill (jobs.backfill_job). Requests are queued on ``ruqi:backfill``; the engine that
+  pops one claims its slots under their own keys ``fire:<job>:b<ms>`` (kept a day) and
+  runs them with no lateness limit.
 * Propagation. The API bumps ``ruqi:version`` after every committed change; engines poll
   it every ``poll_interval`` (0.2 s) and reload the jobs table when it moved (and every 30 s
   regardless), so an edit on any replica is live everywhere within ~0.3 s. The DB column
   ``next_run_time`` is the restart cursor: set by add/modify/resume, advanced (fenced by
   the job's version, at most every 5 s per job) as fires are recorded. A lagging cursor
-  never re-runs a fire: engines only claim run times within the grace, and those still
-  have their done marker (kept grace + 30 s).
+  never re-runs a fire: engines only claim run times within the job's window, and those
+  still have their done marker (kept window + 30 s).
 * Where the guarantee stops: Redis losing its data (a restart without persistence) loses
   the done markers, so a fire within the grace window could run again. An engine that
   stalls longer than ``node_ttl`` while running a fire gets it recorded ``lost`` by a peer;
@@ -570,7 +581,7 @@ class Engine:
         ended = self.clock()
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
                      note + outcome.output)
-        if spec.pause_on_failure > 0:
+        if spec.pause_on_failure > 0 and not fire.backfill:  # a backfill never pauses it
             self._count_run(spec, outcome.success, outcome.output)
 
     def _drain_buffer(self, job_id: str, token: str, lease: float) -> None:
