@@ -89,8 +89,8 @@ class Counter:
     def statuses(self, job_id: str) -> dict[str, int]:
         sql = ("SELECT status, COUNT(*) FROM ruqi_job_history WHERE job_id = ? "
                "GROUP BY status").replace("?", self.db.param)
-        rows = self.db.execute_sql(sql, (job_id,)).fetchall()
-        self.db.commit()  # a fresh snapshot for the next poll (MariaDB's REPEATABLE READ)
+        with self.db.connection_context():  # a fresh snapshot each poll (MariaDB)
+            rows = self.db.execute_sql(sql, (job_id,)).fetchall()
         return {str(status): int(n) for status, n in rows}
 
     def close(self) -> None:

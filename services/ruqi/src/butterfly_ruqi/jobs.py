@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -488,8 +488,10 @@ def _already_run(keys: list[str]) -> set[str]:
     """The fire keys among ``keys`` that have a history row (a backfill that ran)."""
     done: set[str] = set()
     for i in range(0, len(keys), 500):
-        done.update(r[0] for r in History.select(History.fire_key)
-                    .where(History.fire_key.in_(keys[i:i + 500])).tuples())
+        found = cast("list[tuple[str]]", list(
+            History.select(History.fire_key)
+            .where(History.fire_key.in_(keys[i:i + 500])).tuples()))
+        done.update(row[0] for row in found)
     return done
 
 
