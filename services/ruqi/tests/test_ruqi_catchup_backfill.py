@@ -18,6 +18,7 @@ from test_ruqi_api import AUTH, make_client
 from butterfly_common import Refusal, db, runtime
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import wait_until
+from butterfly_ruqi import engine as engine_module
 from butterfly_ruqi import jobs, rules
 from butterfly_ruqi.claims import BACKFILL_KEY, fire_key
 from butterfly_ruqi.models import History, Job
@@ -211,7 +212,9 @@ def test_backfill_runs_each_slot_once_and_a_second_backfill_runs_nothing(
     assert len(body["data"]["already_run_times"]) == 30
 
 
-def test_backfill_under_an_overlap_policy(client, engines, callee):
+def test_backfill_under_an_overlap_policy(client, engines, callee, monkeypatch):
+    # claimed two at a time: the later claim rounds join the job's chain, still in order
+    monkeypatch.setattr(engine_module, "BACKFILL_CLAIM_CHUNK", 2)
     now = time.time()
     for job_id in ("bo1", "bo2"):
         body = client.post("/ruqi/add_job", headers=AUTH, json={

@@ -92,6 +92,7 @@ How it holds together (see also claims.py for the keys):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import json
@@ -181,6 +182,8 @@ class Engine:
         self._owned: dict[str, bool] = {}
         #: job id -> its scheduled fires claimed here and still waiting for a worker
         self._queued: dict[str, list[Fire]] = {}
+        #: job id -> its catch-up / backfill fires waiting for the job's chain task
+        self._chains: dict[str, collections.deque[Fire]] = {}
         self._batch = 0
         #: False once stopping: the heartbeat then no longer claims a share of the jobs
         self._owning = True
@@ -396,20 +399,33 @@ class Engine:
 
     def _submit_chain(self, fires: list[Fire], reserved: bool) -> None:
         """The catch-up or backfill fires of one job under an overlap policy other than
-        ``allow``: one task meets the policy with each, in time order (the first runs, the
-        next ones wait in the buffer or are skipped, as the policy says), so they run in
-        order. ``allow`` fires are submitted one by one (started in order, side by side)."""
+        ``allow``: one task per job meets the policy with each, in time order (the first
+        runs, the next ones wait in the buffer or are skipped, as the policy says), so they
+        run in order; fires of a later claim round join the job's chain if it is still
+        going. ``allow`` fires are submitted one by one (started in order, side by side)."""
+        job_id = fires[0].spec.id
         with self._lock:
             if not reserved:
                 self._running += len(fires)
+            chain = self._chains.get(job_id)
+            if chain is not None:
+                chain.extend(fires)
+                return
+            self._chains[job_id] = collections.deque(fires)
         try:
-            self._pool.submit(self._execute_chain, fires)
+            self._pool.submit(self._execute_chain, job_id)
         except RuntimeError:  # pool shut down: leave the claims for a peer to take over
             with self._lock:
-                self._running -= len(fires)
+                self._running -= len(self._chains.pop(job_id, ()))
 
-    def _execute_chain(self, fires: list[Fire]) -> None:
-        for fire in fires:
+    def _execute_chain(self, job_id: str) -> None:
+        while True:
+            with self._lock:
+                chain = self._chains.get(job_id)
+                if not chain:
+                    self._chains.pop(job_id, None)
+                    return
+                fire = chain.popleft()
             try:
                 self._execute_inner(fire, hand_off=True)
             except Exception:
