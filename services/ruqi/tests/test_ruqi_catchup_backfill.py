@@ -270,3 +270,36 @@ def test_backfill_refusals(client):
                                                    "end": utc_text(now - 1)})
     assert resp.status_code == 401
     assert runtime.get_redis().llen(BACKFILL_KEY) == 0
+
+
+def test_backfill_of_a_topic_job_publishes_one_message_per_slot(client, engines):
+    from butterfly_common.mq import Broker
+
+    broker = Broker(runtime.get_redis())
+    broker.heartbeat("fake-consumer", ["/demo_api/hello"])
+    for job_id in ("bt1", "bt2"):
+        body = client.post("/ruqi/add_job", headers=AUTH, json={
+            "job_trigger": "interval", "job_id": job_id, "job_name": "n", "rule": "1m",
+            "cmd": '/demo_api/hello#{"str_info": "tick"}' if job_id == "bt1"
+            else "/nobody/listens"}).get_json()
+        assert body["stat"] == "OK", body
+    now = time.time()
+    start, end = utc_text(now - 3 * 3600), utc_text(now - 1)
+    engines.start(1)
+    for job_id in ("bt1", "bt2"):
+        code, body = backfill(client, job_id=job_id, start=start, end=end)
+        assert code == 200 and body["data"]["to_run"] == 180, body
+    wait_until(lambda: len(rows("bt1")) >= 180 and len(rows("bt2")) >= 180, timeout=20)
+    bt1 = rows("bt1")
+    assert all(r.status == "ok" for r in bt1)
+    assert [r.cmd_output for r in bt1] == [
+        f"[backfill] msg_id=ruqi:bt1:{round(r.scheduled_time * 1000)}" for r in bt1]
+    assert broker.counts("/demo_api/hello")["queued"] == 180
+    msg = broker.get(f"ruqi:bt1:{round(bt1[0].scheduled_time * 1000)}")
+    assert msg.data == {"str_info": "tick"} and msg.reqid == bt1[0].reqid
+    # no consumer: every slot is recorded failed, with the reason
+    assert all(r.status == "failed" and "no live consumer" in r.cmd_output for r in rows("bt2"))
+    code, body = backfill(client, job_id="bt1", start=start, end=end)
+    assert (body["data"]["to_run"], body["data"]["already_run"]) == (0, 180)
+    time.sleep(0.5)
+    assert broker.counts("/demo_api/hello")["queued"] == 180 and len(rows("bt1")) == 180
