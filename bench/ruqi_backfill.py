@@ -19,6 +19,9 @@ HTTP API:
 * ``repeat s``: the same backfill again, which must run nothing (``to_run`` 0, no new
   message).
 
+The replica starts and publishes a topic job's backfill slots in pipelined batches
+(``Engine._run_topic_batch``: ``publish_many``, one message and one history row per slot).
+
 Target (issue 25): 10 000 slots backfilled in <= 10 s.
 
     .venv/bin/python bench/ruqi_backfill.py                    # 3 rounds, SQLite
