@@ -368,6 +368,12 @@ class Engine:
             self._claim(catch)
 
     def _claim(self, fires: list[Fire]) -> None:
+        missed = [f for f in fires if f.missed is not None]
+        if missed:
+            fires = [f for f in fires if f.missed is None]
+            self._claim_missed(missed)
+            if not fires:
+                return
         with self._lock:
             # An idle worker for each: reserve them and claim the fires as running.
             direct = self._running + len(fires) <= self.config.workers
@@ -408,6 +414,29 @@ class Engine:
             self._submit_chain(chain, reserved=direct)
         if superseded:
             self._coalesce(superseded)
+
+    def _claim_missed(self, fires: list[Fire]) -> None:
+        """Fires that only get a ``missed`` row (older than the catch-up window, or
+        coalesced): claimed straight as running - nothing runs, so nothing can run twice
+        - and recorded here, without a worker (after an outage they are many)."""
+        try:
+            won = self.claims.claim([f.key for f in fires], [f.claim_ttl for f in fires],
+                                    [f.reqid for f in fires], running=True)
+        except Exception:
+            log.exception("claiming %d missed fires failed; retrying", len(fires))
+            with self._lock:
+                self._retry.extend(fires)
+            return
+        now = self.clock()
+        for fire, ok in zip(fires, won, strict=True):
+            if ok:
+                self.stats["claimed"] += 1
+                self.stats["missed"] += 1
+                self._record(fire, "missed", f"{RUNNING}|{self.owner}|{fire.reqid}", None,
+                             None, fire.missed or "missed")
+            else:
+                self.stats["lost_claims"] += 1
+                self.watcher.add(fire, now)
 
     def _submit_chain(self, fires: list[Fire], reserved: bool) -> None:
         """The catch-up or backfill fires of one job under an overlap policy other than

@@ -29,7 +29,7 @@ DONE_TTL_EXTRA = 30.0
 MAX_CATCHUP = 1000
 #: Run times older than the catch-up window recorded ``missed`` one by one per job and
 #: catch-up; the rest of a longer outage is one more ``missed`` row that says so.
-MAX_MISSED_ROWS = 100
+MAX_MISSED_ROWS = 20
 #: How long the claim and done keys of a backfill fire live (a second backfill of the
 #: same range within it finds them; after it, the history rows, see jobs.backfill_job).
 BACKFILL_TTL = 86400.0
