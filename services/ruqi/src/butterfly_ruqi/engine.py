@@ -58,8 +58,9 @@ How it holds together (see also claims.py for the keys):
 * Catch-up (schedule.due_times). After an outage of the fleet or a pause, the run times
   within the job's window - ``max(misfire_grace_time, catchup_window)`` - run, each once
   (``Fire.catchup``: it may start up to the window late, and is never coalesced), and
-  the older ones are claimed only to be recorded ``missed`` with the reason (the first
-  ``MAX_MISSED_ROWS`` one by one, the rest as one row). Under an overlap policy other than
+  the older ones are claimed (straight as running: nothing runs) only to be recorded
+  ``missed`` with the reason, by the claiming thread (the first ``MAX_MISSED_ROWS`` one by
+  one, the rest as one row). Under an overlap policy other than
   ``allow`` the fires of one catch-up - or one backfill - are a chain: one task meets the
   policy with each in time order and hands the one that may run to another worker
   (``_submit_chain``), so ``buffer_all`` runs them in order. Done markers live for the
