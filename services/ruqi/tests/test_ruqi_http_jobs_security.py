@@ -27,7 +27,8 @@ OPERATOR = "operator-token-0123456789"
 ADMIN = "admin-token-0123456789ab"
 JOB = {"job_trigger": "interval", "job_id": "s1", "job_name": "sec", "rule": "1h"}
 WRITES = ["add_job", "job_add", "modify_job", "job_modify", "remove_job", "job_remove",
-          "pause_job", "job_pause", "resume_job", "job_resume", "run_job", "wakeup"]
+          "pause_job", "job_pause", "resume_job", "job_resume", "run_job", "wakeup",
+          "backfill_job"]
 
 
 class Target:

@@ -25,6 +25,7 @@ Keys (``ruqi:`` prefix):
 ``fails:<job>``         STRING  the job's consecutive failed runs (pause_on_failure)
 ``version``             STRING  bumped on every job change; engines poll it
 ``manual``              LIST    run_job requests for whichever engine pops first
+``backfill``            LIST    backfill_job requests (a job's slots) for the same
 ``prune``               STRING  history retention lease (one pruner per interval)
 ======================  ======  ===========================================================
 """
@@ -40,6 +41,8 @@ from butterfly_common.redis_client import Script, pipeline
 PREFIX = "ruqi"
 VERSION_KEY = f"{PREFIX}:version"
 MANUAL_KEY = f"{PREFIX}:manual"
+#: Backfill requests (jobs.backfill_job), one JSON item per call, for the first engine.
+BACKFILL_KEY = f"{PREFIX}:backfill"
 NODES_KEY = f"{PREFIX}:nodes"
 PRUNE_KEY = f"{PREFIX}:prune"
 
@@ -55,9 +58,10 @@ def overlap_key(job_id: str) -> str:
     return f"{PREFIX}:ov:{job_id}"
 
 
-def fire_key(job_id: str, ms: int, manual: bool = False) -> str:
-    """The claim key of one (job, scheduled time); manual runs get their own namespace."""
-    return f"{PREFIX}:fire:{job_id}:{'m' if manual else ''}{ms}"
+def fire_key(job_id: str, ms: int, manual: bool = False, backfill: bool = False) -> str:
+    """The claim key of one (job, scheduled time); manual runs and backfills get their
+    own namespaces (a backfill re-runs a slot that already ran on schedule, once)."""
+    return f"{PREFIX}:fire:{job_id}:{'m' if manual else 'b' if backfill else ''}{ms}"
 
 
 def failures_key(job_id: str) -> str:

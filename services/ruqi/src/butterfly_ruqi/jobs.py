@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -22,10 +22,10 @@ from butterfly_common.paging import check_page
 from butterfly_common.runtime import get_config, get_redis
 
 from . import rules
-from .claims import MANUAL_KEY, VERSION_KEY, failures_key
+from .claims import BACKFILL_KEY, MANUAL_KEY, VERSION_KEY, failures_key, fire_key
 from .commands import parse_command
 from .config import OVERLAPS, RuqiConfig
-from .models import History, Job, format_ts, history_to_dict, job_to_dict
+from .models import History, Job, format_bound, format_ts, history_to_dict, job_to_dict
 
 log = logging.getLogger("butterfly.ruqi.jobs")
 
@@ -61,6 +61,7 @@ class Options:
     start_at: str | None = None
     end_at: str | None = None
     jitter: float | None = None
+    catchup_window: int | None = None
 
 
 #: pause_on_failure: consecutive failures (0: never pause).
@@ -69,6 +70,10 @@ MAX_PAUSE_ON_FAILURE = 1000
 MAX_JITTER = 3600
 #: The longest pause note (characters).
 MAX_NOTE = 500
+#: The longest catch-up window (seconds): a week. Done markers live as long (schedule.py).
+MAX_CATCHUP_WINDOW = 7 * 86400
+#: The most slots one backfill_job call runs or previews.
+MAX_BACKFILL_SLOTS = 10_000
 #: Fires looked at to check that the jitter is shorter than the time between fires.
 JITTER_CHECK_FIRES = 10
 
@@ -166,6 +171,9 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
     if start_at is not None and end_at is not None and end_at <= start_at:
         raise Refusal(ERR_BAD_JOB, "end_at must be later than start_at")
     jitter = float(pick(opts.jitter, "jitter", 0.0))
+    catchup = pick(opts.catchup_window, "catchup_window", 0)
+    if not 0 <= catchup <= MAX_CATCHUP_WINDOW:
+        raise Refusal(ERR_BAD_JOB, f"catchup_window must be 0..{MAX_CATCHUP_WINDOW} seconds")
     overlap = pick(opts.overlap, "overlap", cfg.overlap)
     timeout = pick(opts.timeout, "timeout", cfg.timeout)
     if not 1 <= grace <= MAX_GRACE:
@@ -183,6 +191,7 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
     _check_jitter(jitter, trig, tz, first)
     return {
         "pause_on_failure": pof, "start_at": start_at, "end_at": end_at, "jitter": jitter,
+        "catchup_window": int(catchup),
         "trigger": job_trigger, "rule": stored_rule, "cmd": cmd.strip(), "timezone": tz_name,
         "start_time": start, "next_run_time": first,
         "misfire_grace_time": grace, "coalesce": pick(opts.coalesce, "coalesce", cfg.coalesce),
@@ -267,17 +276,25 @@ def pause_job(job_id: str, note: str | None = None, by: str = "-",
     return changed
 
 
-def resume_job(job_id: str) -> dict[str, Any]:
-    """Recompute the next run from now; a job with no run left is removed (the original)."""
-    now = time.time()
+def resume_job(job_id: str, now: float | None = None) -> dict[str, Any]:
+    """Recompute the next run from now; a job with no run left is removed (the original).
+
+    A job with a ``catchup_window`` resumes from the moment it was paused instead (an
+    interval job on its old grid): the engines then run the run times of the pause within
+    the window and record the older ones ``missed`` (schedule.due_times)."""
+    now = time.time() if now is None else now
     with db.database.connection_context():
         job = _get(job_id)
         tz = rules.get_timezone(job.timezone)
+        since = now
+        if job.catchup_window and job.paused_at is not None and job.paused_at < now:
+            since = float(job.paused_at)
         start = interval_start(job.trigger, job.rule, now, job.start_at) \
-            if job.trigger == "interval" else job.start_time
+            if job.trigger == "interval" and since == now else job.start_time
         trig = rules.build_trigger(job.trigger, job.rule, tz, start, job.start_at, job.end_at)
-        nxt = rules.first_fire(trig, tz, now)
-        if job.trigger == "date" and nxt is not None and nxt < now - job.misfire_grace_time:
+        nxt = rules.first_fire(trig, tz, since)
+        window = max(job.misfire_grace_time, job.catchup_window or 0)
+        if job.trigger == "date" and nxt is not None and nxt < now - window:
             nxt = None
         if nxt is None:
             Job.delete().where(Job.id == job_id).execute()
@@ -448,6 +465,86 @@ def list_history(job_id: str | None, job_name: str | None, is_success: str | Non
             query = query.where(History.cmd_is_success == (is_success == "yes"))
         total, rows = _page(query, page_index, page_size)
     return {"total": total, "list": [history_to_dict(r) for r in rows]}
+
+
+def _slot_times(job: Job, start: float, end: float, limit: int) -> list[float]:
+    """The job's nominal run times in ``[start, end]`` (its bounds applied), at most
+    ``limit``. An interval job's grid is extended back before its start time."""
+    tz = rules.get_timezone(job.timezone)
+    base = float(job.start_time)
+    if job.trigger == "interval" and start < base:
+        step = rules.interval_seconds(job.rule)
+        base -= -(-(base - start) // step) * step
+    trig = rules.build_trigger(job.trigger, job.rule, tz, base, job.start_at, job.end_at)
+    out: list[float] = []
+    t = rules.first_fire(trig, tz, start)
+    while t is not None and t <= end and len(out) < limit:
+        out.append(t)
+        t = rules.next_fire(trig, tz, t, t)
+    return out
+
+
+def _already_run(keys: list[str]) -> set[str]:
+    """The fire keys among ``keys`` that have a history row (a backfill that ran)."""
+    done: set[str] = set()
+    for i in range(0, len(keys), 500):
+        found = cast("list[tuple[str]]", list(
+            History.select(History.fire_key)
+            .where(History.fire_key.in_(keys[i:i + 500])).tuples()))
+        done.update(row[0] for row in found)
+    return done
+
+
+def backfill_job(job_id: str, start: str, end: str, overlap: str | None = None,
+                 dry_run: bool = False, reqid: str = "-",
+                 now: float | None = None) -> dict[str, Any]:
+    """Run the fires of a past range ``[start, end]`` again, each with its own scheduled
+    time (jitter applied) and its own fire key ``ruqi:fire:<job>:b<ms>``.
+
+    Idempotent: a slot whose backfill fire has a history row is not run again (nor one a
+    previous backfill still has claimed: the claim is ``SET NX``). At most
+    ``MAX_BACKFILL_SLOTS`` slots per call; ``dry_run`` lists them without running any.
+    The fires are queued for the first engine that polls (``ruqi:backfill``)."""
+    now = time.time() if now is None else now
+    if overlap is not None and overlap not in OVERLAPS:
+        raise Refusal(ERR_BAD_JOB, f"overlap must be one of {list(OVERLAPS)}")
+    with db.database.connection_context():
+        job = _get(job_id)
+        tz = rules.get_timezone(job.timezone)
+        first = _bound("start", start, tz, None)
+        last = _bound("end", end, tz, None)
+        if first is None or last is None:
+            raise Refusal(ERR_BAD_JOB, "start and end are required (YYYY-MM-DD HH:MM:SS)")
+        if last < first:
+            raise Refusal(ERR_BAD_JOB, "end must not be before start")
+        if last > now:
+            raise Refusal(ERR_BAD_JOB, "end is in the future: a backfill runs past fires "
+                          "only (the schedule runs the others)")
+        times = _slot_times(job, first, last, MAX_BACKFILL_SLOTS + 1)
+        if len(times) > MAX_BACKFILL_SLOTS:
+            raise Refusal(ERR_BAD_JOB, f"more than {MAX_BACKFILL_SLOTS} slots between start "
+                          "and end: backfill a shorter range per call")
+        stamps = [round((_jittered(job, t) or t) * 1000) for t in times]
+        keys = [fire_key(job.id, ms, backfill=True) for ms in stamps]
+        done = _already_run(keys)
+    todo = [ms for ms, key in zip(stamps, keys, strict=True) if key not in done]
+    data: dict[str, Any] = {
+        "job_id": job.id, "start": format_bound(first, job.timezone),
+        "end": format_bound(last, job.timezone), "overlap": overlap or job.overlap,
+        "slots": len(stamps), "already_run": len(stamps) - len(todo),
+        "to_run": len(todo), "dry_run": dry_run, "reqid": reqid,
+    }
+    if dry_run:
+        data["slot_times"] = [format_ts(ms / 1000) for ms in stamps]
+        data["already_run_times"] = [format_ts(ms / 1000) for ms, key in
+                                     zip(stamps, keys, strict=True) if key in done]
+        return data
+    if todo:
+        get_redis().rpush(BACKFILL_KEY, json.dumps({
+            "job_id": job.id, "overlap": overlap, "reqid": reqid, "ms": todo}))
+    log.info("backfill %s of job %s: %d slots from %s to %s, %d queued", reqid, job.id,
+             len(stamps), start, end, len(todo))
+    return data
 
 
 def run_job(job_id: str, reqid: str) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Job(BaseModel):
     end_at = peewee.DoubleField(null=True)
     #: Each fire is delayed by a deterministic amount in [0, jitter] seconds (schedule.py).
     jitter = peewee.DoubleField(default=0.0)
+    #: After the fleet was down or the job paused, run times up to this many seconds ago
+    #: still run (0: the misfire grace; the window is the larger of the two).
+    catchup_window = peewee.IntegerField(default=0)
     c_time = peewee.DateTimeField(default=_now, index=True)
     u_time = peewee.DateTimeField(default=_now)
 
@@ -78,7 +81,8 @@ class History(BaseModel):
     job_id = peewee.CharField(max_length=64, index=True)
     job_name = peewee.CharField(max_length=64, index=True)
     cmd = peewee.TextField()
-    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs)
+    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs);
+    #: a backfill's rows have ``fire_key`` ``ruqi:fire:<job>:b<ms>`` and output ``[backfill]``
     status = peewee.CharField(max_length=8)
     cmd_is_success = peewee.BooleanField(index=True)
     cmd_output = peewee.TextField()
@@ -103,12 +107,12 @@ MODELS: list[type[peewee.Model]] = [Job, History]
 
 #: Job columns added after the first release, in the order they came.
 JOB_ADDED = ("pause_note", "paused_by", "paused_at", "pause_on_failure", "start_at", "end_at",
-             "jitter")
+             "jitter", "catchup_window")
 
 
 def migrate() -> None:
     """Bring tables created by an older release up to date: ``fire_key`` (history), the
-    pause note, pause_on_failure, bounds and jitter (jobs).
+    pause note, pause_on_failure, bounds, jitter and the catch-up window (jobs).
 
     Safe from many processes at once: a loser of the race finds the column there."""
     from playhouse.migrate import SchemaMigrator
@@ -197,6 +201,7 @@ def job_to_dict(job: Job, next_run_time: float | None) -> dict[str, Any]:
         "start_at": format_bound(job.start_at, job.timezone),
         "end_at": format_bound(job.end_at, job.timezone),
         "jitter": job.jitter,
+        "catchup_window": job.catchup_window,
         "c_time": job.c_time,
         "u_time": job.u_time,
     }

@@ -74,7 +74,7 @@ class Watcher:
                 self._submit(fire)
             elif phase in (CLAIMED, RUNNING) and owner != self.owner:
                 if alive.get(owner, True):
-                    horizon = fire.ts + fire.spec.misfire_grace_time + DONE_TTL_EXTRA
+                    horizon = fire.ts + fire.late_limit + DONE_TTL_EXTRA
                     if phase == RUNNING:
                         horizon += fire.spec.timeout
                     drop = now > horizon

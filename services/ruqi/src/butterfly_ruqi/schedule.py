@@ -25,7 +25,14 @@ log = logging.getLogger("butterfly.ruqi.engine")
 
 #: Done markers outlive the misfire grace by this much (clock skew, slow peers).
 DONE_TTL_EXTRA = 30.0
+#: Run times claimed per job in one claim round (a longer catch-up goes on in the next).
 MAX_CATCHUP = 1000
+#: Run times older than the catch-up window recorded ``missed`` one by one per job and
+#: catch-up; the rest of a longer outage is one more ``missed`` row that says so.
+MAX_MISSED_ROWS = 20
+#: How long the claim and done keys of a backfill fire live (a second backfill of the
+#: same range within it finds them; after it, the history rows, see jobs.backfill_job).
+BACKFILL_TTL = 86400.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,14 @@ class JobSpec:
     start_at: float | None = None
     end_at: float | None = None
     jitter: float = 0.0
+    #: Seconds back a catch-up runs fires (0: the misfire grace); see :attr:`window`.
+    catchup_window: int = 0
+
+    @property
+    def window(self) -> float:
+        """How late a run time may still run after the fleet was down or the job paused:
+        ``max(misfire_grace_time, catchup_window)``."""
+        return float(max(self.misfire_grace_time, self.catchup_window))
 
     @classmethod
     def columns(cls) -> list[Any]:
@@ -58,7 +73,8 @@ class JobSpec:
         return [Job.id, Job.name, Job.trigger, Job.rule, Job.cmd, Job.timezone,
                 Job.start_time, Job.paused, Job.misfire_grace_time, Job.coalesce,
                 Job.overlap, Job.timeout, Job.wait_result, Job.version, Job.next_run_time,
-                Job.pause_on_failure, Job.start_at, Job.end_at, Job.jitter]
+                Job.pause_on_failure, Job.start_at, Job.end_at, Job.jitter,
+                Job.catchup_window]
 
     @classmethod
     def from_tuple(cls, t: tuple[Any, ...]) -> JobSpec:
@@ -68,7 +84,8 @@ class JobSpec:
                    bool(t[9]), t[10], float(t[11]), bool(t[12]), int(t[13]),
                    None if t[14] is None else float(t[14]), int(t[15] or 0),
                    None if t[16] is None else float(t[16]),
-                   None if t[17] is None else float(t[17]), float(t[18] or 0.0))
+                   None if t[17] is None else float(t[17]), float(t[18] or 0.0),
+                   int(t[19] or 0))
 
     @classmethod
     def from_row(cls, row: Job) -> JobSpec:
@@ -76,7 +93,8 @@ class JobSpec:
                    row.start_time, bool(row.paused), row.misfire_grace_time,
                    bool(row.coalesce), row.overlap, row.timeout, bool(row.wait_result),
                    row.version, row.next_run_time, int(row.pause_on_failure or 0),
-                   row.start_at, row.end_at, float(row.jitter or 0.0))
+                   row.start_at, row.end_at, float(row.jitter or 0.0),
+                   int(row.catchup_window or 0))
 
 
 @dataclass
@@ -120,14 +138,30 @@ class Fire:
     superseded: float | None = None
     #: Claimed straight into the running phase (an idle worker was waiting for it).
     started: bool = False
+    #: A run time of a catch-up (the job was behind by more than its grace): it may start
+    #: up to the job's catch-up window late, and is never coalesced.
+    catchup: bool = False
+    #: A fire of a backfill (jobs.backfill_job): runs however old, never coalesced.
+    backfill: bool = False
+    #: Set when the fire is not to run: recorded ``missed`` with this reason.
+    missed: str | None = None
+
+    @property
+    def late_limit(self) -> float:
+        """How late the fire may start; later, it is recorded ``missed``."""
+        if self.backfill:
+            return float("inf")
+        return self.spec.window if self.catchup else float(self.spec.misfire_grace_time)
 
     @property
     def claim_ttl(self) -> float:
-        return self.spec.misfire_grace_time + self.spec.timeout + DONE_TTL_EXTRA
+        return self.done_ttl + self.spec.timeout
 
     @property
     def done_ttl(self) -> float:
-        return self.spec.misfire_grace_time + DONE_TTL_EXTRA
+        """Done markers outlive the time a run time may be claimed again (the catch-up
+        window: a restart's cursor may lag behind fires that ran)."""
+        return (BACKFILL_TTL if self.backfill else self.spec.window) + DONE_TTL_EXTRA
 
 
 def make_owner(port: int | None = None) -> str:
@@ -141,49 +175,99 @@ class Due:
 
     fires: list[Fire]
     next_ts: float | None
-    #: Run times skipped in bulk (the engine was down for longer than the grace).
+    #: Fires among ``fires`` that are only to be recorded ``missed`` (older than the
+    #: catch-up window, or coalesced).
     missed: int = 0
 
 
-def due_times(slot: Slot, now: float) -> tuple[list[float], float | None, int]:
-    """APScheduler's ``_get_run_times`` + coalesce, for one job: ``(run times, next, missed
-    in bulk)``. Run times are nominal (no jitter); one is due when its jittered time is."""
-    spec, grace = slot.spec, slot.spec.misfire_grace_time
+@dataclass
+class Times:
+    """What :func:`due_times` found: nominal run times (no jitter) by fate."""
+
+    run: list[float]
+    next_ts: float | None
+    #: older than the catch-up window: recorded ``missed`` one by one
+    missed: list[float] = field(default_factory=list)
+    #: the first of the run times older than the window past ``MAX_MISSED_ROWS``: one row
+    #: for it and every later one up to ``window_start``
+    missed_rest: float | None = None
+    window_start: float = 0.0
+    #: within the window but dropped by ``coalesce`` (the last of ``run`` replaces them)
+    coalesced: list[float] = field(default_factory=list)
+    #: the job was behind by more than its grace: the run times are a catch-up
+    catchup: bool = False
+
+
+def due_times(slot: Slot, now: float) -> Times:
+    """APScheduler's ``_get_run_times`` + coalesce, with ruqi's catch-up window.
+
+    Run times from the job's cursor up to ``now``: those whose (jittered) time is more
+    than the job's window (``max(misfire_grace_time, catchup_window)``) ago are missed
+    (the first ``MAX_MISSED_ROWS`` one by one, the rest of a longer outage as one), the
+    others run - each, or with ``coalesce`` only the latest. At most ``MAX_CATCHUP`` run
+    times per call; the next call goes on from ``next_ts``."""
+    spec = slot.spec
     t = slot.next_ts
     assert t is not None
-    missed = 0
-    if now - t > grace + 1 and spec.trigger != "date":
-        # Far behind (restart after an outage): everything before now-grace is missed.
-        jump = rules.first_fire(slot.trig, slot.tz, now - grace)
-        missed += 1
-        log.warning("job %s: run times from %.3f to %.3f missed (grace %ss)",
-                    spec.id, t, now - grace, grace)
-        if jump is None or jump > now:
-            return [], jump, missed
-        t = max(t, jump)
-    times: list[float] = []
+    edge = now - spec.window
+    out = Times([], t, window_start=edge)
+    if slot.due(t) < edge:
+        while t is not None and slot.due(t) < edge and len(out.missed) < MAX_MISSED_ROWS:
+            out.missed.append(t)
+            t = rules.next_fire(slot.trig, slot.tz, t, t)
+        if t is not None and slot.due(t) < edge:
+            out.missed_rest = t
+            t = rules.first_fire(slot.trig, slot.tz, edge)
+            if t is not None and t <= out.missed_rest:
+                t = rules.next_fire(slot.trig, slot.tz, out.missed_rest, out.missed_rest)
+        log.warning("job %s: run times from %.3f to %.3f missed (catch-up window %ss)",
+                    spec.id, out.missed[0], edge, spec.window)
+    if t is not None and now - slot.due(t) > spec.misfire_grace_time:
+        out.catchup = True
     nxt: float | None = t
-    while nxt is not None and slot.due(nxt) <= now and len(times) < MAX_CATCHUP:
-        times.append(nxt)
+    while nxt is not None and slot.due(nxt) <= now and len(out.run) < MAX_CATCHUP:
+        out.run.append(nxt)
         nxt = rules.next_fire(slot.trig, slot.tz, nxt, max(now, nxt))
-    if spec.coalesce and times:
-        times = times[-1:]
-    return times, nxt, missed
+    if spec.coalesce and len(out.run) > 1:
+        out.coalesced, out.run = out.run[:-1], out.run[-1:]
+    out.next_ts = nxt
+    return out
+
+
+def _fmt(ts: float) -> str:
+    return f"{ts:.3f}"
 
 
 def due_fires(slot: Slot, now: float) -> Due:
-    """APScheduler's ``_get_run_times`` + coalesce + misfire grace, for one job.
+    """The fires of :func:`due_times`: to run, or to record ``missed`` with a reason.
 
-    All run times from the job's cursor up to ``now`` are computed; with ``coalesce``
-    only the latest is kept; a run time later than ``misfire_grace_time`` is missed
-    (APScheduler drops those too, with a "missed" event): after an outage longer than the
-    grace they are skipped in bulk, otherwise recorded one by one.
-    """
-    times, nxt, missed = due_times(slot, now)
-    # Run times already past the grace are still claimed: the winner records them as
-    # "missed" instead of running them (engine._execute), so history shows every fire.
-    fires = [Fire(slot.spec, slot.due(ts), fire_key(slot.spec.id, round(slot.due(ts) * 1000)),
-                  new_reqid(), cursor=nxt, last=nxt is None) for ts in times]
+    Missed run times are still claimed: the winner records them (engine._execute), so
+    history shows every fire once, whichever replica computed it."""
+    found = due_times(slot, now)
+    spec, nxt = slot.spec, found.next_ts
+    fires: list[Fire] = []
+
+    def add(ts: float, missed: str | None = None, cursor: float | None = nxt) -> None:
+        due = slot.due(ts)
+        fires.append(Fire(spec, due, fire_key(spec.id, round(due * 1000)), new_reqid(),
+                          cursor=cursor, last=cursor is None, catchup=found.catchup,
+                          missed=missed))
+
+    window = (f"catch-up window {spec.window:g}s: max(misfire_grace_time="
+              f"{spec.misfire_grace_time}, catchup_window={spec.catchup_window})")
+    for ts in found.missed:
+        add(ts, f"missed: the engines were down or the job paused; {now - slot.due(ts):.3f}s "
+                f"late, older than the {window}", cursor=nxt if nxt is not None else None)
+    if found.missed_rest is not None:
+        add(found.missed_rest, f"missed: this run time and every later one before "
+                               f"{_fmt(found.window_start)} (more than {MAX_MISSED_ROWS} in "
+                               f"one outage, not listed one by one), older than the {window}")
+    for ts in found.coalesced:
+        add(ts, f"missed: coalesced (coalesce=true) into the run of "
+                f"{_fmt(slot.due(found.run[-1]))}")
+    for ts in found.run:
+        add(ts)
+    missed = len(fires) - len(found.run)
     return Due(fires, nxt, missed)
 
 

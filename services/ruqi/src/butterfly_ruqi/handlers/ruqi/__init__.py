@@ -22,11 +22,12 @@ from butterfly_ruqi.models import format_ts
 
 #: HTTP statuses of the refusals that are not a plain 400 (also listed in /openapi.json).
 def _options(timezone, misfire_grace_time, coalesce, overlap, timeout, wait_result,
-             pause_on_failure, start_at, end_at, jitter) -> Options:
+             pause_on_failure, start_at, end_at, jitter, catchup_window) -> Options:
     return Options(timezone=timezone, misfire_grace_time=misfire_grace_time,
                    coalesce=coalesce, overlap=overlap, timeout=timeout,
                    wait_result=wait_result, pause_on_failure=pause_on_failure,
-                   start_at=start_at, end_at=end_at, jitter=jitter)
+                   start_at=start_at, end_at=end_at, jitter=jitter,
+                   catchup_window=catchup_window)
 
 
 @api
@@ -52,14 +53,19 @@ def add_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: str
             coalesce: bool | None = None, overlap: str | None = None,
             timeout: float | None = None, wait_result: bool | None = None,
             pause_on_failure: int | None = None, start_at: str | None = None,
-            end_at: str | None = None, jitter: float | None = None):
+            end_at: str | None = None, jitter: float | None = None,
+            catchup_window: int | None = None):
     """Add a cron / interval / date job; every replica schedules it within a second.
     ``pause_on_failure`` (0..1000: pause after that many consecutive failed runs),
     ``start_at`` / ``end_at`` (``YYYY-MM-DD HH:MM:SS`` in the job's zone: no fire outside),
-    ``jitter`` (0..3600 s: each fire is delayed by a deterministic amount up to it)."""
+    ``jitter`` (0..3600 s: each fire is delayed by a deterministic amount up to it),
+    ``catchup_window`` (0..604800 s, 0 = the misfire grace: after an outage or a pause,
+    run times that recent still run, each once, in order; older ones are recorded
+    ``missed``)."""
     data = jobs.add_job(job_trigger, job_id, job_name, cmd, rule,
                         _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
-                                 wait_result, pause_on_failure, start_at, end_at, jitter))
+                                 wait_result, pause_on_failure, start_at, end_at, jitter,
+                                 catchup_window))
     req.log_res.add(f"job_id={job_id}")
     return retstat.OK, {"data": data}
 
@@ -70,12 +76,14 @@ def modify_job(req: Request, job_trigger: str, job_id: str, job_name: str, cmd: 
                coalesce: bool | None = None, overlap: str | None = None,
                timeout: float | None = None, wait_result: bool | None = None,
                pause_on_failure: int | None = None, start_at: str | None = None,
-               end_at: str | None = None, jitter: float | None = None):
+               end_at: str | None = None, jitter: float | None = None,
+               catchup_window: int | None = None):
     """Replace a job's definition; its next run is recomputed from the new rule. Options
     not given keep their value; ``start_at=""`` / ``end_at=""`` remove a bound."""
     data = jobs.modify_job(job_trigger, job_id, job_name, cmd, rule,
                            _options(timezone, misfire_grace_time, coalesce, overlap, timeout,
-                                    wait_result, pause_on_failure, start_at, end_at, jitter))
+                                    wait_result, pause_on_failure, start_at, end_at, jitter,
+                                    catchup_window))
     req.log_res.add(f"job_id={job_id}")
     return retstat.OK, {"data": data}
 
@@ -108,6 +116,22 @@ def resume_job(req: Request, job_id: str):
 def run_job(req: Request, job_id: str):
     """Fire a job now, once, on whichever replica picks it up (its reqid is this call's)."""
     return retstat.OK, {"data": jobs.run_job(job_id, req.reqid)}
+
+
+@api(write=True)
+def backfill_job(req: Request, job_id: str, start: str, end: str, overlap: str | None = None,
+                 dry_run: bool = False):
+    """Run the fires of a past range again: every slot of the job's schedule from
+    ``start`` to ``end`` (``YYYY-MM-DD HH:MM:SS`` in the job's zone, or with an offset;
+    ``end`` not in the future), each with its own scheduled time (jitter applied) and fire
+    key, under ``overlap`` (default: the job's). Idempotent: a slot a backfill already ran
+    is not run again. At most 10,000 slots per call (more: ERR_BAD_JOB). ``dry_run``:
+    list the slots (``slot_times``, ``already_run_times``) and run nothing. History rows
+    say ``[backfill]``."""
+    data = jobs.backfill_job(job_id, start, end, overlap=overlap, dry_run=dry_run,
+                             reqid=req.reqid)
+    req.log_res.add(f"job_id={job_id} slots={data['slots']} to_run={data['to_run']}")
+    return retstat.OK, {"data": data}
 
 
 @api
