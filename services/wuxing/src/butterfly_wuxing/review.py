@@ -27,7 +27,7 @@ from . import instances, sections, values
 from .errors import WuxingError
 from .itemrows import set_value, value_of
 from .listing import page
-from .models import Draft, Instance, Item, NamespaceSetting, Release, ReviewLog, now
+from .models import Draft, Gray, Instance, Item, NamespaceSetting, Release, ReviewLog, now
 from .revisions import namespace_revision
 from .store import Write, reviewed, run_locked, run_write
 
@@ -138,6 +138,10 @@ def set_settings(namespace: str, review: bool, approval: bool, user: str) -> dic
             if Draft.select().where(Draft.namespace == namespace).exists():
                 raise WuxingError(E.ERR_DRAFT_NOT_EMPTY,
                                   "the draft is not empty: publish or draft_discard it first")
+            if Gray.select().where((Gray.namespace == namespace)
+                                   & Gray.state.in_(["active", "promoting"])).exists():
+                raise WuxingError(E.ERR_GRAY_ACTIVE,
+                                  "gray releases are running: promote or abort them first")
         if row is None:
             NamespaceSetting.create(namespace=namespace, review=review, approval=approval,
                                     user=user)
@@ -393,9 +397,10 @@ def release_get(namespace: str, revision: int) -> dict[str, Any]:
     return _release_doc(row, True)
 
 
-def _apply(write: Write, namespace: str) -> list[str]:
-    """Apply the whole draft in ``write``: every value checked again against its section
-    as it is now; any failure refuses the publish with every violation listed."""
+def checked_draft(namespace: str) -> list[tuple[Draft, Any]]:
+    """The draft's entries with their values, every one checked again against its section
+    as it is now (and each instance as a whole against its section schema); any failure
+    refuses with every violation listed (ERR_DRAFT_INVALID), an empty draft ERR_DRAFT_EMPTY."""
     rows = _draft_rows(namespace)
     if not rows:
         raise WuxingError(E.ERR_DRAFT_EMPTY, "the draft is empty: nothing to publish")
@@ -420,7 +425,13 @@ def _apply(write: Write, namespace: str) -> list[str]:
             violations.extend(_flatten(name, "", exc))
     if violations:
         raise _invalid_draft(violations)
-    editors = sorted({row.user for row in rows})
+    return plan
+
+
+def _apply(write: Write, namespace: str) -> list[str]:
+    """Apply the whole draft in ``write`` (checked by :func:`checked_draft`)."""
+    plan = checked_draft(namespace)
+    editors = sorted({row.user for row, _ in plan})
     touched: dict[str, Any] = {}
     for row, value in plan:
         items = instances.items_of(namespace, row.instance_name, [row.item_name])
@@ -510,6 +521,9 @@ def approve(namespace: str, comment: str, user: str) -> dict[str, Any]:
         release = _publish_in(write, namespace, pending, kind=pending.kind,
                               message=pending.message, author=pending.author,
                               approver=user, comment=comment)
+        if pending.kind == "promote":  # a gray release's promote: it is the main one now
+            Gray.update(state="promoted", revision=release.revision, closed_by=user,
+                        u_time=now()).where(Gray.request == pending.id).execute()
         _audit(namespace, "approve", user, comment, write.revision, request=pending.id)
         return release
 
@@ -530,6 +544,9 @@ def reject(namespace: str, comment: str, user: str) -> dict[str, Any]:
             raise WuxingError(E.ERR_PUBLISH_NOT_PENDING, "no publish waits for approval")
         Release.update(state="rejected", approver=user, comment=comment,
                        p_time=now()).where(Release.id == pending.id).execute()
+        # a gray release whose promote this was serves its clients again, as before
+        Gray.update(state="active", request=None, u_time=now()).where(
+            Gray.request == pending.id).execute()
         _audit(namespace, "reject", user, comment, request=pending.id)
         return Release.get_by_id(pending.id)
 
@@ -596,6 +613,6 @@ def review_log(namespace: str, page_index: int, page_size: int) -> dict[str, Any
                       "c_time": json_default(r.c_time)} for r in rows]}
 
 
-__all__ = ["approve", "draft_diff", "draft_discard", "draft_get", "draft_set", "get_settings",
-           "publish", "reject", "release_diff", "release_get", "release_list", "review_log",
-           "reviewed", "rollback", "set_settings", "snapshot"]
+__all__ = ["approve", "checked_draft", "draft_diff", "draft_discard", "draft_get", "draft_set",
+           "get_settings", "publish", "reject", "release_diff", "release_get", "release_list",
+           "review_log", "reviewed", "rollback", "set_settings", "snapshot"]
