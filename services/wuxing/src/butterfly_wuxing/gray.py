@@ -38,7 +38,7 @@ from .errors import WuxingError
 from .listing import page
 from .models import ClientReport, Draft, Gray, Namespace, Release, now
 from .revisions import namespace_revision
-from .store import Write, reviewed, run_locked, run_write
+from .store import Write, reviewed, run_locked, run_transaction, run_write
 
 #: Gray releases running (active or promoting) at once per namespace, as in Nacos.
 GRAY_MAX = 10
@@ -393,7 +393,7 @@ def report(namespace: str, client: str, status: str, revision: int, gray_id: int
         raise WuxingError(E.ERR_PARAM_IS_INVALID, "status must be applied or rejected")
     values.in_range(revision, E.ERR_RELEASE_NOT_FOUND, "revision")
     text = (error or "").strip()[:ERROR_MAX] if status == "rejected" else ""
-    with db.database.atomic():
+    def body() -> ClientReport:
         if not Namespace.select().where(Namespace.namespace == namespace).exists():
             raise WuxingError(E.ERR_NAMESPACE_IS_INVALID,
                               f"namespace {namespace} does not exist")
@@ -421,8 +421,9 @@ def report(namespace: str, client: str, status: str, revision: int, gray_id: int
         if status == "applied":
             fields.update(applied_revision=revision, applied_gray=gray_id)
         ClientReport.update(**fields).where(key).execute()
-        row = ClientReport.get(key)
-    return _client_doc(row)
+        return ClientReport.get(key)
+
+    return _client_doc(run_transaction(namespace, body))
 
 
 def _client_doc(row: ClientReport) -> dict[str, Any]:
