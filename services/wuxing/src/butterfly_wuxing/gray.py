@@ -177,7 +177,7 @@ def main_revision(namespace: str) -> int:
     else the namespace's revision."""
     if reviewed(namespace):
         latest = review._latest(namespace)
-        if latest is not None:
+        if latest is not None and latest.revision is not None:
             return int(latest.revision)
     return namespace_revision(namespace)[0]
 
@@ -226,8 +226,8 @@ def create(namespace: str, clients: list[str] | None, labels: list[str] | None,
         live = review.snapshot(namespace)
         if revision is None:
             planned: _Values = {}
-            for row, value in review.checked_draft(namespace):
-                planned.setdefault(row.instance_name, {})[row.item_name] = value
+            for entry, value in review.checked_draft(namespace):
+                planned.setdefault(entry.instance_name, {})[entry.item_name] = value
             overrides = _differing(planned, live)
             Draft.delete().where(Draft.namespace == namespace).execute()
         else:
@@ -276,7 +276,7 @@ def promote(namespace: str, gray_id: int, message: str | None, user: str) -> dic
         review._refuse_non_empty_draft(namespace)
         text = message or f"promote gray release {gray_id}"
         filled = _fill(namespace, row, user)
-        revision = main_revision(namespace)
+        revision: int | None = main_revision(namespace)
         if filled:
             release = review._publish_in(write, namespace, None, kind="promote",
                                          message=text, author=user)

@@ -190,7 +190,7 @@ class Release(BaseModel):
     namespace = peewee.CharField(max_length=16)
     #: pending | published | rejected
     state = peewee.CharField(max_length=12)
-    #: publish | rollback | baseline
+    #: publish | rollback | baseline | promote (a gray release's)
     kind = peewee.CharField(max_length=12, default="publish")
     revision = peewee.BigIntegerField(null=True)
     rollback_of = peewee.BigIntegerField(null=True)
@@ -214,6 +214,7 @@ class ReviewLog(BaseModel):
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
     #: settings | draft_set | draft_discard | request | publish | approve | reject | rollback
+    #: | gray_create | gray_promote | gray_abort
     action = peewee.CharField(max_length=16)
     user = peewee.CharField(max_length=128, default="-")
     comment = peewee.TextField(default="")
