@@ -120,7 +120,8 @@ class History(BaseModel):
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
     revision = peewee.BigIntegerField()
-    #: ``item`` | ``instance`` | ``section``
+    #: ``item`` | ``instance`` | ``section`` | ``gray`` (a gray release created, promoted,
+    #: aborted: ``value_new`` holds its id)
     kind = peewee.CharField(max_length=8)
     #: create | update | delete | enable | disable | item_add | item_delete | upgrade
     cmd = peewee.CharField(max_length=16)
