@@ -182,6 +182,12 @@ def test_gray_limit_and_refusals(gapi):
             # promote needs an empty draft (web1 has an entry)
             (ann, "gray_promote", {"gray_id": made[1]}, (409, "ERR_DRAFT_NOT_EMPTY"))):
         assert who.stat(handler, namespace=NS, **params) == want, (handler, params)
+    # a request for a gray release needs a place too: approving it never exceeds the limit
+    ann.ok("gray_create", namespace=NS, clients=["x"])  # the tenth (web1 = 1)
+    Person(gapi, "root", "admin").ok("review_set", namespace=NS, review=True, approval=True)
+    ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 2})
+    assert ann.stat("gray_create", namespace=NS, clients=["y"]) == (409, "ERR_GRAY_LIMIT")
+    assert ann.ok("review_get", namespace=NS)["pending"] is None
     # a namespace without reviewed publishing has no gray releases
     make_section(gapi, ns="plain")
     assert ann.stat("gray_create", namespace="plain", clients=["a"]) == (
@@ -193,6 +199,8 @@ def test_promote_with_approval_is_a_request(gapi):
     Person(gapi, "root", "admin").ok("review_set", namespace=NS, review=True, approval=True)
     ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 81})
     gray = ann.ok("gray_create", namespace=NS, labels=["canary"])
+    assert gray["state"] == "pending"
+    bob.ok("publish_approve", namespace=NS, comment="canaries only")
     asked = ann.ok("gray_promote", namespace=NS, gray_id=gray["id"], message="81 for all")
     assert asked["state"] == "promoting" and asked["request"]
     assert _run(gapi, "c", ["canary"]) == (gray["id"], 81)  # still served as gray
@@ -211,6 +219,113 @@ def test_promote_with_approval_is_a_request(gapi):
     got = ann.ok("gray_get", namespace=NS, gray_id=gray["id"])
     assert (got["state"], got["revision"]) == ("promoted", done["revision"])
     assert _run(gapi, "c", ["canary"]) == (None, 81) and _run(gapi, "d") == (None, 81)
+
+
+def test_gray_create_with_approval_is_a_request(gapi):
+    """With approval on, nobody alone sends values to clients: a gray release waits,
+    served to nobody, until a second person approves it; a rejected one is never served."""
+    ann, bob, carl = Person(gapi, "ann"), Person(gapi, "bob"), Person(gapi, "carl")
+    viewer, root = Person(gapi, "vic", "viewer"), Person(gapi, "root", "admin")
+    root.ok("review_set", namespace=NS, review=True, approval=True)
+    base = ann.ok("review_get", namespace=NS)["latest_release"]
+    since = gapi.ok("namespace_get", namespace=NS)["data"]["revision"]
+    carl.ok("draft_set", namespace=NS, instance_name="web2", items={"i|port": 8081})
+    ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 81})
+    asked = ann.ok("gray_create", namespace=NS, labels=["canary"], clients=["c1"],
+                   message="81 on the canaries")
+    assert (asked["state"], asked["author"]) == ("pending", "ann") and asked["request"]
+    assert asked["overrides"] == {"web1": {"i|port": 81}, "web2": {"i|port": 8081}}
+    pending = ann.ok("review_get", namespace=NS)["pending"]
+    assert (pending["id"], pending["kind"], pending["author"]) == (
+        asked["request"], "gray", "ann")
+    # a pending gray release reaches no client and wakes no watcher (no revision taken)
+    for client, labels, ip in (("c1", [], None), ("c2", ["canary"], None),
+                               ("c3", [], "10.0.0.1"), (None, ["canary"], None)):
+        assert _run(gapi, client, labels, ip) == (None, 80), client
+    assert gapi.ok("namespace_get", namespace=NS)["data"]["revision"] == since
+    # the draft is frozen until then; nothing else is published or grayed meanwhile
+    assert ann.ok("draft_get", namespace=NS)["total"] == 2
+    assert ann.stat("draft_set", namespace=NS, instance_name="web1",
+                    items={"i|port": 9}) == (409, "ERR_PUBLISH_PENDING")
+    assert bob.stat("gray_create", namespace=NS, revision=base, clients=["z"]) == (
+        409, "ERR_PUBLISH_PENDING")
+    for handler in ("gray_promote", "gray_abort"):
+        assert ann.stat(handler, namespace=NS, gray_id=asked["id"]) == (
+            409, "ERR_PUBLISH_PENDING"), handler
+    assert [g["id"] for g in ann.ok("gray_list", namespace=NS, state="pending")["list"]] == [
+        asked["id"]]
+    # its author, an editor of its draft and a viewer may not approve it
+    status, body, _ = ann.call("publish_approve", namespace=NS, comment="mine")
+    assert (status, body["stat"], body["authors"]) == (403, "ERR_SELF_APPROVAL",
+                                                        ["ann", "carl"])
+    assert carl.stat("publish_approve", namespace=NS, comment="I drafted web2") == (
+        403, "ERR_SELF_APPROVAL")
+    assert viewer.stat("publish_approve", namespace=NS, comment="me") == (
+        403, "ERR_FORBIDDEN")
+    assert viewer.stat("publish_reject", namespace=NS, comment="me") == (
+        403, "ERR_FORBIDDEN")
+    assert ann.ok("gray_get", namespace=NS, gray_id=asked["id"])["state"] == "pending"
+    assert _run(gapi, "c1") == (None, 80)
+
+    # approved by a second person: exactly its clients get it, from a new revision on
+    done = bob.ok("publish_approve", namespace=NS, comment="canaries ok")
+    assert (done["kind"], done["state"], done["author"], done["approver"], done["gray_id"],
+            done["revision"]) == ("gray", "approved", "ann", "bob", asked["id"], None)
+    got = ann.ok("gray_get", namespace=NS, gray_id=asked["id"])
+    assert (got["state"], got["request"], got["author"]) == ("active", None, "ann")
+    assert ann.ok("draft_get", namespace=NS)["total"] == 0  # the draft went into it
+    assert ann.ok("review_get", namespace=NS)["latest_release"] == base  # no main release
+    for client, labels, ip, want in (
+            ("c1", [], None, (asked["id"], 81)), ("c2", ["canary"], None, (asked["id"], 81)),
+            (None, ["canary"], "10.0.0.1", (asked["id"], 81)), ("c3", [], None, (None, 80)),
+            ("c4", ["Canary"], "10.0.0.1", (None, 80)), (None, [], None, (None, 80))):
+        assert _run(gapi, client, labels, ip) == want, (client, labels, ip)
+    data = Person(gapi, role=None).ok("client_config", namespace=NS, client="c1")
+    assert data["values"]["web2"]["i|port"] == 8081 and data["revision"] == base
+    feed = gapi.ok("watch", namespace=NS, since=since, timeout=0)["data"]["changes"]
+    assert [(c["kind"], c["cmd"]) for c in feed] == [("gray", "gray_approve")]
+
+    # a wide rule, rejected: it never reaches anyone; its draft stays, editable again
+    ann.ok("draft_discard", namespace=NS)
+    ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 99})
+    wide = ann.ok("gray_create", namespace=NS, ips=["0.0.0.0/0", "::/0"])
+    assert wide["state"] == "pending"
+    assert _run(gapi, "c9", [], "10.9.9.9") == (None, 80)
+    assert _run(gapi, "c1") == (asked["id"], 81)
+    no = carl.ok("publish_reject", namespace=NS, comment="far too wide")
+    assert (no["kind"], no["state"], no["approver"], no["gray_id"]) == (
+        "gray", "rejected", "carl", wide["id"])
+    got = ann.ok("gray_get", namespace=NS, gray_id=wide["id"])
+    assert (got["state"], got["closed_by"], got["request"]) == ("rejected", "carl", None)
+    assert ann.stat("publish_approve", namespace=NS, comment="late") == (
+        409, "ERR_PUBLISH_NOT_PENDING")
+    for ip in ("10.9.9.9", "192.168.1.1", "2001:db8::1"):
+        assert _run(gapi, "c9", [], ip) == (None, 80), ip
+    assert ann.stat("gray_abort", namespace=NS, gray_id=wide["id"]) == (
+        409, "ERR_GRAY_NOT_ACTIVE")
+    assert ann.ok("draft_get", namespace=NS)["total"] == 1
+    ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 98})
+    assert [g["id"] for g in ann.ok("gray_list", namespace=NS, state="rejected")["list"]] == [
+        wide["id"]]
+    assert [r["state"] for r in ann.ok("release_list", namespace=NS, state="approved")[
+        "list"]] == ["approved"]
+    log = ann.ok("review_log", namespace=NS, page_size=50)["list"]
+    steps = [(e["action"], e["user"], e["detail"].get("kind"), e["detail"].get("gray_id"))
+             for e in log if e["action"] in ("request", "approve", "reject")]
+    assert steps == [("reject", "carl", "gray", wide["id"]),
+                     ("request", "ann", "gray", wide["id"]),
+                     ("approve", "bob", "gray", asked["id"]),
+                     ("request", "ann", "gray", asked["id"])]
+    # a gray release of an older release, asked by bob: ann may approve it (not her draft)
+    ann.ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 85})
+    ann.ok("publish", namespace=NS, message="85")
+    bob.ok("publish_approve", namespace=NS, comment="ok")
+    assert _run(gapi, "c7") == (None, 85)
+    back = bob.ok("gray_create", namespace=NS, revision=base, clients=["c7"])
+    assert back["state"] == "pending" and _run(gapi, "c7") == (None, 85)
+    ann.ok("publish_approve", namespace=NS, comment="ok")
+    assert _run(gapi, "c7") == (back["id"], 80) and _run(gapi, "c1") == (asked["id"], 81)
+    assert _run(gapi, "c8") == (None, 85)
 
 
 def test_client_reports_are_counted_bounded_and_listed(gapi):

@@ -6,8 +6,12 @@ else keeps the main release. It comes from the draft (checked as a publish check
 draft is then emptied, so the next gray release can be drafted) or from a published
 release (the values in which that release differs from the live ones). A rule matches a
 client by its name (``clients``), by any of its labels (``labels``) or by its IP in a CIDR
-(``ips``); a client matched by several active gray releases gets the newest. At most
-:data:`GRAY_MAX` run at once per namespace. ``promote`` publishes the overrides as a main
+(``ips``); a client matched by several active gray releases gets the newest. With
+``approval`` on, creating one only asks: the gray release is ``pending`` and reaches no
+client until a second person approves the request (``publish_approve``, the same request
+and rules as a publish: its author and the draft's editors may not; then it is ``active``)
+or anyone rejects it (``rejected``, never served; a draft it came from stays). At most
+:data:`GRAY_MAX` are held (pending, active or promoting) at once per namespace. ``promote`` publishes the overrides as a main
 release (with approval on, a publish request: the gray release stays ``promoting`` and keeps
 serving its clients until it is approved or rejected); ``abort`` sends its clients back to
 the main release. Creating, promoting and aborting each take a namespace revision with a
@@ -52,7 +56,12 @@ LABELS_MAX = 20
 ERROR_MAX = 1000
 #: Clients counted per namespace (reports of new clients beyond it: ERR_CLIENT_LIMIT).
 CLIENTS_MAX = 10_000
+#: States in which a gray release serves its clients.
 RUNNING = ("active", "promoting")
+#: States that take one of the :data:`GRAY_MAX` places (a pending one is counted, so
+#: approving it never exceeds the limit).
+HELD = ("pending", *RUNNING)
+STATES = ("pending", "active", "promoting", "promoted", "aborted", "rejected")
 
 _LABEL = re.compile(r"[A-Za-z0-9_.:@=/-]+")
 _CLIENT = re.compile(r"[A-Za-z0-9_.:@-]+")
@@ -204,37 +213,56 @@ def _differing(target: _Values, live: _Values) -> _Values:
 
 # -- create / promote / abort ----------------------------------------------------------------
 
+def _refuse_full(namespace: str) -> None:
+    held = Gray.select().where((Gray.namespace == namespace)
+                               & Gray.state.in_(list(HELD))).count()
+    if held >= GRAY_MAX:
+        raise WuxingError(E.ERR_GRAY_LIMIT,
+                          f"{held} gray releases run or wait for approval in {namespace}, "
+                          f"at most {GRAY_MAX}: promote, abort or reject one first",
+                          {"limit": GRAY_MAX})
+
+
+def _overrides(namespace: str, revision: int | None) -> _Values:
+    """The values of the draft (checked as a publish checks them) or of release
+    ``revision`` that differ from the live ones; none: ERR_DRAFT_EMPTY."""
+    live = review.snapshot(namespace)
+    if revision is None:
+        planned: _Values = {}
+        for entry, value in review.checked_draft(namespace):
+            planned.setdefault(entry.instance_name, {})[entry.item_name] = value
+        overrides = _differing(planned, live)
+    else:
+        overrides = _differing(review._release_values(namespace, revision), live)
+    if not overrides:
+        raise WuxingError(E.ERR_DRAFT_EMPTY,
+                          "nothing differs from the main release: no gray release")
+    return overrides
+
+
 def create(namespace: str, clients: list[str] | None, labels: list[str] | None,
            ips: list[str] | None, revision: int | None, message: str | None,
            user: str) -> dict[str, Any]:
-    """A gray release of the draft (``revision`` None) or of release ``revision``."""
+    """A gray release of the draft (``revision`` None) or of release ``revision``; with
+    approval on, a request for one (``pending`` until approved or rejected)."""
     values.check_namespace(namespace)
     rule = make_rule(clients, labels, ips)
     message = review._text(message, "message", False)
     if revision is not None:
         values.in_range(revision, E.ERR_RELEASE_NOT_FOUND, "revision")
+    if review._require_review(namespace).approval:
+        return _create_request(namespace, rule, revision, message, user)
 
     def change(write: Write) -> Gray:
-        review._require_review(namespace)
+        setting = review._require_review(namespace)
         review._refuse_if_pending(namespace)
-        running = len(_running(namespace))
-        if running >= GRAY_MAX:
-            raise WuxingError(E.ERR_GRAY_LIMIT,
-                              f"{running} gray releases run in {namespace}, at most "
-                              f"{GRAY_MAX}: promote or abort one first",
-                              {"limit": GRAY_MAX})
-        live = review.snapshot(namespace)
+        if setting.approval:  # turned on meanwhile: it would need a second person
+            raise WuxingError(E.ERR_PARAM_IS_INVALID,
+                              "approval was turned on meanwhile: create it again")
+        _refuse_full(namespace)
+        overrides = _overrides(namespace, revision)
         if revision is None:
-            planned: _Values = {}
-            for entry, value in review.checked_draft(namespace):
-                planned.setdefault(entry.instance_name, {})[entry.item_name] = value
-            overrides = _differing(planned, live)
             Draft.delete().where(Draft.namespace == namespace).execute()
-        else:
-            overrides = _differing(review._release_values(namespace, revision), live)
-        if not overrides:
-            raise WuxingError(E.ERR_DRAFT_EMPTY,
-                              "nothing differs from the main release: no gray release")
         row = Gray.create(namespace=namespace, state="active",
                           source="draft" if revision is None else "release",
                           source_revision=revision, base_revision=main_revision(namespace),
@@ -249,8 +277,41 @@ def create(namespace: str, clients: list[str] | None, labels: list[str] | None,
     return _doc(row)
 
 
+def _create_request(namespace: str, rule: dict[str, list[str]], revision: int | None,
+                    message: str, user: str) -> dict[str, Any]:
+    """A ``pending`` gray release and its publish request (``kind: gray``): it reaches no
+    client - and takes no revision - until a second person approves. A draft it comes from
+    stays, frozen like a publish request's, and is emptied at approval."""
+    def change() -> Gray:
+        setting = review._require_review(namespace)
+        review._refuse_if_pending(namespace)
+        if not setting.approval:
+            raise WuxingError(E.ERR_PARAM_IS_INVALID,
+                              "approval was turned off meanwhile: create it again")
+        _refuse_full(namespace)
+        overrides = _overrides(namespace, revision)
+        text = message or "gray release"
+        request = Release.create(namespace=namespace, state="pending", kind="gray",
+                                 message=text, author=user)
+        row = Gray.create(namespace=namespace, state="pending",
+                          source="draft" if revision is None else "release",
+                          source_revision=revision, base_revision=main_revision(namespace),
+                          rule=json.dumps(rule), message=message, author=user,
+                          request=request.id,
+                          overrides=json.dumps(overrides, ensure_ascii=False))
+        review._audit(namespace, "request", user, text, kind="gray", gray_id=row.id,
+                      rule=rule, source_revision=revision)
+        return row
+
+    return _doc(run_locked(namespace, change))
+
+
 def _check_running(namespace: str, gray_id: int) -> Gray:
     row = _find(namespace, gray_id)
+    if row.state == "pending":
+        raise WuxingError(E.ERR_PUBLISH_PENDING,
+                          f"gray release {gray_id} waits for approval: approve or reject "
+                          "its request (publish_approve / publish_reject) first")
     if row.state == "promoting":
         raise WuxingError(E.ERR_PUBLISH_PENDING,
                           f"gray release {gray_id} waits for its promote to be approved: "
@@ -351,9 +412,9 @@ def list_(namespace: str, state: str | None, page_index: int,
     values.check_namespace(namespace)
     query = Gray.select().where(Gray.namespace == namespace)
     if state is not None:
-        if state not in ("active", "promoting", "promoted", "aborted"):
+        if state not in STATES:
             raise WuxingError(E.ERR_PARAM_IS_INVALID,
-                              "state must be active, promoting, promoted or aborted")
+                              f"state must be one of {', '.join(STATES)}")
         query = query.where(Gray.state == state)
     total, rows = page(query.order_by(Gray.id.desc()), page_index, page_size)
     return {"total": total, "limit": GRAY_MAX, "list": [_doc(r, False) for r in rows]}

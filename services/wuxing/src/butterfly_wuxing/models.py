@@ -189,9 +189,9 @@ class Release(BaseModel):
 
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
-    #: pending | published | rejected
+    #: pending | published | rejected | approved (a ``gray`` request: no revision, no values)
     state = peewee.CharField(max_length=12)
-    #: publish | rollback | baseline | promote (a gray release's)
+    #: publish | rollback | baseline | promote (a gray release's) | gray (creating one)
     kind = peewee.CharField(max_length=12, default="publish")
     revision = peewee.BigIntegerField(null=True)
     rollback_of = peewee.BigIntegerField(null=True)
@@ -255,7 +255,8 @@ class Gray(BaseModel):
 
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
-    #: active | promoting (a promote waits for approval) | promoted | aborted
+    #: pending (its creation waits for approval; served to nobody) | active | promoting (a
+    #: promote waits for approval) | promoted | aborted | rejected (never served)
     state = peewee.CharField(max_length=12)
     #: ``draft`` or ``release`` (then ``source_revision`` is the release it came from)
     source = peewee.CharField(max_length=12)
@@ -268,7 +269,7 @@ class Gray(BaseModel):
     overrides = LongTextField()
     message = peewee.TextField(default="")
     author = peewee.CharField(max_length=128, default="-")
-    #: the publish request of a promote waiting for approval
+    #: the publish request waiting for approval: its creation (pending) or its promote
     request = peewee.BigIntegerField(null=True)
     #: the main release a promote made
     revision = peewee.BigIntegerField(null=True)

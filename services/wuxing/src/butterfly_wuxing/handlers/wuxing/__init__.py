@@ -346,15 +346,16 @@ def publish(req, namespace: str, message: str):
 
 @api(write=True)
 def publish_approve(req, namespace: str, comment: str):
-    """Approve the pending publish (with a comment): it is published at once. Refused to
-    its author and to anyone who edited the draft (ERR_SELF_APPROVAL)."""
+    """Approve the pending publish (with a comment): it is published at once (a pending
+    gray release becomes active). Refused to its author and to anyone who edited the draft
+    (ERR_SELF_APPROVAL)."""
     return OK, {"data": review_mod.approve(namespace, comment, _who(req))}
 
 
 @api(write=True)
 def publish_reject(req, namespace: str, comment: str):
     """Close the pending publish without publishing (its author may so withdraw it); the
-    draft stays."""
+    draft stays. A pending gray release is then ``rejected`` and never served."""
     return OK, {"data": review_mod.reject(namespace, comment, _who(req))}
 
 
@@ -405,7 +406,9 @@ def gray_create(req, namespace: str, clients: list[str] | None = None,
     """A gray release: the draft's values (no ``revision``; the draft is then emptied) or
     those of release ``revision``, served only to clients the rule matches - by name
     (``clients``), by any label (``labels``) or by IP range (``ips``, CIDR); everyone else
-    keeps the main release. At most 10 per namespace run at once (ERR_GRAY_LIMIT)."""
+    keeps the main release. At most 10 per namespace run or wait at once (ERR_GRAY_LIMIT).
+    With approval on it only asks: ``state: pending``, served to nobody until a second
+    person approves it with publish_approve (publish_reject: ``rejected``)."""
     return OK, {"data": gray_mod.create(namespace, lists._names(clients),
                                         lists._names(labels), lists._names(ips), revision,
                                         message, _who(req))}
