@@ -1,4 +1,4 @@
-"""Gray release with real processes: wuxing under gunicorn (SQLite and MariaDB) and ten
+"""Gray release with real processes: wuxing under gunicorn (SQLite and MariaDB) and twenty
 client processes (gray_client.py, butterfly_wuxing.client) with different names, labels
 and IPs. Each runs exactly the release it should - before and after a promote and after
 the aborts - as both it (its state file) and the server (its reports) tell; a client that
@@ -23,14 +23,24 @@ NS = "grayp"
 CLIENTS = {"c0": ("canary", "-"), "c1": ("canary,zone=us", "-"), "c2": ("zone=eu", "-"),
            "c3": ("", "10.9.1.1"), "c4": ("x", "10.9.200.3"), "c5": ("", "-"),
            "c6": ("", "-"), "c7": ("zone=us", "10.3.0.1"), "c8": ("", "-"),
-           "c9": ("bad", "-")}
+           "c9": ("bad", "-"), "c10": ("canary", "-"), "c11": ("zone=eu,x", "-"),
+           "c12": ("", "10.9.0.7"), "c13": ("zone=us", "-"), "c14": ("", "10.8.0.1"),
+           "c15": ("", "-"), "c16": ("canary", "10.9.3.3"), "c17": ("", "-"),
+           "c18": ("x,y", "-"), "c19": ("", "-")}
+#: Who the gray releases of the test reach: a (label canary, client c5), b (label zone=eu,
+#: IPs 10.9.0.0/16; newer than a, so it wins for c16), c (label bad: c9 rejects it).
+ON_A = ("c0", "c1", "c5", "c10")
+ON_B = ("c2", "c3", "c4", "c11", "c12", "c16")
 
 
 def test_clients_run_the_release_they_should(redis_server, db_url, tmp_path):
     make_redis(redis_server.url).flushall()
+    # every client holds a watch (up to 10 s) on a gunicorn thread: with fewer threads than
+    # watchers a worker queues client_config / client_report behind them (20 clients on
+    # 2 x 12 threads took ~60 s per database instead of ~23 s)
     env = {"BUTTERFLY_REDIS_URL": redis_server.url, "BUTTERFLY_DB_URL": db_url,
            "BUTTERFLY_ADMIN_TOKEN": TOKEN, "BUTTERFLY_TIMEOUT": "600",
-           "BUTTERFLY_WORKERS": "2", "BUTTERFLY_THREADS": "12",
+           "BUTTERFLY_WORKERS": "2", "BUTTERFLY_THREADS": "24",
            "BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}
     with ButterflyService("wuxing", env) as svc:
         def ok(handler: str, **params) -> dict:
@@ -75,33 +85,33 @@ def test_clients_run_the_release_they_should(redis_server, db_url, tmp_path):
             b = ok("gray_create", namespace=NS, labels=["zone=eu"], ips=["10.9.0.0/16"])["id"]
             ok("draft_set", namespace=NS, instance_name="web1", items={"i|port": 666})
             c = ok("gray_create", namespace=NS, labels=["bad"])["id"]
-            phase1 = {"c0": (base, a, 81), "c1": (base, a, 81), "c5": (base, a, 81),
-                      "c2": (base, b, 82), "c3": (base, b, 82), "c4": (base, b, 82),
-                      "c6": (base, None, 80), "c7": (base, None, 80),
-                      "c8": (base, None, 80), "c9": (base, None, 80)}
+            phase1 = {n: (base, None, 80) for n in CLIENTS}
+            phase1.update({n: (base, a, 81) for n in ON_A})
+            phase1.update({n: (base, b, 82) for n in ON_B})
             wait_until(lambda: runs(phase1), 60, interval=0.2, what="gray releases applied")
 
             def stats() -> list[dict]:
                 return ok("client_stats", namespace=NS)["releases"]
 
             wait_until(lambda: stats() == [
-                {"revision": base, "gray_id": None, "applied": 4, "rejected": 0},
-                {"revision": base, "gray_id": a, "applied": 3, "rejected": 0},
-                {"revision": base, "gray_id": b, "applied": 3, "rejected": 0},
+                {"revision": base, "gray_id": None,
+                 "applied": len(CLIENTS) - len(ON_A) - len(ON_B), "rejected": 0},
+                {"revision": base, "gray_id": a, "applied": len(ON_A), "rejected": 0},
+                {"revision": base, "gray_id": b, "applied": len(ON_B), "rejected": 0},
                 {"revision": base, "gray_id": c, "applied": 0, "rejected": 1}], 30,
                 interval=0.2, what="c9 reported the rejection")
             c9 = ok("client_list", namespace=NS, status="rejected")["list"]
             assert [x["client"] for x in c9] == ["c9"]
             assert "666 is not allowed" in c9[0]["last_report"]["error"]
             assert c9[0]["labels"] == ["bad"]
-            assert ok("gray_get", namespace=NS, gray_id=a)["clients"] == {"applied": 3,
-                                                                          "rejected": 0}
+            assert ok("gray_get", namespace=NS, gray_id=a)["clients"] == {
+                "applied": len(ON_A), "rejected": 0}
 
             promoted = ok("gray_promote", namespace=NS, gray_id=a)["revision"]
             assert promoted > base
             phase2 = {n: (promoted, None, 81) for n in CLIENTS}
-            phase2.update({"c2": (promoted, b, 82), "c3": (promoted, b, 82),
-                           "c4": (promoted, b, 82), "c9": (base, None, 80)})
+            phase2.update({n: (promoted, b, 82) for n in ON_B})
+            phase2["c9"] = (base, None, 80)
             wait_until(lambda: runs(phase2), 60, interval=0.2, what="promoted")
             wait_until(lambda: {(s["revision"], s["gray_id"]): s["rejected"] for s in stats()
                                 }.get((promoted, c)) == 1, 30, interval=0.2,
@@ -112,7 +122,7 @@ def test_clients_run_the_release_they_should(redis_server, db_url, tmp_path):
             wait_until(lambda: runs({n: (promoted, None, 81) for n in CLIENTS}), 60,
                        interval=0.2, what="aborted: everyone on the main release")
             wait_until(lambda: stats() == [{"revision": promoted, "gray_id": None,
-                                            "applied": 10, "rejected": 0}], 30,
+                                            "applied": len(CLIENTS), "rejected": 0}], 30,
                        interval=0.2, what="counts after the aborts")
         finally:
             for proc in procs:
