@@ -11,10 +11,11 @@ client by its name (``clients``), by any of its labels (``labels``) or by its IP
 client until a second person approves the request (``publish_approve``, the same request
 and rules as a publish: its author and the draft's editors may not; then it is ``active``)
 or anyone rejects it (``rejected``, never served; a draft it came from stays). At most
-:data:`GRAY_MAX` are held (pending, active or promoting) at once per namespace. ``promote`` publishes the overrides as a main
-release (with approval on, a publish request: the gray release stays ``promoting`` and keeps
-serving its clients until it is approved or rejected); ``abort`` sends its clients back to
-the main release. Creating, promoting and aborting each take a namespace revision with a
+:data:`GRAY_MAX` are held (pending, active or promoting) at once per namespace.
+``promote`` publishes the overrides as a main release (with approval on, a publish
+request: the gray release stays ``promoting`` and keeps serving its clients until it is
+approved or rejected); ``abort`` sends its clients back to the main release. Creating (or
+approving a pending one), promoting and aborting each take a namespace revision with a
 history row (``kind: gray``), so watchers wake and re-read.
 
 ``client_config`` answers the release one client should run; clients report what they
