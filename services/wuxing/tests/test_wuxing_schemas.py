@@ -10,7 +10,13 @@ from wuxing_testlib import make_section
 
 from butterfly_common import db
 from butterfly_wuxing import migrations
-from butterfly_wuxing.models import MODELS, REVIEW_MODELS, SchemaVersion, SectionSchema
+from butterfly_wuxing.models import (
+    GRAY_MODELS,
+    MODELS,
+    REVIEW_MODELS,
+    SchemaVersion,
+    SectionSchema,
+)
 
 NS = "sch"
 KEY = {"namespace": NS, "section_name": "svc", "section_version": "v1"}
@@ -160,13 +166,14 @@ def test_migrations_bring_a_version_1_database_up(api):
     """A database left at schema version 1 (before reviews and section schemas) gets the
     new tables, and a second run changes nothing."""
     with db.database.connection_context():
-        db.database.drop_tables([*REVIEW_MODELS, SectionSchema])
+        db.database.drop_tables([*REVIEW_MODELS, SectionSchema, *GRAY_MODELS])
         SchemaVersion.update(version=1).execute()
         assert not SectionSchema.table_exists()
-    assert migrations.migrate() == migrations.LATEST == 3
+    assert migrations.migrate() == migrations.LATEST == 4
     with db.database.connection_context():
-        assert all(m.table_exists() for m in [*MODELS, *REVIEW_MODELS, SectionSchema])
-    assert migrations.migrate() == 3
+        assert all(m.table_exists() for m in [*MODELS, *REVIEW_MODELS, SectionSchema,
+                                              *GRAY_MODELS])
+    assert migrations.migrate() == 4
     make_section(api, ns=NS)
     api.ok("review_set", namespace=NS, review=True)
 

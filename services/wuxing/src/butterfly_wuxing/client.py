@@ -8,6 +8,10 @@
     for change in wx.watch("demo"):          # every change from now on, in order
         print(change["revision"], change["item_name"], change["item_value"])
 
+    wx = WuxingClient(client="web-7", labels=["zone=eu", "canary"])
+    release = wx.config("demo")              # main release or the gray one for this client
+    wx.report("demo", release)               # applied (error="...": rejected)
+
 A thin layer over the framework's ``ServiceClient`` (reqid, token, pooled connections,
 time-outs, the envelope): its methods name wuxing's routes and return their ``data``; a
 refusal raises the ``ServiceError`` of its stat (``CasFailed``, ``Compacted``...), no
@@ -59,9 +63,33 @@ class WuxingClient(ServiceClient):
     errors = errors_by_stat(CasFailed, Compacted)
 
     def __init__(self, base_url: str | None = None, token: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, *, client: str | None = None,
+                 labels: list[str] | None = None) -> None:
         super().__init__(base_url or "wuxing", token=token, timeout=timeout,
                          default_url=DEFAULT_URL)
+        #: who this client is to gray release rules: its name and labels (its IP is the
+        #: one the server sees)
+        self.client = client
+        self.labels = list(labels or [])
+
+    def config(self, namespace: str) -> dict[str, Any]:
+        """The release this client should run: ``values`` (``{instance: {item: value}}``),
+        ``revision`` (the main release), ``gray_id`` (a gray release, or None) and
+        ``namespace_revision`` (watch from there to learn of the next one)."""
+        return self.data("client_config", given(namespace=namespace, client=self.client,
+                                                labels=self.labels or None))
+
+    def report(self, namespace: str, release: dict[str, Any],
+               error: str | None = None) -> dict[str, Any]:
+        """Tell the server this client applied ``release`` (as ``config`` answered it), or
+        rejected it when ``error`` (its validation error) is given. Needs ``client``."""
+        if not self.client:
+            raise ValueError("report needs WuxingClient(client=<this client's name>)")
+        return self.data("client_report", given(
+            namespace=namespace, client=self.client,
+            status="applied" if error is None else "rejected",
+            revision=release["revision"], gray_id=release.get("gray_id"), error=error,
+            labels=self.labels or None))
 
     def get(self, namespace: str, instance_name: str, items: list[str] | None = None,
             detail: bool = False) -> dict[str, Any]:

@@ -49,3 +49,7 @@ class WuxingConfig(Config):
     watch_poll_max: float = setting(
         "WUXING_WATCH_POLL_MAX", 0.02, min=0.001, max=5.0,
         help="upper bound of the watch's adaptive poll interval on the version key (s)")
+    client_ttl: float = setting(
+        "WUXING_CLIENT_TTL", 3600.0, min=1.0, max=30 * 86400.0,
+        help="seconds a client's report counts (client_list / client_stats); a client "
+             "reports again within it or is forgotten")

@@ -15,6 +15,7 @@ from butterfly_common.periodic import Periodic
 from . import errors as E
 from . import instances, items, values
 from .errors import WuxingError
+from .gray import prune_clients
 from .itemrows import set_value, value_of
 from .listing import page
 from .models import History, Item, Namespace
@@ -160,6 +161,9 @@ def prune_pass(days: float) -> int:
 
     with db.database.connection_context():
         removed = prune(days)
+        clients = prune_clients()
+    if clients:
+        log.info("wuxing clients: forgot %d that did not report within the TTL", clients)
     if removed:
         log.info("wuxing history: pruned %d rows older than %s days", removed, days)
     return removed

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from butterfly_common import db
 
-from .models import MODELS, REVIEW_MODELS, SchemaVersion, SectionSchema
+from .models import GRAY_MODELS, MODELS, REVIEW_MODELS, SchemaVersion, SectionSchema
 
 
 def _v1_tables() -> None:
@@ -29,11 +29,17 @@ def _v3_section_schema() -> None:
     db.database.create_tables([SectionSchema], safe=True)
 
 
+def _v4_gray() -> None:
+    """Gray releases and the clients' reports of what they applied or rejected."""
+    db.database.create_tables(GRAY_MODELS, safe=True)
+
+
 #: (version, step): append, never edit or reorder a released step.
 STEPS: list[tuple[int, Callable[[], None]]] = [
     (1, _v1_tables),
     (2, _v2_review),
     (3, _v3_section_schema),
+    (4, _v4_gray),
 ]
 LATEST = STEPS[-1][0]
 

@@ -120,7 +120,8 @@ class History(BaseModel):
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
     revision = peewee.BigIntegerField()
-    #: ``item`` | ``instance`` | ``section``
+    #: ``item`` | ``instance`` | ``section`` | ``gray`` (a gray release created, promoted,
+    #: aborted: ``value_new`` holds its id)
     kind = peewee.CharField(max_length=8)
     #: create | update | delete | enable | disable | item_add | item_delete | upgrade
     cmd = peewee.CharField(max_length=16)
@@ -188,9 +189,9 @@ class Release(BaseModel):
 
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
-    #: pending | published | rejected
+    #: pending | published | rejected | approved (a ``gray`` request: no revision, no values)
     state = peewee.CharField(max_length=12)
-    #: publish | rollback | baseline
+    #: publish | rollback | baseline | promote (a gray release's) | gray (creating one)
     kind = peewee.CharField(max_length=12, default="publish")
     revision = peewee.BigIntegerField(null=True)
     rollback_of = peewee.BigIntegerField(null=True)
@@ -214,6 +215,7 @@ class ReviewLog(BaseModel):
     id = peewee.BigAutoField()
     namespace = peewee.CharField(max_length=16)
     #: settings | draft_set | draft_discard | request | publish | approve | reject | rollback
+    #: | gray_create | gray_promote | gray_abort
     action = peewee.CharField(max_length=16)
     user = peewee.CharField(max_length=128, default="-")
     comment = peewee.TextField(default="")
@@ -243,3 +245,64 @@ class SectionSchema(BaseModel):
     class Meta:
         table_name = "wuxing_section_schema"
         indexes = ((("namespace", "section_name", "section_version"), True),)
+
+
+# -- gray releases and client reports (migration 4) ------------------------------------------
+
+class Gray(BaseModel):
+    """A gray release: values (``overrides`` on top of the main release) served only to the
+    clients its ``rule`` matches, until it is promoted (a main release) or aborted."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    #: pending (its creation waits for approval; served to nobody) | active | promoting (a
+    #: promote waits for approval) | promoted | aborted | rejected (never served)
+    state = peewee.CharField(max_length=12)
+    #: ``draft`` or ``release`` (then ``source_revision`` is the release it came from)
+    source = peewee.CharField(max_length=12)
+    source_revision = peewee.BigIntegerField(null=True)
+    #: The main release's revision when the gray release was created.
+    base_revision = peewee.BigIntegerField(null=True)
+    #: JSON ``{"clients": [...], "labels": [...], "ips": [...]}``
+    rule = peewee.TextField()
+    #: JSON ``{instance_name: {item_name: value}}``
+    overrides = LongTextField()
+    message = peewee.TextField(default="")
+    author = peewee.CharField(max_length=128, default="-")
+    #: the publish request waiting for approval: its creation (pending) or its promote
+    request = peewee.BigIntegerField(null=True)
+    #: the main release a promote made
+    revision = peewee.BigIntegerField(null=True)
+    closed_by = peewee.CharField(max_length=128, default="")
+    c_time = peewee.DateTimeField(default=now)
+    u_time = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "wuxing_gray"
+        indexes = ((("namespace", "state"), False),)
+
+
+class ClientReport(BaseModel):
+    """A client's last report in a namespace: what it applied, what it rejected."""
+
+    id = peewee.BigAutoField()
+    namespace = peewee.CharField(max_length=16)
+    client = peewee.CharField(max_length=128)
+    ip = peewee.CharField(max_length=64, default="")
+    labels = peewee.TextField(default="[]")
+    #: the release it runs: main release revision and gray release id (null: main)
+    applied_revision = peewee.BigIntegerField(null=True)
+    applied_gray = peewee.BigIntegerField(null=True)
+    #: the last report: applied | rejected, of which release, and the client's error
+    status = peewee.CharField(max_length=12)
+    revision = peewee.BigIntegerField(null=True)
+    gray = peewee.BigIntegerField(null=True)
+    error = peewee.TextField(default="")
+    u_time = peewee.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "wuxing_client"
+        indexes = ((("namespace", "client"), True),)
+
+
+GRAY_MODELS: list[type[peewee.Model]] = [Gray, ClientReport]

@@ -5,7 +5,9 @@ stores checked values aside (clients keep reading the live ones), ``publish`` ap
 whole draft as one write - one namespace revision - and records a release (message,
 author, every value of the namespace at that revision). With ``approval`` on, ``publish``
 only asks: the draft is frozen until a second person approves (then it is published) or
-anyone rejects. Nobody who edited the draft or asked may approve it. A rollback is a new
+anyone rejects. Nobody who edited the draft or asked may approve it. A gray release
+created with approval on is such a request too (``kind: gray``, see gray.py): approving it
+makes the gray release active (the request is then ``approved``, no release). A rollback is a new
 release carrying an older release's values. Every step is written to the audit log
 (``wuxing_review_log``). Namespaces without ``review`` keep the direct-write API; in a
 reviewed one the direct value writes are refused (store.run_write ``direct``).
@@ -27,7 +29,7 @@ from . import instances, sections, values
 from .errors import WuxingError
 from .itemrows import set_value, value_of
 from .listing import page
-from .models import Draft, Instance, Item, NamespaceSetting, Release, ReviewLog, now
+from .models import Draft, Gray, Instance, Item, NamespaceSetting, Release, ReviewLog, now
 from .revisions import namespace_revision
 from .store import Write, reviewed, run_locked, run_write
 
@@ -138,6 +140,10 @@ def set_settings(namespace: str, review: bool, approval: bool, user: str) -> dic
             if Draft.select().where(Draft.namespace == namespace).exists():
                 raise WuxingError(E.ERR_DRAFT_NOT_EMPTY,
                                   "the draft is not empty: publish or draft_discard it first")
+            if Gray.select().where((Gray.namespace == namespace)
+                                   & Gray.state.in_(["active", "promoting"])).exists():
+                raise WuxingError(E.ERR_GRAY_ACTIVE,
+                                  "gray releases are running: promote or abort them first")
         if row is None:
             NamespaceSetting.create(namespace=namespace, review=review, approval=approval,
                                     user=user)
@@ -374,9 +380,9 @@ def release_list(namespace: str, state: str | None, page_index: int,
     values.check_namespace(namespace)
     query = Release.select().where(Release.namespace == namespace)
     if state is not None:
-        if state not in ("pending", "published", "rejected"):
+        if state not in ("pending", "published", "rejected", "approved"):
             raise WuxingError(E.ERR_PARAM_IS_INVALID,
-                              "state must be pending, published or rejected")
+                              "state must be pending, published, rejected or approved")
         query = query.where(Release.state == state)
     total, rows = page(query.order_by(Release.id.desc()), page_index, page_size)
     return {"total": total, "list": [_release_doc(r, False) for r in rows]}
@@ -393,9 +399,10 @@ def release_get(namespace: str, revision: int) -> dict[str, Any]:
     return _release_doc(row, True)
 
 
-def _apply(write: Write, namespace: str) -> list[str]:
-    """Apply the whole draft in ``write``: every value checked again against its section
-    as it is now; any failure refuses the publish with every violation listed."""
+def checked_draft(namespace: str) -> list[tuple[Draft, Any]]:
+    """The draft's entries with their values, every one checked again against its section
+    as it is now (and each instance as a whole against its section schema); any failure
+    refuses with every violation listed (ERR_DRAFT_INVALID), an empty draft ERR_DRAFT_EMPTY."""
     rows = _draft_rows(namespace)
     if not rows:
         raise WuxingError(E.ERR_DRAFT_EMPTY, "the draft is empty: nothing to publish")
@@ -420,7 +427,13 @@ def _apply(write: Write, namespace: str) -> list[str]:
             violations.extend(_flatten(name, "", exc))
     if violations:
         raise _invalid_draft(violations)
-    editors = sorted({row.user for row in rows})
+    return plan
+
+
+def _apply(write: Write, namespace: str) -> list[str]:
+    """Apply the whole draft in ``write`` (checked by :func:`checked_draft`)."""
+    plan = checked_draft(namespace)
+    editors = sorted({row.user for row, _ in plan})
     touched: dict[str, Any] = {}
     for row, value in plan:
         items = instances.items_of(namespace, row.instance_name, [row.item_name])
@@ -492,48 +505,100 @@ def _request(namespace: str, message: str, user: str, kind: str,
     return _release_doc(run_locked(namespace, change), False)
 
 
+def _gray_of(request: Release) -> Gray | None:
+    """The gray release a request of kind ``gray`` (create) or ``promote`` is about."""
+    if request.kind not in ("gray", "promote"):
+        return None
+    return Gray.get_or_none((Gray.namespace == request.namespace)
+                            & (Gray.request == request.id))
+
+
+def _answer(request: Release, gray: Gray | None) -> dict[str, Any]:
+    doc = _release_doc(request, False)
+    if gray is not None:
+        doc["gray_id"] = gray.id
+    return doc
+
+
+def _approve_gray(write: Write, namespace: str, pending: Release, gray: Gray,
+                  comment: str, user: str) -> Release:
+    """The pending gray release becomes ``active`` (served from this revision on); the
+    request is ``approved`` (a gray release is no main release: no revision, no values).
+    A draft it came from is checked again and emptied, as a publish would."""
+    if gray.source == "draft":
+        checked_draft(namespace)
+        Draft.delete().where(Draft.namespace == namespace).execute()
+    Gray.update(state="active", request=None, u_time=now()).where(
+        Gray.id == gray.id).execute()
+    Release.update(state="approved", approver=user, comment=comment, p_time=now()).where(
+        Release.id == pending.id).execute()
+    write.record("gray", "gray_approve",
+                 value_new={"gray_id": gray.id, "rule": json.loads(gray.rule)})
+    return Release.get_by_id(pending.id)
+
+
 def approve(namespace: str, comment: str, user: str) -> dict[str, Any]:
-    """A second person approves the pending publish: it is published as one release."""
+    """A second person approves the pending request: a publish (rollback, promote) is
+    published as one release; a gray release's creation makes it ``active``."""
     values.check_namespace(namespace)
     comment = _text(comment, "comment", True)
 
-    def change(write: Write) -> Release:
+    def change(write: Write) -> tuple[Release, Gray | None]:
         _require_review(namespace)
         pending = _pending(namespace)
         if pending is None:
             raise WuxingError(E.ERR_PUBLISH_NOT_PENDING, "no publish waits for approval")
-        editors = {r.user for r in _draft_rows(namespace)} | {pending.author}
+        gray = _gray_of(pending)
+        editors = {pending.author}
+        if pending.kind != "gray" or (gray is not None and gray.source == "draft"):
+            editors |= {r.user for r in _draft_rows(namespace)}
         if user in editors:
             raise WuxingError(E.ERR_SELF_APPROVAL,
-                              f"{user} asked for or edited this publish: a second person "
-                              "must approve it", {"authors": sorted(editors)})
-        release = _publish_in(write, namespace, pending, kind=pending.kind,
-                              message=pending.message, author=pending.author,
-                              approver=user, comment=comment)
-        _audit(namespace, "approve", user, comment, write.revision, request=pending.id)
-        return release
+                              f"{user} asked for or edited this {pending.kind}: a second "
+                              "person must approve it", {"authors": sorted(editors)})
+        if pending.kind == "gray":
+            if gray is None:  # cannot happen: both rows are written in one transaction
+                raise WuxingError(E.ERR_GRAY_NOT_FOUND, "the request's gray release is gone")
+            release = _approve_gray(write, namespace, pending, gray, comment, user)
+        else:
+            release = _publish_in(write, namespace, pending, kind=pending.kind,
+                                  message=pending.message, author=pending.author,
+                                  approver=user, comment=comment)
+        if pending.kind == "promote":  # a gray release's promote: it is the main one now
+            Gray.update(state="promoted", revision=release.revision, closed_by=user,
+                        u_time=now()).where(Gray.request == pending.id).execute()
+        _audit(namespace, "approve", user, comment, write.revision, request=pending.id,
+               kind=pending.kind, gray_id=gray.id if gray else None)
+        return release, gray
 
-    release, _ = run_write(namespace, user, change)
-    return _release_doc(release, False)
+    (release, gray), _ = run_write(namespace, user, change)
+    return _answer(release, gray)
 
 
 def reject(namespace: str, comment: str, user: str) -> dict[str, Any]:
-    """Close the pending publish without publishing (its author may withdraw it so); the
-    draft stays, editable again."""
+    """Close the pending request without publishing (its author may withdraw it so); the
+    draft stays, editable again. A gray release asked for is ``rejected`` (never served),
+    one whose promote this was serves its clients again (``active``)."""
     values.check_namespace(namespace)
     comment = _text(comment, "comment", True)
 
-    def change() -> Release:
+    def change() -> tuple[Release, Gray | None]:
         _require_review(namespace)
         pending = _pending(namespace)
         if pending is None:
             raise WuxingError(E.ERR_PUBLISH_NOT_PENDING, "no publish waits for approval")
+        gray = _gray_of(pending)
         Release.update(state="rejected", approver=user, comment=comment,
                        p_time=now()).where(Release.id == pending.id).execute()
-        _audit(namespace, "reject", user, comment, request=pending.id)
-        return Release.get_by_id(pending.id)
+        if gray is not None:
+            Gray.update(state="rejected" if pending.kind == "gray" else "active",
+                        request=None, closed_by=user if pending.kind == "gray" else "",
+                        u_time=now()).where(Gray.id == gray.id).execute()
+        _audit(namespace, "reject", user, comment, request=pending.id, kind=pending.kind,
+               gray_id=gray.id if gray else None)
+        return Release.get_by_id(pending.id), gray
 
-    return _release_doc(run_locked(namespace, change), False)
+    return _answer(*run_locked(namespace, change))
 
 
 def _refuse_non_empty_draft(namespace: str) -> None:
@@ -596,6 +661,6 @@ def review_log(namespace: str, page_index: int, page_size: int) -> dict[str, Any
                       "c_time": json_default(r.c_time)} for r in rows]}
 
 
-__all__ = ["approve", "draft_diff", "draft_discard", "draft_get", "draft_set", "get_settings",
-           "publish", "reject", "release_diff", "release_get", "release_list", "review_log",
-           "reviewed", "rollback", "set_settings", "snapshot"]
+__all__ = ["approve", "checked_draft", "draft_diff", "draft_discard", "draft_get", "draft_set",
+           "get_settings", "publish", "reject", "release_diff", "release_get", "release_list",
+           "review_log", "reviewed", "rollback", "set_settings", "snapshot"]

@@ -169,3 +169,9 @@ def run_locked(namespace: str, change: Callable[[], T]) -> T:
         return change()
 
     return _attempts(namespace, body)
+
+
+def run_transaction(what: str, body: Callable[[], T]) -> T:
+    """``body`` in one write transaction that takes no namespace lock (client reports),
+    run again on a deadlock / busy database like every write."""
+    return _attempts(what, body)

@@ -16,6 +16,7 @@ from butterfly_common import api, retstat
 from butterfly_common.params import SECRET, Secret
 from butterfly_common.roles import identity_of
 from butterfly_common.runtime import get_config
+from butterfly_wuxing import gray as gray_mod
 from butterfly_wuxing import history, instances, items, lists, sections, transfer, values
 from butterfly_wuxing import review as review_mod
 from butterfly_wuxing import watch as feed
@@ -345,15 +346,16 @@ def publish(req, namespace: str, message: str):
 
 @api(write=True)
 def publish_approve(req, namespace: str, comment: str):
-    """Approve the pending publish (with a comment): it is published at once. Refused to
-    its author and to anyone who edited the draft (ERR_SELF_APPROVAL)."""
+    """Approve the pending publish (with a comment): it is published at once (a pending
+    gray release becomes active). Refused to its author and to anyone who edited the draft
+    (ERR_SELF_APPROVAL)."""
     return OK, {"data": review_mod.approve(namespace, comment, _who(req))}
 
 
 @api(write=True)
 def publish_reject(req, namespace: str, comment: str):
     """Close the pending publish without publishing (its author may so withdraw it); the
-    draft stays."""
+    draft stays. A pending gray release is then ``rejected`` and never served."""
     return OK, {"data": review_mod.reject(namespace, comment, _who(req))}
 
 
@@ -393,3 +395,95 @@ def review_log(req, namespace: str, page_index: int = 1, page_size: int = 10):
     request, publish, approve, reject, rollback, with user, comment and revision."""
     check_read(req)
     return OK, {"data": review_mod.review_log(namespace, page_index, page_size)}
+
+
+# -- gray releases and client reports ---------------------------------------------------------
+
+@api(write=True)
+def gray_create(req, namespace: str, clients: list[str] | None = None,
+                labels: list[str] | None = None, ips: list[str] | None = None,
+                revision: int | None = None, message: str | None = None):
+    """A gray release: the draft's values (no ``revision``; the draft is then emptied) or
+    those of release ``revision``, served only to clients the rule matches - by name
+    (``clients``), by any label (``labels``) or by IP range (``ips``, CIDR); everyone else
+    keeps the main release. At most 10 per namespace run or wait at once (ERR_GRAY_LIMIT).
+    With approval on it only asks: ``state: pending``, served to nobody until a second
+    person approves it with publish_approve (publish_reject: ``rejected``)."""
+    return OK, {"data": gray_mod.create(namespace, lists._names(clients),
+                                        lists._names(labels), lists._names(ips), revision,
+                                        message, _who(req))}
+
+
+@api(write=True)
+def gray_promote(req, namespace: str, gray_id: int, message: str | None = None):
+    """Publish the gray release's values as a main release for every client (needs an
+    empty draft); with approval on, a publish request (the gray release is ``promoting``
+    and serves its clients until it is approved or rejected)."""
+    return OK, {"data": gray_mod.promote(namespace, gray_id, message, _who(req))}
+
+
+@api(write=True)
+def gray_abort(req, namespace: str, gray_id: int, comment: str | None = None):
+    """End a gray release: its clients fall back to the main release."""
+    return OK, {"data": gray_mod.abort(namespace, gray_id, comment, _who(req))}
+
+
+@api
+def gray_list(req, namespace: str, state: str | None = None, page_index: int = 1,
+              page_size: int = 10):
+    """Gray releases, newest first, with their rule and client counts (``clients``:
+    ``applied``, ``rejected``); ``state``: active, promoting, promoted or aborted."""
+    check_read(req)
+    return OK, {"data": gray_mod.list_(namespace, state, page_index, page_size)}
+
+
+@api
+def gray_get(req, namespace: str, gray_id: int):
+    """One gray release with its values (``overrides``) and client counts."""
+    check_read(req)
+    return OK, {"data": gray_mod.get(namespace, gray_id)}
+
+
+@api
+def client_config(req, namespace: str, client: str | None = None,
+                  labels: list[str] | None = None):
+    """The values this client should run: the main release (``gray_id`` null) or the
+    newest running gray release whose rule matches its name, labels or IP (the caller's,
+    as the framework resolves it). ``revision`` names the main release, ``namespace_revision``
+    is where to watch from."""
+    check_read(req)
+    return OK, {"data": gray_mod.client_config(namespace, client, lists._names(labels),
+                                               req.ip)}
+
+
+@api
+def client_report(req, namespace: str, client: str, status: str, revision: int,
+                  gray_id: int | None = None, error: str | None = None,
+                  labels: list[str] | None = None):
+    """A client reports the release it ``applied`` or ``rejected`` (with its validation
+    ``error``, cut to 1000 characters): ``revision`` and ``gray_id`` as client_config
+    answered them. Read access suffices (clients hold read credentials)."""
+    check_read(req)
+    return OK, {"data": gray_mod.report(namespace, client, status, revision, gray_id, error,
+                                        lists._names(labels), req.ip)}
+
+
+@api
+def client_list(req, namespace: str, revision: int | None = None,
+                gray_id: int | None = None, status: str | None = None, page_index: int = 1,
+                page_size: int = 10):
+    """Which clients run which release (reports within WUXING_CLIENT_TTL): filter by the
+    release they run (``revision``, ``gray_id``; 0 for the main release) or the
+    ``status`` of their last report."""
+    check_read(req)
+    return OK, {"data": gray_mod.client_list(namespace, revision, gray_id, status,
+                                             page_index, page_size)}
+
+
+@api
+def client_stats(req, namespace: str):
+    """Per release (``revision``, ``gray_id``): how many clients run it (``applied``) and
+    how many rejected it."""
+    check_read(req)
+    return OK, {"data": gray_mod.client_stats(namespace)}
+
