@@ -29,12 +29,13 @@ verdict. "The load at start" is the larger of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,21 @@ def num(x: float) -> str:
     if abs(x) >= 1:
         return f"{x:.2f}"
     return f"{x:.3f}"
+
+
+MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
+
+
+@contextlib.contextmanager
+def database_url(kind: str, tmp: Path, name: str = "ruqi_bench") -> Iterator[str]:
+    """A DB URL for a bench: a SQLite file in ``tmp``, or (``kind`` ``mysql``) a private
+    MariaDB database ``name``, dropped after."""
+    from butterfly_common.testing import mariadb_database, port_open
+
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'ruqi.db'}"
+        return
+    if not port_open(MYSQL_PORT, MYSQL_HOST):
+        raise SystemExit("MariaDB not reachable on 127.0.0.1:3306 (use --db sqlite)")
+    with mariadb_database(name, MYSQL_HOST, MYSQL_PORT) as url:
+        yield url

@@ -37,12 +37,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
-from harness import Report
+from harness import Report, database_url
 
 from butterfly_common.db import open_database
 from butterfly_common.mq import Broker
@@ -50,27 +49,12 @@ from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import (
     ButterflyService,
     RedisServer,
-    mariadb_database,
-    port_open,
     wait_until,
 )
 
-MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 OPERATOR = "bench-operator-token-0123"
 TOPIC = "/bench/backfill"
 TARGET_S = 10.0
-
-
-@contextlib.contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """The DB URL: a SQLite file in ``tmp``, or a private MariaDB database dropped after."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'ruqi.db'}"
-        return
-    if not port_open(MYSQL_PORT, MYSQL_HOST):
-        raise SystemExit("MariaDB not reachable on 127.0.0.1:3306 (use --db sqlite)")
-    with mariadb_database("ruqi_bench", MYSQL_HOST, MYSQL_PORT) as url:
-        yield url
 
 
 def api(url: str, name: str, **params: Any) -> dict[str, Any]:
@@ -147,7 +131,7 @@ def one_round(url: str, counter: Counter, broker: Broker, job_id: str,
 def run(args: argparse.Namespace, tmp: Path, report: Report) -> None:
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(RedisServer()).url
-        db_url = stack.enter_context(database(args.db, tmp))
+        db_url = stack.enter_context(database_url(args.db, tmp))
         env = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": db_url,
                "BUTTERFLY_WORKERS": "1", "RUQI_TIMEZONE": "UTC", "TMPDIR": str(tmp),
                "BUTTERFLY_OPERATOR_TOKEN": OPERATOR}

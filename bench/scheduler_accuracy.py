@@ -53,25 +53,21 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import requests
-from harness import Report
+from harness import Report, database_url
 
 from butterfly_common.db import open_database
 from butterfly_common.testing import (
     ButterflyService,
     RedisServer,
     child_pids,
-    mariadb_database,
-    port_open,
     wait_until,
 )
 
-MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 TARGET_P99_MS = 100.0
 TARGET_CLAIMS_PER_FIRE = 1.2
 TARGET_CPU = 30.0
@@ -135,18 +131,6 @@ class Callee:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-@contextlib.contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """The DB URL: a SQLite file in ``tmp``, or a private MariaDB database dropped after."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'ruqi.db'}"
-        return
-    if not port_open(MYSQL_PORT, MYSQL_HOST):
-        raise SystemExit("MariaDB not reachable on 127.0.0.1:3306 (use --db sqlite)")
-    with mariadb_database("ruqi_bench", MYSQL_HOST, MYSQL_PORT) as url:
-        yield url
 
 
 def query(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -224,7 +208,7 @@ class Cluster:
         self.callee = Callee()
         stack.callback(self.callee.close)
         redis_url = stack.enter_context(RedisServer()).url
-        self.db_url = stack.enter_context(database(args.db, tmp))
+        self.db_url = stack.enter_context(database_url(args.db, tmp))
         env = {"BUTTERFLY_REDIS_URL": redis_url, "BUTTERFLY_DB_URL": self.db_url,
                "BUTTERFLY_WORKERS": "1", "RUQI_TIMEZONE": "UTC", "TMPDIR": str(tmp),
                "BUTTERFLY_OPERATOR_TOKEN": OPERATOR, "RUQI_HTTP_ALLOW": "127.0.0.1"}

@@ -13,6 +13,7 @@ import datetime as dt
 import time
 
 import pytest
+from ruqi_sim import SimClock, rows
 from test_ruqi_api import AUTH, make_client
 
 from butterfly_common import Refusal, db, runtime
@@ -21,24 +22,10 @@ from butterfly_common.testing import wait_until
 from butterfly_ruqi import engine as engine_module
 from butterfly_ruqi import jobs, rules
 from butterfly_ruqi.claims import BACKFILL_KEY, fire_key
-from butterfly_ruqi.models import History, Job
+from butterfly_ruqi.models import Job
 from butterfly_ruqi.schedule import MAX_MISSED_ROWS
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.UTC).timestamp()
-
-
-class SimClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def rows(job_id: str) -> list[History]:
-    with db.database.connection_context():
-        return list(History.select().where(History.job_id == job_id)
-                    .order_by(History.scheduled_time))
 
 
 def settled(job_id: str, count: int) -> bool:

@@ -9,28 +9,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from ruqi_sim import SimClock, rows
 
 from butterfly_common import Refusal, db, runtime
 from butterfly_common.testing import wait_until
 from butterfly_ruqi import jobs, rules
 from butterfly_ruqi.claims import Claims, failures_key
-from butterfly_ruqi.models import History, Job
+from butterfly_ruqi.models import Job
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.UTC).timestamp()
-
-
-class SimClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def rows(job_id: str) -> list[History]:
-    with db.database.connection_context():
-        return list(History.select().where(History.job_id == job_id)
-                    .order_by(History.scheduled_time))
 
 
 def utc_text(ts: float) -> str:

@@ -9,6 +9,7 @@ import time
 
 import peewee
 import pytest
+from ruqi_sim import rows
 
 from butterfly_common import Refusal, db, runtime
 from butterfly_common.reqid import new_reqid
@@ -16,14 +17,8 @@ from butterfly_common.testing import wait_until
 from butterfly_ruqi import jobs
 from butterfly_ruqi.claims import Claims, fire_key, overlap_key
 from butterfly_ruqi.config import BUFFER_ALL_LIMIT
-from butterfly_ruqi.models import History, Job
+from butterfly_ruqi.models import Job
 from butterfly_ruqi.schedule import Fire
-
-
-def rows(job_id: str) -> list[History]:
-    with db.database.connection_context():
-        return list(History.select().where(History.job_id == job_id)
-                    .order_by(History.scheduled_time))
 
 
 def no_overlap(calls: list[dict], run: float) -> None:

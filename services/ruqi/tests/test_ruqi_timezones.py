@@ -23,6 +23,7 @@ import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
+from ruqi_sim import SimClock
 
 from butterfly_common import db
 from butterfly_common.testing import wait_until
@@ -261,14 +262,6 @@ def test_check_rule_lists_the_dst_resolved_times():
 
 
 # -- end to end: an engine with a simulated clock, its history rows ------------------------
-class SimClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def recorded(job_id: str) -> list[float]:
     with db.database.connection_context():
         rows = (History.select().where(History.job_id == job_id)

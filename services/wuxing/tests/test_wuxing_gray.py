@@ -9,35 +9,13 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from wuxing_testlib import make_section
+from wuxing_testlib import Person, make_section
 
 from butterfly_common.testing import wait_until
 from butterfly_wuxing.gray import GRAY_MAX
 
 NS = "gray"
 PROXY = {"BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}
-
-
-class Person:
-    """Calls as one proxy-authenticated user, from ``ip`` (X-Real-IP)."""
-
-    def __init__(self, api, user: str = "-", role: str | None = "operator",
-                 ip: str | None = None) -> None:
-        self.api = api
-        self.headers = {"X-Username": user, **({"X-Role": role} if role else {}),
-                        **({"X-Real-IP": ip} if ip else {})}
-
-    def call(self, handler: str, **params):
-        return self.api.call(handler, auth=False, headers=self.headers, **params)
-
-    def ok(self, handler: str, **params) -> dict:
-        status, body, reason = self.call(handler, **params)
-        assert body["stat"] == "OK", (handler, status, body, reason)
-        return body["data"]
-
-    def stat(self, handler: str, **params) -> tuple[int, str]:
-        status, body, _ = self.call(handler, **params)
-        return status, body["stat"]
 
 
 @pytest.fixture

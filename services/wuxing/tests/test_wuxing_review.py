@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import requests
-from wuxing_testlib import TOKEN, make_section
+from wuxing_testlib import TOKEN, Person, make_section
 
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import ButterflyService
@@ -20,21 +20,6 @@ PROXY = {"BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}
 
 def as_(user: str, role: str = "operator") -> dict[str, str]:
     return {"X-Username": user, "X-Role": role}
-
-
-class Person:
-    """Calls as one proxy-authenticated user (no bearer token)."""
-
-    def __init__(self, api, user: str, role: str = "operator") -> None:
-        self.api, self.headers = api, as_(user, role)
-
-    def call(self, handler: str, **params):
-        return self.api.call(handler, auth=False, headers=self.headers, **params)
-
-    def ok(self, handler: str, **params) -> dict:
-        status, body, reason = self.call(handler, **params)
-        assert body["stat"] == "OK", (handler, status, body, reason)
-        return body["data"]
 
 
 @pytest.fixture

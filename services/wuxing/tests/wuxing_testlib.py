@@ -43,3 +43,26 @@ def make_section(api: Api, ns: str = "demo", name: str = "host", version: str = 
                **extra.get(item_name, {}))
     if enable:
         api.ok("section_enable", namespace=ns, section_name=name, section_version=version)
+
+
+class Person:
+    """Calls as one proxy-authenticated user (no bearer token), from ``ip`` (X-Real-IP)
+    when given; the service must trust the test client as a proxy."""
+
+    def __init__(self, api: Api, user: str = "-", role: str | None = "operator",
+                 ip: str | None = None) -> None:
+        self.api = api
+        self.headers = {"X-Username": user, **({"X-Role": role} if role else {}),
+                        **({"X-Real-IP": ip} if ip else {})}
+
+    def call(self, handler: str, **params: Any) -> tuple[int, dict, str]:
+        return self.api.call(handler, auth=False, headers=self.headers, **params)
+
+    def ok(self, handler: str, **params: Any) -> dict:
+        status, body, reason = self.call(handler, **params)
+        assert body["stat"] == "OK", (handler, status, body, reason)
+        return body["data"]
+
+    def stat(self, handler: str, **params: Any) -> tuple[int, str]:
+        status, body, _ = self.call(handler, **params)
+        return status, body["stat"]
