@@ -177,7 +177,10 @@ def bench_baichuan(system: str, url: str, n: int, threads: int, tmp: Path,
     if queued != n:
         raise RuntimeError(f"{system}: {queued} queued after publishing {n}")
     workdir = tmp / system.replace(" ", "_")
+    # the bench app also has /bench/item (xingqiao's map bench): a consumer of both
+    # would claim on the empty one every round too, a round trip the peers do not make
     env = worker_env(BUTTERFLY_REDIS_URL=url, BUTTERFLY_CONSUME_THREADS=str(threads),
+                     BUTTERFLY_CONSUME_TOPICS=TOPIC,
                      BUTTERFLY_LOG_DIR=str(workdir / "log"),
                      BUTTERFLY_DATA_DIR=str(workdir / "data"))
     workdir.mkdir(parents=True)
