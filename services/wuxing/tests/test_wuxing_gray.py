@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from wuxing_testlib import Person, make_section
+from wuxing_testlib import Person, make_section, make_two_hosts
 
 from butterfly_common.testing import wait_until
 from butterfly_wuxing.gray import GRAY_MAX
@@ -21,10 +21,7 @@ PROXY = {"BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}
 @pytest.fixture
 def gapi(fresh, redis_server, db_url):
     with contextlib.contextmanager(fresh)(redis_server.url, db_url, **PROXY) as api:
-        make_section(api, ns=NS)
-        for name, port in (("web1", 80), ("web2", 8080)):
-            api.ok("instance_create", namespace=NS, instance_name=name, section_name="host",
-                   section_version="v1", items_data={"i|port": port})
+        make_two_hosts(api, NS)
         Person(api, "root", "admin").ok("review_set", namespace=NS, review=True)
         yield api
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import requests
-from wuxing_testlib import TOKEN, Person, make_section
+from wuxing_testlib import TOKEN, Person, make_section, make_two_hosts
 
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import ButterflyService
@@ -25,10 +25,7 @@ def as_(user: str, role: str = "operator") -> dict[str, str]:
 @pytest.fixture
 def rapi(fresh, redis_server, db_url):
     with contextlib.contextmanager(fresh)(redis_server.url, db_url, **PROXY) as api:
-        make_section(api, ns=NS)
-        for name, port in (("web1", 80), ("web2", 8080)):
-            api.ok("instance_create", namespace=NS, instance_name=name, section_name="host",
-                   section_version="v1", items_data={"i|port": port})
+        make_two_hosts(api, NS)
         yield api
 
 

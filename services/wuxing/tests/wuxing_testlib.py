@@ -45,6 +45,15 @@ def make_section(api: Api, ns: str = "demo", name: str = "host", version: str = 
         api.ok("section_enable", namespace=ns, section_name=name, section_version=version)
 
 
+def make_two_hosts(api: Api, ns: str) -> None:
+    """The ``host`` section and two instances of it, ``web1`` (port 80) and ``web2``
+    (8080): the namespace the review and gray-release tests start from."""
+    make_section(api, ns=ns)
+    for name, port in (("web1", 80), ("web2", 8080)):
+        api.ok("instance_create", namespace=ns, instance_name=name, section_name="host",
+               section_version="v1", items_data={"i|port": port})
+
+
 class Person:
     """Calls as one proxy-authenticated user (no bearer token), from ``ip`` (X-Real-IP)
     when given; the service must trust the test client as a proxy."""
