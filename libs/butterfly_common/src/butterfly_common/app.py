@@ -28,7 +28,7 @@ from .db import ping_db
 from .discovery import Route
 from .fastpath.response import plain_answer, respond_plain
 from .gateway import Gateway
-from .logs import configure_logging, init_log
+from .logs import configure_logging, init_log, log_directory
 from .mq.probe import describe, unreachable
 from .openapi import build_spec
 from .params import ParamError, multidict_params
@@ -145,9 +145,8 @@ class ServiceApp:
         self._openapi = dumps(build_spec(service.name, self.routes, service.description))
         #: ``BUTTERFLY_FASTPATH_RESPONSE``: API answers as plain WSGI (fastpath.response)
         self.fast_response = settings.fastpath_response
-        #: The service's web pages (``Service.web``): a Flask app for the paths that are
-        #: not routes; None answers them the JSON 404 here (see :func:`create_app`).
-        self.web: Any = None
+        #: The WSGI app of the service's web pages (``Service.web``, a Flask app) for the
+        #: paths that are not routes; None answers them the JSON 404 here.
         self._web_wsgi: WSGIApp | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -155,7 +154,6 @@ class ServiceApp:
 
     def mount_web(self, web: Any) -> None:
         """Serve the paths that are not routes with ``web`` (a Flask app)."""
-        self.web = web
         self._web_wsgi = web.wsgi_app
 
     def test_client(self) -> Client:
@@ -163,9 +161,9 @@ class ServiceApp:
         return LocalClient(self)
 
     @property
-    def log_dir(self) -> Path:
-        """Where this service writes its access and error logs."""
-        return Path(self.settings.log_dir) / self.service.name
+    def log_dir(self) -> Path | None:
+        """Where this service writes its access and error logs (None: to stdout)."""
+        return log_directory(self.settings, self.service.name)
 
     # -- built-in endpoints -------------------------------------------------------------
     def healthz(self, http: HttpRequest | None = None) -> Outcome:
