@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pymysql
 import pytest
@@ -70,4 +72,50 @@ def test_sqlite_default_is_wal(tmp_path):
     database_ = db.open_database(f"sqlite:///{tmp_path / 'a' / 'b.db'}")
     database_.connect()
     assert database_.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    database_.close()
+
+
+def test_a_sqlite_file_is_pooled_across_calls_and_threads(tmp_path):
+    """Closing returns the connection (pragmas set once); another thread may take it."""
+    database_ = db.open_database(f"sqlite:///{tmp_path / 'p.db'}")
+    database_.connect()
+    first = database_.connection()
+    database_.close()
+    seen = []
+
+    def other_thread():
+        database_.connect()
+        seen.append(database_.connection())
+        seen.append(database_.execute_sql("PRAGMA foreign_keys").fetchone()[0])
+        database_.close()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [first, 1]
+
+
+def test_pooled_connections_do_not_cross_a_fork(tmp_path):
+    """The parent's idle connection is closed before the fork: the child writes with a
+    connection of its own, and the parent opens a new one after."""
+    database_ = db.init_db(f"sqlite:///{tmp_path / 'f.db'}")
+    database_.connect()
+    database_.execute_sql("CREATE TABLE t (a INTEGER)")
+    before = database_.connection()
+    database_.close()
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only when its own connection works
+        ok = False
+        try:
+            database_.connect()
+            ok = database_.connection() is not before
+            database_.execute_sql("INSERT INTO t VALUES (1)")
+            database_.close()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    database_.connect()
+    assert database_.connection() is not before
+    assert database_.execute_sql("SELECT COUNT(*) FROM t").fetchone()[0] == 1
     database_.close()
