@@ -178,6 +178,30 @@ def test_publish_hooks_may_set_options_and_see_the_result(redis_server, tmp_path
     assert seen == [("pub", "before_publish", "/mwpub/topic"), ("pub", "after_publish", "pub-7")]
 
 
+def test_publish_many_runs_the_publish_hooks_per_message(redis_server, tmp_path):
+    """Each message of a bulk publish is seen as a publish is: its before hook may set
+    its options, its after hook gets its own result (last first: stacked states unwind)."""
+    configure(load_settings({"BUTTERFLY_REDIS_URL": redis_server.url,
+                             "BUTTERFLY_DATA_DIR": str(tmp_path / "data")}))
+    seen: list = []
+    previous = active()
+    install(Chain([Recorder("bulk", seen)]))
+    try:
+        results = mq.publish_many([{"topic": "/mwpub/a", "data": {"n": 1}},
+                                   {"topic": "/mwpub/b", "data": {"n": 2}, "msg_id": "mine"}],
+                                  force=True)
+        with pytest.raises(TypeError):  # refused before anything is sent
+            mq.publish_many([{"topic": "/mwpub/a", "data": {"n": 3}}, {"topic": "/x"}],
+                            force=True)
+    finally:
+        install(previous)
+    assert [r.msg_id for r in results] == ["bulk-1", "mine"]  # an item's own id wins
+    assert mq.get("bulk-1").data == {"n": 1} and mq.get("bulk-3") is None
+    assert seen == [("bulk", "before_publish", "/mwpub/a"), ("bulk", "before_publish", "/mwpub/b"),
+                    ("bulk", "after_publish", "mine"), ("bulk", "after_publish", "bulk-1"),
+                    ("bulk", "before_publish", "/mwpub/a")]
+
+
 def test_message_hooks_name_what_became_of_each_message(sample_consumers, redis_url):
     broker, start, _ = sample_consumers
     seen: list = []

@@ -114,7 +114,35 @@ def publish_many(messages: Sequence[dict[str, Any]], **options: Any) -> list[Pub
     if "reqid" not in options:
         rid = current_reqid.get()
         options["reqid"] = None if rid == NO_REQID else rid
-    return _source().publish_many(messages, **options)
+    chain = middleware.active()
+    if not (chain.before_publish or chain.after_publish):
+        return _source().publish_many(messages, **options)
+    # the middleware see each message as they see a publish: its options, then its result
+    shared = {k: options.pop(k) for k in _FOR_ALL if k in options}
+    items: list[Any] = []
+    seen: list[dict[str, Any]] = []  # the messages whose before_publish hooks ran
+    try:
+        for item in messages:
+            if not isinstance(item, dict) or "topic" not in item or "data" not in item:
+                items.append(item)  # the broker says what is wrong with it
+                continue
+            opts = {**options, **{k: v for k, v in item.items() if k not in ("topic", "data")}}
+            seen.append(item)
+            for mw in chain.before_publish:
+                mw.before_publish(item["topic"], item["data"], opts)
+            items.append({"topic": item["topic"], "data": item["data"], **opts})
+        results = _source().publish_many(items, **shared)
+    except Exception:
+        for item in reversed(seen):  # hooks that stacked a state per message unwind
+            chain.notify("after_publish", item["topic"], item["data"], None)
+        raise
+    for item, result in reversed(list(zip(seen, results, strict=True))):
+        chain.notify("after_publish", item["topic"], item["data"], result)
+    return results
+
+
+#: :meth:`Broker.publish_many` options that apply to the whole call, not to one message.
+_FOR_ALL = ("force", "chunk")
 
 
 def get(msg_id: str, topic: str | None = None) -> Message | None:
