@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from butterfly_common import mq, retstat, tracing
 from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
+from butterfly_common.mq.broker import NO_CONSUMER
 from butterfly_common.runtime import get_config
 
 from . import dataflow, signals, store
@@ -266,7 +267,7 @@ def advance_map(job: Job, parent: Task) -> bool:
         # a slot is free: claim under the map's lock (counted again there)
         claimed, counts = _claim_items(job, parent)
         if claimed:
-            _send_items(job, claimed)
+            _send_items(job, parent, claimed)
             return False
     if counts.get("waiting", 0) or any(counts.get(s, 0) for s in TASK_ACTIVE) \
             or counts.get("map", "started") != "started":
@@ -352,17 +353,32 @@ def _claim_chunk(job: Job, chunk: list[Task], running: Any,
     return [c for i, c in claims.items() if i in got]
 
 
-def _send_items(job: Job, moved: list[tuple[Task, int, str]]) -> None:
-    """Publish the claimed items (each its attempt's id), then one bulk pending -> started."""
-    sent = []
+def _send_items(job: Job, parent: Task, moved: list[tuple[Task, int, str]]) -> None:
+    """Publish the claimed items (each its attempt's id) in pipelined round trips, then one
+    bulk pending -> started. A failed round trip leaves its items pending: the sweep
+    publishes them again (idempotent by their ids)."""
+    cfg = get_config(XingqiaoConfig)
+    messages = []
     for item, run, msg_id in moved:
         item.task_status, item.task_run, item.task_reqid = "pending", run, msg_id
+        messages.append({"topic": item.task_cmd, "data": loads(item.task_params, {}),
+                         "msg_id": msg_id, "timeout": item.task_timeout or cfg.task_timeout})
+    # one span for the map's dispatch; each message's send span is under it
+    with tracing.span(f"map {parent.task_label}", {
+            "butterfly.job_id": int(job.job_id), "butterfly.task_id": int(parent.task_id),
+            "butterfly.task_cmd": parent.task_cmd, "butterfly.items": len(messages)},
+            parent=job.job_trace):
         try:
-            _publish(job, item, loads(item.task_params, {}))
-        except RedisError as exc:  # stays pending: the sweep publishes it again
-            log.warning("publishing %s failed (the sweep retries): %s", msg_id, exc)
-            continue
-        sent.append(item.task_id)
+            results = mq.publish_many(messages, max_retries=0, result_ttl=cfg.result_ttl,
+                                      failure_ttl=cfg.result_ttl,
+                                      reqid=job.job_reqid or None, force=True,
+                                      notify=NOTICE_TOPIC)
+        except RedisError as exc:
+            log.warning("publishing %d items of flow %s failed (the sweep retries): %s",
+                        len(messages), job.job_id, exc)
+            return
+    sent = [item.task_id for (item, _, _), result in zip(moved, results, strict=True)
+            if result.status != NO_CONSUMER]  # one refused stays pending for the sweep
     if sent:
         store.busy_retry(Task.update({Task.task_status: "started", Task.u_ts: time.time()})
                          .where(Task.task_id.in_(sent) & (Task.task_status == "pending"))
