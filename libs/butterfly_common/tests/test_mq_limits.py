@@ -266,3 +266,27 @@ def test_max_running_holds_across_processes(broker: Broker, topic: str,
     assert sampler.samples > 10
     assert sampler.peak <= limit
     assert broker.limits(topic).held > 0
+
+
+# -- the framework's consumer -------------------------------------------------------------
+
+def test_consumers_respect_max_running(sample_consumers: Any) -> None:
+    """Two real consumers of 4 threads each (redis, twemproxy): never more than the limit
+    running, and every message still runs."""
+    broker, start, _ = sample_consumers
+    topic = "/jobs/slow"
+    broker.clear_limits(topic)
+    broker.purge(topic, "all")
+    broker.set_limits(topic, max_running=2)
+    try:
+        start(threads=4)
+        start(threads=4)
+        ids = [broker.publish(topic, {"seconds": 0.03}).msg_id for _ in range(16)]
+        with Sampler(broker, topic) as sampler:
+            wait_until(lambda: all(m and m.status == "finished"
+                                   for m in broker.get_many([(i, topic) for i in ids])),
+                       30, what="every message finished")
+        assert sampler.samples > 10 and sampler.peak <= 2
+        assert broker.limits(topic).held > 0
+    finally:
+        broker.clear_limits(topic)
