@@ -150,6 +150,15 @@ def test_every_end_of_a_started_message_frees_its_slot(broker: Broker, topic: st
     assert nxt.id in (first, second)
 
 
+def test_the_room_goes_to_the_highest_priority(broker: Broker, topic: str) -> None:
+    broker.set_limits(topic, max_running=2)
+    low = broker.publish(topic, {}, priority=-5).msg_id
+    plain = broker.publish(topic, {}).msg_id
+    high = broker.publish(topic, {}, priority=9).msg_id
+    assert [m.id for m in broker.claim(topic, "w1", 3)] == [high, plain]
+    assert broker.list(topic, "queued")[0] == 1 and broker.get(low, topic).status == "queued"
+
+
 # -- rate -----------------------------------------------------------------------------
 
 def test_rate_caps_claims_per_fixed_window(broker: Broker, topic: str) -> None:
