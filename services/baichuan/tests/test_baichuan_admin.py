@@ -144,7 +144,8 @@ def test_admin_actions_are_off_without_a_token(app_for, served, broker):
     msg_id = publish(client)
     for path, args in (("/baichuan/requeue", {"topic": TOPIC, "all": True}),
                        ("/baichuan/delete", {"topic": TOPIC, "msg_id": msg_id}),
-                       ("/baichuan/purge", {"topic": TOPIC})):
+                       ("/baichuan/purge", {"topic": TOPIC}),
+                       ("/baichuan/set_topic_limits", {"topic": TOPIC, "rate": 1})):
         refused(client.post(path, json=args, headers=ADMIN), 403, "ERR_FORBIDDEN",
                 "BUTTERFLY_ADMIN_TOKEN")
     assert broker.get(msg_id) is not None

@@ -23,6 +23,8 @@ CALLS = [
     ("post", "/baichuan/requeue", {"topic": TOPIC, "msg_id": "m1"}),
     ("post", "/baichuan/delete", {"topic": TOPIC, "msg_id": "m1"}),
     ("post", "/baichuan/purge", {"topic": TOPIC}),
+    ("get", "/baichuan/topic_limits", {"topic": TOPIC}),
+    ("post", "/baichuan/set_topic_limits", {"topic": TOPIC, "max_running": 1}),
 ]
 
 

@@ -7,7 +7,11 @@ fleet do not fire together):
   finished / failed records are trimmed. Consumers reap the topics they serve; this also
   covers topics whose consumers are all gone, so their registries do not grow forever.
 - prune workers silent for ``BAICHUAN_PRUNE_WORKERS_AFTER`` s.
-- set the gauge ``butterfly_queue_messages{topic,status}``.
+- set the gauge ``butterfly_queue_messages{topic,status}``, and for a topic with limits
+  ``butterfly_queue_limit{topic,limit}`` (``max_running``, ``rate``) and
+  ``butterfly_queue_limited_claims{topic}``: claims a limit cut short while messages
+  were ready, fleet-wide, since the limits were set (a count kept in Redis, so a gauge:
+  it drops to nothing when the limits are cleared).
 
 Every step is atomic and idempotent in the protocol, so any number of baichuan
 processes may run it at once. Under ``butterfly serve`` prometheus_client runs in
@@ -18,6 +22,7 @@ recent value among live processes - the queue depth is one fact, not a per-proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from butterfly_common.mq import STATUSES, Broker
+from butterfly_common.mq import STATUSES, Broker, Limits
 from butterfly_common.periodic import Periodic
 from butterfly_common.redis_client import make_redis
 from butterfly_common.settings import Settings
@@ -54,6 +59,36 @@ def queue_gauge() -> Any:
                  ["topic", "status"], multiprocess_mode="livemostrecent")
 
 
+@cache
+def limit_gauges() -> tuple[Any, Any]:
+    """``butterfly_queue_limit{topic,limit}`` and ``butterfly_queue_limited_claims{topic}``
+    (created on first use, as :func:`queue_gauge`)."""
+    from prometheus_client import Gauge
+
+    return (Gauge("butterfly_queue_limit", "A topic's limit (max_running, or rate per "
+                  "rate_window)", ["topic", "limit"], multiprocess_mode="livemostrecent"),
+            Gauge("butterfly_queue_limited_claims", "Claims a topic's limits cut short "
+                  "while messages were ready, since they were set", ["topic"],
+                  multiprocess_mode="livemostrecent"))
+
+
+def show_limits(topic: str, limits: Limits) -> None:
+    """Set ``topic``'s limit gauges; drop those of a limit that is off (a series never
+    shown in this process has nothing to drop)."""
+    limit, held = limit_gauges()
+    for name, value in (("max_running", limits.max_running), ("rate", limits.rate)):
+        if value is not None:
+            limit.labels(topic, name).set(value)
+        else:
+            with contextlib.suppress(KeyError):
+                limit.remove(topic, name)
+    if limits.limited:
+        held.labels(topic).set(limits.held)
+    else:
+        with contextlib.suppress(KeyError):
+            held.remove(topic)
+
+
 @dataclass
 class PassReport:
     """What one maintenance pass did (returned for tests and the debug log)."""
@@ -71,11 +106,13 @@ def run_once(broker: Broker, prune_after: float) -> PassReport:
         try:
             report.reaped += broker.reap(topic)
             counts = broker.counts(topic)
+            limits = broker.limits(topic)
         except ValueError:  # a name the protocol refuses cannot hold messages
             continue
         report.topics += 1
         for status in STATUSES:
             gauge.labels(topic, status).set(counts[status])
+        show_limits(topic, limits)
     report.pruned = broker.prune_workers(prune_after)
     return report
 

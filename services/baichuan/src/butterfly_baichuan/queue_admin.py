@@ -9,6 +9,7 @@ shape, lists in the ``{"total": N, "list": [...]}`` shape.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import Counter
 from typing import Any
@@ -29,6 +30,7 @@ from butterfly_common.mq import (
     check_priority,
 )
 from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
+from butterfly_common.mq.limits import check_limits
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
 
@@ -41,6 +43,9 @@ from .refusals import (
     ERR_MSG_TOO_LARGE,
     ERR_WAIT_TIMEOUT,
 )
+
+#: Who changed which topic's limits, and from what to what (the admin's trail).
+audit_log = logging.getLogger("butterfly.baichuan.audit")
 
 TERMINAL = (FINISHED, FAILED)
 #: ``order`` of ``msgs``: newest first (the default, what a dashboard shows) or oldest.
@@ -295,6 +300,33 @@ def purge(broker: Broker, topic: str, status: str) -> dict[str, Any]:
     check_topic_name(topic)
     check_status(status, (*STATUSES, "all"))
     return {"purged": broker.purge(topic, status)}
+
+
+# -- limits -------------------------------------------------------------------------------
+
+def topic_limits(broker: Broker, topic: str) -> dict[str, Any]:
+    """``topic``'s limits with its running count, this window's claims and how many
+    claims a limit held back."""
+    check_topic_name(topic)
+    return {"topic": topic, **broker.limits(topic).to_dict()}
+
+
+def set_topic_limits(broker: Broker, topic: str, max_running: int | None,
+                     rate: int | None, rate_window: float | None,
+                     who: str) -> dict[str, Any]:
+    """Replace ``topic``'s limits (None: that limit off; none at all clears them),
+    audited with ``who`` and the limits before and after."""
+    check_topic_name(topic)
+    try:
+        check_limits(max_running, rate, rate_window)
+    except ValueError as exc:
+        raise ParamError(f"invalid: limits ({exc})") from None
+    before = broker.limits(topic)
+    after = broker.set_limits(topic, max_running, rate, rate_window, set_by=who)
+    audit_log.warning("topic_limits %s by %s: max_running %s -> %s, rate %s/%ss -> %s/%ss",
+                      topic, who, before.max_running, after.max_running, before.rate,
+                      before.rate_window, after.rate, after.rate_window)
+    return {"topic": topic, **after.to_dict()}
 
 
 def check_topic_name(topic: str) -> str:

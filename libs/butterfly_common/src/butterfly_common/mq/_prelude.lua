@@ -168,3 +168,17 @@ local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
   if replaced ~= '' then outcome = 'replaced' end
   return {1, status, outcome, a[1], replaced}
 end
+
+-- Per-topic limits (limits.lua sets them). The HASH `bc:{T}:limits` holds `max_running`
+-- (at most that many ids in `started`: its ZCARD is the fleet's running count, so every
+-- script that ends, returns or drops a started message frees its slot) and `rate` claims
+-- per fixed `window` (ms, aligned to the server clock: window start = NOW - NOW % window),
+-- counted in `used` for the window starting at `win`. No hash: no limit.
+-- Claims of the current window so far, and the window's start (0, 0 without a rate).
+local function window_used(lim)
+  local window = tonumber(lim[3])
+  if not window then return 0, 0 end
+  local start = NOW - NOW % window
+  if tonumber(lim[4]) == start then return tonumber(lim[5]) or 0, start end
+  return 0, start
+end

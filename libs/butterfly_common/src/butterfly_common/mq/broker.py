@@ -46,6 +46,8 @@ from .keys import (
     id_key,
     to_ms,
 )
+from .limits import Limits, check_limits
+from .limits import from_reply as limits_from_reply
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id, new_ids
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
@@ -429,7 +431,8 @@ class Broker:
         new fencing token."""
         k = self.keys(topic)
         count = max(1, min(int(count), MAX_CLAIM))
-        flat = scripts.run(self.client, "claim", [k.queue, k.delayed, k.started, k.prios],
+        flat = scripts.run(self.client, "claim",
+                           [k.queue, k.delayed, k.started, k.prios, k.limits],
                            [count, worker_id, to_ms(self.lease), k.msg_prefix, MAX_CLAIM,
                             to_ms(self.settle_grace)])
         return Message.many(flat)
@@ -615,6 +618,34 @@ class Broker:
                 if len(ids) < self.batch:
                     break
         return total
+
+    def set_limits(self, topic: str, max_running: int | None = None,
+                   rate: int | None = None, rate_window: float | None = None,
+                   set_by: str = "") -> Limits:
+        """Replace ``topic``'s limits (see :mod:`.limits`): at most ``max_running``
+        messages started at once fleet-wide, at most ``rate`` claims per fixed window of
+        ``rate_window`` seconds (default 1). None turns a limit off; both None clears the
+        topic's limits, and its claims are unlimited again at once. ValueError for bad
+        values. ``set_by`` is kept with the limits (who changed them). Returns the new
+        limits with the live figures."""
+        running, per, window_ms = check_limits(max_running, rate, rate_window)
+        k = self.keys(topic)
+        reply = scripts.run(self.client, "limits", [k.limits, k.started],
+                            ["set", "" if running is None else running,
+                             "" if per is None else per,
+                             "" if window_ms is None else window_ms, set_by])
+        return limits_from_reply(reply)
+
+    def clear_limits(self, topic: str, set_by: str = "") -> Limits:
+        """Drop every limit of ``topic`` (see :meth:`set_limits`)."""
+        return self.set_limits(topic, None, None, None, set_by)
+
+    def limits(self, topic: str) -> Limits:
+        """``topic``'s limits with the running count, this window's claims and how many
+        claims a limit held back (one script, one consistent snapshot)."""
+        k = self.keys(topic)
+        return limits_from_reply(scripts.run(self.client, "limits", [k.limits, k.started],
+                                             ["get"]))
 
     def counts(self, topic: str) -> dict[str, int]:
         """Sizes of the five containers of ``topic`` (one consistent snapshot)."""

@@ -1,8 +1,9 @@
--- KEYS: queue, delayed, started, prios
+-- KEYS: queue, delayed, started, prios, limits
 -- ARGV: count, worker, lease_ms, msg_prefix, promote_limit, settle_grace_ms
 -- Promote due delayed ids to the tail of their priority's list, then pop up to `count`
--- ids, highest priority first (FIFO within one), and mark them started. Reply: the
--- claimed records, flat (FIELDS order).
+-- ids, highest priority first (FIFO within one), and mark them started. A topic with
+-- limits (see window_used) pops no more than they allow: a held-back id stays queued.
+-- Reply: the claimed records, flat (FIELDS order).
 local prefix = ARGV[4]
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
 if #due > 0 then
@@ -23,18 +24,33 @@ if #due > 0 then
   end
 end
 local out = {}
-local want = tonumber(ARGV[1])
+local asked = tonumber(ARGV[1])
+local want = asked
+-- one command on a missing key when the topic has no limits
+local lim = redis.call('HMGET', KEYS[5], 'max_running', 'rate', 'window', 'win', 'used')
+local used, win = 0, 0
+if lim[1] then
+  want = math.min(want, tonumber(lim[1]) - redis.call('ZCARD', KEYS[3]))
+end
+if lim[2] then
+  used, win = window_used(lim)
+  want = math.min(want, tonumber(lim[2]) - used)
+end
 local ids = {}
-for _, ready in ipairs(ready_lists(KEYS[1], KEYS[4])) do
-  local got = redis.call('LPOP', ready[1], want - #ids)
-  if got then
-    for i = 1, #got do ids[#ids + 1] = got[i] end
-    drop_if_empty(KEYS[4], ready[1], ready[2])
+local lists = ready_lists(KEYS[1], KEYS[4])
+if want > 0 then
+  for _, ready in ipairs(lists) do
+    local got = redis.call('LPOP', ready[1], want - #ids)
+    if got then
+      for i = 1, #got do ids[#ids + 1] = got[i] end
+      drop_if_empty(KEYS[4], ready[1], ready[2])
+    end
+    if #ids >= want then break end
   end
-  if #ids >= want then break end
 end
 local lease = tonumber(ARGV[3])
 local grace = tonumber(ARGV[6])
+local claimed = 0
 for i = 1, #ids do
   local id = ids[i]
   local key = prefix .. id
@@ -47,6 +63,19 @@ for i = 1, #ids do
     -- a new attempt starts from nothing done, and has not failed (yet)
     redis.call('HDEL', key, 'progress', 'error_kind')
     append_record(out, key)
+    claimed = claimed + 1
   end
+end
+if want < asked then  -- a limit cut this claim: was anything ready held back?
+  for _, ready in ipairs(lists) do
+    if redis.call('LLEN', ready[1]) > 0 then
+      redis.call('HINCRBY', KEYS[5], 'held', 1)
+      redis.call('HSET', KEYS[5], 'held_at', NOW)
+      break
+    end
+  end
+end
+if lim[2] and claimed > 0 then
+  redis.call('HSET', KEYS[5], 'win', win, 'used', used + claimed)
 end
 return out

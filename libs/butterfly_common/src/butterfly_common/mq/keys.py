@@ -16,6 +16,7 @@ Per topic ``T``:
 ``bc:{T}:failed``            ZSET    id -> record expiry (ms), the dead letters
 ``bc:{T}:workers``           ZSET    worker id -> last heartbeat (ms)
 ``bc:{T}:dedup:<key>``       STRING  id of the message standing for dedup key ``<key>``
+``bc:{T}:limits``            HASH    the topic's rate / concurrency limits (``limits.py``)
 ``bc:{T}:msg:<id>``          HASH    the message record (fields: :data:`FIELDS`)
 ===========================  ======  ==================================================
 
@@ -197,13 +198,14 @@ class TopicKeys:
     msg_prefix: str
     prios: str
     dedup_prefix: str
+    limits: str
 
     @classmethod
     def of(cls, topic: str) -> TopicKeys:
         base = f"{PREFIX}:{{{check_topic(topic)}}}:"
         return cls(topic, base + "queue", base + "delayed", base + "started",
                    base + "finished", base + "failed", base + "workers", base + "msg:",
-                   base + "prios", base + "dedup:")
+                   base + "prios", base + "dedup:", base + "limits")
 
     def msg(self, msg_id: str) -> str:
         return self.msg_prefix + msg_id

@@ -18,7 +18,9 @@ docs/handlers.md "Admin handlers"):
 - operator (a write): ``requeue`` of one failed message;
 - admin (the admin role: token, JWT or trusted proxy's ``X-Role``): ``requeue`` with
   ``all=true`` (re-runs a whole dead-letter queue at once), ``delete`` (destroys a
-  message someone else published, whatever its status) and ``purge`` (destroys many).
+  message someone else published, whatever its status), ``purge`` (destroys many) and
+  ``set_topic_limits`` (throttles a whole topic for every publisher); ``topic_limits``
+  (reading them) is open like ``topics``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from butterfly_baichuan.config import BaichuanConfig
 from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS
 from butterfly_common import Refusal, Request, api, mq, retstat, runtime
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
-from butterfly_common.roles import require_role
+from butterfly_common.roles import identity_of, require_role
 
 OK = retstat.OK
 
@@ -160,6 +162,31 @@ def purge(req: Request, topic: str, status: str = "failed") -> Any:
     """Admin: delete every message of ``topic`` in ``status`` (queued, delayed, started,
     finished, failed, or all); answers ``purged``."""
     return OK, queue_admin.purge(mq.broker(), topic, status)
+
+
+@api(topic=False)
+def topic_limits(req: Request, topic: str) -> Any:
+    """``topic``'s limits: ``max_running``, ``rate`` per ``rate_window`` seconds (null:
+    off), the live ``running`` count and ``window_used`` (claims in the current window),
+    ``held`` (claims a limit cut short while messages were ready) with ``held_at``, and
+    ``set_at`` / ``set_by``."""
+    return OK, queue_admin.topic_limits(mq.broker(), topic)
+
+
+@api(admin=True)
+def set_topic_limits(req: Request, topic: str, max_running: int | None = None,
+                     rate: int | None = None, rate_window: float | None = None) -> Any:
+    """Admin: replace ``topic``'s limits, enforced by every consumer's claim at once.
+    ``max_running`` (1..1000000): at most that many of its messages started at once,
+    fleet-wide; ``rate`` (1..1000000) per ``rate_window`` seconds (0.001..86400, whole ms,
+    default 1): at most that many claims per fixed window of the Redis clock. An omitted
+    limit is off; neither clears them (the claim path is unlimited again). A held-back
+    message stays queued. Answers the limits as ``topic_limits`` does; audited (the
+    ``butterfly.baichuan.audit`` log and ``set_by``). Bad values: ERR_BAD_PARAMS."""
+    caller = identity_of(req)
+    who = caller.username if caller.username != "-" else caller.via  # e.g. admin-token
+    return OK, queue_admin.set_topic_limits(mq.broker(), topic, max_running, rate,
+                                            rate_window, who)
 
 
 @api(topic=False)
