@@ -53,8 +53,9 @@ def open_database(url: str) -> peewee.Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         # WAL lets readers and one writer work at once across gunicorn workers. A pooled
         # connection serves one thread at a time, but not always the one that opened it.
-        return PooledSqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS,
-                                    check_same_thread=False, **_SQLITE_POOL)
+        pooled: peewee.Database = PooledSqliteDatabase(
+            str(path), pragmas=SQLITE_PRAGMAS, check_same_thread=False, **_SQLITE_POOL)
+        return pooled
     database_: peewee.Database = connect(_with_defaults(url))
     return database_
 
