@@ -232,8 +232,9 @@ def publish_many(broker: Broker, messages: list[Any], *, max_bytes: int,
         except Refusal as exc:
             raise Refusal(exc.stat, f"messages[{i}]: {exc.reason}", http=exc.http) from None
         items.append({"topic": topic, "data": data, **options})
-    results = [publish_answer(done)
-               for done in broker.publish_many(items, force=force, reqid=reqid)]
+    # through mq.publish_many: the middleware see each message, as a publish
+    results = [publish_answer(done) for done in mq.publish_many(
+        items, via=broker, force=force, reqid=reqid)]
     return {"created": sum(1 for r in results if r["created"]), "results": results}
 
 

@@ -106,17 +106,19 @@ def publish(topic: str, data: dict[str, Any], *, via: BrokerLike | None = None,
     return result
 
 
-def publish_many(messages: Sequence[dict[str, Any]], **options: Any) -> list[PublishResult]:
+def publish_many(messages: Sequence[dict[str, Any]], *, via: BrokerLike | None = None,
+                 **options: Any) -> list[PublishResult]:
     """Queue several messages in pipelined round trips; items and options as
     :meth:`Broker.publish_many` (each item a dict with ``topic``, ``data`` and any
     per-message option). The current request's id travels with them unless ``reqid``
-    is given (as an option or per item)."""
+    is given (as an option or per item). ``via`` as for :func:`publish`."""
     if "reqid" not in options:
         rid = current_reqid.get()
         options["reqid"] = None if rid == NO_REQID else rid
     chain = middleware.active()
+    target = via or _source()
     if not (chain.before_publish or chain.after_publish):
-        return _source().publish_many(messages, **options)
+        return target.publish_many(messages, **options)
     # the middleware see each message as they see a publish: its options, then its result
     shared = {k: options.pop(k) for k in _FOR_ALL if k in options}
     items: list[Any] = []
@@ -131,7 +133,7 @@ def publish_many(messages: Sequence[dict[str, Any]], **options: Any) -> list[Pub
             for mw in chain.before_publish:
                 mw.before_publish(item["topic"], item["data"], opts)
             items.append({"topic": item["topic"], "data": item["data"], **opts})
-        results = _source().publish_many(items, **shared)
+        results = target.publish_many(items, **shared)
     except Exception:
         for item in reversed(seen):  # hooks that stacked a state per message unwind
             chain.notify("after_publish", item["topic"], item["data"], None)
