@@ -30,6 +30,8 @@ CLIENT SETNAME, completion WATCH and streams: reference/twemproxy.md), so it run
 only; Dramatiq runs direct too (its one Lua script composes key names inside the script,
 which a proxy cannot route). Targets (issue 13): baichuan direct >= 1.3x Dramatiq
 processing and >= 1.0x publishing, >= 5x RQ SimpleWorker; via Twemproxy >= 0.85x direct.
+``limited`` (issue 24) is baichuan direct with the messages on priorities 0-2 and topic
+limits set that never bind (max_running 1000, 1 000 000 a second): >= 2.5x Dramatiq.
 
 Rounds interleave the systems (a burst of load elsewhere hits one round of each); RQ, ten
 times slower, runs in the first round only, which is enough for its ratio's margin.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import signal
@@ -158,12 +161,16 @@ def tail(logfile: Path, lines: int = 15) -> str:
 
 # -- the systems ---------------------------------------------------------------------------
 
-def baichuan_publisher(url: str) -> Callable[[], object]:
-    """baichuan's publish: Broker.publish with force (no consumer is alive yet)."""
+def baichuan_publisher(url: str, priorities: bool = False) -> Callable[[], object]:
+    """baichuan's publish: Broker.publish with force (no consumer is alive yet); with
+    ``priorities``, the messages take priorities 0, 1 and 2 in turn."""
     from butterfly_common.mq import Broker
 
     broker = Broker.from_url(url)
-    return lambda: broker.publish(TOPIC, {}, force=True)
+    if not priorities:
+        return lambda: broker.publish(TOPIC, {}, force=True)
+    turn = itertools.cycle((0, 1, 2))
+    return lambda: broker.publish(TOPIC, {}, force=True, priority=next(turn))
 
 
 def bench_baichuan(system: str, url: str, n: int, threads: int, tmp: Path,
@@ -257,10 +264,13 @@ def bench_dramatiq(url: str, n: int, threads: int, tmp: Path, timeout: float,
 
 # -- running and reporting -----------------------------------------------------------------
 
-SYSTEMS = ("direct", "twemproxy", "rq-simple", "rq-fork", "dramatiq")
+SYSTEMS = ("direct", "twemproxy", "limited", "rq-simple", "rq-fork", "dramatiq")
 #: The systems that publish in turns (the rest publish and run on their own).
-IN_TURNS = ("direct", "twemproxy", "dramatiq")
-LABELS = {"direct": "baichuan direct", "twemproxy": "baichuan twemproxy"}
+IN_TURNS = ("direct", "twemproxy", "limited", "dramatiq")
+LABELS = {"direct": "baichuan direct", "twemproxy": "baichuan twemproxy",
+          "limited": "baichuan prio+limits"}
+#: ``limited``'s topic limits: set, checked on every claim, never binding (issue 24)
+LIMITS = {"max_running": 1000, "rate": 1_000_000, "rate_window": 1.0}
 
 
 def start_servers(name: str, stack: contextlib.ExitStack) -> str:
@@ -269,7 +279,12 @@ def start_servers(name: str, stack: contextlib.ExitStack) -> str:
     if name == "twemproxy":
         shards = [stack.enter_context(RedisServer()) for _ in range(2)]
         return stack.enter_context(Nutcracker([s.port for s in shards])).url
-    return stack.enter_context(RedisServer()).url
+    url = stack.enter_context(RedisServer()).url
+    if name == "limited":
+        from butterfly_common.mq import Broker
+
+        Broker.from_url(url).set_limits(TOPIC, set_by="bench", **LIMITS)
+    return url
 
 
 def publish_in_turns(names: list[str], urls: dict[str, str], n: int,
@@ -277,7 +292,8 @@ def publish_in_turns(names: list[str], urls: dict[str, str], n: int,
     """Publish ``n`` messages per system in ``turns`` slices, the systems taking turns
     (order reversed every slice); returns each system's messages/s over its own slices."""
     publishers = {name: (dramatiq_publisher(urls[name]) if name == "dramatiq"
-                         else baichuan_publisher(urls[name])) for name in names}
+                         else baichuan_publisher(urls[name], priorities=name == "limited"))
+                  for name in names}
     spent = dict.fromkeys(names, 0.0)
     sizes = [n // turns + (1 if i < n % turns else 0) for i in range(turns)]
     for turn, size in enumerate(sizes):
@@ -332,7 +348,10 @@ RATIOS = [("baichuan direct / Dramatiq", "baichuan direct", "Dramatiq", "process
           ("baichuan direct / RQ SimpleWorker", "baichuan direct", "RQ SimpleWorker",
            "process/s", 5.0),
           ("baichuan twemproxy / direct", "baichuan twemproxy", "baichuan direct",
-           "process/s", 0.85)]
+           "process/s", 0.85),
+          # issue 24: priorities and limits that do not bind keep the queue ahead
+          ("baichuan prio+limits / Dramatiq", "baichuan prio+limits", "Dramatiq",
+           "process/s", 2.5)]
 
 
 def main() -> int:
