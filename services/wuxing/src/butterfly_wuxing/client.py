@@ -128,8 +128,8 @@ class WuxingClient(ServiceClient):
             if self._outage_since is not None:
                 return
             self._outage_since = time.monotonic()
-        log.warning("wuxing at %s cannot be reached (%s): config() answers from the cache "
-                    "in %s, flagged stale, until it is back", self.base_url, exc,
+        log.warning("wuxing at %s cannot be reached (%s): config() answers the releases "
+                    "cached in %s, flagged stale, until it is back", self.base_url, exc,
                     self.cache.directory if self.cache else "-")
 
     def _note_recovery(self) -> None:
