@@ -12,25 +12,39 @@
     release = wx.config("demo")              # main release or the gray one for this client
     wx.report("demo", release)               # applied (error="...": rejected)
 
+    wx = WuxingClient(client="web-7", cache_dir="/var/lib/web/wuxing-cache")
+    release = wx.config("demo")              # during a wuxing outage: the cached release,
+    if release["stale"]: ...                 # flagged stale, with cached_at and age
+
 A thin layer over the framework's ``ServiceClient`` (reqid, token, pooled connections,
 time-outs, the envelope): its methods name wuxing's routes and return their ``data``; a
 refusal raises the ``ServiceError`` of its stat (``CasFailed``, ``Compacted``...), no
-answer a ``TransportError``.
+answer a ``TransportError``. With ``cache_dir`` the client survives a wuxing outage:
+``config`` keeps the last release per namespace in local files (``client_cache``) and
+answers from them while wuxing cannot be reached.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from butterfly_common.httpclient import (
+    CallError,
     ServiceClient,
     ServiceError,
     TransportError,
     errors_by_stat,
     given,
 )
+
+from .client_cache import ReleaseCache
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:4200"
 
@@ -64,20 +78,67 @@ class WuxingClient(ServiceClient):
 
     def __init__(self, base_url: str | None = None, token: str | None = None,
                  timeout: float = 10.0, *, client: str | None = None,
-                 labels: list[str] | None = None) -> None:
+                 labels: list[str] | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__(base_url or "wuxing", token=token, timeout=timeout,
                          default_url=DEFAULT_URL)
         #: who this client is to gray release rules: its name and labels (its IP is the
         #: one the server sees)
         self.client = client
         self.labels = list(labels or [])
+        #: the last release per namespace, for outages (None: no cache, outages raise)
+        self.cache = None if cache_dir is None else ReleaseCache(cache_dir)
+        self._outage_since: float | None = None  # monotonic; set while wuxing is down
+        self._outage_lock = threading.Lock()
 
     def config(self, namespace: str) -> dict[str, Any]:
         """The release this client should run: ``values`` (``{instance: {item: value}}``),
-        ``revision`` (the main release), ``gray_id`` (a gray release, or None) and
-        ``namespace_revision`` (watch from there to learn of the next one)."""
-        return self.data("client_config", given(namespace=namespace, client=self.client,
-                                                labels=self.labels or None))
+        ``revision`` (the main release), ``gray_id`` (a gray release, or None),
+        ``namespace_revision`` (watch from there to learn of the next one) and ``stale``.
+
+        With a cache, an answer is stored; when wuxing cannot be reached (no answer, a
+        time-out, a 5xx) the stored one is answered with ``stale: True``, ``cached_at``
+        (epoch seconds) and ``age`` (seconds), and with none stored the error is raised.
+        """
+        try:
+            release: dict[str, Any] = self.data("client_config", given(
+                namespace=namespace, client=self.client, labels=self.labels or None))
+        except CallError as exc:
+            if self.cache is None or not _is_outage(exc):
+                raise
+            self._note_outage(exc)
+            cached = self.cache.load(namespace)
+            if cached is None:
+                raise
+            return {**cached.release, "stale": True, "cached_at": cached.cached_at,
+                    "age": max(0.0, time.time() - cached.cached_at)}
+        if self.cache is not None:
+            self._note_recovery()
+            try:
+                self.cache.save(namespace, release)
+            except OSError as exc:  # a full disk must not cost the application its answer
+                log.warning("wuxing client cache: cannot write %s (%s)",
+                            self.cache.path(namespace), exc)
+        release["stale"] = False
+        return release
+
+    def _note_outage(self, exc: CallError) -> None:
+        """Log the start of an outage once (not once per call)."""
+        with self._outage_lock:
+            if self._outage_since is not None:
+                return
+            self._outage_since = time.monotonic()
+        log.warning("wuxing at %s cannot be reached (%s): config() answers the releases "
+                    "cached in %s, flagged stale, until it is back", self.base_url, exc,
+                    self.cache.directory if self.cache else "-")
+
+    def _note_recovery(self) -> None:
+        """Log the end of an outage once."""
+        with self._outage_lock:
+            since, self._outage_since = self._outage_since, None
+        if since is not None:
+            log.warning("wuxing at %s answers again after %.1f s: config() answers fresh "
+                        "releases again", self.base_url, time.monotonic() - since)
 
     def report(self, namespace: str, release: dict[str, Any],
                error: str | None = None) -> dict[str, Any]:
@@ -147,3 +208,9 @@ class WuxingClient(ServiceClient):
         """Import an exported ``document`` (into ``namespace`` if given); the diff."""
         return self.data("import", given(document=document, namespace=namespace,
                                          dry_run=dry_run))
+
+
+def _is_outage(exc: CallError) -> bool:
+    """wuxing did not answer (connection refused, time-out, a proxy's error page) or failed
+    (5xx): an outage. A refusal (4xx: bad namespace, no credential...) is an answer."""
+    return isinstance(exc, TransportError) or exc.status >= 500
