@@ -1,19 +1,28 @@
 """Event triggers: each event published to ``/xingqiao/trigger`` starts exactly one flow
-(the event its job_extra), the same event id twice or a redelivered message one flow;
-a disabled trigger drops events; writes need operator, delete admin; bad input 4xx."""
+(the event its job_extra), the same event id twice or a redelivered message one flow,
+also across a SIGKILL of the replica (SQLite and MariaDB); a disabled trigger drops
+events; writes need operator, delete admin; bad input 4xx."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from test_xingqiao_api import refused
-from xq_helpers import XQ, fleet
+from test_xingqiao_crash import sigkill
+from xq_helpers import XQ, _env, fleet, task_consumer
 
 from butterfly_common.mq import Broker, Message
-from butterfly_common.testing import wait_until
+from butterfly_common.testing import (
+    ButterflyService,
+    RedisServer,
+    child_pids,
+    mariadb_database,
+    wait_until,
+)
 
 OPERATOR_TOKEN = "xq-test-operator-token-0123456"
 TOPIC = "/xingqiao/trigger"
@@ -175,3 +184,58 @@ def test_trigger_roles_and_delete(xq: XQ):
     deleted = xq.ok(xq.post("trigger_delete", name=name))
     assert deleted["name"] == name
     assert all(r["name"] != name for r in xq.ok(xq.get("trigger_list"))["list"])
+
+
+EVENTS = 150
+
+
+def claimed_by(broker: Broker, pids: list[int]) -> set[str]:
+    """Ids of trigger messages claimed right now by processes ``pids``."""
+    marks = {f":{pid}:" for pid in pids}
+    return {m.id for m in broker.list(TOPIC, "started", page_size=1000)[1]
+            if any(mark in m.worker for mark in marks)}
+
+
+@pytest.mark.parametrize("database", ["sqlite", "mariadb"])
+def test_each_trigger_event_one_flow_under_a_crash(database: str, tmp_path):
+    """150 events (deduplicated by their message ids) while the xingqiao replica serving
+    them is SIGKILLed with trigger messages claimed, then restarted: the claimed
+    messages are redelivered, and every event has exactly one flow, all finished."""
+    with contextlib.ExitStack() as stack:
+        db_url = (f"sqlite:///{tmp_path / 'xq.db'}" if database == "sqlite"
+                  else stack.enter_context(mariadb_database("bf_xq_trg")))
+        redis = stack.enter_context(RedisServer())
+        stack.enter_context(task_consumer(redis.url))
+        env = _env(redis.url, {"BUTTERFLY_CONSUME": "1", "BUTTERFLY_DB_URL": db_url})
+        replica = ButterflyService("xingqiao", env).start()
+        stack.callback(lambda: replica.stop())
+        xq = XQ(replica.url, redis.url)
+        name, k = setup_trigger(xq)
+        broker = Broker(xq.redis)
+        ids = [f"crash-{k}-{i}" for i in range(EVENTS)]
+        for i, msg_id in enumerate(ids):
+            broker.publish(TOPIC, {"trigger": name, "event": {"key": k, "value": str(i)}},
+                           msg_id=msg_id)
+        victims = child_pids(replica.proc.pid)
+        doomed = wait_until(lambda: claimed_by(broker, victims), 60, interval=0.001,
+                            what="the replica holding trigger messages")
+        sigkill(replica)
+        replica = ButterflyService("xingqiao", env).start()
+        xq = XQ(replica.url, redis.url)
+        wait_until(lambda: broker.counts(TOPIC)["finished"] == EVENTS, 60, interval=0.1,
+                   what="every event answered")
+        msgs = [broker.get(msg_id, TOPIC) for msg_id in ids]
+        answers = [m.result["data"] for m in msgs if m is not None and m.result]
+        assert len(answers) == EVENTS and all(a["event_id"] in ids for a in answers)
+        assert len({a["job_id"] for a in answers}) == EVENTS  # one flow per event
+        assert xq.ok(xq.get("list_jobs", operator=f"trigger:{name}",
+                            page_size=1))["total"] == EVENTS
+        wait_until(lambda: xq.ok(xq.get("list_jobs", operator=f"trigger:{name}",
+                                        job_status="finished", page_size=1))["total"]
+                   == EVENTS, 60, interval=0.2, what="every flow finished")
+        redelivered = [m for m in msgs if m is not None and m.attempts > 1]
+        again = sum(not m.result["data"]["created"] for m in redelivered if m.result)
+        print(f"\ntrigger crash ({database}): {EVENTS} events, {len(doomed)} claimed by the "
+              f"killed replica, {len(redelivered)} redelivered ({again} of them had "
+              f"started their flow before the kill); {EVENTS} flows")
+        assert redelivered, "the kill left no message to redeliver"
