@@ -40,6 +40,7 @@ from test_xingqiao_triggers import (  # noqa: F401
     test_a_redelivered_message_starts_one_flow,
     test_disabled_trigger_drops_events_and_enable_resumes,
     test_each_event_starts_one_flow_with_the_event_as_extra,
+    test_the_same_event_published_at_once_starts_one_flow,
     test_trigger_refusals,
 )
 from test_xingqiao_versions import (  # noqa: F401

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from test_xingqiao_api import refused
 from test_xingqiao_crash import sigkill
-from xq_helpers import XQ, _env, fleet, task_consumer
+from xq_helpers import TOKEN, XQ, _env, fleet, task_consumer
 
 from butterfly_common.mq import Broker, Message
 from butterfly_common.testing import (
@@ -23,6 +23,7 @@ from butterfly_common.testing import (
     mariadb_database,
     wait_until,
 )
+from butterfly_xingqiao.client import FlowClient
 
 OPERATOR_TOKEN = "xq-test-operator-token-0123456"
 TOPIC = "/xingqiao/trigger"
@@ -125,6 +126,21 @@ def test_a_redelivered_message_starts_one_flow(xq: XQ):
     assert trigger_row(xq, name)["fired"] == 1
 
 
+def test_the_same_event_published_at_once_starts_one_flow(xq: XQ):
+    """20 messages of one event id, claimed together by the replica's runner threads:
+    the flow's unique key lets one insert win, the others answer its flow."""
+    name, k = setup_trigger(xq)
+    data = {"trigger": name, "event": {"key": k, "value": "once"}, "event_id": "e-1"}
+    answers = [answer(xq, msg_id) for msg_id in
+               [r.msg_id for r in Broker(xq.redis).publish_many(
+                   [{"topic": TOPIC, "data": data} for _ in range(20)])]]
+    assert {a["stat"] for a in answers} == {"OK"}, answers
+    assert len({a["data"]["job_id"] for a in answers}) == 1
+    assert sum(a["data"]["created"] for a in answers) == 1
+    assert xq.wait(answers[0]["data"]["job_id"])["job_status"] == "finished"
+    assert len(flows_of(xq, name)) == 1 and xq.runs(k) == 1
+
+
 def test_disabled_trigger_drops_events_and_enable_resumes(xq: XQ):
     name, k = setup_trigger(xq)
     row = xq.ok(xq.post("trigger_disable", name=name))
@@ -132,7 +148,9 @@ def test_disabled_trigger_drops_events_and_enable_resumes(xq: XQ):
     dropped = answer(xq, publish(xq, {"trigger": name, "event": {"key": k, "value": "x"}}))
     assert dropped["stat"] == "ERR_TRIGGER_DISABLED", dropped
     assert flows_of(xq, name) == [] and trigger_row(xq, name)["dropped"] == 1
-    assert xq.ok(xq.post("trigger_enable", name=name))["enabled"] is True
+    flows = FlowClient(xq.url, token=TOKEN)  # the Python client says the same
+    assert next(t for t in flows.triggers() if t["name"] == name)["dropped"] == 1
+    assert flows.enable_trigger(name)["enabled"] is True
     fired = answer(xq, publish(xq, {"trigger": name, "event": {"key": k, "value": "y"}}))
     assert xq.wait(fired["data"]["job_id"])["ret_data"]["value"] == "y"
     assert len(flows_of(xq, name)) == 1 and xq.runs(k) == 1
@@ -183,6 +201,10 @@ def test_trigger_roles_and_delete(xq: XQ):
                          timeout=30), 403, "ERR_FORBIDDEN")  # destructive: admin
     deleted = xq.ok(xq.post("trigger_delete", name=name))
     assert deleted["name"] == name
+    made = FlowClient(xq.url, token=OPERATOR_TOKEN).create_trigger(
+        f"py-{k}", f"trg-{k}", job_version="1", enabled=False)
+    assert (made["job_version"], made["enabled"], made["created_by"]) == (
+        "1", False, "operator-token")
     assert all(r["name"] != name for r in xq.ok(xq.get("trigger_list"))["list"])
 
 
