@@ -1,6 +1,6 @@
-"""The engine, API, version, map and signal suites again, with xingqiao on MariaDB (as in
-the fleet) instead of SQLite: the same test functions, collected here against a
-MariaDB-backed fleet."""
+"""The engine, API, version, map, signal and trigger suites again, with xingqiao on
+MariaDB (as in the fleet) instead of SQLite: the same test functions, collected here
+against a MariaDB-backed fleet."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ from test_xingqiao_signals import (  # noqa: F401
     test_signal_to_a_waiting_task_moves_the_flow_through_the_client,
     test_signals_sent_early_are_kept_and_taken_in_order,
     test_timeout_policies_fail_skip_default,
+)
+from test_xingqiao_triggers import (  # noqa: F401
+    test_a_redelivered_message_starts_one_flow,
+    test_disabled_trigger_drops_events_and_enable_resumes,
+    test_each_event_starts_one_flow_with_the_event_as_extra,
+    test_the_same_event_published_at_once_starts_one_flow,
+    test_trigger_refusals,
 )
 from test_xingqiao_versions import (  # noqa: F401
     test_json_flow_keeps_its_version_and_create_job_pins_one,

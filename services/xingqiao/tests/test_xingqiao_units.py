@@ -12,7 +12,7 @@ from butterfly_xingqiao import dataflow, store
 from butterfly_xingqiao.definitions import DefinitionError, TaskSpec, Workflow, validate
 from butterfly_xingqiao.flowtypes import load_plugins
 from butterfly_xingqiao.lifecycle import FLOW_MOVES, TASK_MOVES, IllegalMove
-from butterfly_xingqiao.models import MODELS, Job, Signal, Task
+from butterfly_xingqiao.models import MODELS, Job, Signal, Task, Trigger
 
 
 def errors_of(specs: list[TaskSpec]) -> list[str]:
@@ -184,7 +184,7 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
         run(*[migrator.drop_column("workflow_task", c) for c in new_task_columns],
             migrator.drop_column("workflow_job", "job_version"),
             migrator.drop_column("workflow_job", "job_trace"))
-        db.database.drop_tables([Signal])
+        db.database.drop_tables([Signal, Trigger])
         db.database.execute_sql(
             "INSERT INTO workflow_job (job_namespace, job_reqid, job_name, job_status, "
             "job_type, job_type_version, ret_stat, job_cost, job_timeout, exe_id, job_token, "
@@ -201,6 +201,9 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
         old = Job.get(Job.job_name == "old")
         assert (old.job_version, old.job_trace) == ("", "")
         assert db.database.table_exists("workflow_signal")
+        assert db.database.table_exists("workflow_trigger")
+        names = {i.name for i in db.database.get_indexes("workflow_trigger")}
+        assert "workflow_trigger_name" in names, names  # unique: one trigger per name
         names = {i.name for i in db.database.get_indexes("workflow_task")}
         assert "workflow_task_task_parent_task_status" in names, names
         task = Task.create(job_id=1, task_label="a", task_cmd="/x/y")

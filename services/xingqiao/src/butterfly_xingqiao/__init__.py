@@ -6,6 +6,8 @@ from butterfly_common.service import Service
 from .config import XingqiaoConfig
 from .operations import HTTP_CODES, StoreRefusals
 from .runner import setup, start_sweeper
+from .triggers import HTTP_CODES as TRIGGER_CODES
+from .triggers import MessageIds
 
 service = Service(
     name="xingqiao",
@@ -16,8 +18,8 @@ service = Service(
     setup=setup,
     env_prefix="XINGQIAO",
     config=XingqiaoConfig,
-    middleware=[StoreRefusals()],
-    statuses=HTTP_CODES,
+    middleware=[StoreRefusals(), MessageIds()],
+    statuses={**HTTP_CODES, **TRIGGER_CODES},
 )
 
 __all__ = ["service"]

@@ -84,6 +84,21 @@ class FlowClient(ServiceClient):
         return self.data("send_signal", {"job_id": job_id, "name": name,
                                          "payload": payload or {}})
 
+    def create_trigger(self, name: str, job_type: str, job_namespace: str = "trigger",
+                       **options: Any) -> dict[str, Any]:
+        """Bind events published to ``/xingqiao/trigger`` with ``trigger: name`` to flows
+        of ``job_type`` (options: job_version, description, enabled); the trigger."""
+        return self.data("trigger_create", {"name": name, "job_type": job_type,
+                                            "job_namespace": job_namespace, **options})
+
+    def enable_trigger(self, name: str, enabled: bool = True) -> dict[str, Any]:
+        """Enable (or with ``enabled=False`` disable: events then are dropped) a trigger."""
+        return self.data("trigger_enable" if enabled else "trigger_disable", {"name": name})
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """Every trigger, by name."""
+        return list(self.data("trigger_list", {})["list"])
+
     def tasks(self, job_id: int) -> list[dict[str, Any]]:
         """The flow's tasks, in order."""
         return list(self.data("get_tasklist_by_jobid", {"job_id": job_id})["list"])

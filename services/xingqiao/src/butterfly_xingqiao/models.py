@@ -172,4 +172,30 @@ class Signal(BaseModel):
         indexes = ((("job_id", "name", "task_id"), False),)
 
 
-MODELS = [Job, Task, FlowType, Signal]
+class Trigger(BaseModel):
+    """An event trigger: each event published for it (``/xingqiao/trigger``, ``trigger:
+    name``) starts one flow of ``job_type`` with the event as its ``job_extra``; the
+    flow's unique ``job_name`` is derived from the trigger and the event id, so the same
+    event twice (republished, or redelivered by the at-least-once queue) starts one."""
+
+    id = peewee.BigAutoField()
+    name = peewee.CharField(max_length=64, unique=True)
+    job_type = peewee.CharField(max_length=64)
+    #: A pinned definition (as create_job's ``job_version``); "" runs the newest.
+    job_version = peewee.CharField(max_length=64, default="")
+    job_namespace = peewee.CharField(max_length=64)
+    description = peewee.CharField(max_length=255, default="")
+    enabled = peewee.BooleanField(default=True)
+    #: Flows started by its events, and events dropped while it was disabled.
+    fired = peewee.BigIntegerField(default=0)
+    dropped = peewee.BigIntegerField(default=0)
+    created_by = peewee.CharField(max_length=128, default="-")
+    updated_by = peewee.CharField(max_length=128, default="-")
+    c_time = peewee.DateTimeField(default=now_dt)
+    u_time = peewee.DateTimeField(default=now_dt)
+
+    class Meta:
+        table_name = "workflow_trigger"
+
+
+MODELS = [Job, Task, FlowType, Signal, Trigger]

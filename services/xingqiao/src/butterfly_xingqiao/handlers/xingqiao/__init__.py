@@ -5,8 +5,9 @@ parameters are the original's (``create_job``, ``list_jobs``, ``get_job_detail``
 ``get_tasklist_by_jobid``, ``retry_job``, ``delete_job``, ``get_graph``) plus the original
 admin UI's (``list_tasks``, ``get_task``) and the new operations. Writes need
 authorization (``@api(write=True)``); refusals answer a stable stat, the reason in
-``x-reason`` and the HTTP code of ``operations.HTTP_CODES``. Only ``task_notice`` is a
-queue topic: the completion notices of task messages.
+``x-reason`` and the HTTP code of ``operations.HTTP_CODES``. Only ``task_notice`` (the
+completion notices of task messages) and ``trigger`` (events of event triggers) are queue
+topics.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ from typing import Any
 from butterfly_common import Refusal, api, mq, raw, retstat
 from butterfly_common.params import ParamError
 from butterfly_common.request import Request
+from butterfly_common.roles import identity_of
 from butterfly_common.runtime import get_config
-from butterfly_xingqiao import engine, flowtypes, graph, operations, queries, signals
+from butterfly_xingqiao import (
+    engine,
+    flowtypes,
+    graph,
+    operations,
+    queries,
+    signals,
+    triggers,
+)
 from butterfly_xingqiao.config import XingqiaoConfig
 from butterfly_xingqiao.definitions import DefinitionError, unserved_warnings
 from butterfly_xingqiao.models import FlowType, loads
@@ -269,3 +279,83 @@ def task_notice(req: Request, msg_id: str, topic: str, status: str = "", stat: s
     if req.method != "QUEUE":
         raise Refusal("ERR_NOT_FROM_QUEUE", "task_notice is served from the queue only")
     return OK, {"applied": engine.on_notice(msg_id, topic)}
+
+
+def _who(req: Request) -> str:
+    """The caller as audited: the user, else how it authenticated (``admin-token``)."""
+    caller = identity_of(req)
+    return caller.username if caller.username != "-" else caller.via
+
+
+def _trigger_name(name: str) -> None:
+    if not triggers.valid_name(name):
+        raise ParamError("invalid: name (1..64 of letters, digits, _ . -; starting with a "
+                         "letter or digit)")
+
+
+@api(write=True)
+def trigger_create(req: Request, name: str, job_type: str, job_namespace: str = "trigger",
+                   job_version: str | None = None, description: str = "",
+                   enabled: bool = True) -> Any:
+    """Bind events to a flow type: each event published to ``/xingqiao/trigger`` with
+    ``trigger: name`` starts one flow of ``job_type`` (``job_version`` pins a definition,
+    as in create_job) in ``job_namespace``, the event as its ``job_extra``. Answers the
+    trigger as ``data``. ERR_TRIGGER_EXIST, ERR_JOB_TYPE_NOT_EXISTS,
+    ERR_JOB_VERSION_NOT_EXIST."""
+    _trigger_name(name)
+    if not 0 < len(job_type) <= flowtypes.NAME_MAX or not 0 < len(job_namespace) <= 64:
+        raise ParamError("invalid: job_type / job_namespace (1..64 chars)")
+    if job_version is not None and not 0 < len(job_version) <= 64:
+        raise ParamError("invalid: job_version (1..64 chars)")
+    return OK, {"data": triggers.create(name, job_type, job_namespace, job_version,
+                                        description[:255], enabled, _who(req))}
+
+
+@api(write=True)
+def trigger_enable(req: Request, name: str) -> Any:
+    """Start flows for the trigger's events again. ERR_TRIGGER_NOT_EXIST."""
+    _trigger_name(name)
+    return OK, {"data": triggers.set_enabled(name, True, _who(req))}
+
+
+@api(write=True)
+def trigger_disable(req: Request, name: str) -> Any:
+    """Stop starting flows: events that come while disabled are dropped (answered
+    ERR_TRIGGER_DISABLED, counted in ``dropped``), not kept. ERR_TRIGGER_NOT_EXIST."""
+    _trigger_name(name)
+    return OK, {"data": triggers.set_enabled(name, False, _who(req))}
+
+
+@api(write=True, role="admin")
+def trigger_delete(req: Request, name: str) -> Any:
+    """Delete a trigger (its flows stay); later events answer ERR_TRIGGER_NOT_EXIST."""
+    _trigger_name(name)
+    return OK, {"data": triggers.delete(name, _who(req))}
+
+
+@api(topic=False)
+def trigger_list(req: Request) -> Any:
+    """Every trigger by name as ``data: {total, list}``: its flow type, namespace,
+    ``enabled``, ``fired`` (flows started), ``dropped`` (events while disabled) and who
+    created / last changed it when."""
+    items = triggers.listing()
+    return OK, {"data": {"total": len(items), "list": items}}
+
+
+@api
+def trigger(req: Request, trigger: str, event: Any = None, event_id: str | None = None) -> Any:
+    """Queue only (publish to ``/xingqiao/trigger``): an event of trigger ``trigger``. It
+    starts one flow with ``event`` (a JSON object) as its ``job_extra``; ``event_id``
+    (default: the message id) deduplicates: the same id again answers the same flow
+    (``created: false``). Answers ``data: {trigger, event_id, job_id, created}``.
+    ERR_TRIGGER_NOT_EXIST, ERR_TRIGGER_DISABLED (the event is dropped), and create_job's
+    refusals."""
+    if req.method != "QUEUE":
+        raise Refusal("ERR_NOT_FROM_QUEUE", "trigger is served from the queue only: "
+                      f"publish to {triggers.TOPIC}")
+    _trigger_name(trigger)
+    if event_id is None:
+        event_id = str(req.context.get(triggers.MSG_ID) or req.reqid)
+    if not 0 < len(event_id) <= triggers.EVENT_ID_MAX or not event_id.isprintable():
+        raise ParamError(f"invalid: event_id (1..{triggers.EVENT_ID_MAX} printable chars)")
+    return OK, {"data": triggers.fire(trigger, event, event_id, req.reqid)}
