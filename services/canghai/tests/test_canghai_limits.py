@@ -72,6 +72,13 @@ def test_admin_sets_shows_and_clears_limits(client, broker: Broker) -> None:
     got = broker.limits(TOPIC)
     assert (got.max_running, got.rate, got.rate_window) == (None, 7, 1.0)
 
+    # every field empty: no limit left, said and audited as a clear
+    r = _post(client, csrf, max_running="", rate="", rate_window="", action="set")
+    assert r.status_code == 302 and "done=limits_cleared" in r.headers["Location"]
+    assert not broker.limits(TOPIC).limited
+    assert audit.recent(1, 10, "ada", "limits_clear")[0] == 1
+
+    broker.set_limits(TOPIC, max_running=1)
     r = _post(client, csrf, action="clear")
     assert r.status_code == 302 and "done=limits_cleared" in r.headers["Location"]
     assert not broker.limits(TOPIC).limited
@@ -151,7 +158,7 @@ def test_bad_input_is_said_on_the_page(client, broker: Broker, form: dict, why: 
     broker.set_limits(TOPIC, max_running=2, set_by="ops")
     csrf = _signed_in(client, "ada")
     r = _post(client, csrf, action="set", **form)
-    assert r.status_code == 400
+    assert r.status_code == 400 and why in r.headers["x-reason"]
     assert why in _field(r.text, "limits-error")
     assert 'id="limits"' in r.text and f"<h2 class=\"mono\">{TOPIC}" in r.text
     for key, value in form.items():  # the form keeps what was typed

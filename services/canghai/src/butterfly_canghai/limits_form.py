@@ -8,6 +8,7 @@ reader's language instead of a 400 page (or the broker's ValueError as a 500).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,19 @@ MAX_CHARS = 24
 
 
 class LimitsInputError(ValueError):
-    """A field the broker would refuse: ``key`` is the i18n label, ``fmt`` its values."""
+    """A field the broker would refuse: ``key`` is the i18n label, ``fmt`` its values
+    (``field``: the name of the field at fault, itself an i18n key)."""
 
     def __init__(self, key: str, **fmt: Any) -> None:
         super().__init__(key)
         self.key, self.fmt = key, fmt
+
+    def say(self, translate: Callable[..., str], lang: str) -> str:
+        """The error in ``lang`` (``translate`` is the console's i18n lookup)."""
+        fmt = dict(self.fmt)
+        if "field" in fmt:
+            fmt["field"] = translate(lang, fmt["field"])
+        return translate(lang, self.key, **fmt)
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,12 @@ def _window(text: str) -> float | None:
     return value
 
 
-def parse(form: Any, labels: dict[str, str] | None = None) -> LimitsInput:
+def parse(form: Any) -> LimitsInput:
     """``max_running``, ``rate`` and ``rate_window`` of ``form`` checked as the broker
-    checks them (``labels`` name the fields in errors), else LimitsInputError."""
+    checks them, else LimitsInputError (its ``field`` is the field's name)."""
     raw = {k: (form.get(k) or "").strip() for k in ("max_running", "rate", "rate_window")}
-    names = labels or {}
-    running = _count(names.get("max_running", "max_running"), raw["max_running"])
-    rate = _count(names.get("rate", "rate"), raw["rate"])
+    running = _count("max_running", raw["max_running"])
+    rate = _count("rate", raw["rate"])
     window = _window(raw["rate_window"])
     if window is not None and rate is None:
         raise LimitsInputError("window_needs_rate")

@@ -128,18 +128,22 @@ def set_limits() -> Any:
         log("limits_clear", topic)
         done = "limits_cleared"
     elif action == "set":
-        lang = g.get("lang") or "en"
-        labels = {k: translate(lang, k) for k in ("max_running", "rate")}
         try:
-            wanted = limits_form.parse(request.form, labels)
+            wanted = limits_form.parse(request.form)
         except limits_form.LimitsInputError as exc:
-            why = translate(lang, exc.key, **exc.fmt)
-            log("limits_set", topic, why, ok=False)
+            why = exc.say(translate, g.get("lang") or "en")
+            g.reason = exc.say(translate, "en")  # x-reason, as every refusal says why
+            log("limits_set", topic, g.reason, ok=False)
             return messages_page({"topic": topic, "status": status}, limits_form=request.form,
                                  limits_error=why), 400
-        b.set_limits(topic, wanted.max_running, wanted.rate, wanted.rate_window, set_by=user)
-        log("limits_set", topic, wanted.detail())
-        done = "limits_saved"
+        now = b.set_limits(topic, wanted.max_running, wanted.rate, wanted.rate_window,
+                           set_by=user)
+        if now.limited:
+            log("limits_set", topic, wanted.detail())
+            done = "limits_saved"
+        else:  # every field empty: no limit left, as the clear button does
+            log("limits_clear", topic)
+            done = "limits_cleared"
     else:
         abort(400, "unknown action")
     return redirect("/console/messages?" + urlencode({"topic": topic, "status": status,
