@@ -357,6 +357,8 @@ def test_admin_sets_topic_limits_in_the_form(fleet: dict, admin: Watched) -> Non
     expect(panel.locator('[data-field="limits-error"]')).to_have_text(
         "Max running: must be between 1 and 1000000")
     assert not broker.limits(LIMITED).limited
+    expect(form.locator("input[name=max_running]")).to_have_value("0")  # kept to fix
+    shot(page, "messages-limits-error")
     # the refused form comes back as a 400 page, which chromium logs: expected here
     assert admin.problems and all("status of 400" in p for p in admin.problems), admin.problems
     admin.problems.clear()
