@@ -63,6 +63,8 @@ POST: dict[str, dict[str, dict]] = {
     "/console/messages/selected": {"topic": STR, "ids": STR, "action": STR, "next": STR},
     "/console/messages/requeue_all": {"topic": STR, "next": STR},
     "/console/messages/purge": {"topic": STR, "status": STR},
+    "/console/messages/limits": {"topic": STR, "status": STR, "max_running": STR, "rate": STR,
+                                 "rate_window": STR, "action": STR},
     "/console/scheduler/save": {"job_id": STR, "job_name": STR, "job_trigger": STR, "rule": STR,
                                 "cmd": STR, "new": STR},
     "/console/scheduler/action": {"job_id": STR, "action": STR},

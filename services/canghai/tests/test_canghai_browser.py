@@ -31,6 +31,7 @@ SHOTS = ROOT / "var" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 TOPIC = "/demo_api/hello"
 PARKED = "/demo_api/parked"  # a topic nobody serves: messages stay queued
+LIMITED = "/demo_api/limited"  # nobody serves it either: the limits test's topic
 ADMIN_PW = "admin-password-1"
 VIEWER_PW = "viewer-password-1"
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -341,6 +342,49 @@ def test_purge_confirm_shows_how_many(fleet: dict, admin: Watched) -> None:
     assert broker.counts(PARKED)["queued"] == 0
 
 
+def test_admin_sets_topic_limits_in_the_form(fleet: dict, admin: Watched) -> None:
+    """An admin limits a topic from its messages page: a bad value is said on the page, the
+    saved limits show in the panel and as a marker on the queues list, then clear."""
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    broker.publish(LIMITED, {"str_info": "held"}, force=True)
+    page.goto(f"/console/messages?topic={LIMITED}&status=queued")
+    panel = page.locator("#limits")
+    expect(panel.locator('[data-field="no_limits"]')).to_have_text("No limits")
+    form = panel.locator("form.limits-form")
+    form.locator("input[name=max_running]").fill("0")
+    form.locator("button[value=set]").click()
+    expect(panel.locator('[data-field="limits-error"]')).to_have_text(
+        "Max running: must be between 1 and 1000000")
+    assert not broker.limits(LIMITED).limited
+    expect(form.locator("input[name=max_running]")).to_have_value("0")  # kept to fix
+    shot(page, "messages-limits-error")
+    # the refused form comes back as a 400 page, which chromium logs: expected here
+    assert admin.problems and all("status of 400" in p for p in admin.problems), admin.problems
+    admin.problems.clear()
+    form.locator("input[name=max_running]").fill("3")
+    form.locator("input[name=rate]").fill("20")
+    form.locator("input[name=rate_window]").fill("60")
+    form.locator("button[value=set]").click()
+    expect(page).to_have_url(re.compile(r"done=limits_saved"))
+    expect(panel.locator("[data-done]")).to_have_text("Limits saved")
+    expect(panel.locator('[data-field="max_running"]')).to_have_text("3 (running now 0)")
+    expect(panel.locator('[data-field="rate"]')).to_have_text(
+        "20 per 60 s (used this window 0)")
+    expect(panel.locator('[data-field="set_by"]')).to_contain_text("admin")
+    limits = broker.limits(LIMITED)
+    assert (limits.max_running, limits.rate, limits.rate_window) == (3, 20, 60.0)
+    shot(page, "messages-limits")
+    page.goto("/console/queues")
+    expect(page.locator(f'[data-limits="{LIMITED}"]')).to_have_text("max 3 · 20/60s")
+    shot(page, "queues-limits")
+    page.goto(f"/console/messages?topic={LIMITED}&status=queued")
+    page.locator("#limits button[value=clear]").click()  # the confirm dialog is accepted
+    expect(page.locator('#limits [data-done]')).to_have_text("Limits cleared")
+    expect(page.locator('#limits [data-field="no_limits"]')).to_be_visible()
+    assert not broker.limits(LIMITED).limited
+
+
 def test_other_pages(fleet: dict, admin: Watched) -> None:
     page = admin.page
     for path, name in (("/console/consumers", "consumers"), ("/console/audit", "audit"),
@@ -381,6 +425,8 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     expect(page.locator("main h1")).to_be_visible()
     assert page.locator("main button[name=action], main .danger, "
                         "form[action$=requeue_all], input[name=ids]").count() == 0
+    expect(page.locator("#limits")).to_be_visible()  # the limits panel, without its form
+    assert page.locator("form[action$='/messages/limits']").count() == 0
     page.goto(f"/console/message?id={fleet['xss_failed']}")
     assert page.locator("main form").count() == 0
     page.goto("/console/scheduler/job?id=tick")
@@ -389,6 +435,7 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     csrf = page.evaluate("document.querySelector('input[name=csrf_token]').value")
     for path, form in (("/console/message/requeue", {"id": fleet["xss_failed"]}),
                        ("/console/messages/purge", {"topic": TOPIC, "status": "failed"}),
+                       ("/console/messages/limits", {"topic": TOPIC, "max_running": "1"}),
                        ("/console/scheduler/action", {"job_id": "tick", "action": "run"})):
         r = page.request.post(path, form={**form, "csrf_token": csrf})
         assert r.status == 403, path
@@ -759,6 +806,7 @@ def test_screenshots_exist() -> None:
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
                  "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
                  "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
-                 "search", "message-progress", "message-progress-done", "services"):
+                 "search", "message-progress", "message-progress-done", "services",
+                 "messages-limits", "queues-limits"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

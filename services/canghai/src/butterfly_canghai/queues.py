@@ -25,6 +25,14 @@ class TopicCounts:
     topic: str
     counts: dict[str, int] = field(default_factory=dict)
     consumers: int = 0
+    #: the topic's limits (None: off), read in the same script as the counts
+    max_running: int | None = None
+    rate: int | None = None
+    rate_window: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.max_running is not None or self.rate is not None
 
     @property
     def total(self) -> int:
@@ -55,13 +63,13 @@ def topic_counts(b: Broker | None = None) -> list[TopicCounts]:
     for topic in topics:
         k = b.keys(topic)
         calls[topic] = [k.queue, k.delayed, k.started, k.finished, k.failed, k.workers,
-                        k.prios]
+                        k.prios, k.limits]
     results: dict[str, list[int]] = {}
     pending = list(topics)
     for _ in range(8):  # each round loads the script on at least one more shard
         pipe = b.client.pipeline(transaction=False)
         for topic in pending:
-            pipe.execute_command("EVALSHA", _STATS.sha, 7, *calls[topic], alive_after)
+            pipe.execute_command("EVALSHA", _STATS.sha, 8, *calls[topic], alive_after)
         missing = []
         for topic, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(reply, NoScriptError):
@@ -79,8 +87,18 @@ def topic_counts(b: Broker | None = None) -> list[TopicCounts]:
     else:
         for topic in pending:
             results[topic] = _STATS(b.client, calls[topic], [alive_after])
-    return [TopicCounts(t, dict(zip(STATUSES, (int(n) for n in results[t][:5]), strict=True)),
-                        int(results[t][5])) for t in topics]
+    return [_row(t, results[t]) for t in topics]
+
+
+def _num(value: Any) -> int | None:
+    return int(value) if value not in (None, "", b"") else None
+
+
+def _row(topic: str, reply: list[Any]) -> TopicCounts:
+    window_ms = _num(reply[8])
+    return TopicCounts(topic, dict(zip(STATUSES, (int(n) for n in reply[:5]), strict=True)),
+                       int(reply[5]), _num(reply[6]), _num(reply[7]),
+                       None if window_ms is None else window_ms / 1000)
 
 
 def totals(rows: list[TopicCounts]) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """State-changing console actions on messages and users (POST + CSRF, role checked here).
 
 operator: requeue one / selected / all failed. admin: delete selected, purge a status,
-manage users. Every action lands in the audit log with the page's reqid.
+set or clear a topic's rate and concurrency limits, manage users. Every action lands in
+the audit log with the page's reqid.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, g, redirect, request
 
-from .. import queues, users
+from .. import limits_form, queues, users
 from .common import log, needs, page, safe_next
+from .i18n import translate
+from .pages import messages_page
 
 bp = Blueprint("actions", __name__, url_prefix="/console")
 
@@ -105,6 +108,46 @@ def purge() -> Any:
     n = queues.broker().purge(topic, status)
     log("purge", f"{topic} {status}", f"deleted={n}")
     return redirect("/console/messages?" + urlencode({"topic": topic, "status": status}))
+
+
+@bp.post("/messages/limits")
+@needs("admin")
+def set_limits() -> Any:
+    """Set (``action=set``; every field empty turns the limits off) or clear
+    (``action=clear``) a topic's limits, then back to its page saying so. Bad values: the
+    page again with the typed values and why, as a 400 (audited as refused)."""
+    topic = _topic()
+    status = request.form.get("status") or "queued"
+    if status not in queues.STATUSES:
+        status = "queued"
+    action = request.form.get("action") or "set"
+    b = queues.broker()
+    user = g.user.username
+    if action == "clear":
+        b.clear_limits(topic, set_by=user)
+        log("limits_clear", topic)
+        done = "limits_cleared"
+    elif action == "set":
+        try:
+            wanted = limits_form.parse(request.form)
+        except limits_form.LimitsInputError as exc:
+            why = exc.say(translate, g.get("lang") or "en")
+            g.reason = exc.say(translate, "en")  # x-reason, as every refusal says why
+            log("limits_set", topic, g.reason, ok=False)
+            return messages_page({"topic": topic, "status": status}, limits_form=request.form,
+                                 limits_error=why), 400
+        now = b.set_limits(topic, wanted.max_running, wanted.rate, wanted.rate_window,
+                           set_by=user)
+        if now.limited:
+            log("limits_set", topic, wanted.detail())
+            done = "limits_saved"
+        else:  # every field empty: no limit left, as the clear button does
+            log("limits_clear", topic)
+            done = "limits_cleared"
+    else:
+        abort(400, "unknown action")
+    return redirect("/console/messages?" + urlencode({"topic": topic, "status": status,
+                                                      "done": done}))
 
 
 @bp.post("/users/add")

@@ -103,15 +103,17 @@ def queue_rows() -> Any:
 
 # -- messages -------------------------------------------------------------------------------
 
-def _messages_context() -> dict[str, Any]:
+def _messages_context(args: Any = None) -> dict[str, Any]:
+    """The messages page's data for ``args`` (the query string unless given)."""
+    args = request.args if args is None else args
     topics = queues.broker().topics()
-    topic = request.args.get("topic") or (topics[0] if topics else "")
-    status = request.args.get("status") or "queued"
+    topic = args.get("topic") or (topics[0] if topics else "")
+    status = args.get("status") or "queued"
     if status not in STATUSES:
         abort(400, "unknown status")
     # "priority": the queued messages in claim order, highest priority first (the order
     # the queue keeps them in); the other statuses are kept by time, not by priority
-    order = request.args.get("order")
+    order = args.get("order")
     if order not in ("oldest", "priority") or (order == "priority" and status != "queued"):
         order = "newest"
     page_index = int_arg("page", 1, 1, 10**9)
@@ -131,6 +133,23 @@ def _messages_context() -> dict[str, Any]:
             "pages": max(1, (total + page_size - 1) // page_size)}
 
 
+#: what an action that came back to the messages page may say it did
+DONE = ("limits_saved", "limits_cleared")
+
+
+def messages_page(args: Any = None, not_found: str = "", limits_form: Any = None,
+                  limits_error: str = "") -> str:
+    """The messages page with its topic's limits panel (one more script call, here only:
+    the polled fragments and the queues list do without). ``limits_form`` refills the
+    limits form after a refused change, ``limits_error`` says why."""
+    ctx = _messages_context(args)
+    limits = queues.broker().limits(ctx["topic"]) if ctx["topic"] else None
+    done = request.args.get("done", "")
+    return page("messages.html", active="messages", not_found=not_found, limits=limits,
+                limits_form=limits_form, limits_error=limits_error,
+                done=done if done in DONE else "", **ctx)
+
+
 @bp.get("/messages")
 @needs("viewer")
 def messages() -> Any:
@@ -141,9 +160,8 @@ def messages() -> Any:
             return redirect(f"/console/message?id={found.id}")
         if is_valid_reqid(msg_id.upper()):  # a request id: follow it across the fleet
             return redirect("/console/search?" + urlencode({"reqid": msg_id.upper()}))
-        ctx = _messages_context()
-        return page("messages.html", active="messages", not_found=msg_id, **ctx), 404
-    return page("messages.html", active="messages", not_found="", **_messages_context())
+        return messages_page(not_found=msg_id), 404
+    return messages_page()
 
 
 @bp.get("/messages/rows")
