@@ -56,10 +56,11 @@ TOKEN = secrets.token_hex(16)  # a fresh write token for the services of this ru
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def serve(service: str, workdir: Path, redis_url: str, db_url: str) -> tuple[subprocess.Popen, int]:
+def serve(service: str, workdir: Path, redis_url: str, db_url: str,
+          threads: int = THREADS) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "BUTTERFLY_PORT": str(port), "BUTTERFLY_HOST": "127.0.0.1",
-           "BUTTERFLY_WORKERS": str(WORKERS), "BUTTERFLY_THREADS": str(THREADS),
+           "BUTTERFLY_WORKERS": str(WORKERS), "BUTTERFLY_THREADS": str(threads),
            "BUTTERFLY_LOG_DIR": str(workdir / service / "log"),
            "BUTTERFLY_DATA_DIR": str(workdir / service), "BUTTERFLY_REDIS_URL": redis_url,
            "BUTTERFLY_DB_URL": db_url, "BUTTERFLY_ADMIN_TOKEN": TOKEN}

@@ -1,0 +1,164 @@
+"""wuxing watch fan-out: one write reaching 200 watching clients (issue 27: p99 <= 100 ms).
+
+wuxing (gunicorn gthread, 2 workers with threads enough for every watch: a long poll
+holds a server thread, docs/services/wuxing.md) on SQLite and its own redis-server. The
+watchers are ``--watchers`` threads spread over ``--procs`` client processes (one Python
+process with 200 threads would measure its own GIL), each long-polling
+``/wuxing/watch`` from the revision it last saw, as ``WuxingClient.watch()`` does. The
+writer first makes one warm-up write and waits until every watcher holds it (so every
+watch is in place), then makes ``--writes`` writes ``--gap`` seconds apart. Per write and
+watcher: the latency from the write's answer to the watcher holding the change (wall clock,
+same machine; a change seen before the writer read its answer counts 0). p50 / p99 / max
+over all of them, per round.
+
+    .venv/bin/python bench/wuxing_fanout.py [--watchers 200] [--procs 4] [--writes 20]
+        [--gap 0.4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+from harness import Report
+from wuxing import AUTH, call, prepare, serve
+
+from butterfly_common.testing import RedisServer, wait_until
+
+NAME = "watch fan-out"
+
+
+def watcher_process(base: str, since: int, threads: int, values: int) -> None:
+    """Client side (``--watcher``): ``threads`` watchers; each prints nothing until it has
+    seen ``values`` values of i0's ``i|port``; then one JSON line: per thread, value ->
+    wall time it was held. "ready" is printed once every thread holds the first value."""
+    seen: list[dict[int, float]] = [{} for _ in range(threads)]
+    ready = threading.Barrier(threads + 1)
+
+    def watch(n: int) -> None:
+        session = requests.Session()
+        last = since
+        while len(seen[n]) < values:
+            data = session.get(f"{base}/wuxing/watch", params={
+                "namespace": "bench", "since": last, "timeout": 10}, timeout=30).json()["data"]
+            now = time.time()
+            for change in data["changes"]:
+                if change["item_name"] == "i|port" and change["instance_name"] == "i0":
+                    first = not seen[n]
+                    seen[n].setdefault(int(change["item_value"]), now)
+                    if first:
+                        ready.wait(60)
+            last = data["revision"]
+
+    pool = [threading.Thread(target=watch, args=(n,), daemon=True) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.wait(60)
+    print("ready", flush=True)
+    for thread in pool:
+        thread.join(120)
+    print(json.dumps([{str(k): v for k, v in s.items()} for s in seen]), flush=True)
+
+
+def fanout_round(base: str, args: argparse.Namespace) -> dict[str, float]:
+    """One round: warm-up write, every watcher in place, ``args.writes`` timed writes."""
+    since = call(base, "namespace_get", namespace="bench")["data"]["revision"]
+    value = call(base, "instance_get", namespace="bench", instance_name="i0")["data"]["i|port"]
+    per_proc = [args.watchers // args.procs + (1 if i < args.watchers % args.procs else 0)
+                for i in range(args.procs)]
+    procs = [subprocess.Popen(
+        [sys.executable, __file__, "--watcher", base, str(since), str(n),
+         str(args.writes + 1)], stdout=subprocess.PIPE, text=True) for n in per_proc]
+    session = requests.Session()
+    session.headers.update(AUTH)
+
+    def write(v: int) -> float:
+        body = session.post(f"{base}/wuxing/instance_update_item", json={
+            "namespace": "bench", "instance_name": "i0", "item_name": "i|port",
+            "item_value": v}, timeout=30).json()
+        if body["stat"] != "OK":
+            raise RuntimeError(f"write: {body}")
+        return time.time()
+
+    try:
+        time.sleep(0.5)  # the watches are asked for; the warm-up write proves they are in
+        value += 1
+        write(value)
+        for proc in procs:  # each says "ready" once all its watchers hold the warm-up
+            line = proc.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"a watcher process said {line!r}")
+        answered = {}
+        for _ in range(args.writes):
+            value += 1
+            answered[value] = write(value)
+            time.sleep(args.gap)
+        lags: list[float] = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            for seen in json.loads(out.strip().splitlines()[-1]):
+                lags += [max(0.0, seen[str(v)] - t) * 1000 for v, t in answered.items()]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    expected = args.watchers * args.writes
+    if len(lags) != expected:
+        raise RuntimeError(f"{len(lags)} deliveries of {expected}")
+    q = statistics.quantiles(lags, n=100)
+    return {"p50": q[49], "p99": q[98], "max": max(lags), "n": len(lags)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--watchers", type=int, default=200)
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--writes", type=int, default=20, help="timed writes per round")
+    parser.add_argument("--gap", type=float, default=0.4, help="seconds between writes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--watcher", nargs=4, metavar=("BASE", "SINCE", "THREADS", "VALUES"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.watcher:
+        base, since, threads, values = args.watcher
+        watcher_process(base, int(since), int(threads), int(values))
+        return 0
+    report = Report("wuxing_fanout", f"wuxing watch: a write to {args.watchers} long-polling "
+                                     f"clients in {args.procs} processes, {args.writes} "
+                                     f"writes {args.gap} s apart a round")
+    threads = args.watchers // 2 + 16  # 2 workers: a thread per watch and some to spare
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
+        workdir = Path(tmp)
+        proc, port = serve("wuxing", workdir, redis_server.url,
+                           f"sqlite:///{workdir / 'wx.db'}", threads=threads)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            prepare(base, 1)
+            wait_until(lambda: call(base, "namespace_get", namespace="bench"), 10,
+                       what="namespace")
+            for _ in range(args.rounds):
+                lag = fanout_round(base, args)
+                report.add(NAME, "p50 ms", lag["p50"])
+                report.add(NAME, "p99 ms", lag["p99"])
+                report.add(NAME, "max ms", lag["max"])
+                report.add(NAME, "deliveries", lag["n"])
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    report.note(NAME, f"wuxing 2 workers x {threads} threads, SQLite; latency from the "
+                      "write's answer to the watcher holding it")
+    report.target(f"watch fan-out to {args.watchers}: p99 ms (median)",
+                  report.median(NAME, "p99 ms"), "<=", 100)
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
