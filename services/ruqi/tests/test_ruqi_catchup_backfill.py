@@ -240,7 +240,7 @@ def test_backfill_refusals(client):
         ({"start": utc_text(now - 60), "end": utc_text(now + 3600)}, 400, "ERR_BAD_JOB"),
         ({"start": utc_text(now - 60), "end": utc_text(now - 120)}, 400, "ERR_BAD_JOB"),
         ({"start": "yesterday", "end": utc_text(now - 60)}, 400, "ERR_BAD_JOB"),
-        ({"start": utc_text(now - 60), "end": utc_text(now - 1), "overlap": "cancel_other"},
+        ({"start": utc_text(now - 60), "end": utc_text(now - 1), "overlap": "terminate"},
          400, "ERR_BAD_JOB"),
         ({"start": utc_text(now - 60), "end": utc_text(now - 1), "dry_run": "maybe"}, 400,
          "ERR_BAD_PARAMS"),

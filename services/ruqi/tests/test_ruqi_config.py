@@ -28,7 +28,8 @@ def test_values_are_read():
 
 @pytest.mark.parametrize(("name", "raw", "message"), [
     ("RUQI_OVERLAP", "sometimes",
-     "RUQI_OVERLAP='sometimes': expected allow, skip, buffer_one, buffer_all or forbid"),
+     "RUQI_OVERLAP='sometimes': expected allow, skip, buffer_one, buffer_all, cancel_other "
+     "or forbid"),
     ("RUQI_WORKERS", "0", "RUQI_WORKERS='0': expected a number >= 1"),
     ("RUQI_POLL_INTERVAL", "soon", "RUQI_POLL_INTERVAL='soon': expected a number"),
     ("RUQI_COALESCE", "maybe", "RUQI_COALESCE='maybe': expected one of"),

@@ -114,12 +114,13 @@ def test_the_buffer_is_bounded_and_a_dead_holder_is_replaced(sqlite_env):
     assert BUFFER_ALL_LIMIT == 100
 
 
-@pytest.mark.parametrize("overlap", ["allow", "skip", "buffer_one", "buffer_all", "forbid"])
+@pytest.mark.parametrize("overlap", ["allow", "skip", "buffer_one", "buffer_all", "cancel_other",
+                                     "forbid"])
 def test_every_policy_is_stored(env, add, overlap):
     assert add("p", "http://127.0.0.1:9/x", rule="10s", overlap=overlap)["overlap"] == overlap
 
 
-@pytest.mark.parametrize("overlap", ["sometimes", "BUFFER_ONE", "cancel_other", ""])
+@pytest.mark.parametrize("overlap", ["sometimes", "BUFFER_ONE", "CANCEL_OTHER", ""])
 def test_a_bad_policy_is_refused(sqlite_env, overlap):
     with pytest.raises(Refusal) as err:
         jobs.add_job("interval", "bad", "t", "http://127.0.0.1:9/x", "10s",

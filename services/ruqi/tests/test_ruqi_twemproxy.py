@@ -94,3 +94,25 @@ def test_overlap_buffer_through_twemproxy(proxied, engines, callee, add):
     with db.database.connection_context():
         statuses = {r.status for r in History.select().where(History.job_id == "tw5")}
     assert statuses <= {"ok", "skipped"}
+
+
+def test_cancel_other_through_twemproxy(proxied, engines, callee, add):
+    """cancel_other's displacement (overlap.lua) and its check (HMGET of each job's hash,
+    pipelined) through nutcracker and on a cluster: each fire stops the one before it."""
+    add("tw6", f"{callee.url}/b?sleep=2.5", overlap="cancel_other")
+    engines.start(2)
+
+    def history() -> list[History]:
+        with db.database.connection_context():
+            return list(History.select().where(History.job_id == "tw6"))
+
+    wait_until(lambda: len([r for r in history() if r.status == "canceled"]) >= 2,
+               timeout=15, what="two fires canceled by the next")
+    jobs.pause_job("tw6")
+    claims = Claims(runtime.get_redis(), "probe")
+    wait_until(lambda: claims.overlap_state("tw6") == ("", 0), timeout=10)
+    engines.stop_all()
+    rows = history()
+    assert {r.status for r in rows} <= {"ok", "canceled"}
+    assert all(r.cmd_output.startswith("canceled by fire at ") for r in rows
+               if r.status == "canceled")

@@ -21,7 +21,9 @@ Keys (``ruqi:`` prefix):
 ``lock:<job>``          STRING  the run lock of releases before overlap policies (unused)
 ``ov:<job>``            HASH    overlap policies: ``run`` (``<owner>|<ms>`` of the fire
                                 running), ``exp`` (its lease end, server ms), ``q`` (the
-                                buffered fires, JSON, oldest first); overlap.lua
+                                buffered fires, JSON, oldest first), ``x:<token>``
+                                (cancel_other: that run was displaced by the fire
+                                named by the value); overlap.lua
 ``fails:<job>``         STRING  the job's consecutive failed runs (pause_on_failure)
 ``version``             STRING  bumped on every job change; engines poll it
 ``manual``              LIST    run_job requests for whichever engine pops first
@@ -180,9 +182,10 @@ class Claims:
 
     # -- overlap policies (overlap.lua, one key per job) ------------------------------------
     def overlap_acquire(self, job_id: str, token: str, lease: float, limit: int,
-                        item: str) -> tuple[str, str]:
-        """``("run" | "buffered" | "skip", holder)``: run now, wait in the job's buffer
-        (``limit`` places), or skip. A holder whose engine has no heartbeat is replaced."""
+                        item: str, cancel: bool = False) -> tuple[str, str]:
+        """``("run" | "cancel" | "buffered" | "skip", holder)``: run now, run now and
+        displace the holder (``cancel``: cancel_other), wait in the job's buffer (``limit``
+        places), or skip. A holder whose engine has no heartbeat is replaced."""
         key = overlap_key(job_id)
         holder, _ = _overlap(self.redis, [key], ["peek", token, ms(lease), 0, "", ""])
         steal = ""
@@ -191,7 +194,8 @@ class Claims:
             if owner != self.owner and not self.alive([owner])[owner]:
                 steal = str(holder)
         verdict, other = _overlap(self.redis, [key],
-                                  ["acquire", token, ms(lease), limit, item, steal])
+                                  ["acquire", token, ms(lease), limit, item, steal,
+                                   "1" if cancel else ""])
         return str(verdict), str(other)
 
     def overlap_release(self, job_id: str, token: str, lease: float) -> tuple[str, str]:
@@ -199,6 +203,15 @@ class Claims:
         verdict, item = _overlap(self.redis, [overlap_key(job_id)],
                                  ["release", token, ms(lease), 0, "", ""])
         return str(verdict), str(item)
+
+    def overlap_displaced(self, runs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``(holder, displaced by)`` now of each ``(job id, token)`` run, in one pipelined
+        round trip (one key a command): a run whose job's holder is no longer its token
+        was displaced; the second field names the fire that did it (cancel_other)."""
+        pipe = pipeline(self.redis)
+        for job_id, token in runs:
+            pipe.execute_command("HMGET", overlap_key(job_id), "run", f"x:{token}")
+        return [(str(run or ""), str(by or "")) for run, by in pipe.execute()] if runs else []
 
     def overlap_state(self, job_id: str) -> tuple[str, int]:
         """``(holder, waiting)`` of a job (status and tests)."""

@@ -15,18 +15,28 @@ environment (safety.py): a script never sees the service's secrets.
 
 Each run carries the fire's reqid (``x-reqid`` header / publish reqid) so the callee's
 logs name the same id as ruqi's history row.
+
+A run may be given a :class:`~butterfly_ruqi.cancel.Cancel` (overlap ``cancel_other``):
+when it is set, a script's process group gets SIGTERM (SIGKILL ``KILL_GRACE`` seconds
+later), a topic message still queued is deleted through the broker (a started one cannot
+be stopped: the outcome says so), and an HTTP call is abandoned (its answer is no longer
+waited for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +46,11 @@ from butterfly_common.httpclient import envelope_stat
 
 from . import http_transport, safety, topics
 from .allowlist import AllowList
+from .cancel import Cancel
 
 INTERPRETERS = ("python", "python3", "bash", "sh")
+#: Seconds a canceled script has between SIGTERM and SIGKILL (to its process group).
+KILL_GRACE = 2.0
 
 
 @dataclass(frozen=True)
@@ -145,15 +158,20 @@ def _cut(text: str) -> str:
     return safety.cut(text, safety.current().output_max_bytes)
 
 
-def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outcome:
+def run_http(command: Command, timeout: float, headers: dict[str, str],
+             cancel: Cancel | None = None) -> Outcome:
     """POST; success is a 2xx and, for a butterfly envelope, ``stat == "OK"``.
 
     ``Connection: close``: a fire every few seconds gains nothing from keep-alive, and a
     pooled connection the callee has dropped in the meantime would fail a POST we must not
     blindly retry. Redirects are not followed (a 3xx is recorded as the answer, failed):
     following one would leave the allow-list. Only ``RUQI_OUTPUT_MAX_BYTES`` of the body
-    are read. The transport (and its peer check) is http_transport.py.
+    are read. The transport (and its peer check) is http_transport.py. With ``cancel``
+    the call runs on its own thread, abandoned (left to its timeout) when canceled.
     """
+    if cancel is not None:
+        return _abandonable(lambda: run_http(command, timeout, headers), cancel,
+                            "abandoned: the HTTP call had not answered")
     limit = safety.current().output_max_bytes
     try:
         answer = http_transport.post(command.target, command.body, headers, timeout, limit)
@@ -173,9 +191,34 @@ def run_http(command: Command, timeout: float, headers: dict[str, str]) -> Outco
     return Outcome(ok, _cut(f"HTTP {answer.status} {text}"))
 
 
+def _abandonable(call: Callable[[], Outcome], cancel: Cancel, note: str) -> Outcome:
+    """``call()`` on a daemon thread; its outcome, or ``note`` once ``cancel`` is set."""
+    box: list[Outcome] = []
+    over = threading.Event()
+
+    def task() -> None:
+        try:
+            box.append(call())
+        except Exception as exc:  # run_http never raises; a bug must not hang the fire
+            box.append(Outcome(False, _cut(f"{type(exc).__name__}: {exc}")))
+        finally:
+            over.set()
+
+    cancel.on_cancel(over.set)
+    try:
+        threading.Thread(target=task, name="ruqi-http", daemon=True).start()
+        over.wait()
+    finally:
+        cancel.off(over.set)
+    return box[0] if box else Outcome(False, note)
+
+
 def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
-              wait: bool) -> Outcome:
-    """Publish (idempotent on ``msg_id``); optionally wait for the handler's result."""
+              wait: bool, cancel: Cancel | None = None) -> Outcome:
+    """Publish (idempotent on ``msg_id``); optionally wait for the handler's result.
+
+    Only a fire that waits can be canceled (one that does not has ended once published):
+    the wait stops, and the message is deleted if no worker took it yet."""
     try:
         published = topics.publish(command.target, command.body, reqid=reqid, msg_id=msg_id,
                                    timeout=timeout)
@@ -183,7 +226,10 @@ def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
         return Outcome(False, _cut(f"publish failed: {type(exc).__name__}: {exc}"))
     if not wait:
         return Outcome(True, f"msg_id={published}")
-    state = topics.wait(published, timeout)
+    state = topics.wait(published, timeout,
+                        stop=cancel.is_set if cancel is not None else None)
+    if cancel is not None and cancel.is_set():
+        return Outcome(False, _cut(f"msg_id={published} {topics.cancel(published)}"))
     if state is not None and state[0] in ("finished", "failed"):
         status, result = state
         stat = envelope_stat(result)
@@ -193,13 +239,23 @@ def run_topic(command: Command, timeout: float, reqid: str, msg_id: str,
     return Outcome(False, f"msg_id={published} no result within {timeout}s")
 
 
-def run_script(command: Command, timeout: float, job_vars: dict[str, str]) -> Outcome:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the script's process group (its own session: children go too), while
+    the script is not reaped yet."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+def run_script(command: Command, timeout: float, job_vars: dict[str, str],
+               cancel: Cancel | None = None) -> Outcome:
     """Run the argv (no shell) in the script dir; 124 and a note on timeout, as the original.
 
     The environment is minimal (PATH, LANG, HOME, TZ, ``RUQI_SCRIPT_ENV_PASS``, the job's
     variables): the service's own (admin token, DB URL...) would end up in public history.
     Output goes to a temp file, so a chatty script cannot fill the memory; only the first
-    ``RUQI_OUTPUT_MAX_BYTES`` are read back.
+    ``RUQI_OUTPUT_MAX_BYTES`` are read back. The script leads its own process group
+    (session), so a timeout or a cancel stops what it started too.
     """
     conf = safety.current()
     # RUQI_SCRIPT_USER: another uid cannot read this process's /proc/<pid>/environ
@@ -209,24 +265,43 @@ def run_script(command: Command, timeout: float, job_vars: dict[str, str]) -> Ou
                    "extra_groups": []}
     with tempfile.TemporaryFile() as out_file:
         try:
-            proc = subprocess.run(list(command.argv), cwd=command.cwd,  # noqa: S603
-                                  env=conf.script_env(job_vars), stdout=out_file,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                                  **as_user)
+            proc = subprocess.Popen(list(command.argv), cwd=command.cwd,  # noqa: S603
+                                    env=conf.script_env(job_vars), stdout=out_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    **as_user)
+        except OSError as exc:
+            return Outcome(False, _cut(f"cannot start: {exc}"))
+        kill = threading.Timer(KILL_GRACE, _signal_group, (proc, signal.SIGKILL))
+        kill.daemon = True
+
+        def stop() -> None:
+            _signal_group(proc, signal.SIGTERM)
+            kill.start()
+
+        if cancel is not None:
+            cancel.on_cancel(stop)
+        try:
+            proc.wait(timeout=timeout)
             head = f"retcode={proc.returncode}"
             ok = proc.returncode == 0
         except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
             head, ok = f"retcode=124 timeout after {timeout}s", False
-        except OSError as exc:
-            return Outcome(False, _cut(f"cannot start: {exc}"))
+        finally:
+            if cancel is not None:
+                cancel.off(stop)
+            kill.cancel()
         out_file.seek(0)
         out = out_file.read(conf.output_max_bytes + 1).decode("utf-8", "replace")
     return Outcome(ok, _cut(f"{head}\n{out}"))
 
 
 def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str, job_id: str,
-                scheduled: float, wait_result: bool = False) -> Outcome:
-    """Run one fire of ``cmd``; never raises (a failure is an Outcome)."""
+                scheduled: float, wait_result: bool = False,
+                cancel: Cancel | None = None) -> Outcome:
+    """Run one fire of ``cmd``; never raises (a failure is an Outcome). ``cancel``:
+    stops the run when set (cancel_other, see the module doc)."""
     try:
         command = parse_command(cmd, script_dir, max_len=len(cmd))
     except Refusal as exc:
@@ -237,8 +312,8 @@ def run_command(cmd: str, *, script_dir: str | None, timeout: float, reqid: str,
         traceparent = tracing.traceparent()  # the fire's span, when tracing is on
         if traceparent:
             headers["traceparent"] = traceparent
-        return run_http(command, timeout, headers)
+        return run_http(command, timeout, headers, cancel)
     if command.kind == "topic":
-        return run_topic(command, timeout, reqid, f"ruqi:{job_id}:{ms}", wait_result)
+        return run_topic(command, timeout, reqid, f"ruqi:{job_id}:{ms}", wait_result, cancel)
     env = {"BUTTERFLY_REQID": reqid, "RUQI_JOB_ID": job_id, "RUQI_SCHEDULED_MS": str(ms)}
-    return run_script(command, timeout, env)
+    return run_script(command, timeout, env, cancel)

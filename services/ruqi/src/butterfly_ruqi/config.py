@@ -17,13 +17,17 @@ from butterfly_common.config import Config, setting
 
 #: Overlap policies (a fire while the job's previous run is still going): ``allow`` runs it
 #: beside; ``skip`` records it skipped; ``buffer_one`` keeps one waiting and skips the
-#: rest; ``buffer_all`` keeps up to BUFFER_ALL_LIMIT waiting. ``forbid`` is ``skip``'s old
-#: name, still accepted and stored as given.
-OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "forbid")
+#: rest; ``buffer_all`` keeps up to BUFFER_ALL_LIMIT waiting; ``cancel_other`` stops the
+#: running fire (cancel.py) and runs the new one. ``forbid`` is ``skip``'s old name, still
+#: accepted and stored as given.
+OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "cancel_other", "forbid")
 OVERLAP_ALIASES = {"forbid": "skip"}
 BUFFER_ALL_LIMIT = 100
-#: Places in the buffer per policy (``allow`` has none: it never waits).
-BUFFER_LIMITS = {"skip": 0, "buffer_one": 1, "buffer_all": BUFFER_ALL_LIMIT}
+#: Places in the buffer per policy: the policies that keep the job's overlap state
+#: (``allow`` has none: it never waits; ``cancel_other`` never waits either).
+BUFFER_LIMITS = {"skip": 0, "buffer_one": 1, "buffer_all": BUFFER_ALL_LIMIT,
+                 "cancel_other": 0}
+CANCEL_OTHER = "cancel_other"
 
 
 def _local_zone(env: Mapping[str, str] | None = None) -> str:
@@ -49,8 +53,8 @@ class RuqiConfig(Config):
     coalesce: bool = setting("RUQI_COALESCE", False,
                              help="run missed fires of a job once instead of each")
     overlap: str = setting("RUQI_OVERLAP", "allow", choices=OVERLAPS,
-                           help="default overlap policy: allow, skip, buffer_one, buffer_all "
-                                "(forbid = skip)")
+                           help="default overlap policy: allow, skip, buffer_one, buffer_all, "
+                                "cancel_other (forbid = skip)")
     timeout: float = setting("RUQI_TIMEOUT", 60.0, min=0.1, help="seconds a job run may take")
     cmd_max_len: int = setting("RUQI_CMD_MAX_LEN", 4096, min=16,
                                help="longest command a job may have (characters)")

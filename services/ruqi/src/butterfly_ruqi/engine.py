@@ -89,6 +89,10 @@ How it holds together (see also claims.py for the keys):
   the oldest waiting fire in the same script call and runs it (its key moves to ``r|<me>``,
   its outcome replaces the ``buffered`` row), until the buffer is empty. A holder whose
   heartbeat is gone, or whose lease ended, is replaced by the next fire; the buffer stays.
+  ``cancel_other``: the new fire takes the run over in the same script call, which marks
+  the old run displaced (``x:<token>`` in the same hash); the engine running the old fire
+  - any replica - sees it on its ``ruqi-cancel`` loop (every ``poll_interval``), stops
+  the command and records the fire ``canceled`` (cancel.py).
 """
 
 from __future__ import annotations
@@ -110,6 +114,8 @@ from butterfly_common.periodic import Periodic
 from butterfly_common.reqid import new_reqid
 
 from . import jobs, rules
+from .cancel import Cancel, Displacements
+from .cancel import holder_ts as _holder_ts
 from .claims import (
     BACKFILL_KEY,
     BUFFERED,
@@ -122,7 +128,7 @@ from .claims import (
     fire_key,
 )
 from .commands import Command, parse_command, run_command
-from .config import BUFFER_LIMITS, OVERLAP_ALIASES, RuqiConfig
+from .config import BUFFER_LIMITS, CANCEL_OTHER, OVERLAP_ALIASES, RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
 from .recovery import Watcher
@@ -160,14 +166,6 @@ def _batch_topic(spec: JobSpec, script_dir: str | None) -> Command | None:
     except Refusal:
         return None
     return command if command.kind == "topic" else None
-
-
-def _holder_ts(holder: str) -> str:
-    """The scheduled time in an overlap token ``<owner>|<ms>``, for a history note."""
-    try:
-        return f"{int(holder.rsplit('|', 1)[1]) / 1000:.3f}"
-    except (ValueError, IndexError):
-        return holder or "?"
 
 
 class Engine:
@@ -217,8 +215,13 @@ class Engine:
         #: across the fleet (``once`` on ``PRUNE_KEY``).
         self._prune = Periodic("ruqi-prune", config.history_prune_interval / 10,
                                self._prune_if_due, first_delay=0, logger=log)
+        #: cancel_other: this engine's running fires, and the loop that stops the ones a
+        #: newer fire displaced (its own loop: a slow reload must not delay a cancel)
+        self.cancels = Displacements(self.claims)
+        self._cancel = Periodic("ruqi-cancel", config.poll_interval, self._check_cancels,
+                                logger=log)
         self.stats = {"claimed": 0, "lost_claims": 0, "missed": 0, "coalesced": 0,
-                      "caught_up": 0, "parked": 0, "views": 0}
+                      "caught_up": 0, "parked": 0, "views": 0, "canceled": 0}
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -230,7 +233,7 @@ class Engine:
         except Exception:
             log.exception("engine %s starts without Redis/DB; retrying in the background",
                           self.owner)
-        for loop in (self._fire, self._control, self._beat, self._prune):
+        for loop in (self._fire, self._control, self._beat, self._prune, self._cancel):
             loop.start()
         log.info("engine %s started", self.owner)
         return self
@@ -252,6 +255,7 @@ class Engine:
             log.exception("engine %s could not hand its jobs over", self.owner)
         self._prune.stop(timeout)  # a pass in progress ends first (bounded by timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._cancel.stop(timeout)  # after the drain: a running fire may still be displaced
         self.writer.stop(timeout)
         self._beat.stop(timeout)
         try:
@@ -572,7 +576,11 @@ class Engine:
         item = json.dumps({"ts": fire.ts, "key": fire.key, "reqid": fire.reqid,
                            "by": self.owner, "bf": fire.backfill})
         verdict, holder = self.claims.overlap_acquire(spec.id, token, lease,
-                                                      BUFFER_LIMITS[policy], item)
+                                                      BUFFER_LIMITS[policy], item,
+                                                      cancel=policy == CANCEL_OTHER)
+        if verdict == "cancel":
+            log.info("fire %s of job %s cancels the run of %s (overlap=cancel_other)",
+                     fire.key, spec.id, _holder_ts(holder))
         if verdict == "skip":
             full = " (the buffer is full)" if BUFFER_LIMITS[policy] else ""
             self._record(fire, "skipped", running, None, None,
@@ -590,7 +598,7 @@ class Engine:
             self._hand_off(fire, running, token, lease, tag)
             return
         try:
-            self._run(fire, running, tag)
+            self._run(fire, running, tag, token)
         finally:
             self._drain_buffer(spec.id, token, lease)
 
@@ -600,7 +608,7 @@ class Engine:
         def task() -> None:
             try:
                 try:
-                    self._run(fire, running, tag)
+                    self._run(fire, running, tag, token)
                 finally:
                     self._drain_buffer(fire.spec.id, token, lease)
             except Exception:
@@ -616,8 +624,22 @@ class Engine:
         except RuntimeError:  # shutting down: run it here
             task()
 
-    def _run(self, fire: Fire, running: str, note: str = "") -> None:
-        """Run the command of a fire marked ``running``; record its outcome."""
+    def _run(self, fire: Fire, running: str, note: str = "", token: str = "") -> None:
+        """Run the command of a fire marked ``running``; record its outcome. ``token``:
+        the fire's overlap run; under cancel_other it is watched while the command runs,
+        and a displaced one is stopped and recorded ``canceled``."""
+        spec = fire.spec
+        cancel: Cancel | None = None
+        if token and _policy(spec) == CANCEL_OTHER:
+            cancel = self.cancels.add(spec.id, token)
+        try:
+            self._run_watched(fire, running, note, cancel)
+        finally:
+            if cancel is not None:
+                self.cancels.remove(spec.id, token)
+
+    def _run_watched(self, fire: Fire, running: str, note: str,
+                     cancel: Cancel | None) -> None:
         spec = fire.spec
         started = self.clock()
         with tracing.span(f"fire {spec.id}", {
@@ -626,10 +648,16 @@ class Engine:
                 "butterfly.reqid": fire.reqid}) as span:
             outcome = run_command(spec.cmd, script_dir=self.config.script_dir,
                                   timeout=spec.timeout, reqid=fire.reqid, job_id=spec.id,
-                                  scheduled=fire.ts, wait_result=spec.wait_result)
+                                  scheduled=fire.ts, wait_result=spec.wait_result,
+                                  cancel=cancel)
             if span is not None and not outcome.success:
                 span.set_attribute("butterfly.failed", True)
         ended = self.clock()
+        if cancel is not None and cancel.close():
+            self.stats["canceled"] += 1
+            self._record(fire, "canceled", running, started, ended,
+                         f"{note}{cancel.reason}\n{outcome.output}")
+            return  # not a failure of the job: pause_on_failure does not count it
         self._record(fire, "ok" if outcome.success else "failed", running, started, ended,
                      note + outcome.output)
         if spec.pause_on_failure > 0 and not fire.backfill:  # a backfill never pauses it
@@ -962,6 +990,10 @@ class Engine:
         finally:
             with self._lock:
                 self._running -= 1
+
+    def _check_cancels(self) -> None:
+        """Stop this engine's cancel_other fires a newer fire displaced (``ruqi-cancel``)."""
+        self.cancels.check()
 
     def _prune_if_due(self) -> None:
         """History retention, by the first engine of the fleet to try in each interval

@@ -81,7 +81,8 @@ class History(BaseModel):
     job_id = peewee.CharField(max_length=64, index=True)
     job_name = peewee.CharField(max_length=64, index=True)
     cmd = peewee.TextField()
-    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs);
+    #: ok | failed | missed | skipped | lost | buffered (until the buffered fire runs) |
+    #: canceled (cancel_other: a newer fire stopped it; at most 8 characters);
     #: a backfill's rows have ``fire_key`` ``ruqi:fire:<job>:b<ms>`` and output ``[backfill]``
     status = peewee.CharField(max_length=8)
     cmd_is_success = peewee.BooleanField(index=True)

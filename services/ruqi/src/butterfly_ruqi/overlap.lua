@@ -1,12 +1,17 @@
 -- A job's overlap state, ONE hash key (Twemproxy / Redis Cluster safe): KEYS[1] = ruqi:ov:<job>
 --   run  the token (<owner>|<ms>) of the fire running now      exp  its lease end (server ms)
 --   q    a JSON array of the fires waiting (buffer_one / buffer_all), oldest first
--- ARGV: op, token, lease ms, limit, item, steal
+--   x:<token>  cancel_other: the run <token> was displaced by the fire named by the value
+--              (its replica sees it, stops the run, and removes the field on release)
+-- ARGV: op, token, lease ms, limit, item, steal, cancel
 --   acquire: run the fire when nothing runs (or the run's lease ended, or the holder is
---            ARGV[6], an engine found dead); else buffer ARGV[5] when fewer than ARGV[4]
---            wait, else skip.             -> {'run'|'buffered'|'skip', holder}
+--            ARGV[6], an engine found dead); else, when ARGV[7] is '1' (cancel_other),
+--            take the run over and mark the holder displaced; else buffer ARGV[5] when
+--            fewer than ARGV[4] wait, else skip.
+--                                          -> {'run'|'cancel'|'buffered'|'skip', holder}
 --   release: the holder ARGV[2] ends its run; the oldest waiting fire, if any, is handed
 --            to it (same token, new lease)  -> {'next', item} | {'done', ''} | {'gone', holder}
+--            (a displaced run's release only drops its x: field)
 --   peek:                                   -> {holder, waiting count}
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
@@ -30,6 +35,11 @@ if op == 'acquire' then
     keep()
     return {'run', run or ''}
   end
+  if ARGV[7] == '1' and run ~= token then  -- (the same token twice: skipped)
+    redis.call('HSET', key, 'run', token, 'exp', now + lease, 'x:' .. run, token)
+    keep()
+    return {'cancel', run}
+  end
   local limit = tonumber(ARGV[4]) or 0
   if #q >= limit then
     return {'skip', run}
@@ -41,10 +51,12 @@ if op == 'acquire' then
 end
 if op == 'release' then
   if run ~= token then
+    redis.call('HDEL', key, 'x:' .. token)
     return {'gone', run or ''}
   end
   if #q == 0 then
-    redis.call('DEL', key)
+    -- not DEL: the x: field of a run this one displaced stays until that run's release
+    redis.call('HDEL', key, 'run', 'exp', 'q')
     return {'done', ''}
   end
   local item = table.remove(q, 1)

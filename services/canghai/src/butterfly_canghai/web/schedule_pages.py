@@ -25,7 +25,7 @@ FIELDS = ("job_id", "job_name", "job_trigger", "rule", "cmd")
 #: default / unchanged (numbers).
 OPTIONS = ("overlap", "pause_on_failure", "jitter", "start_at", "end_at")
 #: ruqi's overlap policies (``forbid`` is shown as it is stored, ``skip``'s old name)
-OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "forbid")
+OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "cancel_other", "forbid")
 BOUNDS = ("start_at", "end_at")
 
 
