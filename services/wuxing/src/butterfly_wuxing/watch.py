@@ -5,11 +5,19 @@ there is none yet, the call long-polls the namespace's Redis version key (one GE
 so it works through Twemproxy: no pub/sub, no blocking commands) with an interval that
 starts at 1 ms and doubles up to ``WUXING_WATCH_POLL_MAX``. With Redis down it polls the
 database revision instead. A ``since`` older than the retention is ERR_REVISION_COMPACTED.
+
+Many watches of one namespace in one process share the work (:class:`_Waiters`): one of
+them polls the version key while the others sleep until it sees a new revision, and the
+changes after a revision are read from the database once for all of them (``_shared``).
+Two hundred clients watching cost a process one GET per poll and one query per change,
+not two hundred of each.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from butterfly_common import db
@@ -54,35 +62,145 @@ def watch(namespace: str, since: int | None, timeout: float,
     if since is None:
         return _answer(current, [], compacted)
     values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
+    _forget_newer(namespace, current)
     if since < compacted:
         raise WuxingError(E.ERR_REVISION_COMPACTED,
                           f"history up to revision {compacted} was pruned; read the current "
                           "state and watch from its revision", {"compact_revision": compacted})
-    changes = changes_after(namespace, since, config.watch_max_changes)
+    # history rows are written with the revision bump: none after the current revision
+    changes = _shared(namespace, since, current, config) if since < current else []
     if changes or timeout <= 0:
         return _answer(since, changes, compacted)
     # Do not hold a pooled DB connection while waiting.
     if db.database.obj is not None and not db.database.is_closed():
         db.database.close()
     deadline = time.monotonic() + min(timeout, config.watch_max_timeout)
-    store = cache.get_cache()
     seen = since
-    interval = 0.001
-    next_db_poll = 0.0
-    while time.monotonic() < deadline:
-        version = store.version(namespace)
-        if version is None and time.monotonic() >= next_db_poll:
-            # Redis down or the key missing: ask the database, and reseed the key.
-            next_db_poll = time.monotonic() + DB_POLL
-            with db.database.connection_context():
-                version = namespace_revision(namespace)[0]
-            store.advance(namespace, version)
-        if version is not None and version > seen:
-            seen = version
-            with db.database.connection_context():
-                changes = changes_after(namespace, since, config.watch_max_changes)
-            if changes:
-                return _answer(since, changes, compacted)
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-        interval = min(interval * 2, config.watch_poll_max)
-    return _answer(since, [], compacted)
+    while True:
+        version = _waiters(namespace).newer_than(seen, deadline, config.watch_poll_max,
+                                                 lambda: _read_version(namespace))
+        if version is None:
+            return _answer(since, [], compacted)
+        seen = version
+        with db.database.connection_context():
+            changes = _shared(namespace, since, version, config)
+        if changes:
+            return _answer(since, changes, compacted)
+
+
+def _forget_newer(namespace: str, revision: int) -> None:
+    """The database is behind what this process saw of ``namespace`` (restored from a
+    backup; another database, in tests): what the watches shared about it is void."""
+    waiters = _waiters(namespace)
+    with waiters.cond:
+        if waiters.version <= revision:
+            return
+        waiters.version = revision
+    with _memo_lock:
+        for key in [k for k in _memo if k[1] == namespace]:
+            del _memo[key]
+
+
+def _read_version(namespace: str) -> int | None:
+    """The namespace's version key; with Redis down (or the key missing) the database's
+    revision at most every ``DB_POLL`` (which then reseeds the key), else None."""
+    store = cache.get_cache()
+    version = store.version(namespace)
+    if version is not None:
+        return version
+    now = time.monotonic()
+    if now < _next_db_poll.get(namespace, 0.0):
+        return None
+    _next_db_poll[namespace] = now + DB_POLL
+    with db.database.connection_context():
+        version = namespace_revision(namespace)[0]
+    store.advance(namespace, version)
+    return version
+
+
+#: namespace -> when its poller may ask the database again (Redis down)
+_next_db_poll: dict[str, float] = {}
+
+
+class _Waiters:
+    """This process's watches of one namespace: whichever holds ``poller`` reads the
+    version, the others sleep on ``cond``; every revision it sees wakes them all."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.version = 0
+        self.poller = False
+
+    def newer_than(self, seen: int, deadline: float, poll_max: float,
+                   read: Callable[[], int | None]) -> int | None:
+        """A version above ``seen`` (None at ``deadline``): seen by the poller, or polled
+        here when no other watch polls (interval from 1 ms doubling to ``poll_max``)."""
+        with self.cond:
+            while True:
+                if self.version > seen:
+                    return self.version
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if not self.poller:
+                    self.poller = True
+                    break
+                self.cond.wait(remaining)
+        interval = 0.001
+        try:
+            while True:
+                version = read()
+                with self.cond:
+                    if version is not None and version > self.version:
+                        self.version = version
+                        self.cond.notify_all()
+                    if self.version > seen:
+                        return self.version
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                time.sleep(min(interval, remaining))
+                interval = min(interval * 2, poll_max)
+        finally:
+            with self.cond:
+                self.poller = False
+                self.cond.notify_all()  # one of the sleepers takes the polling over
+
+
+_registry: dict[str, _Waiters] = {}
+_registry_lock = threading.Lock()
+
+
+def _waiters(namespace: str) -> _Waiters:
+    with _registry_lock:
+        found = _registry.get(namespace)
+        if found is None:
+            found = _registry[namespace] = _Waiters()
+        return found
+
+
+#: (database, namespace, since) -> (revision, when, changes): what the watches woken by
+#: one revision read once. Only the same revision of the same database, for MEMO_TTL.
+_memo: dict[tuple[int, str, int], tuple[int, float, list[dict[str, Any]]]] = {}
+_memo_lock = threading.Lock()
+#: the most answers kept (more are dropped all at once), and for how long
+MEMO_SIZE = 256
+MEMO_TTL = 2.0
+
+
+def _shared(namespace: str, since: int, version: int,
+            config: WuxingConfig) -> list[dict[str, Any]]:
+    """The changes after ``since`` up to at least ``version``: read once from the database
+    for every watch of this process that ``version`` woke (the lock makes the ones woken
+    together wait for the first one's read, then take it)."""
+    key = (id(db.database.obj), namespace, since)
+    now = time.monotonic()
+    with _memo_lock:
+        hit = _memo.get(key)
+        if hit is not None and hit[0] == version and now - hit[1] < MEMO_TTL:
+            return hit[2]
+        changes = changes_after(namespace, since, config.watch_max_changes)
+        if len(_memo) >= MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = (version, now, changes)
+        return changes
