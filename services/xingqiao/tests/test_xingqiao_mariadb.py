@@ -40,7 +40,9 @@ from test_xingqiao_subflows import (  # noqa: F401
     test_cancel_parent_cancels_the_running_child,
     test_failed_child_fails_the_task_and_retry_makes_a_new_child,
     test_parent_finishes_with_the_childs_saved_result_and_links_both_ways,
+    test_subflow_in_a_plugin_flow_type,
     test_subflow_refusals_and_a_missing_type,
+    test_timeout_becomes_the_childs_and_nesting_is_bounded,
 )
 from test_xingqiao_triggers import (  # noqa: F401
     test_a_redelivered_message_starts_one_flow,

@@ -142,6 +142,58 @@ def test_subflow_refusals_and_a_missing_type(xq: XQ):
         task["task_reason"]
 
 
+def test_timeout_becomes_the_childs_and_nesting_is_bounded(xq: XQ):
+    k = key()
+    child_type(xq, f"tchild-{k}", {"cmd": "/xqt/sleep", "params": {"seconds": 30}})
+    xq.flow_type(f"tparent-{k}", [
+        {"label": "sub", "subflow": {"type": f"tchild-{k}", "version": 1}, "timeout": 1,
+         "params": {"value": "x"}},
+        {"label": "alert", "cmd": "/xqt/ok", "dependencies": ["sub"],
+         "trigger_rule": "one_failed"}])
+    job = xq.wait(xq.create(f"tparent-{k}"), 20)
+    tasks = xq.tasks(job["job_id"])
+    assert job["job_status"] == "failed"
+    assert (tasks["sub"]["task_status"], tasks["alert"]["task_status"]) == ("timed_out",
+                                                                            "finished")
+    child = xq.job(tasks["sub"]["child_job_id"])
+    assert (child["job_status"], child["job_timeout"]) == ("timed_out", 1)
+    # a type that runs itself stops at the nesting bound: every level fails
+    xq.flow_type(f"loop-{k}", [{"label": "again", "subflow": {"type": f"loop-{k}"}}])
+    root = xq.wait(xq.create(f"loop-{k}"), 30)
+    assert root["job_status"] == "failed"
+    flows = xq.ok(xq.get("list_jobs", job_type=f"loop-{k}", page_size=100))
+    assert flows["total"] == 11  # the root and 10 levels below it
+    assert {f["job_status"] for f in flows["list"]} == {"failed"}
+    deepest = max(f["job_id"] for f in flows["list"])
+    assert xq.tasks(deepest)["again"]["ret_stat"] == "ERR_SUBFLOW_TOO_DEEP"
+
+
+PLUGIN = '''
+from butterfly_xingqiao.definitions import Workflow
+
+
+class Outer(Workflow):
+    def workflow(self):
+        self.add_task("prep", "/xqt/ok", params={{"value": "plugged"}})
+        self.add_subflow("inner", "pchild-{k}", requires=["value"], provides=["value"],
+                         dependencies=["prep"], is_save=True)
+
+
+def setup(app):
+    app.register_formatter("outer-{k}", Outer)
+'''
+
+
+def test_subflow_in_a_plugin_flow_type(xq: XQ):
+    assert xq.plugin_dir is not None
+    k = key()
+    child_type(xq, f"pchild-{k}", {"cmd": "/xqt/ok", "requires": ["value"]})
+    (xq.plugin_dir / f"outer_{k}.py").write_text(PLUGIN.format(k=k))
+    assert f"outer-{k}" in xq.ok(xq.post("reload_plugins"))["types"]
+    job = xq.wait(xq.create(f"outer-{k}"))
+    assert job["job_status"] == "finished" and job["ret_data"]["value"] == "plugged"
+
+
 # -- exactly once and the sweep, in this process on the same stores ----------------------
 
 @pytest.fixture(params=["sqlite", "mariadb"])
