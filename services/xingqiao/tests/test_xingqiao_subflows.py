@@ -140,6 +140,17 @@ def test_subflow_refusals_and_a_missing_type(xq: XQ):
     task = next(iter(xq.tasks(job["job_id"]).values()))
     assert task["ret_stat"] == "ERR_JOB_TYPE_NOT_EXISTS" and f"ghost-{k}" in \
         task["task_reason"]
+    # a pinned version the child type does not have: refused by create_job, the task fails
+    child_type(xq, f"spin-{k}", {"cmd": "/xqt/ok"})
+    xq.flow_type(f"spinned-{k}", [
+        {"label": "v9", "subflow": {"type": f"spin-{k}", "version": 9}},
+        {"label": "vx", "subflow": {"type": f"spin-{k}", "version": "abc"}}])
+    job = xq.wait(xq.create(f"spinned-{k}"))
+    tasks = xq.tasks(job["job_id"])
+    assert job["job_status"] == "failed"
+    assert tasks["v9"]["ret_stat"] == "ERR_JOB_VERSION_NOT_EXIST"
+    assert tasks["vx"]["ret_stat"] == "ERR_SUBFLOW_CREATE_FAILED"
+    assert "job_version" in tasks["vx"]["task_reason"]
 
 
 def test_timeout_becomes_the_childs_and_nesting_is_bounded(xq: XQ):

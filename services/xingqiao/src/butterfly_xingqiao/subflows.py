@@ -29,6 +29,7 @@ from typing import Any
 import peewee
 
 from butterfly_common import Refusal, retstat
+from butterfly_common.params import ParamError
 
 from . import store
 from .lifecycle import FLOW_DONE, TASK_BAD
@@ -77,6 +78,10 @@ def start(job: Job, task: Task, params: dict[str, Any]) -> bool:
             job_extra=params, job_timeout=timeout, reqid=job.job_reqid,
             operator=job.operator, client="subflow", job_version=task.task_subflow_version,
             parent=(int(job.job_id), int(task.task_id)))
+    except ParamError as exc:  # a version a JSON type cannot have ("abc")
+        return store.move_task(task, "fail", job_started=True, ret_stat=ERR_SUBFLOW_CREATE,
+                               task_run=run, task_reason=f"task {task.task_label}: "
+                               f"sub-flow {task.task_subflow}: {exc}")
     except Refusal as refusal:
         existing = Job.get_or_none(Job.job_name == key)
         if refusal.stat != operations.ERR_JOB_EXIST or existing is None:
