@@ -595,6 +595,34 @@ def test_flow_page_folds_a_map_and_names_a_signal(fleet: dict, admin: Watched) -
     expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
 
 
+def test_flow_page_links_a_subflow_and_its_parent(fleet: dict, admin: Watched) -> None:
+    """A sub-flow task links to its child flow; the child's page links back."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for name, tasks in (("kid", [{"label": "hi", "cmd": TOPIC, "requires": ["str_info"],
+                                  "is_save": True}]),
+                        ("dad", [{"label": "spawn", "subflow": {"type": "kid"},
+                                  "params": {"str_info": "nested"}}])):
+        r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                          headers=auth, json={"name": name, "tasks": tasks})
+        assert r.status_code == 200, r.headers.get("x-reason")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/create_job", timeout=10, headers=auth,
+                      json={"job_namespace": "console", "job_type": "dad"})
+    job_id = r.json()["data"]["job_id"]
+    page = admin.page
+    page.goto(f"/console/flows/flow?id={job_id}")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "finished")
+    link = page.locator('tr[data-task="spawn"] [data-field="child-flow"]')
+    expect(link).to_be_visible()
+    child_id = link.inner_text()
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/console/flows/flow\?id={child_id}$"))
+    expect(page.locator('[data-field="parent-flow"]')).to_contain_text(f"{job_id}")
+    expect(page.locator('[data-field="parent-flow"]')).to_contain_text("spawn")
+    shot(page, "flow-subflow-child")
+    page.locator('[data-field="parent-flow"] a').click()
+    expect(page).to_have_url(re.compile(rf"/console/flows/flow\?id={job_id}$"))
+
+
 def test_approval_waits_for_an_operator_and_a_viewer_sees_no_buttons(
         fleet: dict, admin: Watched, browser: Browser) -> None:
     """An approval task waits in "Waiting for you"; a viewer sees it without buttons and

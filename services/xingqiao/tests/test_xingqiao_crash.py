@@ -1,8 +1,9 @@
-"""Crash test: 200 diamond flows (a -> b, c, and a 5-item map m -> d -> e) over core's
-handlers, two xingqiao replicas and two core consumers behind nutcracker, on MariaDB. One
-replica and one consumer are SIGKILLed mid-run and restarted: every flow finishes, every
-task and map item ran at least once, each map collected its items in order, and extra runs
-are bounded by the messages in flight at the kills."""
+"""Crash test: 200 diamond flows (a -> b, c, a 5-item map m and a sub-flow s -> d -> e)
+over core's handlers, two xingqiao replicas and two core consumers behind nutcracker, on
+MariaDB. One replica and one consumer are SIGKILLed mid-run and restarted: every flow
+finishes, every task and map item ran at least once, each map collected its items in
+order, each sub-flow was created exactly once and passed its child's result on, and extra
+runs are bounded by the messages in flight at the kills."""
 
 from __future__ import annotations
 
@@ -26,16 +27,19 @@ from butterfly_common.testing import (
 
 FLOWS = 200
 WORDS = ["w0", "w1", "w2", "w3", "w4"]
-TASKS = 6 + len(WORDS)  # a b c m d e, and m's items
+TASKS = 7 + len(WORDS)  # a b c m s d e, and m's items
 TOPICS = ("/demo_api/hello", "/demo_api/ping", "/demo_api/collect")
+LEAF = [{"label": "h", "cmd": "/demo_api/hello", "requires": ["str_info"], "is_save": True}]
 DIAMOND = [
     {"label": "a", "cmd": "/demo_api/hello", "params": {"str_info": "crash"}},
     {"label": "b", "cmd": "/demo_api/ping", "dependencies": ["a"]},
     {"label": "c", "cmd": "/demo_api/hello", "requires": ["str_info"], "dependencies": ["a"]},
     {"label": "m", "cmd": "/demo_api/hello", "map_over": "words", "map_as": "str_info",
      "max_parallel": 2, "dependencies": ["a"]},
+    {"label": "s", "subflow": {"type": "leaf"}, "params": {"str_info": "nested"},
+     "dependencies": ["a"], "provides": ["str_info"]},
     {"label": "d", "cmd": "/demo_api/collect", "requires": ["all_taskdata"],
-     "dependencies": ["b", "c", "m"]},
+     "dependencies": ["b", "c", "m", "s"]},
     {"label": "e", "cmd": "/demo_api/ping", "dependencies": ["d"], "is_save": True},
 ]
 
@@ -71,6 +75,7 @@ def test_crash_two_replicas_two_consumers():
         broker = Broker(make_redis(url))
         try:
             clients = [XQ(r.url, url) for r in replicas]
+            clients[0].flow_type("leaf", LEAF)
             clients[0].flow_type("diamond", DIAMOND)
             started = time.monotonic()
             pool = ThreadPoolExecutor(8)
@@ -80,7 +85,7 @@ def test_crash_two_replicas_two_consumers():
 
             def finished_count() -> int:
                 return clients[1].ok(clients[1].get("list_jobs", job_status="finished",
-                                                    page_size=1))["total"]
+                                                    job_type="diamond", page_size=1))["total"]
 
             # kill mid-run, at a moment the doomed consumer holds claimed messages
             wait_until(lambda: sum(f.done() for f in futures) >= FLOWS // 4, 120,
@@ -104,6 +109,7 @@ def test_crash_two_replicas_two_consumers():
             recovered = time.monotonic() - killed_at
             client = XQ(replicas[0].url, url)
             runs, extra, tasks_total, redelivered = 0, 0, 0, 0
+            children: list[int] = []
             for job_id in job_ids:
                 job = client.job(job_id)
                 assert job["job_status"] == "finished", job
@@ -112,6 +118,10 @@ def test_crash_two_replicas_two_consumers():
                     tasks_total += 1
                     if t["task_map_over"] is not None:  # the map: no message of its own
                         assert [r["str_info"] for r in t["ret_data"]["results"]] == WORDS
+                        continue
+                    if t["task_subflow"] is not None:  # the sub-flow: its child's result
+                        assert t["ret_data"]["str_info"] == "nested", t
+                        children.append(t["child_job_id"])
                         continue
                     msg = broker.get(t["task_reqid"], t["task_cmd"])
                     assert msg is not None and msg.attempts >= 1
@@ -127,6 +137,11 @@ def test_crash_two_replicas_two_consumers():
                   f"them redelivered); handler runs {runs}, extra runs {extra}")
             assert tasks_total == FLOWS * TASKS
             assert extra <= flight
+            # exactly one child per sub-flow task, all finished, each linked back
+            leaves = client.ok(client.get("list_jobs", job_type="leaf", page_size=1000))
+            assert leaves["total"] == FLOWS and len(set(children)) == FLOWS
+            assert sorted(children) == sorted(j["job_id"] for j in leaves["list"])
+            assert {j["job_status"] for j in leaves["list"]} == {"finished"}
         finally:
             for service in replicas + consumers:
                 service.stop()

@@ -1,4 +1,4 @@
-"""The engine, API, version, map, signal and trigger suites again, with xingqiao on
+"""The engine, API, version, map, signal, sub-flow and trigger suites again, with xingqiao on
 MariaDB (as in the fleet) instead of SQLite: the same test functions, collected here
 against a MariaDB-backed fleet."""
 
@@ -35,6 +35,14 @@ from test_xingqiao_signals import (  # noqa: F401
     test_signal_to_a_waiting_task_moves_the_flow_through_the_client,
     test_signals_sent_early_are_kept_and_taken_in_order,
     test_timeout_policies_fail_skip_default,
+)
+from test_xingqiao_subflows import (  # noqa: F401
+    test_cancel_parent_cancels_the_running_child,
+    test_failed_child_fails_the_task_and_retry_makes_a_new_child,
+    test_parent_finishes_with_the_childs_saved_result_and_links_both_ways,
+    test_subflow_in_a_plugin_flow_type,
+    test_subflow_refusals_and_a_missing_type,
+    test_timeout_becomes_the_childs_and_nesting_is_bounded,
 )
 from test_xingqiao_triggers import (  # noqa: F401
     test_a_redelivered_message_starts_one_flow,

@@ -176,14 +176,16 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
     from butterfly_xingqiao import migrations
 
     new_task_columns = ["task_map_over", "task_max_parallel", "task_map_as", "task_parent",
-                        "task_map_index", "task_signal", "task_on_timeout", "task_default"]
+                        "task_map_index", "task_signal", "task_on_timeout", "task_default",
+                        "task_subflow", "task_subflow_version", "task_child"]
+    new_job_columns = ["job_version", "job_trace", "job_parent_id", "job_parent_task"]
     db.create_tables(MODELS)
     with db.database.connection_context():
         migrator = SchemaMigrator.from_database(db.database.obj)
-        run(migrator.drop_index("workflow_task", "workflow_task_task_parent_task_status"))
+        run(migrator.drop_index("workflow_task", "workflow_task_task_parent_task_status"),
+            migrator.drop_index("workflow_job", "workflow_job_job_parent_id"))
         run(*[migrator.drop_column("workflow_task", c) for c in new_task_columns],
-            migrator.drop_column("workflow_job", "job_version"),
-            migrator.drop_column("workflow_job", "job_trace"))
+            *[migrator.drop_column("workflow_job", c) for c in new_job_columns])
         db.database.drop_tables([Signal, Trigger])
         db.database.execute_sql(
             "INSERT INTO workflow_job (job_namespace, job_reqid, job_name, job_status, "
@@ -192,14 +194,17 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
             "'finished', 't', 0, 'OK', 0, 60, 1, '', '-', '', 1, '2026-01-01 00:00:00', "
             "'2026-01-01 00:00:00', 0)")
     assert sorted(migrations.migrate()) == sorted(
-        ["workflow_job.job_version", "workflow_job.job_trace",
-         "workflow_task.workflow_task_task_parent_task_status"]
+        [f"workflow_job.{c}" for c in new_job_columns]
+        + ["workflow_task.workflow_task_task_parent_task_status"]
         + [f"workflow_task.{c}" for c in new_task_columns])
     db.create_tables(MODELS)
     assert migrations.migrate() == []  # idempotent
     with db.database.connection_context():
         old = Job.get(Job.job_name == "old")
-        assert (old.job_version, old.job_trace) == ("", "")
+        assert (old.job_version, old.job_trace, old.job_parent_id, old.job_parent_task) == (
+            "", "", 0, 0)
+        assert "workflow_job_job_parent_id" in {
+            i.name for i in db.database.get_indexes("workflow_job")}  # cancel finds children
         assert db.database.table_exists("workflow_signal")
         assert db.database.table_exists("workflow_trigger")
         names = {i.name for i in db.database.get_indexes("workflow_trigger")}
@@ -209,3 +214,4 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
         task = Task.create(job_id=1, task_label="a", task_cmd="/x/y")
         assert (task.task_parent, task.task_on_timeout, task.task_map_as) == (0, "fail",
                                                                               "item")
+        assert (task.task_subflow, task.task_child) == (None, 0)

@@ -29,6 +29,9 @@ DEFAULT_MAX_PARALLEL = 32
 SIGNAL_CMD = "/xingqiao/signal"
 ON_TIMEOUT = ("fail", "skip", "default")
 MAX_APPROVAL = 255
+#: A sub-flow task calls no handler either: it creates a flow of another type and waits.
+SUBFLOW_CMD = "/xingqiao/subflow"
+SUBFLOW_KEYS = frozenset(("type", "version"))
 ITEM_LABEL = re.compile(r"\[\d+\]$")
 
 
@@ -72,6 +75,10 @@ class TaskSpec:
     #: An approval: a signal task waiting for a person (the console's "waiting for you"
     #: list), ``approval`` the question shown; its signal defaults to the label.
     approval: str | None = None
+    #: A sub-flow: ``{"type": <flow type>, "version": <optional pin>}``; its params (as
+    #: any task's) become the child flow's ``job_extra``, the child's saved result
+    #: (``ret_data``) becomes this task's result.
+    subflow: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,13 +106,18 @@ def spec_from_dict(raw: Any, index: int) -> TaskSpec:
     unknown = sorted(set(raw) - SPEC_KEYS)
     errors = [f"task {name}: unknown keys {', '.join(unknown)}"] if unknown else []
     waits = "signal" in raw or "approval" in raw
-    for key in ("label",) if waits else ("label", "cmd"):
+    spawns = "subflow" in raw
+    for key in ("label",) if waits or spawns else ("label", "cmd"):
         if key not in raw:
             errors.append(f"task {name}: {key} is required")
     if waits and "cmd" in raw:
         errors.append(f"task {name}: a signal task calls no handler: no cmd")
+    if spawns and "cmd" in raw:
+        errors.append(f"task {name}: a sub-flow task calls no handler: no cmd")
     if errors:
         raise DefinitionError(errors)
+    if spawns and not waits:
+        raw = {**raw, "cmd": SUBFLOW_CMD}
     if waits:
         raw = {**raw, "cmd": SIGNAL_CMD}
         if "signal" not in raw:
@@ -152,7 +164,31 @@ def _check_task(spec: TaskSpec) -> list[str]:
         errs.append(f"{who}: trigger_rule must be one of {', '.join(TRIGGER_RULES)}")
     if ITEM_LABEL.search(spec.label):
         errs.append(f"{who}: a label ending in [<number>] is reserved for map items")
-    return errs + _check_map(spec, who) + _check_signal(spec, who)
+    return errs + _check_map(spec, who) + _check_signal(spec, who) \
+        + _check_subflow(spec, who)
+
+
+def _check_subflow(spec: TaskSpec, who: str) -> list[str]:
+    sub = spec.subflow
+    if sub is None:
+        return []
+    if not isinstance(sub, dict) or set(sub) - SUBFLOW_KEYS or "type" not in sub:
+        return [f"{who}: subflow must be an object {{\"type\": <flow type>, \"version\": "
+                "<optional>}"]
+    errs: list[str] = []
+    kind, version = sub["type"], sub.get("version")
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_LABEL:
+        errs.append(f"{who}: subflow type must be a flow type name of 1..{MAX_LABEL} chars")
+    if version is not None and not (
+            (isinstance(version, int) and not isinstance(version, bool) and version > 0)
+            or (isinstance(version, str) and 0 < len(version) <= MAX_LABEL)):
+        errs.append(f"{who}: subflow version must be a number >= 1 or a plugin hash")
+    if spec.signal is not None or spec.map_over is not None:
+        errs.append(f"{who}: a sub-flow task cannot be a signal or map_over")
+    if spec.retrymax:
+        errs.append(f"{who}: a sub-flow task has no retrymax (retry_job of the flow "
+                    "creates a new child)")
+    return errs
 
 
 def _check_signal(spec: TaskSpec, who: str) -> list[str]:
@@ -252,7 +288,8 @@ def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
 def unserved_warnings(specs: list[TaskSpec], known_topics: set[str]) -> list[str]:
     """Warnings for tasks whose topic no consumer has ever served (maybe a typo)."""
     return [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
-            for s in specs if s.cmd not in known_topics and s.signal is None]
+            for s in specs if s.cmd not in known_topics and s.signal is None
+            and s.subflow is None]
 
 
 class Workflow:
@@ -314,6 +351,24 @@ class Workflow:
         spec = self.add_signal(label, label, dependencies, timeout, on_timeout, default,
                                is_save=is_save, trigger_rule=trigger_rule)
         spec.approval = question
+        return spec
+
+    def add_subflow(self, label: str, job_type: str, version: int | str | None = None, *,
+                    params: dict | None = None, requires: list[str] | None = None,
+                    provides: list[str] | None = None,
+                    dependencies: list[str] | None = None, is_save: bool = False,
+                    timeout: float | None = None,
+                    trigger_rule: str = "all_success") -> TaskSpec:
+        """Add a task that runs a flow of ``job_type`` (``version`` pins one) with its
+        params as the child's ``job_extra``, waits for it, and takes its saved result.
+        ``timeout`` becomes the child's ``job_timeout``."""
+        sub: dict[str, Any] = {"type": job_type}
+        if version is not None:
+            sub["version"] = version
+        spec = TaskSpec(label, SUBFLOW_CMD, params, list(requires or []),
+                        list(provides or []), list(dependencies or []), 0, is_save,
+                        timeout or None, trigger_rule=trigger_rule, subflow=sub)
+        self.tasks.append(spec)
         return spec
 
     def build(self) -> list[TaskSpec]:

@@ -26,7 +26,7 @@ from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.mq.broker import NO_CONSUMER
 from butterfly_common.runtime import get_config
 
-from . import dataflow, signals, store
+from . import dataflow, signals, store, subflows
 from .config import NOTICE_TOPIC, XingqiaoConfig
 from .definitions import MAX_MAP_ITEMS
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
@@ -147,6 +147,8 @@ def advance(job_id: int, job: Job | None = None) -> str:
                 moved |= expand(job, task, by_label) and task.task_status in TASK_DONE
             elif verdict == dataflow.READY and task.task_signal is not None:
                 moved |= signals.reach(task) and task.task_status in TASK_DONE
+            elif verdict == dataflow.READY and task.task_subflow is not None:
+                moved |= spawn(job, task, by_label) and task.task_status in TASK_DONE
             elif verdict == dataflow.READY:
                 moved |= dispatch(job, task, by_label) and task.task_status in TASK_DONE
             elif verdict == dataflow.SKIP:
@@ -170,10 +172,22 @@ def _verdict(job: Job, tasks: list[Task]) -> str:
     fields = {"e_time": now_dt(), "job_cost": round(now - job.s_ts, 6),
               "ret_data": dumps(saved if saved is not None else {})}
     if bad:
-        store.move_job(job, "fail", ret_stat=ERR_JOB_EXE_FAILED, **fields)
+        ended = store.move_job(job, "fail", ret_stat=ERR_JOB_EXE_FAILED, **fields)
     else:
-        store.move_job(job, "finish", ret_stat=retstat.OK, **fields)
+        ended = store.move_job(job, "finish", ret_stat=retstat.OK, **fields)
+    if ended and job.job_parent_task:
+        subflows.child_ended(job)  # a sub-flow: its parent's task moves on
     return job.job_status
+
+
+def spawn(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
+    """A ready sub-flow task: its params (as any task's) become the child's job_extra."""
+    params, missing = _params_for(job, task, by_label)
+    if missing:
+        return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
+                               task_reason=f"task {task.task_label}: required names not "
+                                           f"found: {', '.join(missing)}")
+    return subflows.start(job, task, params)
 
 
 # -- dynamic maps -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ and changes nothing (rowcount 0). Diagram (also in docs/services/xingqiao.md)::
     task:  waiting --dispatch--> pending --sent--> started
            waiting --expand--> started          (a map task: its items run, it waits)
            waiting --wait--> started            (a signal task waits for its signal)
+           waiting --spawn--> started           (a sub-flow task: its child flow runs)
            pending|started|retrying --succeed--> finished
            pending|started|retrying --retry--> retrying     (attempt failed, retries left)
            waiting|pending|started|retrying --fail--> failed
@@ -48,6 +49,7 @@ class TaskLifecycle(StateMachine):
     dispatch = waiting.to(pending)
     expand = waiting.to(started)  # a map task: its items are created, it waits for them
     wait = waiting.to(started)  # a signal task: it waits for its signal
+    spawn = waiting.to(started)  # a sub-flow task: its child flow was created
     sent = pending.to(started)
     succeed = pending.to(finished) | started.to(finished) | retrying.to(finished)
     retry = pending.to(retrying) | started.to(retrying) | retrying.to(retrying)

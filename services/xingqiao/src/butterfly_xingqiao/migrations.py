@@ -42,9 +42,9 @@ def migrate() -> list[str]:
                 if field.column_name in have:
                     continue
                 try:
+                    # peewee's add_column also makes the column's own index (index=True
+                    # or unique): making it again here failed and hid the column
                     run(migrator.add_column(table, field.column_name, field))
-                    if field.index or field.unique:
-                        run(migrator.add_index(table, (field.column_name,), field.unique))
                 except peewee.DatabaseError:
                     if field.column_name not in _columns(table):
                         raise

@@ -81,6 +81,10 @@ class Job(BaseModel):
     e_time = peewee.DateTimeField(null=True)
     #: Epoch seconds the current run started (job_timeout counts from here).
     s_ts = peewee.DoubleField(default=0.0)
+    #: A sub-flow: the flow and the task (its ``subflow`` step) that created it; 0: none.
+    #: Its end moves that task (``subflows.child_ended``).
+    job_parent_id = peewee.BigIntegerField(default=0, index=True)
+    job_parent_task = peewee.BigIntegerField(default=0)
 
     class Meta:
         table_name = "workflow_job"
@@ -131,6 +135,12 @@ class Task(BaseModel):
     task_default = peewee.TextField(null=True)
     #: An approval task's question (a signal task a person answers in the console).
     task_approval = peewee.CharField(max_length=255, null=True)
+    #: A sub-flow task: the flow type (and pinned version) of the child it creates, and
+    #: the child's job_id once created (0: none yet; kept apart from ``task_reqid``, which
+    #: names a queue message).
+    task_subflow = peewee.CharField(max_length=64, null=True)
+    task_subflow_version = peewee.CharField(max_length=64, null=True)
+    task_child = peewee.BigIntegerField(default=0)
 
     class Meta:
         table_name = "workflow_task"

@@ -22,7 +22,7 @@ from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
 
-from . import engine, flowtypes, signals, store
+from . import engine, flowtypes, signals, store, subflows
 from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
@@ -121,10 +121,11 @@ def build_tasks(job_type: str, extra: dict[str, Any],
 
 def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_extra: Any,
                job_timeout: int | None, reqid: str, operator: str, client: str,
-               job_version: str | None = None) -> int:
+               job_version: str | None = None, parent: tuple[int, int] = (0, 0)) -> int:
     """Insert the flow and its tasks in one transaction, then dispatch its first tasks.
     The tasks are the flow's own rows from here on: a later version of its type, or a
-    plugin reload, never changes a flow that exists (it keeps ``job_version``)."""
+    plugin reload, never changes a flow that exists (it keeps ``job_version``).
+    ``parent``: (job_id, task_id) of the sub-flow task creating it, (0, 0) for none."""
     extra = parse_extra(job_extra)
     specs, version, version_text = build_tasks(job_type, extra, job_version)
     timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
@@ -143,7 +144,8 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
                                  job_extra=dumps(extra),
                                  job_timeout=timeout, job_token=secrets.token_hex(3),
                                  operator=operator, job_client=client[:64], s_ts=time.time(),
-                                 job_trace=trace)
+                                 job_trace=trace, job_parent_id=parent[0],
+                                 job_parent_task=parent[1])
                 Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
                 Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
             return job
@@ -173,6 +175,9 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_on_timeout": spec.on_timeout,
         "task_default": dumps(spec.default) if spec.default is not None else None,
         "task_approval": spec.approval,
+        "task_subflow": spec.subflow["type"] if spec.subflow else None,
+        "task_subflow_version": str(spec.subflow["version"])
+        if spec.subflow and spec.subflow.get("version") is not None else None,
         "u_ts": time.time(),
     }
 
@@ -223,7 +228,7 @@ def downstream(tasks: list[Task], labels: set[str]) -> set[str]:
 
 _RESET = {"task_status": "waiting", "task_retrycount": 0, "ret_stat": None, "ret_data": None,
           "task_reason": None, "task_deadline": None, "task_due": None, "task_reqid": "",
-          "task_cost": 0.0}
+          "task_cost": 0.0, "task_child": 0}
 
 
 def _restart(job: Job, tasks: list[Task], labels: set[str],
@@ -315,7 +320,10 @@ def cancel_job(job_id: int) -> dict[str, Any]:
                 mq.broker().delete(task.task_cmd, task.task_reqid)
         if store.end_task(task, "cancel", task_reason="flow canceled"):
             canceled.append(task.task_label)
-    return {"job_id": job_id, "canceled": canceled}
+    children = subflows.cancel_children(job_id)
+    if job.job_parent_task:
+        subflows.child_ended(job)  # a sub-flow: its parent's task fails
+    return {"job_id": job_id, "canceled": canceled, "canceled_subflows": children}
 
 
 def delete_job(job_id: int) -> dict[str, Any]:

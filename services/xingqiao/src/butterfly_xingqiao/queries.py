@@ -55,6 +55,8 @@ def task_row(task: Task) -> dict[str, Any]:
     out["ret_data"] = loads(task.ret_data)
     for key in ("task_requires", "task_provides", "task_dependencies"):
         out[key] = split_list(getattr(task, key))
+    if task.task_subflow is not None:
+        out["child_job_id"] = int(task.task_child) or None  # the console's link
     return out
 
 

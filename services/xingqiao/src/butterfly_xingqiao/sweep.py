@@ -11,7 +11,9 @@ every ``XINGQIAO_SWEEP_INTERVAL``:
    the attempt timed out (retry or ``timed_out``);
 3. signal tasks past their timeout get their ``on_timeout`` policy (and kept signals a
    crashed sender did not deliver are delivered);
-4. flows with no message out are advanced (a step that crashed between a task's end and
+4. started sub-flow tasks whose child flow already ended are moved (the child's end
+   notification was lost to a crash);
+5. flows with no message out are advanced (a step that crashed between a task's end and
    dispatching its dependents, or between the last task and the verdict).
 
 So a flow whose notices are all lost still ends within one interval (+ grace) of each
@@ -33,7 +35,7 @@ from butterfly_common.mq.keys import FIELDS
 from butterfly_common.mq.message import FAILED, FINISHED, Message
 from butterfly_common.periodic import Periodic
 
-from . import engine, flowtypes, signals, store
+from . import engine, flowtypes, signals, store, subflows
 from .config import XingqiaoConfig
 from .lifecycle import TASK_ACTIVE
 from .models import Job, Task, now_dt
@@ -71,6 +73,9 @@ def expire_flows(now: float) -> int:
                                task_reason="the flow timed out")
             elif task.task_status == "waiting":
                 store.end_task(task, "cancel", task_reason="the flow timed out")
+        subflows.cancel_children(job.job_id)
+        if job.job_parent_task:
+            subflows.child_ended(job)  # a sub-flow: its parent's task times out
     return n
 
 
@@ -117,7 +122,8 @@ def sweep_once(config: XingqiaoConfig) -> dict[str, int]:
         for job_id in moved:
             engine.advance(job_id)
         return {"timed_out_flows": expired, "tasks": check_tasks(now, config.notice_grace),
-                "signals": len(moved), "advanced": advance_idle_flows()}
+                "signals": len(moved), "subflows": len(subflows.sweep()),
+                "advanced": advance_idle_flows()}
 
 
 class Sweeper:

@@ -190,6 +190,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "deadline": ("截止", "Deadline"),
     "no_approvals": ("没有等待审批的任务", "Nothing is waiting for a decision"),
     "signal": ("信号", "Signal"),
+    "subflow": ("子工作流", "Sub-flow"),
+    "parent_flow": ("父工作流", "Parent flow"),
     "label": ("标签", "Label"),
     "params": ("参数", "Params"),
     "retry": ("重试", "Retry"),

@@ -27,6 +27,7 @@ from butterfly_xingqiao import (
     operations,
     queries,
     signals,
+    subflows,
     triggers,
 )
 from butterfly_xingqiao.config import XingqiaoConfig
@@ -81,13 +82,16 @@ def get_job_detail(req: Request, job_id: int) -> Any:
     """Every column of one flow (``ret_data`` and ``job_extra`` parsed), its
     ``task_status`` counts and ``job_lock`` (the original admin page's flag: true while
     an attempt of the flow is out on the queue, see ``queries.job_lock``), and ``maps``:
-    each map task's items by state (``{label: {total, finished, failed, ...}}``).
+    each map task's items by state (``{label: {total, finished, failed, ...}}``);
+    ``parent`` (a sub-flow: ``{job_id, task_id, task_label}`` of the task that created
+    it, else null) and ``subflows`` (each sub-flow task's ``child_job_id``).
     ERR_JOB_NOT_EXIST."""
     job = operations.get_job(job_id)
     data = queries.job_row(job, full=True)
     data["task_status"] = counts = queries.status_counts(job_id)
     data["job_lock"] = queries.job_lock(job, counts)
     data["maps"] = queries.map_progress(job_id)
+    data.update(subflows.links(job))
     return OK, {"data": data}
 
 
