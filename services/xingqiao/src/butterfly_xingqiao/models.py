@@ -81,6 +81,9 @@ class Job(BaseModel):
     e_time = peewee.DateTimeField(null=True)
     #: Epoch seconds the current run started (job_timeout counts from here).
     s_ts = peewee.DoubleField(default=0.0)
+    #: Saga: the flow type's on_failure tasks (a JSON list of their specs), run once the
+    #: flow failed, after the undos (``saga.py``).
+    job_on_failure = peewee.TextField(null=True)
 
     class Meta:
         table_name = "workflow_job"
@@ -131,6 +134,12 @@ class Task(BaseModel):
     task_default = peewee.TextField(null=True)
     #: An approval task's question (a signal task a person answers in the console).
     task_approval = peewee.CharField(max_length=255, null=True)
+    #: Saga: how to undo this step (JSON ``{cmd, params, retrymax, timeout}``).
+    task_undo = peewee.TextField(null=True)
+    #: Saga: a compensation task's kind (``undo`` / ``on_failure``; null: a step of the
+    #: flow) and, for an undo, the label of the step it undoes.
+    task_saga = peewee.CharField(max_length=16, null=True)
+    task_undoes = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "workflow_task"
