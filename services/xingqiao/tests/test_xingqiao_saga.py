@@ -5,6 +5,7 @@ flow still ends failed, its detail listing the compensation."""
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 
 from test_xingqiao_api import refused
@@ -156,3 +157,42 @@ def test_saga_in_a_plugin_flow_type(xq: XQ):
     assert [c["name"] for c in got] == ["free", "tell"]
     assert got[0]["saga"]["failed"]["label"] == "pay"
     assert [c["label"] for c in job["compensation"]] == ["undo:reserve", "tell"]
+
+
+def test_a_replica_killed_at_the_verdict_and_mid_compensation_compensates_once():
+    """SIGKILL xingqiao while the failing step runs (its outcome lands while no replica
+    is up), restart; SIGKILL it again while an undo runs, restart: the compensation is
+    made after the first restart and finishes after the second, each call exactly once
+    and in order."""
+    from test_xingqiao_crash import sigkill
+    from xq_helpers import core_consumer, task_consumer, xingqiao
+
+    from butterfly_common.testing import RedisServer, wait_until
+
+    k = key()
+    rec = "/xqt/record"
+    with tempfile.TemporaryDirectory(prefix="xq-plugins-") as plugins, RedisServer() as redis, \
+            core_consumer(redis.url), task_consumer(redis.url), \
+            xingqiao(redis.url, XINGQIAO_PLUGIN_DIR=plugins) as service:
+        xq = XQ(service.url, redis.url)
+        xq.flow_type(f"sagacrash-{k}", [
+            {"label": "one", "cmd": "/xqt/ok",
+             "undo": {"cmd": rec, "params": {"key": k, "name": "undo-one"}}},
+            {"label": "two", "cmd": "/xqt/ok", "dependencies": ["one"],
+             "undo": {"cmd": rec, "params": {"key": k, "name": "undo-two", "seconds": 2}}},
+            {"label": "three", "cmd": rec, "dependencies": ["two"],
+             "params": {"key": k, "name": "three", "fail": True, "seconds": 2}},
+        ], on_failure=[{"label": "alert", "cmd": rec, "params": {"key": k, "name": "alert"}}])
+        job_id = xq.create(f"sagacrash-{k}")
+        names = lambda: [c["name"] for c in calls(xq, k)]  # noqa: E731
+        wait_until(lambda: names() == ["three"], 20, what="the failing step running")
+        sigkill(service)
+        service.start()
+        wait_until(lambda: names()[-1:] == ["undo-two"], 30, what="undo-two running")
+        sigkill(service)
+        service.start()
+        job = xq.wait(job_id, 60)
+        assert job["job_status"] == "failed", job
+        assert names() == ["three", "undo-two", "undo-one", "alert"]
+        assert [(c["label"], c["status"]) for c in job["compensation"]] == [
+            ("undo:two", "finished"), ("undo:one", "finished"), ("alert", "finished")]

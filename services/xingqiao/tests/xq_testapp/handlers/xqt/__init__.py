@@ -97,10 +97,14 @@ def gather(req, results: list, failed: list | None = None):
 
 
 @api
-def record(req, key: str, name: str = "", saga: dict | None = None, fail: bool = False):
+def record(req, key: str, name: str = "", saga: dict | None = None, fail: bool = False,
+           seconds: float = 0.0):
     """A compensation step: appends ``{name, saga}`` (JSON) to ``xqt:calls:<key>`` (the
-    order of the calls is the list's), then fails when ``fail``."""
+    order of the calls is the list's), sleeps ``seconds``, then fails when ``fail``."""
     import json
 
     runtime.get_redis().rpush(f"xqt:calls:{key}", json.dumps({"name": name, "saga": saga}))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
     return ("ERR_TEST_UNDO_FAILED", {"name": name}) if fail else (retstat.OK, {"name": name})
