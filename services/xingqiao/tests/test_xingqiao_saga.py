@@ -102,7 +102,8 @@ def test_saga_definition_refusals(xq: XQ):
                                                    "retrymax": -1, "timeout": 0}},
         {"label": "undo:e", "cmd": "/xqt/ok"},
         {"label": "f", "cmd": "/xqt/ok", "dependencies": ["alert"]},
-    ], on_failure=[{"label": "alert", "cmd": "/xqt/record", "dependencies": ["a"]}]),
+    ], on_failure=[{"label": "alert", "cmd": "/xqt/record", "dependencies": ["a"]},
+                   {"label": "page", "cmd": "/xqt/record", "retry_delay": 1}]),
         400, "ERR_FLOW_TYPE_INVALID")
     errors = "\n".join(bad["errors"])
     for text in ("task a: undo must be an object", "task b: undo needs a cmd",
@@ -110,7 +111,8 @@ def test_saga_definition_refusals(xq: XQ):
                  "task d: undo has unknown keys when", "task d: undo retrymax must be",
                  "task d: undo timeout must be", "task undo:e: a label starting with undo:",
                  "task f: depends on on_failure task alert",
-                 "task alert: an on_failure task runs once the flow failed"):
+                 "task alert: an on_failure task runs once the flow failed: only",
+                 "task page: an on_failure task runs once the flow failed: only"):
         assert text in errors, (text, errors)
     long = "x" * 60
     too_long = refused(xq.post("flow_type_create", name=f"sagadef-{k}", tasks=[

@@ -181,9 +181,10 @@ def _check_saga(spec: TaskSpec, who: str) -> list[str]:
     elif spec.on_failure:
         if spec.dependencies or spec.requires or spec.provides or spec.is_save \
                 or spec.map_over is not None or spec.signal is not None \
-                or spec.undo is not None:
-            errs.append(f"{who}: an on_failure task runs once the flow failed: no "
-                        "dependencies, requires, provides, is_save, map_over, signal or undo")
+                or spec.undo is not None or spec.extra or spec.retry_delay is not None \
+                or spec.retry_backoff != "fixed" or spec.trigger_rule != "all_success":
+            errs.append(f"{who}: an on_failure task runs once the flow failed: only "
+                        "label, cmd, params, retrymax and timeout")
         return errs
     if spec.undo is None:
         return errs
