@@ -1,4 +1,4 @@
-"""The engine, API, version, map, signal, sub-flow and trigger suites again, with xingqiao on
+"""The engine, API, version, map, signal, sub-flow, saga and trigger suites again, with xingqiao on
 MariaDB (as in the fleet) instead of SQLite: the same test functions, collected here
 against a MariaDB-backed fleet."""
 
@@ -28,6 +28,13 @@ from test_xingqiao_map import (  # noqa: F401
     test_map_over_refusals_and_empty_lists,
 )
 from test_xingqiao_notices import test_duplicated_and_reordered_notices_change_nothing  # noqa: F401
+from test_xingqiao_saga import (  # noqa: F401
+    test_a_failed_flow_undoes_its_finished_steps_latest_first,
+    test_a_failed_undo_is_recorded_and_the_next_still_runs,
+    test_a_flow_that_succeeds_compensates_nothing,
+    test_saga_definition_refusals,
+    test_saga_in_a_plugin_flow_type,
+)
 from test_xingqiao_signals import (  # noqa: F401
     test_approval_task_is_listed_until_a_person_decides,
     test_signal_in_a_plugin_flow_type,

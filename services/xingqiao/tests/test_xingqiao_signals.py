@@ -3,6 +3,10 @@ before the step is reached; the payload is its result; a timeout applies its pol
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 from test_xingqiao_api import refused
@@ -201,3 +205,39 @@ def test_signal_in_a_plugin_flow_type(xq: XQ):
     job = xq.wait(job_id)
     assert job["job_status"] == "finished" and job["ret_data"]["value"] == "opened"
     assert xq.tasks(job_id)["check"]["task_approval"] == "Looks right?"
+
+
+def _cli(xq: XQ, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BUTTERFLY_XINGQIAO_URL": xq.url, "BUTTERFLY_OPERATOR_TOKEN": token}
+    env.pop("BUTTERFLY_ADMIN_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "butterfly_common.cli", "xingqiao",
+                           "signal", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_cli_signal_moves_a_waiting_flow_and_says_why_it_cannot(xq: XQ):
+    k = key()
+    xq.flow_type(f"sigcli-{k}", [
+        {"label": "approve", "signal": "approved", "timeout": 60, "provides": ["value"]},
+        {"label": "after", "cmd": "/xqt/ok", "requires": ["value"],
+         "dependencies": ["approve"], "is_save": True},
+    ])
+    job_id = xq.create(f"sigcli-{k}")
+    wait_until(lambda: xq.tasks(job_id)["approve"]["task_status"] == "started", 10,
+               what="the signal task waiting")
+    bad = _cli(xq, str(job_id), "approved", "--payload", "{not json")
+    assert bad.returncode == 2 and "--payload is not JSON" in bad.stderr, bad
+    bad = _cli(xq, str(job_id), "approved", "--payload", "[1]")
+    assert bad.returncode == 2 and "must be a JSON object" in bad.stderr, bad
+    lacking = _cli(xq, str(job_id), "approved")  # the task provides value: refused
+    assert lacking.returncode == 1, lacking
+    assert "ERR_SIGNAL_PAYLOAD_INVALID" in lacking.stderr and "value" in lacking.stderr
+    unknown = _cli(xq, "999999999", "approved")
+    assert unknown.returncode == 1 and "ERR_JOB_NOT_EXIST" in unknown.stderr, unknown
+    denied = _cli(xq, str(job_id), "approved", "--payload", "{}", token="not-the-token-0123456789")
+    assert denied.returncode == 1 and denied.stderr.strip(), denied
+    sent = _cli(xq, str(job_id), "approved", "--payload", '{"value": "from-cli"}')
+    assert sent.returncode == 0, sent
+    assert json.loads(sent.stdout)["delivered_to"] == "approve"
+    job = xq.wait(job_id, 20)
+    assert job["job_status"] == "finished" and job["ret_data"]["value"] == "from-cli"

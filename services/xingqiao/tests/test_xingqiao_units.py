@@ -177,8 +177,10 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
 
     new_task_columns = ["task_map_over", "task_max_parallel", "task_map_as", "task_parent",
                         "task_map_index", "task_signal", "task_on_timeout", "task_default",
-                        "task_subflow", "task_subflow_version", "task_child"]
-    new_job_columns = ["job_version", "job_trace", "job_parent_id", "job_parent_task"]
+                        "task_subflow", "task_subflow_version", "task_child",
+                        "task_undo", "task_saga", "task_undoes"]
+    new_job_columns = ["job_version", "job_trace", "job_parent_id", "job_parent_task",
+                       "job_on_failure"]
     db.create_tables(MODELS)
     with db.database.connection_context():
         migrator = SchemaMigrator.from_database(db.database.obj)
@@ -201,8 +203,8 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
     assert migrations.migrate() == []  # idempotent
     with db.database.connection_context():
         old = Job.get(Job.job_name == "old")
-        assert (old.job_version, old.job_trace, old.job_parent_id, old.job_parent_task) == (
-            "", "", 0, 0)
+        assert (old.job_version, old.job_trace, old.job_parent_id, old.job_parent_task,
+                old.job_on_failure) == ("", "", 0, 0, None)
         assert "workflow_job_job_parent_id" in {
             i.name for i in db.database.get_indexes("workflow_job")}  # cancel finds children
         assert db.database.table_exists("workflow_signal")
@@ -215,3 +217,60 @@ def test_migrate_adds_the_columns_an_older_release_lacks(any_db):
         assert (task.task_parent, task.task_on_timeout, task.task_map_as) == (0, "fail",
                                                                               "item")
         assert (task.task_subflow, task.task_child) == (None, 0)
+        assert (task.task_undo, task.task_saga, task.task_undoes) == (None, None, None)
+
+
+def test_saga_begins_once_however_often_and_wherever_the_verdict_comes(any_db):
+    """Four replicas reach the failed verdict of one flow at once, each with the task list
+    it read before any compensation existed: one set of compensation tasks is made, and
+    every caller is told to advance again (so none ends the flow before it ran)."""
+    import threading
+
+    from butterfly_xingqiao import engine, saga
+    from butterfly_xingqiao.models import dumps, loads
+
+    db.create_tables(MODELS)
+    hook = {"label": "alert", "cmd": "/x/alert", "params": {"to": "ops"}, "retrymax": 2,
+            "timeout": None}
+    with db.database.connection_context():
+        job = Job.create(job_namespace="n", job_name="j", job_type="t", is_valid=True,
+                         job_on_failure=dumps([hook]))
+        for label, status, u_ts in (("a", "finished", 1.0), ("b", "finished", 2.0),
+                                    ("c", "finished", 3.0), ("d", "failed", 4.0)):
+            Task.create(job_id=job.job_id, task_label=label, task_cmd="/x/y",
+                        task_status=status, u_ts=u_ts, ret_data=dumps({"stat": "OK",
+                                                                       "v": label}),
+                        task_undo=None if label == "b" else dumps({"cmd": "/x/undo"}),
+                        ret_stat="ERR_X" if status == "failed" else "OK",
+                        task_reason="task d: boom" if status == "failed" else None)
+        stale = engine.tasks_of(job.job_id)
+    told: list[bool] = []
+    gate = threading.Barrier(4)
+
+    def verdict() -> None:
+        with db.database.connection_context():
+            gate.wait()
+            told.append(saga.begin(Job.get_by_id(job.job_id), list(stale)))
+
+    threads = [threading.Thread(target=verdict) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert told == [True] * 4
+    with db.database.connection_context():
+        rows = {t.task_label: t for t in engine.tasks_of(job.job_id) if t.task_saga}
+        assert list(rows) == ["undo:c", "undo:a", "alert"]  # latest finished first; b: none
+        assert [rows[k].task_dependencies for k in rows] == ["", "undo:c", "undo:a"]
+        assert {t.task_trigger_rule for t in rows.values()} == {"all_done"}
+        assert loads(rows["undo:c"].task_params) == {"saga": {
+            "failed": {"label": "d", "reason": "task d: boom", "ret_stat": "ERR_X"},
+            "undoes": "c", "result": {"v": "c"}}}
+        assert loads(rows["alert"].task_params)["to"] == "ops"
+        assert rows["alert"].task_retrymax == 2
+        fresh = engine.tasks_of(job.job_id)
+        assert saga.begin(job, fresh) is False  # compensated already: the flow ends
+        # a flow that ended (or restarted) meanwhile is not compensated by a stale verdict
+        Task.delete().where(Task.task_saga.is_null(False)).execute()
+        assert store.move_job(job, "fail")
+        assert saga.begin(job, stale) is False and saga.record(job.job_id) == []

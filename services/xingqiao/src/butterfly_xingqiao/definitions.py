@@ -33,6 +33,9 @@ MAX_APPROVAL = 255
 SUBFLOW_CMD = "/xingqiao/subflow"
 SUBFLOW_KEYS = frozenset(("type", "version"))
 ITEM_LABEL = re.compile(r"\[\d+\]$")
+#: A compensation task's label: this prefix and the label of the step it undoes.
+UNDO_PREFIX = "undo:"
+UNDO_KEYS = frozenset(("cmd", "params", "retrymax", "timeout"))
 
 
 class DefinitionError(ValueError):
@@ -79,6 +82,12 @@ class TaskSpec:
     #: any task's) become the child flow's ``job_extra``, the child's saved result
     #: (``ret_data``) becomes this task's result.
     subflow: dict[str, Any] | None = None
+    #: Saga: how to undo this step once it finished and the flow then failed (``cmd``,
+    #: optional ``params``, ``retrymax``, ``timeout``); see ``saga.py``.
+    undo: dict[str, Any] | None = None
+    #: Saga: a flow-level task run once when the flow fails (after the undos), never
+    #: otherwise; it has no dependencies and no task depends on it.
+    on_failure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,20 +134,26 @@ def spec_from_dict(raw: Any, index: int) -> TaskSpec:
     return TaskSpec(**{k: raw[k] for k in raw})
 
 
+def _cmd_errors(cmd: Any) -> list[str]:
+    """What is wrong with a handler path (none: a valid /app/handler topic)."""
+    try:
+        if not isinstance(cmd, str) or len(cmd) > MAX_CMD:
+            raise ValueError(f"cmd must be a str of <= {MAX_CMD} chars")
+        check_topic(cmd)
+        if not cmd.startswith("/") or cmd.count("/") != 2:
+            raise ValueError(f"cmd must be a handler path /app/handler, not {cmd!r}")
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
 def _check_task(spec: TaskSpec) -> list[str]:
     errs: list[str] = []
     who = f"task {spec.label}"
     if not isinstance(spec.label, str) or not spec.label or len(spec.label) > MAX_LABEL \
             or "," in spec.label or not spec.label.isprintable():
         return [f"task {spec.label!r}: label must be 1..{MAX_LABEL} printable chars, no comma"]
-    try:
-        if not isinstance(spec.cmd, str) or len(spec.cmd) > MAX_CMD:
-            raise ValueError(f"cmd must be a str of <= {MAX_CMD} chars")
-        check_topic(spec.cmd)
-        if not spec.cmd.startswith("/") or spec.cmd.count("/") != 2:
-            raise ValueError(f"cmd must be a handler path /app/handler, not {spec.cmd!r}")
-    except ValueError as exc:
-        errs.append(f"{who}: {exc}")
+    errs += [f"{who}: {e}" for e in _cmd_errors(spec.cmd)]
     for key in ("requires", "provides", "dependencies"):
         names = _names(getattr(spec, key))
         if names is None:
@@ -165,7 +180,7 @@ def _check_task(spec: TaskSpec) -> list[str]:
     if ITEM_LABEL.search(spec.label):
         errs.append(f"{who}: a label ending in [<number>] is reserved for map items")
     return errs + _check_map(spec, who) + _check_signal(spec, who) \
-        + _check_subflow(spec, who)
+        + _check_subflow(spec, who) + _check_saga(spec, who)
 
 
 def _check_subflow(spec: TaskSpec, who: str) -> list[str]:
@@ -188,6 +203,49 @@ def _check_subflow(spec: TaskSpec, who: str) -> list[str]:
     if spec.retrymax:
         errs.append(f"{who}: a sub-flow task has no retrymax (retry_job of the flow "
                     "creates a new child)")
+    return errs
+
+
+def _check_saga(spec: TaskSpec, who: str) -> list[str]:
+    """``undo`` is a handler call of its own; an ``on_failure`` task is a plain call."""
+    errs: list[str] = []
+    if spec.label.startswith(UNDO_PREFIX):
+        errs.append(f"{who}: a label starting with {UNDO_PREFIX} is reserved for "
+                    "compensation tasks")
+    if not isinstance(spec.on_failure, bool):
+        errs.append(f"{who}: on_failure must be true or false")
+    elif spec.on_failure:
+        if spec.dependencies or spec.requires or spec.provides or spec.is_save \
+                or spec.map_over is not None or spec.signal is not None \
+                or spec.undo is not None or spec.extra or spec.retry_delay is not None \
+                or spec.retry_backoff != "fixed" or spec.trigger_rule != "all_success":
+            errs.append(f"{who}: an on_failure task runs once the flow failed: only "
+                        "label, cmd, params, retrymax and timeout")
+        return errs
+    if spec.undo is None:
+        return errs
+    undo = spec.undo
+    if not isinstance(undo, dict):
+        return [*errs, f"{who}: undo must be an object {{cmd, params, retrymax, timeout}}"]
+    unknown = sorted(set(undo) - UNDO_KEYS)
+    if unknown:
+        errs.append(f"{who}: undo has unknown keys {', '.join(map(str, unknown))}")
+    if len(spec.label) > MAX_LABEL - len(UNDO_PREFIX):
+        errs.append(f"{who}: a task with undo has a label of at most "
+                    f"{MAX_LABEL - len(UNDO_PREFIX)} chars")
+    if "cmd" not in undo:
+        return [*errs, f"{who}: undo needs a cmd (the handler that undoes the step)"]
+    errs += [f"{who}: undo {e}" for e in _cmd_errors(undo["cmd"])]
+    if undo.get("params") is not None and not isinstance(undo["params"], dict):
+        errs.append(f"{who}: undo params must be an object")
+    retrymax = undo.get("retrymax", 0)
+    if isinstance(retrymax, bool) or not isinstance(retrymax, int) \
+            or not 0 <= retrymax <= MAX_RETRIES:
+        errs.append(f"{who}: undo retrymax must be a whole number 0..{MAX_RETRIES}")
+    timeout = undo.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or timeout <= 0):
+        errs.append(f"{who}: undo timeout must be a number of seconds > 0")
     return errs
 
 
@@ -259,7 +317,7 @@ def _cycle(specs: dict[str, TaskSpec]) -> list[str] | None:
 
 def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
     """Check a whole flow; DefinitionError listing every problem, each naming its task."""
-    if not specs:
+    if not [s for s in specs if s.on_failure is not True]:
         raise DefinitionError(["a flow needs at least one task"])
     if len(specs) > MAX_TASKS:
         raise DefinitionError([f"a flow has at most {MAX_TASKS} tasks, not {len(specs)}"])
@@ -276,6 +334,8 @@ def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
                 errors.append(f"task {spec.label}: depends on itself")
             elif dep not in by_label:
                 errors.append(f"task {spec.label}: unknown dependency {dep}")
+            elif by_label[dep].on_failure is True:
+                errors.append(f"task {spec.label}: depends on on_failure task {dep}")
     if not errors:
         cycle = _cycle(by_label)
         if cycle:
@@ -287,9 +347,12 @@ def validate(specs: list[TaskSpec]) -> list[TaskSpec]:
 
 def unserved_warnings(specs: list[TaskSpec], known_topics: set[str]) -> list[str]:
     """Warnings for tasks whose topic no consumer has ever served (maybe a typo)."""
-    return [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
-            for s in specs if s.cmd not in known_topics and s.signal is None
-            and s.subflow is None]
+    found = [f"task {s.label}: topic {s.cmd} has never been served by any consumer"
+             for s in specs if s.cmd not in known_topics and s.signal is None
+             and s.subflow is None]
+    return found + [f"task {s.label}: undo topic {s.undo['cmd']} has never been served by "
+                    "any consumer" for s in specs
+                    if isinstance(s.undo, dict) and s.undo.get("cmd") not in known_topics]
 
 
 class Workflow:
@@ -316,13 +379,23 @@ class Workflow:
                  extra: dict | None = None, *, retry_delay: float | None = None,
                  retry_backoff: str = "fixed", trigger_rule: str = "all_success",
                  map_over: str | None = None, max_parallel: int = DEFAULT_MAX_PARALLEL,
-                 map_as: str = "item") -> TaskSpec:
+                 map_as: str = "item", undo: dict | None = None) -> TaskSpec:
         """Add one task: the original's parameters, then the new policy keywords
-        (``map_over``: run it once per item of that list, see the docs' Dynamic map)."""
+        (``map_over``: run it once per item of that list, see the docs' Dynamic map;
+        ``undo``: ``{"cmd", "params"}`` compensating it when the flow fails later)."""
         spec = TaskSpec(label, cmd, params, list(requires or []), list(provides or []),
                         list(dependencies or []), retrymax, is_save, timeout or None, extra,
                         retry_delay, retry_backoff, trigger_rule, map_over, max_parallel,
-                        map_as)
+                        map_as, undo=undo)
+        self.tasks.append(spec)
+        return spec
+
+    def add_on_failure(self, label: str, cmd: str, params: dict | None = None,
+                       retrymax: int = 0, timeout: float | None = None) -> TaskSpec:
+        """Add a task run once when the flow fails, after the undos of its finished
+        steps (a saga's last word: alert, release a lock); never run otherwise."""
+        spec = TaskSpec(label, cmd, params, retrymax=retrymax, timeout=timeout or None,
+                        on_failure=True)
         self.tasks.append(spec)
         return spec
 

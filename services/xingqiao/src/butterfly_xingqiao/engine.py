@@ -26,7 +26,7 @@ from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.mq.broker import NO_CONSUMER
 from butterfly_common.runtime import get_config
 
-from . import dataflow, signals, store, subflows
+from . import dataflow, saga, signals, store, subflows
 from .config import NOTICE_TOPIC, XingqiaoConfig
 from .definitions import MAX_MAP_ITEMS
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
@@ -161,6 +161,8 @@ def advance(job_id: int, job: Job | None = None) -> str:
 def _verdict(job: Job, tasks: list[Task]) -> str:
     if any(t.task_status not in TASK_DONE for t in tasks):
         return "started"
+    if any(t.task_status in TASK_BAD for t in tasks) and saga.begin(job, tasks):
+        return advance(job.job_id)  # it failed: its compensation tasks run first
     now = time.time()
     saved: Any = None
     for t in tasks:
@@ -172,7 +174,8 @@ def _verdict(job: Job, tasks: list[Task]) -> str:
     fields = {"e_time": now_dt(), "job_cost": round(now - job.s_ts, 6),
               "ret_data": dumps(saved if saved is not None else {})}
     if bad:
-        ended = store.move_job(job, "fail", ret_stat=ERR_JOB_EXE_FAILED, **fields)
+        ended = store.move_job(job, "fail",
+                               ret_stat=saga.failed_stat(tasks, ERR_JOB_EXE_FAILED), **fields)
     else:
         ended = store.move_job(job, "finish", ret_stat=retstat.OK, **fields)
     if ended and job.job_parent_task:

@@ -85,6 +85,9 @@ class Job(BaseModel):
     #: Its end moves that task (``subflows.child_ended``).
     job_parent_id = peewee.BigIntegerField(default=0, index=True)
     job_parent_task = peewee.BigIntegerField(default=0)
+    #: Saga: the flow type's on_failure tasks (a JSON list of their specs), run once the
+    #: flow failed, after the undos (``saga.py``).
+    job_on_failure = peewee.TextField(null=True)
 
     class Meta:
         table_name = "workflow_job"
@@ -141,6 +144,12 @@ class Task(BaseModel):
     task_subflow = peewee.CharField(max_length=64, null=True)
     task_subflow_version = peewee.CharField(max_length=64, null=True)
     task_child = peewee.BigIntegerField(default=0)
+    #: Saga: how to undo this step (JSON ``{cmd, params, retrymax, timeout}``).
+    task_undo = peewee.TextField(null=True)
+    #: Saga: a compensation task's kind (``undo`` / ``on_failure``; null: a step of the
+    #: flow) and, for an undo, the label of the step it undoes.
+    task_saga = peewee.CharField(max_length=16, null=True)
+    task_undoes = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "workflow_task"

@@ -22,7 +22,7 @@ from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
 
-from . import engine, flowtypes, signals, store, subflows
+from . import engine, flowtypes, saga, signals, store, subflows
 from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
@@ -42,13 +42,14 @@ ERR_JOB_VERSION_NOT_EXIST = "ERR_JOB_VERSION_NOT_EXIST"
 ERR_TASK_IS_MAP_ITEM = "ERR_TASK_IS_MAP_ITEM"
 ERR_SIGNAL_UNKNOWN = "ERR_SIGNAL_UNKNOWN"
 ERR_SIGNAL_PAYLOAD_INVALID = "ERR_SIGNAL_PAYLOAD_INVALID"
+ERR_TASK_IS_COMPENSATION = "ERR_TASK_IS_COMPENSATION"
 
 HTTP_CODES = {
     ERR_JOB_EXIST: 409, ERR_JOB_NOT_EXIST: 404, ERR_JOB_TYPE_NOT_EXISTS: 404,
     ERR_JOB_EXTRA_INVALID: 400, ERR_JOB_CREATE_FAILED: 400, ERR_JOB_STATUS_NOT_FAILED: 409,
     ERR_JOB_NOT_RUNNING: 409, ERR_JOB_RUNNING: 409, ERR_TASK_NOT_EXIST: 404,
     ERR_TASK_RUNNING: 409, ERR_JOB_VERSION_NOT_EXIST: 404, ERR_TASK_IS_MAP_ITEM: 409,
-    ERR_SIGNAL_UNKNOWN: 404, ERR_SIGNAL_PAYLOAD_INVALID: 400,
+    ERR_SIGNAL_UNKNOWN: 404, ERR_SIGNAL_PAYLOAD_INVALID: 400, ERR_TASK_IS_COMPENSATION: 409,
     # raised by the flow-type and graph routes
     "ERR_FLOW_TYPE_INVALID": 400, "ERR_FLOW_TYPE_IS_PLUGIN": 409,
     "ERR_FLOW_TYPE_NOT_EXIST": 404, "ERR_GRAPH_FAILED": 503, "ERR_NOT_FROM_QUEUE": 403,
@@ -128,6 +129,7 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
     ``parent``: (job_id, task_id) of the sub-flow task creating it, (0, 0) for none."""
     extra = parse_extra(job_extra)
     specs, version, version_text = build_tasks(job_type, extra, job_version)
+    specs, on_failure = saga.split(specs)
     timeout = job_timeout or get_config(XingqiaoConfig).job_timeout
     # tracing on: the flow is a span, and its context is stored with it, so every task
     # dispatched later (by any replica, after any restart) is a child of it
@@ -145,7 +147,7 @@ def create_job(*, job_namespace: str, job_type: str, job_name: str | None, job_e
                                  job_timeout=timeout, job_token=secrets.token_hex(3),
                                  operator=operator, job_client=client[:64], s_ts=time.time(),
                                  job_trace=trace, job_parent_id=parent[0],
-                                 job_parent_task=parent[1])
+                                 job_parent_task=parent[1], job_on_failure=on_failure)
                 Task.insert_many([_task_row(job.job_id, spec) for spec in specs]).execute()
                 Job.update(is_valid=True).where(Job.job_id == job.job_id).execute()
             return job
@@ -174,7 +176,7 @@ def _task_row(job_id: int, spec: TaskSpec) -> dict[str, Any]:
         "task_map_as": spec.map_as, "task_signal": spec.signal,
         "task_on_timeout": spec.on_timeout,
         "task_default": dumps(spec.default) if spec.default is not None else None,
-        "task_approval": spec.approval,
+        "task_approval": spec.approval, "task_undo": saga.undo_json(spec),
         "task_subflow": spec.subflow["type"] if spec.subflow else None,
         "task_subflow_version": str(spec.subflow["version"])
         if spec.subflow and spec.subflow.get("version") is not None else None,
@@ -249,6 +251,9 @@ def _restart_tx(job: Job, tasks: list[Task], labels: set[str],
                 e_time=None, ret_stat="OK", job_cost=0.0):
             raise refuse(ERR_JOB_STATUS_NOT_FAILED, "the flow changed meanwhile; read it "
                                                      "again")
+        # a new run compensates its own failure, if it fails: the last one's undos go
+        Task.delete().where((Task.job_id == job.job_id)
+                            & Task.task_saga.is_null(False)).execute()
         ids = [t.task_id for t in tasks if t.task_label in labels]
         if rerun is not None:
             maps = [t.task_id for t in tasks if t.task_label in labels
@@ -273,8 +278,11 @@ def retry_job(job_id: int) -> dict[str, Any]:
     if job.job_status not in ("failed", "timed_out", "canceled"):
         raise refuse(ERR_JOB_STATUS_NOT_FAILED, f"flow {job_id} is {job.job_status}; only "
                       "failed, timed_out or canceled flows are retried")
-    tasks = engine.tasks_of(job_id)
-    bad = {t.task_label for t in tasks if t.task_status != "finished"}
+    every = engine.tasks_of(job_id)
+    tasks = [t for t in every if not saga.is_compensation(t)]
+    # steps a compensation undid run again too: their effect is gone
+    bad = {t.task_label for t in tasks if t.task_status != "finished"} | {
+        str(t.task_undoes) for t in every if t.task_saga == "undo"}
     labels = downstream(tasks, bad)
     _restart(job, tasks, labels)
     engine.advance(job_id)
@@ -289,11 +297,16 @@ def rerun_task(task_id: int, params: dict[str, Any] | None) -> dict[str, Any]:
         raise refuse(ERR_TASK_IS_MAP_ITEM, f"task {task.task_label} is an item of a map "
                      f"(task_id {task.task_parent}): rerun the map task, or retry_job to "
                      "run its failed items again")
+    if saga.is_compensation(task):
+        raise refuse(ERR_TASK_IS_COMPENSATION, f"task {task.task_label} compensates the "
+                     "flow's failure: retry_job or rerun one of its steps")
     job = get_job(task.job_id)
     tasks = engine.tasks_of(job.job_id)
     labels = downstream(tasks, {task.task_label})
-    busy = sorted(t.task_label for t in tasks if t.task_label in labels
-                  and t.task_status in TASK_ACTIVE)
+    # a compensation under way is finished first: its rows go with the restart
+    busy = sorted(t.task_label for t in tasks
+                  if (t.task_label in labels and t.task_status in TASK_ACTIVE)
+                  or (saga.is_compensation(t) and t.task_status not in TASK_DONE))
     if busy:
         raise refuse(ERR_TASK_RUNNING, f"tasks still running: {', '.join(busy)}; wait or "
                                         "cancel_job first")

@@ -53,6 +53,7 @@ def task_row(task: Task) -> dict[str, Any]:
     out["task_params"] = loads(task.task_params)
     out["task_extra"] = loads(task.task_extra)
     out["ret_data"] = loads(task.ret_data)
+    out["task_undo"] = loads(task.task_undo)
     for key in ("task_requires", "task_provides", "task_dependencies"):
         out[key] = split_list(getattr(task, key))
     if task.task_subflow is not None:

@@ -26,6 +26,7 @@ from butterfly_xingqiao import (
     graph,
     operations,
     queries,
+    saga,
     signals,
     subflows,
     triggers,
@@ -84,14 +85,17 @@ def get_job_detail(req: Request, job_id: int) -> Any:
     an attempt of the flow is out on the queue, see ``queries.job_lock``), and ``maps``:
     each map task's items by state (``{label: {total, finished, failed, ...}}``);
     ``parent`` (a sub-flow: ``{job_id, task_id, task_label}`` of the task that created
-    it, else null) and ``subflows`` (each sub-flow task's ``child_job_id``).
-    ERR_JOB_NOT_EXIST."""
+    it, else null) and ``subflows`` (each sub-flow task's ``child_job_id``); and
+    ``compensation``: the saga tasks a failure created, in run order (``[{task_id, label,
+    kind, undoes, status, ret_stat, reason}]``, empty when none). ERR_JOB_NOT_EXIST."""
     job = operations.get_job(job_id)
     data = queries.job_row(job, full=True)
     data["task_status"] = counts = queries.status_counts(job_id)
     data["job_lock"] = queries.job_lock(job, counts)
     data["maps"] = queries.map_progress(job_id)
     data.update(subflows.links(job))
+    data["job_on_failure"] = loads(job.job_on_failure, [])
+    data["compensation"] = saga.record(job_id)
     return OK, {"data": data}
 
 
@@ -206,12 +210,15 @@ def get_dot(req: Request, job_id: int) -> Any:
 
 @api(write=True)
 def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
-                     extra_required: list[str] | None = None) -> Any:
+                     extra_required: list[str] | None = None,
+                     on_failure: list[Any] | None = None) -> Any:
     """Store a new version of a declarative flow type: ``tasks`` is a list of objects with
     label, cmd, params, requires, provides, dependencies, retrymax, retry_delay,
     retry_backoff, timeout, trigger_rule, is_save, extra, map_over, max_parallel, map_as,
     or for a signal task (no cmd) signal, timeout, on_timeout, default, approval (a
-    question: a person answers it in the console). Validated now
+    question: a person answers it in the console); a step may carry ``undo: {cmd, params,
+    retrymax, timeout}`` and ``on_failure`` lists tasks ``{label, cmd, params, retrymax,
+    timeout}`` run once when a flow fails (a saga: see the docs). Validated now
     (ERR_FLOW_TYPE_INVALID naming each bad task in ``errors``); topics no consumer ever
     served come back as ``warnings``. Answers ``data: {name, version, warnings}``."""
     if not 0 < len(name) <= flowtypes.NAME_MAX:
@@ -223,6 +230,9 @@ def flow_type_create(req: Request, name: str, tasks: Any, description: str = "",
             tasks = json.loads(tasks)
         except ValueError as exc:
             raise ParamError(f"invalid: tasks (not JSON: {exc})") from None
+    if on_failure and isinstance(tasks, list):
+        tasks = [*tasks, *({**t, "on_failure": True} if isinstance(t, dict) else t
+                           for t in on_failure)]
     try:
         specs = flowtypes.json_specs(tasks)
     except DefinitionError as exc:

@@ -94,3 +94,17 @@ def gather(req, results: list, failed: list | None = None):
     """A map's collect step: the items in the order received (None for a failed one)."""
     order = [r["item"] if isinstance(r, dict) else None for r in results]
     return retstat.OK, {"data": {"order": order, "failed": failed or []}}
+
+
+@api
+def record(req, key: str, name: str = "", saga: dict | None = None, fail: bool = False,
+           seconds: float = 0.0):
+    """A compensation step: appends ``{name, saga}`` (JSON) to ``xqt:calls:<key>`` (the
+    order of the calls is the list's), sleeps ``seconds``, then fails when ``fail``."""
+    import json
+
+    runtime.get_redis().rpush(f"xqt:calls:{key}", json.dumps({"name": name, "saga": saga}))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ("ERR_TEST_UNDO_FAILED", {"name": name}) if fail else (retstat.OK, {"name": name})
