@@ -177,6 +177,7 @@ def test_a_message_failing_again_is_not_taken_twice(broker: Broker, topic: str) 
     (("requeue", "failed", {"since": 10, "until": 5}), "since"),
     (("requeue", "failed", {"since": float("nan")}), "since"),
     (("requeue", "failed", {"until": -1}), "until"),
+    (("requeue", "failed", {"until": 1e308}), "until"),
     (("requeue", "failed", {"step": 0}), "step"),
     (("requeue", "failed", {"step": 10**6}), "step")])
 def test_bad_requests_are_refused(broker: Broker, topic: str, args: tuple[Any, ...],

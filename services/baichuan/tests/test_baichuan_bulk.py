@@ -84,6 +84,8 @@ def test_a_dry_run_needs_the_operator(client, served, broker):
      "ERR_BAD_PARAMS", "since"),
     ({"action": "requeue", "status": "failed", "until": -5}, 400, "ERR_BAD_PARAMS",
      "until"),
+    ({"action": "requeue", "status": "failed", "since": 1e308}, 400, "ERR_BAD_PARAMS",
+     "since"),
     ({"action": "requeue", "status": "failed", "step": 0}, 400, "ERR_BAD_PARAMS", "step"),
     ({"action": "requeue", "status": "failed", "step": 20000}, 400, "ERR_BAD_PARAMS",
      "step"),

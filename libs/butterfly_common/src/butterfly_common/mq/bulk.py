@@ -44,6 +44,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 #: Ids one step visits by default, and at most.
 STEP = 1000
 MAX_STEP = 10_000
+#: Latest ``since``/``until`` taken (epoch seconds, year 5138): keeps the milliseconds far
+#: inside what Lua's doubles hold exactly.
+MAX_TIME = 1e11
 #: The ``error`` a canceled message gets.
 CANCELED_ERROR = "canceled by a bulk action"
 
@@ -91,8 +94,8 @@ def check(action: str, flt: BulkFilter, step: int) -> None:
     for name in ("since", "until"):
         value = getattr(flt, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not math.isfinite(value) or value < 0):
-            raise ValueError(f"{name} must be epoch seconds >= 0: {value!r}")
+                                  or not math.isfinite(value) or not 0 <= value <= MAX_TIME):
+            raise ValueError(f"{name} must be epoch seconds 0..{MAX_TIME:g}: {value!r}")
     if flt.since is not None and flt.until is not None and flt.since > flt.until:
         raise ValueError(f"since ({flt.since:g}) is after until ({flt.until:g})")
     for name in ("error", "stat"):
