@@ -5,6 +5,7 @@ cluster)."""
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -194,3 +195,31 @@ def test_empty_topic(broker: Broker, topic: str) -> None:
         action = "requeue" if status == "failed" else "cancel"
         done = broker.bulk(topic, action, status)
         assert (done.scanned, done.matched, done.steps) == (0, 0, 1)
+
+
+# -- the framework's consumer -------------------------------------------------------------
+
+def test_requeued_dead_letters_run_again_in_a_consumer(sample_consumers: Any) -> None:
+    """Real consumers (redis, twemproxy): a handler's dead letters, requeued by filter,
+    run again; those failing anew carry the new error, which the old filter misses."""
+    broker, start, _ = sample_consumers
+    topic = "/jobs/flaky"
+    broker.purge(topic, "all")
+    start()
+    run = uuid.uuid4().hex[:8]
+    ids = [broker.publish(topic, {"key": f"{run}-{n}", "failures": 1 if n < 4 else 2}
+                          ).msg_id for n in range(6)]
+
+    def statuses() -> list[str]:
+        return [m.status if m else "gone" for m in broker.get_many([(i, topic) for i in ids])]
+
+    wait_until(lambda: statuses() == ["failed"] * 6, 30, what="every message dead-lettered")
+    assert broker.bulk(topic, "requeue", "failed", error="failure 2",
+                       dry_run=True).matched == 0
+    done = broker.bulk(topic, "requeue", "failed", error="failure 1", step=2)
+    assert done.acted == 6 and done.steps == 4  # 2 + 2 + 2 ids, one step to see the end
+    wait_until(lambda: statuses() == ["finished"] * 4 + ["failed"] * 2, 30,
+               what="the requeued ones finished, the others failed again")
+    assert broker.get(ids[0], topic).result["calls"] == 2
+    assert broker.bulk(topic, "requeue", "failed", error="failure 1", dry_run=True).matched == 0
+    assert broker.bulk(topic, "requeue", "failed", error="failure 2", dry_run=True).matched == 2

@@ -1,25 +1,26 @@
 -- KEYS: queue, prios, delayed, started, finished, failed (one topic)
 -- ARGV: msg_prefix, status, action ('count' | 'requeue' | 'delete' | 'cancel'), step,
 --       error substring, since_ms, until_ms, stat ('' = no such condition), at_front,
---       cancel error text, cancel error_kind,
+--       cancel error text, cancel error_kind, run id (unique per bulk run),
 --       cursor: t0, bound, priority, anchor id, anchor score ('' on the first step)
 -- One bounded step of a bulk action (bulk.py drives the steps): visit up to `step` ids
 -- of `status`'s container after the cursor, keep those whose record matches the filter,
 -- act on them (nothing for 'count'). The cursor is the last visited id that is still in
 -- the container (an acted id left it), so an id is visited once whatever the steps
 -- remove; ids that joined after the first step (t0) are not matched, and a zset is not
--- visited past its highest score at t0 (a requeued message failing again is not taken
--- twice). Reply: {scanned, matched, acted, done (1|0), t0, bound, priority, anchor,
+-- visited past its highest score at t0, and a record requeued by this run (its `bulk`
+-- field is the run id) is not matched again when it fails again meanwhile. Reply: {scanned, matched, acted, done (1|0), t0, bound, priority, anchor,
 -- anchor score, then the acted ids ('delete'), or id, failure_ttl pairs ('cancel')}.
 local prefix, status, action = ARGV[1], ARGV[2], ARGV[3]
 local step = tonumber(ARGV[4])
 local want_error = ARGV[5]
 local since, till = tonumber(ARGV[6]), tonumber(ARGV[7])
 local want_stat = ARGV[8]
-local t0 = tonumber(ARGV[12]) or NOW
-local bound = ARGV[13]
-local cur_p = tonumber(ARGV[14]) or 1000
-local anchor, anchor_score = ARGV[15], ARGV[16]
+local run = ARGV[12]
+local t0 = tonumber(ARGV[13]) or NOW
+local bound = ARGV[14]
+local cur_p = tonumber(ARGV[15]) or 1000
+local anchor, anchor_score = ARGV[16], ARGV[17]
 local TOMB = ' bulk '  -- never an id (ids have no spaces): marks list slots to drop
 local time_field = 'ended_at'
 if status == 'queued' or status == 'delayed' then
@@ -32,8 +33,8 @@ local zsets = {delayed = KEYS[3], started = KEYS[4], finished = KEYS[5], failed 
 
 -- The record of `id` matches the filter (and still is in `status`, joined before t0).
 local function matches(key)
-  local r = redis.call('HMGET', key, 'status', 'error', time_field)
-  if r[1] ~= status then return false end
+  local r = redis.call('HMGET', key, 'status', 'error', time_field, 'bulk')
+  if r[1] ~= status or r[4] == run then return false end
   local t = tonumber(r[3])
   if t and t > t0 then return false end
   if since and not (t and t >= since) then return false end
@@ -58,7 +59,7 @@ local function act(key, id)
   if action == 'requeue' then
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
-      'worker', '', 'started_at', '', 'ended_at', '')
+      'worker', '', 'started_at', '', 'ended_at', '', 'bulk', run)
     local r = redis.call('HMGET', key, 'priority', 'dedup_ref')
     enqueue(KEYS[1], KEYS[2], tonumber(r[1]) or 0, id, ARGV[9] == '1')
     if r[2] and r[2] ~= '' then  -- live again: an until_done key free since takes it back

@@ -7,7 +7,8 @@ Redis never runs one long script (it serves other clients between steps) and eac
 atomic over the topic's keys (one hash tag: plain Redis, Twemproxy, Redis Cluster). The
 steps walk the container once from a cursor (the last visited id still in it), so an id is
 visited once even while the steps (or consumers) change the container; messages that
-arrive after the first step are left alone.
+arrive after the first step are left alone, and a requeue marks each record with the run's
+id (its ``bulk`` field), so one that fails again before the run ends is not taken twice.
 
 Which actions apply to which status (:data:`ACTIONS`): ``requeue`` failed or finished
 messages (fresh attempts, as :meth:`Broker.requeue`); ``delete`` in any status (a running
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -116,7 +118,7 @@ def run_bulk(client: Any, k: TopicKeys, action: str, flt: BulkFilter, *, dry_run
     fixed = [k.msg_prefix, flt.status, "count" if dry_run else action, step,
              flt.error or "", "" if flt.since is None else to_ms(flt.since),
              "" if flt.until is None else to_ms(flt.until), flt.stat or "", int(at_front),
-             CANCELED_ERROR, ErrorKind.CANCELED.value]
+             CANCELED_ERROR, ErrorKind.CANCELED.value, secrets.token_hex(8)]
     cursor: list[Any] = ["", "", "", "", ""]
     keys = [k.queue, k.prios, k.delayed, k.started, k.finished, k.failed]
     while True:
