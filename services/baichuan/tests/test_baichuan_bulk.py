@@ -97,3 +97,14 @@ def test_bad_input_is_a_4xx(client, served, broker, args, code, stat, word):
     dead_letters(broker, ["x"])
     refused(bulk(client, **args), code, stat, word)
     assert broker.counts(TOPIC)["failed"] == 1
+
+
+def test_progress_is_logged_every_ten_steps(client, served, broker, caplog):
+    served()
+    dead_letters(broker, ["x"] * 25)
+    with caplog.at_level(logging.INFO, logger="butterfly_baichuan.queue_admin"):
+        body = bulk(client, action="delete", status="failed", step=1).get_json()
+    assert (body["acted"], body["steps"]) == (25, 26)
+    lines = [r.getMessage() for r in caplog.records if r.name == "butterfly_baichuan.queue_admin"]
+    assert lines == [f"bulk delete failed on {TOPIC}: {n} scanned, {n} matched, {n} acted so far"
+                     for n in (10, 20)]
