@@ -33,7 +33,7 @@ def claim_one(broker: Broker, topic: str, worker: str = "w1") -> Message:
 
 def test_the_kinds_are_a_closed_set() -> None:
     assert {k.value for k in ErrorKind} == {"timeout", "exception", "refused", "lost",
-                                            "unstorable"}
+                                            "unstorable", "canceled"}
     assert ErrorKind.TIMEOUT == "timeout"  # a str: JSON and comparisons need no .value
 
 

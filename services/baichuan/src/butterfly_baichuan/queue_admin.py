@@ -29,6 +29,9 @@ from butterfly_common.mq import (
     PublishResult,
     check_priority,
 )
+from butterfly_common.mq.bulk import ACTIONS as BULK_ACTIONS
+from butterfly_common.mq.bulk import BulkCounts, BulkFilter
+from butterfly_common.mq.bulk import check as check_bulk
 from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
 from butterfly_common.mq.limits import check_limits
 from butterfly_common.paging import check_page
@@ -44,8 +47,11 @@ from .refusals import (
     ERR_WAIT_TIMEOUT,
 )
 
-#: Who changed which topic's limits, and from what to what (the admin's trail).
+log = logging.getLogger(__name__)
+#: Who changed which topic's limits or acted on many messages (the admin's trail).
 audit_log = logging.getLogger("butterfly.baichuan.audit")
+#: A bulk action logs its progress every this many steps.
+BULK_LOG_EVERY = 10
 
 TERMINAL = (FINISHED, FAILED)
 #: ``order`` of ``msgs``: newest first (the default, what a dashboard shows) or oldest.
@@ -301,6 +307,44 @@ def purge(broker: Broker, topic: str, status: str) -> dict[str, Any]:
     check_topic_name(topic)
     check_status(status, (*STATUSES, "all"))
     return {"purged": broker.purge(topic, status)}
+
+
+def bulk(broker: Broker, topic: str, action: str, status: str, *, error: str | None,
+         since: float | None, until: float | None, stat: str | None, dry_run: bool,
+         step: int, who: str) -> dict[str, Any]:
+    """``action`` on every message of ``topic`` in ``status`` matching the filter
+    (:meth:`Broker.bulk`), in bounded steps, progress logged every BULK_LOG_EVERY steps;
+    answers the counts. A real run (not ``dry_run``) is audited with ``who``, the filter
+    and the counts. ERR_BAD_TOPIC, ERR_BAD_STATUS (unknown, or not one ``action``
+    takes), ERR_BAD_PARAMS (the action, the times, the step)."""
+    check_topic_name(topic)
+    if action not in BULK_ACTIONS:
+        raise ParamError(f"invalid: action (expected one of {', '.join(BULK_ACTIONS)})")
+    check_status(status)
+    if status not in BULK_ACTIONS[action]:
+        raise Refusal(ERR_BAD_STATUS, f"{action} takes status "
+                                      f"{' or '.join(BULK_ACTIONS[action])}, not {status}")
+    flt = BulkFilter(status, error or None, since, until, stat or None)
+    try:
+        check_bulk(action, flt, step)
+    except ValueError as exc:
+        raise ParamError(f"invalid: filter ({exc})") from None
+
+    def progress(counts: BulkCounts) -> None:
+        if counts.steps % BULK_LOG_EVERY == 0:
+            log.info("bulk %s %s on %s: %d scanned, %d matched, %d acted so far",
+                     "dry run of" if dry_run else action, status, topic, counts.scanned,
+                     counts.matched, counts.acted)
+
+    counts = broker.bulk(topic, action, status, error=flt.error, since=since, until=until,
+                         stat=flt.stat, dry_run=dry_run, step=step, progress=progress)
+    if not dry_run:
+        audit_log.warning("bulk %s %s by %s: filter %s -> matched %d, acted %d "
+                          "(%d scanned in %d steps)", action, topic, who,
+                          json.dumps(flt.to_dict(), sort_keys=True), counts.matched,
+                          counts.acted, counts.scanned, counts.steps)
+    return {"topic": topic, "action": action, "dry_run": dry_run,
+            "filter": flt.to_dict(), **counts.to_dict()}
 
 
 # -- limits -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ from redis.exceptions import RedisError
 from .. import nesting
 from ..redis_client import pipeline
 from . import index, scripts
+from .bulk import STEP as BULK_STEP
+from .bulk import BulkCounts, BulkFilter, run_bulk
 from .errors import NoConsumer
 from .keys import (
     FIELDS,
@@ -589,6 +591,22 @@ class Broker:
             total += int(n)
             if int(scanned) < self.batch:
                 return total
+
+    def bulk(self, topic: str, action: str, status: str, *, error: str | None = None,
+             since: float | None = None, until: float | None = None,
+             stat: str | None = None, dry_run: bool = False, step: int = BULK_STEP,
+             at_front: bool = False,
+             progress: Callable[[BulkCounts], None] | None = None) -> BulkCounts:
+        """``action`` (``requeue``, ``delete``, ``cancel``) on every message of ``topic``
+        in ``status`` matching the filter (see :mod:`.bulk`: ``error`` substring,
+        ``since``/``until`` epoch seconds, the handler's ``stat``), in steps of at most
+        ``step`` ids, one script call each, ``progress`` called after each. ``dry_run``
+        only counts. Returns the counts (``matched``, ``acted``, ``scanned``, ``steps``);
+        ValueError for an action, status or filter that does not fit."""
+        flt = BulkFilter(status, error, since, until, stat)
+        return run_bulk(self.client, self.keys(topic), action, flt, dry_run=dry_run,
+                        step=step, at_front=at_front, index_slack=self.index_slack,
+                        progress=progress)
 
     def delete(self, topic: str, msg_id: str) -> bool:
         """Remove a message whatever its status; True if its record existed."""

@@ -58,6 +58,8 @@ class ErrorKind(StrEnum):
     LOST = "lost"
     #: The handler answered, but its outcome could not be stored (not JSON-able ...).
     UNSTORABLE = "unstorable"
+    #: Taken out of the queue before it ran (again) by a bulk ``cancel`` (see ``bulk.py``).
+    CANCELED = "canceled"
 
 
 def _error_kind(value: str | None) -> str | None:

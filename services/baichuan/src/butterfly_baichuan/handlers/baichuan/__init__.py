@@ -18,9 +18,10 @@ docs/handlers.md "Admin handlers"):
 - operator (a write): ``requeue`` of one failed message;
 - admin (the admin role: token, JWT or trusted proxy's ``X-Role``): ``requeue`` with
   ``all=true`` (re-runs a whole dead-letter queue at once), ``delete`` (destroys a
-  message someone else published, whatever its status), ``purge`` (destroys many) and
-  ``set_topic_limits`` (throttles a whole topic for every publisher); ``topic_limits``
-  (reading them) is open like ``topics``.
+  message someone else published, whatever its status), ``purge`` (destroys many),
+  ``set_topic_limits`` (throttles a whole topic for every publisher) and ``bulk`` unless
+  ``dry_run`` (a dry run only counts: operator); ``topic_limits`` (reading them) is open
+  like ``topics``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,28 @@ def purge(req: Request, topic: str, status: str = "failed") -> Any:
     return OK, queue_admin.purge(mq.broker(), topic, status)
 
 
+@api(write=True)
+def bulk(req: Request, topic: str, action: str, status: str, error: str | None = None,
+         since: float | None = None, until: float | None = None, stat: str | None = None,
+         dry_run: bool = False, step: int = 1000) -> Any:
+    """``action`` (``requeue``: failed or finished; ``delete``: any status; ``cancel``:
+    queued or delayed, which become failed with ``error_kind`` ``canceled``) on every
+    message of ``topic`` in ``status`` matching the filter: ``error`` (a case-sensitive
+    substring of its error), ``since``/``until`` (epoch seconds, inclusive, on ``ended_at``
+    for failed/finished, ``started_at`` for started, ``created_at`` for queued/delayed),
+    ``stat`` (the handler's answered stat); no condition takes the whole status.
+    ``dry_run=true`` only counts (the operator role); acting needs the admin role and is
+    audited. Runs in steps of ``step`` ids (1..10000), one short Redis call each, and
+    answers when done: ``matched``, ``acted`` (0 on a dry run), ``scanned``, ``steps``
+    and the ``filter``. Bad action, times or step: ERR_BAD_PARAMS; a status the action
+    does not take: ERR_BAD_STATUS."""
+    if not dry_run:
+        require_role(req, "admin")
+    return OK, queue_admin.bulk(mq.broker(), topic, action, status, error=error, since=since,
+                                until=until, stat=stat, dry_run=dry_run, step=step,
+                                who=_who(req))
+
+
 @api(topic=False)
 def topic_limits(req: Request, topic: str) -> Any:
     """``topic``'s limits: ``max_running``, ``rate`` per ``rate_window`` seconds (null:
@@ -183,10 +206,15 @@ def set_topic_limits(req: Request, topic: str, max_running: int | None = None,
     limit is off; neither clears them (the claim path is unlimited again). A held-back
     message stays queued. Answers the limits as ``topic_limits`` does; audited (the
     ``butterfly.baichuan.audit`` log and ``set_by``). Bad values: ERR_BAD_PARAMS."""
-    caller = identity_of(req)
-    who = caller.username if caller.username != "-" else caller.via  # e.g. admin-token
     return OK, queue_admin.set_topic_limits(mq.broker(), topic, max_running, rate,
-                                            rate_window, who)
+                                            rate_window, _who(req))
+
+
+def _who(req: Request) -> str:
+    """The caller's name for the audit trail (its role's credential, e.g. admin-token,
+    when it has none)."""
+    caller = identity_of(req)
+    return caller.username if caller.username != "-" else caller.via
 
 
 @api(topic=False)
