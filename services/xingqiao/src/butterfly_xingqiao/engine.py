@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -26,7 +27,7 @@ from butterfly_common.mq import FAILED, FINISHED, ErrorKind, Message
 from butterfly_common.mq.broker import NO_CONSUMER
 from butterfly_common.runtime import get_config
 
-from . import dataflow, saga, signals, store, subflows
+from . import dataflow, saga, signals, store
 from .config import NOTICE_TOPIC, XingqiaoConfig
 from .definitions import MAX_MAP_ITEMS
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
@@ -178,8 +179,8 @@ def _verdict(job: Job, tasks: list[Task]) -> str:
                                ret_stat=saga.failed_stat(tasks, ERR_JOB_EXE_FAILED), **fields)
     else:
         ended = store.move_job(job, "finish", ret_stat=retstat.OK, **fields)
-    if ended and job.job_parent_task:
-        subflows.child_ended(job)  # a sub-flow: its parent's task moves on
+    if ended and job.job_parent_task and SUBFLOWS.ended is not None:
+        SUBFLOWS.ended(job)  # a sub-flow: its parent's task moves on
     return job.job_status
 
 
@@ -190,7 +191,29 @@ def spawn(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
         return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
                                task_reason=f"task {task.task_label}: required names not "
                                            f"found: {', '.join(missing)}")
-    return subflows.start(job, task, params)
+    if SUBFLOWS.start is None:
+        return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
+                               task_reason=f"task {task.task_label}: sub-flows are not "
+                                           "loaded in this process")
+    return SUBFLOWS.start(job, task, params)
+
+
+class SubflowHooks:
+    """Where sub-flows plug in. ``subflows.py`` creates and cancels flows through
+    ``operations``, which sits above this module, so it sets these when imported (the
+    service's handlers and the sweep import it) instead of being imported here."""
+
+    def __init__(self) -> None:
+        #: start a ready sub-flow task (create its child once); True when it moved
+        self.start: Callable[[Job, Task, dict[str, Any]], bool] | None = None
+        #: a flow reached its verdict: move the parent task waiting for it
+        self.ended: Callable[[Job], bool] | None = None
+        #: a flow was canceled or timed out: cancel its children, move its parent task;
+        #: the children canceled
+        self.stopped: Callable[[Job], list[int]] | None = None
+
+
+SUBFLOWS = SubflowHooks()
 
 
 # -- dynamic maps -------------------------------------------------------------------------

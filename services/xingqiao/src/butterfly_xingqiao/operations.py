@@ -22,7 +22,7 @@ from butterfly_common.params import ParamError
 from butterfly_common.request import Request
 from butterfly_common.runtime import get_config
 
-from . import engine, flowtypes, saga, signals, store, subflows
+from . import engine, flowtypes, saga, signals, store
 from .config import XingqiaoConfig
 from .definitions import DefinitionError, TaskSpec, validate
 from .lifecycle import FLOW_DONE, TASK_ACTIVE, TASK_DONE
@@ -333,9 +333,8 @@ def cancel_job(job_id: int) -> dict[str, Any]:
                 mq.broker().delete(task.task_cmd, task.task_reqid)
         if store.end_task(task, "cancel", task_reason="flow canceled"):
             canceled.append(task.task_label)
-    children = subflows.cancel_children(job_id)
-    if job.job_parent_task:
-        subflows.child_ended(job)  # a sub-flow: its parent's task fails
+    hook = engine.SUBFLOWS.stopped  # its children go too; a sub-flow's parent task fails
+    children = hook(job) if hook is not None else []
     return {"job_id": job_id, "canceled": canceled, "canceled_subflows": children}
 
 

@@ -31,7 +31,7 @@ import peewee
 from butterfly_common import Refusal, retstat
 from butterfly_common.params import ParamError
 
-from . import store
+from . import engine, operations, store
 from .lifecycle import FLOW_DONE, TASK_BAD
 from .models import Job, Task, dumps, loads, split_list
 
@@ -63,8 +63,6 @@ def _depth(job: Job) -> int:
 def start(job: Job, task: Task, params: dict[str, Any]) -> bool:
     """A ready sub-flow task: create its child (or find the one an earlier try created),
     then ``waiting -> started`` recording it. False when someone else moved it first."""
-    from . import operations  # operations -> engine -> here: imported when first used
-
     run = task.task_run + 1
     key = child_key(job, task, run)
     if _depth(job) >= MAX_DEPTH:
@@ -105,8 +103,6 @@ def start(job: Job, task: Task, params: dict[str, Any]) -> bool:
 
 
 def _cancel(child_id: int) -> None:
-    from . import operations
-
     with contextlib.suppress(Refusal):  # it ended meanwhile
         operations.cancel_job(child_id)
 
@@ -118,6 +114,15 @@ def cancel_children(job_id: int) -> list[int]:
     for row in rows:
         _cancel(int(row.job_id))
     return [int(r.job_id) for r in rows]
+
+
+def stopped(job: Job) -> list[int]:
+    """``job`` was canceled or timed out: cancel its running children and, when it is a
+    sub-flow itself, move the parent task waiting for it. The children canceled."""
+    children = cancel_children(int(job.job_id))
+    if job.job_parent_task:
+        child_ended(job)
+    return children
 
 
 def _result(child: Job) -> dict[str, Any]:
@@ -137,8 +142,6 @@ def _why(child: Job) -> str:
 def child_ended(child: Job) -> bool:
     """``child`` reached a final state: move its parent task (if it is still waiting for
     this child) and advance the parent flow. Idempotent (CAS): True when it moved."""
-    from . import engine  # engine -> here
-
     if not child.job_parent_task or child.job_status not in FLOW_DONE:
         return False
     task = Task.get_or_none(Task.task_id == child.job_parent_task)
@@ -201,3 +204,9 @@ def links(job: Job) -> dict[str, Any]:
                 .where((Task.job_id == job.job_id) & Task.task_subflow.is_null(False))
                 .order_by(Task.task_id)]
     return {"parent": parent, "subflows": children}
+
+
+# the engine and operations reach sub-flows through these (they cannot import this module)
+engine.SUBFLOWS.start = start
+engine.SUBFLOWS.ended = child_ended
+engine.SUBFLOWS.stopped = stopped

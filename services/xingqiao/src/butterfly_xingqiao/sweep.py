@@ -73,9 +73,7 @@ def expire_flows(now: float) -> int:
                                task_reason="the flow timed out")
             elif task.task_status == "waiting":
                 store.end_task(task, "cancel", task_reason="the flow timed out")
-        subflows.cancel_children(job.job_id)
-        if job.job_parent_task:
-            subflows.child_ended(job)  # a sub-flow: its parent's task times out
+        subflows.stopped(job)  # its children go too; a sub-flow's parent task times out
     return n
 
 
