@@ -35,7 +35,8 @@ from .i18n import pick_lang, translate
 
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
 #: cross-site page cannot send a JSON body without a CORS preflight we never answer)
-CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule", "data", "flows")
+CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule", "data", "flows",
+                   "releases")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
@@ -49,6 +50,7 @@ def install(app: Flask) -> None:
         data_pages,
         flow_pages,
         pages,
+        release_pages,
         schedule_pages,
         search_pages,
         services_pages,
@@ -70,6 +72,7 @@ def install(app: Flask) -> None:
     app.register_blueprint(actions.bp)
     app.register_blueprint(schedule_pages.bp)
     app.register_blueprint(data_pages.bp)
+    app.register_blueprint(release_pages.bp)
     app.register_blueprint(flow_pages.bp)
     app.register_blueprint(traffic_pages.bp)
     app.register_blueprint(services_pages.bp)
