@@ -113,3 +113,18 @@ def test_wuxing_down_is_a_502_and_the_write_is_audited(down: FlaskClient) -> Non
     _, rows = audit.recent(1, 10, "otto", None)
     entry = next(row for row in rows if row["action"] == "release_publish")
     assert entry["ok"] in (False, 0) and "ERR_CALL_FAILED" in entry["detail"]
+
+
+def test_release_templates_name_only_known_labels() -> None:
+    """Every literal ``t('key')`` of the Releases templates has a Chinese and an English
+    label (an unknown key would show as the bare key)."""
+    import re
+    from pathlib import Path
+
+    from butterfly_canghai.web.i18n import LABELS
+
+    folder = Path(__file__).resolve().parents[1] / "src" / "butterfly_canghai" / "templates"
+    used = {key for path in folder.glob("*release*.html")
+            for key in re.findall(r"\bt\('([a-z_]+)'[,)]", path.read_text(encoding="utf-8"))}
+    assert len(used) > 40
+    assert not used - set(LABELS), sorted(used - set(LABELS))
