@@ -12,6 +12,10 @@ from typing import Any
 
 STR = {"type": "string"}
 INT = {"type": "integer"}
+#: a wuxing namespace as wuxing accepts one (negative mode still sends anything)
+NS = {"type": "string", "pattern": "^[a-z0-9_]{1,16}$"}
+GRAY_STATE = {"type": "string",
+              "enum": ["pending", "active", "promoting", "promoted", "aborted", "rejected"]}
 
 
 def _params(**fields: dict) -> list[dict[str, Any]]:
@@ -45,6 +49,10 @@ GET: dict[str, dict[str, dict]] = {
     "/console/data/instance": {"namespace": STR, "instance_name": STR},
     "/console/data/instance/live": {"namespace": STR, "instance_name": STR, "since": INT},
     "/console/data/item": {"id": INT, "page": INT},
+    "/console/releases/": {"namespace": NS, "page": INT, "from": INT, "to": INT,
+                           "error": STR, "done": STR},
+    "/console/releases/gray": {"namespace": NS, "state": GRAY_STATE, "clients_page": INT},
+    "/console/releases/gray/one": {"namespace": NS, "id": INT},
     "/console/flows/": {"status": STR, "type": STR, "namespace": STR, "page": INT},
     "/console/flows/new": {},
     "/console/flows/flow": {"id": INT},
@@ -71,6 +79,19 @@ POST: dict[str, dict[str, dict]] = {
     "/console/data/item": {"namespace": STR, "instance_name": STR, "item_name": STR,
                            "item_value": STR, "revision": STR},
     "/console/data/item/rollback": {"item_id": STR, "revision": STR},
+    "/console/releases/review": {"namespace": NS, "review": STR, "approval": STR},
+    "/console/releases/draft": {"namespace": NS, "instance_name": STR, "item_name": STR,
+                                "item_value": STR},
+    "/console/releases/draft/discard": {"namespace": NS, "instance_name": STR,
+                                        "item_name": STR},
+    "/console/releases/publish": {"namespace": NS, "message": STR},
+    "/console/releases/decide": {"namespace": NS, "decision": STR, "comment": STR,
+                                 "request": STR},
+    "/console/releases/rollback": {"namespace": NS, "revision": STR, "message": STR},
+    "/console/releases/gray/create": {"namespace": NS, "clients": STR, "labels": STR,
+                                      "ips": STR, "revision": STR, "message": STR},
+    "/console/releases/gray/action": {"namespace": NS, "gray_id": STR, "action": STR,
+                                      "comment": STR},
     "/console/flows/create": {"job_namespace": STR, "job_type": STR, "job_extra": STR},
     "/console/flows/action": {"job_id": STR, "action": STR},
     "/console/flows/rerun": {"job_id": STR, "task_id": STR, "params": STR},

@@ -131,8 +131,8 @@ def releases() -> Any:
             return page("releases_none.html", active="releases")
         return redirect(_back(known[0]))
     page_index = int_arg("page", 1, 1, 10**6)
-    diff_from = _int(request.args, "from", required=False)
-    diff_to = _int(request.args, "to", required=False)
+    diff_from = int_arg("from", 0, 0, 2**62)  # anything else: no diff asked
+    diff_to = int_arg("to", 0, 0, 2**62)
 
     def load() -> dict[str, Any]:
         settings = fetch("wuxing", "review_get", namespace=namespace)
