@@ -270,11 +270,46 @@ def test_gray_release_for_a_label_with_clients_then_promote(
     assert got["values"]["web1"]["i|port"] == 82 and got["gray_id"] is None
 
 
+def test_rollback_asks_and_a_rejection_keeps_the_values(
+        fleet: dict, users: dict[str, Watched]) -> None:
+    """Roll back to the first publish (port 81): with approval on it is a request; bob
+    rejects it with a comment, so clients keep 82."""
+    page = _open(users["ann"])
+    row = page.locator("#release-list tr[data-release]").filter(has_text="web1 on port 81")
+    revision = row.get_attribute("data-revision")
+    row.locator("button").click()
+    expect(page.locator('#pending [data-field="kind"]')).to_contain_text(f"rollback → {revision}")
+    page = _open(users["bob"])
+    page.locator('form[data-form="decide"] input[name=comment]').fill("not today")
+    page.locator('form[data-form="decide"] button[value=reject]').click()
+    expect(page.locator('[data-done="release_reject"]')).to_be_visible()
+    newest = page.locator("#release-list tr[data-release]").first
+    expect(newest.locator('[data-field="state"]')).to_have_text("rejected")
+    expect(newest).to_contain_text("not today")
+    got = _wuxing(fleet, "client_config", namespace=NS, client="web-1")
+    assert got["values"]["web1"]["i|port"] == 82
+
+
+def test_a_direct_edit_in_a_reviewed_namespace_points_to_the_draft(
+        users: dict[str, Watched]) -> None:
+    page = users["ann"].page
+    page.goto(f"/console/data/instance?namespace={NS}&instance_name=web1")
+    row = page.locator('tr[data-item="i|port"]')
+    row.locator("input[name=item_value]").fill("83")
+    row.locator("button[type=submit]").click()
+    expect(page.locator('[data-field="edit-error"]')).to_contain_text("ERR_NAMESPACE_REVIEWED")
+    page.click('[data-field="to-draft"]')
+    expect(page.locator('form[data-form="draft"]')).to_be_visible()
+
+
 def test_viewer_sees_no_buttons_and_is_refused(users: dict[str, Watched]) -> None:
     page = _open(users["vic"])
     expect(page.locator("#release-list tr[data-release]").first).to_be_visible()
     assert page.locator("main form[method=post]").count() == 0
     shot(page, "releases-viewer")
+    page.goto(f"/console/lang/zh?next=/console/releases/%3Fnamespace%3D{NS}")
+    expect(page.locator("main h1")).to_contain_text("发布管理")
+    shot(page, "releases-zh")
     page = _open(users["vic"], "gray")
     expect(page.locator("tr[data-gray]").first).to_be_visible()
     assert page.locator("main form[method=post]").count() == 0
@@ -307,7 +342,8 @@ def test_console_audit_has_the_release_actions(users: dict[str, Watched]) -> Non
     page.goto("/console/audit")
     text = page.locator("main table").inner_text()
     for action in ("release_review_set", "release_draft_set", "release_publish",
-                   "release_approve", "release_gray_create", "release_gray_promote"):
+                   "release_approve", "release_gray_create", "release_gray_promote",
+                   "release_rollback", "release_reject"):
         assert action in text, action
     refused = page.locator("tr", has_text="release_approve").filter(has_text="ERR_SELF_APPROVAL")
     expect(refused.first).to_be_visible()

@@ -204,7 +204,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "retrying": ("重试中", "retrying"),
     "skipped": ("已跳过", "skipped"),
     # releases (wuxing's reviewed publishing and gray releases)
-    "releases": ("发布", "Releases"),
+    "releases": ("发布管理", "Releases"),
     "gray_releases": ("灰度发布", "Gray releases"),
     "gray_release": ("灰度发布", "Gray release"),
     "gray_source": ("来源 / 基于版本", "Source / base"),
