@@ -623,6 +623,44 @@ def test_flow_page_links_a_subflow_and_its_parent(fleet: dict, admin: Watched) -
     expect(page).to_have_url(re.compile(rf"/console/flows/flow\?id={job_id}$"))
 
 
+def test_flow_page_shows_the_compensation_of_a_failed_flow(fleet: dict,
+                                                           admin: Watched) -> None:
+    """A failed flow's undo and on_failure tasks are their own section (kind, the step an
+    undo undoes, state, result or error), not rows of the flow's steps."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/flow_type_create", timeout=10,
+                      headers=auth, json={"name": "booking", "tasks": [
+                          {"label": "book", "cmd": TOPIC, "params": {"str_info": "room"},
+                           "undo": {"cmd": TOPIC, "params": {"str_info": "unbook"}}},
+                          {"label": "pay", "cmd": TOPIC, "requires": ["card"],
+                           "dependencies": ["book"]}],
+                          "on_failure": [{"label": "alert", "cmd": "/demo_api/ping",
+                                          "params": {"bad": 1}}]})
+    assert r.status_code == 200, r.headers.get("x-reason")
+    r = requests.post(f"{fleet['xingqiao']}/xingqiao/create_job", timeout=10, headers=auth,
+                      json={"job_namespace": "console", "job_type": "booking"})
+    job_id = r.json()["data"]["job_id"]
+    page = admin.page
+    page.goto(f"/console/flows/flow?id={job_id}")
+    expect(page.locator("#flow-live")).to_have_attribute("data-job-status", "failed")
+    section = page.locator('[data-field="compensation"]')
+    undo = section.locator('tr[data-compensation="undo:book"]')
+    expect(undo.locator('[data-field="undoes"]')).to_have_text("book")
+    # core's handlers take no ``saga`` param: the undo fails, and its error is shown
+    expect(undo.locator("[data-task-status]")).to_have_attribute("data-task-status", "failed")
+    expect(undo.locator('[data-field="compensation-error"]')).to_contain_text("unknown: saga")
+    expect(undo.locator('[data-field="compensation-result"]')).to_contain_text("ERR_BAD_PARAMS")
+    alert = section.locator('tr[data-compensation="alert"]')
+    expect(alert).to_contain_text("on failure")
+    expect(alert.locator('[data-field="undoes"]')).to_have_text("-")
+    expect(page.locator('tr[data-task="undo:book"]')).to_have_count(0)  # not a step's row
+    expect(page.locator('[data-field="job-outcome"]')).to_have_text(
+        "ERR_JOB_COMPENSATION_FAILED")
+    undo.locator('[data-field="undoes"] a').click()  # to the step it undoes
+    expect(page).to_have_url(re.compile(r"#task-book$"))
+    shot(page, "flow-compensation")
+
+
 def test_approval_waits_for_an_operator_and_a_viewer_sees_no_buttons(
         fleet: dict, admin: Watched, browser: Browser) -> None:
     """An approval task waits in "Waiting for you"; a viewer sees it without buttons and
