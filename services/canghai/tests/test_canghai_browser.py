@@ -314,6 +314,96 @@ def test_scheduler_job_from_the_form(fleet: dict, admin: Watched) -> None:
     expect(page.locator("[data-field=pause-note]")).to_contain_text("upstream maintenance")
 
 
+def _utc(ts: float) -> str:
+    """A time as the backfill form takes it, with an explicit offset (any ruqi zone)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S+0000", time.gmtime(ts))
+
+
+def test_scheduler_options_checked_as_you_type(fleet: dict, admin: Watched) -> None:
+    """Every option is checked by ruqi while it is typed, with ruqi's own refusal text;
+    the saved job's page shows every option's value."""
+    page = admin.page
+    page.goto("/console/scheduler/new")
+    page.fill("input[name=job_id]", "minutely")
+    page.fill("input[name=job_name]", "backfilled every minute")
+    page.select_option("#job-form select[name=job_trigger]", "interval")
+    page.fill("input[name=rule]", "1m")
+    check = page.locator("#rule-check [data-rule-ok]")
+    expect(check).to_have_attribute("data-rule-ok", "1")
+    for name, bad, reason in (("jitter", "4000", "jitter must be 0..3600"),
+                              ("jitter", "60", "shorter than the time between fires"),
+                              ("catchup_window", "604801", "catchup_window must be 0..604800"),
+                              ("pause_on_failure", "1001", "pause_on_failure must be 0..1000"),
+                              ("start_at", "tomorrow", "start_at 'tomorrow'"),
+                              ("timezone", "Mars/Olympus", "Mars/Olympus")):
+        page.locator(f"#job-form input[name={name}]").fill(bad)
+        expect(check).to_have_attribute("data-rule-ok", "0")
+        expect(page.locator("#rule-check .alert")).to_contain_text(reason)
+        if name == "start_at":
+            shot(page, "scheduler-options-refused")
+        page.locator(f"#job-form input[name={name}]").fill("")
+        expect(check).to_have_attribute("data-rule-ok", "1")
+    page.fill("input[name=start_at]", "2031-01-02 00:00:00")
+    page.fill("input[name=end_at]", "2031-01-01 00:00:00")
+    expect(page.locator("#rule-check .alert")).to_contain_text("end_at must be later than")
+    page.fill("input[name=start_at]", "")
+    page.fill("input[name=end_at]", "")
+    page.fill("input[name=jitter]", "20")
+    page.fill("input[name=catchup_window]", "600")
+    page.fill("input[name=pause_on_failure]", "3")
+    expect(page.locator("#rule-check")).to_contain_text("Rule and options are valid")
+    expect(page.locator("#rule-check")).to_contain_text("jitter applied")
+    expect(page.locator("#rule-check ol.fires li")).to_have_count(5)
+    page.fill("input[name=cmd]", TOPIC + '#{"str_info": "minutely"}')
+    shot(page, "scheduler-options")
+    page.click("#job-form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console/scheduler/job\?id=minutely"))
+    for field, value in (("jitter", "20.0"), ("catchup-window", "600"),
+                         ("pause-on-failure", "3"), ("start-at", "-"), ("end-at", "-")):
+        expect(page.locator(f"[data-field={field}]")).to_have_text(value)
+    expect(page.locator("[data-field=next-runs] li")).to_have_count(5)
+    # the edit form is checked too, from the saved values (the job id gives the jitter)
+    expect(page.locator("#rule-check")).to_contain_text("if saved now · jitter applied")
+
+
+def test_scheduler_backfill_preview_then_run(fleet: dict, admin: Watched) -> None:
+    """The job page previews a backfill (slots, which already ran), runs it (audited), and
+    the history shows the [backfill] rows; a refusal is shown in the form."""
+    page = admin.page
+    page.goto("/console/scheduler/job?id=minutely")
+    now = time.time()
+    page.fill("#backfill-form input[name=start]", _utc(now - 600))
+    page.fill("#backfill-form input[name=end]", _utc(now + 3600))
+    page.click("#backfill-form button[value=preview]")
+    result = page.locator("#backfill-result")
+    expect(result.locator(".alert")).to_contain_text("end is in the future")
+    page.fill("#backfill-form input[name=start]", _utc(now - 86400 * 8))
+    page.fill("#backfill-form input[name=end]", _utc(now - 60))
+    page.click("#backfill-form button[value=preview]")
+    expect(result.locator(".alert")).to_contain_text("more than 10000 slots")
+    page.fill("#backfill-form input[name=start]", _utc(now - 330))
+    page.select_option("#backfill-form select[name=overlap]", "allow")
+    page.click("#backfill-form button[value=preview]")
+    preview = result.locator("[data-backfill-mode=preview]")
+    expect(preview).to_contain_text("0 already run")
+    n = int(preview.get_attribute("data-slots"))
+    assert 4 <= n <= 5, n  # a minute apart in 4.5 minutes
+    expect(result.locator("[data-field=backfill-slots] li")).to_have_count(n)
+    assert result.locator("[data-done]").count() == 0
+    shot(page, "scheduler-backfill-preview")
+    page.click("#backfill-form button[value=run]")  # confirmed by the Watched page
+    expect(result.locator("[data-backfill-mode=run]")).to_contain_text(f"{n} slots queued")
+    history = page.locator("#job-history td", has_text="[backfill]")
+    wait_until(lambda: history.count() >= n, 60, 0.5, "the backfill's history rows")
+    page.click("#backfill-form button[value=preview]")  # idempotent: they all ran
+    expect(result.locator("[data-backfill-mode=preview]")).to_have_attribute(
+        "data-already-run", str(n))
+    expect(result.locator("[data-done]")).to_have_count(n)
+    shot(page, "scheduler-backfill")
+    page.goto("/console/audit?action=job_backfill")
+    expect(page.locator("main td", has_text="minutely").first).to_be_visible()
+
+
 def test_charts_count_processed_messages(fleet: dict, admin: Watched) -> None:
     """The sampler turned core's /metrics (QUEUE calls) into per-minute buckets."""
     page = admin.page
@@ -431,12 +521,15 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     assert page.locator("main form").count() == 0
     page.goto("/console/scheduler/job?id=tick")
     assert page.locator("button[value=run], button[value=remove], form.form").count() == 0
+    assert page.locator("#backfill-form, #rule-check").count() == 0
     shot(page, "viewer-message")
     csrf = page.evaluate("document.querySelector('input[name=csrf_token]').value")
     for path, form in (("/console/message/requeue", {"id": fleet["xss_failed"]}),
                        ("/console/messages/purge", {"topic": TOPIC, "status": "failed"}),
                        ("/console/messages/limits", {"topic": TOPIC, "max_running": "1"}),
-                       ("/console/scheduler/action", {"job_id": "tick", "action": "run"})):
+                       ("/console/scheduler/action", {"job_id": "tick", "action": "run"}),
+                       ("/console/scheduler/backfill", {"job_id": "tick", "start": "2020-01-01",
+                                                        "end": "2020-01-02", "mode": "run"})):
         r = page.request.post(path, form={**form, "csrf_token": csrf})
         assert r.status == 403, path
     r = requests.post(f"{fleet['url']}/canghai/queue_empty", timeout=10,
@@ -870,9 +963,10 @@ def test_services_page_lists_routes_and_their_calls(fleet: dict, admin: Watched)
 def test_screenshots_exist() -> None:
     names = {p.stem for p in SHOTS.glob("*.png")}
     for name in ("login", "overview", "queues", "messages-failed", "message-failed",
-                 "consumers", "scheduler", "scheduler-job", "audit", "users", "data-section",
-                 "data-instance", "data-item", "flow-new", "flow", "flows", "traffic",
-                 "search", "message-progress", "message-progress-done", "services",
+                 "consumers", "scheduler", "scheduler-job", "scheduler-options",
+                 "scheduler-options-refused", "scheduler-backfill", "audit", "users",
+                 "data-section", "data-instance", "data-item", "flow-new", "flow", "flows",
+                 "traffic", "search", "message-progress", "message-progress-done", "services",
                  "messages-limits", "queues-limits"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600

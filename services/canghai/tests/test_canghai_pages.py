@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from canghai_helpers import sign_in
+from canghai_helpers import PASSWORD, page_csrf, sign_in
 
 from butterfly_canghai import queues
 from butterfly_common.logs import current_reqid
@@ -179,3 +179,41 @@ def test_message_page_shows_priority_and_dedup_key(client, broker) -> None:
     html = client.get(f"/console/message?id={msg_id}").text
     assert re.search(r'data-field="priority">12</dd>', html)
     assert 'data-field="dedup">inv-9 (throttle)</dd>' in html
+
+
+def test_backfill_preview_shows_both_ends_and_what_already_ran() -> None:
+    from butterfly_canghai.web.schedule_pages import PREVIEW_EDGE, _preview
+
+    times = [f"2030-01-01 00:{m:02d}:00.000" for m in range(12)]
+    out = _preview({"slot_times": times, "already_run_times": times[:1] + times[-1:]})
+    assert [t for t, _ in out["head"]] == times[:PREVIEW_EDGE]
+    assert [t for t, _ in out["tail"]] == times[-PREVIEW_EDGE:] and out["hidden"] == 2
+    assert out["head"][0][1] and out["tail"][-1][1] and not out["head"][1][1]
+    few = _preview({"slot_times": times[:3], "already_run_times": []})
+    assert len(few["head"]) == 3 and few["tail"] == [] and few["hidden"] == 0
+
+
+def test_backfill_refusals_are_4xx_and_viewers_are_refused(app_for) -> None:
+    """ruqi unreachable: the form says why (200 for the page's htmx request, else 400);
+    bad input is a 400 before ruqi is asked; a viewer gets 403."""
+    from butterfly_canghai import users
+
+    app = app_for(BUTTERFLY_RUQI_URL="http://127.0.0.1:9")  # nothing listens there
+    users.add_user("otto", PASSWORD, "operator")
+    users.add_user("vera", PASSWORD, "viewer")
+    client = app.test_client()
+    sign_in(client, "otto")
+    form = {"job_id": "j", "start": "2030-01-01 00:00:00", "end": "2030-01-02 00:00:00",
+            "mode": "preview", "csrf_token": page_csrf(client)}
+    r = client.post("/console/scheduler/backfill", data=form)
+    assert r.status_code == 400 and 'data-backfill-ok="0"' in r.text
+    r = client.post("/console/scheduler/backfill", data=form, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and 'data-backfill-ok="0"' in r.text
+    for bad in ({"mode": "later"}, {"overlap": "sometimes"}):
+        r = client.post("/console/scheduler/backfill", data={**form, **bad})
+        assert r.status_code == 400 and r.headers.get("x-reason"), bad
+    client.post("/console/logout", data={"csrf_token": page_csrf(client)})
+    sign_in(client, "vera")
+    r = client.post("/console/scheduler/backfill", data={**form, "mode": "run",
+                                                         "csrf_token": page_csrf(client)})
+    assert r.status_code == 403

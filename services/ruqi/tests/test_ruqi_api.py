@@ -183,3 +183,31 @@ def test_check_rule_answers_next_fires_and_stores_nothing(client):
     resp = client.get("/ruqi/check_rule?job_trigger=interval&rule=1s&count=21")
     assert resp.status_code == 400
     assert client.get("/ruqi/get_jobs").get_json()["data"]["total"] == 0
+
+
+def test_check_rule_checks_the_options_as_add_job_would(client):
+    """The console validates the form's options as you type: add_job's own refusals, the
+    times within the bounds, jittered for the job id; nothing stored."""
+    q = "/ruqi/check_rule?job_trigger=interval&rule=1h"
+    for bad, reason in (("jitter=4000", "jitter must be 0..3600"),
+                        ("jitter=3600", "shorter than the time"),
+                        ("catchup_window=604801", "catchup_window must be 0..604800"),
+                        ("pause_on_failure=1001", "pause_on_failure must be 0..1000"),
+                        ("start_at=tomorrow", "start_at 'tomorrow'"),
+                        ("start_at=2031-01-02 00:00:00&end_at=2031-01-01 00:00:00",
+                         "end_at must be later than start_at"),
+                        ("overlap=sometimes", "overlap must be one of"),
+                        ("timeout=0", "timeout must be in")):
+        resp = client.get(f"{q}&{bad}")
+        assert resp.status_code == 400 and reason in resp.headers["x-reason"], bad
+    body = client.get(f"{q}&start_at=2031-01-01 00:00:00&end_at=2031-01-01 03:30:00"
+                      "&catchup_window=600&count=10").get_json()
+    assert body["stat"] == "OK", body
+    assert body["data"]["next_fire_times"] == [f"2031-01-01 0{h}:00:00.000" for h in range(4)]
+    assert body["data"]["options"]["catchup_window"] == 600
+    assert body["data"]["options"]["end_at"].startswith("2031-01-01 03:30:00")
+    jittered = client.get(f"{q}&start_at=2031-01-01 00:00:00&jitter=60&job_id=j1").get_json()
+    fires = jittered["data"]["next_fire_times"]
+    assert jittered["data"]["jittered"] and fires[0].startswith("2031-01-01 00:0")
+    assert any(not f.endswith(":00:00.000") for f in fires)  # the jitter moved some
+    assert client.get("/ruqi/get_jobs").get_json()["data"]["total"] == 0

@@ -143,8 +143,10 @@ def interval_start(trigger: str, rule: str, now: float, start_at: float | None =
     return round(start, 3)
 
 
-def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | None,
+def _fields(job_trigger: str, rule: str, cmd: str | None, opts: Options, base: Job | None,
             now: float) -> dict[str, Any]:
+    """A job's stored fields, every refusal add_job / modify_job give; ``cmd`` None: the
+    command is not checked (check_rule validates the schedule and options only)."""
     cfg = config()
     tz_name = opts.timezone or (base.timezone if base else cfg.timezone)
     if len(rule) > 128:
@@ -153,7 +155,8 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
         raise Refusal("ERR_BAD_TIMEZONE", "timezone longer than 64 characters")
     tz = rules.get_timezone(tz_name)
     stored_rule = rules.normalize_rule(job_trigger, rule, tz, now)
-    parse_command(cmd, cfg.script_dir, cfg.cmd_max_len)
+    if cmd is not None:
+        parse_command(cmd, cfg.script_dir, cfg.cmd_max_len)
     if len(stored_rule) > 128:
         raise Refusal("ERR_BAD_RULE", "rule longer than 128 characters")
 
@@ -192,7 +195,8 @@ def _fields(job_trigger: str, rule: str, cmd: str, opts: Options, base: Job | No
     return {
         "pause_on_failure": pof, "start_at": start_at, "end_at": end_at, "jitter": jitter,
         "catchup_window": int(catchup),
-        "trigger": job_trigger, "rule": stored_rule, "cmd": cmd.strip(), "timezone": tz_name,
+        "trigger": job_trigger, "rule": stored_rule, "cmd": (cmd or "").strip(),
+        "timezone": tz_name,
         "start_time": start, "next_run_time": first,
         "misfire_grace_time": grace, "coalesce": pick(opts.coalesce, "coalesce", cfg.coalesce),
         "overlap": overlap, "timeout": float(timeout),
@@ -322,13 +326,18 @@ MAX_CHECK_FIRES = 20
 
 
 def check_rule(job_trigger: str, rule: str, timezone: str | None = None, count: int = 5,
-               now: float | None = None) -> dict[str, Any]:
+               now: float | None = None, opts: Options | None = None,
+               job_id: str | None = None) -> dict[str, Any]:
     """Validate a rule as ``add_job`` would and list its next ``count`` fire times (an
     interval counted from now, as a job saved now); nothing is stored. For the console's
-    check-as-you-type."""
+    check-as-you-type. With ``opts`` the options are checked too, with add_job's own
+    refusals, and the times respect the bounds (and the jitter, given the ``job_id`` it
+    is derived from)."""
     now = time.time() if now is None else now
     if not 1 <= count <= MAX_CHECK_FIRES:
         raise Refusal(ERR_BAD_JOB, f"count must be 1..{MAX_CHECK_FIRES}")
+    if opts is not None:
+        return _check_with_options(job_trigger, rule, count, now, opts, job_id)
     if len(rule) > 128:
         raise Refusal("ERR_BAD_RULE", "rule longer than 128 characters")
     tz_name = timezone or config().timezone
@@ -344,6 +353,31 @@ def check_rule(job_trigger: str, rule: str, timezone: str | None = None, count: 
         nxt = rules.next_fire(trig, tz, nxt, nxt)
     return {"job_trigger": job_trigger, "rule": stored, "timezone": tz_name,
             "next_fire_times": [format_ts(f) for f in fires]}
+
+
+def _check_with_options(job_trigger: str, rule: str, count: int, now: float, opts: Options,
+                        job_id: str | None) -> dict[str, Any]:
+    """check_rule with options: add_job's validation (the command aside), fire times within
+    the bounds, jittered as the engines would for ``job_id``."""
+    f = _fields(job_trigger, rule, None, opts, None, now)
+    tz = rules.get_timezone(f["timezone"])
+    trig = rules.build_trigger(job_trigger, f["rule"], tz, f["start_time"], f["start_at"],
+                               f["end_at"])
+    jid = job_id or ""
+    jittered = bool(jid) and f["jitter"] > 0
+    fires: list[float] = []
+    nxt: float | None = f["next_run_time"]
+    while nxt is not None and len(fires) < count:
+        fires.append(round(nxt + rules.jitter_delay(jid, nxt, f["jitter"]), 3) if jittered
+                     else nxt)
+        nxt = rules.next_fire(trig, tz, nxt, nxt)
+    options = {k: f[k] for k in ("overlap", "pause_on_failure", "jitter", "catchup_window",
+                                 "timeout", "misfire_grace_time")}
+    options["start_at"] = format_bound(f["start_at"], f["timezone"])
+    options["end_at"] = format_bound(f["end_at"], f["timezone"])
+    return {"job_trigger": job_trigger, "rule": f["rule"], "timezone": f["timezone"],
+            "next_fire_times": [format_ts(t) for t in fires], "options": options,
+            "jittered": jittered}
 
 
 def _jittered(job: Job, ts: float | None) -> float | None:

@@ -1,7 +1,8 @@
 """The Scheduler pages: ruqi's jobs and history over ruqi's HTTP API.
 
-Viewers see jobs and history; operators pause, resume, run now, add and edit; admins
-remove. ruqi checks the rule itself; its refusal (``x-reason``) is shown beside the form.
+Viewers see jobs and history; operators pause (with a note), resume, run now, backfill,
+add and edit; admins remove. ruqi checks the rule and the options itself (``check_rule``,
+as you type); its refusal (``x-reason``) is shown beside the form.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ACTIONS = {"pause": ("pause_job", "operator"), "resume": ("resume_job", "operato
 FIELDS = ("job_id", "job_name", "job_trigger", "rule", "cmd")
 #: Optional job settings the form offers; an empty field means "none" (bounds) or the
 #: default / unchanged (numbers).
-OPTIONS = ("overlap", "pause_on_failure", "jitter", "start_at", "end_at")
+OPTIONS = ("overlap", "pause_on_failure", "jitter", "catchup_window", "timeout",
+           "misfire_grace_time", "timezone", "start_at", "end_at")
 #: ruqi's overlap policies (``forbid`` is shown as it is stored, ``skip``'s old name)
 OVERLAPS = ("allow", "skip", "buffer_one", "buffer_all", "cancel_other", "forbid")
 BOUNDS = ("start_at", "end_at")
@@ -74,9 +76,8 @@ def job() -> Any:
 @bp.get("/new")
 @needs("operator")
 def new() -> Any:
-    blank = {"job_id": "", "job_name": "", "job_trigger": "interval", "rule": "",
-             "cmd": "", "overlap": "", "pause_on_failure": "", "jitter": "", "start_at": "",
-             "end_at": ""}
+    blank = {"job_id": "", "job_name": "", "job_trigger": "interval", "rule": "", "cmd": "",
+             **dict.fromkeys(OPTIONS, "")}
     return page("job.html", active="scheduler", job=None, form=blank, error="",
                 triggers=TRIGGERS, new=True, overlaps=OVERLAPS)
 
@@ -126,6 +127,54 @@ def action() -> Any:
     return redirect("/console/scheduler/job?" + urlencode({"id": job_id}))
 
 
+#: Slot times a backfill preview lists at each end of the range.
+PREVIEW_EDGE = 5
+
+
+def _preview(data: dict[str, Any]) -> dict[str, Any]:
+    """The first and last ``PREVIEW_EDGE`` slot times of a dry run, each marked when a
+    backfill already ran it (ruqi skips those)."""
+    done = set(data.get("already_run_times") or [])
+    times: list[str] = data.get("slot_times") or []
+    tail: list[str] = []
+    if len(times) <= 2 * PREVIEW_EDGE:
+        head = times
+    else:
+        head, tail = times[:PREVIEW_EDGE], times[-PREVIEW_EDGE:]
+    return {"head": [(t, t in done) for t in head], "tail": [(t, t in done) for t in tail],
+            "hidden": len(times) - len(head) - len(tail)}
+
+
+@bp.post("/backfill")
+@needs("operator")
+def backfill() -> Any:
+    """Preview (ruqi's dry run: the slots, which already ran) or run a backfill of a past
+    range. A refusal (a range in the future, more than 10,000 slots) is shown in the form:
+    a 200 for the page's htmx request, a 400 otherwise."""
+    job_id = (request.form.get("job_id") or "").strip()
+    start = (request.form.get("start") or "").strip()[:40]
+    end = (request.form.get("end") or "").strip()[:40]
+    overlap = (request.form.get("overlap") or "").strip() or None
+    mode = request.form.get("mode") or "preview"
+    if mode not in ("preview", "run"):
+        abort(400, "mode must be preview or run")
+    if overlap is not None and overlap not in OVERLAPS:
+        abort(400, "unknown overlap policy")
+    try:
+        data = scheduler.call("backfill_job", username=_user(), job_id=job_id, start=start,
+                              end=end, overlap=overlap, dry_run=mode == "preview")
+    except RuqiError as exc:
+        if mode == "run":
+            log("job_backfill", job_id, f"{start}..{end}: {exc.reason}", ok=False)
+        status = 200 if request.headers.get("HX-Request") else 400
+        return page("_backfill.html", error=exc.reason or exc.stat, data=None), status
+    if mode == "run":
+        log("job_backfill", job_id, f"{data['start']}..{data['end']} overlap={data['overlap']}"
+            f" slots={data['slots']} queued={data['to_run']}")
+    return page("_backfill.html", error="", data=data,
+                preview=_preview(data) if mode == "preview" else None)
+
+
 @bp.get("/history")
 @needs("viewer")
 def history() -> Any:
@@ -140,20 +189,25 @@ def history() -> Any:
 @bp.get("/check")
 @needs("operator")
 def check() -> Any:
-    """The rule as ruqi reads it and its next five fire times (the form asks as you type);
-    ruqi's refusal is shown as it is, without saving anything."""
+    """The rule as ruqi reads it and its next five fire times (the form asks as you type),
+    with the form's options checked by ruqi as add_job would (bounds and jitter applied to
+    the times); ruqi's refusal is shown as it is, without saving anything."""
     trigger = request.args.get("job_trigger") or ""
     rule = (request.args.get("rule") or "")[:200]
     if trigger not in TRIGGERS:
         abort(400, "unknown trigger")
     if not rule.strip():
         return page("_rule_check.html", ok=False, error="", fires=[])
+    opts = {k: v[:64] for k in OPTIONS if (v := (request.args.get(k) or "").strip())}
+    job_id = (request.args.get("job_id") or "").strip()[:64] or None
     try:
         data = scheduler.call("check_rule", username=_user(), job_trigger=trigger,
-                              rule=rule, count=5)
+                              rule=rule, count=5, job_id=job_id, **opts)
     except RuqiError as exc:
         return page("_rule_check.html", ok=False, error=exc.reason or exc.stat, fires=[])
-    return page("_rule_check.html", ok=True, error="", fires=data["next_fire_times"])
+    return page("_rule_check.html", ok=True, error="", fires=data["next_fire_times"],
+                jittered=data.get("jittered", False), checked_options=bool(opts),
+                new=request.args.get("new") != "0")
 
 
 def _epoch(text: str | None) -> float | None:
@@ -169,7 +223,8 @@ def _epoch(text: str | None) -> float | None:
 @needs("viewer")
 def lateness() -> Any:
     """The job's last runs for the chart: scheduled time, and how late each started (s),
-    split by outcome so a failure stands out."""
+    split by outcome so a failure stands out. A backfill's runs are left out: they start
+    late on purpose."""
     job_id = request.args.get("id") or None
     try:
         data = scheduler.history(job_id, 1, 200, username=_user())
@@ -177,6 +232,8 @@ def lateness() -> Any:
         abort(502, exc.reason or exc.stat)
     points = []
     for h in data["list"]:
+        if str(h.get("cmd_output") or "").startswith("[backfill]"):
+            continue
         at, started = _epoch(h.get("scheduled_time")), _epoch(h.get("start_time"))
         if at is not None and started is not None:
             points.append((at, round(max(0.0, started - at), 3), bool(h.get("cmd_is_success"))))

@@ -146,10 +146,24 @@ def get_history(req: Request, job_id: str | None = None, job_name: str | None = 
 
 @api
 def check_rule(req: Request, job_trigger: str, rule: str, timezone: str | None = None,
-               count: int = 5):
+               count: int = 5, job_id: str | None = None, overlap: str | None = None,
+               pause_on_failure: int | None = None, start_at: str | None = None,
+               end_at: str | None = None, jitter: float | None = None,
+               catchup_window: int | None = None, timeout: float | None = None,
+               misfire_grace_time: int | None = None):
     """Check a rule as ``add_job`` would, without saving anything: the stored form and the
-    next ``count`` (1..20) fire times, or the same refusal add_job would give."""
-    return retstat.OK, {"data": jobs.check_rule(job_trigger, rule, timezone, count)}
+    next ``count`` (1..20) fire times, or the same refusal add_job would give. Given any
+    option (``overlap`` ... ``misfire_grace_time``) the options are checked as add_job
+    checks them (the command aside), the times respect ``start_at`` / ``end_at`` and,
+    given the ``job_id``, include the jitter; ``options`` echoes what would be stored."""
+    given = (overlap, pause_on_failure, start_at, end_at, jitter, catchup_window, timeout,
+             misfire_grace_time)
+    opts = None
+    if any(v is not None for v in given):
+        opts = _options(timezone, misfire_grace_time, None, overlap, timeout, None,
+                        pause_on_failure, start_at, end_at, jitter, catchup_window)
+    return retstat.OK, {"data": jobs.check_rule(job_trigger, rule, timezone, count,
+                                                opts=opts, job_id=job_id)}
 
 
 @api
