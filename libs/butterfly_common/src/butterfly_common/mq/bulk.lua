@@ -60,13 +60,15 @@ local function act(key, id)
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
       'worker', '', 'started_at', '', 'ended_at', '', 'bulk', run)
-    local r = redis.call('HMGET', key, 'priority', 'dedup_ref')
-    enqueue(KEYS[1], KEYS[2], tonumber(r[1]) or 0, id, ARGV[9] == '1')
+    local r = redis.call('HMGET', key, 'priority', 'dedup_ref', 'group')
+    enqueue(KEYS[1], KEYS[2], tonumber(r[1]) or 0, id, ARGV[9] == '1', r[3])
     if r[2] and r[2] ~= '' then  -- live again: an until_done key free since takes it back
       redis.call('SET', r[2], id, 'NX')
     end
   elseif action == 'delete' then
-    release_dedup(redis.call('HGET', key, 'dedup_ref'), id)
+    local r = redis.call('HMGET', key, 'dedup_ref', 'group')
+    if status == 'started' then group_left(topic_base(KEYS[1]), r[2]) end
+    release_dedup(r[1], id)
     redis.call('DEL', key)
     out_ids[#out_ids + 1] = id
   else  -- cancel: a dead letter that never ran (again)
