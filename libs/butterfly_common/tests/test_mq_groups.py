@@ -244,6 +244,19 @@ def test_counts_list_delete_and_purge_see_grouped_messages(broker: Broker,
     assert broker.client.exists(group_keys(broker, topic)[0]) == 0
 
 
+@pytest.mark.parametrize("step", [1, 2, 1000])
+def test_bulk_on_queued_sees_grouped_messages(broker: Broker, topic: str, step: int) -> None:
+    plain = publish_group(broker, topic, None, 2)
+    a = publish_group(broker, topic, "A", 3)
+    b = publish_group(broker, topic, "B", 2)
+    assert broker.bulk(topic, "delete", "queued", dry_run=True, step=step).matched == 7
+    counts = broker.bulk(topic, "cancel", "queued", step=step)
+    assert (counts.matched, counts.acted) == (7, 7)
+    assert broker.counts(topic)["queued"] == 0 and broker.counts(topic)["failed"] == 7
+    assert broker.client.exists(group_keys(broker, topic)[0]) == 0  # the ring emptied
+    assert {m.id for m in broker.list(topic, "failed", 1, 20)[1]} == {*plain, *a, *b}
+
+
 def test_delayed_and_retried_messages_come_back_to_their_group(broker: Broker,
                                                                topic: str) -> None:
     broker.set_limits(topic, group_max_running=1)
