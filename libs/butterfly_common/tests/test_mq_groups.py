@@ -114,6 +114,7 @@ def test_ungrouped_messages_go_first_and_keep_their_path(broker: Broker,
 
 def test_a_topic_without_groups_has_no_group_keys(broker: Broker, topic: str) -> None:
     ids = publish_group(broker, topic, None, 3)
+    assert not broker.client.hexists(broker.keys(topic).msg(ids[0]), "group")
     broker.set_limits(topic, max_running=5)
     msgs = broker.claim(topic, "w1", 5)
     assert [m.id for m in msgs] == ids

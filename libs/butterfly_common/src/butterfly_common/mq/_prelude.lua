@@ -180,7 +180,10 @@ local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
     'status', status, 'attempts', 0, 'max_retries', a[7], 'timeout', a[6],
     'result_ttl', a[8], 'failure_ttl', a[9], 'created_at', NOW,
     'enqueued_at', enqueued, 'reqid', a[10], 'token', 0, 'notify', a[13],
-    'priority', prio, 'trace', a[19] or '', 'group', a[20] or '')
+    'priority', prio, 'trace', a[19] or '')
+  if a[20] and a[20] ~= '' then  -- an ungrouped record stays as it was before groups
+    redis.call('HSET', msg, 'group', a[20])
+  end
   if delay > 0 then
     redis.call('ZADD', delayed, NOW + delay, a[1])
   else
