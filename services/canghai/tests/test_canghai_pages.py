@@ -179,11 +179,3 @@ def test_message_page_shows_priority_and_dedup_key(client, broker) -> None:
     html = client.get(f"/console/message?id={msg_id}").text
     assert re.search(r'data-field="priority">12</dd>', html)
     assert 'data-field="dedup">inv-9 (throttle)</dd>' in html
-
-
-def test_topic_counts_see_grouped_messages(client, broker) -> None:
-    broker.publish("/g/grp", {}, force=True)
-    for group in ("t1", "t1", "t2"):
-        broker.publish("/g/grp", {}, force=True, group=group)
-    (row,) = [r for r in queues.topic_counts(broker) if r.topic == "/g/grp"]
-    assert row.counts["queued"] == 4 == broker.counts("/g/grp")["queued"]
