@@ -60,23 +60,28 @@ def queue_gauge() -> Any:
 
 
 @cache
-def limit_gauges() -> tuple[Any, Any]:
-    """``butterfly_queue_limit{topic,limit}`` and ``butterfly_queue_limited_claims{topic}``
-    (created on first use, as :func:`queue_gauge`)."""
+def limit_gauges() -> tuple[Any, Any, Any]:
+    """``butterfly_queue_limit{topic,limit}``, ``butterfly_queue_limited_claims{topic}``
+    and ``butterfly_queue_group_held_claims{topic}`` (created on first use, as
+    :func:`queue_gauge`)."""
     from prometheus_client import Gauge
 
     return (Gauge("butterfly_queue_limit", "A topic's limit (max_running, or rate per "
                   "rate_window)", ["topic", "limit"], multiprocess_mode="livemostrecent"),
             Gauge("butterfly_queue_limited_claims", "Claims a topic's limits cut short "
                   "while messages were ready, since they were set", ["topic"],
-                  multiprocess_mode="livemostrecent"))
+                  multiprocess_mode="livemostrecent"),
+            Gauge("butterfly_queue_group_held_claims", "Claims that passed over a "
+                  "concurrency group at its max_running (its messages waiting), since the "
+                  "limits were set", ["topic"], multiprocess_mode="livemostrecent"))
 
 
 def show_limits(topic: str, limits: Limits) -> None:
     """Set ``topic``'s limit gauges; drop those of a limit that is off (a series never
     shown in this process has nothing to drop)."""
-    limit, held = limit_gauges()
-    for name, value in (("max_running", limits.max_running), ("rate", limits.rate)):
+    limit, held, group_held = limit_gauges()
+    for name, value in (("max_running", limits.max_running), ("rate", limits.rate),
+                        ("group_max_running", limits.group_max_running)):
         if value is not None:
             limit.labels(topic, name).set(value)
         else:
@@ -84,9 +89,11 @@ def show_limits(topic: str, limits: Limits) -> None:
                 limit.remove(topic, name)
     if limits.limited:
         held.labels(topic).set(limits.held)
+        group_held.labels(topic).set(limits.group_held)
     else:
-        with contextlib.suppress(KeyError):
-            held.remove(topic)
+        for gauge in (held, group_held):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic)
 
 
 @dataclass

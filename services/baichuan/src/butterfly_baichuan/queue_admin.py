@@ -27,13 +27,14 @@ from butterfly_common.mq import (
     Broker,
     Message,
     PublishResult,
+    check_group,
     check_priority,
 )
 from butterfly_common.mq.bulk import ACTIONS as BULK_ACTIONS
 from butterfly_common.mq.bulk import BulkCounts, BulkFilter
 from butterfly_common.mq.bulk import check as check_bulk
 from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
-from butterfly_common.mq.limits import check_limits
+from butterfly_common.mq.limits import check_group_limits, check_limits
 from butterfly_common.paging import check_page
 from butterfly_common.params import ParamError
 
@@ -104,7 +105,7 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
             reqid: str | None = None, force: bool = False,
             notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
             dedup_mode: str | None = None, dedup_ttl: float = 0.0,
-            dedup_extend: bool = False) -> dict[str, Any]:
+            dedup_extend: bool = False, group: str | None = None) -> dict[str, Any]:
     """Queue ``data`` on ``topic``; a repeated ``msg_id`` answers ``created: false``, a
     publish with a ``dedup_key`` says which message stands in ``dedup``."""
     options: dict[str, Any] = {"msg_id": msg_id, "delay": delay, "at_front": at_front,
@@ -113,7 +114,7 @@ def publish(broker: Broker, topic: str, data: dict[str, Any], *, max_bytes: int,
                                "failure_ttl": failure_ttl, "notify": notify,
                                "priority": priority, "dedup_key": dedup_key,
                                "dedup_mode": dedup_mode, "dedup_ttl": dedup_ttl,
-                               "dedup_extend": dedup_extend}
+                               "dedup_extend": dedup_extend, "group": group}
     check_message(topic, data, max_bytes, options)
     # through mq.publish: the middleware see it (tracing's producer span and context)
     done = mq.publish(topic, data, via=broker, reqid=reqid, force=force, **options)
@@ -154,6 +155,10 @@ def check_message(topic: str, data: dict[str, Any], max_bytes: int,
                     options["dedup_extend"])
     except ValueError as exc:
         raise ParamError(f"invalid: dedup ({exc})") from None
+    try:
+        check_group(options["group"])
+    except ValueError as exc:
+        raise ParamError(f"invalid: group ({exc})") from None
     msg_id = options["msg_id"]
     if msg_id is not None:
         try:
@@ -180,14 +185,14 @@ PUBLISH_DEFAULTS: dict[str, Any] = {
     "msg_id": None, "delay": 0.0, "at_front": False, "timeout": DEFAULT_TIMEOUT,
     "max_retries": 0, "result_ttl": DEFAULT_RESULT_TTL, "failure_ttl": DEFAULT_FAILURE_TTL,
     "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None, "dedup_ttl": 0.0,
-    "dedup_extend": False,
+    "dedup_extend": False, "group": None,
 }
 _NUMBER = (int, float)
 ITEM_TYPES: dict[str, tuple[type, ...]] = {
     "msg_id": (str,), "delay": _NUMBER, "at_front": (bool,), "timeout": _NUMBER,
     "max_retries": (int,), "result_ttl": _NUMBER, "failure_ttl": _NUMBER,
     "notify": (str,), "priority": (int,), "dedup_key": (str,), "dedup_mode": (str,),
-    "dedup_ttl": _NUMBER, "dedup_extend": (bool,),
+    "dedup_ttl": _NUMBER, "dedup_extend": (bool,), "group": (str,),
 }
 #: Most messages one ``publish_many`` takes (the request body limit applies as well).
 MAX_PUBLISH_MANY = 1000
@@ -358,19 +363,26 @@ def topic_limits(broker: Broker, topic: str) -> dict[str, Any]:
 
 def set_topic_limits(broker: Broker, topic: str, max_running: int | None,
                      rate: int | None, rate_window: float | None,
-                     who: str) -> dict[str, Any]:
+                     who: str, group_max_running: int | None = None,
+                     group_limits: dict[str, Any] | None = None) -> dict[str, Any]:
     """Replace ``topic``'s limits (None: that limit off; none at all clears them),
     audited with ``who`` and the limits before and after."""
     check_topic_name(topic)
     try:
         check_limits(max_running, rate, rate_window)
+        check_group_limits(group_max_running, group_limits)
     except ValueError as exc:
         raise ParamError(f"invalid: limits ({exc})") from None
     before = broker.limits(topic)
-    after = broker.set_limits(topic, max_running, rate, rate_window, set_by=who)
-    audit_log.warning("topic_limits %s by %s: max_running %s -> %s, rate %s/%ss -> %s/%ss",
+    after = broker.set_limits(topic, max_running, rate, rate_window, set_by=who,
+                              group_max_running=group_max_running,
+                              group_limits=group_limits)
+    audit_log.warning("topic_limits %s by %s: max_running %s -> %s, rate %s/%ss -> %s/%ss, "
+                      "group_max_running %s -> %s, group_limits %s -> %s",
                       topic, who, before.max_running, after.max_running, before.rate,
-                      before.rate_window, after.rate, after.rate_window)
+                      before.rate_window, after.rate, after.rate_window,
+                      before.group_max_running, after.group_max_running,
+                      before.group_limits, after.group_limits)
     return {"topic": topic, **after.to_dict()}
 
 

@@ -5,10 +5,15 @@
 -- window_ms} ('' for a limit that is off); reads only. The limits ride along so the
 -- queues list marks limited topics without another round trip.
 -- queued counts every priority's list: `queue` (priority 0) and `queue:<p>` for each p
--- in `prios` (see butterfly_common.mq.keys).
+-- in `prios`, and each concurrency group's ZSET `g:<group>` for each group in the ring
+-- `groups` (see butterfly_common.mq.keys).
 local queued = redis.call('LLEN', KEYS[1])
 for _, p in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   queued = queued + redis.call('LLEN', KEYS[1] .. ':' .. p)
+end
+local base = string.sub(KEYS[1], 1, #KEYS[1] - #'queue')
+for _, g in ipairs(redis.call('LRANGE', base .. 'groups', 0, -1)) do
+  queued = queued + redis.call('ZCARD', base .. 'g:' .. g)
 end
 local lim = redis.call('HMGET', KEYS[8], 'max_running', 'rate', 'window')
 return {queued, redis.call('ZCARD', KEYS[2]),

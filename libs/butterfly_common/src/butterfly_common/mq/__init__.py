@@ -13,7 +13,14 @@ from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LE
 from .brokerlike import BrokerLike
 from .client import broker, get, get_many, publish, publish_many, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
-from .keys import MAX_PRIORITY, MIN_PRIORITY, check_priority, topic_problem, valid_topic
+from .keys import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    check_group,
+    check_priority,
+    topic_problem,
+    valid_topic,
+)
 from .limits import Limits
 from .message import (
     DELAYED,
@@ -33,7 +40,7 @@ __all__ = [
     "DEFAULT_FAILURE_TTL", "DEFAULT_RESULT_TTL", "DEFAULT_TIMEOUT", "DELAYED", "FAILED",
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUED", "STARTED",
     "STATUSES", "Broker", "BrokerLike", "ErrorKind", "InvalidTopic", "Limits", "MQError", "Message",
-    "MessageIdConflict", "NoConsumer", "PublishResult", "Registry", "broker", "check_priority",
-    "get", "get_many", "new_id", "publish", "publish_many", "topic_problem", "valid_topic",
-    "wait",
+    "MessageIdConflict", "NoConsumer", "PublishResult", "Registry", "broker", "check_group",
+    "check_priority", "get", "get_many", "new_id", "publish", "publish_many", "topic_problem",
+    "valid_topic", "wait",
 ]

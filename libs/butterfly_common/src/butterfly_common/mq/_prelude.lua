@@ -37,13 +37,61 @@ end
 -- ZSET `prios` (score and member p) names every such list that may be non-empty. Every
 -- list shares the topic's hash tag. A claim walks them highest priority first.
 
--- The priority stored in record `key` (0 when unset: records older than priorities).
-local function priority_of(key)
-  return tonumber(redis.call('HGET', key, 'priority')) or 0
+-- Concurrency groups (limits.py). A ready id published with a `group` g waits in the ZSET
+-- `bc:{T}:g:<g>` instead of a priority list (score: claim order, priority first, then
+-- FIFO from the counter `bc:{T}:gseq`), and the LIST `bc:{T}:groups` (the ring) names
+-- each group whose zset exists exactly once: a claim serves the ring round-robin. The
+-- HASH `bc:{T}:grun` counts each group's started ids (every script that takes a grouped
+-- id out of `started` calls group_left). Ungrouped ids never touch these keys.
+
+-- The topic's key prefix `bc:{T}:` of any of its keys (a topic has no braces).
+local function topic_base(key)
+  return string.match(key, '^(.-}:)')
 end
 
--- Make `id` ready at priority `p`: the tail of its list, or the head when `front`.
-local function enqueue(queue, prios, p, id, front)
+-- Make `id` of `group` ready at priority `p`: behind the group's ids of that priority, or
+-- ahead of them when `front`. A group that had no ready id joins the ring's tail.
+local function group_enqueue(base, group, p, id, front)
+  local zkey = base .. 'g:' .. group
+  local seq = redis.call('INCR', base .. 'gseq')
+  if front then seq = -seq end
+  if redis.call('EXISTS', zkey) == 0 then
+    redis.call('RPUSH', base .. 'groups', group)
+  end
+  -- 2^40 per priority step: exact in a double for 2^39 publishes
+  redis.call('ZADD', zkey, string.format('%.0f', -p * 1099511627776 + seq), id)
+end
+
+-- Take ready `id` out of `group` (a group left with no ready id leaves the ring).
+local function group_unready(base, group, id)
+  local zkey = base .. 'g:' .. group
+  if redis.call('ZREM', zkey, id) == 1 and redis.call('EXISTS', zkey) == 0 then
+    redis.call('LREM', base .. 'groups', 1, group)
+  end
+end
+
+-- A started id of `group` ('' or nil: none) left `started`: the group's slot frees.
+local function group_left(base, group)
+  if group and group ~= '' then
+    if redis.call('HINCRBY', base .. 'grun', group, -1) <= 0 then
+      redis.call('HDEL', base .. 'grun', group)
+    end
+  end
+end
+
+-- The groups with ready ids, in ring order (the claim's next first).
+local function ready_groups(queue)
+  local base = topic_base(queue)
+  return base, redis.call('LRANGE', base .. 'groups', 0, -1)
+end
+
+-- Make `id` ready at priority `p`: the tail of its list, or the head when `front`; an id
+-- of a `group` ('' or nil: none) goes to its group instead.
+local function enqueue(queue, prios, p, id, front, group)
+  if group and group ~= '' then
+    group_enqueue(topic_base(queue), group, p, id, front)
+    return
+  end
   local list = queue
   if p ~= 0 then
     list = queue .. ':' .. p
@@ -133,10 +181,13 @@ local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
     'result_ttl', a[8], 'failure_ttl', a[9], 'created_at', NOW,
     'enqueued_at', enqueued, 'reqid', a[10], 'token', 0, 'notify', a[13],
     'priority', prio, 'trace', a[19] or '')
+  if a[20] and a[20] ~= '' then  -- an ungrouped record stays as it was before groups
+    redis.call('HSET', msg, 'group', a[20])
+  end
   if delay > 0 then
     redis.call('ZADD', delayed, NOW + delay, a[1])
   else
-    enqueue(queue, prios, prio, a[1], a[5] == '1')
+    enqueue(queue, prios, prio, a[1], a[5] == '1', a[20])
   end
   if not dkey then
     return {1, status}
@@ -144,12 +195,17 @@ local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
   redis.call('HSET', msg, 'dedup_key', a[15], 'dedup_mode', mode)
   if replaced ~= '' then
     local old = prefix .. replaced
-    local p = priority_of(old)
+    local r = redis.call('HMGET', old, 'priority', 'group')
+    local p = tonumber(r[1]) or 0
     local list = queue
     if p ~= 0 then list = queue .. ':' .. p end
     if redis.call('ZREM', delayed, replaced) == 0 then
-      redis.call('LREM', list, -1, replaced)  -- from the tail: it was published lately
-      drop_if_empty(prios, list, p)
+      if r[2] and r[2] ~= '' then
+        group_unready(topic_base(queue), r[2], replaced)
+      else
+        redis.call('LREM', list, -1, replaced)  -- from the tail: it was published lately
+        drop_if_empty(prios, list, p)
+      end
     end
     redis.call('DEL', old)
   end

@@ -42,13 +42,14 @@ from .keys import (
     TOPICS,
     TopicKeys,
     check_dedup,
+    check_group,
     check_id,
     check_priority,
     check_topic,
     id_key,
     to_ms,
 )
-from .limits import Limits, check_limits
+from .limits import Limits, check_group_limits, check_limits
 from .limits import from_reply as limits_from_reply
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id, new_ids
 from .progress import normalize as normalize_progress
@@ -80,13 +81,13 @@ PUBLISH_OPTIONS: dict[str, Any] = {
     "msg_id": None, "delay": 0.0, "at_front": False, "timeout": DEFAULT_TIMEOUT,
     "max_retries": 0, "result_ttl": DEFAULT_RESULT_TTL, "failure_ttl": DEFAULT_FAILURE_TTL,
     "reqid": None, "notify": None, "priority": 0, "dedup_key": None, "dedup_mode": None,
-    "dedup_ttl": 0.0, "dedup_extend": False,
+    "dedup_ttl": 0.0, "dedup_extend": False, "group": None,
 }
 
 
-#: Arguments per message of ``publish_many.lua``: publish.lua's ARGV with the dedup four
-#: and the trace.
-_WIDTH = 19
+#: Arguments per message of ``publish_many.lua``: publish.lua's ARGV with the dedup four,
+#: the trace and the group.
+_WIDTH = 20
 _NO_DEDUP = ["", "", 0, 0]
 
 
@@ -196,8 +197,14 @@ class Broker:
                 force: bool = False, notify: str | None = None,
                 priority: int = 0, dedup_key: str | None = None,
                 dedup_mode: str | None = None, dedup_ttl: float = 0.0,
-                dedup_extend: bool = False, trace: str | None = None) -> PublishResult:
+                dedup_extend: bool = False, trace: str | None = None,
+                group: str | None = None) -> PublishResult:
         """Queue ``data`` (the handler's kwargs) on ``topic``.
+
+        ``group`` (a short name, see :func:`.keys.check_group`): the message's concurrency
+        group, e.g. its tenant. Claims serve a topic's groups round-robin, each group under
+        its ``max_running`` if the topic's limits set one (see :mod:`.limits`); ungrouped
+        messages go first, and a publish without a group is exactly what it was before.
 
         ``priority`` (an int, -100..100, default 0): a claim takes the highest priority
         ready, FIFO within one priority; ``at_front`` puts the message at the head of its
@@ -236,7 +243,7 @@ class Broker:
                             failure_ttl=failure_ttl, reqid=reqid, force=force, notify=notify,
                             priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode,
                             dedup_ttl=dedup_ttl, dedup_extend=dedup_extend,
-                            trace=trace)
+                            trace=trace, group=group)
         pipe = pipeline(self.client)
         call = scripts.queue_in(pipe, "publish", one.keys, one.args)
         extra = []
@@ -264,13 +271,15 @@ class Broker:
                  result_ttl: float, failure_ttl: float, reqid: str | None, force: bool,
                  notify: str | None, priority: int, dedup_key: str | None,
                  dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool,
-                 trace: str | None = None, fresh_id: str | None = None) -> _Prepared:
+                 trace: str | None = None, group: str | None = None,
+                 fresh_id: str | None = None) -> _Prepared:
         """Check one publish and build its script call (nothing touches Redis);
         ``fresh_id``: the generated id to use when ``msg_id`` is None."""
         k = self.keys(topic)
         check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
+        group = check_group(group)
         idx_ttl = to_ms(delay + max(result_ttl, failure_ttl) + self.index_slack)
         generated = msg_id is None
         msg_id = (fresh_id or new_id()) if msg_id is None else check_id(msg_id)
@@ -283,8 +292,10 @@ class Broker:
             keys.append(k.dedup(dedup_key))
             args += [dedup_key, mode, to_ms(dedup_ttl), int(dedup_extend)]
         traceparent = check_trace(trace)
-        if traceparent:  # ARGV[19]; without one the script stores ''
+        if traceparent or group:  # ARGV[19], ARGV[20]; without them the script stores ''
             args += [*(() if mode is not None else _NO_DEDUP), traceparent]
+        if group:
+            args.append(group)
         return _Prepared(topic, msg_id, generated, idx_ttl, keys, args)
 
     @staticmethod
@@ -368,10 +379,12 @@ class Broker:
             args: builtins.list[Any] = [k.msg_prefix, k.dedup_prefix, _WIDTH]
             for at in ats:
                 args += batch[at].args
-                if len(batch[at].args) < _WIDTH - 1:
+                if len(batch[at].args) < _WIDTH - 2:
                     args += _NO_DEDUP
-                if len(batch[at].args) < _WIDTH:
+                if len(batch[at].args) < _WIDTH - 1:
                     args.append("")  # no trace
+                if len(batch[at].args) < _WIDTH:
+                    args.append("")  # no group
             calls[n] = scripts.queue_in(pipe, "publish_many",
                                         [k.queue, k.delayed, k.workers, k.prios], args)
             n += 1
@@ -639,19 +652,26 @@ class Broker:
 
     def set_limits(self, topic: str, max_running: int | None = None,
                    rate: int | None = None, rate_window: float | None = None,
-                   set_by: str = "") -> Limits:
+                   set_by: str = "", *, group_max_running: int | None = None,
+                   group_limits: dict[str, int] | None = None) -> Limits:
         """Replace ``topic``'s limits (see :mod:`.limits`): at most ``max_running``
         messages started at once fleet-wide, at most ``rate`` claims per fixed window of
         ``rate_window`` seconds (default 1). None turns a limit off; both None clears the
         topic's limits, and its claims are unlimited again at once. ValueError for bad
         values. ``set_by`` is kept with the limits (who changed them). Returns the new
-        limits with the live figures."""
+        limits with the live figures. ``group_max_running`` caps each concurrency group's
+        started messages, ``group_limits`` ({group: cap}) single groups' (see
+        :mod:`.limits`)."""
         running, per, window_ms = check_limits(max_running, rate, rate_window)
+        every, caps = check_group_limits(group_max_running, group_limits)
         k = self.keys(topic)
-        reply = scripts.run(self.client, "limits", [k.limits, k.started],
-                            ["set", "" if running is None else running,
-                             "" if per is None else per,
-                             "" if window_ms is None else window_ms, set_by])
+        args: builtins.list[Any] = ["set", "" if running is None else running,
+                                    "" if per is None else per,
+                                    "" if window_ms is None else window_ms, set_by,
+                                    "" if every is None else every]
+        for group, cap in caps.items():
+            args += [group, cap]
+        reply = scripts.run(self.client, "limits", [k.limits, k.started], args)
         return limits_from_reply(reply)
 
     def clear_limits(self, topic: str, set_by: str = "") -> Limits:

@@ -4,7 +4,8 @@
 --       cancel error text, cancel error_kind, run id (unique per bulk run),
 --       cursor: t0, bound, priority, anchor id, anchor score ('' on the first step)
 -- One bounded step of a bulk action (bulk.py drives the steps): visit up to `step` ids
--- of `status`'s container after the cursor, keep those whose record matches the filter,
+-- of `status`'s container (queued: every priority's list in claim order, then each
+-- concurrency group's ready ids, groups by name) after the cursor, keep those whose record matches the filter,
 -- act on them (nothing for 'count'). The cursor is the last visited id that is still in
 -- the container (an acted id left it), so an id is visited once whatever the steps
 -- remove; ids that joined after the first step (t0) are not matched, and a zset is not
@@ -21,6 +22,7 @@ local t0 = tonumber(ARGV[13]) or NOW
 local bound = ARGV[14]
 local cur_p = tonumber(ARGV[15]) or 1000
 local anchor, anchor_score = ARGV[16], ARGV[17]
+local GROUPS = -1000  -- the cursor's priority once the priority lists are done
 local TOMB = ' bulk '  -- never an id (ids have no spaces): marks list slots to drop
 local time_field = 'ended_at'
 if status == 'queued' or status == 'delayed' then
@@ -60,13 +62,15 @@ local function act(key, id)
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
       'worker', '', 'started_at', '', 'ended_at', '', 'bulk', run)
-    local r = redis.call('HMGET', key, 'priority', 'dedup_ref')
-    enqueue(KEYS[1], KEYS[2], tonumber(r[1]) or 0, id, ARGV[9] == '1')
+    local r = redis.call('HMGET', key, 'priority', 'dedup_ref', 'group')
+    enqueue(KEYS[1], KEYS[2], tonumber(r[1]) or 0, id, ARGV[9] == '1', r[3])
     if r[2] and r[2] ~= '' then  -- live again: an until_done key free since takes it back
       redis.call('SET', r[2], id, 'NX')
     end
   elseif action == 'delete' then
-    release_dedup(redis.call('HGET', key, 'dedup_ref'), id)
+    local r = redis.call('HMGET', key, 'dedup_ref', 'group')
+    if status == 'started' then group_left(topic_base(KEYS[1]), r[2]) end
+    release_dedup(r[1], id)
     redis.call('DEL', key)
     out_ids[#out_ids + 1] = id
   else  -- cancel: a dead letter that never ran (again)
@@ -118,6 +122,48 @@ if status == 'queued' then
       end
       scanned = scanned + #ids
       budget = budget - #ids
+    end
+  end
+  -- then each concurrency group's ready ids, groups by name (the ring's order moves with
+  -- every claim); the cursor is priority GROUPS, the group (in `anchor_score`) and anchor
+  if budget > 0 then
+    local base = topic_base(KEYS[1])
+    local groups = redis.call('LRANGE', base .. 'groups', 0, -1)
+    table.sort(groups)
+    local cur_g = ''
+    if cur_p == GROUPS then cur_g = anchor_score else anchor = '' end
+    for _, g in ipairs(groups) do
+      if budget > 0 and g >= cur_g then
+        local zkey = base .. 'g:' .. g
+        local start = 0
+        if g == cur_g and anchor ~= '' then
+          local at = redis.call('ZRANK', zkey, anchor)  -- gone: claimed since, start over
+          if at then start = at + 1 end
+        else
+          anchor = ''
+        end
+        cur_p, cur_g, anchor_score = GROUPS, g, g
+        local ids = redis.call('ZRANGE', zkey, start, start + budget - 1)
+        for i = 1, #ids do
+          local id = ids[i]
+          if matches(prefix .. id) then
+            matched = matched + 1
+            if acting then
+              redis.call('ZREM', zkey, id)
+              act(prefix .. id, id)
+            else
+              anchor = id
+            end
+          else
+            anchor = id
+          end
+        end
+        if acting and redis.call('EXISTS', zkey) == 0 then
+          redis.call('LREM', base .. 'groups', 1, g)
+        end
+        scanned = scanned + #ids
+        budget = budget - #ids
+      end
     end
   end
   if budget > 0 then done = 1 end

@@ -4,8 +4,10 @@
 if not fenced(KEYS[3], ARGV[2]) then
   return 0
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-local r = redis.call('HMGET', KEYS[3], 'result_ttl', 'dedup_ref')
+local r = redis.call('HMGET', KEYS[3], 'result_ttl', 'dedup_ref', 'group')
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and r[3] and r[3] ~= '' then
+  group_left(topic_base(KEYS[1]), r[3])
+end
 local ttl = tonumber(r[1]) or 0
 release_dedup(r[2], ARGV[1])
 if ttl <= 0 then

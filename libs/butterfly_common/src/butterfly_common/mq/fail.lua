@@ -4,7 +4,9 @@
 if not fenced(KEYS[4], ARGV[2]) then
   return ''
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  group_left(topic_base(KEYS[1]), redis.call('HGET', KEYS[4], 'group'))
+end
 redis.call('HSET', KEYS[4], 'ended_at', NOW, 'error', ARGV[3], 'error_kind', ARGV[7],
   'result', ARGV[4], 'cost', ARGV[5])
 local backoff = tonumber(ARGV[6])

@@ -17,6 +17,12 @@ Per topic ``T``:
 ``bc:{T}:workers``           ZSET    worker id -> last heartbeat (ms)
 ``bc:{T}:dedup:<key>``       STRING  id of the message standing for dedup key ``<key>``
 ``bc:{T}:limits``            HASH    the topic's rate / concurrency limits (``limits.py``)
+``bc:{T}:g:<group>``         ZSET    ready ids of concurrency group ``<group>``, scored in
+                                     claim order (priority, then FIFO via ``gseq``)
+``bc:{T}:groups``            LIST    the ring: each group with ready ids, once; a claim
+                                     serves it round-robin
+``bc:{T}:grun``              HASH    group -> its started ids (for its ``max_running``)
+``bc:{T}:gseq``              STRING  counter ordering ids within a group
 ``bc:{T}:msg:<id>``          HASH    the message record (fields: :data:`FIELDS`)
 ===========================  ======  ==================================================
 
@@ -52,7 +58,7 @@ FIELDS: tuple[str, ...] = (
     "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
     "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
     "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "priority",
-    "dedup_key", "dedup_mode", "trace",
+    "dedup_key", "dedup_mode", "trace", "group",
 )
 
 #: A message's ``priority``: an int in this range, higher claimed first, 0 the default.
@@ -78,6 +84,23 @@ def check_priority(priority: object) -> int:
 DEDUP_MODES = ("until_done", "throttle", "debounce")
 #: The outcome a publish with a ``dedup_key`` reports: created (new, replaced) or not.
 DEDUP_OUTCOMES = ("new", "replaced", "duplicate", "throttled")
+
+
+#: A message's concurrency ``group`` (see limits.py): a short name, part of a key name.
+MAX_GROUP_LEN = 64
+_GROUP = re.compile(r"[A-Za-z0-9_.:@-]+")
+
+
+def check_group(group: object) -> str | None:
+    """None (no group) or a group name of 1..MAX_GROUP_LEN of ``A-Za-z0-9_.:@-``, else
+    ValueError: the name ends up inside key names, and a tenant id fits that alphabet."""
+    if group is None:
+        return None
+    if (not isinstance(group, str) or len(group) > MAX_GROUP_LEN
+            or not _GROUP.fullmatch(group)):
+        raise ValueError(f"group must be 1..{MAX_GROUP_LEN} chars of A-Z a-z 0-9 _ . : @ -: "
+                         f"{group!r}")
+    return group
 
 
 def check_dedup(dedup_key: object, mode: object, ttl: object, extend: object) -> str | None:

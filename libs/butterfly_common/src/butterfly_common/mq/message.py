@@ -30,7 +30,8 @@ _NFIELDS = len(FIELDS)
 _UNPACKED = ("id", "topic", "data", "status", "attempts", "max_retries", "timeout",
              "result_ttl", "failure_ttl", "created_at", "enqueued_at", "started_at",
              "ended_at", "worker", "result", "error", "cost", "reqid", "token", "notify",
-             "progress", "error_kind", "priority", "dedup_key", "dedup_mode", "trace")
+             "progress", "error_kind", "priority", "dedup_key", "dedup_mode", "trace",
+             "group")
 if _UNPACKED != FIELDS:  # a field added to keys.FIELDS must be unpacked here too
     raise ImportError("mq.message unpacks records in another order than keys.FIELDS")
 
@@ -162,6 +163,8 @@ class Message:
     #: The W3C ``traceparent`` of the publish (its producer span), when tracing was on:
     #: written once by the publish script, so the consumer's span links to it.
     trace: str = ""
+    #: The concurrency group it was published in ("" without): see ``limits.py``.
+    group: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -170,7 +173,7 @@ class Message:
         (id_, topic, data, status, attempts, max_retries, timeout, result_ttl, failure_ttl,
          created_at, enqueued_at, started_at, ended_at, worker, result, error, cost, reqid,
          token, notify, progress, error_kind, priority, dedup_key, dedup_mode,
-         trace) = values
+         trace, group) = values
         return cls(
             id=id_, topic=topic, data=_loads(data or "{}"), status=status or "",
             attempts=_int(attempts), max_retries=_int(max_retries),
@@ -185,7 +188,7 @@ class Message:
             progress=parse_progress(progress) if progress else None,
             error_kind=_error_kind(error_kind) if error_kind else None,
             priority=_int(priority), dedup_key=dedup_key or "",
-            dedup_mode=dedup_mode or "", trace=trace or "",
+            dedup_mode=dedup_mode or "", trace=trace or "", group=group or "",
         )
 
     @classmethod

@@ -13,16 +13,17 @@ for i = #expired, 1, -1 do
   local id = expired[i]
   local key = prefix .. id
   redis.call('ZREM', KEYS[2], id)
-  local r = redis.call('HMGET', key, 'attempts', 'max_retries', 'priority')
+  local r = redis.call('HMGET', key, 'attempts', 'max_retries', 'priority', 'group')
   if r[1] then
     returned = returned + 1
+    group_left(topic_base(KEYS[2]), r[4])
     if tonumber(r[1]) > tonumber(r[2]) + grace then
       redis.call('HSET', key, 'error', 'lease expired after ' .. r[1] .. ' attempts',
         'error_kind', ARGV[4])
       bury(KEYS[4], key, id)
     else
       redis.call('HSET', key, 'status', 'queued', 'enqueued_at', NOW)
-      enqueue(KEYS[1], KEYS[5], tonumber(r[3]) or 0, id, true)
+      enqueue(KEYS[1], KEYS[5], tonumber(r[3]) or 0, id, true, r[4])
     end
   end
 end

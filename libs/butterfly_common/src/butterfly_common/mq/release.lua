@@ -9,10 +9,13 @@ for i = #ARGV - 1, 2, -2 do
   local id = ARGV[i]
   local key = prefix .. id
   if fenced(key, ARGV[i + 1]) then
-    redis.call('ZREM', KEYS[2], id)
+    local r = redis.call('HMGET', key, 'priority', 'group')
+    if redis.call('ZREM', KEYS[2], id) == 1 then
+      group_left(topic_base(KEYS[2]), r[2])
+    end
     redis.call('HINCRBY', key, 'attempts', -1)
     redis.call('HSET', key, 'status', 'queued', 'worker', '', 'started_at', '')
-    enqueue(KEYS[1], KEYS[3], priority_of(key), id, true)
+    enqueue(KEYS[1], KEYS[3], tonumber(r[1]) or 0, id, true, r[2])
     n = n + 1
   end
 end

@@ -17,8 +17,8 @@ for i = 1, #ids do
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'queued', 'attempts', 0, 'enqueued_at', NOW,
       'worker', '', 'started_at', '', 'ended_at', '')
-    local r = redis.call('HMGET', key, 'priority', 'dedup_ref')
-    enqueue(KEYS[1], KEYS[3], tonumber(r[1]) or 0, id, ARGV[2] == '1')
+    local r = redis.call('HMGET', key, 'priority', 'dedup_ref', 'group')
+    enqueue(KEYS[1], KEYS[3], tonumber(r[1]) or 0, id, ARGV[2] == '1', r[3])
     if r[2] and r[2] ~= '' then  -- live again: an until_done key free since takes it back
       redis.call('SET', r[2], id, 'NX')
     end

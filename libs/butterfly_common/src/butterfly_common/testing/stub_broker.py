@@ -42,7 +42,7 @@ from ..mq.broker import (
     check_trace,
 )
 from ..mq.errors import NoConsumer
-from ..mq.keys import TopicKeys, check_dedup, check_id
+from ..mq.keys import TopicKeys, check_dedup, check_group, check_id
 from ..mq.message import (
     DELAYED,
     FAILED,
@@ -137,13 +137,16 @@ class StubBroker:
                 force: bool = False, notify: str | None = None,
                 priority: int = 0, dedup_key: str | None = None,
                 dedup_mode: str | None = None, dedup_ttl: float = 0.0,
-                dedup_extend: bool = False, trace: str | None = None) -> PublishResult:
+                dedup_extend: bool = False, trace: str | None = None,
+                group: str | None = None) -> PublishResult:
         """Queue ``data`` on ``topic``, as :meth:`Broker.publish` does (same checks, same
-        refusals); returns ``PublishResult(msg_id, created, status)``."""
+        refusals); returns ``PublishResult(msg_id, created, status)``. A ``group`` is
+        checked and kept on the record; the stub claims FIFO and has no group limits."""
         TopicKeys.of(topic)  # InvalidTopic, as the Redis broker's key names refuse it
         check_publish(data, self.max_depth, notify, priority, timeout=timeout, delay=delay,
                       max_retries=max_retries, result_ttl=result_ttl, failure_ttl=failure_ttl)
         mode = check_dedup(dedup_key, dedup_mode, dedup_ttl, dedup_extend)
+        group = check_group(group)
         msg_id = new_id() if msg_id is None else check_id(msg_id)
         known = self._record(topic, msg_id)
         if known is not None:
@@ -174,7 +177,7 @@ class StubBroker:
             result_ttl=float(result_ttl), failure_ttl=float(failure_ttl), created_at=now,
             enqueued_at=None if delay > 0 else now, reqid=reqid or "", notify=notify or "",
             priority=priority, dedup_key=dedup_key or "", dedup_mode=mode or "",
-            trace=check_trace(trace))
+            trace=check_trace(trace), group=group or "")
         if delay > 0:
             self._delayed.setdefault(topic, {})[msg_id] = now + delay
         elif at_front:

@@ -46,7 +46,7 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
             failure_ttl: float = DEFAULT_FAILURE_TTL, force: bool = False,
             notify: str | None = None, priority: int = 0, dedup_key: str | None = None,
             dedup_mode: str | None = None, dedup_ttl: float = 0.0,
-            dedup_extend: bool = False) -> Any:
+            dedup_extend: bool = False, group: str | None = None) -> Any:
     """Queue a call of handler ``topic`` with ``data`` (a JSON object of its parameters).
 
     Answers ``msg_id``, ``created`` (false when ``msg_id`` was already published on this
@@ -69,6 +69,9 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
     restarts the ttl). The answer then has ``dedup: {outcome: new|replaced|duplicate|
     throttled, msg_id: <the standing message>, replaced: <id>}``, and ``msg_id``/
     ``status`` are the standing message's. Inconsistent dedup options are ERR_BAD_PARAMS.
+    ``group`` (1..64 chars of ``A-Z a-z 0-9 _ . : @ -``, e.g. a tenant): the message's
+    concurrency group; consumers serve a topic's groups round-robin, each under its
+    ``max_running`` when ``set_topic_limits`` gives one. A bad name is ERR_BAD_PARAMS.
     """
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish(
@@ -76,7 +79,7 @@ def publish(req: Request, topic: str, data: dict, msg_id: str | None = None,
         at_front=at_front, timeout=timeout, max_retries=max_retries, result_ttl=result_ttl,
         failure_ttl=failure_ttl, reqid=req.reqid, force=force, notify=notify,
         priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode, dedup_ttl=dedup_ttl,
-        dedup_extend=dedup_extend)
+        dedup_extend=dedup_extend, group=group)
 
 
 @api(topic=False)
@@ -85,7 +88,8 @@ def publish_many(req: Request, messages: list, force: bool = False) -> Any:
     ``publish`` each). ``messages`` is a list of objects, each with ``topic`` and ``data``
     and any per-message option of ``publish`` (``msg_id``, ``delay``, ``at_front``,
     ``timeout``, ``max_retries``, ``result_ttl``, ``failure_ttl``, ``notify``,
-    ``priority``, ``dedup_key``, ``dedup_mode``, ``dedup_ttl``, ``dedup_extend``);
+    ``priority``, ``dedup_key``, ``dedup_mode``, ``dedup_ttl``, ``dedup_extend``,
+    ``group``);
     ``force`` is for all. Every item is checked as ``publish`` checks it before anything
     is queued: a refusal (ERR_BAD_PARAMS, ERR_BAD_TOPIC, ERR_MSG_TOO_LARGE,
     ERR_MSG_ID_RESERVED) names ``messages[i]`` and queues nothing. Each message is still
@@ -191,23 +195,34 @@ def bulk(req: Request, topic: str, action: str, status: str, error: str | None =
 def topic_limits(req: Request, topic: str) -> Any:
     """``topic``'s limits: ``max_running``, ``rate`` per ``rate_window`` seconds (null:
     off), the live ``running`` count and ``window_used`` (claims in the current window),
-    ``held`` (claims a limit cut short while messages were ready) with ``held_at``, and
-    ``set_at`` / ``set_by``."""
+    ``held`` (claims a limit cut short while messages were ready) with ``held_at``,
+    ``set_at`` / ``set_by``; for concurrency groups ``group_max_running``,
+    ``group_limits`` ({group: max_running}), ``group_held`` (claims that passed over a
+    group at its cap) with ``group_held_at``, ``groups_ready`` (groups with ready
+    messages) and ``group_running`` ({group: started now})."""
     return OK, queue_admin.topic_limits(mq.broker(), topic)
 
 
 @api(admin=True)
 def set_topic_limits(req: Request, topic: str, max_running: int | None = None,
-                     rate: int | None = None, rate_window: float | None = None) -> Any:
+                     rate: int | None = None, rate_window: float | None = None,
+                     group_max_running: int | None = None,
+                     group_limits: dict | None = None) -> Any:
     """Admin: replace ``topic``'s limits, enforced by every consumer's claim at once.
     ``max_running`` (1..1000000): at most that many of its messages started at once,
     fleet-wide; ``rate`` (1..1000000) per ``rate_window`` seconds (0.001..86400, whole ms,
     default 1): at most that many claims per fixed window of the Redis clock. An omitted
     limit is off; neither clears them (the claim path is unlimited again). A held-back
-    message stays queued. Answers the limits as ``topic_limits`` does; audited (the
-    ``butterfly.baichuan.audit`` log and ``set_by``). Bad values: ERR_BAD_PARAMS."""
+    message stays queued. ``group_max_running`` (1..1000000): at most that many started
+    at once per concurrency group (a publish's ``group``); ``group_limits``
+    ({group: 1..1000000}, at most 1000 groups): that group's own cap instead. Claims serve
+    groups round-robin, passing over one at its cap. Answers the limits as
+    ``topic_limits`` does; audited (the ``butterfly.baichuan.audit`` log and ``set_by``).
+    Bad values: ERR_BAD_PARAMS."""
     return OK, queue_admin.set_topic_limits(mq.broker(), topic, max_running, rate,
-                                            rate_window, _who(req))
+                                            rate_window, _who(req),
+                                            group_max_running=group_max_running,
+                                            group_limits=group_limits)
 
 
 def _who(req: Request) -> str:
