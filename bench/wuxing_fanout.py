@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 from harness import Report
-from wuxing import AUTH, call, prepare, serve
+from wuxing import AUTH, call, cpu_seconds, prepare, serve
 
 from butterfly_common.testing import RedisServer, wait_until
 
@@ -68,8 +68,10 @@ def watcher_process(base: str, since: int, threads: int, values: int) -> None:
     print(json.dumps([{str(k): v for k, v in s.items()} for s in seen]), flush=True)
 
 
-def fanout_round(base: str, args: argparse.Namespace) -> dict[str, float]:
-    """One round: warm-up write, every watcher in place, ``args.writes`` timed writes."""
+def fanout_round(base: str, args: argparse.Namespace, server_pid: int) -> dict[str, float]:
+    """One round: warm-up write, every watcher in place, ``args.writes`` timed writes.
+    Also the server's CPU per delivery over the timed writes (what the load average does
+    not change much: the machine's other work slows a delivery, not its cost)."""
     since = call(base, "namespace_get", namespace="bench")["data"]["revision"]
     value = call(base, "instance_get", namespace="bench", instance_name="i0")["data"]["i|port"]
     per_proc = [args.watchers // args.procs + (1 if i < args.watchers % args.procs else 0)
@@ -97,15 +99,18 @@ def fanout_round(base: str, args: argparse.Namespace) -> dict[str, float]:
             if line != "ready":
                 raise RuntimeError(f"a watcher process said {line!r}")
         answered = {}
+        cpu0 = cpu_seconds(server_pid)
         for _ in range(args.writes):
             value += 1
             answered[value] = write(value)
             time.sleep(args.gap)
+        cpu = cpu_seconds(server_pid) - cpu0
         lags: list[float] = []
         for proc in procs:
             out, _ = proc.communicate(timeout=120)
             for seen in json.loads(out.strip().splitlines()[-1]):
-                lags += [max(0.0, seen[str(v)] - t) * 1000 for v, t in answered.items()]
+                lags += [max(0.0, seen[str(v)] - t) * 1000 for v, t in answered.items()
+                         if str(v) in seen]
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -114,7 +119,8 @@ def fanout_round(base: str, args: argparse.Namespace) -> dict[str, float]:
     if len(lags) != expected:
         raise RuntimeError(f"{len(lags)} deliveries of {expected}")
     q = statistics.quantiles(lags, n=100)
-    return {"p50": q[49], "p99": q[98], "max": max(lags), "n": len(lags)}
+    return {"p50": q[49], "p99": q[98], "max": max(lags), "n": len(lags),
+            "cpu_us": cpu / expected * 1e6}
 
 
 def main() -> int:
@@ -145,11 +151,12 @@ def main() -> int:
             wait_until(lambda: call(base, "namespace_get", namespace="bench"), 10,
                        what="namespace")
             for _ in range(args.rounds):
-                lag = fanout_round(base, args)
+                lag = fanout_round(base, args, proc.pid)
                 report.add(NAME, "p50 ms", lag["p50"])
                 report.add(NAME, "p99 ms", lag["p99"])
                 report.add(NAME, "max ms", lag["max"])
                 report.add(NAME, "deliveries", lag["n"])
+                report.add(NAME, "server CPU us/delivery", lag["cpu_us"])
         finally:
             proc.terminate()
             proc.wait(30)

@@ -13,7 +13,7 @@ def test_defaults_are_unchanged():
     assert (cfg.history_days, cfg.history_prune_interval, cfg.cache, cfg.cache_ttl,
             cfg.cache_lease, cfg.cache_timeout, cfg.read_token, cfg.watch_max_timeout,
             cfg.watch_max_changes, cfg.watch_poll_max) == (
-        90.0, 3600.0, True, 3600.0, 0.01, 0.2, "", 50.0, 1000, 0.02)
+        90.0, 3600.0, True, 3600.0, 0.01, 0.2, "", 50.0, 1000, 0.005)
 
 
 @pytest.mark.parametrize(("name", "raw", "message"), [

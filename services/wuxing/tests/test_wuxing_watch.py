@@ -4,12 +4,15 @@ key, every one of them gets the change; with Redis down they fall back to the da
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 from wuxing_testlib import AUTH, make_section
 
+from butterfly_common import db
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import RedisServer, wait_until
+from butterfly_wuxing import watch
 
 WEB1 = {"namespace": "demo", "instance_name": "web1"}
 WATCHERS = 30
@@ -68,3 +71,30 @@ def test_watches_fall_back_to_the_database_with_redis_down(fresh, sqlite_url):
             thread.join(20)
         assert len(answers) == WATCHERS
         assert all([c["item_value"] for c in a["data"]["changes"]] == [82] for a in answers)
+
+
+
+def test_watches_queue_for_the_shared_read_without_holding_connections(sqlite_api):
+    """Watches behind the namespace queue for the one read of its changes (the memo
+    lock); they must not hold pooled connections meanwhile. When they did, 116 server
+    threads of a long-polling wuxing took the pool's 32 and the rest failed
+    (ERR_SERVER_EXCEPTION)."""
+    api = sqlite_api
+    make_section(api)
+    api.ok("instance_create", **WEB1, section_name="host", section_version="v1")
+    since = api.ok("namespace_get", namespace="demo")["data"]["revision"]
+    api.ok("instance_update_item", **WEB1, item_name="i|port", item_value=82)
+    pool = db.database.obj
+
+    def queued() -> int:
+        return sum(1 for frame in sys._current_frames().values()
+                   if frame.f_code is watch._shared.__code__)
+
+    with watch._memo_lock:  # the read every watch waits for
+        threads, answers = _watchers(api, since, timeout=0)
+        wait_until(lambda: queued() == WATCHERS, 10, what="every watch queued for the read")
+        assert len(pool._in_use) == 0
+    for thread in threads:
+        thread.join(20)
+    assert [a["stat"] for a in answers] == ["OK"] * WATCHERS
+    assert {a["data"]["changes"][0]["item_value"] for a in answers} == {82}

@@ -235,11 +235,18 @@ def advance(namespace: str, revision: int) -> None:
     get_cache().advance(namespace, revision)
 
 
+#: called with ``(namespace, revision)`` after a write of this process advanced the
+#: version: the watch wakes this process's watches at once instead of at its next poll
+COMMITTED: list[Any] = []
+
+
 def commit(namespace: str, revision: int) -> None:
     """A write's last step before its answer: advance the version, then wait out the read
     leases other processes may hold on the previous one (``WUXING_CACHE_LEASE``)."""
     cache = get_cache()
     cache.advance(namespace, revision)
+    for listener in COMMITTED:
+        listener(namespace, revision)
     if cache.enabled and cache.lease > 0:
         # counted from after the advance's reply (or its failure): every lease on an older
         # version was taken before the advance ran, so it has expired when this returns

@@ -47,7 +47,7 @@ class WuxingConfig(Config):
         "WUXING_WATCH_MAX_CHANGES", 1000, min=1, max=100_000,
         help="most changes one watch answer carries (whole revisions are never split)")
     watch_poll_max: float = setting(
-        "WUXING_WATCH_POLL_MAX", 0.02, min=0.001, max=5.0,
+        "WUXING_WATCH_POLL_MAX", 0.005, min=0.001, max=5.0,
         help="upper bound of the watch's adaptive poll interval on the version key (s)")
     client_ttl: float = setting(
         "WUXING_CLIENT_TTL", 3600.0, min=1.0, max=30 * 86400.0,

@@ -10,7 +10,12 @@ Many watches of one namespace in one process share the work (:class:`_Waiters`):
 them polls the version key while the others sleep until it sees a new revision, and the
 changes after a revision are read from the database once for all of them (``_shared``).
 Two hundred clients watching cost a process one GET per poll and one query per change,
-not two hundred of each.
+not two hundred of each. A write made by this process wakes its watches at once
+(``cache.COMMITTED``); the other processes see it at their next poll.
+
+A client that is up to date (its ``since`` is the revision this process last saw, and the
+version key agrees) waits without touching the database: the re-poll that follows every
+answer costs one GET, which matters when 200 of them arrive together.
 """
 
 from __future__ import annotations
@@ -58,7 +63,13 @@ def _answer(since: int, changes: list[dict[str, Any]], compacted: int) -> dict[s
 def watch(namespace: str, since: int | None, timeout: float,
           config: WuxingConfig) -> dict[str, Any]:
     values.check_namespace(namespace)
-    current, compacted = namespace_revision(namespace)
+    if since is not None and timeout > 0:
+        values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
+        compacted = _current(namespace, since)
+        if compacted is not None:
+            return _wait(namespace, since, compacted, timeout, config)
+    current, compacted = _db_revision(namespace)
+    _waiters(namespace).compacted = compacted
     if since is None:
         return _answer(current, [], compacted)
     values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
@@ -71,6 +82,29 @@ def watch(namespace: str, since: int | None, timeout: float,
     changes = _shared(namespace, since, current, config) if since < current else []
     if changes or timeout <= 0:
         return _answer(since, changes, compacted)
+    return _wait(namespace, since, compacted, timeout, config)
+
+
+def _db_revision(namespace: str) -> tuple[int, int]:
+    """The namespace's revision, on a pooled connection held for this read only: a burst
+    of watches queueing for the memo must not hold the pool's connections meanwhile
+    (with more threads than connections they ran out)."""
+    with db.database.connection_context():
+        return namespace_revision(namespace)
+
+
+def _current(namespace: str, since: int) -> int | None:
+    """The compacted revision when ``since`` is the latest revision of ``namespace`` as
+    this process and the version key both know it (None: ask the database)."""
+    waiters = _waiters(namespace)
+    if waiters.version != since or waiters.compacted is None or since <= 0:
+        return None
+    return waiters.compacted if _read_version(namespace) == since else None
+
+
+def _wait(namespace: str, since: int, compacted: int, timeout: float,
+          config: WuxingConfig) -> dict[str, Any]:
+    """Long-poll for a revision above ``since``; its changes, or none at the timeout."""
     # Do not hold a pooled DB connection while waiting.
     if db.database.obj is not None and not db.database.is_closed():
         db.database.close()
@@ -82,8 +116,7 @@ def watch(namespace: str, since: int | None, timeout: float,
         if version is None:
             return _answer(since, [], compacted)
         seen = version
-        with db.database.connection_context():
-            changes = _shared(namespace, since, version, config)
+        changes = _shared(namespace, since, version, config)
         if changes:
             return _answer(since, changes, compacted)
 
@@ -130,6 +163,8 @@ class _Waiters:
         self.cond = threading.Condition()
         self.version = 0
         self.poller = False
+        #: the namespace's compacted revision when this process last read it
+        self.compacted: int | None = None
 
     def newer_than(self, seen: int, deadline: float, poll_max: float,
                    read: Callable[[], int | None]) -> int | None:
@@ -171,6 +206,20 @@ _registry: dict[str, _Waiters] = {}
 _registry_lock = threading.Lock()
 
 
+def _committed(namespace: str, revision: int) -> None:
+    """This process wrote ``revision``: wake its watches of ``namespace`` now."""
+    waiters = _registry.get(namespace)
+    if waiters is None:
+        return
+    with waiters.cond:
+        if revision > waiters.version:
+            waiters.version = revision
+            waiters.cond.notify_all()
+
+
+cache.COMMITTED.append(_committed)
+
+
 def _waiters(namespace: str) -> _Waiters:
     with _registry_lock:
         found = _registry.get(namespace)
@@ -192,14 +241,16 @@ def _shared(namespace: str, since: int, version: int,
             config: WuxingConfig) -> list[dict[str, Any]]:
     """The changes after ``since`` up to at least ``version``: read once from the database
     for every watch of this process that ``version`` woke (the lock makes the ones woken
-    together wait for the first one's read, then take it)."""
+    together wait for the first one's read, then take it; only that one opens a
+    connection)."""
     key = (id(db.database.obj), namespace, since)
     now = time.monotonic()
     with _memo_lock:
         hit = _memo.get(key)
         if hit is not None and hit[0] == version and now - hit[1] < MEMO_TTL:
             return hit[2]
-        changes = changes_after(namespace, since, config.watch_max_changes)
+        with db.database.connection_context():
+            changes = changes_after(namespace, since, config.watch_max_changes)
         if len(_memo) >= MEMO_SIZE:
             _memo.clear()
         _memo[key] = (version, now, changes)
