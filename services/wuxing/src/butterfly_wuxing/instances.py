@@ -12,12 +12,12 @@ from typing import Any
 
 from butterfly_common.protocol import json_default
 
-from . import cache, sections, values
+from . import cache, rowsql, sections, values
 from . import errors as E
 from .errors import WuxingError
 from .itemrows import create_item, delete_item, public_type, set_value, value_of
 from .models import Instance, Item, Section, now
-from .store import Write, run_write
+from .store import Write, run_prepared, run_write
 
 
 def check_instance_name(instance_name: str) -> str:
@@ -82,8 +82,8 @@ def check_instance(namespace: str, instance: Instance,
 
 
 def _touch(write: Write, instance: Instance) -> None:
-    Instance.update(revision=write.revision, u_time=now(), user=write.user).where(
-        Instance.id == instance.id).execute()
+    rowsql.update(Instance, instance.id,
+                  {"revision": write.revision, "u_time": now(), "user": write.user})
 
 
 def _unknown(names: list[str]) -> WuxingError:
@@ -180,11 +180,15 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     values.check_namespace(namespace)
     if not changes:
         raise WuxingError(E.ERR_PARAM_IS_INVALID, "no items to update")
+    names = sorted(changes)
     if revision is not None or olds or item_revisions:
         _precheck(namespace, instance_name, revision, olds, item_revisions)
 
-    def change(write: Write) -> dict[str, Any]:
-        instance = find(namespace, instance_name)
+    def prepare() -> tuple[Instance, dict[str, Item], dict[str, Any]]:
+        # the rows this write changes, locked (MySQL) before the namespace's lock
+        instance = rowsql.instance(namespace, instance_name, lock=True)
+        if instance is None:
+            raise _missing(namespace, instance_name)
         if not instance.is_valid:
             raise WuxingError(E.ERR_INSTANCE_IS_NOT_VALID, "instance is not valid")
         if revision is not None and instance.revision != revision:
@@ -192,7 +196,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                               f"instance revision is {instance.revision}, not {revision}",
                               {"data": {"revision": instance.revision}})
         template = _template_for(instance)
-        rows = items_of(namespace, instance_name, sorted(changes))
+        rows = rowsql.items(namespace, instance_name, names, lock=True)
         unknown = [name for name in changes if name not in rows or name not in template]
         if unknown:
             raise _unknown(unknown)
@@ -202,6 +206,11 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                       revision=(item_revisions or {}).get(name),
                       item_value_old=(olds or {}).get(name))
             new[name] = checked(template, name, value)
+        return instance, rows, new
+
+    def change(write: Write, state: tuple[Instance, dict[str, Item], dict[str, Any]]
+               ) -> dict[str, Any]:
+        instance, rows, new = state
         for name, value in new.items():
             set_value(write, rows[name], value)
         check_instance(namespace, instance)
@@ -209,7 +218,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
         return {name: {"item_id": rows[name].id, "item_value": value}
                 for name, value in new.items()}
 
-    result, rev = run_write(namespace, user, change, direct=True)
+    result, rev = run_prepared(namespace, user, prepare, change, direct=True)
     return {"revision": rev, "items": result}
 
 
@@ -222,19 +231,15 @@ def _precheck(namespace: str, instance_name: str, revision: int | None,
     the lock. Winners are checked again under the lock (the check that counts).
     """
     if revision is not None:
-        current = Instance.select(Instance.revision).where(
-            (Instance.namespace == namespace)
-            & (Instance.instance_name == instance_name)).scalar()
-        if current is not None and current != revision:
+        found = rowsql.instance(namespace, instance_name)
+        if found is not None and found.revision != revision:
             raise WuxingError(E.ERR_ITEM_UPDATE_FAILED,
-                              f"instance revision is {current}, not {revision}",
-                              {"data": {"revision": current}})
+                              f"instance revision is {found.revision}, not {revision}",
+                              {"data": {"revision": found.revision}})
     names = set(olds or {}) | set(item_revisions or {})
     if not names:
         return
-    for item in Item.select().where((Item.namespace == namespace)
-                                    & (Item.instance_name == instance_name)
-                                    & Item.item_name.in_(sorted(names))):
+    for item in rowsql.items(namespace, instance_name, sorted(names)).values():
         cas_check(item, None, revision=(item_revisions or {}).get(item.item_name),
                   item_value_old=(olds or {}).get(item.item_name))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import values
+from . import rowsql, values
 from .models import Item, now
 from .store import Write
 
@@ -24,7 +24,7 @@ def set_value(write: Write, item: Item, value: Any, cmd: str = "update") -> None
     old = value_of(item)
     fields = {**typed_columns(item.item_type, value), "user": write.user,
               "revision": write.revision, "u_time": now()}
-    Item.update(**fields).where(Item.id == item.id).execute()
+    rowsql.update(Item, item.id, fields)
     for key, field_value in fields.items():
         setattr(item, key, field_value)
     write.record("item", cmd, section_name=item.section_name,
