@@ -17,7 +17,7 @@ from . import errors as E
 from .errors import WuxingError
 from .itemrows import create_item, delete_item, public_type, set_value, value_of
 from .models import Instance, Item, Section, now
-from .store import Write, run_prepared, run_write
+from .store import Moved, Write, run_prepared, run_write
 
 
 def check_instance_name(instance_name: str) -> str:
@@ -181,12 +181,11 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     if not changes:
         raise WuxingError(E.ERR_PARAM_IS_INVALID, "no items to update")
     names = sorted(changes)
-    if revision is not None or olds or item_revisions:
-        _precheck(namespace, instance_name, revision, olds, item_revisions)
 
     def prepare() -> tuple[Instance, dict[str, Item], dict[str, Any]]:
-        # the rows this write changes, locked (MySQL) before the namespace's lock
-        instance = rowsql.instance(namespace, instance_name, lock=True)
+        # plain reads before the namespace's lock: a CAS that has already lost stops here
+        # without queueing for it; change() writes only if the rows are still as read
+        instance = rowsql.instance(namespace, instance_name)
         if instance is None:
             raise _missing(namespace, instance_name)
         if not instance.is_valid:
@@ -196,7 +195,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                               f"instance revision is {instance.revision}, not {revision}",
                               {"data": {"revision": instance.revision}})
         template = _template_for(instance)
-        rows = rowsql.items(namespace, instance_name, names, lock=True)
+        rows = rowsql.items(namespace, instance_name, names)
         unknown = [name for name in changes if name not in rows or name not in template]
         if unknown:
             raise _unknown(unknown)
@@ -211,37 +210,20 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     def change(write: Write, state: tuple[Instance, dict[str, Item], dict[str, Any]]
                ) -> dict[str, Any]:
         instance, rows, new = state
+        # the instance first: every write of its items moves its revision (one guard
+        # catches most changes); then each item, guarded by its own revision
+        if not rowsql.update(Instance, instance.id, {"revision": write.revision,
+                                                      "u_time": now(), "user": write.user},
+                             revision=instance.revision):
+            raise Moved(f"instance {namespace}/{instance_name}")
         for name, value in new.items():
-            set_value(write, rows[name], value)
+            set_value(write, rows[name], value, guard=True)
         check_instance(namespace, instance)
-        _touch(write, instance)
         return {name: {"item_id": rows[name].id, "item_value": value}
                 for name, value in new.items()}
 
     result, rev = run_prepared(namespace, user, prepare, change, direct=True)
     return {"revision": rev, "items": result}
-
-
-def _precheck(namespace: str, instance_name: str, revision: int | None,
-              olds: Mapping[str, Any] | None, item_revisions: Mapping[str, int] | None) -> None:
-    """Refuse a CAS that has already lost without taking the namespace's write lock.
-
-    Revisions only grow, so a condition false now can never become true for this call;
-    under contention most losers stop here, with one plain read, instead of queueing for
-    the lock. Winners are checked again under the lock (the check that counts).
-    """
-    if revision is not None:
-        found = rowsql.instance(namespace, instance_name)
-        if found is not None and found.revision != revision:
-            raise WuxingError(E.ERR_ITEM_UPDATE_FAILED,
-                              f"instance revision is {found.revision}, not {revision}",
-                              {"data": {"revision": found.revision}})
-    names = set(olds or {}) | set(item_revisions or {})
-    if not names:
-        return
-    for item in rowsql.items(namespace, instance_name, sorted(names)).values():
-        cas_check(item, None, revision=(item_revisions or {}).get(item.item_name),
-                  item_value_old=(olds or {}).get(item.item_name))
 
 
 def update_section(namespace: str, instance_name: str, section_version: str,

@@ -76,20 +76,26 @@ def items(namespace: str, instance_name: str, names: Sequence[str], *,
 
 
 @cache
-def _update(model: type[peewee.Model], columns: tuple[str, ...],
+def _update(model: type[peewee.Model], columns: tuple[str, ...], guarded: bool,
             dialect: tuple[str, str, bool]) -> str:
     q, p, _ = dialect
     sets = ", ".join(f"{q}{c}{q} = {p}" for c in columns)
-    return f"UPDATE {q}{model._meta.table_name}{q} SET {sets} WHERE {q}id{q} = {p}"  # noqa: S608
+    where = f"{q}id{q} = {p}" + (f" AND {q}revision{q} = {p}" if guarded else "")
+    return f"UPDATE {q}{model._meta.table_name}{q} SET {sets} WHERE {where}"  # noqa: S608
 
 
-def update(model: type[peewee.Model], row_id: int, fields: Mapping[str, Any]) -> None:
-    """``UPDATE model SET fields WHERE id = row_id``, the values through their fields."""
+def update(model: type[peewee.Model], row_id: int, fields: Mapping[str, Any],
+           *, revision: int | None = None) -> bool:
+    """``UPDATE model SET fields WHERE id = row_id`` (``AND revision = revision`` when
+    given), the values through their fields; False when no row matched."""
     columns = tuple(fields)
     meta = model._meta.fields
     params = [meta[c].db_value(v) for c, v in fields.items()]
     params.append(row_id)
-    db.database.execute_sql(_update(model, columns, _now_dialect()), params)
+    if revision is not None:
+        params.append(revision)
+    sql = _update(model, columns, revision is not None, _now_dialect())
+    return bool(db.database.execute_sql(sql, params).rowcount)
 
 
 @cache

@@ -153,28 +153,45 @@ def _nothing() -> None:
     return None
 
 
+class Moved(Exception):
+    """A row read by ``prepare`` changed before the namespace's lock was taken (a guarded
+    UPDATE matched nothing): the write runs again, reading after the lock this time."""
+
+
 def run_prepared(namespace: str, user: str, prepare: Callable[[], P],
                  change: Callable[[Write, P], T], *, direct: bool = False) -> tuple[T, int]:
     """As :func:`run_write`, with ``prepare`` run first in the same transaction, before the
-    namespace's lock is taken: it reads and locks the rows the write will change
-    (``FOR UPDATE``) and checks them; ``change`` gets its result and the revision.
+    namespace's lock is taken: it reads (plain reads, no lock) and checks the rows the write
+    will change; ``change`` gets its result and the revision, and updates those rows with
+    the version ``prepare`` read in the WHERE clause, raising :class:`Moved` when one no
+    longer matches.
 
     Why: the namespace row serialises every writer of a namespace from its lock to the
     commit, so whatever runs under it bounds the namespace's writes per second. Writers of
-    different instances prepare side by side; under the lock are left the revision, the
-    row updates and the history insert. Lock order is rows, then namespace (the other
-    writes take the namespace first): a deadlock between the two is detected by the
-    database and the write runs again (``RETRIES``).
+    different instances read and check side by side; under the lock are left the
+    revision, the guarded row updates and the history insert. Every row write happens
+    under the namespace's lock, so a guard that matches means nothing changed since the
+    read. On :class:`Moved` the write runs again in a new transaction the old way (lock,
+    then read), where no guard can miss. ``prepare`` takes no row lock, so there is no
+    second lock order and no deadlock with the writes that lock the namespace first.
     """
-    def body() -> tuple[T, Write]:
-        state = prepare()
-        write = Write(namespace, _bump(namespace, direct=direct), user)
+    def body(lock_first: bool) -> tuple[T, Write]:
+        if lock_first:
+            write = Write(namespace, _bump(namespace, direct=direct), user)
+            state = prepare()
+        else:
+            state = prepare()
+            write = Write(namespace, _bump(namespace, direct=direct), user)
         result = change(write, state)
         rowsql.insert_history(write.rows)
         return result, write
 
     with tracing.span("wuxing write", {"butterfly.namespace": namespace}) as span:
-        result, write = _attempts(namespace, body)
+        try:
+            result, write = _attempts(namespace, lambda: body(False))
+        except Moved as moved:
+            log.info("write of %s runs again under the lock: %s changed", namespace, moved)
+            result, write = _attempts(namespace, lambda: body(True))
         cache.commit(namespace, write.revision)
         if span is not None:  # tracing on: the revision this write made
             span.set_attribute("butterfly.revision", write.revision)
