@@ -156,7 +156,7 @@ def _race_after_prepare(monkeypatch, competitor) -> None:
     """Run ``competitor`` (a whole write, in another thread) right after the next write's
     prepare has read its rows, before it takes the namespace's lock (MariaDB: on SQLite
     BEGIN IMMEDIATE holds the database for the whole write)."""
-    real = rowsql.items
+    real = rowsql.instance_items
     fired = threading.Event()
 
     def items(*args, **kwargs):
@@ -166,7 +166,7 @@ def _race_after_prepare(monkeypatch, competitor) -> None:
             assert _threads(lambda _: competitor(), 1) == []
         return rows
 
-    monkeypatch.setattr(rowsql, "items", items)
+    monkeypatch.setattr(rowsql, "instance_items", items)
 
 
 def test_rows_moved_after_prepare_write_again_under_the_lock(mysql_api, monkeypatch, caplog):

@@ -185,7 +185,7 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     def prepare() -> tuple[Instance, dict[str, Item], dict[str, Any]]:
         # plain reads before the namespace's lock: a CAS that has already lost stops here
         # without queueing for it; change() writes only if the rows are still as read
-        instance = rowsql.instance(namespace, instance_name)
+        instance, rows = rowsql.instance_items(namespace, instance_name, names)
         if instance is None:
             raise _missing(namespace, instance_name)
         if not instance.is_valid:
@@ -195,7 +195,6 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                               f"instance revision is {instance.revision}, not {revision}",
                               {"data": {"revision": instance.revision}})
         template = _template_for(instance)
-        rows = rowsql.items(namespace, instance_name, names)
         unknown = [name for name in changes if name not in rows or name not in template]
         if unknown:
             raise _unknown(unknown)

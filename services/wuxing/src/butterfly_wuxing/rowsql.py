@@ -52,11 +52,7 @@ def _select(model: type[peewee.Model], keys: tuple[str, ...], in_count: int, loc
 
 def _rows(model: type[M], sql: str, params: Sequence[Any]) -> list[M]:
     fields = model._meta.sorted_fields
-    out = []
-    for row in db.database.execute_sql(sql, params).fetchall():
-        out.append(model(**{f.name: (None if v is None else f.python_value(v))
-                            for f, v in zip(fields, row, strict=True)}))
-    return out
+    return [_model(model, fields, row) for row in db.database.execute_sql(sql, params)]
 
 
 def instance(namespace: str, instance_name: str, *, lock: bool = False) -> Instance | None:
@@ -73,6 +69,43 @@ def items(namespace: str, instance_name: str, names: Sequence[str], *,
         return {}
     sql = _select(Item, ("namespace", "instance_name"), len(names), lock, _now_dialect())
     return {row.item_name: row for row in _rows(Item, sql, (namespace, instance_name, *names))}
+
+
+@cache
+def _joined(in_count: int, dialect: tuple[str, str, bool]) -> str:
+    q, p, _ = dialect
+    cols = ", ".join([f"a.{q}{f.column_name}{q}" for f in Instance._meta.sorted_fields]
+                     + [f"b.{q}{f.column_name}{q}" for f in Item._meta.sorted_fields])
+    return (f"SELECT {cols} FROM {q}{Instance._meta.table_name}{q} AS a "  # noqa: S608
+            f"LEFT JOIN {q}{Item._meta.table_name}{q} AS b "
+            f"ON b.{q}namespace{q} = a.{q}namespace{q} "
+            f"AND b.{q}instance_name{q} = a.{q}instance_name{q} "
+            f"AND b.{q}item_name{q} IN ({', '.join([p] * in_count)}) "
+            f"WHERE a.{q}namespace{q} = {p} AND a.{q}instance_name{q} = {p}")
+
+
+def _model(model: type[M], fields: Sequence[peewee.Field], values: Sequence[Any]) -> M:
+    return model(**{f.name: (None if v is None else f.python_value(v))
+                    for f, v in zip(fields, values, strict=True)})
+
+
+def instance_items(namespace: str, instance_name: str, names: Sequence[str]
+                   ) -> tuple[Instance | None, dict[str, Item]]:
+    """The instance row and its items named ``names`` (by name), in one round trip."""
+    if not names:
+        return instance(namespace, instance_name), {}
+    sql = _joined(len(names), _now_dialect())
+    first = Instance._meta.sorted_fields
+    second = Item._meta.sorted_fields
+    found: Instance | None = None
+    rows: dict[str, Item] = {}
+    for row in db.database.execute_sql(sql, (*names, namespace, instance_name)).fetchall():
+        if found is None:
+            found = _model(Instance, first, row[:len(first)])
+        if row[len(first)] is not None:
+            item = _model(Item, second, row[len(first):])
+            rows[item.item_name] = item
+    return found, rows
 
 
 @cache
