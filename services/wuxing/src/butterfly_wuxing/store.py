@@ -5,7 +5,8 @@ locks and bumps the namespace's revision row first (so writers of a namespace ar
 and revisions commit in order), runs the change, inserts its history rows, commits, and
 only then advances the namespace's Redis version key - which invalidates every cache entry
 of the namespace and wakes its watchers - and waits out the cache's read lease
-(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers.
+(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers. :func:`run_prepared`
+(value writes) reads and checks before that lock and writes guarded rows under it.
 """
 
 from __future__ import annotations
