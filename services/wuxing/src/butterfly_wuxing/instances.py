@@ -12,12 +12,12 @@ from typing import Any
 
 from butterfly_common.protocol import json_default
 
-from . import cache, sections, values
+from . import cache, rowsql, sections, values
 from . import errors as E
 from .errors import WuxingError
 from .itemrows import create_item, delete_item, public_type, set_value, value_of
 from .models import Instance, Item, Section, now
-from .store import Write, run_write
+from .store import Moved, Write, run_prepared, run_write
 
 
 def check_instance_name(instance_name: str) -> str:
@@ -82,8 +82,8 @@ def check_instance(namespace: str, instance: Instance,
 
 
 def _touch(write: Write, instance: Instance) -> None:
-    Instance.update(revision=write.revision, u_time=now(), user=write.user).where(
-        Instance.id == instance.id).execute()
+    rowsql.update(Instance, instance.id,
+                  {"revision": write.revision, "u_time": now(), "user": write.user})
 
 
 def _unknown(names: list[str]) -> WuxingError:
@@ -180,11 +180,14 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
     values.check_namespace(namespace)
     if not changes:
         raise WuxingError(E.ERR_PARAM_IS_INVALID, "no items to update")
-    if revision is not None or olds or item_revisions:
-        _precheck(namespace, instance_name, revision, olds, item_revisions)
+    names = sorted(changes)
 
-    def change(write: Write) -> dict[str, Any]:
-        instance = find(namespace, instance_name)
+    def prepare() -> tuple[Instance, dict[str, Item], dict[str, Any]]:
+        # plain reads before the namespace's lock: a CAS that has already lost stops here
+        # without queueing for it; change() writes only if the rows are still as read
+        instance, rows = rowsql.instance_items(namespace, instance_name, names)
+        if instance is None:
+            raise _missing(namespace, instance_name)
         if not instance.is_valid:
             raise WuxingError(E.ERR_INSTANCE_IS_NOT_VALID, "instance is not valid")
         if revision is not None and instance.revision != revision:
@@ -192,7 +195,6 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                               f"instance revision is {instance.revision}, not {revision}",
                               {"data": {"revision": instance.revision}})
         template = _template_for(instance)
-        rows = items_of(namespace, instance_name, sorted(changes))
         unknown = [name for name in changes if name not in rows or name not in template]
         if unknown:
             raise _unknown(unknown)
@@ -202,41 +204,25 @@ def update_items(namespace: str, instance_name: str, changes: Mapping[str, Any],
                       revision=(item_revisions or {}).get(name),
                       item_value_old=(olds or {}).get(name))
             new[name] = checked(template, name, value)
+        return instance, rows, new
+
+    def change(write: Write, state: tuple[Instance, dict[str, Item], dict[str, Any]]
+               ) -> dict[str, Any]:
+        instance, rows, new = state
+        # the instance first: every write of its items moves its revision (one guard
+        # catches most changes); then each item, guarded by its own revision
+        if not rowsql.update(Instance, instance.id, {"revision": write.revision,
+                                                      "u_time": now(), "user": write.user},
+                             revision=instance.revision):
+            raise Moved(f"instance {namespace}/{instance_name}")
         for name, value in new.items():
-            set_value(write, rows[name], value)
+            set_value(write, rows[name], value, guard=True)
         check_instance(namespace, instance)
-        _touch(write, instance)
         return {name: {"item_id": rows[name].id, "item_value": value}
                 for name, value in new.items()}
 
-    result, rev = run_write(namespace, user, change, direct=True)
+    result, rev = run_prepared(namespace, user, prepare, change, direct=True)
     return {"revision": rev, "items": result}
-
-
-def _precheck(namespace: str, instance_name: str, revision: int | None,
-              olds: Mapping[str, Any] | None, item_revisions: Mapping[str, int] | None) -> None:
-    """Refuse a CAS that has already lost without taking the namespace's write lock.
-
-    Revisions only grow, so a condition false now can never become true for this call;
-    under contention most losers stop here, with one plain read, instead of queueing for
-    the lock. Winners are checked again under the lock (the check that counts).
-    """
-    if revision is not None:
-        current = Instance.select(Instance.revision).where(
-            (Instance.namespace == namespace)
-            & (Instance.instance_name == instance_name)).scalar()
-        if current is not None and current != revision:
-            raise WuxingError(E.ERR_ITEM_UPDATE_FAILED,
-                              f"instance revision is {current}, not {revision}",
-                              {"data": {"revision": current}})
-    names = set(olds or {}) | set(item_revisions or {})
-    if not names:
-        return
-    for item in Item.select().where((Item.namespace == namespace)
-                                    & (Item.instance_name == instance_name)
-                                    & Item.item_name.in_(sorted(names))):
-        cas_check(item, None, revision=(item_revisions or {}).get(item.item_name),
-                  item_value_old=(olds or {}).get(item.item_name))
 
 
 def update_section(namespace: str, instance_name: str, section_version: str,

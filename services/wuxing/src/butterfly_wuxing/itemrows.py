@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import values
+from . import rowsql, values
 from .models import Item, now
-from .store import Write
+from .store import Moved, Write
 
 
 def value_of(item: Item) -> Any:
@@ -19,12 +19,18 @@ def typed_columns(kind: str, value: Any) -> dict[str, Any]:
     return {column: (value if key == kind else None) for key, column in values.COLUMNS.items()}
 
 
-def set_value(write: Write, item: Item, value: Any, cmd: str = "update") -> None:
-    """Write ``value`` (already checked) to ``item`` and record it as one history row."""
+def set_value(write: Write, item: Item, value: Any, cmd: str = "update", *,
+              guard: bool = False) -> None:
+    """Write ``value`` (already checked) to ``item`` and record it as one history row.
+
+    ``guard``: only if the row is still at the revision ``item`` was read with, else
+    store.Moved (store.run_prepared)."""
     old = value_of(item)
     fields = {**typed_columns(item.item_type, value), "user": write.user,
               "revision": write.revision, "u_time": now()}
-    Item.update(**fields).where(Item.id == item.id).execute()
+    matched = rowsql.update(Item, item.id, fields, revision=item.revision if guard else None)
+    if guard and not matched:
+        raise Moved(f"item {item.id}")
     for key, field_value in fields.items():
         setattr(item, key, field_value)
     write.record("item", cmd, section_name=item.section_name,

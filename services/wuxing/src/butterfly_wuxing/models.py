@@ -6,8 +6,9 @@ item's type is set), so ``item_list`` compares and sorts values in SQL with the 
 order. History keeps old and new values as JSON text: it is only read back, never compared.
 
 ``wuxing_namespace.revision`` is the namespace's monotonic revision. Every write locks that
-row first (``UPDATE ... revision = revision + 1``), which serialises the writers of one
-namespace, so revisions commit in order and the change feed never skips one.
+row (``UPDATE ... revision = revision + 1``) before it changes any row, and holds it to the
+commit, which serialises the writers of one namespace, so revisions commit in order and the
+change feed never skips one (store.py).
 """
 
 from __future__ import annotations

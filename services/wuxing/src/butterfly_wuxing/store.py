@@ -5,7 +5,8 @@ locks and bumps the namespace's revision row first (so writers of a namespace ar
 and revisions commit in order), runs the change, inserts its history rows, commits, and
 only then advances the namespace's Redis version key - which invalidates every cache entry
 of the namespace and wakes its watchers - and waits out the cache's read lease
-(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers.
+(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers. :func:`run_prepared`
+(value writes) reads and checks before that lock and writes guarded rows under it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import peewee
 
 from butterfly_common import db, tracing
 
-from . import cache
+from . import cache, rowsql
 from .errors import ERR_NAMESPACE_REVIEWED, WuxingError
-from .models import History, Namespace, NamespaceSetting, now
+from .models import Namespace, NamespaceSetting, now
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = TypeVar("P")
 
 #: MySQL deadlock / lock wait timeout, SQLite "database is locked": safe to run again.
 _RETRYABLE_MYSQL = (1205, 1213)
@@ -72,28 +74,38 @@ def _retryable(exc: Exception) -> bool:
     return "database is locked" in str(exc)
 
 
-def _bump(namespace: str) -> int:
+def _bump(namespace: str, *, direct: bool = False) -> int:
     """Lock the namespace row and take the next revision (creating the row on first use).
 
     One round trip: ``UPDATE ... RETURNING`` on SQLite, ``LAST_INSERT_ID(expr)`` on MySQL
-    (whose value comes back with the UPDATE's result).
+    (whose value comes back with the UPDATE's result). ``direct``: the same statement
+    refuses a namespace that publishes through drafts (it matches no row then), so the
+    check costs no round trip of its own while the namespace's lock is held; it reads the
+    setting after the namespace row is locked, the order review_set takes them in.
     """
     table = Namespace._meta.table_name
+    setting = NamespaceSetting._meta.table_name
     sqlite = isinstance(db.database.obj, peewee.SqliteDatabase)
+    p = "?" if sqlite else "%s"
+    guard = (f" AND NOT EXISTS (SELECT 1 FROM {setting} WHERE namespace = {p} "  # noqa: S608
+             "AND review)") if direct else ""
+    params = (namespace, namespace) if direct else (namespace,)
     for _ in range(2):
         if sqlite:
             cursor = db.database.execute_sql(
-                f"UPDATE {table} SET revision = revision + 1 WHERE namespace = ? "  # noqa: S608
-                "RETURNING revision", (namespace,))
+                f"UPDATE {table} SET revision = revision + 1 WHERE namespace = ?"  # noqa: S608
+                f"{guard} RETURNING revision", params)
             row = cursor.fetchone()
             if row is not None:
                 return int(row[0])
         else:
             cursor = db.database.execute_sql(
                 f"UPDATE {table} SET revision = LAST_INSERT_ID(revision + 1) "  # noqa: S608
-                "WHERE namespace = %s", (namespace,))
+                f"WHERE namespace = %s{guard}", params)
             if cursor.rowcount:
                 return int(cursor.lastrowid)
+        if direct:
+            _refuse_direct(namespace)  # no row matched: reviewed, or no namespace row yet
         Namespace.insert(namespace=namespace, revision=0).on_conflict_ignore().execute()
     raise RuntimeError(f"namespace {namespace!r}: could not take a revision")
 
@@ -134,17 +146,53 @@ def run_write(namespace: str, user: str, change: Callable[[Write], T], *,
     namespace that publishes through drafts - checked under the namespace's lock, so a
     concurrent switch to review cannot slip a direct write in.
     """
-    def body() -> tuple[T, Write]:
-        write = Write(namespace, _bump(namespace), user)
-        if direct:
-            _refuse_direct(namespace)
-        result = change(write)
-        if write.rows:
-            History.insert_many(write.rows).execute()
+    return run_prepared(namespace, user, _nothing, lambda write, _: change(write),
+                        direct=direct)
+
+
+def _nothing() -> None:
+    return None
+
+
+class Moved(Exception):
+    """A row read by ``prepare`` changed before the namespace's lock was taken (a guarded
+    UPDATE matched nothing): the write runs again, reading after the lock this time."""
+
+
+def run_prepared(namespace: str, user: str, prepare: Callable[[], P],
+                 change: Callable[[Write, P], T], *, direct: bool = False) -> tuple[T, int]:
+    """As :func:`run_write`, with ``prepare`` run first in the same transaction, before the
+    namespace's lock is taken: it reads (plain reads, no lock) and checks the rows the write
+    will change; ``change`` gets its result and the revision, and updates those rows with
+    the version ``prepare`` read in the WHERE clause, raising :class:`Moved` when one no
+    longer matches.
+
+    Why: the namespace row serialises every writer of a namespace from its lock to the
+    commit, so whatever runs under it bounds the namespace's writes per second. Writers of
+    different instances read and check side by side; under the lock are left the
+    revision, the guarded row updates and the history insert. Every row write happens
+    under the namespace's lock, so a guard that matches means nothing changed since the
+    read. On :class:`Moved` the write runs again in a new transaction the old way (lock,
+    then read), where no guard can miss. ``prepare`` takes no row lock, so there is no
+    second lock order and no deadlock with the writes that lock the namespace first.
+    """
+    def body(lock_first: bool) -> tuple[T, Write]:
+        if lock_first:
+            write = Write(namespace, _bump(namespace, direct=direct), user)
+            state = prepare()
+        else:
+            state = prepare()
+            write = Write(namespace, _bump(namespace, direct=direct), user)
+        result = change(write, state)
+        rowsql.insert_history(write.rows)
         return result, write
 
     with tracing.span("wuxing write", {"butterfly.namespace": namespace}) as span:
-        result, write = _attempts(namespace, body)
+        try:
+            result, write = _attempts(namespace, lambda: body(False))
+        except Moved as moved:
+            log.info("write of %s runs again under the lock: %s changed", namespace, moved)
+            result, write = _attempts(namespace, lambda: body(True))
         cache.commit(namespace, write.revision)
         if span is not None:  # tracing on: the revision this write made
             span.set_attribute("butterfly.revision", write.revision)

@@ -179,7 +179,10 @@ def import_(document: dict[str, Any], namespace: str | None, dry_run: bool,
         touched = {i["instance_name"] for i in diff["instances_created"]} | {
             c["instance_name"] for c in diff["items_changed"]}
         for name in sorted(touched):
-            instances.check_instance(namespace, instances.find(namespace, name))
+            instance = instances.find(namespace, name)
+            # the instance's revision moves with its items' (update_items' guard reads it)
+            instances._touch(write, instance)
+            instances.check_instance(namespace, instance)
         return diff
 
     diff, revision = run_write(namespace, user, change, direct=True)
