@@ -148,3 +148,15 @@ def test_bad_topic_and_missing_csrf(client, broker: Broker) -> None:
         "topic": "bad topic", "csrf_token": csrf, "do": "act"}).status_code == 400
     assert _post(client, "forged", do="act").status_code == 403
     assert broker.counts(TOPIC)["failed"] == 1
+
+
+def test_chinese_labels(client, broker: Broker) -> None:
+    _failed(broker, ["boom"])
+    sign_in(client, "ada")
+    client.get("/console/lang/zh?next=/console/")
+    csrf = page_csrf(client, PAGE)
+    assert "按条件批量操作" in client.get(PAGE).text
+    r = _post(client, csrf, do="preview")
+    assert _field(r.text, "bulk-preview").startswith("1 条消息匹配")
+    r = _post(client, csrf, do="preview", time_from="yesterday")
+    assert _field(r.text, "bulk-error") == "起始时间：请填写日期时间"
