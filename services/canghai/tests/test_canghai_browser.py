@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 TOPIC = "/demo_api/hello"
 PARKED = "/demo_api/parked"  # a topic nobody serves: messages stay queued
 LIMITED = "/demo_api/limited"  # nobody serves it either: the limits test's topic
+BULKED = "/demo_api/bulked"  # nor this one: the bulk-action test's dead letters
 ADMIN_PW = "admin-password-1"
 VIEWER_PW = "viewer-password-1"
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -475,6 +476,66 @@ def test_admin_sets_topic_limits_in_the_form(fleet: dict, admin: Watched) -> Non
     assert not broker.limits(LIMITED).limited
 
 
+def test_admin_sets_group_limits_in_the_form(fleet: dict, admin: Watched) -> None:
+    """The group caps typed in the limits form land in the topic's limits; the panel shows
+    them and the groups' live state."""
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    for group in ("acme", "acme", "beta"):
+        broker.publish(LIMITED, {"str_info": "grouped"}, force=True, group=group)
+    page.goto(f"/console/messages?topic={LIMITED}&status=queued")
+    form = page.locator("#limits form.limits-form")
+    form.locator("input[name=group_max_running]").fill("1")
+    form.locator("textarea[name=group_limits]").fill("beta=3\nacme=2")
+    form.locator("button[value=set]").click()
+    expect(page).to_have_url(re.compile(r"done=limits_saved"))
+    limits = broker.limits(LIMITED)
+    assert (limits.group_max_running, limits.group_limits) == (1, {"acme": 2, "beta": 3})
+    panel = page.locator("#limits")
+    expect(panel.locator('[data-field="group_max_running"]')).to_have_text("1")
+    expect(panel.locator('[data-field="group_limits"]')).to_have_text("acme=2, beta=3")
+    expect(panel.locator('[data-field="groups_ready"]')).to_have_text("2")
+    expect(form.locator("textarea[name=group_limits]")).to_have_value("acme=2\nbeta=3")
+    shot(page, "messages-group-limits")
+    page.locator("#limits button[value=clear]").click()
+    expect(page.locator('#limits [data-done]')).to_have_text("Limits cleared")
+    assert not broker.limits(LIMITED).limited
+    broker.purge(LIMITED, "all")
+
+
+def test_bulk_preview_then_requeue(fleet: dict, admin: Watched) -> None:
+    """Dead letters of a topic: the preview counts those whose error matches, the act
+    requeues exactly those (after the confirm) and the audit log has the run."""
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    for i, error in enumerate(["TimeoutError: db", "ValueError: bad", "TimeoutError: api"]):
+        broker.publish(BULKED, {"i": i}, force=True)
+        (msg,) = broker.claim(BULKED, "bulk-test", 1)
+        assert broker.fail(msg, error, retry=False) == "failed"
+    page.goto(f"/console/messages?topic={BULKED}&status=failed")
+    form = page.locator("#bulk form.bulk-form")
+    expect(form.locator("select[name=bulk_action]")).to_have_value("requeue")
+    expect(form.locator("select[name=bulk_status]")).to_have_value("failed")
+    form.locator("input[name=error]").fill("TimeoutError")
+    form.locator("button[value=preview]").click()
+    preview = page.locator('#bulk [data-field="bulk-preview"]')
+    expect(preview).to_contain_text("2 messages match")
+    expect(page.locator("#bulk input[name=error]")).to_have_value("TimeoutError")  # kept
+    assert broker.counts(BULKED)["failed"] == 3
+    shot(page, "messages-bulk-preview")
+    page.locator("#bulk button[value=act]").click()  # the confirm dialog is accepted
+    expect(page.locator('#bulk [data-field="bulk-done"]')).to_contain_text(
+        "requeue: 2 matched, 2 done")
+    counts = broker.counts(BULKED)
+    assert (counts["failed"], counts["queued"]) == (1, 2)
+    shot(page, "messages-bulk-done")
+    page.goto("/console/audit?action=bulk")
+    row = page.locator("tr", has_text=BULKED).first
+    expect(row).to_contain_text('requeue {"error": "TimeoutError", "status": "failed"}')
+    expect(row).to_contain_text("acted=2")
+    broker.purge(BULKED, "all")
+
+
 def test_other_pages(fleet: dict, admin: Watched) -> None:
     page = admin.page
     for path, name in (("/console/consumers", "consumers"), ("/console/audit", "audit"),
@@ -516,6 +577,7 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     assert page.locator("main button[name=action], main .danger, "
                         "form[action$=requeue_all], input[name=ids]").count() == 0
     expect(page.locator("#limits")).to_be_visible()  # the limits panel, without its form
+    assert page.locator("#bulk, form[action$='/messages/bulk']").count() == 0
     assert page.locator("form[action$='/messages/limits']").count() == 0
     page.goto(f"/console/message?id={fleet['xss_failed']}")
     assert page.locator("main form").count() == 0
@@ -527,6 +589,9 @@ def test_viewer_sees_no_destructive_buttons(fleet: dict, browser: Browser) -> No
     for path, form in (("/console/message/requeue", {"id": fleet["xss_failed"]}),
                        ("/console/messages/purge", {"topic": TOPIC, "status": "failed"}),
                        ("/console/messages/limits", {"topic": TOPIC, "max_running": "1"}),
+                       ("/console/messages/bulk", {"topic": TOPIC, "do": "preview",
+                                                   "bulk_action": "requeue",
+                                                   "bulk_status": "failed"}),
                        ("/console/scheduler/action", {"job_id": "tick", "action": "run"}),
                        ("/console/scheduler/backfill", {"job_id": "tick", "start": "2020-01-01",
                                                         "end": "2020-01-02", "mode": "run"})):

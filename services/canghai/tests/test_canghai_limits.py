@@ -186,3 +186,65 @@ def test_chinese_labels(client, broker: Broker) -> None:
     assert "未设置限流" in client.get(PAGE).text
     r = _post(client, csrf, max_running="0", action="set")
     assert "最大并发：须在 1 到 1000000 之间" in r.text
+
+
+def test_admin_sets_group_limits_and_sees_group_state(client, broker: Broker) -> None:
+    """The group caps go through the same form (and audit) as the topic's; the panel
+    shows groups with ready messages, running per group and claims a group cap held."""
+    for group in ("acme", "acme", "beta"):
+        broker.publish(TOPIC, {}, force=True, group=group)
+    csrf = _signed_in(client, "ada")
+    r = _post(client, csrf, max_running="", rate="", rate_window="", group_max_running="1",
+              group_limits="beta=3\n\n acme = 2 \n", action="set")
+    assert r.status_code == 302 and "done=limits_saved" in r.headers["Location"]
+    got = broker.limits(TOPIC)
+    assert (got.group_max_running, got.group_limits, got.set_by) == (1, {"acme": 2, "beta": 3},
+                                                                    "ada")
+    _, rows = audit.recent(1, 10, "ada", "limits_set")
+    assert rows[0]["detail"].endswith("group_max_running=1 group_limits=acme:2,beta:3")
+
+    broker.set_limits(TOPIC, group_max_running=1, set_by="ops")  # acme capped at 1 now
+    assert len(broker.claim(TOPIC, "w1", 3)) == 2  # one of each group; acme's 2nd held
+    html = client.get(PAGE).text
+    assert _field(html, "group_max_running") == "1"
+    assert _field(html, "groups_ready") == "1"
+    assert _field(html, "group_running") == "acme=1, beta=1"
+    assert re.fullmatch(r"\d+ \(last \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)",
+                        _field(html, "group_held"))
+    assert 'name="group_max_running" inputmode="numeric" size="8" autocomplete="off" ' \
+           'value="1"' in html
+
+    # overrides shown and refilled in the text area
+    broker.set_limits(TOPIC, group_limits={"acme": 4}, set_by="ops")
+    html = client.get(PAGE).text
+    assert _field(html, "group_limits") == "acme=4"
+    assert re.search(r'<textarea name="group_limits"[^>]*>acme=4</textarea>', html)
+
+    # saving the topic's limits keeps nothing the form does not show: empty clears them
+    assert _post(client, csrf, max_running="5", action="set").status_code == 302
+    got = broker.limits(TOPIC)
+    assert (got.max_running, got.group_max_running, got.group_limits) == (5, None, {})
+
+
+@pytest.mark.parametrize(("form", "why"), [
+    ({"group_max_running": "0"}, "Max running per group: must be between 1 and 1000000"),
+    ({"group_limits": "acme"}, "Per-group caps: write group=cap: acme"),
+    ({"group_limits": "acme=x"}, "Per-group caps: enter a whole number"),
+    ({"group_limits": "=3"}, "Per-group caps: write group=cap: =3"),
+    ({"group_limits": "bad group=3"}, "Limits not saved: group must be"),
+])
+def test_bad_group_input_is_said_on_the_page(client, broker: Broker, form: dict,
+                                             why: str) -> None:
+    broker.publish(TOPIC, {}, force=True)
+    broker.set_limits(TOPIC, group_max_running=2, set_by="ops")
+    csrf = _signed_in(client, "ada")
+    r = _post(client, csrf, action="set", **form)
+    assert r.status_code == 400 and why in _field(r.text, "limits-error")
+    assert broker.limits(TOPIC).group_max_running == 2
+
+
+def test_operator_cannot_set_group_limits(client, broker: Broker) -> None:
+    broker.publish(TOPIC, {}, force=True)
+    csrf = _signed_in(client, "otto")
+    assert _post(client, csrf, group_max_running="1", action="set").status_code == 403
+    assert not broker.limits(TOPIC).limited

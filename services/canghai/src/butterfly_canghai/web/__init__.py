@@ -30,6 +30,7 @@ from butterfly_common.runtime import get_config
 from .. import audit, sessions
 from ..access import Identity, from_session_data
 from ..config import CanghaiConfig, current_secret
+from ..limits_form import group_lines
 from .common import client_ip
 from .i18n import pick_lang, translate
 
@@ -85,7 +86,7 @@ def install(app: Flask) -> None:
     for code in (400, 401, 403, 405, 413, 502):
         app.register_error_handler(code, _refused)
     app.jinja_env.globals.update(t=_t, fmt_time=fmt_time, fmt_json=fmt_json,
-                                 version=__version__)
+                                 group_lines=group_lines, version=__version__)
     app.jinja_env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False,
                                                                 sort_keys=True)
     # "/" belongs to the console: send people to its overview

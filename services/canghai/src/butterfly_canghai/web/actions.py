@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, g, redirect, request
 
-from .. import limits_form, queues, users
+from .. import bulk_form, limits_form, queues, users
 from .common import log, needs, page, safe_next
 from .i18n import translate
 from .pages import messages_page
@@ -137,7 +137,8 @@ def set_limits() -> Any:
             return messages_page({"topic": topic, "status": status}, limits_form=request.form,
                                  limits_error=why), 400
         now = b.set_limits(topic, wanted.max_running, wanted.rate, wanted.rate_window,
-                           set_by=user)
+                           set_by=user, group_max_running=wanted.group_max_running,
+                           group_limits=wanted.group_limits)
         if now.limited:
             log("limits_set", topic, wanted.detail())
             done = "limits_saved"
@@ -148,6 +149,50 @@ def set_limits() -> Any:
         abort(400, "unknown action")
     return redirect("/console/messages?" + urlencode({"topic": topic, "status": status,
                                                       "done": done}))
+
+
+@bp.post("/messages/bulk")
+@needs("operator")
+def bulk() -> Any:
+    """The bulk-action form: ``do=preview`` counts the matches (operator, as baichuan's
+    dry run), ``do=act`` acts on them (admin, checked here before the broker is touched;
+    audited with the filter and the counts). Bad input or a refusal: the page again with
+    the typed values and why, as a 400."""
+    topic = _topic()
+    status = request.form.get("status") or "failed"
+    if status not in queues.STATUSES:
+        status = "failed"
+    act = request.form.get("do") == "act"
+    if act and not g.user.can("admin"):
+        log("forbidden", request.path, "bulk action needs admin", ok=False)
+        abort(403, "needs role admin")
+
+    def again(**shown: Any) -> Any:
+        return messages_page({"topic": topic, "status": status}, bulk_form=request.form,
+                             **shown)
+
+    try:
+        wanted = bulk_form.parse(request.form)
+        counts = queues.broker().bulk(topic, wanted.action, wanted.status,
+                                      error=wanted.error, since=wanted.since,
+                                      until=wanted.until, stat=wanted.stat, dry_run=not act)
+    except bulk_form.BulkInputError as exc:
+        g.reason = exc.say(translate, "en")
+        if act:
+            log("bulk", topic, g.reason, ok=False)
+        return again(bulk_error=exc.say(translate, g.get("lang") or "en")), 400
+    except ValueError as exc:  # the broker's refusal (a race with a changed rule)
+        g.reason = f"Bulk action refused: {exc}"
+        if act:
+            log("bulk", topic, f"{wanted.action} {wanted.detail()}: {g.reason}", ok=False)
+        return again(bulk_error=translate(g.get("lang") or "en", "bulk_refused",
+                                          why=str(exc))), 400
+    result = {"dry_run": not act, "action": wanted.action, **counts.to_dict()}
+    if act:
+        log("bulk", topic,
+            f"{wanted.action} {wanted.detail()} matched={counts.matched} acted={counts.acted} "
+            f"scanned={counts.scanned} steps={counts.steps}")
+    return again(bulk_result=result)
 
 
 @bp.post("/users/add")

@@ -380,6 +380,37 @@ LABELS: dict[str, tuple[str, str]] = {
                      "Window: must be {lo} to {hi} seconds, in whole milliseconds"),
     "window_needs_rate": ("设置时间窗口时必须同时设置速率", "A window needs a rate"),
     "limits_refused": ("限流未保存：{why}", "Limits not saved: {why}"),
+    "group_max_running": ("每组最大并发", "Max running per group"),
+    "group_limits": ("单组并发（组=上限，每行一个）", "Per-group caps (group=cap, one a line)"),
+    "group_limits_field": ("单组并发", "Per-group caps"),
+    "group_limits_bad": ("单组并发：请按 组=上限 填写：{line}",
+                         "Per-group caps: write group=cap: {line}"),
+    "group_state": ("并发组", "Concurrency groups"),
+    "groups_ready": ("有待领取消息的组", "Groups with ready messages"),
+    "group_running": ("各组执行中", "Running per group"),
+    "group_held": ("组达上限被跳过", "Held back by a group cap"),
+    "bulk": ("按条件批量操作", "Bulk action"),
+    "bulk_action": ("操作", "Action"),
+    "bulk_requeue": ("重新入队", "requeue"),
+    "bulk_delete": ("删除", "delete"),
+    "bulk_cancel": ("取消", "cancel"),
+    "error_contains": ("错误包含", "Error contains"),
+    "time_from": ("起始时间", "From"),
+    "time_to": ("截止时间", "To"),
+    "stat": ("返回 stat", "Stat"),
+    "bulk_act": ("执行", "Act"),
+    "bulk_act_q": ("对所有匹配的消息执行该操作？", "Do this to every matching message?"),
+    "bulk_matched": ("{n} 条消息匹配", "{n} messages match"),
+    "bulk_done": ("{action}：匹配 {matched} 条，已处理 {acted} 条（扫描 {scanned} 条，{steps} 步）",
+                  "{action}: {matched} matched, {acted} done ({scanned} scanned in {steps} steps)"),
+    "bulk_scanned": ("扫描 {scanned} 条，{steps} 步", "{scanned} scanned in {steps} steps"),
+    "bulk_hint": ("时间按结束时间（失败/完成）、开始时间（执行中）或发布时间（排队/延迟）；"
+                  "留空表示不限。重新入队：失败/完成；取消：排队/延迟；删除：任意状态。",
+                  "Times are on the end (failed/finished), start (started) or publish time "
+                  "(queued/delayed); empty means any. Requeue takes failed or finished, "
+                  "cancel queued or delayed, delete any status."),
+    "bulk_refused": ("批量操作被拒绝：{why}", "Bulk action refused: {why}"),
+    "bulk_bad_time": ("{field}：请填写日期时间", "{field}: enter a date and time"),
 }
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, jsonify, redirect, request
 
 from butterfly_common.mq import STATUSES, Message
+from butterfly_common.mq.bulk import ACTIONS as BULK_ACTIONS
 from butterfly_common.reqid import is_valid_reqid
 from butterfly_common.runtime import get_config, get_redis
 
@@ -138,15 +139,18 @@ DONE = ("limits_saved", "limits_cleared")
 
 
 def messages_page(args: Any = None, not_found: str = "", limits_form: Any = None,
-                  limits_error: str = "") -> str:
+                  limits_error: str = "", bulk_form: Any = None, bulk_error: str = "",
+                  bulk_result: dict[str, Any] | None = None) -> str:
     """The messages page with its topic's limits panel (one more script call, here only:
     the polled fragments and the queues list do without). ``limits_form`` refills the
-    limits form after a refused change, ``limits_error`` says why."""
+    limits form after a refused change, ``limits_error`` says why; ``bulk_form``,
+    ``bulk_error`` and ``bulk_result`` do the same for the bulk-action form."""
     ctx = _messages_context(args)
     limits = queues.broker().limits(ctx["topic"]) if ctx["topic"] else None
     done = request.args.get("done", "")
     return page("messages.html", active="messages", not_found=not_found, limits=limits,
-                limits_form=limits_form, limits_error=limits_error,
+                limits_form=limits_form, limits_error=limits_error, bulk_form=bulk_form,
+                bulk_error=bulk_error, bulk_result=bulk_result, bulk_actions=BULK_ACTIONS,
                 done=done if done in DONE else "", **ctx)
 
 
