@@ -92,8 +92,8 @@ settings-docs-check: $(STAMP) ## fail when docs/configuration.md disagrees with 
 compose-env: ## write deploy/.env with fresh secrets for docker compose (keeps existing ones)
 	$(PYTHON) scripts/compose_env.py
 
-test: system-deps $(STAMP) frontend lint compose-check docs ## install everything, lint, check compose and docs, run pytest
-	$(BIN)/pytest -q
+test: system-deps $(STAMP) frontend lint compose-check docs ## install everything, lint, check compose and docs, run pytest (the 30 slowest tests listed last)
+	$(BIN)/pytest -q --durations=30
 
 # canghai's wheel carries its built front end (static/vendor), hence `frontend` first.
 # DIST=<folder> builds elsewhere (tests/dist builds into a temporary folder).
