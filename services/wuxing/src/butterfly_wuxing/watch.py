@@ -245,6 +245,9 @@ def _shared(namespace: str, since: int, version: int,
     connection)."""
     key = (id(db.database.obj), namespace, since)
     now = time.monotonic()
+    hit = _memo.get(key)  # a dict read is atomic: the hundred woken together do not queue
+    if hit is not None and hit[0] == version and now - hit[1] < MEMO_TTL:
+        return hit[2]
     with _memo_lock:
         hit = _memo.get(key)
         if hit is not None and hit[0] == version and now - hit[1] < MEMO_TTL:
