@@ -104,8 +104,8 @@ def test_reading_a_batch_repairs_ends_nobody_told(broker: Broker, topic: str,
                                                   cb: tuple[str, str]) -> None:
     """A consumer killed between its complete and the batch script: the record's status
     is read instead, and the callback still comes once."""
-    bid, results = broker.publish_batch([{"topic": topic, "data": {}}] * 3,
-                                        on_complete=cb[1])
+    bid, _ = broker.publish_batch([{"topic": topic, "data": {}}] * 3,
+                                  on_complete=cb[1])
     for m in broker.claim(topic, "w1", 10):
         assert broker.complete(m, {"stat": "OK"})  # and never batch_ended
     assert broker.get_batch(bid, repair=False).pending == 3
@@ -250,7 +250,7 @@ def test_consumers_sigkilled_mid_batch_fire_each_callback_once(
         broker: Broker, cb: tuple[str, str], mq_backend: Any) -> None:
     topics = [new_topic(broker), new_topic(broker)]
     good = [{"topic": topics[n % 2], "data": {"n": n}} for n in range(300)]
-    bad = good[:20] + [{"topic": topics[0], "data": {"fail": True}}] + good[20:40]
+    bad = [*good[:20], {"topic": topics[0], "data": {"fail": True}}, *good[20:40]]
     workers = [start_worker(mq_backend.url, topics, n) for n in range(3)]
     try:
         bid, _ = broker.publish_batch(good, on_success=cb[0], on_complete=cb[1])
