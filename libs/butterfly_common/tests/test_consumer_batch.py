@@ -4,6 +4,7 @@ repair; on redis, then two shards behind nutcracker."""
 
 from __future__ import annotations
 
+from butterfly_common import mq
 from butterfly_common.testing import wait_until
 
 DONE = "/jobs/batch_done"  # nobody serves it: the callbacks wait there to be counted
@@ -17,7 +18,7 @@ def ended(broker, bid):
 def test_the_consumer_counts_ends_and_the_callbacks_come_once(sample_consumers):
     broker, start, _ = sample_consumers
     start(threads=4)
-    ok_id, _ = broker.publish_batch(
+    ok_id, _ = mq.publish_batch(  # the process's broker: the same Redis as the fixture's
         [{"topic": "/jobs/add", "data": {"a": n, "b": 1}} for n in range(12)],
         on_success=DONE, on_complete=DONE, force=True)
     mixed_id, _ = broker.publish_batch(
