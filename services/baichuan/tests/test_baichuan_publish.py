@@ -186,8 +186,9 @@ def test_msg_not_found_and_finished_record(client, served, broker):
 def test_routes_are_not_queue_topics(client):
     state = client.application
     assert sorted(state.routes) == [f"/baichuan/{n}" for n in (
-        "bulk", "delete", "msg", "msgs", "publish", "publish_many", "purge", "requeue",
-        "set_topic_limits", "topic_limits", "topics", "wait", "workers")]
+        "batch", "batch_cancel", "batches", "bulk", "delete", "msg", "msgs", "publish",
+        "publish_batch", "publish_many", "purge", "requeue", "set_topic_limits",
+        "topic_limits", "topics", "wait", "workers")]
     assert not any(route.is_topic for route in state.routes.values())
 
 

@@ -1035,3 +1035,23 @@ def test_screenshots_exist() -> None:
                  "messages-limits", "queues-limits"):
         assert name in names, name
     assert time.time() - (SHOTS / "overview.png").stat().st_mtime < 3600
+
+
+def test_batches_pages_and_cancel(fleet: dict, admin: Watched) -> None:
+    broker: Broker = fleet["broker"]
+    bid, _ = broker.publish_batch([{"topic": "/nobody/serves", "data": {"n": n}}
+                                   for n in range(5)], on_complete="/nobody/done",
+                                  batch_id="browser-batch", data={"order": 9}, force=True)
+    page = admin.page
+    page.goto("/console/batches")
+    expect(page.locator(f"tr[data-batch='{bid}']")).to_be_visible()
+    shot(page, "batches")
+    page.click(f"tr[data-batch='{bid}'] a")
+    expect(page.locator("main h1")).to_contain_text(bid)
+    expect(page.locator("[data-field=pending]")).to_have_text("5")
+    page.once("dialog", lambda d: d.accept())  # the confirm of the cancel button
+    page.click("form[action='/console/batch/cancel'] button")
+    expect(page.locator("main h1 [data-state]")).to_have_attribute("data-state", "canceled")
+    expect(page.locator("[data-field=failed]")).to_have_text("5")
+    shot(page, "batch")
+    assert broker.get_batch(bid, repair=False).callbacks["complete"] == "sent"

@@ -404,9 +404,13 @@ class Consumer:
                     done = self._completions.submit((msg, outcome.data, cost))
                 if not done:
                     req.log_res.add("fenced=1")  # reaped or deleted meanwhile: ignored
-                elif msg.notify and done != "delayed":  # a final outcome, not a retry
-                    self._notify(msg, "failed" if done == "failed" else "finished",
-                                 outcome.stat, cost)
+                elif done != "delayed":  # a final outcome, not a retry
+                    if msg.notify:
+                        self._notify(msg, "failed" if done == "failed" else "finished",
+                                     outcome.stat, cost)
+                    if msg.batch:
+                        self._batch_ended(msg, "failed" if done == "failed" else
+                                          "ok" if outcome.stat == retstat.OK else "notok")
                 return done
             except (RedisError, Interrupted) as exc:
                 log.warning("recording %s failed (try %d): %s", msg.id, attempt + 1, exc)
@@ -428,6 +432,21 @@ class Consumer:
                             attempt + 1, exc)
                 time.sleep(0.1 * 2 ** attempt)
         log.error("gave up notifying %s of %s; its sweep must find it", msg.notify, msg.id)
+
+    def _batch_ended(self, msg: Message, outcome: str) -> None:
+        """Count the end in the message's batch (and publish a callback that became due),
+        AFTER the fenced complete / fail succeeded. A failure here is logged: the batch's
+        reconcile (baichuan's maintenance, or reading the batch) counts it from the
+        record instead, and the callback's derived id keeps it single."""
+        for attempt in range(3):
+            try:
+                self.broker.batch_ended(msg, outcome)
+                return
+            except RedisError as exc:
+                log.warning("counting %s in batch %s failed (try %d): %s", msg.id,
+                            msg.batch, attempt + 1, exc)
+                time.sleep(0.1 * 2 ** attempt)
+        log.error("gave up counting %s in batch %s; its reconcile must", msg.id, msg.batch)
 
     # -- keeping ------------------------------------------------------------------------
     def _heartbeat(self) -> None:

@@ -7,6 +7,10 @@ fleet do not fire together):
   finished / failed records are trimmed. Consumers reap the topics they serve; this also
   covers topics whose consumers are all gone, so their registries do not grow forever.
 - prune workers silent for ``BAICHUAN_PRUNE_WORKERS_AFTER`` s.
+- reconcile up to BATCH_SWEEP open batches (``mq/batch.py``): count the messages that
+  ended without telling their batch (a consumer killed right after its complete, a lost
+  message the reaper dead-lettered) and publish a callback left due; the callbacks' ids
+  keep that exactly once whichever process does it.
 - set the gauge ``butterfly_queue_messages{topic,status}``, and for a topic with limits
   ``butterfly_queue_limit{topic,limit}`` (``max_running``, ``rate``) and
   ``butterfly_queue_limited_claims{topic}``: claims a limit cut short while messages
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from butterfly_common.mq import STATUSES, Broker, Limits
 from butterfly_common.periodic import Periodic
 from butterfly_common.redis_client import make_redis
@@ -40,6 +46,8 @@ from .config import config_of
 log = logging.getLogger(__name__)
 
 FIRST_PASS_DELAY = 1.0
+#: Open batches reconciled per pass, oldest first.
+BATCH_SWEEP = 100
 #: Each pause is the interval +-20 %, so processes started together drift apart.
 JITTER = 0.2
 
@@ -103,6 +111,7 @@ class PassReport:
     topics: int = 0
     reaped: int = 0
     pruned: int = 0
+    batches: int = 0
 
 
 def run_once(broker: Broker, prune_after: float) -> PassReport:
@@ -121,6 +130,10 @@ def run_once(broker: Broker, prune_after: float) -> PassReport:
             gauge.labels(topic, status).set(counts[status])
         show_limits(topic, limits)
     report.pruned = broker.prune_workers(prune_after)
+    try:
+        report.batches = broker.sweep_batches(BATCH_SWEEP)
+    except RedisError as exc:  # the open set's shard: the topics above went on anyway
+        log.warning("maintenance: the batch sweep failed: %s", exc)
     return report
 
 

@@ -34,6 +34,7 @@ ERR_BAD_STATUS = "ERR_BAD_STATUS"
 ERR_MQ_UNAVAILABLE = "ERR_MQ_UNAVAILABLE"
 ERR_WAIT_TIMEOUT = "ERR_WAIT_TIMEOUT"
 ERR_TOO_MANY_WAITS = "ERR_TOO_MANY_WAITS"
+ERR_BATCH_NOT_FOUND = "ERR_BATCH_NOT_FOUND"
 
 #: HTTP code of each stat (the Service's ``statuses``). Clients should branch on the
 #: stat; the code is for proxies, dashboards and ``curl --fail``. ``ERR_WAIT_TIMEOUT`` is
@@ -42,6 +43,7 @@ HTTP_CODES: dict[str, int] = {
     ERR_BAD_TOPIC: retstat.HTTP_BAD_PARAM,
     ERR_BAD_STATUS: retstat.HTTP_BAD_PARAM,
     ERR_MSG_NOT_FOUND: retstat.HTTP_NOT_FOUND,
+    ERR_BATCH_NOT_FOUND: retstat.HTTP_NOT_FOUND,
     ERR_NO_CONSUMER: 409,
     ERR_MSG_ID_CONFLICT: 409,
     ERR_MSG_ID_RESERVED: retstat.HTTP_FORBIDDEN,

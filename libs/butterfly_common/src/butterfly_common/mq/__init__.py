@@ -11,7 +11,7 @@ Redis).
 
 from .broker import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT, LEASE, Broker
 from .brokerlike import BrokerLike
-from .client import broker, get, get_many, publish, publish_many, wait
+from .client import broker, get, get_many, publish, publish_batch, publish_many, wait
 from .errors import InvalidTopic, MessageIdConflict, MQError, NoConsumer
 from .keys import (
     MAX_PRIORITY,
@@ -41,6 +41,7 @@ __all__ = [
     "FINISHED", "HEARTBEAT_TTL", "LEASE", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUED", "STARTED",
     "STATUSES", "Broker", "BrokerLike", "ErrorKind", "InvalidTopic", "Limits", "MQError", "Message",
     "MessageIdConflict", "NoConsumer", "PublishResult", "Registry", "broker", "check_group",
-    "check_priority", "get", "get_many", "new_id", "publish", "publish_many", "topic_problem",
+    "check_priority", "get", "get_many", "new_id", "publish", "publish_batch", "publish_many",
+    "topic_problem",
     "valid_topic", "wait",
 ]

@@ -184,6 +184,9 @@ local function publish_one(queue, delayed, workers, prios, prefix, msg, dkey, a)
   if a[20] and a[20] ~= '' then  -- an ungrouped record stays as it was before groups
     redis.call('HSET', msg, 'group', a[20])
   end
+  if a[21] and a[21] ~= '' then  -- the batch it belongs to (batch.py)
+    redis.call('HSET', msg, 'batch', a[21])
+  end
   if delay > 0 then
     redis.call('ZADD', delayed, NOW + delay, a[1])
   else
@@ -237,4 +240,37 @@ local function window_used(lim)
   local start = NOW - NOW % window
   if tonumber(lim[4]) == start then return tonumber(lim[5]) or 0, start end
   return 0, start
+end
+
+-- Batches (batch.py). The record `bc:{batch:B}` counts its members' outcomes (ok, notok,
+-- failed); once they add up to `total`, each callback (`success_fired`,
+-- `complete_fired`) goes from 0 to 1 ("due") exactly once, and the caller that published
+-- it sets 2 ("sent"). Reply: {state, ended_at, due kinds ...}.
+local function batch_due(rec, members, ended)
+  local r = redis.call('HMGET', rec, 'total', 'ok', 'notok', 'failed', 'state',
+    'success_fired', 'complete_fired', 'on_success', 'on_complete', 'ttl', 'ended_at')
+  local total, ok = tonumber(r[1]), tonumber(r[2]) or 0
+  local over = ok + (tonumber(r[3]) or 0) + (tonumber(r[4]) or 0)
+  local state, ended_at = r[5], r[11] or ''
+  if state ~= 'opening' and over >= total then
+    if ended_at == '' then
+      ended_at = NOW
+      if state == 'open' then state = 'ended' end
+      redis.call('HSET', rec, 'state', state, 'ended_at', ended_at)
+      local ttl = tonumber(r[10])
+      for _, key in ipairs({rec, members, ended}) do redis.call('PEXPIRE', key, ttl) end
+    end
+    if r[9] ~= '' and r[7] == '0' then
+      redis.call('HSET', rec, 'complete_fired', 1)
+      r[7] = '1'
+    end
+    if r[8] ~= '' and r[6] == '0' and ok >= total and state == 'ended' then
+      redis.call('HSET', rec, 'success_fired', 1)
+      r[6] = '1'
+    end
+  end
+  local out = {state, ended_at}
+  if r[6] == '1' then out[#out + 1] = 'success' end
+  if r[7] == '1' then out[#out + 1] = 'complete' end
+  return out
 end

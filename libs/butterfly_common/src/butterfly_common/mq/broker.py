@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from .. import nesting
 from ..redis_client import pipeline
+from . import batch as mqbatch
 from . import index, scripts
 from .bulk import STEP as BULK_STEP
 from .bulk import BulkCounts, BulkFilter, run_bulk
@@ -86,8 +87,8 @@ PUBLISH_OPTIONS: dict[str, Any] = {
 
 
 #: Arguments per message of ``publish_many.lua``: publish.lua's ARGV with the dedup four,
-#: the trace and the group.
-_WIDTH = 20
+#: the trace, the group and the batch.
+_WIDTH = 21
 _NO_DEDUP = ["", "", 0, 0]
 
 
@@ -272,7 +273,7 @@ class Broker:
                  notify: str | None, priority: int, dedup_key: str | None,
                  dedup_mode: str | None, dedup_ttl: float, dedup_extend: bool,
                  trace: str | None = None, group: str | None = None,
-                 fresh_id: str | None = None) -> _Prepared:
+                 fresh_id: str | None = None, batch: str | None = None) -> _Prepared:
         """Check one publish and build its script call (nothing touches Redis);
         ``fresh_id``: the generated id to use when ``msg_id`` is None."""
         k = self.keys(topic)
@@ -292,10 +293,12 @@ class Broker:
             keys.append(k.dedup(dedup_key))
             args += [dedup_key, mode, to_ms(dedup_ttl), int(dedup_extend)]
         traceparent = check_trace(trace)
-        if traceparent or group:  # ARGV[19], ARGV[20]; without them the script stores ''
+        if traceparent or group or batch:  # ARGV[19..21]; without them the script stores ''
             args += [*(() if mode is not None else _NO_DEDUP), traceparent]
-        if group:
-            args.append(group)
+        if group or batch:
+            args.append(group or "")
+        if batch:
+            args.append(batch)
         return _Prepared(topic, msg_id, generated, idx_ttl, keys, args)
 
     @staticmethod
@@ -336,30 +339,41 @@ class Broker:
         ``created=False`` with status ``no_consumer`` (nothing queued), the others are
         published. Results come in the order of ``messages``.
         """
-        unknown = set(defaults) - set(PUBLISH_OPTIONS)
-        if unknown:
-            raise TypeError(f"publish_many: unknown option(s) {', '.join(sorted(unknown))}")
-        prepared: builtins.list[_Prepared] = []
-        messages = builtins.list(messages)
-        fresh = iter(new_ids(len(messages)))
-        for i, item in enumerate(messages):
-            if not isinstance(item, dict) or "topic" not in item or "data" not in item:
-                raise TypeError(f"message {i}: a dict with topic and data is required")
-            options = {**defaults, **item}
-            bad = set(options) - {"topic", "data", *PUBLISH_OPTIONS}
-            if bad:
-                raise TypeError(f"message {i}: unknown option(s) {', '.join(sorted(bad))}")
-            topic, data = options.pop("topic"), options.pop("data")
-            try:
-                prepared.append(self._prepare(topic, data, force=force, fresh_id=next(fresh),
-                                              **{**PUBLISH_OPTIONS, **options}))
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"message {i}: {exc}") from None
+        prepared = self._prepare_all(builtins.list(messages), force, defaults)
         chunk = max(1, int(chunk))
         out: builtins.list[PublishResult] = []
         for start in range(0, len(prepared), chunk):
             out += self._publish_chunk(prepared[start:start + chunk], force)
         return out
+
+    def _prepare_all(self, messages: builtins.list[Any], force: bool,
+                     defaults: dict[str, Any], batch: str | None = None
+                     ) -> builtins.list[_Prepared]:
+        """Check every item of a publish_many (or, with ``batch``, a publish_batch: the
+        ids are the batch's, an item's own ``msg_id`` is refused) before anything is sent;
+        a bad one raises with its index."""
+        allowed = set(PUBLISH_OPTIONS) - ({"msg_id"} if batch else set())
+        unknown = set(defaults) - allowed
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        prepared: builtins.list[_Prepared] = []
+        fresh = iter(new_ids(len(messages)))
+        for i, item in enumerate(messages):
+            if not isinstance(item, dict) or "topic" not in item or "data" not in item:
+                raise TypeError(f"message {i}: a dict with topic and data is required")
+            options = {**defaults, **item}
+            bad = set(options) - {"topic", "data", *allowed}
+            if bad:
+                raise TypeError(f"message {i}: unknown option(s) {', '.join(sorted(bad))}")
+            topic, data = options.pop("topic"), options.pop("data")
+            if batch:
+                options["msg_id"] = mqbatch.member_id(batch, i)
+            try:
+                prepared.append(self._prepare(topic, data, force=force, fresh_id=next(fresh),
+                                              batch=batch, **{**PUBLISH_OPTIONS, **options}))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"message {i}: {exc}") from None
+        return prepared
 
     def _publish_chunk(self, batch: builtins.list[_Prepared], force: bool
                        ) -> builtins.list[PublishResult]:
@@ -378,13 +392,12 @@ class Broker:
             k = self.keys(topic)
             args: builtins.list[Any] = [k.msg_prefix, k.dedup_prefix, _WIDTH]
             for at in ats:
-                args += batch[at].args
-                if len(batch[at].args) < _WIDTH - 2:
+                one_args = batch[at].args
+                args += one_args
+                if len(one_args) < _WIDTH - 3:
                     args += _NO_DEDUP
-                if len(batch[at].args) < _WIDTH - 1:
-                    args.append("")  # no trace
-                if len(batch[at].args) < _WIDTH:
-                    args.append("")  # no group
+                # no trace / group / batch: the options come in that order
+                args += [""] * (_WIDTH - max(len(one_args), _WIDTH - 3))
             calls[n] = scripts.queue_in(pipe, "publish_many",
                                         [k.queue, k.delayed, k.workers, k.prios], args)
             n += 1
@@ -742,6 +755,58 @@ class Broker:
                             [k.msg_prefix, "list" if queued else "zset", start,
                              start + page_size - 1, int(newest_first)])
         return int(reply[0]), Message.many(reply[1:])
+
+    # -- batches (see batch.py) ---------------------------------------------------------
+
+    def publish_batch(self, messages: Sequence[dict[str, Any]], *,
+                      on_success: str | None = None, on_complete: str | None = None,
+                      batch_id: str | None = None, data: dict[str, Any] | None = None,
+                      ttl: float = mqbatch.DEFAULT_BATCH_TTL, force: bool = False,
+                      **defaults: Any) -> tuple[str, builtins.list[PublishResult]]:
+        """Publish ``messages`` (``publish_many`` items without ``msg_id``) as one batch:
+        ``on_success`` is told once when every one finished with stat OK, ``on_complete``
+        once when all ended (see :mod:`.batch`); ``data`` rides along in the callbacks.
+        Idempotent by ``batch_id``. Returns the batch id and the publish results."""
+        items = builtins.list(messages)
+        if not 1 <= len(items) <= mqbatch.MAX_BATCH:
+            raise ValueError(f"a batch holds 1..{mqbatch.MAX_BATCH} messages")
+        batch_id = mqbatch.check_batch_id(batch_id) if batch_id is not None else new_id()
+        opened = mqbatch.Opening(batch_id, on_success, on_complete, data or {}, ttl)
+        opened.check(self.max_depth)
+        prepared = self._prepare_all(items, force, defaults, batch=batch_id)
+        opened.open(self.client, [mqbatch.member(p.topic, p.msg_id) for p in prepared])
+        results: builtins.list[PublishResult] = []
+        for start in range(0, len(prepared), PUBLISH_CHUNK):
+            results += self._publish_chunk(prepared[start:start + PUBLISH_CHUNK], force)
+        refused = [mqbatch.member(p.topic, p.msg_id)
+                   for p, r in zip(prepared, results, strict=True) if r.status == NO_CONSUMER]
+        mqbatch.opened(self, batch_id, refused)
+        return batch_id, results
+
+    def batch_ended(self, msg: Message, outcome: str) -> builtins.list[str]:
+        """Count the final ``outcome`` (ok, notok, failed) of ``msg`` in its batch, if
+        it has one, and publish the callbacks that became due (see :mod:`.batch`)."""
+        return mqbatch.ended(self, msg, outcome) if msg.batch else []
+
+    def get_batch(self, batch_id: str, repair: bool = True) -> mqbatch.Batch:
+        """The batch record, reconciled first unless ``repair`` is False
+        (:class:`~.batch.BatchNotFound` when unknown)."""
+        return mqbatch.get(self, batch_id, repair)
+
+    def batches(self, page_index: int = 1, page_size: int = 20
+                ) -> tuple[int, builtins.list[mqbatch.Batch]]:
+        """One page of batches, newest first, and how many there are."""
+        return mqbatch.page(self, page_index, page_size)
+
+    def cancel_batch(self, batch_id: str) -> mqbatch.Batch:
+        """Cancel a batch: its queued and delayed messages become dead letters
+        (``error_kind`` canceled), started ones run to their end; ``on_complete`` fires
+        once all ended, ``on_success`` never."""
+        return mqbatch.reconcile(self, batch_id, cancel=True)
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        """Reconcile up to ``limit`` open batches (baichuan's maintenance pass)."""
+        return mqbatch.sweep(self, limit)
 
     # -- registry (delegated) ---------------------------------------------------------
 

@@ -29,8 +29,8 @@ from .brokerlike import BrokerLike
 from .keys import valid_topic
 from .message import FAILED, FINISHED, Message, PublishResult
 
-__all__ = ["broker", "get", "get_many", "publish", "publish_many", "stand_in", "valid_topic",
-           "wait"]
+__all__ = ["broker", "get", "get_many", "publish", "publish_batch", "publish_many", "stand_in",
+           "valid_topic", "wait"]
 
 _lock = threading.Lock()
 _broker: Broker | None = None
@@ -104,6 +104,22 @@ def publish(topic: str, data: dict[str, Any], *, via: BrokerLike | None = None,
         raise
     chain.notify("after_publish", topic, data, result)
     return result
+
+
+def publish_batch(messages: Sequence[dict[str, Any]], *, on_success: str | None = None,
+                  on_complete: str | None = None, batch_id: str | None = None,
+                  data: dict[str, Any] | None = None,
+                  **options: Any) -> tuple[str, list[PublishResult]]:
+    """Publish ``messages`` as one batch on the process's broker (see
+    :meth:`Broker.publish_batch` and ``batch.py``): ``on_success`` / ``on_complete``
+    are each published to exactly once. The current request's id travels with the
+    messages unless ``reqid`` is given. The publish middleware (tracing) do not see the
+    batch's messages one by one. Returns the batch id and the per-item results."""
+    if "reqid" not in options:
+        rid = current_reqid.get()
+        options["reqid"] = None if rid == NO_REQID else rid
+    return broker().publish_batch(messages, on_success=on_success, on_complete=on_complete,
+                                  batch_id=batch_id, data=data, **options)
 
 
 def publish_many(messages: Sequence[dict[str, Any]], *, via: BrokerLike | None = None,

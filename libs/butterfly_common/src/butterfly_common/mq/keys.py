@@ -26,6 +26,15 @@ Per topic ``T``:
 ``bc:{T}:msg:<id>``          HASH    the message record (fields: :data:`FIELDS`)
 ===========================  ======  ==================================================
 
+Per batch ``B`` (see ``batch.py``), in its own hash tag ``{batch:B}``:
+
+============================  ======  =================================================
+``bc:{batch:B}``              HASH    the batch record (total, counts, callbacks, state)
+``bc:{batch:B}:members``      SET     ``<topic> <msg id>`` of every message of the batch
+``bc:{batch:B}:ended``        HASH    member -> its outcome (ok, notok, failed): HSETNX,
+                                      so a message is counted once however often told
+============================  ======  =================================================
+
 Global, each touched by single-key commands only:
 
 =================  ======  ========================================================
@@ -34,6 +43,9 @@ Global, each touched by single-key commands only:
                            publish or a state change (see ``index.py``)
 ``bc:topics``      ZSET    topic -> last time a worker served it (or a forced publish)
 ``bc:workers``     HASH    worker id -> JSON record (topics, info, last_seen, ttl)
+``bc:batches``     ZSET    batch id -> created (ms): the batch list (best effort)
+``bc:batches:open`` ZSET   batch id -> created (ms): batches not ended yet, which
+                           the maintenance pass reconciles (best effort)
 =================  ======  ========================================================
 
 Timestamps in records are epoch milliseconds, durations (``timeout``, ``result_ttl``,
@@ -58,7 +70,7 @@ FIELDS: tuple[str, ...] = (
     "id", "topic", "data", "status", "attempts", "max_retries", "timeout", "result_ttl",
     "failure_ttl", "created_at", "enqueued_at", "started_at", "ended_at", "worker", "result",
     "error", "cost", "reqid", "token", "notify", "progress", "error_kind", "priority",
-    "dedup_key", "dedup_mode", "trace", "group",
+    "dedup_key", "dedup_mode", "trace", "group", "batch",
 )
 
 #: A message's ``priority``: an int in this range, higher claimed first, 0 the default.
@@ -190,6 +202,8 @@ def check_id(msg_id: str) -> str:
 RESERVED_IDS: dict[str, re.Pattern[str]] = {
     "ruqi": re.compile(r"ruqi:"),
     "xingqiao": re.compile(r"xq\d+\."),
+    # a batch's messages and callbacks (batch.py): ``batch.<batch id>.<n | kind>``
+    "batches": re.compile(r"batch\."),
 }
 
 

@@ -31,7 +31,7 @@ _UNPACKED = ("id", "topic", "data", "status", "attempts", "max_retries", "timeou
              "result_ttl", "failure_ttl", "created_at", "enqueued_at", "started_at",
              "ended_at", "worker", "result", "error", "cost", "reqid", "token", "notify",
              "progress", "error_kind", "priority", "dedup_key", "dedup_mode", "trace",
-             "group")
+             "group", "batch")
 if _UNPACKED != FIELDS:  # a field added to keys.FIELDS must be unpacked here too
     raise ImportError("mq.message unpacks records in another order than keys.FIELDS")
 
@@ -165,6 +165,8 @@ class Message:
     trace: str = ""
     #: The concurrency group it was published in ("" without): see ``limits.py``.
     group: str = ""
+    #: The batch it belongs to ("" without): its end is counted there (see ``batch.py``).
+    batch: str = ""
 
     @classmethod
     def from_values(cls, values: list[Any]) -> Message:
@@ -173,7 +175,7 @@ class Message:
         (id_, topic, data, status, attempts, max_retries, timeout, result_ttl, failure_ttl,
          created_at, enqueued_at, started_at, ended_at, worker, result, error, cost, reqid,
          token, notify, progress, error_kind, priority, dedup_key, dedup_mode,
-         trace, group) = values
+         trace, group, batch) = values
         return cls(
             id=id_, topic=topic, data=_loads(data or "{}"), status=status or "",
             attempts=_int(attempts), max_retries=_int(max_retries),
@@ -189,6 +191,7 @@ class Message:
             error_kind=_error_kind(error_kind) if error_kind else None,
             priority=_int(priority), dedup_key=dedup_key or "",
             dedup_mode=dedup_mode or "", trace=trace or "", group=group or "",
+            batch=batch or "",
         )
 
     @classmethod

@@ -3,7 +3,7 @@
 --       failure_ttl, reqid, force, heartbeat_ttl_ms, notify (topic told when it ends, or ''),
 --       priority, dedup_key, dedup_mode (until_done | throttle | debounce), dedup_ttl_ms
 --       (0: none), dedup_extend ('1': a debounce restarts the ttl), trace (the producer's
---       W3C traceparent, or '')
+--       W3C traceparent, or ''), group (or ''), batch (the batch id, or '')
 -- Reply: {1, status} created | {0, status} id exists | {-1, ''} no live consumer; with a
 -- dedup key {code, status, outcome, standing id, replaced id or ''}, outcome one of
 -- new | replaced (created) | duplicate | throttled (nothing created: the standing

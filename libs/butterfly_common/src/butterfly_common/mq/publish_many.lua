@@ -1,5 +1,5 @@
 -- KEYS: queue, delayed, workers, prios (one topic)
--- ARGV: msg_prefix, dedup_prefix, width (19), then `width` arguments per message in
+-- ARGV: msg_prefix, dedup_prefix, width (21), then `width` arguments per message in
 --       publish.lua's ARGV order (dedup_key '' when the message has none)
 -- Several publishes of one topic in one call, each exactly publish.lua's (its own id
 -- check, dedup, consumer check). Reply: 5 values per message, in order: code, status,

@@ -427,6 +427,10 @@ class StubBroker:
         return self.publish(msg.notify, data, force=True, reqid=msg.reqid or None,
                             result_ttl=NOTICE_RESULT_TTL).msg_id
 
+    def batch_ended(self, msg: Message, outcome: str) -> list[str]:
+        """Batches are the Redis broker's (the stub publishes none): nothing to count."""
+        return []
+
     def extend(self, msg: Message, seconds: float | None = None) -> bool:
         """True while ``msg`` is still started under its claim (leases never lapse here)."""
         return self._fenced(msg) is not None

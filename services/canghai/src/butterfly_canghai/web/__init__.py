@@ -37,7 +37,7 @@ from .i18n import pick_lang, translate
 #: every console form posts to one of these; huoyan's JSON token endpoint is exempt (a
 #: cross-site page cannot send a JSON body without a CORS preflight we never answer)
 CSRF_BLUEPRINTS = ("console", "console_auth", "actions", "schedule", "data", "flows",
-                   "releases")
+                   "releases", "batches")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "form-action 'self'")
@@ -48,6 +48,7 @@ def install(app: Flask) -> None:
     from . import (
         actions,
         auth,
+        batch_pages,
         data_pages,
         flow_pages,
         pages,
@@ -76,6 +77,7 @@ def install(app: Flask) -> None:
     app.register_blueprint(release_pages.bp)
     app.register_blueprint(flow_pages.bp)
     app.register_blueprint(traffic_pages.bp)
+    app.register_blueprint(batch_pages.bp)
     app.register_blueprint(services_pages.bp)
     app.register_blueprint(search_pages.bp)
     app.register_blueprint(auth.bp)

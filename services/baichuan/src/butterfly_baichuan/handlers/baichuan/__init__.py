@@ -14,8 +14,9 @@ door, and a ``wait`` served from the queue would pin a consumer thread for a min
 Who may do what (destructive queue actions need the admin token, as every admin route;
 docs/handlers.md "Admin handlers"):
 
-- anyone: ``publish``, ``msg``, ``wait``, ``topics``, ``msgs``, ``workers``;
-- operator (a write): ``requeue`` of one failed message;
+- anyone: ``publish``, ``publish_batch``, ``msg``, ``wait``, ``topics``, ``msgs``,
+  ``workers``, ``batch``, ``batches``;
+- operator (a write): ``requeue`` of one failed message, ``batch_cancel``;
 - admin (the admin role: token, JWT or trusted proxy's ``X-Role``): ``requeue`` with
   ``all=true`` (re-runs a whole dead-letter queue at once), ``delete`` (destroys a
   message someone else published, whatever its status), ``purge`` (destroys many),
@@ -29,11 +30,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from butterfly_baichuan import batches as batch_admin
 from butterfly_baichuan import queue_admin
 from butterfly_baichuan.config import BaichuanConfig
 from butterfly_baichuan.refusals import ERR_TOO_MANY_WAITS
 from butterfly_common import Refusal, Request, api, mq, retstat, runtime
 from butterfly_common.mq import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL, DEFAULT_TIMEOUT
+from butterfly_common.mq.batch import DEFAULT_BATCH_TTL
 from butterfly_common.roles import identity_of, require_role
 
 OK = retstat.OK
@@ -101,6 +104,55 @@ def publish_many(req: Request, messages: list, force: bool = False) -> Any:
     max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
     return OK, queue_admin.publish_many(mq.broker(), messages, max_bytes=max_bytes,
                                         reqid=req.reqid, force=force)
+
+
+@api(topic=False)
+def publish_batch(req: Request, messages: list, on_success: str | None = None,
+                  on_complete: str | None = None, batch_id: str | None = None,
+                  data: dict | None = None, ttl: float = DEFAULT_BATCH_TTL,
+                  force: bool = False) -> Any:
+    """Queue up to 1000 messages (items as ``publish_many`` takes them, without
+    ``msg_id``: a batch names its messages ``batch.<batch_id>.<n>``) as one batch, on any
+    topics. ``on_success`` (a topic) is published to exactly once when every message
+    finished with stat OK; ``on_complete`` exactly once when all ended (finished, failed
+    or canceled). The callback's data: ``batch_id``, ``kind`` (success | complete),
+    ``state``, ``total``, ``ok``, ``notok`` (finished with another stat), ``failed``
+    and ``data`` (this call's ``data``). ``batch_id`` (1..100 chars of
+    ``A-Z a-z 0-9 _ . : @ -``, default: generated) makes the call idempotent; the record
+    is kept ``ttl`` seconds (default 7 days). Answers ``batch_id``, ``created`` and per
+    item ``results``; an item without a live consumer (``no_consumer``) counts failed.
+    Bad input: ERR_BAD_PARAMS / ERR_BAD_TOPIC / ERR_MSG_TOO_LARGE naming the item."""
+    max_bytes = runtime.get_config(BaichuanConfig).max_message_bytes
+    return OK, batch_admin.publish_batch(mq.broker(), messages, max_bytes=max_bytes,
+                                         on_success=on_success, on_complete=on_complete,
+                                         batch_id=batch_id, data=data, ttl=ttl,
+                                         reqid=req.reqid, force=force)
+
+
+@api(topic=False)
+def batch(req: Request, batch_id: str) -> Any:
+    """A batch's record: ``state`` (opening, open, ended, canceled), ``total``,
+    ``pending``, ``finished`` (``ok`` + ``notok``), ``failed``, ``progress`` (0..1),
+    the callback topics and ``callbacks`` ({success, complete}: waiting, due, sent, or ""
+    without one), times (epoch s). Reading it first counts the messages that ended
+    without telling it (a consumer killed at the wrong moment, a lost message
+    dead-lettered by the reaper). ERR_BATCH_NOT_FOUND (404) when unknown or expired."""
+    return OK, batch_admin.get(mq.broker(), batch_id)
+
+
+@api(topic=False)
+def batches(req: Request, page_index: int = 1, page_size: int = 20) -> Any:
+    """Batches, newest first, as ``data: {total, list}`` (each as ``batch`` answers)."""
+    return OK, {"data": batch_admin.page(mq.broker(), page_index, page_size)}
+
+
+@api(write=True)
+def batch_cancel(req: Request, batch_id: str) -> Any:
+    """Operator: cancel a batch. Its queued and delayed messages become dead letters with
+    ``error_kind`` canceled; started ones run to their end. ``on_success`` never fires
+    for a canceled batch, ``on_complete`` fires once when all ended (``state``
+    canceled). Idempotent; answers the record as ``batch``."""
+    return OK, batch_admin.cancel(mq.broker(), batch_id)
 
 
 @api(topic=False)
