@@ -219,6 +219,7 @@ class Cluster:
         replicas[0].start()  # creates the tables alone (SQLite dislikes concurrent DDL)
         with ThreadPoolExecutor(max(1, args.replicas - 1)) as pool:
             list(pool.map(lambda r: r.start(), replicas[1:]))
+        self.replicas = replicas
         self.urls = [r.url for r in replicas]
         wait_until(lambda: all(len(engine(u)["live_engines"]) == args.replicas
                                for u in self.urls),
