@@ -8,7 +8,7 @@ import pytest
 from butterfly_common import db
 from butterfly_common.runtime import configure
 from butterfly_common.settings import load_settings
-from butterfly_xingqiao import dataflow, store
+from butterfly_xingqiao import dataflow, engine, store
 from butterfly_xingqiao.definitions import DefinitionError, TaskSpec, Workflow, validate
 from butterfly_xingqiao.flowtypes import load_plugins
 from butterfly_xingqiao.lifecycle import FLOW_MOVES, TASK_MOVES, IllegalMove
@@ -113,6 +113,49 @@ def test_cas_moves_happen_once_and_never_regress(sqlite):
     assert not store.move_task(other, "dispatch", job_started=True)
     assert store.move_job(Job.get_by_id(job.job_id), "restart")
 
+
+
+def test_a_move_writes_its_fields_as_peewee_would(sqlite):
+    """move_task's SQL is built once per shape: the same shape with other values, and
+    fields of every kind (None, float, text, int), land exactly in the row."""
+    job = Job.create(job_namespace="n", job_name="j", job_type="t", is_valid=True)
+    rows = [Task.create(job_id=job.job_id, task_label=label, task_cmd="/x/y")
+            for label in ("a", "b")]
+    for row, deadline in zip(rows, (None, 12.5), strict=True):
+        assert store.move_task(row, "dispatch", job_started=True, task_run=3,
+                               task_reqid=f"m-{row.task_label}", task_deadline=deadline)
+        fresh = Task.get_by_id(row.task_id)
+        assert (fresh.task_status, fresh.task_run, fresh.task_reqid, fresh.task_deadline) \
+            == ("pending", 3, f"m-{row.task_label}", deadline)
+        assert fresh.u_ts == row.u_ts and fresh.u_time is not None
+    assert store.move_task(rows[0], "succeed", msg_id="m-a", ret_data='{"x": 1}',
+                           task_reason=None, task_cost=0.25)
+    fresh = Task.get_by_id(rows[0].task_id)
+    assert (fresh.task_status, fresh.ret_data, fresh.task_cost) == ("finished", '{"x": 1}',
+                                                                    0.25)
+    assert not store.move_task(rows[1], "succeed", msg_id="m-other")  # fenced by attempt
+
+
+def test_prepared_selects_give_the_rows_peewee_gives(sqlite):
+    job = Job.create(job_namespace="n", job_name="j", job_type="t", is_valid=True)
+    other = Job.create(job_namespace="n", job_name="k", job_type="t", is_valid=True)
+    parent = Task.create(job_id=job.job_id, task_label="m", task_cmd="/x/y", task_reqid="r0")
+    Task.create(job_id=job.job_id, task_label="m[0]", task_cmd="/x/y", task_parent=parent.task_id)
+    Task.create(job_id=other.job_id, task_label="z", task_cmd="/x/y", task_reqid="r1")
+
+    def data(rows):
+        return [r.__data__ for r in rows]
+
+    for items in (True, False):
+        query = Task.select().where(Task.job_id == job.job_id)
+        if not items:
+            query = query.where(Task.task_parent == 0)
+        assert data(engine.tasks_of(job.job_id, items)) == data(query.order_by(Task.task_id))
+    assert [t.task_label for t in engine.tasks_of(job.job_id)] == ["m", "m[0]"]
+    row = engine._NOTICED.rows("r1")[0]
+    assert (row.task_label, row.flow.job_id, row.flow.job_name) == ("z", other.job_id, "k")
+    assert isinstance(row.c_time, type(Task.get_by_id(row.task_id).c_time))
+    assert engine._NOTICED.rows("nope") == []
 
 def test_plugins_load_from_a_folder_and_report_broken_files(tmp_path):
     (tmp_path / "good.py").write_text(

@@ -32,6 +32,7 @@ from .config import NOTICE_TOPIC, XingqiaoConfig
 from .definitions import MAX_MAP_ITEMS
 from .lifecycle import TASK_ACTIVE, TASK_BAD, TASK_DONE
 from .models import Job, Task, dumps, loads, now_dt, split_list
+from .prepared import Prepared
 
 log = logging.getLogger("butterfly.xingqiao")
 
@@ -54,13 +55,20 @@ def msg_id_of(job: Job, task: Task, run: int) -> str:
     return f"xq{job.job_id}.{job.job_token}.{task.task_id}.{run}"
 
 
+_TASKS = Prepared(1, lambda job: Task.select().where(Task.job_id == job)
+                  .order_by(Task.task_id))
+_STEPS = Prepared(1, lambda job: Task.select().where((Task.job_id == job)
+                                                    & (Task.task_parent == 0))
+                  .order_by(Task.task_id))
+#: a notice's task and its flow in one query
+_NOTICED = Prepared(1, lambda msg_id: Task.select(Task, Job).join(
+    Job, on=(Task.job_id == Job.job_id), attr="flow").where(Task.task_reqid == msg_id))
+
+
 def tasks_of(job_id: int, items: bool = True) -> list[Task]:
     """The flow's tasks in order; without map items when ``items`` is false (a map task's
     own state stands for them: it ends only once they all did, failed if one did)."""
-    query = Task.select().where(Task.job_id == job_id)
-    if not items:
-        query = query.where(Task.task_parent == 0)
-    return list(query.order_by(Task.task_id))
+    return (_TASKS if items else _STEPS).rows(int(job_id))
 
 
 # -- dispatching --------------------------------------------------------------------------
@@ -513,8 +521,8 @@ def on_notice(msg_id: str, topic: str) -> str:
     drop = get_config(XingqiaoConfig).drop_notices
     if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
-    row = (Task.select(Task, Job).join(Job, on=(Task.job_id == Job.job_id), attr="flow")
-           .where(Task.task_reqid == msg_id).first())  # task and flow in one query
+    found = _NOTICED.rows(str(msg_id))
+    row = found[0] if found else None
     if row is None or row.task_cmd != topic:
         return "unknown"
     msg = mq.broker().get(msg_id, topic)

@@ -80,25 +80,62 @@ def locked(query: Any) -> Any:
     return query.for_update()
 
 
+#: SQL of a task move by its shape (database, fields, fenced by message, only while the
+#: flow runs): peewee spends ~0.3 ms of CPU building an UPDATE, three of them a hop.
+_MOVE_SQL: dict[tuple[Any, ...], tuple[str, list[peewee.Field]]] = {}
+
+
+def _move_sql(names: tuple[str, ...], fenced: bool, job_started: bool
+              ) -> tuple[str, list[peewee.Field]]:
+    """``UPDATE task SET status, u_time, u_ts, <names> WHERE id AND status [AND reqid]
+    [AND job_id IN (the flow, if it runs)]`` and the fields whose values it binds."""
+    database = db.database.obj
+    key = (id(database), names, fenced, job_started)
+    found = _MOVE_SQL.get(key)
+    if found is not None:
+        return found
+    q0, q1 = database.quote
+    param = database.param
+
+    def col(field: peewee.Field) -> str:
+        return f"{q0}{field.column_name}{q1}"
+
+    sets: list[Any] = [Task.task_status, Task.u_time, Task.u_ts, *(getattr(Task, n) for n in names)]
+    where: list[Any] = [Task.task_id, Task.task_status, *([Task.task_reqid] if fenced else [])]
+    # identifiers from the models' own definitions; every value is a bound parameter
+    sql = (f"UPDATE {q0}{Task._meta.table_name}{q1} SET "  # noqa: S608
+           + ", ".join(f"{col(f)} = {param}" for f in sets)
+           + " WHERE " + " AND ".join(f"{col(f)} = {param}" for f in where))
+    binds = sets + where
+    if job_started:
+        sql += (f" AND {col(Task.job_id)} IN (SELECT {col(Job.job_id)} FROM "  # noqa: S608
+                f"{q0}{Job._meta.table_name}{q1} WHERE {col(Job.job_id)} = {param} "
+                f"AND {col(Job.job_status)} = {param})")
+        binds += [Job.job_id, Job.job_status]
+    _MOVE_SQL[key] = (sql, binds)
+    return sql, binds
+
+
 def move_task(task: Task, event: str, *, msg_id: str | None = None,
               job_started: bool = False, **fields: Any) -> bool:
     """Apply ``event`` to ``task`` if its row is still in the state ``task`` was read in
     (and, with ``msg_id``, still on that attempt; with ``job_started``, only while its flow
-    runs). On success the in-memory ``task`` is updated too."""
+    runs). On success the in-memory ``task`` is updated too. One statement, its SQL built
+    once per shape (:func:`_move_sql`)."""
     source = task.task_status
     new = target(TASK_MOVES, event, source)
     now = time.time()
-    values = {Task.task_status: new, Task.u_time: now_dt(), Task.u_ts: now}
-    values.update({getattr(Task, name): value for name, value in fields.items()})
-    query = Task.update(values).where((Task.task_id == task.task_id)
-                                      & (Task.task_status == source))
+    names = tuple(sorted(fields))
+    sql, binds = _move_sql(names, msg_id is not None, job_started)
+    values: list[Any] = [new, now_dt(), now, *(fields[n] for n in names), task.task_id,
+                         source]
     if msg_id is not None:
-        query = query.where(Task.task_reqid == msg_id)
+        values.append(msg_id)
     if job_started:
-        running = Job.select(Job.job_id).where((Job.job_id == task.job_id)
-                                               & (Job.job_status == "started"))
-        query = query.where(Task.job_id.in_(running))
-    if busy_retry(query.execute) != 1:
+        values += [task.job_id, "started"]
+    params = [field.db_value(value) for field, value in zip(binds, values, strict=True)]
+    database = db.database.obj
+    if busy_retry(lambda: database.execute_sql(sql, params).rowcount) != 1:
         return False
     task.task_status = new
     task.u_ts = now
