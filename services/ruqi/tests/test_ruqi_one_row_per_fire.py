@@ -94,3 +94,28 @@ def test_defect_14_a_table_from_an_older_release_is_migrated(env):
     _store([Record(row("lost"))], {})
     _store([Record(row("ok"))], {})
     assert [r.status for r in stored()] == ["ok"]
+
+
+def test_one_statement_moves_many_cursors_fenced_by_version_and_forward_only(env):
+    """The restart cursors of a batch go in one UPDATE a chunk (history.cursor_sql): each
+    job's own value, only for its version, only forward, the other jobs untouched."""
+    from butterfly_ruqi import history
+    from butterfly_ruqi.models import Job
+
+    n = history.CURSOR_CHUNK + 7  # two statements
+    with db.database.connection_context():
+        for i in range(n + 1):
+            Job.create(id=f"c{i:03d}", name="n", trigger="interval", rule="1s", cmd="x",
+                       timezone="UTC", start_time=0.0, version=1, next_run_time=100.0 + i,
+                       misfire_grace_time=30, coalesce=True, overlap="allow", timeout=30.0)
+    moves = {(f"c{i:03d}", 1): 1000.0 + i for i in range(n)}
+    moves[("c000", 1)] = 50.0  # backwards: stays
+    moves[("c001", 1)] = 1001.0
+    del moves[("c001", 1)]
+    moves[("c001", 2)] = 2001.0  # an older version's move: the edit wins, stays
+    _store([], moves)
+    with db.database.connection_context():
+        got = {j.id: j.next_run_time for j in Job.select()}
+    want = {f"c{i:03d}": 1000.0 + i for i in range(n)}
+    want.update({"c000": 100.0, "c001": 101.0, f"c{n:03d}": 100.0 + n})
+    assert got == want
