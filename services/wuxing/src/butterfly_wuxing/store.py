@@ -117,7 +117,15 @@ def reviewed(namespace: str) -> bool:
 
 
 def _refuse_direct(namespace: str) -> None:
-    if reviewed(namespace):
+    """Refuse a direct write to a reviewed namespace, reading the setting as committed now:
+    on MySQL a locking read, because a value write reads its rows before it takes the
+    namespace's lock (run_prepared), so its snapshot may predate a review_set that
+    committed since - the guarded UPDATE saw the switch, a plain read would not."""
+    query = (NamespaceSetting.select(NamespaceSetting.review)
+             .where(NamespaceSetting.namespace == namespace))
+    if not isinstance(db.database.obj, peewee.SqliteDatabase):
+        query = query.for_update()
+    if query.scalar():
         raise WuxingError(ERR_NAMESPACE_REVIEWED,
                           f"namespace {namespace} publishes reviewed releases: change values "
                           "with draft_set then publish (release_rollback to roll back)")
