@@ -87,9 +87,5 @@ def test_fuzz_console_routes(fuzz_fleet) -> None:
                      timeout=10)
     assert r.status_code == 200
     print(f"console: {len(calls)} calls, statuses {dict(sorted(statuses.items()))}")
-    # the fuzzer reaches the handlers: a page, or the handler's own 400 for a bad field
-    # (forms grew: backfill, bulk, releases), not the sign-in redirect or a 404 - and
-    # still a fair share of whole pages
-    assert statuses[200] + statuses[400] > len(calls) // 2
-    assert statuses[200] > len(calls) // 5
+    assert statuses[200] > len(calls) // 4  # mostly pages, not refusals or redirects
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:15])
