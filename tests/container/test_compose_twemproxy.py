@@ -195,6 +195,55 @@ def worker_hosts(fleet: ComposeFleet) -> dict[str, str]:
             for c in fleet.containers("core-worker") if c["State"]["Status"] == "running"}
 
 
+def test_the_queue_controls_work_through_twemproxy(fleet):
+    """Issue 24's controls on the deployed fleet, over HTTP through Twemproxy: limits set
+    by the admin, a priority, a dedup key, a concurrency group, a batch whose callback is
+    published once, and a bulk dry run."""
+    limits = fleet.post(4300, "/baichuan/set_topic_limits", topic=TOPIC, max_running=4,
+                        group_max_running=2)
+    assert limits["stat"] == "OK", limits
+    try:
+        assert (limits["max_running"], limits["group_max_running"]) == (4, 2)
+        first = fleet.post(4300, "/baichuan/publish", topic=TOPIC,
+                           data={"str_info": "dedup"}, dedup_key="container-once",
+                           priority=5, group="tenant-a")
+        again = fleet.post(4300, "/baichuan/publish", topic=TOPIC,
+                           data={"str_info": "dedup again"}, dedup_key="container-once")
+        assert first["stat"] == again["stat"] == "OK", (first, again)
+        assert first["dedup"]["outcome"] == "new"
+        if again["dedup"]["outcome"] == "duplicate":  # the first had not ended yet
+            assert again["msg_id"] == first["msg_id"]
+        else:  # it had ended: until_done lets a new one in
+            assert again["dedup"]["outcome"] == "new"
+        done = fleet.get(4300, "/baichuan/wait", msg_id=first["msg_id"], timeout=20)
+        assert done["status"] == "finished", done
+        record = fleet.message(first["msg_id"])
+        assert (record["priority"], record["group"]) == (5, "tenant-a"), record
+
+        batch_id = f"container-{os.getpid()}-{time.time_ns()}"
+        opened = fleet.post(4300, "/baichuan/publish_batch", batch_id=batch_id,
+                            on_complete=TOPIC,
+                            messages=[{"topic": TOPIC, "data": {"str_info": f"b{i}"},
+                                       "group": f"tenant-{i % 3}"} for i in range(20)])
+        assert (opened["stat"], opened["created"]) == ("OK", 20), opened
+
+        def batch_sent() -> dict | None:
+            b = fleet.get(4300, "/baichuan/batch", batch_id=batch_id)
+            return b if b["callbacks"]["complete"] == "sent" else None
+
+        batch = wait_until(batch_sent, 60, interval=0.5, what=f"batch {batch_id} ended")
+        assert (batch["state"], batch["total"], batch["ok"]) == ("ended", 20, 20), batch
+        callback = fleet.message(f"batch.{batch_id}.complete")
+        assert callback["status"] in ("queued", "started", "finished", "failed"), callback
+
+        preview = fleet.post(4300, "/baichuan/bulk", topic=TOPIC, action="requeue",
+                             status="finished", error="no such error text", dry_run=True)
+        assert (preview["stat"], preview["matched"], preview["acted"]) == ("OK", 0, 0)
+    finally:
+        cleared = fleet.post(4300, "/baichuan/set_topic_limits", topic=TOPIC)
+        assert cleared["stat"] == "OK" and cleared["max_running"] is None, cleared
+
+
 def test_scaled_workers_share_one_topic(fleet):
     with timed("scenario: scale core-worker to 3 (up to healthy)"):
         fleet.compose("up", "-d", "--no-recreate", "--scale", "core-worker=3")
