@@ -23,8 +23,8 @@ from harness import CORES, OUT_DIR, fmt_load, loadavg, num, wait_at_most
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ("http_overhead", "mq_throughput", "mq_bulk_publish", "mq_bulk_requeue",
-           "scheduler_accuracy", "ruqi_backfill", "wuxing", "wuxing_fanout", "xingqiao",
-           "canghai")
+           "scheduler_accuracy", "ruqi_vs_apscheduler", "ruqi_backfill", "wuxing",
+           "wuxing_fanout", "xingqiao", "canghai")
 
 
 def main(argv: list[str]) -> int:
