@@ -14,6 +14,12 @@ STR = {"type": "string"}
 INT = {"type": "integer"}
 #: a wuxing namespace as wuxing accepts one (negative mode still sends anything)
 NS = {"type": "string", "pattern": "^[a-z0-9_]{1,16}$"}
+#: a topic as the messages page names one
+TOPIC = {"type": "string", "pattern": "^/[a-z][a-z0-9_]{0,11}/[a-z][a-z0-9_]{0,11}$"}
+#: an <input type="datetime-local"> value (or none)
+LOCAL_TIME = {"type": "string",
+              "pattern": "^(20[2-3][0-9]-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                         "T([01][0-9]|2[0-3]):[0-5][0-9])?$"}
 GRAY_STATE = {"type": "string",
               "enum": ["pending", "active", "promoting", "promoted", "aborted", "rejected"]}
 
@@ -78,14 +84,26 @@ POST: dict[str, dict[str, dict]] = {
     "/console/messages/limits": {"topic": STR, "status": STR, "max_running": STR, "rate": STR,
                                  "rate_window": STR, "action": STR,
                                  "group_max_running": STR, "group_limits": STR},
-    "/console/messages/bulk": {"topic": STR, "status": STR,
+    "/console/messages/bulk": {"topic": TOPIC, "status": STR,
                                "do": {"type": "string", "enum": ["preview", "act"]},
                                "bulk_action": {"type": "string",
                                                "enum": ["requeue", "delete", "cancel"]},
                                "bulk_status": {"type": "string",
                                                "enum": ["failed", "finished", "queued"]},
-                               "error": STR, "time_from": STR,
-                               "time_to": STR, "stat": STR},
+                               "error": STR, "time_from": LOCAL_TIME,
+                               "time_to": LOCAL_TIME, "stat": STR},
+    # one part of a bulk action (the form's script): the browser's datetime-local
+    # values, a real topic's shape, and a first part's empty cursor (a made-up one is a
+    # 400 the negative mode sends plenty of)
+    "/console/messages/bulk/part": {"topic": TOPIC, "status": STR,
+                                    "bulk_action": {"type": "string",
+                                                    "enum": ["requeue", "delete", "cancel"]},
+                                    "bulk_status": {"type": "string",
+                                                    "enum": ["failed", "finished", "queued"]},
+                                    "error": {"type": "string", "maxLength": 200},
+                                    "time_from": LOCAL_TIME, "time_to": LOCAL_TIME,
+                                    "stat": {"type": "string", "maxLength": 200},
+                                    "cursor": {"type": "string", "maxLength": 0}},
     "/console/scheduler/save": {"job_id": STR, "job_name": STR, "job_trigger": STR, "rule": STR,
                                 "cmd": STR, "new": STR, "overlap": STR, "jitter": STR,
                                 "catchup_window": STR, "start_at": STR, "end_at": STR},
@@ -114,6 +132,13 @@ POST: dict[str, dict[str, dict]] = {
     "/console/flows/decide": {"job_id": STR, "signal": STR, "decision": STR, "comment": STR},
 }
 
+#: fields a form always sends (its hidden and select fields): without them the handler
+#: refuses before doing anything, so the positive mode always sends them
+REQUIRED: dict[str, list[str]] = {
+    "/console/messages/bulk": ["topic", "do", "bulk_action", "bulk_status"],
+    "/console/messages/bulk/part": ["topic", "bulk_action", "bulk_status"],
+}
+
 ANY = {"default": {"description": "a page, a redirect or a refusal with x-reason"}}
 
 
@@ -123,6 +148,8 @@ def document() -> dict[str, Any]:
         paths[path] = {"get": {"parameters": _params(**fields), "responses": ANY}}
     for path, fields in POST.items():
         body = {"type": "object", "properties": fields, "additionalProperties": False}
+        if path in REQUIRED:
+            body["required"] = REQUIRED[path]
         paths.setdefault(path, {})["post"] = {
             "requestBody": {"required": True, "content": {
                 "application/x-www-form-urlencoded": {"schema": body}}},

@@ -172,6 +172,46 @@ def test_a_message_failing_again_is_not_taken_twice(broker: Broker, topic: str) 
     assert broker.counts(topic)["failed"] == 30 and broker.counts(topic)["queued"] == 0
 
 
+def test_in_parts_the_run_carries_over(broker: Broker, topic: str) -> None:
+    """Parts of one run (max_steps + cursor) share its id and its start: a message the
+    run requeued that fails again between parts is not requeued by a later part, and a
+    dead letter that arrives between parts is left alone."""
+    failed(broker, topic, ["boom"] * 12)
+    first = broker.bulk(topic, "requeue", "failed", step=5, max_steps=1)
+    assert (first.acted, first.steps, first.part, first.done) == (5, 1, 1, False)
+    for msg in broker.claim(topic, "w2", 100):  # the 5 requeued fail again
+        broker.fail(msg, "boom again", retry=False)
+    tick_past(time.time())
+    late = failed(broker, topic, ["late"])
+    parts = [first]
+    while not parts[-1].done:
+        parts.append(broker.bulk(topic, "requeue", "failed", step=5, max_steps=1,
+                                 cursor=parts[-1].cursor))
+    assert [p.part for p in parts] == [1, 2, 3] and {p.run for p in parts} == {first.run}
+    assert sum(p.acted for p in parts) == 12
+    assert broker.counts(topic)["queued"] == 7 and broker.counts(topic)["failed"] == 6
+    assert status_of(broker, topic, late) == ["failed"]
+
+
+def test_a_cursor_is_for_its_own_run(broker: Broker, topic: str) -> None:
+    failed(broker, topic, ["boom"] * 4)
+    part = broker.bulk(topic, "delete", "failed", step=1, max_steps=2)
+    assert part.cursor and part.acted == 2
+    for args, options in [((topic, "delete", "failed"), {"error": "boom"}),
+                          ((topic, "delete", "failed"), {"dry_run": True}),
+                          ((topic, "requeue", "failed"), {}),
+                          ((f"{topic}x", "delete", "failed"), {})]:
+        with pytest.raises(ValueError, match="another bulk run"):
+            broker.bulk(*args, cursor=part.cursor, **options)
+    with pytest.raises(ValueError, match="malformed"):
+        broker.bulk(topic, "delete", "failed", cursor=part.cursor[:-2])
+    with pytest.raises(ValueError, match="max_steps"):
+        broker.bulk(topic, "delete", "failed", max_steps=0)
+    assert broker.counts(topic)["failed"] == 2
+    rest = broker.bulk(topic, "delete", "failed", cursor=part.cursor)  # the rest at once
+    assert (rest.acted, rest.done, rest.part) == (2, True, 2)
+
+
 @pytest.mark.parametrize("args,word", [
     (("purge", "failed"), "action"), (("requeue", "queued"), "requeue takes"),
     (("cancel", "failed"), "cancel takes"), (("requeue", "bogus"), "requeue takes"),

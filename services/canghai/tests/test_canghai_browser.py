@@ -33,6 +33,7 @@ TOPIC = "/demo_api/hello"
 PARKED = "/demo_api/parked"  # a topic nobody serves: messages stay queued
 LIMITED = "/demo_api/limited"  # nobody serves it either: the limits test's topic
 BULKED = "/demo_api/bulked"  # nor this one: the bulk-action test's dead letters
+PARTED = "/demo_api/parted"  # nor this one: the bulk-in-parts test's
 ADMIN_PW = "admin-password-1"
 VIEWER_PW = "viewer-password-1"
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -96,6 +97,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             **f.env(), "BUTTERFLY_RUQI_URL": ruqi.url, "BUTTERFLY_WUXING_URL": wuxing.url,
             "BUTTERFLY_XINGQIAO_URL": xingqiao.url, "CANGHAI_FLEET_FILE": str(fleet_file),
             "CANGHAI_ADMIN_PASSWORD": ADMIN_PW, "CANGHAI_SAMPLE_SECONDS": "1",
+            # bulk actions in small parts: a few dead letters take several
+            "CANGHAI_BULK_STEP": "4", "CANGHAI_BULK_PART_STEPS": "1",
             "CANGHAI_COOKIE_SECURE": "0",  # plain http on 127.0.0.1
             # the reqid search reads the other services' logs (one host, one dir each)
             "CANGHAI_LOG_DIRS": os.pathsep.join(str(proc.workdir / "log")
@@ -534,6 +537,121 @@ def test_bulk_preview_then_requeue(fleet: dict, admin: Watched) -> None:
     expect(row).to_contain_text('requeue {"error": "TimeoutError", "status": "failed"}')
     expect(row).to_contain_text("acted=2")
     broker.purge(BULKED, "all")
+
+
+def test_bulk_act_shows_its_progress_part_by_part(fleet: dict, admin: Watched) -> None:
+    """30 dead letters, 20 matching, parts of one step of 4 ids: Act runs 8 parts, the
+    progress bar and text follow each (seen mid-run: the 5th part is held back until the
+    page shows the 4th), and the final count is the preview's."""
+    page = admin.page
+    broker: Broker = fleet["broker"]
+    for i in range(30):
+        broker.publish(PARTED, {"i": i}, force=True)
+        (msg,) = broker.claim(PARTED, "bulk-test", 1)
+        assert broker.fail(msg, "TimeoutError: db" if i % 3 else "ValueError: x",
+                           retry=False) == "failed"
+    page.goto(f"/console/messages?topic={PARTED}&status=failed")
+    form = page.locator("#bulk form.bulk-form")
+    form.locator("input[name=error]").fill("TimeoutError")
+    form.locator("button[value=preview]").click()
+    preview = page.locator('#bulk [data-field="bulk-preview"]')
+    expect(preview).to_contain_text("20 messages match (30 scanned in 8 steps)")
+    matched = int(preview.get_attribute("data-matched"))
+    assert (matched, preview.get_attribute("data-scanned")) == (20, "30")
+    # every change of the progress text, as the page made it
+    page.evaluate("""() => {
+        window.__bulkSeen = [];
+        const text = document.querySelector('#bulk [data-field="bulk-progress-text"]');
+        const bar = document.querySelector('#bulk [data-field="bulk-bar"]');
+        new MutationObserver(() => window.__bulkSeen.push([text.textContent, bar.value]))
+            .observe(text, {childList: true, characterData: true, subtree: true});
+    }""")
+    held: list[Any] = []
+    parts: list[str] = []
+
+    def hold_the_fifth(route: Any) -> None:
+        parts.append(route.request.post_data or "")
+        if len(parts) == 5:
+            held.append(route)  # answered below, once the page shows part 4
+        else:
+            route.continue_()
+
+    page.route("**/console/messages/bulk/part", hold_the_fifth)
+    bar = page.locator('#bulk [data-field="bulk-bar"]')
+    text = page.locator('#bulk [data-field="bulk-progress-text"]')
+    released = False
+    try:
+        page.locator("#bulk button[value=act]").click()  # the confirm dialog is accepted
+        expect(text).to_have_text(re.compile(r"^16 of 30 scanned, \d+ of 20 done \(part 4\)$"))
+        expect(page.locator("#bulk button[value=act]")).to_be_disabled()  # while it runs
+        assert bar.evaluate("b => [b.value, b.max]") == [16, 30]
+        acted = int(re.search(r"(\d+) of 20 done", text.text_content()).group(1))
+        assert len(held) == 1 and broker.counts(PARTED)["queued"] == acted > 0  # 4 parts
+        shot(page, "messages-bulk-progress")
+        held[0].continue_()
+        released = True
+        done = page.locator('#bulk [data-field="bulk-done"]')
+        expect(done).to_contain_text("requeue: 20 matched, 20 done (30 scanned in 8 steps)")
+    finally:
+        if held and not released:
+            held[0].continue_()  # never leave the page's request hanging
+        page.unroute("**/console/messages/bulk/part")
+    assert int(done.get_attribute("data-acted")) == matched
+    assert done.get_attribute("data-parts") == "8" and len(parts) == 8
+    # the first part starts the run, each next one carries the cursor the one before answered
+    assert re.search(r"(^|&)cursor=(&|$)", parts[0])
+    assert all(re.search(r"(^|&)cursor=[A-Za-z0-9_-]{20,}", p) for p in parts[1:])
+    seen = page.evaluate("window.__bulkSeen")
+    # shown before the first part and after each of the 8 (the last one's text and the
+    # final one come in one observer call, the bar full by then)
+    shown = [re.fullmatch(r"(\d+) of 30 scanned, (\d+) of 20 done \(part (\d+)\)", t)
+             for t, _ in seen]
+    assert all(shown), seen
+    assert [int(m.group(1)) for m in shown] == [0, 4, 8, 12, 16, 20, 24, 28, 30], seen
+    assert [v for _, v in seen][:-1] == [0, 4, 8, 12, 16, 20, 24, 28], seen
+    assert [int(m.group(3)) for m in shown] == list(range(9))
+    acted_seen = [int(m.group(2)) for m in shown]
+    assert acted_seen == sorted(acted_seen) and acted_seen[-1] == 20
+    assert bar.evaluate("b => b.value === b.max")
+    expect(page.locator("#bulk button[value=act]")).to_be_enabled()
+    counts = broker.counts(PARTED)
+    assert (counts["failed"], counts["queued"]) == (10, 20)
+    # the page's counts and rows follow at once (no reload)
+    expect(page.locator('#message-counts [data-count="failed"]')).to_have_text("Failed 10")
+    expect(page.locator("#message-rows tr")).to_have_count(10)
+    expect(page.locator("#message-rows")).not_to_contain_text("TimeoutError")
+    shot(page, "messages-bulk-parts-done")
+    page.goto("/console/audit?action=bulk")
+    rows = page.locator("tr", has_text=PARTED)
+    expect(rows).to_have_count(8)
+    expect(rows.first).to_contain_text("part=8 done")
+    expect(rows.last).to_contain_text("part=1")
+    broker.purge(PARTED, "all")
+
+
+def test_bulk_act_without_javascript_is_one_request(fleet: dict, browser: Browser) -> None:
+    """Without the script Act posts the form: the whole run in one request, the page with
+    the final counts (no progress bar shown)."""
+    broker: Broker = fleet["broker"]
+    for i in range(9):
+        broker.publish(PARTED, {"i": i}, force=True)
+        (msg,) = broker.claim(PARTED, "bulk-test", 1)
+        broker.fail(msg, "boom", retry=False)
+    ctx = browser.new_context(base_url=fleet["url"], java_script_enabled=False)
+    ctx.set_default_timeout(WAIT_MS)
+    page = ctx.new_page()
+    page.goto("/console/lang/en?next=/console/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", ADMIN_PW)
+    page.click("button[type=submit]")
+    page.goto(f"/console/messages?topic={PARTED}&status=failed")
+    page.locator("#bulk select[name=bulk_action]").select_option("delete")
+    page.locator("#bulk button[value=act]").click()
+    expect(page.locator('#bulk [data-field="bulk-done"]')).to_contain_text(
+        "delete: 9 matched, 9 done (9 scanned in 3 steps)")
+    expect(page.locator('#bulk [data-field="bulk-progress"]')).to_be_hidden()
+    assert broker.counts(PARTED)["failed"] == 0
+    ctx.close()
 
 
 def test_other_pages(fleet: dict, admin: Watched) -> None:

@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from canghai_helpers import page_csrf, sign_in
+from canghai_helpers import PASSWORD, page_csrf, sign_in
 
 from butterfly_canghai import audit
 from butterfly_common.mq import Broker
@@ -160,3 +160,106 @@ def test_chinese_labels(client, broker: Broker) -> None:
     assert _field(r.text, "bulk-preview").startswith("1 条消息匹配")
     r = _post(client, csrf, do="preview", time_from="yesterday")
     assert _field(r.text, "bulk-error") == "起始时间：请填写日期时间"
+
+
+# -- Act in parts (the form's script): /console/messages/bulk/part ---------------------
+
+@pytest.fixture
+def small_parts(app_for):
+    """A console whose bulk parts are one step of 2 ids."""
+    from butterfly_canghai import users
+
+    app = app_for(CANGHAI_BULK_STEP="2", CANGHAI_BULK_PART_STEPS="1")
+    users.add_user("ada", PASSWORD, "admin")
+    users.add_user("otto", PASSWORD, "operator")
+    return app.test_client()
+
+
+def _part(client, csrf: str, cursor: str = "", **form: str):
+    data = {"topic": TOPIC, "status": "failed", "csrf_token": csrf, "bulk_action": "requeue",
+            "bulk_status": "failed", "cursor": cursor, **form}
+    return client.post("/console/messages/bulk/part", data=data)
+
+
+def test_the_page_offers_parts_to_admins_only(client, broker: Broker) -> None:
+    _failed(broker, ["boom"])
+    _signed_in(client, "ada")
+    html = client.get(PAGE).text
+    assert 'data-parts="/console/messages/bulk/part"' in html
+    assert 'data-field="bulk-progress" hidden' in html
+    sign_in(client, "otto")
+    html = client.get(PAGE).text
+    assert "data-parts" not in html and "bulk-progress" not in html
+
+
+def test_act_in_parts_acts_as_one_shot_and_audits_each_part(small_parts,
+                                                             broker: Broker) -> None:
+    client = small_parts
+    ids = _failed(broker, ["timeout a", "boom", "timeout b", "timeout c", "boom", "timeout d",
+                           "boom"])
+    csrf = _signed_in(client, "ada")
+    r = _post(client, csrf, do="preview", error="timeout")
+    assert 'data-matched="4" data-scanned="7"' in r.text
+    parts, cursor = [], ""
+    while True:
+        r = _part(client, csrf, cursor, error="timeout")
+        assert r.status_code == 200, r.headers.get("x-reason")
+        body = r.get_json()
+        parts.append(body)
+        if body["done"]:
+            assert body["cursor"] is None
+            break
+        cursor = body["cursor"]
+        assert len(parts) < 20
+    assert len(parts) == 4 and [p["part"] for p in parts] == [1, 2, 3, 4]
+    assert [p["scanned"] for p in parts] == [2, 2, 2, 1] and all(p["steps"] == 1 for p in parts)
+    assert sum(p["acted"] for p in parts) == 4 and len({p["run"] for p in parts}) == 1
+    assert [broker.get(i).status for i in ids] == ["queued", "failed", "queued", "queued",
+                                                   "failed", "queued", "failed"]
+    _, rows = audit.recent(1, 10, "ada", "bulk")
+    mine = [r for r in rows if "run=" in r["detail"]]
+    assert len(mine) == 4 and all(r["ok"] and r["target"] == TOPIC for r in mine)
+    run = parts[0]["run"]
+    assert mine[0]["detail"].startswith('requeue {"error": "timeout", "status": "failed"} ')
+    assert mine[0]["detail"].endswith(f"run={run} part=4 done")  # newest first
+    assert mine[-1]["detail"].endswith(f"run={run} part=1")
+
+
+@pytest.mark.parametrize(("cursor", "form", "why"), [
+    ("!!!", {}, "cursor is malformed"),
+    ("eyJ2IjoxfQ", {}, "cursor is malformed"),  # {"v":1}
+    ("A" * 3000, {}, "cursor must be"),
+    (None, {"error": "other"}, "another bulk run"),  # the first part's cursor, new filter
+    (None, {"bulk_action": "delete"}, "another bulk run"),
+    (None, {"topic": "/bulk/elsewhere"}, "another bulk run"),
+    ("", {"bulk_action": "explode"}, "unknown action"),
+    ("", {"time_from": "yesterday"}, "From: enter a date and time"),
+    ("", {"topic": "bad topic"}, "bad topic"),
+])
+def test_a_bad_part_is_a_json_400(small_parts, broker: Broker, cursor, form, why) -> None:
+    client = small_parts
+    _failed(broker, ["boom"] * 5)
+    csrf = _signed_in(client, "ada")
+    if cursor is None:
+        first = _part(client, csrf).get_json()
+        assert first["acted"] == 2 and not first["done"]
+        cursor = first["cursor"]
+    before = broker.counts(TOPIC)
+    r = _part(client, csrf, cursor, **form)
+    assert r.status_code == 400 and why in r.headers["x-reason"]
+    assert why in r.get_json()["error"]
+    assert broker.counts(TOPIC) == before
+
+
+def test_parts_need_admin_and_csrf_every_time(small_parts, broker: Broker) -> None:
+    client = small_parts
+    _failed(broker, ["boom"] * 5)
+    csrf = _signed_in(client, "ada")
+    first = _part(client, csrf).get_json()
+    assert first["acted"] == 2
+    assert _part(client, "forged", first["cursor"]).status_code == 403
+    csrf = _signed_in(client, "otto")  # the same cursor, now as an operator
+    assert _part(client, csrf, first["cursor"]).status_code == 403
+    assert broker.counts(TOPIC)["failed"] == 3
+    _, rows = audit.recent(1, 10, "otto", "forbidden")
+    assert rows[0]["target"] == "/console/messages/bulk/part"

@@ -31,7 +31,7 @@ from butterfly_common.mq import (
     check_priority,
 )
 from butterfly_common.mq.bulk import ACTIONS as BULK_ACTIONS
-from butterfly_common.mq.bulk import BulkCounts, BulkFilter
+from butterfly_common.mq.bulk import BulkCounts, BulkFilter, check_max_steps, read_cursor, scope_of
 from butterfly_common.mq.bulk import check as check_bulk
 from butterfly_common.mq.keys import check_dedup, check_id, check_topic, reserved_by
 from butterfly_common.mq.limits import check_group_limits, check_limits
@@ -316,12 +316,16 @@ def purge(broker: Broker, topic: str, status: str) -> dict[str, Any]:
 
 def bulk(broker: Broker, topic: str, action: str, status: str, *, error: str | None,
          since: float | None, until: float | None, stat: str | None, dry_run: bool,
-         step: int, who: str) -> dict[str, Any]:
+         step: int, who: str, cursor: str | None = None,
+         max_steps: int | None = None) -> dict[str, Any]:
     """``action`` on every message of ``topic`` in ``status`` matching the filter
     (:meth:`Broker.bulk`), in bounded steps, progress logged every BULK_LOG_EVERY steps;
-    answers the counts. A real run (not ``dry_run``) is audited with ``who``, the filter
-    and the counts. ERR_BAD_TOPIC, ERR_BAD_STATUS (unknown, or not one ``action``
-    takes), ERR_BAD_PARAMS (the action, the times, the step)."""
+    answers the counts. A real run (not ``dry_run``) is audited with ``who``, the filter,
+    the counts and the run id. In parts (``cursor`` or ``max_steps`` given) it answers the
+    run id, the part's number, ``cursor`` (None when done) and ``done`` too, and each
+    acting part is audited. ERR_BAD_TOPIC, ERR_BAD_STATUS (unknown, or not one ``action``
+    takes), ERR_BAD_PARAMS (the action, the times, the step, ``max_steps``, a malformed
+    cursor or one of another topic, action, status, filter or mode)."""
     check_topic_name(topic)
     if action not in BULK_ACTIONS:
         raise ParamError(f"invalid: action (expected one of {', '.join(BULK_ACTIONS)})")
@@ -334,6 +338,16 @@ def bulk(broker: Broker, topic: str, action: str, status: str, *, error: str | N
         check_bulk(action, flt, step)
     except ValueError as exc:
         raise ParamError(f"invalid: filter ({exc})") from None
+    try:
+        check_max_steps(max_steps)
+    except ValueError as exc:
+        raise ParamError(f"invalid: {exc}") from None
+    parts = cursor is not None or max_steps is not None
+    if cursor:
+        try:
+            read_cursor(cursor, scope_of(topic, action, flt, dry_run), status)
+        except ValueError as exc:
+            raise ParamError(f"invalid: {exc}") from None
 
     def progress(counts: BulkCounts) -> None:
         if counts.steps % BULK_LOG_EVERY == 0:
@@ -341,15 +355,24 @@ def bulk(broker: Broker, topic: str, action: str, status: str, *, error: str | N
                      "dry run of" if dry_run else action, status, topic, counts.scanned,
                      counts.matched, counts.acted)
 
-    counts = broker.bulk(topic, action, status, error=flt.error, since=since, until=until,
-                         stat=flt.stat, dry_run=dry_run, step=step, progress=progress)
+    try:
+        counts = broker.bulk(topic, action, status, error=flt.error, since=since,
+                             until=until, stat=flt.stat, dry_run=dry_run, step=step,
+                             progress=progress, cursor=cursor or None, max_steps=max_steps)
+    except ValueError as exc:  # what the checks above let through (they should not)
+        raise ParamError(f"invalid: {exc}") from None
     if not dry_run:
         audit_log.warning("bulk %s %s by %s: filter %s -> matched %d, acted %d "
-                          "(%d scanned in %d steps)", action, topic, who,
+                          "(%d scanned in %d steps); run %s part %d%s", action, topic, who,
                           json.dumps(flt.to_dict(), sort_keys=True), counts.matched,
-                          counts.acted, counts.scanned, counts.steps)
-    return {"topic": topic, "action": action, "dry_run": dry_run,
-            "filter": flt.to_dict(), **counts.to_dict()}
+                          counts.acted, counts.scanned, counts.steps, counts.run,
+                          counts.part, ", done" if counts.done else ", more to come")
+    answer: dict[str, Any] = {"topic": topic, "action": action, "dry_run": dry_run,
+                              "filter": flt.to_dict(), **counts.to_dict()}
+    if parts:
+        answer.update(run=counts.run, part=counts.part, cursor=counts.cursor,
+                      done=counts.done)
+    return answer
 
 
 # -- limits -------------------------------------------------------------------------------

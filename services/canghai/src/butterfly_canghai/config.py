@@ -107,6 +107,13 @@ class CanghaiConfig(Config):
                                    help="seconds a /readyz probe of a service may take")
     default_lang: str = setting("CANGHAI_DEFAULT_LANG", "zh", choices=LANGS, lower=True,
                                 help="zh or en when the browser says neither")
+    bulk_step: int = setting(
+        "CANGHAI_BULK_STEP", 1000, min=1, max=10_000,
+        help="ids one step of a console bulk action visits (one short Redis script each)")
+    bulk_part_steps: int = setting(
+        "CANGHAI_BULK_PART_STEPS", 20, min=1, max=1000,
+        help="steps per part of a console bulk action run with its live progress (one "
+             "request each)")
     log_dirs: str = setting(
         "CANGHAI_LOG_DIRS", "",
         help="log directories (os.pathsep-separated, each holding <service>/*.log) the reqid "

@@ -622,17 +622,23 @@ class Broker:
              since: float | None = None, until: float | None = None,
              stat: str | None = None, dry_run: bool = False, step: int = BULK_STEP,
              at_front: bool = False,
-             progress: Callable[[BulkCounts], None] | None = None) -> BulkCounts:
+             progress: Callable[[BulkCounts], None] | None = None,
+             cursor: str | None = None, max_steps: int | None = None) -> BulkCounts:
         """``action`` (``requeue``, ``delete``, ``cancel``) on every message of ``topic``
         in ``status`` matching the filter (see :mod:`.bulk`: ``error`` substring,
         ``since``/``until`` epoch seconds, the handler's ``stat``), in steps of at most
         ``step`` ids, one script call each, ``progress`` called after each. ``dry_run``
         only counts. Returns the counts (``matched``, ``acted``, ``scanned``, ``steps``);
-        ValueError for an action, status or filter that does not fit."""
+        ValueError for an action, status or filter that does not fit.
+
+        In parts: ``max_steps`` (1..1000) returns after that many steps, the counts'
+        ``cursor`` set while the walk is not done; the same call with ``cursor=`` that
+        cursor continues the run (same filter, else ValueError). Without either, the
+        whole run in this call."""
         flt = BulkFilter(status, error, since, until, stat)
         return run_bulk(self.client, self.keys(topic), action, flt, dry_run=dry_run,
                         step=step, at_front=at_front, index_slack=self.index_slack,
-                        progress=progress)
+                        progress=progress, cursor=cursor, max_steps=max_steps)
 
     def delete(self, topic: str, msg_id: str) -> bool:
         """Remove a message whatever its status; True if its record existed."""

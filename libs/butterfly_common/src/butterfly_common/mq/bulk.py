@@ -18,10 +18,23 @@ become dead letters that never ran (again), ``error_kind`` ``canceled``, kept
 
 The time range applies to the record's ``ended_at`` (failed, finished), ``started_at``
 (started) or ``created_at`` (queued, delayed: when it was published).
+
+A run can be done in parts (one HTTP call each, with progress in between): ``max_steps``
+(1..:data:`MAX_PART_STEPS`) ends the call after that many steps and answers a ``cursor``
+(None once the walk is done); passing it back continues the same run (same run id, same
+``t0``, the walk from where it stopped). The cursor is an opaque URL-safe string
+(:func:`write_cursor`) holding the ``bulk.lua`` cursor, the run id, the part number and a
+digest of the topic, the mode (the action, or ``count`` for a dry run) and the filter, so
+a cursor is refused (ValueError) with any other topic, action, status or filter, and
+when it is not one this module wrote.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import logging
 import math
 import secrets
@@ -32,7 +45,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import index, scripts
-from .keys import TopicKeys, to_ms
+from .keys import MAX_ID_LEN, TopicKeys, to_ms
 from .message import DELAYED, FAILED, FINISHED, QUEUED, STARTED, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -49,6 +62,14 @@ MAX_STEP = 10_000
 #: Latest ``since``/``until`` taken (epoch seconds, year 5138): keeps the milliseconds far
 #: inside what Lua's doubles hold exactly.
 MAX_TIME = 1e11
+#: Steps one part of a run takes at most (``max_steps``).
+MAX_PART_STEPS = 1000
+#: Longest cursor taken (an anchor id is at most MAX_ID_LEN characters).
+MAX_CURSOR = 2048
+_CURSOR_VERSION = 1
+_CURSOR_FIELDS = {"v", "run", "scope", "part", "t0", "bound", "prio", "anchor", "score"}
+#: The ``bulk.lua`` cursor of a run's first step.
+_START: tuple[Any, ...] = ("", "", "", "", "")
 #: The ``error`` a canceled message gets.
 CANCELED_ERROR = "canceled by a bulk action"
 
@@ -74,15 +95,26 @@ class BulkFilter:
 @dataclass(slots=True)
 class BulkCounts:
     """How far a bulk action got: ids ``scanned``, ``matched`` by the filter, ``acted``
-    on (0 on a dry run), in ``steps`` script calls."""
+    on (0 on a dry run), in ``steps`` script calls (of this call, when the run is done in
+    parts). ``run`` is the run's id, ``part`` this call's number in the run (1 for the
+    first), ``cursor`` where the next part starts (None: the walk is done)."""
 
     scanned: int = 0
     matched: int = 0
     acted: int = 0
     steps: int = 0
+    run: str = ""
+    part: int = 1
+    cursor: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.cursor is None
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The counts (not the run, part or cursor)."""
+        return {"scanned": self.scanned, "matched": self.matched, "acted": self.acted,
+                "steps": self.steps}
 
 
 def check(action: str, flt: BulkFilter, step: int) -> None:
@@ -108,23 +140,114 @@ def check(action: str, flt: BulkFilter, step: int) -> None:
         raise ValueError(f"step must be an integer 1..{MAX_STEP}: {step!r}")
 
 
+def check_max_steps(max_steps: int | None) -> None:
+    """ValueError unless ``max_steps`` is None (the whole run) or 1..MAX_PART_STEPS."""
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or not 1 <= max_steps <= MAX_PART_STEPS):
+        raise ValueError(f"max_steps must be an integer 1..{MAX_PART_STEPS}: {max_steps!r}")
+
+
+def scope_of(topic: str, action: str, flt: BulkFilter, dry_run: bool) -> str:
+    """The digest a cursor carries of what its run acts on: the topic, the mode (the
+    action, ``count`` for a dry run) and the filter (the times as the script's ms)."""
+    what = [topic, "count" if dry_run else action, flt.status, flt.error or "",
+            None if flt.since is None else to_ms(flt.since),
+            None if flt.until is None else to_ms(flt.until), flt.stat or ""]
+    text = json.dumps(what, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def write_cursor(run: str, scope: str, part: int, at: list[Any]) -> str:
+    """The opaque cursor of the part after ``part``: the run, the scope digest and the
+    ``bulk.lua`` cursor ``at`` (t0, bound, priority, anchor id, anchor score)."""
+    t0, bound, prio, anchor, score = at
+    body = {"v": _CURSOR_VERSION, "run": run, "scope": scope, "part": part,
+            "t0": int(t0), "bound": str(bound), "prio": int(prio), "anchor": str(anchor),
+            "score": str(score)}
+    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _number_text(value: Any) -> bool:
+    """``value`` is "" or a score as Redis writes one (a float's text)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    if value == "":
+        return True
+    try:
+        return not math.isnan(float(value))
+    except ValueError:
+        return False
+
+
+def read_cursor(cursor: str, scope: str, status: str) -> tuple[str, int, list[Any]]:
+    """``(run, part, bulk.lua cursor)`` of a cursor :func:`write_cursor` made for this
+    ``scope`` (a walk of ``status``), else ValueError saying what is wrong (malformed, or
+    another run's)."""
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
+        raise ValueError(f"cursor must be the cursor a previous call answered "
+                         f"(1..{MAX_CURSOR} characters)")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError):
+        raise ValueError("cursor is malformed: not one a previous call answered") from None
+    if not (isinstance(body, dict) and set(body) == _CURSOR_FIELDS
+            and _int(body["v"], _CURSOR_VERSION, _CURSOR_VERSION) and _sound(body, status)):
+        raise ValueError("cursor is malformed: not one a previous call answered")
+    if body.get("scope") != scope:
+        raise ValueError("cursor belongs to another bulk run: its topic, action, status or "
+                         "filter (or dry_run) differ from this call's")
+    return body["run"], body["part"], [body["t0"], body["bound"], body["prio"],
+                                       body["anchor"], body["score"]]
+
+
+def _int(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _text(value: Any, is_id: bool) -> bool:
+    return (isinstance(value, str) and len(value) <= MAX_ID_LEN and value.isprintable()
+            and not (is_id and any(c.isspace() for c in value)))
+
+
+def _sound(body: dict[str, Any], status: str) -> bool:
+    """The fields of a decoded cursor have the types and ranges :func:`write_cursor`
+    writes (the anchor an id, the score a float's text, or a group's name when queued)."""
+    run = body["run"]
+    return (isinstance(run, str) and len(run) == 16 and all(c in "0123456789abcdef" for c in run)
+            and _int(body["part"], 1, 10**9) and _int(body["t0"], 1, to_ms(MAX_TIME))
+            and _int(body["prio"], -10**6, 10**6) and _number_text(body["bound"])
+            and _text(body["anchor"], True) and _text(body["score"], False)
+            and (status == QUEUED or _number_text(body["score"])))
+
+
 def run_bulk(client: Any, k: TopicKeys, action: str, flt: BulkFilter, *, dry_run: bool,
              step: int, at_front: bool, index_slack: float,
-             progress: Callable[[BulkCounts], None] | None) -> BulkCounts:
+             progress: Callable[[BulkCounts], None] | None, cursor: str | None = None,
+             max_steps: int | None = None) -> BulkCounts:
     """Drive the steps of one bulk action (checked by :func:`check` first); ``progress``
-    is called after every step with the counts so far."""
+    is called after every step with the counts so far. ``cursor`` (a previous part's)
+    continues that run; ``max_steps`` stops after that many steps with the counts' cursor
+    set when the walk is not done (ValueError for a bad or mismatched cursor, a bad
+    ``max_steps``, before any step)."""
     check(action, flt, step)
-    counts = BulkCounts()
+    check_max_steps(max_steps)
+    scope = scope_of(k.topic, action, flt, dry_run)
+    if cursor is None:
+        run, part, at = secrets.token_hex(8), 0, list(_START)
+    else:
+        run, part, at = read_cursor(cursor, scope, flt.status)
+    counts = BulkCounts(run=run, part=part + 1)
     fixed = [k.msg_prefix, flt.status, "count" if dry_run else action, step,
              flt.error or "", "" if flt.since is None else to_ms(flt.since),
              "" if flt.until is None else to_ms(flt.until), flt.stat or "", int(at_front),
-             CANCELED_ERROR, ErrorKind.CANCELED.value, secrets.token_hex(8)]
-    cursor: list[Any] = ["", "", "", "", ""]
+             CANCELED_ERROR, ErrorKind.CANCELED.value, run]
     keys = [k.queue, k.prios, k.delayed, k.started, k.finished, k.failed]
     while True:
-        reply = scripts.run(client, "bulk", keys, fixed + cursor)
+        reply = scripts.run(client, "bulk", keys, fixed + at)
         scanned, matched, acted, done = (int(v) for v in reply[:4])
-        cursor = list(reply[4:9])
+        at = list(reply[4:9])
         counts.scanned += scanned
         counts.matched += matched
         counts.acted += acted
@@ -133,6 +256,9 @@ def run_bulk(client: Any, k: TopicKeys, action: str, flt: BulkFilter, *, dry_run
         if progress is not None:
             progress(counts)
         if done:
+            return counts
+        if max_steps is not None and counts.steps >= max_steps:
+            counts.cursor = write_cursor(run, scope, counts.part, at)
             return counts
 
 

@@ -1,4 +1,5 @@
-// canghai console behaviour: confirm dialogs and the overview charts (uPlot).
+// canghai console behaviour: confirm dialogs, the overview charts (uPlot) and the bulk
+// action's Act run in parts with live progress.
 // No inline scripts anywhere (the CSP allows scripts from this origin only).
 (function () {
   "use strict";
@@ -80,7 +81,144 @@
     });
   });
 
+  // -- bulk action by filter: Act in parts ---------------------------------------------
+  // The form (data-parts: the part endpoint) posts the whole run in one request when this
+  // does not run. Here Act posts the form's fields to data-parts once per part, with the
+  // cursor the previous part answered, and shows scanned / acted so far against the
+  // preview's totals (when the preview on the page was of the same fields).
+  var bulkPreviewed = null;  // the fields the preview on the page counted
+
+  function bulkFields(form) {
+    var fields = new FormData(form);
+    fields.delete("csrf_token");
+    return new URLSearchParams(fields).toString();
+  }
+
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (all, key) {
+      return Object.prototype.hasOwnProperty.call(values, key) ? String(values[key]) : all;
+    });
+  }
+
+  // The page's counts and message rows after a run (the form's topic and status).
+  function refreshMessages(form) {
+    if (typeof htmx === "undefined") { return; }
+    var counts = document.getElementById("message-counts");
+    if (counts && counts.getAttribute("hx-get")) {
+      htmx.ajax("GET", counts.getAttribute("hx-get"), { target: counts, swap: "outerHTML" });
+    }
+    if (document.getElementById("message-rows")) {
+      var q = new URLSearchParams({ topic: form.elements.topic.value,
+                                    status: form.elements.status.value });
+      htmx.ajax("GET", "/console/messages/rows?" + q.toString(),
+                { target: "#message-rows", swap: "outerHTML" });
+    }
+  }
+
+  function runBulk(form) {
+    var box = form.closest("section") || form.parentNode;
+    var labels = JSON.parse(form.getAttribute("data-labels") || "{}");
+    var wrap = box.querySelector('[data-field="bulk-progress"]');
+    var bar = wrap.querySelector("progress");
+    var text = wrap.querySelector('[data-field="bulk-progress-text"]');
+    var preview = box.querySelector('[data-field="bulk-preview"]');
+    var total = null;
+    var expected = null;
+    if (preview && bulkPreviewed === bulkFields(form)) {
+      total = Number(preview.getAttribute("data-scanned"));
+      expected = Number(preview.getAttribute("data-matched"));
+    }
+    box.querySelectorAll('[data-field="bulk-done"], [data-field="bulk-error"]')
+      .forEach(function (el) { el.remove(); });
+    var buttons = form.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    var action = form.elements.bulk_action.value;
+    var sum = { scanned: 0, matched: 0, acted: 0, steps: 0, part: 0 };
+    wrap.hidden = false;
+    if (total !== null) {
+      bar.max = Math.max(total, 1);
+      bar.value = 0;
+    } else {
+      bar.removeAttribute("value");  // indeterminate: no preview of these fields
+    }
+
+    function show() {
+      if (total !== null) {
+        bar.value = Math.min(sum.scanned, bar.max);
+        text.textContent = fill(labels.progress, { scanned: sum.scanned, total: total,
+          acted: sum.acted, matched: expected, part: sum.part });
+      } else {
+        text.textContent = fill(labels.progress_open, { scanned: sum.scanned,
+          acted: sum.acted, part: sum.part });
+      }
+    }
+
+    function say(cls, field, words, extra) {
+      var p = document.createElement("p");
+      p.className = cls;
+      p.setAttribute("role", cls === "alert" ? "alert" : "status");
+      p.setAttribute("data-field", field);
+      Object.keys(extra).forEach(function (k) { p.setAttribute(k, extra[k]); });
+      p.textContent = words;
+      wrap.parentNode.insertBefore(p, wrap);
+      buttons.forEach(function (b) { b.disabled = false; });
+    }
+
+    function finish() {
+      show();
+      bar.max = 1;  // the walk is done, whatever the preview counted
+      bar.value = 1;
+      say("note-ok", "bulk-done", fill(labels.done, { action: labels[action] || action,
+        matched: sum.matched, acted: sum.acted, scanned: sum.scanned, steps: sum.steps }),
+        { "data-acted": sum.acted, "data-matched": sum.matched, "data-parts": sum.part });
+      refreshMessages(form);
+    }
+
+    function stop(why) {
+      say("alert", "bulk-error", fill(labels.stopped, { part: sum.part, acted: sum.acted,
+        why: why }), {});
+    }
+
+    function part(cursor) {
+      var body = new URLSearchParams(new FormData(form));
+      body.set("cursor", cursor);
+      fetch(form.getAttribute("data-parts"), { method: "POST", body: body,
+        credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) {
+          return r.json().catch(function () { return null; })
+            .then(function (data) { return { r: r, data: data }; });
+        })
+        .then(function (got) {
+          var d = got.data;
+          if (!got.r.ok || !d || d.error) {
+            stop((d && d.error) || got.r.headers.get("x-reason") || String(got.r.status));
+            return;
+          }
+          ["scanned", "matched", "acted", "steps"].forEach(function (k) { sum[k] += d[k]; });
+          sum.part = d.part;
+          show();
+          if (d.done) { finish(); } else { part(d.cursor); }
+        })
+        .catch(function (err) { stop(String(err)); });
+    }
+
+    show();
+    part("");
+  }
+
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.matches("form.bulk-form[data-parts]")) { return; }
+    if (!ev.submitter || ev.submitter.value !== "act") { return; }
+    ev.preventDefault();
+    runBulk(form);
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
+    var bulk = document.querySelector("form.bulk-form[data-parts]");
+    if (bulk && document.querySelector('[data-field="bulk-preview"]')) {
+      bulkPreviewed = bulkFields(bulk);  // the page shows the preview of these fields
+    }
     refresh();
     var el = document.querySelector(".chart[data-kind]");
     // the job page's lateness chart grows by the second; the others per minute

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, g, redirect, request
+from flask import Blueprint, abort, g, jsonify, redirect, request
+
+from butterfly_common.runtime import get_config
 
 from .. import bulk_form, limits_form, queues, users
+from ..config import CanghaiConfig
 from .common import log, needs, page, safe_next
 from .i18n import translate
 from .pages import messages_page
@@ -175,7 +178,8 @@ def bulk() -> Any:
         wanted = bulk_form.parse(request.form)
         counts = queues.broker().bulk(topic, wanted.action, wanted.status,
                                       error=wanted.error, since=wanted.since,
-                                      until=wanted.until, stat=wanted.stat, dry_run=not act)
+                                      until=wanted.until, stat=wanted.stat, dry_run=not act,
+                                      step=get_config(CanghaiConfig).bulk_step)
     except bulk_form.BulkInputError as exc:
         g.reason = exc.say(translate, "en")
         if act:
@@ -193,6 +197,50 @@ def bulk() -> Any:
             f"{wanted.action} {wanted.detail()} matched={counts.matched} acted={counts.acted} "
             f"scanned={counts.scanned} steps={counts.steps}")
     return again(bulk_result=result)
+
+
+@bp.post("/messages/bulk/part")
+@needs("admin")
+def bulk_part() -> Any:
+    """One part of a bulk action, for the form's script that shows the run's progress
+    live: the form's fields plus ``cursor`` (empty for the first part, then the one the
+    previous part answered). Admin, checked on every part (and the CSRF token, as every
+    POST); acts for at most CANGHAI_BULK_PART_STEPS steps of CANGHAI_BULK_STEP ids and
+    answers this part's counts as JSON with ``run``, ``part``, ``done`` and the next
+    ``cursor``. Every part is audited as ``bulk`` with the run id and the part's number.
+    Bad input, or a cursor of another topic, action, status or filter: a 400 with
+    ``error`` (and x-reason); nothing is touched."""
+    lang = g.get("lang") or "en"
+    topic = request.form.get("topic") or ""
+    try:
+        queues.broker().keys(topic)
+    except ValueError:
+        g.reason = "bad topic"
+        return jsonify(error=translate(lang, "bulk_refused", why="bad topic")), 400
+    cfg = get_config(CanghaiConfig)
+    wanted: bulk_form.BulkInput | None = None
+    try:
+        wanted = bulk_form.parse(request.form)
+        counts = queues.broker().bulk(topic, wanted.action, wanted.status,
+                                      error=wanted.error, since=wanted.since,
+                                      until=wanted.until, stat=wanted.stat,
+                                      step=cfg.bulk_step, max_steps=cfg.bulk_part_steps,
+                                      cursor=request.form.get("cursor") or None)
+    except bulk_form.BulkInputError as exc:
+        g.reason = exc.say(translate, "en")
+        log("bulk", topic, g.reason, ok=False)
+        return jsonify(error=exc.say(translate, lang)), 400
+    except ValueError as exc:  # a bad or mismatched cursor, or a changed rule
+        g.reason = f"Bulk action refused: {exc}"
+        log("bulk", topic, f"{wanted.action if wanted else '?'} "
+                           f"{wanted.detail() if wanted else ''}: {g.reason}", ok=False)
+        return jsonify(error=translate(lang, "bulk_refused", why=str(exc))), 400
+    log("bulk", topic,
+        f"{wanted.action} {wanted.detail()} matched={counts.matched} acted={counts.acted} "
+        f"scanned={counts.scanned} steps={counts.steps} run={counts.run} "
+        f"part={counts.part}{' done' if counts.done else ''}")
+    return jsonify(action=wanted.action, run=counts.run, part=counts.part, done=counts.done,
+                   cursor=counts.cursor, **counts.to_dict())
 
 
 @bp.post("/users/add")

@@ -423,6 +423,14 @@ LABELS: dict[str, tuple[str, str]] = {
                   "cancel queued or delayed, delete any status."),
     "bulk_refused": ("批量操作被拒绝：{why}", "Bulk action refused: {why}"),
     "bulk_bad_time": ("{field}：请填写日期时间", "{field}: enter a date and time"),
+    "bulk_progress": ("已扫描 {scanned} / {total} 条，"
+                      "已处理 {acted} / {matched} 条（第 {part} 部分）",
+                      "{scanned} of {total} scanned, {acted} of {matched} done (part {part})"),
+    "bulk_progress_open": ("已扫描 {scanned} 条，已处理 {acted} 条（第 {part} 部分）",
+                           "{scanned} scanned, {acted} done (part {part})"),
+    "bulk_progress_label": ("批量操作进度", "Bulk action progress"),
+    "bulk_stopped": ("第 {part} 部分后停止（已处理 {acted} 条）：{why}",
+                     "Stopped after part {part} ({acted} done so far): {why}"),
 }
 
 

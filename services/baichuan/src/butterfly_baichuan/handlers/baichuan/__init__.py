@@ -224,7 +224,8 @@ def purge(req: Request, topic: str, status: str = "failed") -> Any:
 @api(write=True)
 def bulk(req: Request, topic: str, action: str, status: str, error: str | None = None,
          since: float | None = None, until: float | None = None, stat: str | None = None,
-         dry_run: bool = False, step: int = 1000) -> Any:
+         dry_run: bool = False, step: int = 1000, cursor: str | None = None,
+         max_steps: int | None = None) -> Any:
     """``action`` (``requeue``: failed or finished; ``delete``: any status; ``cancel``:
     queued or delayed, which become failed with ``error_kind`` ``canceled``) on every
     message of ``topic`` in ``status`` matching the filter: ``error`` (a case-sensitive
@@ -234,13 +235,23 @@ def bulk(req: Request, topic: str, action: str, status: str, error: str | None =
     ``dry_run=true`` only counts (the operator role); acting needs the admin role and is
     audited. Runs in steps of ``step`` ids (1..10000), one short Redis call each, and
     answers when done: ``matched``, ``acted`` (0 on a dry run), ``scanned``, ``steps``
-    and the ``filter``. Bad action, times or step: ERR_BAD_PARAMS; a status the action
-    does not take: ERR_BAD_STATUS."""
+    and the ``filter``.
+
+    In parts, with progress in between: ``max_steps`` (1..1000) ends this call after that
+    many steps; the answer adds ``run`` (the run's id), ``part`` (1, 2, ...), ``done`` and
+    ``cursor`` (an opaque string; null once done). Call again with the same topic,
+    action, status, filter and dry_run plus ``cursor`` to continue the same run (the
+    counts are this call's: add them up). Every acting part is audited with the run id.
+    Without ``cursor`` and ``max_steps`` the whole run is one call, as before.
+
+    Bad action, times, step, max_steps, or a malformed cursor or one answered for another
+    topic, action, status, filter or dry_run: ERR_BAD_PARAMS; a status the action does
+    not take: ERR_BAD_STATUS."""
     if not dry_run:
         require_role(req, "admin")
     return OK, queue_admin.bulk(mq.broker(), topic, action, status, error=error, since=since,
                                 until=until, stat=stat, dry_run=dry_run, step=step,
-                                who=_who(req))
+                                who=_who(req), cursor=cursor, max_steps=max_steps)
 
 
 @api(topic=False)
