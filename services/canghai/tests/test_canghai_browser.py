@@ -620,6 +620,13 @@ def test_bulk_act_shows_its_progress_part_by_part(fleet: dict, admin: Watched) -
     expect(page.locator('#message-counts [data-count="failed"]')).to_have_text("Failed 10")
     expect(page.locator("#message-rows tr")).to_have_count(10)
     expect(page.locator("#message-rows")).not_to_contain_text("TimeoutError")
+    # so do the list's total, its pager and purge count, and the status choice
+    expect(page.locator("#message-list h2")).to_contain_text("Total 10")
+    expect(page.locator("#message-list a.danger")).to_have_text("Purge (10)")
+    expect(page.locator("#message-list .pager")).to_contain_text("1 / 1")
+    expect(page.locator('#message-filters select[name=status] option[value="failed"]')
+           ).to_have_text("Failed (10)")
+    expect(page.locator('#bulk [data-field="bulk-done"]')).to_be_visible()  # still shown
     shot(page, "messages-bulk-parts-done")
     page.goto("/console/audit?action=bulk")
     rows = page.locator("tr", has_text=PARTED)

@@ -101,19 +101,21 @@
   }
 
   // The page's counts and message rows after a run (the form's topic and status).
-  function refreshMessages(form) {
-    if (typeof htmx === "undefined") { return; }
-    var counts = document.getElementById("message-counts");
-    if (counts && counts.getAttribute("hx-get")) {
-      htmx.ajax("GET", counts.getAttribute("hx-get"), { target: counts, swap: "outerHTML" });
-    }
-    if (document.getElementById("message-rows")) {
-      var q = new URLSearchParams({ topic: form.elements.topic.value,
-                                    status: form.elements.status.value });
-      htmx.ajax("GET", "/console/messages/rows?" + q.toString(),
-                { target: "#message-rows", swap: "outerHTML" });
-    }
+  // After a run in parts: the page's regions that show counts (the status choice, the
+  // count chips, the list with its total, pager and purge count) read again from the
+  // list's own page (its data-url: the page may have been a POST's answer), each swapped
+  // for its fresh copy.
+  function refreshMessages() {
+    var list = document.getElementById("message-list");
+    if (typeof htmx === "undefined" || !list || !list.dataset.url) { return; }
+    ["message-filters", "message-counts", "message-list"].forEach(function (id) {
+      if (document.getElementById(id)) {
+        htmx.ajax("GET", list.dataset.url,
+                  { target: "#" + id, select: "#" + id, swap: "outerHTML" });
+      }
+    });
   }
+
 
   function runBulk(form) {
     var box = form.closest("section") || form.parentNode;
@@ -171,7 +173,7 @@
       say("note-ok", "bulk-done", fill(labels.done, { action: labels[action] || action,
         matched: sum.matched, acted: sum.acted, scanned: sum.scanned, steps: sum.steps }),
         { "data-acted": sum.acted, "data-matched": sum.matched, "data-parts": sum.part });
-      refreshMessages(form);
+      refreshMessages();
     }
 
     function stop(why) {
