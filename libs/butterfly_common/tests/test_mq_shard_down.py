@@ -57,7 +57,7 @@ class Fleet:
     dead: list[str]
     callback: str  # a callback topic on the live shard
     consumers: list[Consumer] = field(default_factory=list)
-    #: batch ids whose record lands on the live shard (live, mixed, late) or the dead one
+    #: batch ids whose record lands on the live shard (the others) or the dead one ("dead")
     batch_ids: dict[str, str] = field(default_factory=dict)
     #: per live topic, its consumers' heartbeats (id, ms) when the shard was killed
     beats: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
@@ -117,7 +117,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         assert len(live) >= 3 and dead and callbacks, where
         fleet = Fleet(broker, proxy, shards, down, live, dead, callbacks[0], consumers)
         fleet.batch_ids = {name: fleet.batch_id_on(down if name == "dead" else 1 - down, name)
-                           for name in ("live", "dead", "mixed", "late")}
+                           for name in ("live", "dead", "mixed", "late", "dropped")}
         yield fleet
     finally:
         for consumer in consumers:
@@ -376,7 +376,8 @@ class KillsMidway(Broker):
 def test_a_batch_that_loses_a_shard_mid_publish_is_finished_by_a_retry(fleet: Fleet) -> None:
     """The probe passed, then the shard died: publish_batch raises BatchIncomplete naming
     the batch; the live member runs, the batch waits (``opening``: no callback for half a
-    batch), and publishing it again once the shard is back finishes it, one callback."""
+    batch), and publishing it again once the shard is back finishes it, one callback;
+    or canceling it does."""
     broker, live, dead = fleet.broker, fleet.live, fleet.dead
 
     def serving_again() -> bool:
@@ -411,3 +412,17 @@ def test_a_batch_that_loses_a_shard_mid_publish_is_finished_by_a_retry(fleet: Fl
     assert (b.state, b.ok, b.failed, b.callbacks["complete"]) == ("ended", 2, 0, "sent")
     [callback] = broker.get_many(call)
     assert callback is not None and callback.attempts == 1
+
+    # the other way out: cancel it (once the shard is back), on_complete fires once
+    dropped = fleet.batch_ids["dropped"]
+    midway.victim = fleet.shards[fleet.down]
+    with pytest.raises(BatchIncomplete):
+        midway.publish_batch(items, batch_id=dropped, on_complete=fleet.callback)
+    restart(fleet)
+    b = broker.cancel_batch(dropped)
+    assert b.state == "canceled" and b.total == 2
+    call = [(callback_id(dropped, "complete"), fleet.callback)]
+    wait_until(lambda: all_finished(broker, call), 20, what="the canceled batch's callback")
+    b = broker.get_batch(dropped)
+    assert (b.pending, b.ok + b.failed, b.callbacks["complete"]) == (0, 2, "sent")
+    assert b.failed >= 1  # the member that never went out
