@@ -6,11 +6,13 @@ topics spread over both; a dead shard answers 503, the other shard's topics keep
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from baichuan_helpers import ADMIN, make_client, refused
 
 from butterfly_common.mq import Broker
+from butterfly_common.mq.batch import BatchKeys
 from butterfly_common.mq.keys import TopicKeys
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import Nutcracker, RedisServer
@@ -105,13 +107,27 @@ def test_refusals_and_admin_through_twemproxy(proxied):
     assert client.get("/baichuan/workers").get_json()["data"]["list"][0]["id"] == "w1"
 
 
+def batch_on(broker, shards, shard):
+    """A batch id whose record lands on ``shard`` (a probe key of its tag, read back)."""
+    for _ in range(200):
+        bid = f"sd-{uuid.uuid4().hex[:12]}"
+        probe = BatchKeys.of(bid).record + ":probe"
+        broker.client.set(probe, "1")
+        here = make_redis(shards[shard].url).exists(probe)
+        broker.client.delete(probe)
+        if here:
+            return bid
+    raise AssertionError(f"no batch id lands on shard {shard}")
+
+
 def test_dead_shard_is_503_other_shard_still_serves(proxied):
-    client, _, shards = proxied
+    client, broker, shards = proxied
     for topic in TOPICS:
         client.post("/baichuan/publish", json={"topic": topic, "data": {}})
     down = shard_of(shards, TOPICS[0])
     on_other = next(t for t in TOPICS if shard_of(shards, t) != down)
     on_down = [t for t in TOPICS if shard_of(shards, t) == down]
+    bid = batch_on(broker, shards, 1 - down)
     victim = shards[down]
     victim.stop()
     try:
@@ -121,6 +137,13 @@ def test_dead_shard_is_503_other_shard_still_serves(proxied):
         listing = client.get("/baichuan/msgs", query_string={"topic": on_other})
         assert listing.status_code == 200
         assert listing.get_json()["data"]["total"] == 1
+        # a batch with one topic on the dead shard: 503 before anything is published
+        items = [{"topic": on_other, "data": {"b": 1}}, {"topic": on_down[0], "data": {}}]
+        refused(client.post("/baichuan/publish_batch", json={"messages": items,
+                                                              "batch_id": bid}),
+                503, "ERR_MQ_UNAVAILABLE")
+        assert client.get("/baichuan/msgs", query_string={"topic": on_other}
+                          ).get_json()["data"]["total"] == 1
     finally:
         victim.__exit__(None, None, None)
         shards[down] = RedisServer(victim.port).start()  # the fleet fixture stops it

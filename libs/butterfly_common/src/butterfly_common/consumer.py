@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import health, metrics, retstat
 from .discovery import Route
@@ -69,6 +69,10 @@ HEARTBEAT_EVERY = 10.0
 REAP_EVERY = 5.0
 GRACE = 25.0
 SUPERVISE_EVERY = 0.5
+#: A topic whose claim the store refused (its shard down behind Twemproxy, its cluster
+#: slot down) is left out of the fetcher's passes this long, so the other topics keep
+#: their speed and the log gets one line per topic per second, not one per poll.
+TOPIC_DOWN_PAUSE = 1.0
 
 
 class TimeLimitExceeded(BaseException):
@@ -132,6 +136,7 @@ class Consumer:
         self.failed = 0  # of the processed, those whose stat was not OK
         self.restarts = 0
         self._reported_healthy = True
+        self._paused: dict[str, float] = {}  # topic -> monotonic time it is claimed again
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Consumer:
@@ -258,12 +263,24 @@ class Consumer:
             capacity = self._capacity()
         got = 0
         offset = (offset + 1) % len(self.topics)
+        now = time.monotonic()
         for topic in self.topics[offset:] + self.topics[:offset]:
+            if self._paused and self._paused.get(topic, 0.0) > now:
+                continue
             try:
                 msgs = self.broker.claim(topic, self.worker_id, capacity - got)
-            except RedisError as exc:
+            except ResponseError as exc:
+                # the store answered: this topic's shard is down (behind Twemproxy, or
+                # its cluster slot): pause it, the other topics go on at full speed
+                log.warning("claim on %s failed (paused %gs): %s", topic, TOPIC_DOWN_PAUSE,
+                            exc)
+                self._paused[topic] = now + TOPIC_DOWN_PAUSE
+                continue
+            except RedisError as exc:  # the store itself is unreachable or slow
                 log.warning("claim on %s failed: %s", topic, exc)
                 break
+            if self._paused:
+                self._paused.pop(topic, None)
             if msgs:
                 with self._work:
                     if self._stopping.is_set():  # stop() already drained the list
@@ -482,18 +499,26 @@ class Consumer:
             running = list(self._running.values())
         for job in running:
             self._keep(job, now)
-        try:
-            if now >= next_beat or self.health()["healthy"] != self._reported_healthy:
+        # a shard down (behind Twemproxy) fails the steps of its topics only: the
+        # heartbeat still refreshed the other topics (it is retried every second until it
+        # all goes through) and every other topic is still reaped. Before, one dead
+        # topic's reap pushed the heartbeat back at every tick, and after the heartbeat
+        # TTL the live topics' publishes were refused for want of a consumer.
+        if now >= next_beat or self.health()["healthy"] != self._reported_healthy:
+            try:
                 self._heartbeat()
                 next_beat = now + HEARTBEAT_EVERY
-            if now >= next_reap:
-                for topic in self.topics:
+            except RedisError as exc:
+                log.warning("consumer heartbeat failed (partly, if a shard is down): %s", exc)
+                next_beat = now + 1.0
+        if now >= next_reap:
+            every = min(REAP_EVERY, self.broker.lease / 2)
+            next_reap = now + every * random.uniform(0.8, 1.2)  # noqa: S311
+            for topic in self.topics:
+                try:
                     self.broker.reap(topic)
-                every = min(REAP_EVERY, self.broker.lease / 2)
-                next_reap = now + every * random.uniform(0.8, 1.2)  # noqa: S311
-        except RedisError as exc:
-            log.warning("consumer upkeep failed: %s", exc)
-            next_beat = max(next_beat, now + 1.0)
+                except RedisError as exc:
+                    log.warning("reaping %s failed: %s", topic, exc)
         return next_beat, next_reap
 
     def _keep(self, job: _Running, now: float) -> None:

@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 from .. import nesting
 from . import scripts
 from .errors import MQError
-from .keys import PREFIX, check_topic, to_ms
+from .keys import PREFIX, TopicKeys, check_topic, to_ms
 from .message import FAILED, FINISHED, ErrorKind, Message
 
 if TYPE_CHECKING:
@@ -68,6 +68,31 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9_.:@-]+")
 
 class BatchNotFound(MQError):
     """No batch of that id (never opened, or its record expired)."""
+
+
+class BatchIncomplete(MQError, RedisError):
+    """The store failed after the batch's record was written: some of its messages may be
+    out (and run), the batch stays ``opening`` (no callback fires for half a batch).
+    Publish it again with the same ``batch_id`` once the store answers (nothing is
+    queued twice), or cancel it. A ``RedisError`` too: the store was unavailable."""
+
+    def __init__(self, batch_id: str, cause: Exception) -> None:
+        super().__init__(f"batch {batch_id!r} is not fully published ({type(cause).__name__}: "
+                         f"{cause}); publish it again with batch_id={batch_id!r} once the "
+                         f"queue store answers, or cancel it")
+        self.batch_id = batch_id
+        self.cause = cause
+
+
+def reachable(client: Any, topics: Sequence[str]) -> None:
+    """Raise the first error of any ``topics``' shard (one pipelined EXISTS per topic):
+    a batch touching a shard that is down is refused before anything of it is written."""
+    pipe = client.pipeline(transaction=False)
+    for topic in topics:
+        pipe.exists(TopicKeys.of(topic).workers)
+    for result in pipe.execute(raise_on_error=False):
+        if isinstance(result, Exception):
+            raise result
 
 
 def check_batch_id(batch_id: object) -> str:

@@ -780,13 +780,19 @@ class Broker:
         opened = mqbatch.Opening(batch_id, on_success, on_complete, data or {}, ttl)
         opened.check(self.max_depth)
         prepared = self._prepare_all(items, force, defaults, batch=batch_id)
+        # a shard down (one of the topics', then the record's) refuses the batch before
+        # anything of it is out; one lost from here on raises BatchIncomplete
+        mqbatch.reachable(self.client, builtins.list(dict.fromkeys(p.topic for p in prepared)))
         opened.open(self.client, [mqbatch.member(p.topic, p.msg_id) for p in prepared])
         results: builtins.list[PublishResult] = []
-        for start in range(0, len(prepared), PUBLISH_CHUNK):
-            results += self._publish_chunk(prepared[start:start + PUBLISH_CHUNK], force)
-        refused = [mqbatch.member(p.topic, p.msg_id)
-                   for p, r in zip(prepared, results, strict=True) if r.status == NO_CONSUMER]
-        mqbatch.opened(self, batch_id, refused)
+        try:
+            for start in range(0, len(prepared), PUBLISH_CHUNK):
+                results += self._publish_chunk(prepared[start:start + PUBLISH_CHUNK], force)
+            refused = [mqbatch.member(p.topic, p.msg_id) for p, r
+                       in zip(prepared, results, strict=True) if r.status == NO_CONSUMER]
+            mqbatch.opened(self, batch_id, refused)
+        except RedisError as exc:
+            raise mqbatch.BatchIncomplete(batch_id, exc) from exc
         return batch_id, results
 
     def batch_ended(self, msg: Message, outcome: str) -> builtins.list[str]:
