@@ -517,8 +517,11 @@ class Consumer:
             for topic in self.topics:
                 try:
                     self.broker.reap(topic)
-                except RedisError as exc:
+                except ResponseError as exc:  # its shard is down: the others go on
                     log.warning("reaping %s failed: %s", topic, exc)
+                except RedisError as exc:  # the store itself: no use trying the rest now
+                    log.warning("reaping failed at %s: %s", topic, exc)
+                    break
         return next_beat, next_reap
 
     def _keep(self, job: _Running, now: float) -> None:
