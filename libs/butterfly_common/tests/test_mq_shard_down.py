@@ -10,9 +10,9 @@ batch whose record or one of whose topics is on the dead shard is refused before
 is published; one that loses a shard mid-publish says which batch to finish, and
 finishing it once the shard is back calls back once.
 
-(Redis Cluster is not run here: with a master down and no replica, the cluster refuses
-every command once it marks the node failed, ``cluster-require-full-coverage`` being the
-default; see docs/queue.md.)
+(Redis Cluster is in test_mq_cluster_node_down.py, with ``cluster-require-full-coverage
+no``: by default a cluster with a master down and no replica refuses every command once
+it marks the node failed; see docs/queue.md.)
 """
 
 from __future__ import annotations

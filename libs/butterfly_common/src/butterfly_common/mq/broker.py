@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .. import nesting
@@ -173,6 +174,11 @@ class Broker:
         self.registry = Registry(client, heartbeat_ttl)
         self._keys: dict[str, TopicKeys] = {}
         self._registered: dict[str, float] = {}  # topic -> when a forced publish added it
+        # A Redis Cluster pipeline fails as a whole when one node of it is down, so there
+        # the best-effort writes on other slots (the id index, the topic registry) go
+        # after a publish instead of in its round trip: a dead node's slots must not fail
+        # the publishes of topics on live ones.
+        self._split_bookkeeping = isinstance(client, RedisCluster)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Broker:
@@ -245,20 +251,27 @@ class Broker:
                             priority=priority, dedup_key=dedup_key, dedup_mode=dedup_mode,
                             dedup_ttl=dedup_ttl, dedup_extend=dedup_extend,
                             trace=trace, group=group)
+        split = self._split_bookkeeping
+        register = force and self._register_due(topic)
         pipe = pipeline(self.client)
         call = scripts.queue_in(pipe, "publish", one.keys, one.args)
         extra = []
-        if one.generated:
+        if one.generated and not split:
             # generated ids are unique (48 random bits per ms): index in the same trip
             index.queue_write(pipe, one.msg_id, topic, one.idx_ttl)
             extra.append(1)
-        if force and self._register_due(topic):
+        if register and not split:
             pipe.zadd(TOPICS, {topic: 0}, nx=True)
             extra.append(len(extra) + 1)
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), {0: call},
                                  best_effort=extra)
         index.ignore_errors(results, extra, "publish bookkeeping")
         result, write, forget = self._outcome(one, results[0])
+        if split:
+            write = write or (one.generated and result.created)
+            forget = [m for m in forget if m != one.msg_id or not one.generated]
+            if register:
+                self._register(topic)
         if result.status == NO_CONSUMER:
             index.forget(self.client, forget, topic)
             raise NoConsumer(topic)
@@ -401,17 +414,22 @@ class Broker:
             calls[n] = scripts.queue_in(pipe, "publish_many",
                                         [k.queue, k.delayed, k.workers, k.prios], args)
             n += 1
+        split = self._split_bookkeeping
         for one in batch:
-            if one.generated:
+            if one.generated and not split:
                 index.queue_write(pipe, one.msg_id, one.topic, one.idx_ttl)
                 best_effort.append(n)
                 n += 1
         if force:
             for topic in by_topic:
-                if self._register_due(topic):
-                    pipe.zadd(TOPICS, {topic: 0}, nx=True)
-                    best_effort.append(n)
-                    n += 1
+                if not self._register_due(topic):
+                    continue
+                if split:
+                    self._register(topic)
+                    continue
+                pipe.zadd(TOPICS, {topic: 0}, nx=True)
+                best_effort.append(n)
+                n += 1
         results = scripts.settle(self.client, pipe.execute(raise_on_error=False), calls,
                                  best_effort=best_effort)
         index.ignore_errors(results, best_effort, "publish bookkeeping")
@@ -425,6 +443,9 @@ class Broker:
         pending = 0
         for one, reply in zip(batch, replies, strict=True):
             result, write, forget = self._outcome(one, reply)
+            if split and one.generated:  # not indexed in the first trip (see __init__)
+                write = result.created
+                forget = [m for m in forget if m != one.msg_id]
             out.append(result)
             if write:
                 index.queue_write(after, one.msg_id, one.topic, one.idx_ttl)
@@ -439,6 +460,13 @@ class Broker:
             except RedisError as exc:  # best effort, like every index write
                 log.warning("publish_many id index writes failed: %s", exc)
         return out
+
+    def _register(self, topic: str) -> None:
+        """Add ``topic`` to the registry on its own, best effort (Redis Cluster)."""
+        try:
+            self.client.zadd(TOPICS, {topic: 0}, nx=True)
+        except RedisError as exc:
+            log.warning("registering topic %s failed: %s", topic, exc)
 
     def _register_due(self, topic: str) -> bool:
         """True when this broker has not added ``topic`` to the registry in the last
