@@ -15,52 +15,18 @@ def _hold(seconds: float, tag: str):
     return retstat.OK, {"tag": tag}
 
 
-@api
-def alpha(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
+def _holder(name: str):
+    """One of the eight topics' handlers: hold ``seconds``, answer ``tag``."""
+    def handler(req: Request, seconds: float = 0.0, tag: str = ""):
+        return _hold(seconds, tag)
+
+    handler.__name__ = handler.__qualname__ = name
+    handler.__doc__ = "Hold ``seconds``, answer ``tag``."
+    return api(handler)
 
 
-@api
-def beta(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def gamma(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def delta(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def epsilon(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def zeta(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def eta(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
-
-
-@api
-def theta(req: Request, seconds: float = 0.0, tag: str = ""):
-    """Hold ``seconds``, answer ``tag``."""
-    return _hold(seconds, tag)
+for _name in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"):
+    globals()[_name] = _holder(_name)
 
 
 @api
