@@ -5,7 +5,8 @@ locks and bumps the namespace's revision row first (so writers of a namespace ar
 and revisions commit in order), runs the change, inserts its history rows, commits, and
 only then advances the namespace's Redis version key - which invalidates every cache entry
 of the namespace and wakes its watchers - and waits out the cache's read lease
-(``WUXING_CACHE_LEASE``, cache.commit) before the caller answers. :func:`run_prepared`
+(``WUXING_CACHE_LEASE``, cache.commit: only as long as a lease on an older version still
+runs) before the caller answers. :func:`run_prepared`
 (value writes) reads and checks before that lock and writes guarded rows under it.
 """
 
@@ -201,7 +202,7 @@ def run_prepared(namespace: str, user: str, prepare: Callable[[], P],
         except Moved as moved:
             log.info("write of %s runs again under the lock: %s changed", namespace, moved)
             result, write = _attempts(namespace, lambda: body(True))
-        cache.commit(namespace, write.revision)
+        cache.sleep(cache.commit(namespace, write.revision))
         if span is not None:  # tracing on: the revision this write made
             span.set_attribute("butterfly.revision", write.revision)
             span.set_attribute("butterfly.history_rows", len(write.rows))
