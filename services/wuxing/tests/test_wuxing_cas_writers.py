@@ -225,19 +225,24 @@ def _wait_for(condition, what: str) -> None:
 
 def test_queued_writers_commit_as_one_group_and_a_lost_cas_fails_alone(api, monkeypatch):
     """Writers that queue while their namespace is locked are committed together, in one
-    transaction, each with its own revision (queue order) and history row; of two writers
-    holding the same item revision the second loses its CAS alone - the others of its
-    group commit, and the lost one takes no revision."""
+    transaction - the leader's group, which they join once it holds the lock - each with
+    its own revision (queue order) and history row; of two writers holding the same item
+    revision the second loses its CAS alone - the others of its group commit, and the lost
+    one takes no revision."""
     _instances(api, 4)
     item = api.ok("instance_get", namespace="cas", instance_name="i0",
                   value_format="detail")["data"]["i|port"]
     start = api.ok("namespace_get", namespace="cas")["data"]["revision"]
+    started: list[int] = []  # each group's size when it waits for the lock, then after
     groups: list[int] = []
     real = store._commit_group
 
-    def spy(namespace, direct, batch):
-        groups.append(len(batch))
-        return real(namespace, direct, batch)
+    def spy(namespace, direct, batch, more):
+        started.append(len(batch))
+        try:
+            return real(namespace, direct, batch, more)
+        finally:
+            groups.append(len(batch))
 
     monkeypatch.setattr(store, "_commit_group", spy)
     gate, holding = threading.Event(), threading.Event()
@@ -265,11 +270,11 @@ def test_queued_writers_commit_as_one_group_and_a_lost_cas_fails_alone(api, monk
             holding.wait(30)
             write("lead", "i3", 9, None)
         else:
-            _wait_for(lambda: groups, "the leader's group of one")
+            _wait_for(lambda: started, "the leader's group of one")
             write(*writers[n - 2])
 
     def stage() -> None:  # the lock is released once the others queued behind the leader
-        _wait_for(lambda: groups, "the leader's group of one")
+        _wait_for(lambda: started, "the leader's group of one")
         group = store._groups[("cas", True)]
         _wait_for(lambda: len(group.queue) == len(writers), "the queued writers")
         gate.set()
@@ -278,7 +283,8 @@ def test_queued_writers_commit_as_one_group_and_a_lost_cas_fails_alone(api, monk
     stager.start()
     assert _threads(run, 2 + len(writers)) == []
     stager.join(30)
-    assert groups == [1, len(writers)]
+    # the leader waited for the lock alone; the writers queued meanwhile joined its group
+    assert (started, groups) == ([1], [1 + len(writers)])
     assert outcome["lead"] == start + 1
     won = [name for name in ("a", "b") if outcome[name] != "ERR_ITEM_UPDATE_FAILED"]
     assert len(won) == 1, outcome  # one of the two with the same revision, not both

@@ -8,7 +8,7 @@ of the namespace and wakes its watchers - and waits out the cache's read lease
 (``WUXING_CACHE_LEASE``, cache.commit: only as long as a lease on an older version still
 runs) before the caller answers. :func:`run_prepared` (value writes) reads and checks
 before that lock and writes guarded rows under it, and commits the writes of a namespace
-that queued meanwhile together (one transaction, a savepoint and a revision each).
+that queued meanwhile together (one transaction, a revision each, a write failing alone).
 """
 
 from __future__ import annotations
@@ -306,11 +306,16 @@ def _grouped(namespace: str, direct: bool, job: _Job, limit: int) -> None:
         job.done.wait()
         if not job.lead:
             return
-    with group.lock:
-        batch, group.queue = group.queue[:limit], group.queue[limit:]
+
+    def more(taken: int) -> list[_Job]:
+        with group.lock:
+            extra, group.queue = group.queue[:limit - taken], group.queue[limit - taken:]
+        return extra
+
+    batch = more(0)
     interrupted: BaseException | None = None
     try:
-        _commit_group(namespace, direct, batch)
+        _commit_group(namespace, direct, batch, more)
     except Exception as exc:  # a failure of the transaction: every write of it failed
         for one in batch:
             one.error, one.write = exc, None
@@ -340,23 +345,32 @@ def _grouped(namespace: str, direct: bool, job: _Job, limit: int) -> None:
             one.done.set()
 
 
-def _commit_group(namespace: str, direct: bool, batch: list[_Job]) -> None:
-    """The group's writes in one transaction, in queue order: one lock and one UPDATE take
-    a revision for each, each write runs behind its own savepoint (a refused or lost CAS
-    rolls back to it and fails that write alone, taking no revision), then one history
-    INSERT and the commit. A deadlock runs the whole group again."""
+def _commit_group(namespace: str, direct: bool, batch: list[_Job],
+                  more: Callable[[int], list[_Job]]) -> None:
+    """The group's writes in one transaction, in queue order: one UPDATE locks the
+    namespace and takes a revision for each write of ``batch``; the writes that queued
+    while it waited for the lock join the group then (``more``, appended to ``batch``).
+    Each write takes the next revision; then one UPDATE sets the revision actually used
+    (when the group grew or a write failed), one history INSERT and the commit.
+
+    A write that fails (a lost CAS, a refusal, a guard that missed) must not fail the
+    others: the group first runs without savepoints (no round trip per write); at the
+    first failure it rolls back and runs again with a SAVEPOINT before each write, where a
+    failure rolls back to it and fails that write alone, taking no revision. A guard that
+    missed re-reads under the lock. A deadlock runs the whole group again."""
     sqlite = isinstance(db.database.obj, peewee.SqliteDatabase)
+    savepoints = False
 
     def body() -> None:
         for one in batch:
             one.result, one.error, one.write = None, None, None
         last = _bump(namespace, direct=direct, count=len(batch))
         first = revision = last - len(batch) + 1
-        savepoint = len(batch) > 1  # a single write's failure rolls everything back
+        batch.extend(more(len(batch)))  # queued while this waited for the lock
         rows: list[dict[str, Any]] = []
         for one in batch:
             write = Write(namespace, revision, one.user)
-            if savepoint:
+            if savepoints:
                 db.database.execute_sql("SAVEPOINT wx_write")
             try:
                 try:
@@ -368,22 +382,21 @@ def _commit_group(namespace: str, direct: bool, batch: list[_Job]) -> None:
                     log.info("write of %s runs again under the lock: %s changed",
                              namespace, moved)
                     one.fresh = True
-                    if not savepoint:
+                    if not savepoints:
                         raise _Again from moved
                     db.database.execute_sql("ROLLBACK TO SAVEPOINT wx_write")
                     write = Write(namespace, revision, one.user)
                     one.result = one.change(write, one.prepare())
             except _Again:
                 raise
-            except (peewee.OperationalError, peewee.InternalError) as exc:
-                if _retryable(exc) or not savepoint:
-                    raise
-                db.database.execute_sql("ROLLBACK TO SAVEPOINT wx_write")
-                one.error = exc
-                continue
             except Exception as exc:
-                if not savepoint:
-                    raise
+                if isinstance(exc, (peewee.OperationalError, peewee.InternalError)) \
+                        and _retryable(exc):
+                    raise  # a deadlock: the whole group again (_attempts)
+                if not savepoints:
+                    if len(batch) > 1:
+                        raise _Again from exc
+                    raise  # a write alone fails with its transaction
                 db.database.execute_sql("ROLLBACK TO SAVEPOINT wx_write")
                 one.error = exc
                 continue
@@ -392,7 +405,7 @@ def _commit_group(namespace: str, direct: bool, batch: list[_Job]) -> None:
             revision += 1
         if revision == first:
             raise _NothingWritten  # every write failed: no revision taken
-        if revision <= last:  # some failed: give back the revisions they did not use
+        if revision - 1 != last:  # the group grew, or some failed: the revision used
             table = Namespace._meta.table_name
             p = "?" if sqlite else "%s"
             db.database.execute_sql(
@@ -404,14 +417,18 @@ def _commit_group(namespace: str, direct: bool, batch: list[_Job]) -> None:
         try:
             _attempts(namespace, body)
         except _Again:
-            continue  # rolled back: that write prepares under the lock this time
+            # rolled back: a write of a group failed (savepoints from now on) or the
+            # guard of a write alone missed (it reads under the lock this time)
+            savepoints = len(batch) > 1
+            continue
         except _NothingWritten:
             pass
         return
 
 
 class _Again(Exception):
-    """A single write's guard missed: its transaction rolls back and runs again."""
+    """A write of a group failed without savepoints, or a write alone's guard missed: the
+    transaction rolls back and runs again."""
 
 
 class _NothingWritten(Exception):
