@@ -152,6 +152,41 @@ def test_within_a_lease_hits_ask_redis_nothing(sqlite_api, redis_server):
     assert _get_calls(redis) == before + 5
 
 
+def test_a_write_waits_only_for_the_leases_still_running(sqlite_api, redis_server):
+    """The version advance answers how long the latest lease on an older version still
+    runs: nothing when no process read the namespace within its lease, most of a lease
+    right after a read (either script: an entry's read or a renewal of the version
+    alone), a whole lease when the version key was missing (a Redis that lost its keys
+    lost the marks too)."""
+    import time
+
+    from butterfly_wuxing.config import WuxingConfig
+
+    writer = cache.Cache(redis_server.url, WuxingConfig(cache_lease=0.5))
+    reader = cache.Cache(redis_server.url, WuxingConfig(cache_lease=0.5))
+    assert writer.advance("quiet", 1) == 0.5  # no version key yet
+    assert writer.advance("quiet", 2) == 0.0  # nobody read it: the write answers at once
+    assert reader.get("quiet", cache.entry_key("quiet", "i", "x")) == (None, "2")
+    assert 0.3 < writer.advance("quiet", 3) <= 0.5  # a lease on version 2 runs
+    # a renewal: the entry is remembered, the lease ran out, the version alone is read
+    make_section(sqlite_api)
+    sqlite_api.ok("instance_create", **WEB1, section_name="host", section_version="v1")
+    sqlite_api.ok("instance_get", **WEB1)
+    key = cache.entry_key("demo", "i", "web1")
+    assert reader.get("demo", key)[0] is not None
+    deadline = time.monotonic() + 10
+    while reader._leased("demo") is not None:
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.01)
+    assert reader.get("demo", key)[0] is not None  # served from memory after one GET
+    revision = sqlite_api.ok("namespace_get", namespace="demo")["data"]["revision"]
+    assert 0.3 < writer.advance("demo", revision + 1) <= 0.5
+    # without a lease nothing is recorded and nothing waited for
+    plain = cache.Cache(redis_server.url, WuxingConfig(cache_lease=0.0))
+    plain.get("quiet", cache.entry_key("quiet", "i", "x"))
+    assert plain.advance("quiet", 4) == 0.0
+
+
 def test_a_write_answers_only_after_other_processes_leases_ran_out(fresh, redis_server,
                                                                      sqlite_url):
     """Another process (its own Cache) holds a lease on the version before a write: once

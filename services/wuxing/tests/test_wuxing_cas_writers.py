@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 import pytest
 from wuxing_testlib import make_section
 
 from butterfly_common import db
 from butterfly_common.testing import mariadb_database
-from butterfly_wuxing import instances, rowsql
+from butterfly_wuxing import instances, rowsql, store
 from butterfly_wuxing.errors import WuxingError
 from butterfly_wuxing.models import History, Item
 from butterfly_wuxing.revisions import namespace_revision
@@ -201,3 +202,101 @@ def test_a_cas_overtaken_after_prepare_is_refused(mysql_api, monkeypatch):
     assert lost.value.stat == "ERR_ITEM_UPDATE_FAILED"
     assert api.ok("instance_get", namespace="cas", instance_name="i0")["data"]["i|port"] == 1
     assert api.ok("namespace_get", namespace="cas")["data"]["revision"] == item["revision"] + 1
+
+
+@pytest.fixture
+def api_alone(redis_server, db_url, fresh):
+    """``api`` with WUXING_WRITE_GROUP_MAX=1: every value write commits alone."""
+    with contextlib.contextmanager(fresh)(redis_server.url, db_url,
+                                          WUXING_WRITE_GROUP_MAX="1") as api:
+        yield api
+
+
+def test_writers_committing_alone_get_ordered_revisions_and_complete_history(api_alone):
+    test_concurrent_writers_get_ordered_revisions_and_complete_history(api_alone)
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_queued_writers_commit_as_one_group_and_a_lost_cas_fails_alone(api, monkeypatch):
+    """Writers that queue while their namespace is locked are committed together, in one
+    transaction - the leader's group, which they join once it holds the lock - each with
+    its own revision (queue order) and history row; of two writers holding the same item
+    revision the second loses its CAS alone - the others of its group commit, and the lost
+    one takes no revision."""
+    _instances(api, 4)
+    item = api.ok("instance_get", namespace="cas", instance_name="i0",
+                  value_format="detail")["data"]["i|port"]
+    start = api.ok("namespace_get", namespace="cas")["data"]["revision"]
+    started: list[int] = []  # each group's size when it waits for the lock, then after
+    groups: list[int] = []
+    real = store._commit_group
+
+    def spy(namespace, direct, batch, more):
+        started.append(len(batch))
+        try:
+            return real(namespace, direct, batch, more)
+        finally:
+            groups.append(len(batch))
+
+    monkeypatch.setattr(store, "_commit_group", spy)
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(_: int) -> None:  # the namespace's lock, held until the gate opens
+        store.run_locked("cas", lambda: (holding.set(), gate.wait(30)))
+
+    outcome: dict[str, object] = {}
+
+    def write(name: str, instance: str, value: int, revision: int | None) -> None:
+        try:
+            outcome[name] = instances.update_items(
+                "cas", instance, {"i|port": value}, name,
+                item_revisions=None if revision is None else {"i|port": revision})["revision"]
+        except WuxingError as exc:
+            outcome[name] = exc.stat
+
+    writers = [("a", "i0", 5, item["revision"]), ("b", "i0", 6, item["revision"]),
+               ("c", "i1", 7, None), ("d", "i2", 8, None)]
+
+    def run(n: int) -> None:
+        if n == 0:
+            hold(n)
+        elif n == 1:  # the first writer leads: it waits for the lock with a group of one
+            holding.wait(30)
+            write("lead", "i3", 9, None)
+        else:
+            _wait_for(lambda: started, "the leader's group of one")
+            write(*writers[n - 2])
+
+    def stage() -> None:  # the lock is released once the others queued behind the leader
+        _wait_for(lambda: started, "the leader's group of one")
+        group = store._groups[("cas", True)]
+        _wait_for(lambda: len(group.queue) == len(writers), "the queued writers")
+        gate.set()
+
+    stager = threading.Thread(target=stage)
+    stager.start()
+    assert _threads(run, 2 + len(writers)) == []
+    stager.join(30)
+    # the leader waited for the lock alone; the writers queued meanwhile joined its group
+    assert (started, groups) == ([1], [1 + len(writers)])
+    assert outcome["lead"] == start + 1
+    won = [name for name in ("a", "b") if outcome[name] != "ERR_ITEM_UPDATE_FAILED"]
+    assert len(won) == 1, outcome  # one of the two with the same revision, not both
+    done = sorted(outcome[name] for name in ("lead", *won, "c", "d"))
+    assert done == list(range(start + 1, start + 5))
+    assert api.ok("namespace_get", namespace="cas")["data"]["revision"] == start + 4
+    with db.database.connection_context():
+        rows = list(History.select(History.revision, History.user, History.value_new)
+                    .where((History.namespace == "cas") & (History.revision > start))
+                    .order_by(History.revision).tuples())
+    assert [r for r, _, _ in rows] == done
+    assert {user: value for _, user, value in rows} == {
+        "lead": "9", won[0]: "5" if won[0] == "a" else "6", "c": "7", "d": "8"}
+    port = api.ok("instance_get", namespace="cas", instance_name="i0")["data"]["i|port"]
+    assert port == (5 if won[0] == "a" else 6)

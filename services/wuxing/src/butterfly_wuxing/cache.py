@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -49,6 +50,11 @@ def version_key(namespace: str) -> str:
     return f"wx:{{{namespace}}}:rev"
 
 
+def lease_key(namespace: str) -> str:
+    """Where the latest end of a read lease on the namespace's version is kept."""
+    return f"wx:{{{namespace}}}:lease"
+
+
 def entry_key(namespace: str, kind: str, *parts: Any) -> str:
     return ":".join([f"wx:{{{namespace}}}:{kind}", *map(str, parts)])
 
@@ -72,6 +78,8 @@ class Cache:
         #: hit costs one plain GET and no JSON decoding. Values are shared: read-only.
         self._local: dict[str, tuple[str, Any]] = {}
         self.lease = config.cache_lease
+        #: the lease in whole ms as the scripts take it (rounded up: never shorter)
+        self.lease_ms = math.ceil(self.lease * 1000) if self.lease > 0 else 0
         #: namespace -> (version, monotonic deadline): a version read at most ``lease``
         #: seconds before the deadline, trusted until then (see the module docstring).
         self._leases: dict[str, tuple[str, float]] = {}
@@ -87,7 +95,8 @@ class Cache:
                 pending, self._pending = self._pending, {}
             try:
                 for namespace, revision in pending.items():
-                    _ADVANCE(self.client, [version_key(namespace)], [revision])
+                    _ADVANCE(self.client, [version_key(namespace), lease_key(namespace)],
+                             [revision])
             except Exception as exc:
                 self._fail(exc)
                 with self._lock:
@@ -103,17 +112,28 @@ class Cache:
         self._broken_until = time.monotonic() + BREAK_SECONDS
 
     # -- versions -------------------------------------------------------------------------
-    def advance(self, namespace: str, revision: int) -> None:
-        """Publish a committed revision: invalidates the namespace's entries, wakes watchers."""
+    def advance(self, namespace: str, revision: int) -> float:
+        """Publish a committed revision: invalidates the namespace's entries, wakes watchers.
+
+        Returns how long (s) read leases on an older version may still be trusted, counted
+        from the reply: the latest lease's end as Redis recorded it (0 when every lease
+        taken before this advance has run out); the whole lease when the advance failed or
+        the version key was missing (a Redis that lost its keys lost the leases' marks).
+        """
         self._leases.pop(namespace, None)
         try:
             if time.monotonic() < self._broken_until:
                 raise ConnectionError("cache circuit open")
-            _ADVANCE(self.client, [version_key(namespace)], [revision])
+            _, wait_ms = _ADVANCE(self.client, [version_key(namespace), lease_key(namespace)],
+                                  [revision])
         except Exception as exc:
             self._fail(exc)
             with self._lock:
                 self._pending[namespace] = max(revision, self._pending.get(namespace, 0))
+            return self.lease
+        if self.lease <= 0:
+            return 0.0
+        return self.lease if int(wait_ms) < 0 else min(self.lease, int(wait_ms) / 1000)
 
     def version(self, namespace: str) -> int | None:
         """The namespace's version key (None when missing or Redis is unavailable)."""
@@ -141,7 +161,8 @@ class Cache:
                 return local[1], None
         sent = time.monotonic()
         try:
-            version, entry = _GET(self.client, [version_key(namespace), key])
+            version, entry = _GET(self.client, [version_key(namespace), key,
+                                                lease_key(namespace)], [self.lease_ms])
         except Exception as exc:
             self._fail(exc)
             return None, None
@@ -185,7 +206,14 @@ class Cache:
             return version
 
     def _get_version(self, namespace: str) -> str | None:
-        raw = self.client.get(version_key(namespace))
+        """The version key; with a lease, read by cache_get.lua, which records the lease
+        (its end) for the writes to wait out."""
+        if self.lease_ms:
+            version_ = version_key(namespace)
+            raw, _ = _GET(self.client, [version_, version_, lease_key(namespace)],
+                          [self.lease_ms])
+        else:
+            raw = self.client.get(version_key(namespace))
         return None if raw is None else str(raw)  # the client decodes: already a str
 
     def _lease(self, namespace: str, version: str | None, sent: float) -> None:
@@ -240,17 +268,24 @@ def advance(namespace: str, revision: int) -> None:
 COMMITTED: list[Any] = []
 
 
-def commit(namespace: str, revision: int) -> None:
-    """A write's last step before its answer: advance the version, then wait out the read
-    leases other processes may hold on the previous one (``WUXING_CACHE_LEASE``)."""
+def commit(namespace: str, revision: int) -> float:
+    """A write's step after its commit: advance the version and wake this process's
+    watches. Returns how long the write must still wait before it answers (:func:`sleep`):
+    the read leases processes may hold on an older version (at most
+    ``WUXING_CACHE_LEASE``; nothing when no process read the version within the last
+    lease). Counted from after the advance's reply (or its failure): every lease on an
+    older version was taken before the advance ran, and Redis recorded its end then."""
     cache = get_cache()
-    cache.advance(namespace, revision)
+    wait = cache.advance(namespace, revision)
     for listener in COMMITTED:
         listener(namespace, revision)
-    if cache.enabled and cache.lease > 0:
-        # counted from after the advance's reply (or its failure): every lease on an older
-        # version was taken before the advance ran, so it has expired when this returns
-        time.sleep(cache.lease)
+    return wait if cache.enabled else 0.0
+
+
+def sleep(seconds: float) -> None:
+    """Wait out what :func:`commit` returned (the time already gone deducted)."""
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def read_through(namespace: str, key: str, load: Any) -> Any:

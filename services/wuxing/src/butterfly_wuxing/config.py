@@ -37,6 +37,12 @@ class WuxingConfig(Config):
     cache_timeout: float = setting(
         "WUXING_CACHE_TIMEOUT", 0.2, min=0.01, max=10.0,
         help="socket timeout of cache commands: a slow Redis must not slow reads down much")
+    #: Writers of a namespace that arrive while its previous group commits queue up; one
+    #: of them then commits them all in one transaction (store.run_prepared).
+    write_group_max: int = setting(
+        "WUXING_WRITE_GROUP_MAX", 32, min=1, max=1000,
+        help="most writes of one namespace a process commits together in one transaction, "
+             "each with its own revision and CAS (1: every write commits alone)")
     read_token: str = setting(
         "WUXING_READ_TOKEN", "", min_len=16, secret=True,
         help="when set, reads need Authorization: Bearer <token> (or a write credential)")
