@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         # dead letters made before core starts, so nobody consumes them first
         failed = _failed_message(broker, {"str_info": "retry me"}, "ConnectionError: down")
         xss_failed = _failed_message(broker, {"str_info": XSS}, f"ValueError: {XSS}")
-        baichuan = f.start("baichuan")
-        ruqi = f.start("ruqi")
-        core = f.start("core", BUTTERFLY_CONSUME="1")
-        # canghai calls them as the signed-in user (X-Username from a trusted peer)
-        wuxing = f.start("wuxing", BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
-        xingqiao = f.start("xingqiao", BUTTERFLY_CONSUME="1",
-                           BUTTERFLY_TRUSTED_PROXIES="127.0.0.1")
+        with ThreadPoolExecutor(5) as pool:  # side by side: each start waits on its port
+            starts = {name: pool.submit(f.start, name, **env) for name, env in (
+                ("baichuan", {}), ("ruqi", {}), ("core", {"BUTTERFLY_CONSUME": "1"}),
+                # canghai calls them as the signed-in user (X-Username from a trusted peer)
+                ("wuxing", {"BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}),
+                ("xingqiao", {"BUTTERFLY_CONSUME": "1",
+                              "BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}))}
+        baichuan, ruqi, core, wuxing, xingqiao = (starts[name].result() for name in (
+            "baichuan", "ruqi", "core", "wuxing", "xingqiao"))
         others = {"core": core, "baichuan": baichuan, "ruqi": ruqi, "wuxing": wuxing,
                   "xingqiao": xingqiao}
         fleet_file = tmp / "fleet.toml"

@@ -41,7 +41,11 @@ def test_clients_run_the_release_they_should(redis_server, db_url, tmp_path):
     env = {"BUTTERFLY_REDIS_URL": redis_server.url, "BUTTERFLY_DB_URL": db_url,
            "BUTTERFLY_ADMIN_TOKEN": TOKEN, "BUTTERFLY_TIMEOUT": "600",
            "BUTTERFLY_WORKERS": "2", "BUTTERFLY_THREADS": "24",
-           "BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1"}
+           "BUTTERFLY_TRUSTED_PROXIES": "127.0.0.1",
+           # a watch nobody waits for any more (the clients are gone) holds its thread
+           # until its deadline, and the stop at the end waited for it: 10 s, then SIGKILL.
+           # A change still answers a watch at once; an idle one renews after 2 s.
+           "WUXING_WATCH_MAX_TIMEOUT": "2"}
     with ButterflyService("wuxing", env) as svc:
         def ok(handler: str, **params) -> dict:
             body = requests.post(f"{svc.url}/wuxing/{handler}", json=params, headers=AUTH,

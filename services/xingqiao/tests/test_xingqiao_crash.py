@@ -70,11 +70,15 @@ def test_crash_two_replicas_two_consumers():
         url = proxy.url
         xq_env = {**_env(url, {"BUTTERFLY_CONSUME": "1", "BUTTERFLY_DB_URL": db_url})}
         core_env = _env(url, {"BUTTERFLY_CONSUME": "1"})
-        consumers = [ButterflyService("core", core_env).start() for _ in range(2)]
-        replicas = [ButterflyService("xingqiao", xq_env).start() for _ in range(2)]
+        with ThreadPoolExecutor(2) as starter:  # the consumers start beside the replicas
+            starts = [starter.submit(ButterflyService("core", core_env).start)
+                      for _ in range(2)]
+            replicas = [ButterflyService("xingqiao", xq_env).start() for _ in range(2)]
+        consumers = [f.result() for f in starts]
         broker = Broker(make_redis(url))
+        clients: list[XQ] = []
         try:
-            clients = [XQ(r.url, url) for r in replicas]
+            clients += [XQ(r.url, url) for r in replicas]
             clients[0].flow_type("leaf", LEAF)
             clients[0].flow_type("diamond", DIAMOND)
             started = time.monotonic()
@@ -108,6 +112,7 @@ def test_crash_two_replicas_two_consumers():
             took = time.monotonic() - started
             recovered = time.monotonic() - killed_at
             client = XQ(replicas[0].url, url)
+            clients.append(client)
             runs, extra, tasks_total, redelivered = 0, 0, 0, 0
             children: list[int] = []
             for job_id in job_ids:
@@ -143,5 +148,7 @@ def test_crash_two_replicas_two_consumers():
             assert sorted(children) == sorted(j["job_id"] for j in leaves["list"])
             assert {j["job_status"] for j in leaves["list"]} == {"finished"}
         finally:
+            for xq in clients:
+                xq.close()  # before the replicas stop (see XQ.close)
             for service in replicas + consumers:
                 service.stop()

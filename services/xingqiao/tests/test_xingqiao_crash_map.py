@@ -114,8 +114,13 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
         xq_env = _env(redis.url, {"BUTTERFLY_CONSUME": "1", "BUTTERFLY_DB_URL": db_url})
         app_env = _env(redis.url, {"BUTTERFLY_CONSUME": "1", "PYTHONPATH": str(HERE)
                                    + os.pathsep + os.environ.get("PYTHONPATH", "")})
-        consumers = [consumer(app_env) for _ in range(2)]
+        pool = stack.enter_context(ThreadPoolExecutor(4))  # creates flows, then checks them
+        starter = stack.enter_context(ThreadPoolExecutor(2))  # starts beside the main thread
+        # started side by side; the replicas one after the other (on a fresh SQLite file,
+        # two replicas creating the tables at once can meet "database is locked")
+        consumer_starts = [starter.submit(consumer, app_env) for _ in range(2)]
         replicas = [ButterflyService("xingqiao", xq_env).start() for _ in range(2)]
+        consumers = [f.result() for f in consumer_starts]
 
         @stack.callback
         def stop() -> None:
@@ -125,6 +130,7 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
                 service.stop()
 
         xq = XQ(replicas[1].url, redis.url)  # the replica that survives
+        stack.callback(xq.close)  # before stop() (see XQ.close)
         broker = Broker(xq.redis)
         leaf, crash = flow_types(xq, k)
         xq.ok(xq.post("trigger_create", name=f"crash-{k}", job_type=crash))
@@ -146,7 +152,6 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
                 f"{t} {broker.counts(t)}" for t in (*HANDLERS, TRIGGER, NOTICE))
 
         started = time.monotonic()
-        pool = ThreadPoolExecutor(4)
         futures = [pool.submit(xq.create, crash, {"items": items, "key": key})
                    for key in keys[:CREATED]]
         for i in range(EVENTS // 2):  # half the events now, half just before the kills
@@ -162,10 +167,10 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
         sigkill(replicas[0])
         kill_frozen(consumers[0])
         killed_at = time.monotonic()
+        restarted = starter.submit(consumer, app_env, consumers[0].port)
         replicas[0] = ButterflyService("xingqiao", xq_env, port=replicas[0].port).start()
-        consumers[0] = consumer(app_env, port=consumers[0].port)
+        consumers[0] = restarted.result()
         job_ids = [f.result() for f in futures]
-        pool.shutdown()
         try:
             wait_until(lambda: finished() == FLOWS, 240, interval=0.3,
                        what="every flow finished")
@@ -186,9 +191,8 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
         assert every["total"] == FLOWS  # no flow twice, none lost
         assert sorted(j["job_id"] for j in every["list"]) == sorted(job_ids + started_by)
 
-        runs = extra = 0
-        children: list[int] = []
-        for job_id in job_ids + started_by:
+        def check(job_id: int) -> tuple[int, int, int]:
+            """One flow's own asserts; its handler runs, extra runs and sub-flow child."""
             job = xq.job(job_id)
             assert job["job_status"] == "finished", job
             assert job["ret_data"] == {"order": items, "failed": []}, job_id
@@ -202,10 +206,14 @@ def test_maps_subflows_and_triggers_survive_a_crash(database: str, tmp_path: Pat
             gather = tasks["d"]
             msg = broker.get(gather["task_reqid"], gather["task_cmd"])
             assert msg is not None and msg.attempts >= 1
-            runs += sum(counts) + msg.attempts
-            extra += sum(counts) - len(counts) + msg.attempts - 1
-            children.append(tasks["s"]["child_job_id"])
             assert tasks["s"]["ret_data"]["value"] == "nested"
+            return (sum(counts) + msg.attempts, sum(counts) - len(counts) + msg.attempts - 1,
+                    tasks["s"]["child_job_id"])
+
+        checked = list(pool.map(check, job_ids + started_by))  # 4 flows read at a time
+        runs = sum(c[0] for c in checked)
+        extra = sum(c[1] for c in checked)
+        children = [c[2] for c in checked]
         load = Path("/proc/loadavg").read_text().split()[0]
         print(f"\ncrash map ({database}): {FLOWS} flows x {ITEMS} items + a sub-flow "
               f"({EVENTS} by trigger) finished in {took:.1f}s ({recovered:.1f}s after the "

@@ -198,3 +198,4 @@ def test_a_replica_killed_at_the_verdict_and_mid_compensation_compensates_once()
         assert names() == ["three", "undo-two", "undo-one", "alert"]
         assert [(c["label"], c["status"]) for c in job["compensation"]] == [
             ("undo:two", "finished"), ("undo:one", "finished"), ("alert", "finished")]
+        xq.close()  # before the fleet stops (see XQ.close)

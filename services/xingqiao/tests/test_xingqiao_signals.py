@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from test_xingqiao_api import refused
 from xq_helpers import TOKEN, XQ
@@ -225,16 +226,20 @@ def test_cli_signal_moves_a_waiting_flow_and_says_why_it_cannot(xq: XQ):
     job_id = xq.create(f"sigcli-{k}")
     wait_until(lambda: xq.tasks(job_id)["approve"]["task_status"] == "started", 10,
                what="the signal task waiting")
-    bad = _cli(xq, str(job_id), "approved", "--payload", "{not json")
-    assert bad.returncode == 2 and "--payload is not JSON" in bad.stderr, bad
-    bad = _cli(xq, str(job_id), "approved", "--payload", "[1]")
-    assert bad.returncode == 2 and "must be a JSON object" in bad.stderr, bad
-    lacking = _cli(xq, str(job_id), "approved")  # the task provides value: refused
+    # the refusals change nothing, so the five CLI runs (a process each) go side by side
+    with ThreadPoolExecutor(5) as pool:
+        bad_json, bad_list, lacking, unknown, denied = pool.map(lambda a: _cli(xq, *a[0], **a[1]), [
+            ((str(job_id), "approved", "--payload", "{not json"), {}),
+            ((str(job_id), "approved", "--payload", "[1]"), {}),
+            ((str(job_id), "approved"), {}),  # the task provides value: refused
+            (("999999999", "approved"), {}),
+            ((str(job_id), "approved", "--payload", "{}"),
+             {"token": "not-the-token-0123456789"})])
+    assert bad_json.returncode == 2 and "--payload is not JSON" in bad_json.stderr, bad_json
+    assert bad_list.returncode == 2 and "must be a JSON object" in bad_list.stderr, bad_list
     assert lacking.returncode == 1, lacking
     assert "ERR_SIGNAL_PAYLOAD_INVALID" in lacking.stderr and "value" in lacking.stderr
-    unknown = _cli(xq, "999999999", "approved")
     assert unknown.returncode == 1 and "ERR_JOB_NOT_EXIST" in unknown.stderr, unknown
-    denied = _cli(xq, str(job_id), "approved", "--payload", "{}", token="not-the-token-0123456789")
     assert denied.returncode == 1 and denied.stderr.strip(), denied
     sent = _cli(xq, str(job_id), "approved", "--payload", '{"value": "from-cli"}')
     assert sent.returncode == 0, sent

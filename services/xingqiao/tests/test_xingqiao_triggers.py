@@ -261,3 +261,4 @@ def test_each_trigger_event_one_flow_under_a_crash(database: str, tmp_path):
               f"killed replica, {len(redelivered)} redelivered ({again} of them had "
               f"started their flow before the kill); {EVENTS} flows")
         assert redelivered, "the kill left no message to redeliver"
+        xq.close()  # before the replica stops (see XQ.close)

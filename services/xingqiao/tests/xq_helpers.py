@@ -35,6 +35,11 @@ class XQ:
         self.http = requests.Session()
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
 
+    def close(self) -> None:
+        """Close the kept-alive connection: a gunicorn worker stopping waits up to 2 s
+        for an idle one (gthread's STOP_KEEPALIVE_LINGER), so close before stopping."""
+        self.http.close()
+
     def get(self, route: str, /, **params: Any) -> requests.Response:
         return self.http.get(f"{self.url}/xingqiao/{route}", params=params, timeout=30)
 
@@ -102,4 +107,8 @@ def fleet(**xq_env: str) -> Iterator[XQ]:
         xq_env.setdefault("XINGQIAO_PLUGIN_DIR", plugins)
         with RedisServer() as redis, core_consumer(redis.url), task_consumer(redis.url), \
                 xingqiao(redis.url, **xq_env) as xq:
-            yield XQ(xq.url, redis.url, Path(xq_env["XINGQIAO_PLUGIN_DIR"]))
+            client = XQ(xq.url, redis.url, Path(xq_env["XINGQIAO_PLUGIN_DIR"]))
+            try:
+                yield client
+            finally:
+                client.close()  # before the services stop (see XQ.close)

@@ -7,6 +7,18 @@ import time
 from typing import Any
 
 from butterfly_common import api, retstat, runtime
+from xq_testapp import STOPPING
+
+
+def _pause(seconds: float) -> None:
+    """Sleep ``seconds`` in short steps (a message's timeout interrupts between them);
+    raise when the process is stopping (xq_testapp.STOPPING), so a teardown never waits
+    out a long sleep."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if STOPPING.is_set():
+            raise RuntimeError("the test app is stopping")
+        time.sleep(0.01)
 
 
 def _count(key: str) -> int:
@@ -43,9 +55,7 @@ def sleep(req, seconds: float, key: str = ""):
     """Sleep (interruptibly) then succeed; counts a run of ``key`` when it starts."""
     if key:
         _count(key)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
+    _pause(seconds)
     return retstat.OK, {"slept": seconds}
 
 
@@ -77,9 +87,7 @@ def item(req, item: Any = None, key: str = "", seconds: float = 0.0,
     runs = _count(f"{key}:{item}")
     r.eval(_MAX, 1, f"xqt:maxconc:{key}", r.incr(f"xqt:conc:{key}"))
     try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            time.sleep(0.01)
+        _pause(seconds)
     finally:
         r.decr(f"xqt:conc:{key}")
     if r.exists(f"xqt:block:{key}:{item}"):
@@ -104,7 +112,5 @@ def record(req, key: str, name: str = "", saga: dict | None = None, fail: bool =
     import json
 
     runtime.get_redis().rpush(f"xqt:calls:{key}", json.dumps({"name": name, "saga": saga}))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
+    _pause(seconds)
     return ("ERR_TEST_UNDO_FAILED", {"name": name}) if fail else (retstat.OK, {"name": name})
