@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from harness import Report
 from scheduler_accuracy import Callee, Cluster, cpu_seconds, percentile, query, until
@@ -60,6 +61,11 @@ def measure(expected: set[tuple[str, int]], calls: list[tuple[str, int, str, flo
             "p50": percentile(late, 50), "p99": percentile(late, 99),
             "cpu %/process": cpu / seconds / processes * 100,
             "ms/fire": cpu * 1000 / max(1, len(got))}
+
+
+def window(ms: int, t0: float, t1: float) -> bool:
+    """A scheduled time (ms) in [t0, t1), rounded as the expected sets round them."""
+    return round(t0 * 1000) <= ms < round(t1 * 1000)
 
 
 def grid(starts: dict[str, int], t0: float, t1: float) -> set[tuple[str, int]]:
@@ -97,7 +103,7 @@ def run_ruqi(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
 
         with contextlib.suppress(TimeoutError):
             wait_until(accounted, 30, interval=0.5, what="every fire arrived or recorded")
-        calls = [c for c in cluster.callee.calls if t0 * 1000 <= c[1] < t1 * 1000]
+        calls = [c for c in cluster.callee.calls if window(c[1], t0, t1)]
         figures = measure(expected, calls, used, args.seconds, len(cluster.pids))
         recorded, arrived = history(), set(cluster.arrivals())
         absent = Counter(recorded.get(k, "none") for k in expected - arrived)
@@ -126,7 +132,7 @@ def run_apscheduler(args: argparse.Namespace) -> dict[str, float]:
         finally:
             child.terminate()
             child.wait(30)
-        calls = [c for c in callee.calls if t0 * 1000 <= c[1] < t1 * 1000]
+        calls = [c for c in callee.calls if window(c[1], t0, t1)]
         return measure(grid(starts, t0, t1), calls, used, args.seconds, 1)
     finally:
         callee.close()
@@ -134,7 +140,13 @@ def run_apscheduler(args: argparse.Namespace) -> dict[str, float]:
 
 def apscheduler_child(args: argparse.Namespace) -> int:
     """The APScheduler process: ``--jobs`` interval jobs, job ``i`` first due at
-    ``first + i / jobs``; each fire POSTs the callee with its job id and scheduled time."""
+    ``first + i / jobs``; each fire POSTs the callee with its job id and scheduled time.
+
+    APScheduler calls a job's function without its scheduled time, so the pool notes the
+    run times it is handed per job (a job runs one instance at a time, its run times in
+    order) and each call takes the next; ``misfire_grace_time=None``, so every run time
+    handed over is called (a late one shows as lateness, not as a skipped call)."""
+    from collections import deque
     from datetime import UTC, datetime
 
     import requests
@@ -142,23 +154,28 @@ def apscheduler_child(args: argparse.Namespace) -> int:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     local = threading.local()
+    ids = [f"a{i:05d}" for i in range(args.jobs)]
+    stamps: dict[str, deque[float]] = {job: deque() for job in ids}
 
-    def fire(job: str, first_ms: int) -> None:
-        now_ms = time.time() * 1000
-        scheduled = first_ms + 1000 * max(0, math.floor((now_ms - first_ms) / 1000))
+    class StampedPool(ThreadPoolExecutor):
+        def _do_submit_job(self, job: Any, run_times: list[Any]) -> None:
+            stamps[job.id].extend(rt.timestamp() for rt in run_times)
+            super()._do_submit_job(job, run_times)
+
+    def fire(job: str) -> None:
+        scheduled = round(stamps[job].popleft() * 1000)
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         session.post(f"{args.callee}/tick", data=b"{}", timeout=10,
                      headers={"x-ruqi-job": job, "x-ruqi-scheduled": str(scheduled)})
 
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(args.ap_threads)},
-        job_defaults={"coalesce": False, "misfire_grace_time": 30, "max_instances": 1},
+        executors={"default": StampedPool(args.ap_threads)},
+        job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
         timezone=UTC)
-    for i in range(args.jobs):
+    for i, job in enumerate(ids):
         first_ms = round((args.first + i / args.jobs) * 1000)
-        scheduler.add_job(fire, "interval", seconds=1, id=f"a{i:05d}",
-                          args=(f"a{i:05d}", first_ms),
+        scheduler.add_job(fire, "interval", seconds=1, id=job, args=(job,),
                           start_date=datetime.fromtimestamp(first_ms / 1000, UTC))
     scheduler.start()
     threading.Event().wait()  # until terminated
