@@ -19,23 +19,16 @@ from reltest_workers import start_worker, stop_workers
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
-from butterfly_common.testing import Nutcracker, RedisClusterServers, RedisServer, wait_until
+from butterfly_common.testing import TOPOLOGIES, queue_store, wait_until
 
 TOPIC = "/rel/work"
 PLAN = {5: 300, 0: 300, -5: 100}  # priority -> messages
 
 
-@pytest.fixture(params=["redis", "twemproxy", "cluster"])
+@pytest.fixture(params=TOPOLOGIES)
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "redis":
-        with RedisServer() as server:
-            yield server.url
-    elif request.param == "twemproxy":
-        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as nut:
-            yield nut.url
-    else:
-        with RedisClusterServers(3) as cluster:
-            yield cluster.url
+    with queue_store(request.param) as store:
+        yield store
 
 
 def test_consumers_take_every_higher_priority_first(url: str) -> None:

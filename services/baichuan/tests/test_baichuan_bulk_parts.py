@@ -16,24 +16,17 @@ from baichuan_helpers import ADMIN, OPERATOR, make_client, refused
 
 from butterfly_common.mq import Broker
 from butterfly_common.redis_client import make_redis
-from butterfly_common.testing import Nutcracker, RedisClusterServers, RedisServer
+from butterfly_common.testing import TOPOLOGIES, queue_store
 
 ONE_SHOT = "/bulkparts/oneshot"
 PARTS = "/bulkparts/parts"
 
 
-@pytest.fixture(scope="module", params=["redis", "twemproxy", "cluster"])
+@pytest.fixture(scope="module", params=TOPOLOGIES)
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The queue's store, once per topology."""
-    if request.param == "redis":
-        with RedisServer() as server:
-            yield server.url
-    elif request.param == "twemproxy":
-        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as proxy:
-            yield proxy.url
-    else:
-        with RedisClusterServers(3) as cluster:
-            yield cluster.url
+    with queue_store(request.param) as url:
+        yield url
 
 
 @pytest.fixture

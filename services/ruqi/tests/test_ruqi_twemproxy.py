@@ -15,12 +15,7 @@ from pathlib import Path
 import pytest
 
 from butterfly_common import db, runtime
-from butterfly_common.testing import (
-    Nutcracker,
-    RedisClusterServers,
-    RedisServer,
-    wait_until,
-)
+from butterfly_common.testing import queue_store, wait_until
 from butterfly_ruqi import jobs
 from butterfly_ruqi.claims import Claims, fire_key
 from butterfly_ruqi.models import History, Job
@@ -30,12 +25,8 @@ from butterfly_ruqi.models import History, Job
 
 @pytest.fixture(scope="module", params=["twemproxy", "cluster"])
 def proxy(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "twemproxy":
-        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as nc:
-            yield nc.url
-    else:
-        with RedisClusterServers(3) as cluster:
-            yield cluster.url
+    with queue_store(request.param) as url:
+        yield url
 
 
 @pytest.fixture

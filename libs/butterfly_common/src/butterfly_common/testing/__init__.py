@@ -281,6 +281,27 @@ class RedisClusterServers:
         self.stop()
 
 
+#: The queue's topologies: plain Redis, Twemproxy in front of two shards, a 3-master Cluster.
+TOPOLOGIES = ("redis", "twemproxy", "cluster")
+
+
+@contextlib.contextmanager
+def queue_store(topology: str) -> Iterator[str]:
+    """A fresh store of one of :data:`TOPOLOGIES`, stopped on the way out; yields the URL
+    clients use (the nutcracker's, or a cluster node's ``redis+cluster://``)."""
+    if topology == "redis":
+        with RedisServer() as server:
+            yield server.url
+    elif topology == "twemproxy":
+        with RedisServer() as s1, RedisServer() as s2, Nutcracker([s1.port, s2.port]) as nc:
+            yield nc.url
+    elif topology == "cluster":
+        with RedisClusterServers(3) as cluster:
+            yield cluster.url
+    else:
+        raise ValueError(f"unknown topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
+
+
 @contextlib.contextmanager
 def mariadb_database(prefix: str = "bf_test", host: str = "127.0.0.1", port: int = 3306,
                      user: str = "root", password: str = "") -> Iterator[str]:
