@@ -9,35 +9,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import pytest
 
 from butterfly_common.mq import Broker
 from butterfly_common.testing import wait_until
+from butterfly_common.testing.sampling import GroupSampler
+
 
 #: Started messages per group, read in one script (an atomic snapshot of the records
 #: themselves, not of the broker's own per-group counters).
-RUNNING_BY_GROUP = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local c = {}
-for i = 1, #ids do
-  local g = redis.call('HGET', ARGV[1] .. ids[i], 'group') or ''
-  c[g] = (c[g] or 0) + 1
-end
-local out = {}
-for g, n in pairs(c) do out[#out + 1] = g; out[#out + 1] = n end
-return out
-"""
-
-
-def running_by_group(broker: Broker, topic: str) -> dict[str, int]:
-    k = broker.keys(topic)
-    flat = broker.client.eval(RUNNING_BY_GROUP, 1, k.started, k.msg_prefix)
-    return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
 def publish_group(broker: Broker, topic: str, group: str | None, n: int,
                   **options: Any) -> list[str]:
     results = broker.publish_many([{"topic": topic, "data": {"i": i}, "group": group,
@@ -49,32 +31,6 @@ def publish_group(broker: Broker, topic: str, group: str | None, n: int,
 def group_keys(broker: Broker, topic: str) -> list[str]:
     base = broker.keys(topic).queue.removesuffix("queue")
     return [base + "groups", base + "grun", base + "gseq"]
-
-
-class GroupSampler:
-    """Reads the started messages per group over and over in a thread while consumers
-    work; ``peak`` is the largest count seen per group."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        self.broker, self.topic = broker, topic
-        self.peak: dict[str, int] = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for g, n in running_by_group(self.broker, self.topic).items():
-                self.peak[g] = max(self.peak.get(g, 0), n)
-            self.samples += 1
-
-    def __enter__(self) -> GroupSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 # -- round-robin ------------------------------------------------------------------------

@@ -17,7 +17,6 @@ it marks the node failed; see docs/queue.md.)
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from butterfly_common.redis_client import make_redis
 from butterfly_common.runtime import configure
 from butterfly_common.settings import load_settings
 from butterfly_common.testing import Nutcracker, RedisServer, wait_until
+from butterfly_common.testing.sampling import GroupSampler
 
 TOPICS = [f"/sd/{n}" for n in (
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")]
@@ -158,39 +158,6 @@ def all_finished(broker: Broker, pairs: list[tuple[str, str]]) -> bool:
     return all(m is not None and m.status == "finished" for m in broker.get_many(pairs))
 
 
-class GroupPeaks:
-    """Samples the started messages per group of one topic (from the records, on the
-    topic's shard) in a thread; ``peak`` per group."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        self.broker, self.k = broker, broker.keys(topic)
-        self.peak: dict[str, int] = {}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ids = self.broker.client.zrange(self.k.started, 0, -1)
-            pipe = self.broker.client.pipeline(transaction=False)
-            for mid in ids:
-                pipe.hget(self.k.msg(mid), "group")
-            now: dict[str, int] = {}
-            for g in pipe.execute() if ids else []:
-                now[g or ""] = now.get(g or "", 0) + 1
-            for g, n in now.items():
-                self.peak[g] = max(self.peak.get(g, 0), n)
-            self.samples += 1
-
-    def __enter__(self) -> GroupPeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 # -- the surviving shard's topics ---------------------------------------------------------
 
 def test_groups_keep_their_cap_and_round_robin(shard_down: Fleet) -> None:
@@ -204,7 +171,7 @@ def test_groups_keep_their_cap_and_round_robin(shard_down: Fleet) -> None:
         results = broker.publish_many(items)
         assert all(r.created for r in results)
         pairs = [(r.msg_id, topic) for r in results]
-        with GroupPeaks(broker, topic) as peaks:
+        with GroupSampler(broker, topic) as peaks:
             wait_until(lambda: all_finished(broker, pairs), 30, interval=0.05,
                        what="every grouped message finished")
         assert peaks.samples > 10
