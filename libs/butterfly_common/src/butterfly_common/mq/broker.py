@@ -267,11 +267,8 @@ class Broker:
                                  best_effort=extra)
         index.ignore_errors(results, extra, "publish bookkeeping")
         result, write, forget = self._outcome(one, results[0])
-        if split:
-            write = write or (one.generated and result.created)
-            forget = [m for m in forget if m != one.msg_id or not one.generated]
-            if register:
-                self._register(topic)
+        if register and split:
+            self._register(topic)
         if result.status == NO_CONSUMER:
             index.forget(self.client, forget, topic)
             raise NoConsumer(topic)
@@ -314,16 +311,17 @@ class Broker:
             args.append(batch)
         return _Prepared(topic, msg_id, generated, idx_ttl, keys, args)
 
-    @staticmethod
-    def _outcome(one: _Prepared, reply: Any) -> tuple[PublishResult, bool, list[str]]:
+    def _outcome(self, one: _Prepared, reply: Any) -> tuple[PublishResult, bool, list[str]]:
         """The result of one publish script's ``reply``, whether the id index still needs
-        writing (a caller-chosen id that was created) and the ids whose index entries
-        must go (a replaced message; a generated id indexed but never created)."""
+        writing (a created message whose id was not indexed in the publish's own trip: a
+        caller-chosen one, or any on Redis Cluster) and the ids whose index entries must
+        go (a replaced message; a generated id indexed but never created)."""
+        indexed = one.generated and not self._split_bookkeeping  # in the publish's trip
         code, status = int(reply[0]), reply[1]
         if code < 0:
             return (PublishResult(one.msg_id, False, NO_CONSUMER),
-                    False, [one.msg_id] if one.generated else [])
-        write = code == 1 and not one.generated
+                    False, [one.msg_id] if indexed else [])
+        write = code == 1 and not indexed
         if len(reply) < 4:
             return PublishResult(one.msg_id, code == 1, status), write, []
         outcome, standing = reply[2], reply[3]
@@ -331,7 +329,7 @@ class Broker:
         gone = [reply[4]] if len(reply) > 4 and reply[4] else []
         if gone:
             dedup["replaced"] = reply[4]
-        if code == 0 and one.generated:
+        if code == 0 and indexed:
             gone.append(one.msg_id)  # indexed in the same trip, never created
         return PublishResult(standing, code == 1, status, dedup), write, gone
 
@@ -443,9 +441,6 @@ class Broker:
         pending = 0
         for one, reply in zip(batch, replies, strict=True):
             result, write, forget = self._outcome(one, reply)
-            if split and one.generated:  # not indexed in the first trip (see __init__)
-                write = result.created
-                forget = [m for m in forget if m != one.msg_id]
             out.append(result)
             if write:
                 index.queue_write(after, one.msg_id, one.topic, one.idx_ttl)
