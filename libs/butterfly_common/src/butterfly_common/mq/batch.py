@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 from .. import nesting
 from . import scripts
 from .errors import MQError
-from .keys import PREFIX, TopicKeys, check_topic, to_ms
+from .keys import PREFIX, check_topic, to_ms
 from .message import FAILED, FINISHED, ErrorKind, Message
 
 if TYPE_CHECKING:
@@ -82,17 +82,6 @@ class BatchIncomplete(MQError, RedisError):
                          f"queue store answers, or cancel it")
         self.batch_id = batch_id
         self.cause = cause
-
-
-def reachable(client: Any, topics: Sequence[str]) -> None:
-    """Raise the first error of any ``topics``' shard (one pipelined EXISTS per topic):
-    a batch touching a shard that is down is refused before anything of it is written."""
-    pipe = client.pipeline(transaction=False)
-    for topic in topics:
-        pipe.exists(TopicKeys.of(topic).workers)
-    for result in pipe.execute(raise_on_error=False):
-        if isinstance(result, Exception):
-            raise result
 
 
 def check_batch_id(batch_id: object) -> str:

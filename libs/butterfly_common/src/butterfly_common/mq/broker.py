@@ -54,6 +54,7 @@ from .keys import (
 from .limits import Limits, check_group_limits, check_limits
 from .limits import from_reply as limits_from_reply
 from .message import STATUSES, ErrorKind, Message, PublishResult, new_id, new_ids
+from .probe import describe, unreachable
 from .progress import normalize as normalize_progress
 from .registry import HEARTBEAT_TTL, Registry
 
@@ -805,7 +806,10 @@ class Broker:
         prepared = self._prepare_all(items, force, defaults, batch=batch_id)
         # a shard down (one of the topics', then the record's) refuses the batch before
         # anything of it is out; one lost from here on raises BatchIncomplete
-        mqbatch.reachable(self.client, builtins.list(dict.fromkeys(p.topic for p in prepared)))
+        topics = builtins.list(dict.fromkeys(p.topic for p in prepared))
+        down = unreachable(self.client, topics, max_topics=len(topics), registries=False)
+        if down:
+            raise RedisError(describe(down))
         opened.open(self.client, [mqbatch.member(p.topic, p.msg_id) for p in prepared])
         results: builtins.list[PublishResult] = []
         try:

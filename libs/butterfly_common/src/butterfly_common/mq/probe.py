@@ -19,9 +19,11 @@ MAX_TOPICS = 200
 
 
 def unreachable(client: Any, topics: list[str] | None = None,
-                max_topics: int = MAX_TOPICS) -> dict[str, str]:
+                max_topics: int = MAX_TOPICS, registries: bool = True) -> dict[str, str]:
     """``{part: error}`` for every part of the store that did not answer (empty: all
-    well). ``topics`` default to the registered ones (when the registry answers)."""
+    well). ``topics`` default to the registered ones (when the registry answers);
+    ``registries=False`` leaves the two global registries out (only the topics' shards
+    are asked about)."""
     down: dict[str, str] = {}
     if topics is None:
         try:
@@ -29,7 +31,7 @@ def unreachable(client: Any, topics: list[str] | None = None,
         except RedisError as exc:
             down["topic registry"] = _short(exc)
             topics = []
-    parts = [("topic registry", TOPICS), ("worker registry", WORKERS)]
+    parts = [("topic registry", TOPICS), ("worker registry", WORKERS)] if registries else []
     for topic in topics[:max_topics]:
         try:
             parts.append((f"topic {topic}", TopicKeys.of(topic).queue))
