@@ -16,10 +16,13 @@ from butterfly_common.testing import wait_until
 
 
 def failed(broker: Broker, topic: str, errors: list[str]) -> list[str]:
-    """One dead letter per error text, in order; returns their ids."""
+    """One dead letter per error text, in order; returns their ids. Returns once the
+    server's millisecond clock has moved on, so a later failure sorts after these in the
+    failed set (same-millisecond ties sort by id, which made a part count flaky)."""
     ids = [broker.publish(topic, {"n": n}).msg_id for n in range(len(errors))]
     for msg, error in zip(broker.claim(topic, "w1", len(errors)), errors, strict=True):
         assert broker.fail(msg, error, retry=False) == "failed"
+    tick_past(time.time())
     return ids
 
 
@@ -181,7 +184,7 @@ def test_in_parts_the_run_carries_over(broker: Broker, topic: str) -> None:
     assert (first.acted, first.steps, first.part, first.done) == (5, 1, 1, False)
     for msg in broker.claim(topic, "w2", 100):  # the 5 requeued fail again
         broker.fail(msg, "boom again", retry=False)
-    tick_past(time.time())
+    tick_past(time.time())  # the late one joins after the run's start (t0)
     late = failed(broker, topic, ["late"])
     parts = [first]
     while not parts[-1].done:
