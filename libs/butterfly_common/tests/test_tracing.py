@@ -29,17 +29,23 @@ from butterfly_common.tracing.otel import TracingMiddleware
 from fixtures_app import SAMPLE
 
 
+def shut_tracing() -> None:
+    """Stop the tracing middleware an app activated for the process (its exporter flushes
+    what is left: call it while the receiver still listens, or it retries for seconds)."""
+    for mw in middleware.active():
+        if isinstance(mw, TracingMiddleware):
+            mw.on_shutdown(SAMPLE)
+    middleware.install(Chain())
+    tracing.deactivate()
+
+
 @pytest.fixture(autouse=True)
 def _tracing_left_off():
     """Each test starts with tracing off in this process and leaves it so (an app built
     with an exporter activates its middleware for the whole process)."""
     tracing.deactivate()
     yield
-    for mw in middleware.active():
-        if isinstance(mw, TracingMiddleware):
-            mw.on_shutdown(SAMPLE)
-    middleware.install(Chain())
-    tracing.deactivate()
+    shut_tracing()
 
 
 def test_off_adds_no_middleware_and_does_not_load_the_sdk():
@@ -139,6 +145,7 @@ def test_an_error_log_line_names_its_span(tmp_path, redis_server):
         flush_all()
         err = (tmp_path / "log" / "sample" / "err.log").read_text()
         acc = (tmp_path / "log" / "sample" / "acc.log").read_text()
+        shut_tracing()
     (line,) = [ln for ln in err.splitlines() if answer.headers["x-reqid"] in ln]
     assert f"trace_id:{'ab' * 16}" in line and "span_id:" in line
     (access,) = [ln for ln in acc.splitlines() if answer.headers["x-reqid"] in ln]
