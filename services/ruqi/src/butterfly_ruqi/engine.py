@@ -105,7 +105,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from butterfly_common import Refusal, db, mq, tracing
@@ -131,6 +130,7 @@ from .commands import Command, parse_command, run_command
 from .config import BUFFER_LIMITS, CANCEL_OTHER, OVERLAP_ALIASES, RuqiConfig
 from .history import HistoryWriter, Record, prune
 from .models import Job
+from .pool import Call, RunPool
 from .recovery import Watcher
 from .schedule import (
     DONE_TTL_EXTRA,
@@ -200,7 +200,7 @@ class Engine:
         self._seen_version: str | None = "<never>"
         self._last_full = 0.0
         self._check_time = 0.0
-        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="ruqi-run")
+        self._pool = RunPool(config.workers, "ruqi-run")
         #: The fire loop: sleeps until the earliest fire (or a wakeup), at most one claim
         #: round per ``claim_interval``, at least one a second; see :meth:`_fire_turn`.
         self._fire = Periodic("ruqi-fire", 1.0, self._fire_turn, paced=True, first_delay=0,
@@ -395,6 +395,7 @@ class Engine:
                 self._running -= won.count(False)  # no worker needed for those
         superseded: list[Fire] = []
         chains: dict[str, list[Fire]] = {}
+        calls: list[Call] = []
         for fire, ok in zip(fires, won, strict=True):
             if ok:
                 self.stats["claimed"] += 1
@@ -404,10 +405,11 @@ class Engine:
                         and _policy(fire.spec) in BUFFER_LIMITS:
                     chains.setdefault(fire.spec.id, []).append(fire)
                 else:
-                    superseded += self._submit(fire, reserved=direct)
+                    superseded += self._submit(fire, reserved=direct, calls=calls)
             else:
                 self.stats["lost_claims"] += 1
                 self.watcher.add(fire, now)
+        self._hand_over(calls)
         for chain in chains.values():
             self._submit_chain(chain, reserved=direct)
         if superseded:
@@ -473,10 +475,12 @@ class Engine:
                 with self._lock:
                     self._running -= 1
 
-    def _submit(self, fire: Fire, reserved: bool = False) -> list[Fire]:
+    def _submit(self, fire: Fire, reserved: bool = False,
+                calls: list[Call] | None = None) -> list[Fire]:
         """Queue a won fire; returns the waiting fires of the same job it supersedes (see
         "Overload" above). ``reserved``: ``_claim`` counted it in ``_running`` already.
-        A fire claimed as running never waits, so it is never coalesced."""
+        A fire claimed as running never waits, so it is never coalesced. ``calls``: add
+        its run there, for :meth:`_hand_over` (a claim round's fires in one hand-off)."""
         replaced: list[Fire] = []
         job_id = fire.spec.id
         with self._lock:
@@ -493,13 +497,24 @@ class Engine:
                 if replaced:
                     waiting[:] = [w for w in waiting if w.superseded is None]
                 waiting.append(fire)
-        try:
-            self._pool.submit(self._execute, fire)
-        except RuntimeError:  # pool shut down: leave the claim for a peer to take over
-            with self._lock:
-                self._running -= 1
-                self._unqueue(fire)
+        if calls is not None:
+            calls.append((self._execute, (fire,)))
+        else:
+            self._hand_over([(self._execute, (fire,))])
         return replaced
+
+    def _hand_over(self, calls: list[Call]) -> None:
+        """Give the workers the runs :meth:`_submit` queued (one lock and one wake-up for
+        a claim round); when the pool is shut down, leave the claims for a peer."""
+        if not calls:
+            return
+        try:
+            self._pool.submit_many(calls)
+        except RuntimeError:
+            with self._lock:
+                for _, (fire,) in calls:
+                    self._running -= 1
+                    self._unqueue(fire)
 
     def _unqueue(self, fire: Fire) -> None:
         """Forget a fire that is leaving the queue (caller holds ``_lock``)."""
