@@ -101,7 +101,7 @@ def watch(namespace: str, since: int | None, timeout: float,
     if since < compacted:
         raise _compacted(compacted)
     # history rows are written with the revision bump: none after the current revision
-    changes = _shared(namespace, since, current, config) if since < current else []
+    changes = _shared(namespace, since, current, config).changes if since < current else []
     if changes or timeout <= 0:
         return _answer(since, changes, compacted)
     return _wait(namespace, since, compacted, timeout, config)
@@ -156,7 +156,7 @@ def _lines(namespace: str, since: int, current: int, timeout: float,
         if version is not None:  # a revision above ``last`` was seen: send its changes
             seen = max(seen, version)
             while last < seen:
-                batch = _shared_read(namespace, last, seen, config)
+                batch = _shared(namespace, last, seen, config)
                 if not batch.changes:
                     break
                 yield batch.lines()
@@ -204,7 +204,7 @@ def _wait(namespace: str, since: int, compacted: int, timeout: float,
         if version is None:
             return _answer(since, [], compacted)
         seen = version
-        changes = _shared(namespace, since, version, config)
+        changes = _shared(namespace, since, version, config).changes
         if changes:
             return _answer(since, changes, compacted)
 
@@ -350,13 +350,7 @@ class _Read:
 READS = [0]
 
 
-def _shared(namespace: str, since: int, version: int,
-            config: WuxingConfig) -> list[dict[str, Any]]:
-    """The changes after ``since`` up to at least ``version`` (see :func:`_shared_read`)."""
-    return _shared_read(namespace, since, version, config).changes
-
-
-def _shared_read(namespace: str, since: int, version: int, config: WuxingConfig) -> _Read:
+def _shared(namespace: str, since: int, version: int, config: WuxingConfig) -> _Read:
     """The changes after ``since`` up to at least ``version``: read once from the database
     for every watch of this process that ``version`` woke (the lock makes the ones woken
     together wait for the first one's read, then take it; only that one opens a
