@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import threading
@@ -74,7 +75,7 @@ def test_stream_sends_the_changes_then_ends_after_the_timeout(fresh, redis_serve
         assert lines[0] == long_poll["changes"][0]
         assert lines[1] == {"stream": "revision", "revision": long_poll["revision"]}
         assert [c["item_value"] for c in lines if "stream" not in c] == [81, 82]
-        second = [n for n, c in enumerate(lines) if c.get("item_value") == 82][0]
+        second = next(n for n, c in enumerate(lines) if c.get("item_value") == 82)
         assert lines[second + 1] == {"stream": "revision", "revision": since + 2}
         # idle: a keep-alive every 0.2 s carrying the revision; then the end, at 1.5 s
         keepalives = [c for c in lines if c.get("stream") == "keepalive"]
@@ -82,7 +83,7 @@ def test_stream_sends_the_changes_then_ends_after_the_timeout(fresh, redis_serve
         assert all(k["revision"] == since + 2 for k in keepalives[-3:])
         assert lines[-1] == {"stream": "end", "revision": since + 2}
         assert 1.5 <= elapsed < 6, elapsed
-        gaps = [b - a for (a, _), (b, _) in zip(got, got[1:], strict=False)]
+        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(got)]
         assert max(gaps) < 1.2, gaps  # never silent much longer than the keep-alive
 
 
