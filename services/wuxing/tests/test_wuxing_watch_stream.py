@@ -266,3 +266,50 @@ def test_client_streams_every_change_in_order_once_across_a_restart(redis_server
     assert [v for _, v in seen] == list(range(1, total + 1))
     revisions = [r for r, _ in seen]
     assert revisions == sorted(set(revisions))
+
+
+def test_client_long_polls_a_server_that_refuses_streams():
+    """A wuxing from before streams answers ``stream`` as any unknown parameter
+    (ERR_BAD_PARAMS): ``watch()`` goes on with long polls, every change once, in order.
+    The server here is a stand-in answering that version's envelopes."""
+    import http.server
+
+    asked: list[dict] = []
+    feed = [{"revision": r, "item_name": "i|n", "item_value": r} for r in (5, 6, 7)]
+
+    class OldWuxing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            params = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append(params)
+            if "stream" in params:
+                status, body, extra = 400, {"stat": "ERR_BAD_PARAMS"}, [
+                    ("x-reason", "unknown: stream")]
+            else:
+                changes = [c for c in feed if c["revision"] > params["since"]][:2]
+                revision = changes[-1]["revision"] if changes else params["since"]
+                status, body, extra = 200, {"stat": "OK", "data": {
+                    "revision": revision, "compact_revision": 0, "changes": changes}}, []
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in [("Content-Type", "application/json"), *extra]:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldWuxing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wx = WuxingClient(f"http://127.0.0.1:{server.server_address[1]}")
+        got = []
+        for change in wx.watch("demo", since=4, poll=1):
+            got.append(change["revision"])
+            if len(got) == 3:
+                break
+    finally:
+        server.shutdown()
+    assert got == [5, 6, 7]
+    assert "stream" in asked[0] and all("stream" not in a for a in asked[1:])
