@@ -1,10 +1,12 @@
 """wuxing watch fan-out: one write reaching 200 watching clients (issue 27: p99 <= 100 ms).
 
-wuxing (gunicorn gthread, 2 workers with threads enough for every watch: a long poll
-holds a server thread, docs/services/wuxing.md) on SQLite and its own redis-server. The
-watchers are ``--watchers`` threads spread over ``--procs`` client processes (one Python
-process with 200 threads would measure its own GIL), each long-polling
-``/wuxing/watch`` from the revision it last saw, as ``WuxingClient.watch()`` does. The
+wuxing (gunicorn gthread, 2 workers with threads enough for every watch: a streamed watch
+or a long poll holds a server thread, and a worker may be handed every stream,
+docs/services/wuxing.md) on SQLite and its own redis-server. The watchers are
+``--watchers`` threads spread over ``--procs`` client processes (one Python process with
+200 threads would measure its own GIL), each iterating ``WuxingClient.watch()``: a streamed
+watch (``/wuxing/watch?stream=1``, reopened every 10 s from the last revision held), or
+with ``--long-poll`` one long poll per change (the path before streams). The
 writer first makes one warm-up write and waits until every watcher holds it (so every
 watch is in place), then makes ``--writes`` writes ``--gap`` seconds apart. Per write and
 watcher: the latency from the write's answer to the watcher holding the change (wall clock,
@@ -12,7 +14,7 @@ same machine; a change seen before the writer read its answer counts 0). p50 / p
 over all of them, per round.
 
     .venv/bin/python bench/wuxing_fanout.py [--watchers 200] [--procs 4] [--writes 20]
-        [--gap 0.4] [--rounds 3]
+        [--gap 0.4] [--rounds 3] [--long-poll]
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from harness import Report
 from wuxing import AUTH, call, cpu_seconds, prepare, serve
 
 from butterfly_common.testing import RedisServer, wait_until
+from butterfly_wuxing.client import WuxingClient
 
 NAME = "watch fan-out"
 
 
-def watcher_process(base: str, since: int, threads: int, values: int) -> None:
+def watcher_process(base: str, since: int, threads: int, values: int, stream: bool) -> None:
     """Client side (``--watcher``): ``threads`` watchers; each prints nothing until it has
     seen ``values`` values of i0's ``i|port``; then one JSON line: per thread, value ->
     wall time it was held. "ready" is printed once every thread holds the first value."""
@@ -44,19 +47,16 @@ def watcher_process(base: str, since: int, threads: int, values: int) -> None:
     ready = threading.Barrier(threads + 1)
 
     def watch(n: int) -> None:
-        session = requests.Session()
-        last = since
-        while len(seen[n]) < values:
-            data = session.get(f"{base}/wuxing/watch", params={
-                "namespace": "bench", "since": last, "timeout": 10}, timeout=30).json()["data"]
+        client = WuxingClient(base, timeout=30)  # one per thread: its own connection
+        for change in client.watch("bench", since, poll=10, stream=stream):
             now = time.time()
-            for change in data["changes"]:
-                if change["item_name"] == "i|port" and change["instance_name"] == "i0":
-                    first = not seen[n]
-                    seen[n].setdefault(int(change["item_value"]), now)
-                    if first:
-                        ready.wait(60)
-            last = data["revision"]
+            if change["item_name"] == "i|port" and change["instance_name"] == "i0":
+                first = not seen[n]
+                seen[n].setdefault(int(change["item_value"]), now)
+                if first:
+                    ready.wait(60)
+                if len(seen[n]) >= values:
+                    return
 
     pool = [threading.Thread(target=watch, args=(n,), daemon=True) for n in range(threads)]
     for thread in pool:
@@ -78,7 +78,8 @@ def fanout_round(base: str, args: argparse.Namespace, server_pid: int) -> dict[s
                 for i in range(args.procs)]
     procs = [subprocess.Popen(
         [sys.executable, __file__, "--watcher", base, str(since), str(n),
-         str(args.writes + 1)], stdout=subprocess.PIPE, text=True) for n in per_proc]
+         str(args.writes + 1), "0" if args.long_poll else "1"],
+        stdout=subprocess.PIPE, text=True) for n in per_proc]
     session = requests.Session()
     session.headers.update(AUTH)
 
@@ -130,17 +131,23 @@ def main() -> int:
     parser.add_argument("--writes", type=int, default=20, help="timed writes per round")
     parser.add_argument("--gap", type=float, default=0.4, help="seconds between writes")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--watcher", nargs=4, metavar=("BASE", "SINCE", "THREADS", "VALUES"),
+    parser.add_argument("--long-poll", action="store_true",
+                        help="watchers long-poll (one request per change) instead of streaming")
+    parser.add_argument("--watcher", nargs=5,
+                        metavar=("BASE", "SINCE", "THREADS", "VALUES", "STREAM"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.watcher:
-        base, since, threads, values = args.watcher
-        watcher_process(base, int(since), int(threads), int(values))
+        base, since, threads, values, stream = args.watcher
+        watcher_process(base, int(since), int(threads), int(values), stream == "1")
         return 0
-    report = Report("wuxing_fanout", f"wuxing watch: a write to {args.watchers} long-polling "
+    how = "long-polling" if args.long_poll else "streaming"
+    report = Report("wuxing_fanout", f"wuxing watch: a write to {args.watchers} {how} "
                                      f"clients in {args.procs} processes, {args.writes} "
                                      f"writes {args.gap} s apart a round")
-    threads = args.watchers // 2 + 16  # 2 workers: a thread per watch and some to spare
+    # a thread per watch and some to spare, in each of the 2 workers: which worker accepts
+    # a stream's connection is the kernel's choice, so one may be handed all of them
+    threads = args.watchers + 16
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
         workdir = Path(tmp)
         proc, port = serve("wuxing", workdir, redis_server.url,
@@ -160,8 +167,9 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
-    report.note(NAME, f"wuxing 2 workers x {threads} threads, SQLite; latency from the "
-                      "write's answer to the watcher holding it")
+    report.note(NAME, f"{how} watchers (WuxingClient.watch); wuxing 2 workers x {threads} "
+                      "threads, SQLite; latency from the write's answer to the watcher "
+                      "holding it")
     report.target(f"watch fan-out to {args.watchers}: p99 ms (median)",
                   report.median(NAME, "p99 ms"), "<=", 100)
     return report.finish()

@@ -308,6 +308,10 @@ class ServiceApp:
             response.headers.extend([*outcome.headers, *gateway_headers,
                                      ("X-Content-Type-Options", "nosniff")])
             return response
+        if outcome.stream is not None:  # no Content-Length: gunicorn sends it chunked
+            return Response(outcome.stream, status=outcome.status,
+                            headers=[*outcome.headers, *gateway_headers],
+                            direct_passthrough=True)
         return Response(outcome.body, status=outcome.status,
                         headers=[*outcome.headers, *gateway_headers])
 

@@ -39,6 +39,9 @@ class HandlerSpec:
     role: str | None = None
     #: Open whatever ``BUTTERFLY_READ_AUTH`` says (a queue-only notice, a sign-in).
     public: bool = False
+    #: For ``@api``: the media type of the streamed answer (``protocol.Stream``) the
+    #: handler may give instead of its envelope (documented in /openapi.json), or None.
+    stream: str | None = None
 
 
 ROLES = ("viewer", "operator", "admin")
@@ -70,25 +73,28 @@ def api(func: F) -> F: ...
 @overload
 def api(*, admin: bool = False, write: bool = False, topic: bool = True,
         statuses: Mapping[str, int] | None = None,
-        role: str | None = None, public: bool = False) -> Callable[[F], F]: ...
+        role: str | None = None, public: bool = False,
+        stream: str | None = None) -> Callable[[F], F]: ...
 
 
 def api(func: F | None = None, *, admin: bool = False, write: bool = False,
         topic: bool = True, statuses: Mapping[str, int] | None = None,
-        role: str | None = None, public: bool = False) -> F | Callable[[F], F]:
+        role: str | None = None, public: bool = False,
+        stream: str | None = None) -> F | Callable[[F], F]:
     """A JSON handler: returns ``stat``, ``(stat, data)`` or ``(stat, data, headers)``.
 
     ``write=True`` marks a state-changing action that needs ``role`` (default
     ``operator``; ``role="admin"`` for destructive ones: remove, delete, purge), see
     :mod:`butterfly_common.auth`; like ``admin=True`` (role admin) it is never a queue
     topic, since a queue message carries no credentials. ``public=True`` keeps a route
-    without a role open whatever ``BUTTERFLY_READ_AUTH`` says.
+    without a role open whatever ``BUTTERFLY_READ_AUTH`` says. ``stream`` is the media
+    type of the ``protocol.Stream`` the handler may return (never a queue topic then).
     """
     needed = _needed(admin, write, role)
     spec = HandlerSpec("api", admin=admin, write=write or needed is not None,
-                       topic=topic and needed is None,
+                       topic=topic and needed is None and stream is None,
                        statuses=dict(statuses or {}), role=needed,
-                       public=public and needed is None)
+                       public=public and needed is None, stream=stream)
     return _mark(func, spec) if func is not None else (lambda f: _mark(f, spec))
 
 

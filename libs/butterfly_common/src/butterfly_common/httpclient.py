@@ -31,13 +31,15 @@ routes. This module is the only one that reads another service's envelope:
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from http.cookiejar import DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from . import retstat, tracing
@@ -268,6 +270,10 @@ class ServiceClient:
             raise CallTimeout(_failure(url, exc)) from None
         except requests.RequestException as exc:
             raise TransportError(_failure(url, exc)) from None
+        return self._envelope(url, response)
+
+    def _envelope(self, url: str, response: requests.Response) -> dict[str, Any]:
+        """The OK envelope of ``response``, else the error it stands for."""
         reason = response.headers.get("x-reason", "")
         try:
             body = response.json()
@@ -281,6 +287,46 @@ class ServiceClient:
             cls = self.errors.get(stat) or ERRORS.get(stat) or ServiceError
             raise cls(stat, reason, response.status_code, body)
         return cast(dict[str, Any], body)
+
+    def stream(self, path: str, params: dict[str, Any] | None = None,
+               timeout: float | None = None,
+               media_type: str = "application/x-ndjson") -> Generator[Any, None, None]:
+        """POST ``params`` to a route that answers a stream of JSON lines
+        (``protocol.Stream``); each line decoded, as it arrives. ``timeout`` bounds each
+        wait for data (not the whole stream).
+
+        A refusal (an envelope) raises as in :meth:`request`; no answer, a broken
+        connection, a line that is not JSON or an answer that is neither the stream nor
+        an envelope raise :class:`TransportError`. Closing the iterator closes the
+        connection.
+        """
+        url = self.base_url + self.route(path)
+        read = timeout or self.timeout
+        try:
+            response = self.session().post(url, json=params or {}, headers=self.headers(),
+                                           timeout=(min(self.connect_timeout, read), read),
+                                           stream=True)
+        except requests.Timeout as exc:
+            raise CallTimeout(_failure(url, exc)) from None
+        except requests.RequestException as exc:
+            raise TransportError(_failure(url, exc)) from None
+        with response:
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip()
+            if kind != media_type:
+                self._envelope(url, response)  # raises the refusal
+                raise TransportError(f"{url}: an envelope where a {media_type} stream "
+                                     "was asked for", response.status_code)
+            try:
+                for line in response.iter_lines(chunk_size=65536):
+                    if line:
+                        yield json.loads(line)
+            except requests.Timeout as exc:
+                raise CallTimeout(_failure(url, exc)) from None
+            except (requests.RequestException, ValueError) as exc:
+                # (a read cut short surfaces as a requests or a urllib3 error)
+                raise TransportError(_failure(url, exc)) from None
+            except urllib3.exceptions.HTTPError as exc:
+                raise TransportError(_failure(url, exc)) from None
 
     def route(self, path: str) -> str:
         """The absolute path of ``path``: a handler name of :attr:`app`, or ``path``."""

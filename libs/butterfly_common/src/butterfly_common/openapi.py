@@ -91,6 +91,12 @@ def _responses(route: Route, method: str) -> dict[str, Any]:
         note = f" (also {', '.join(sorted(ok_stats))})" if ok_stats else ""
         responses["200"] = {"description": f'`{{"stat": ...}}` envelope{note}',
                             "content": _JSON_ENVELOPE}
+        if route.spec.stream:  # no schema: a stream is a sequence, not one document
+            responses["200"] = {
+                "description": responses["200"]["description"] + "; or, when the call "
+                f"asks for a stream, a chunked {route.spec.stream} stream (see the "
+                "description)",
+                "content": {**_JSON_ENVELOPE, route.spec.stream: {}}}
     elif kind == "download":
         responses["200"] = {"description": "the file, streamed"}
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,27 @@ class FileBody:
 
 
 @dataclass
+class Stream:
+    """A streamed answer an ``@api`` handler may return instead of its envelope: HTTP 200
+    with ``content_type``, each bytes item of ``chunks`` sent as it comes (chunked transfer
+    encoding) and the iterable closed when the answer ends or the client goes away.
+
+    The handler's checks (access, parameters) run before it returns, so a refusal is still
+    an envelope; the chunks are produced after the access log line (whose cost is the time
+    to the answer's start) and outside the handler's middleware. Over the queue a stream
+    has no meaning: a streaming route is ``topic=False``.
+    """
+
+    chunks: Iterable[bytes]
+    content_type: str
+
+
+#: Headers of every streamed answer: no cache, and no buffering by a proxy (nginx honours
+#: X-Accel-Buffering), so every chunk reaches the client when it is sent.
+STREAM_HEADERS = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+
+
+@dataclass
 class Outcome:
     """The result of one call, independent of HTTP or queue transport."""
 
@@ -43,6 +64,8 @@ class Outcome:
     reason: str = ""
     data: dict[str, Any] | None = None  # the JSON body as a dict, kept for queue results
     file: FileBody | None = None
+    #: a streamed body (:class:`Stream`): sent chunk by chunk instead of ``body``
+    stream: Iterable[bytes] | None = None
 
 
 def json_default(obj: Any) -> Any:
@@ -108,7 +131,11 @@ def _split(ret: Any) -> tuple[Any, Any, Any]:
 
 
 def render_api(ret: Any, spec: HandlerSpec, conf: ProtocolSettings) -> Outcome:
-    """``stat`` | ``(stat, data)`` | ``(stat, data, headers)`` -> JSON."""
+    """``stat`` | ``(stat, data)`` | ``(stat, data, headers)`` -> JSON; a :class:`Stream`
+    -> its chunks."""
+    if isinstance(ret, Stream):
+        return Outcome(retstat.HTTP_OK, retstat.OK, b"",
+                       [("Content-Type", ret.content_type), *STREAM_HEADERS], stream=ret.chunks)
     try:
         stat, data, headers = _split(ret)
         if data is not None and not isinstance(data, Mapping):

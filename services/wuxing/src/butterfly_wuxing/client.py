@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from butterfly_common.httpclient import (
+    BadParams,
     CallError,
     ServiceClient,
     ServiceError,
@@ -179,18 +180,49 @@ class WuxingClient(ServiceClient):
         return int(self.data("namespace_get", {"namespace": namespace})["revision"])
 
     def watch(self, namespace: str, since: int | None = None, poll: float = 30.0,
-              stop_after: float | None = None) -> Iterator[dict[str, Any]]:
+              stop_after: float | None = None,
+              stream: bool = True) -> Iterator[dict[str, Any]]:
         """Every change after ``since`` (default: from now), in order, each exactly once.
 
         Survives service restarts and network errors by resuming from the last revision it
         handed out; ``stop_after`` seconds of silence end the iteration (None: never).
+
+        Each change is read from a streamed watch (``/wuxing/watch?stream=1``, one
+        connection open ``poll`` seconds at a time) and handed out once its whole revision
+        has arrived; a server that refuses the parameter (before streaming) is long-polled
+        instead, as with ``stream=False``.
         """
         last = self.revision(namespace) if since is None else since
         quiet_since = time.monotonic()
         while stop_after is None or time.monotonic() - quiet_since < stop_after:
+            params = {"namespace": namespace, "since": last, "timeout": poll}
+            if stream:
+                pending: list[dict[str, Any]] = []
+                lines = self.stream("watch", {**params, "stream": True}, timeout=poll + 10)
+                try:
+                    for line in lines:
+                        if "stream" not in line:  # a change: held until its revision ends
+                            pending.append(line)
+                            continue
+                        if pending:
+                            yield from pending
+                            pending = []
+                            quiet_since = time.monotonic()
+                        last = max(last, int(line["revision"]))
+                        if stop_after is not None and \
+                                time.monotonic() - quiet_since >= stop_after:
+                            return
+                except BadParams:  # a server without streams: "unknown: stream"
+                    log.info("wuxing at %s does not stream watches: long-polling",
+                             self.base_url)
+                    stream = False
+                except TransportError:
+                    time.sleep(0.2)
+                finally:
+                    lines.close()
+                continue
             try:
-                data = self.data("watch", {"namespace": namespace, "since": last,
-                                           "timeout": poll}, timeout=poll + 10)
+                data = self.data("watch", params, timeout=poll + 10)
             except TransportError:
                 time.sleep(0.2)
                 continue

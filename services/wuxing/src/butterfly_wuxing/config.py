@@ -49,6 +49,10 @@ class WuxingConfig(Config):
     watch_max_timeout: float = setting(
         "WUXING_WATCH_MAX_TIMEOUT", 50.0, min=0.0, max=3600.0,
         help="longest long poll of /wuxing/watch (keep it below BUTTERFLY_TIMEOUT)")
+    watch_keepalive: float = setting(
+        "WUXING_WATCH_KEEPALIVE", 5.0, min=0.05, max=300.0,
+        help="seconds a streamed watch (/wuxing/watch?stream=1) stays silent at most: "
+             "it sends a keep-alive line after that long without a change")
     watch_max_changes: int = setting(
         "WUXING_WATCH_MAX_CHANGES", 1000, min=1, max=100_000,
         help="most changes one watch answer carries (whole revisions are never split)")

@@ -16,16 +16,40 @@ not two hundred of each. A write made by this process wakes its watches at once
 A client that is up to date (its ``since`` is the revision this process last saw, and the
 version key agrees) waits without touching the database: the re-poll that follows every
 answer costs one GET, which matters when 200 of them arrive together.
+
+:func:`stream` is the same feed kept open (``/wuxing/watch?stream=1``): one
+``application/x-ndjson`` answer whose lines are the changes as they come, so a change costs
+a watcher one line on a connection it already holds instead of a whole request. It waits
+in the same :class:`_Waiters` and reads through the same ``_shared`` as the long poll (the
+streams of a namespace woken by a revision read its changes once, and encode them once);
+it ends after ``timeout`` seconds like a long poll, and the client opens the next one from
+the last revision it holds. Lines (each one JSON object and ``\n``):
+
+- a change, exactly as in the long poll's ``changes`` (``revision``, ``item_name``...);
+- ``{"stream": "revision", "revision": R}`` after the changes of each read: everything up
+  to revision R was sent (a read never ends inside a revision). A client hands changes
+  out on this line, so a cut connection never leaves it half a revision;
+- ``{"stream": "keepalive", "revision": R}`` first when there is nothing to send at once
+  (so the client knows the stream is open, and from which revision) and after
+  ``WUXING_WATCH_KEEPALIVE`` seconds without a change;
+- ``{"stream": "end", "revision": R}`` last, ``timeout`` seconds after the start: resume
+  from R.
+
+Everything a long poll refuses is refused the same way before the stream starts (the
+same stat and HTTP status: an unknown namespace, a bad ``since``, and a ``since`` older
+than the retention, ERR_REVISION_COMPACTED with ``compact_revision``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from butterfly_common import db
+from butterfly_common.protocol import json_default
 
 from . import cache, values
 from . import errors as E
@@ -75,14 +99,78 @@ def watch(namespace: str, since: int | None, timeout: float,
     values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
     _forget_newer(namespace, current)
     if since < compacted:
-        raise WuxingError(E.ERR_REVISION_COMPACTED,
-                          f"history up to revision {compacted} was pruned; read the current "
-                          "state and watch from its revision", {"compact_revision": compacted})
+        raise _compacted(compacted)
     # history rows are written with the revision bump: none after the current revision
-    changes = _shared(namespace, since, current, config) if since < current else []
+    changes = _shared(namespace, since, current, config).changes if since < current else []
     if changes or timeout <= 0:
         return _answer(since, changes, compacted)
     return _wait(namespace, since, compacted, timeout, config)
+
+
+def stream(namespace: str, since: int | None, timeout: float,
+           config: WuxingConfig) -> Iterator[bytes]:
+    """The streamed watch: checks everything now (raising what the long poll raises), then
+    answers the generator of its lines (module doc). ``since`` None: from the current
+    revision."""
+    values.check_namespace(namespace)
+    if since is not None:
+        values.in_range(since, E.ERR_REVISION_IS_INVALID, "since")
+        compacted = _current(namespace, since)
+        if compacted is not None:  # up to date: a reconnect costs no query
+            return _lines(namespace, since, since, timeout, config)
+    current, compacted = _db_revision(namespace)
+    _waiters(namespace).compacted = compacted
+    _forget_newer(namespace, current)
+    if since is None:
+        since = current
+    elif since < compacted:
+        raise _compacted(compacted)
+    return _lines(namespace, since, current, timeout, config)
+
+
+def _compacted(compacted: int) -> WuxingError:
+    return WuxingError(E.ERR_REVISION_COMPACTED,
+                       f"history up to revision {compacted} was pruned; read the current "
+                       "state and watch from its revision", {"compact_revision": compacted})
+
+
+def _marker(kind: str, revision: int) -> bytes:
+    return b'{"stream": "%s", "revision": %d}\n' % (kind.encode(), revision)
+
+
+def _lines(namespace: str, since: int, current: int, timeout: float,
+           config: WuxingConfig) -> Iterator[bytes]:
+    """The stream's lines after ``since`` (``current``: the namespace's revision as just
+    read) for ``timeout`` seconds at most (``WUXING_WATCH_MAX_TIMEOUT``)."""
+    # Do not hold a pooled DB connection for the stream's life (_shared opens its own).
+    if db.database.obj is not None and not db.database.is_closed():
+        db.database.close()
+    now = time.monotonic()
+    deadline = now + max(0.0, min(timeout, config.watch_max_timeout))
+    last = seen = since
+    waiters = _waiters(namespace)
+    read = lambda: _read_version(namespace)  # noqa: E731
+    version: int | None = current
+    idle = True  # nothing sent yet: the first line is a keep-alive
+    while True:
+        if version is not None:  # a revision above ``last`` was seen: send its changes
+            seen = max(seen, version)
+            while last < seen:
+                batch = _shared(namespace, last, seen, config)
+                if not batch.changes:
+                    break
+                yield batch.lines()
+                last = batch.changes[-1]["revision"]
+                idle = False
+            seen = max(seen, last)
+        if time.monotonic() >= deadline:
+            yield _marker("end", last)
+            return
+        if idle:
+            yield _marker("keepalive", last)
+        idle = True
+        wake = min(deadline, time.monotonic() + config.watch_keepalive)
+        version = waiters.newer_than(seen, wake, config.watch_poll_max, read)
 
 
 def _db_revision(namespace: str) -> tuple[int, int]:
@@ -116,7 +204,7 @@ def _wait(namespace: str, since: int, compacted: int, timeout: float,
         if version is None:
             return _answer(since, [], compacted)
         seen = version
-        changes = _shared(namespace, since, version, config)
+        changes = _shared(namespace, since, version, config).changes
         if changes:
             return _answer(since, changes, compacted)
 
@@ -230,15 +318,39 @@ def _waiters(namespace: str) -> _Waiters:
 
 #: (database, namespace, since) -> (revision, when, changes): what the watches woken by
 #: one revision read once. Only the same revision of the same database, for MEMO_TTL.
-_memo: dict[tuple[int, str, int], tuple[int, float, list[dict[str, Any]]]] = {}
+_memo: dict[tuple[int, str, int], tuple[int, float, _Read]] = {}
 _memo_lock = threading.Lock()
 #: the most answers kept (more are dropped all at once), and for how long
 MEMO_SIZE = 256
 MEMO_TTL = 2.0
 
 
-def _shared(namespace: str, since: int, version: int,
-            config: WuxingConfig) -> list[dict[str, Any]]:
+class _Read:
+    """One read of the changes after a revision, shared by the watches it serves; the
+    streams' lines of it are encoded once, by the first stream that sends them."""
+
+    __slots__ = ("_lines", "changes")
+
+    def __init__(self, changes: list[dict[str, Any]]) -> None:
+        self.changes = changes
+        self._lines: bytes | None = None
+
+    def lines(self) -> bytes:
+        """The changes as stream lines, then the revision line (two threads racing here
+        both encode the same bytes: harmless)."""
+        if self._lines is None:
+            out = [json.dumps(c, default=json_default).encode() + b"\n"
+                   for c in self.changes]
+            out.append(_marker("revision", self.changes[-1]["revision"]))
+            self._lines = b"".join(out)
+        return self._lines
+
+
+#: how many times this process read changes for its watches (tests count the reads)
+READS = [0]
+
+
+def _shared(namespace: str, since: int, version: int, config: WuxingConfig) -> _Read:
     """The changes after ``since`` up to at least ``version``: read once from the database
     for every watch of this process that ``version`` woke (the lock makes the ones woken
     together wait for the first one's read, then take it; only that one opens a
@@ -253,8 +365,9 @@ def _shared(namespace: str, since: int, version: int,
         if hit is not None and hit[0] == version and now - hit[1] < MEMO_TTL:
             return hit[2]
         with db.database.connection_context():
-            changes = changes_after(namespace, since, config.watch_max_changes)
+            read = _Read(changes_after(namespace, since, config.watch_max_changes))
+        READS[0] += 1
         if len(_memo) >= MEMO_SIZE:
             _memo.clear()
-        _memo[key] = (version, now, changes)
-        return changes
+        _memo[key] = (version, now, read)
+        return read

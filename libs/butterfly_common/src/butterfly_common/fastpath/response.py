@@ -27,7 +27,7 @@ def plain_answer(outcome: Outcome) -> bool:
     """True for the common answer :func:`respond_plain` can send without werkzeug: a body
     with a status that has one, and no handler header werkzeug would rewrite (Location,
     Content-Length) or check for line breaks: just the JSON content type, or nothing."""
-    return (outcome.file is None and 200 <= outcome.status < 600
+    return (outcome.file is None and outcome.stream is None and 200 <= outcome.status < 600
             and outcome.status not in (204, 304)
             and all(h == JSON_TYPE for h in outcome.headers))
 

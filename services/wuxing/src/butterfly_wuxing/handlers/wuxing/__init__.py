@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from butterfly_common import api, retstat
 from butterfly_common.params import SECRET, Secret
+from butterfly_common.protocol import Stream
 from butterfly_common.roles import identity_of
 from butterfly_common.runtime import get_config
 from butterfly_wuxing import gray as gray_mod
@@ -25,6 +26,7 @@ from butterfly_wuxing.config import WuxingConfig
 from butterfly_wuxing.revisions import namespace_revision
 
 OK = retstat.OK
+NDJSON = "application/x-ndjson"
 
 
 def _done(revision: int, **data: Any):
@@ -252,13 +254,25 @@ def namespace_get(req, namespace: str):
                          "compact_revision": compacted}}
 
 
-@api(topic=False)
-def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0):
+@api(topic=False, stream=NDJSON)
+def watch(req, namespace: str, since: int | None = None, timeout: float = 30.0,
+          stream: bool = False):
     """Changes after revision ``since`` in order, waiting up to ``timeout`` s for the first
     (long poll). No ``since``: the current revision at once. A ``since`` older than the
-    retention is ERR_REVISION_COMPACTED."""
+    retention is ERR_REVISION_COMPACTED.
+
+    ``stream=1``: one chunked ``application/x-ndjson`` answer instead, open for ``timeout``
+    s (at most ``WUXING_WATCH_MAX_TIMEOUT``) and then ended; one JSON line per change (the
+    long poll's change objects), then ``{"stream": "revision", "revision": R}`` once all of
+    revision R is sent; ``{"stream": "keepalive", "revision": R}`` first when there is
+    nothing to send and after ``WUXING_WATCH_KEEPALIVE`` s (default 5) without a change;
+    ``{"stream": "end", "revision": R}`` last: reconnect from R. No ``since``: from the
+    current revision. Refusals (compaction included) are the long poll's envelopes."""
     check_read(req)
-    return OK, {"data": feed.watch(namespace, since, timeout, get_config(WuxingConfig))}
+    config = get_config(WuxingConfig)
+    if stream:
+        return Stream(feed.stream(namespace, since, timeout, config), NDJSON)
+    return OK, {"data": feed.watch(namespace, since, timeout, config)}
 
 
 @api
