@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from wuxing_testlib import TOKEN
@@ -70,7 +71,10 @@ def test_cli_get_set_watch_export_import(service, tmp_path):
     assert _cli(service, "set", "cli", "web1", "s|owner", "cli-user").returncode == 0
     refused = _cli(service, "set", "cli", "web1", "i|port", "1", "--revision", "1")
     assert refused.returncode == 1 and "ERR_ITEM_UPDATE_FAILED" in refused.stderr
+    started = time.monotonic()
     watched = _cli(service, "watch", "cli", "--since", str(since), "--exit-after", "1")
+    # the silence ends it, not the 30 s a watch call stays open (it waited for that before)
+    assert time.monotonic() - started < 20
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
     assert [c["item_value"] for c in lines] == ["cli-user"]
     doc = tmp_path / "cli.json"

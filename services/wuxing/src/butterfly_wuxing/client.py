@@ -195,10 +195,13 @@ class WuxingClient(ServiceClient):
         last = self.revision(namespace) if since is None else since
         quiet_since = time.monotonic()
         while stop_after is None or time.monotonic() - quiet_since < stop_after:
-            params = {"namespace": namespace, "since": last, "timeout": poll}
+            wait = poll  # a call never outlasts the silence that ends the iteration
+            if stop_after is not None:
+                wait = min(poll, max(0.0, stop_after - (time.monotonic() - quiet_since)))
+            params = {"namespace": namespace, "since": last, "timeout": wait}
             if stream:
                 pending: list[dict[str, Any]] = []
-                lines = self.stream("watch", {**params, "stream": True}, timeout=poll + 10)
+                lines = self.stream("watch", {**params, "stream": True}, timeout=wait + 10)
                 try:
                     for line in lines:
                         if "stream" not in line:  # a change: held until its revision ends
@@ -222,7 +225,7 @@ class WuxingClient(ServiceClient):
                     lines.close()
                 continue
             try:
-                data = self.data("watch", params, timeout=poll + 10)
+                data = self.data("watch", params, timeout=wait + 10)
             except TransportError:
                 time.sleep(0.2)
                 continue
