@@ -22,6 +22,7 @@ import requests
 from compose_fleet import TIMINGS, ComposeFleet, running_fleet, timed
 
 from butterfly_common.testing import wait_until
+from butterfly_wuxing.client import WuxingClient
 
 TOPIC = "/demo_api/hello"
 CORE, RUQI_1, RUQI_2, WUXING, CANGHAI, XINGQIAO = 8585, 4100, 4101, 4200, 4400, 4700
@@ -137,6 +138,26 @@ def test_wuxing_writes_and_reads_on_mariadb(fleet):
         f"-p{fleet.secrets['BUTTERFLY_DB_PASSWORD']}", "butterfly", "--batch",
         "--skip-column-names", "-e", "SELECT instance_name FROM wuxing_instance").stdout
     assert "web1" in sql.split()
+
+
+def test_a_wuxing_watch_streams_a_change(fleet):
+    """The streamed watch through the deployed server (gunicorn's chunked answer): a
+    watcher holding one stream gets a change written after it opened, once."""
+    client = WuxingClient(fleet.url(WUXING, ""), token=fleet.secrets["BUTTERFLY_ADMIN_TOKEN"])
+    since = client.revision("container")
+    seen: list[dict] = []
+
+    def watch() -> None:
+        for change in client.watch("container", since=since, poll=20, stop_after=20):
+            seen.append(change)
+            return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    make_wuxing_instance(fleet, "streamed", 7070)
+    watcher.join(30)
+    assert not watcher.is_alive(), "the change never reached the stream"
+    assert seen and seen[0]["revision"] > since and seen[0]["instance_name"] == "streamed"
 
 
 class LocalBrowser:
