@@ -27,6 +27,7 @@ from butterfly_common.testing import (
     RedisServer,
     child_pids,
     mariadb_database,
+    stop_processes,
     wait_until,
 )
 
@@ -84,7 +85,10 @@ def freeze_holding(service: ButterflyService, broker: Broker) -> set[str]:
     workers = child_pids(service.proc.pid)
 
     def frozen_holding() -> set[str]:
-        signal_all(service, signal.SIGSTOP)
+        stop_processes([service.proc.pid, *workers])  # type: ignore[union-attr]
+        # a command a worker sent just before it stopped may still be on its way: the
+        # first read's round trips let the store take it, the second one counts
+        claimed_by(broker, workers)
         held = claimed_by(broker, workers)
         if not held:  # between two messages: let it run on and try again
             signal_all(service, signal.SIGCONT)

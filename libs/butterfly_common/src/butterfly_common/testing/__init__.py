@@ -338,3 +338,25 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def stop_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGSTOP ``pids`` and return once each is stopped (state ``T`` in /proc) or gone.
+
+    kill() only queues the signal: a process running on another core goes on until it is
+    next scheduled out, and may still send a command in that time. A test that reads what
+    a frozen process holds must wait for the stop first."""
+    import signal
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+
+    def stopped(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True  # gone
+        return state in ("T", "t", "Z", "X")
+
+    wait_until(lambda: all(stopped(p) for p in pids), timeout, 0.001, "the processes to stop")
