@@ -610,15 +610,27 @@ def _succeed_and_dispatch(job: Job, task: Task, msg: Message, stat: str,
     return True
 
 
+def _run_of(msg_id: str) -> int:
+    """The attempt number a message id ends with (``msg_id_of``); 0 when it has none."""
+    run = str(msg_id).rpartition(".")[2]
+    return int(run) if run.isdigit() else 0
+
+
 def on_notice(msg_id: str, topic: str) -> str:
     """A completion notice: re-read the message (the notice is only a hint, so a forged
     or repeated one changes nothing) and advance its flow."""
     drop = get_config(XingqiaoConfig).drop_notices
     if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
-    steps: list[Task] | None = _NOTICED_STEPS.rows(str(msg_id))
-    row: Any = next((t for t in steps or () if t.task_reqid == msg_id), None)
-    if row is None:  # a map item's notice (or an unknown id): that row alone
+    # a map item's attempts count from RUNS_PER_EXPANSION (``_item_row``): its notice
+    # reads its own row alone, a step's the flow's steps with it (and, should the guess be
+    # wrong either way, the other query after)
+    steps: list[Task] | None = None
+    row: Any = None
+    if 0 < _run_of(msg_id) < RUNS_PER_EXPANSION:
+        steps = _NOTICED_STEPS.rows(str(msg_id))
+        row = next((t for t in steps if t.task_reqid == msg_id), None)
+    if row is None:
         found = _NOTICED.rows(str(msg_id))
         row, steps = (found[0] if found else None), None
     if row is None or row.task_cmd != topic:
