@@ -12,7 +12,7 @@ each hop - task k's handler returned -> task k+1 claimed - into:
 - D: task k+1 published -> claimed by the consumer (its fetcher's poll pause).
 
 Prints p50 / mean of each and the CPU per task of xingqiao and of the consumer (the
-client's get_job_detail polls, every 50 ms, are in xingqiao's). About 30 s.
+client's status polls (list_jobs by job_id), every 50 ms, are in xingqiao's). About 30 s.
 
     .venv/bin/python bench/xingqiao_hops.py [--flows 20] [--mariadb]
 """
