@@ -63,14 +63,6 @@ _STEPS = Prepared(1, lambda job: Task.select().where((Task.job_id == job)
 #: a notice's task and its flow in one query
 _NOTICED = Prepared(1, lambda msg_id: Task.select(Task, Job).join(
     Job, on=(Task.job_id == Job.job_id), attr="flow").where(Task.task_reqid == msg_id))
-_NOTICE = Task.alias("notice")
-#: a step's notice: the steps of its flow (the noticed one among them), each with the
-#: flow's row, in one query; nothing when the message is a map item's (or unknown)
-_NOTICED_STEPS = Prepared(1, lambda msg_id: Task.select(Task, Job).join(
-    _NOTICE, on=(_NOTICE.job_id == Task.job_id)).switch(Task).join(
-    Job, on=(Task.job_id == Job.job_id), attr="flow").where(
-    (_NOTICE.task_reqid == msg_id) & (_NOTICE.task_parent == 0) & (Task.task_parent == 0))
-    .order_by(Task.task_id))
 
 
 def tasks_of(job_id: int, items: bool = True) -> list[Task]:
@@ -122,33 +114,21 @@ def dispatch(job: Job, task: Task, by_label: dict[str, Task]) -> bool:
         return store.move_task(task, "fail", job_started=True, ret_stat=ERR_TASK_PARAMS,
                                task_reason=f"task {task.task_label}: required names not "
                                            f"found: {', '.join(missing)}")
-    if not _claim_task(job, task):
-        return False
-    _send(job, task, params)
-    return True
-
-
-def _claim_task(job: Job, task: Task) -> bool:
-    """waiting -> pending on the task's next attempt (CAS, only while the flow runs)."""
     run = task.task_run + 1
-    return store.move_task(task, "dispatch", job_started=True, task_run=run,
-                           task_reqid=msg_id_of(job, task, run),
-                           task_deadline=_deadline(task, 0.0))
-
-
-def _send(job: Job, task: Task, params: dict[str, Any]) -> None:
-    """Publish a claimed (pending) task, then pending -> started; when that CAS finds the
-    flow stopped meanwhile, the message is deleted (fenced)."""
-    msg_id = task.task_reqid
+    msg_id = msg_id_of(job, task, run)
+    if not store.move_task(task, "dispatch", job_started=True, task_run=run,
+                           task_reqid=msg_id, task_deadline=_deadline(task, 0.0)):
+        return False
     try:
         _publish(job, task, params)
     except RedisError as exc:  # stays pending: the sweep publishes it again
         log.warning("publishing %s failed (the sweep retries): %s", msg_id, exc)
-        return
+        return True
     if not store.move_task(task, "sent", msg_id=msg_id):
         fresh = Task.get_or_none(Task.task_id == task.task_id)
         if fresh is not None and fresh.task_status in ("canceled", "timed_out"):
             mq.broker().delete(task.task_cmd, msg_id)  # the flow stopped meanwhile: fence
+    return True
 
 
 def advance(job_id: int, job: Job | None = None) -> str:
@@ -497,12 +477,9 @@ def _failed_attempt(job: Job, task: Task, msg_id: str, stat: str, reason: str,
     return store.move_task(task, final_event, msg_id=msg_id, **common)
 
 
-def apply_outcome(task: Task, msg: Message, job: Job | None = None,
-                  steps: list[Task] | None = None) -> bool:
+def apply_outcome(task: Task, msg: Message, job: Job | None = None) -> bool:
     """Move ``task`` by the recorded outcome of its current message; False when there is
-    nothing to do (not ended yet, a stale attempt, or someone else already moved it).
-    ``steps``: the flow's steps as read with the notice (``task`` among them), which lets a
-    success that only makes plain tasks ready take :func:`_succeed_and_dispatch`."""
+    nothing to do (not ended yet, a stale attempt, or someone else already moved it)."""
     if task.task_status not in TASK_ACTIVE or msg.id != task.task_reqid \
             or msg.status not in (FINISHED, FAILED):
         return False
@@ -513,9 +490,6 @@ def apply_outcome(task: Task, msg: Message, job: Job | None = None,
     stat = str(result.get("stat", retstat.ERR_SERVER_EXCEPTION))
     if msg.status == FINISHED and stat == retstat.OK:
         missing = sorted(set(split_list(task.task_provides)) - set(result))
-        plan = _step_plan(job, task, steps, result) if steps and not missing else None
-        if plan:
-            return _succeed_and_dispatch(job, task, msg, stat, result, plan)
         if not missing:
             moved = store.move_task(task, "succeed", msg_id=msg.id, ret_stat=stat,
                                     ret_data=dumps(result), task_cost=msg.cost,
@@ -541,104 +515,20 @@ def apply_outcome(task: Task, msg: Message, job: Job | None = None,
     return moved
 
 
-# -- the hop's fast path ------------------------------------------------------------------
-
-def _step_plan(job: Job, task: Task, steps: list[Task], result: dict[str, Any]
-               ) -> list[tuple[Task, dict[str, Any]]] | None:
-    """What :func:`advance` would do once ``task`` (a step) succeeded with ``result``,
-    decided from ``steps`` as read with its notice: the plain tasks that become ready,
-    with their params. None unless that is all it would do - any other step active (it
-    may end meanwhile: a fan-in must then be decided from rows read after this success
-    committed, as :func:`advance` does), a skip, a map / signal / sub-flow, missing
-    params, nothing ready (the verdict): those take the general path."""
-    if job.job_status != "started" or not job.is_valid:
-        return None
-    done = Task(**task.__data__)
-    done.task_status, done.ret_data = "finished", dumps(result)
-    by_label = {t.task_label: (done if t.task_id == task.task_id else t) for t in steps}
-    plan = []
-    for t in steps:
-        if t.task_id == task.task_id or t.task_status in TASK_DONE:
-            continue
-        if t.task_status != "waiting":
-            return None
-        deps = [by_label[d].task_status for d in split_list(t.task_dependencies)
-                if d in by_label]
-        verdict = dataflow.readiness(t.task_trigger_rule, deps)
-        if verdict == dataflow.WAIT:
-            continue
-        if verdict != dataflow.READY or t.task_map_over is not None \
-                or t.task_signal is not None or t.task_subflow is not None:
-            return None
-        params, missing = _params_for(job, t, by_label)
-        if missing:
-            return None
-        plan.append((t, params))
-    return plan or None
-
-
-def _succeed_and_dispatch(job: Job, task: Task, msg: Message, stat: str,
-                          result: dict[str, Any],
-                          plan: list[tuple[Task, dict[str, Any]]]) -> bool:
-    """``task`` succeeded and ``plan`` (:func:`_step_plan`) says which tasks that makes
-    ready: its move and theirs (each a CAS, as :func:`dispatch`'s) commit in ONE
-    transaction, then their messages go out. Nothing is lost on a crash: before the commit
-    the notice is not acknowledged (it comes again, or the sweep reads the message); after
-    it the claimed tasks are pending, which the sweep publishes again (same ids)."""
-    rows = [task, *(t for t, _ in plan)]
-    read = [dict(t.__data__) for t in rows]
-    claimed: list[tuple[Task, dict[str, Any]]] = []
-
-    def step() -> bool:
-        for t, data in zip(rows, read, strict=True):  # a busy retry starts over as read
-            t.__data__.update(data)
-        claimed.clear()
-        with store.tx():
-            if not store.move_task(task, "succeed", msg_id=msg.id, ret_stat=stat,
-                                   ret_data=dumps(result), task_cost=msg.cost,
-                                   task_reason=None):
-                return False
-            claimed.extend((t, params) for t, params in plan if _claim_task(job, t))
-        return True
-
-    if not store.busy_retry(step):
-        return False
-    for t, params in claimed:
-        _send(job, t, params)
-    if len(claimed) < len(plan):  # someone else moved one, or the flow stopped: see again
-        advance(job.job_id)
-    return True
-
-
-def _run_of(msg_id: str) -> int:
-    """The attempt number a message id ends with (``msg_id_of``); 0 when it has none."""
-    run = str(msg_id).rpartition(".")[2]
-    return int(run) if run.isdigit() else 0
-
-
 def on_notice(msg_id: str, topic: str) -> str:
     """A completion notice: re-read the message (the notice is only a hint, so a forged
     or repeated one changes nothing) and advance its flow."""
     drop = get_config(XingqiaoConfig).drop_notices
     if drop and random.random() < drop:  # noqa: S311 - a test hook, not security
         return "dropped"
-    # a map item's attempts count from RUNS_PER_EXPANSION (``_item_row``): its notice
-    # reads its own row alone, a step's the flow's steps with it (and, should the guess be
-    # wrong either way, the other query after)
-    steps: list[Task] | None = None
-    row: Any = None
-    if 0 < _run_of(msg_id) < RUNS_PER_EXPANSION:
-        steps = _NOTICED_STEPS.rows(str(msg_id))
-        row = next((t for t in steps if t.task_reqid == msg_id), None)
-    if row is None:
-        found = _NOTICED.rows(str(msg_id))
-        row, steps = (found[0] if found else None), None
+    found = _NOTICED.rows(str(msg_id))
+    row = found[0] if found else None
     if row is None or row.task_cmd != topic:
         return "unknown"
     msg = mq.broker().get(msg_id, topic)
     if msg is None:
         return "missing"
-    return "applied" if apply_outcome(row, msg, row.flow, steps) else "ignored"
+    return "applied" if apply_outcome(row, msg, row.flow) else "ignored"
 
 
 def timed_out(task: Task, msg: Message | None) -> bool:

@@ -21,12 +21,9 @@ from typing import Any
 
 import peewee
 
-from butterfly_common import db
-
 from . import plugins as builtin
 from .definitions import DefinitionError, TaskSpec, Workflow, spec_from_dict, validate
 from .models import FlowType, dumps, loads
-from .prepared import Prepared
 
 log = logging.getLogger("butterfly.xingqiao")
 VERSION_KEY = "xq:plugins:version"
@@ -195,28 +192,9 @@ def json_specs(tasks: Any) -> list[TaskSpec]:
     return validate(specs)
 
 
-#: the newest version number of a JSON type (one small prepared select per create_job)
-_LATEST = Prepared(1, lambda name: FlowType.select(FlowType.version)
-                   .where(FlowType.name == name).order_by(FlowType.version.desc()).limit(1))
-#: (database, name, version) -> its row: a stored version is never changed nor deleted
-#: (a new definition is a new version), so create_job reads each definition once
-_VERSIONS: dict[tuple[int, str, int], FlowType] = {}
-_VERSIONS_MAX = 1024
-
-
 def latest_json_type(name: str) -> FlowType | None:
-    found = _LATEST.rows(name)
-    if not found:
-        return None
-    key = (id(db.database.obj), name, int(found[0].version))
-    row = _VERSIONS.get(key)
-    if row is None:
-        row = json_type_version(name, key[2])
-        if row is not None:
-            if len(_VERSIONS) >= _VERSIONS_MAX:
-                _VERSIONS.clear()
-            _VERSIONS[key] = row
-    return row
+    return (FlowType.select().where(FlowType.name == name)
+            .order_by(FlowType.version.desc()).first())
 
 
 def json_type_version(name: str, version: int) -> FlowType | None:
