@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import requests
-from wuxing_testlib import AUTH, TOKEN
+from wuxing_testlib import AUTH, TOKEN, write_count
 
 from butterfly_common import db, runtime
 from butterfly_common.settings import load_settings
@@ -202,26 +202,13 @@ def test_watcher_sees_1000_writes_in_order_exactly_once_across_a_restart(redis_s
     thread = threading.Thread(target=watcher)
     thread.start()
 
-    def write(n: int) -> None:
-        while True:
-            try:
-                body = _call(url, "instance_update_item", timeout=10, namespace="demo",
-                             instance_name="feed", item_name="i|n", item_value=n,
-                             item_value_old=n - 1)
-            except requests.RequestException:
-                time.sleep(0.05)
-                continue
-            if body["stat"] == "OK" or body.get("data", {}).get("item_value") == n:
-                return  # done (or done before a lost answer)
-            raise AssertionError(body)
-
     try:
         for n in range(1, 501):
-            write(n)
+            write_count(url, n)
         svc.stop()
         svc = _service(redis_server.url, sqlite_url, port=port, BUTTERFLY_WORKERS="2").start()
         for n in range(501, 1001):
-            write(n)
+            write_count(url, n)
         stop.set()
         thread.join(60)
     finally:

@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import requests
-from wuxing_testlib import AUTH, TOKEN, make_section
+from wuxing_testlib import AUTH, TOKEN, make_section, write_count
 
 from butterfly_common.redis_client import make_redis
 from butterfly_common.testing import ButterflyService, wait_until
@@ -238,28 +237,13 @@ def test_client_streams_every_change_in_order_once_across_a_restart(redis_server
     thread = threading.Thread(target=watcher, daemon=True)
     thread.start()
 
-    def write(n: int) -> None:
-        while True:
-            try:
-                body = requests.post(f"{url}/wuxing/instance_update_item", headers=AUTH,
-                                     timeout=10, json={
-                                         "namespace": "demo", "instance_name": "feed",
-                                         "item_name": "i|n", "item_value": n,
-                                         "item_value_old": n - 1}).json()
-            except requests.RequestException:
-                time.sleep(0.05)
-                continue
-            if body["stat"] == "OK" or body.get("data", {}).get("item_value") == n:
-                return  # done (or done before a lost answer)
-            raise AssertionError(body)
-
     try:
         for n in range(1, restart_at + 1):
-            write(n)
+            write_count(url, n)
         svc.stop()
         svc = ButterflyService("wuxing", env, port=port).start()
         for n in range(restart_at + 1, total + 1):
-            write(n)
+            write_count(url, n)
         thread.join(60)
     finally:
         svc.stop()

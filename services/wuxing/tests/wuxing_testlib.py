@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import requests
 
 from butterfly_common.app import create_app
 
@@ -75,3 +78,21 @@ class Person:
     def stat(self, handler: str, **params: Any) -> tuple[int, str]:
         status, body, _ = self.call(handler, **params)
         return status, body["stat"]
+
+
+def write_count(url: str, n: int, instance: str = "feed") -> None:
+    """Set ``demo/<instance>``'s ``i|n`` from ``n - 1`` to ``n`` over HTTP (CAS), trying
+    again through a server restart; a lost answer whose write landed counts as done."""
+    while True:
+        try:
+            body = requests.post(f"{url}/wuxing/instance_update_item", headers=AUTH,
+                                 timeout=10, json={
+                                     "namespace": "demo", "instance_name": instance,
+                                     "item_name": "i|n", "item_value": n,
+                                     "item_value_old": n - 1}).json()
+        except requests.RequestException:
+            time.sleep(0.05)
+            continue
+        if body["stat"] == "OK" or body.get("data", {}).get("item_value") == n:
+            return
+        raise AssertionError(body)
